@@ -1,0 +1,288 @@
+"""Helicity decoding: from the DAQ's reported helicity to the actual helicity of every window.
+
+JAPAN semantics (shared/reference/parity-analysis.md, section 3), made lossless:
+
+* Patterns are recognised from the DAQ's pattern number and phase.  Each complete
+  pattern yields one reported pattern polarity; 30 consecutive ones give the generator
+  state (*lock*).  Every later polarity is predicted and checked; a mismatch drops the
+  lock and the state is learned again from the next 30 patterns.
+* A lock is trusted once ``confirm_patterns`` predictions in a row came true.  The
+  actual polarity of pattern ``p`` is generator bit ``p + delay`` (see :mod:`sim.helicity`),
+  taken from the trusted generator state, never from a raw report, so a flipped
+  reported bit cannot mis-sort a window.
+* Windows are held until their actual helicity is known (bit ``p + delay`` verified by a
+  matching report), then released in order.  Nothing is dropped: windows that can never
+  be decoded (no lock for ``max_pending_windows`` windows) are released with helicity 0.
+
+Checks counted per kind (:data:`ERROR_KINDS`); a pattern with any error is cut from the
+asymmetry but its windows are still sorted by helicity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.blocks import FLAG_SETTLE, WindowBlock
+from sim.helicity import (
+    LFSR_BITS,
+    lfsr30_back_step,
+    lfsr30_step,
+    pattern_shape,
+    register_from_bits,
+)
+
+ERROR_KINDS = (
+    "prediction_mismatch",  # reported pattern polarity differs from the prediction (patterns)
+    "missed_windows",  # gaps in the window sequence number (windows)
+    "phase_error",  # pattern phase out of order or pattern incomplete (patterns)
+    "pattern_shape",  # windows of a pattern disagree with the pattern shape (patterns)
+    "stuck_helicity",  # all windows of a pattern report the same helicity (patterns)
+    "settle",  # pattern contains windows inside the rotator settle gate (patterns)
+)
+
+_FIELDS = ("seq", "pattern_number", "pattern_phase", "reported_helicity", "flags", "beam_monitor")
+
+
+@dataclass(slots=True)
+class DecodedWindows:
+    """Windows released by the decoder, in sequence order (``n`` windows, ``c`` channels).
+
+    ``helicity`` is the actual helicity (+1/-1), or 0 for a window that could not be
+    decoded.  ``good`` marks windows of complete, error-free patterns; good windows come
+    in whole patterns, so ``counts[good]`` reshapes to ``(patterns, pattern_size, c)``.
+    """
+
+    seq: np.ndarray
+    pattern_number: np.ndarray
+    helicity: np.ndarray
+    good: np.ndarray
+    beam_monitor: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.seq.size)
+
+
+@dataclass
+class DecoderState:
+    """Counters a monitor publishes; all cumulative since the run started."""
+
+    windows_seen: int = 0
+    windows_released: int = 0
+    windows_undecoded: int = 0
+    patterns_good: int = 0
+    last_seq: int = -1
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+
+
+class HelicityDecoder:
+    """Streaming decoder; feed :class:`WindowBlock`s with :meth:`feed`, finish with :meth:`flush`."""
+
+    def __init__(
+        self,
+        pattern: str,
+        delay_patterns: int,
+        n_channels: int,
+        confirm_patterns: int = 4,
+        max_pending_windows: int = 1 << 17,
+    ) -> None:
+        self.shape = pattern_shape(pattern)
+        self.size = int(self.shape.size)
+        self.delay = int(delay_patterns)
+        self.n_channels = n_channels
+        self.confirm_patterns = confirm_patterns
+        self.max_pending_windows = max_pending_windows
+        self.state = DecoderState()
+        self._pending = {name: np.empty(0) for name in _FIELDS}
+        self._pending_counts = np.empty((0, n_channels), dtype=np.int64)
+        self._learning: list[tuple[int, int]] = []  # consecutive (pattern, bit) since last reset
+        self._lock: tuple[int, int] | None = None  # (pattern index, register after its bit)
+        self._confirmations = 0
+        self._verified_through = -1  # generator bits up to this index are trusted
+        self._trusted: tuple[int, int] | None = None  # lock that produced the trusted bits
+        self._last_closed_pattern = -1
+        self._bad_patterns: set[int] = set()  # closed, not yet released, cut from analysis
+
+    # -- public -------------------------------------------------------------------------
+
+    def feed(self, block: WindowBlock) -> DecodedWindows:
+        """Add a block of windows; returns the windows whose helicity is now known."""
+        self._count_missed(block.seq)
+        self.state.windows_seen += block.n_windows
+        for name in _FIELDS:
+            self._pending[name] = np.concatenate([self._pending[name], getattr(block, name)])
+        self._pending_counts = np.concatenate([self._pending_counts, block.counts])
+        return self._process(final=False)
+
+    def flush(self) -> DecodedWindows:
+        """End of run: close the last pattern and release everything still held."""
+        return self._process(final=True)
+
+    @property
+    def locked(self) -> bool:
+        return self._lock is not None and self._confirmations >= self.confirm_patterns
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _count_missed(self, seq: np.ndarray) -> None:
+        if seq.size == 0:
+            return
+        previous = np.concatenate([[self.state.last_seq], seq[:-1]])
+        gaps = seq - previous - 1
+        self.state.errors["missed_windows"] += int(gaps[gaps > 0].sum())
+        self.state.last_seq = int(seq[-1])
+
+    def _process(self, final: bool) -> DecodedWindows:
+        pattern = self._pending["pattern_number"].astype(np.int64)
+        if pattern.size:
+            newest = pattern[-1]
+            newest_complete = np.count_nonzero(pattern == newest) >= self.size
+            closed_upto = newest if (final or newest_complete) else newest - 1
+            self._check_closed_patterns(pattern, closed_upto)
+        releasable = self._releasable(pattern, final)
+        return self._release(releasable)
+
+    def _check_closed_patterns(self, pattern: np.ndarray, closed_upto: int) -> None:
+        """Run the per-pattern checks and the LFSR on patterns closed since last time."""
+        new = (pattern > self._last_closed_pattern) & (pattern <= closed_upto)
+        if not new.any():
+            return
+        idx = np.flatnonzero(new)
+        numbers, first, sizes = np.unique(pattern[idx], return_index=True, return_counts=True)
+        phase = self._pending["pattern_phase"][idx]
+        reported = self._pending["reported_helicity"][idx]
+        flags = self._pending["flags"][idx].astype(np.int64)
+
+        complete = sizes == self.size
+        polarity = np.zeros(numbers.size, dtype=np.int64)  # 0 = pattern gives no polarity
+        bad = ~complete
+        full = np.flatnonzero(complete)
+        if full.size:
+            rows = first[full][:, None] + np.arange(self.size)[None, :]
+            phase_ok = (phase[rows] == np.arange(self.size)).all(axis=1)
+            relative = reported[rows] * self.shape[None, :]
+            shape_ok = (relative == relative[:, :1]).all(axis=1)
+            stuck = (reported[rows] == reported[rows][:, :1]).all(axis=1)
+            settle = (flags[rows] & FLAG_SETTLE).any(axis=1)
+            errors = self.state.errors
+            errors["phase_error"] += int((~phase_ok).sum())
+            errors["stuck_helicity"] += int((phase_ok & stuck).sum())
+            errors["pattern_shape"] += int((phase_ok & ~stuck & ~shape_ok).sum())
+            errors["settle"] += int(settle.sum())
+            usable = phase_ok & shape_ok
+            polarity[full[usable]] = relative[usable, 0]
+            bad[full] = ~usable | settle
+        self.state.errors["phase_error"] += int((~complete).sum())
+
+        mismatched = self._run_generator(numbers, polarity)
+        self._bad_patterns.update(numbers[bad | mismatched].tolist())
+        self._last_closed_pattern = int(closed_upto)
+
+    def _run_generator(self, numbers: np.ndarray, polarity: np.ndarray) -> np.ndarray:
+        """Learn/predict/verify the LFSR over closed patterns; returns the mismatch mask."""
+        mismatched = np.zeros(numbers.size, dtype=bool)
+        for i, (p, pol) in enumerate(zip(numbers.tolist(), polarity.tolist(), strict=True)):
+            bit = 1 if pol > 0 else 0
+            if self._lock is not None:
+                index, register = self._lock
+                while index < p:  # step over patterns that gave no polarity, too
+                    _, register = lfsr30_step(register)
+                    index += 1
+                self._lock = (index, register)
+                if pol == 0:
+                    continue
+                if (register & 1) == bit:
+                    self._confirmations += 1
+                    if self._confirmations >= self.confirm_patterns:
+                        self._verified_through = p
+                        self._trusted = self._lock
+                    continue
+                mismatched[i] = True
+                self.state.errors["prediction_mismatch"] += 1
+                self._lock, self._confirmations, self._learning = None, 0, []
+                continue
+            if pol == 0 or (self._learning and self._learning[-1][0] != p - 1):
+                self._learning = []
+            if pol != 0:
+                self._learning.append((p, bit))
+            if len(self._learning) == LFSR_BITS:
+                self._lock = (p, register_from_bits([b for _, b in self._learning]))
+                self._learning = []
+        return mismatched
+
+    def _releasable(self, pattern: np.ndarray, final: bool) -> np.ndarray:
+        if pattern.size == 0:
+            return np.zeros(0, dtype=bool)
+        closed = pattern <= self._last_closed_pattern
+        if final and self.locked:
+            # Last patterns of the run: no later report can verify them; the confirmed
+            # lock's prediction is the best (and JAPAN's) answer.
+            self._verified_through = max(self._verified_through, int(pattern[-1]) + self.delay)
+            self._trusted = self._lock
+        ready = closed & (pattern + self.delay <= self._verified_through)
+        overflow = pattern.size - np.count_nonzero(ready) > self.max_pending_windows
+        if final:
+            ready[:] = True
+        elif overflow:
+            # Give up on the oldest undecodable pattern rather than hold it forever.
+            oldest_blocked = pattern[np.flatnonzero(~ready)[0]]
+            ready |= closed & (pattern <= oldest_blocked)
+        # Release strictly in order: stop at the first window that is not ready.
+        blocked = np.flatnonzero(~ready)
+        if blocked.size:
+            ready[blocked[0] :] = False
+        return ready
+
+    def _bits(self, first: int, last: int) -> np.ndarray:
+        """Trusted generator bits for indices ``first .. last`` (-1 where unknown)."""
+        out = np.full(last - first + 1, -1, dtype=np.int64)
+        if self._trusted is None:
+            return out
+        index, register = self._trusted
+        while index > first:
+            register = lfsr30_back_step(register)
+            index -= 1
+        while index < first:
+            _, register = lfsr30_step(register)
+            index += 1
+        known_last = min(last, self._verified_through)
+        for j in range(first, known_last + 1):
+            out[j - first] = register & 1
+            _, register = lfsr30_step(register)
+        return out
+
+    def _release(self, ready: np.ndarray) -> DecodedWindows:
+        take = np.flatnonzero(ready)
+        pattern = self._pending["pattern_number"][take].astype(np.int64)
+        phase = self._pending["pattern_phase"][take].astype(np.int64)
+        helicity = np.zeros(take.size, dtype=np.int8)
+        good = np.zeros(take.size, dtype=bool)
+        if take.size:
+            bits = self._bits(int(pattern[0]) + self.delay, int(pattern[-1]) + self.delay)
+            bit = bits[pattern + self.delay - int(pattern[0]) - self.delay]
+            known = bit >= 0
+            helicity[known] = ((2 * bit[known] - 1) * self.shape[phase[known]]).astype(np.int8)
+            bad = np.isin(pattern, list(self._bad_patterns))
+            numbers, counts = np.unique(pattern, return_counts=True)
+            whole = np.isin(pattern, numbers[counts == self.size])
+            good = known & whole & ~bad
+            self.state.patterns_good += int(good.sum()) // self.size
+            self.state.windows_undecoded += int((~known).sum())
+            self.state.windows_released += int(take.size)
+            self._bad_patterns.difference_update(numbers.tolist())
+        out = DecodedWindows(
+            seq=self._pending["seq"][take].astype(np.int64),
+            pattern_number=pattern,
+            helicity=helicity,
+            good=good,
+            beam_monitor=self._pending["beam_monitor"][take],
+            counts=self._pending_counts[take],
+        )
+        keep = ~ready
+        for name in _FIELDS:
+            self._pending[name] = self._pending[name][keep]
+        self._pending_counts = self._pending_counts[keep]
+        return out

@@ -1,0 +1,115 @@
+"""The window block: what the DAQ produces for a run of consecutive helicity windows.
+
+A *window* is one helicity window (one MPS gate).  Every window carries a sequence
+number (``seq``, the MPS counter since the run started); a gap in ``seq`` is a window the
+DAQ never produced (a missed window).  Blocks are numbered consecutively by the publisher
+(``block_number``); a gap in block numbers is a block lost in transport, which a client
+can read back from the IOC's ring buffer.
+
+On Channel Access a block travels as one flat float64 array (atomic per CA update; all
+integers involved stay far below 2**53 so they are exact in float64)::
+
+    [MAGIC, stream_id, block_number, n_windows, n_channels,
+     seq[n], pattern_number[n], pattern_phase[n], reported_helicity[n], flags[n],
+     beam_monitor[n], counts[n * n_channels] (window-major)]
+
+followed by zero padding up to the PV's fixed length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = 0x6D75_0001  # "mu", layout version 1
+HEADER = 5
+PER_WINDOW_FIELDS = 6
+
+FLAG_PATTERN_SYNC = 1
+"""Set on the first window of each pattern (the helicity board's pattern-sync bit)."""
+FLAG_PAIR_SYNC = 2
+"""Set on the first window of each pair of windows (pair-sync bit)."""
+FLAG_SETTLE = 4
+"""Window inside the spin rotator's ramp/settle gate: helicity not stable, cut from analysis."""
+
+
+class BlockFormatError(ValueError):
+    """A received array is not a well-formed window block."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowBlock:
+    """Consecutive helicity windows as read out by the DAQ (``n`` windows, ``c`` channels).
+
+    ``reported_helicity`` is ``+1``/``-1`` as read from the helicity board (delayed by the
+    reporting delay); ``beam_monitor`` is the beam-monitor integral of each window
+    (muons); ``counts`` are detector counts, shape ``(n, c)``.
+    """
+
+    stream_id: int
+    block_number: int
+    seq: np.ndarray
+    pattern_number: np.ndarray
+    pattern_phase: np.ndarray
+    reported_helicity: np.ndarray
+    flags: np.ndarray
+    beam_monitor: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.seq.size)
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.counts.shape[1])
+
+    def pack(self, length: int | None = None) -> np.ndarray:
+        """The flat float64 wire array, zero-padded to ``length`` if given."""
+        n, c = self.n_windows, self.n_channels
+        size = packed_length(n, c)
+        out = np.zeros(size if length is None else length, dtype=np.float64)
+        if out.size < size:
+            raise BlockFormatError(f"block of {n} windows x {c} channels needs {size} values")
+        out[:HEADER] = (MAGIC, self.stream_id, self.block_number, n, c)
+        columns = (
+            self.seq,
+            self.pattern_number,
+            self.pattern_phase,
+            self.reported_helicity,
+            self.flags,
+            self.beam_monitor,
+        )
+        for i, column in enumerate(columns):
+            out[HEADER + i * n : HEADER + (i + 1) * n] = column
+        out[HEADER + PER_WINDOW_FIELDS * n : size] = self.counts.reshape(-1)
+        return out
+
+    @classmethod
+    def unpack(cls, wire: np.ndarray) -> WindowBlock:
+        """Parse a wire array; raises :class:`BlockFormatError` if it is not a block."""
+        wire = np.asarray(wire, dtype=np.float64)
+        if wire.size < HEADER or int(wire[0]) != MAGIC:
+            raise BlockFormatError("array does not start with the mupnc window-block magic")
+        stream_id, block_number, n, c = (int(v) for v in wire[1:HEADER])
+        size = packed_length(n, c)
+        if n < 0 or c < 0 or wire.size < size:
+            raise BlockFormatError(f"truncated block: header says {n}x{c}, got {wire.size}")
+        col = [wire[HEADER + i * n : HEADER + (i + 1) * n] for i in range(PER_WINDOW_FIELDS)]
+        return cls(
+            stream_id=stream_id,
+            block_number=block_number,
+            seq=col[0].astype(np.int64),
+            pattern_number=col[1].astype(np.int64),
+            pattern_phase=col[2].astype(np.int16),
+            reported_helicity=col[3].astype(np.int8),
+            flags=col[4].astype(np.uint8),
+            beam_monitor=col[5].copy(),
+            counts=wire[HEADER + PER_WINDOW_FIELDS * n : size].astype(np.int64).reshape(n, c),
+        )
+
+
+def packed_length(n_windows: int, n_channels: int) -> int:
+    """Number of float64 values a block of this size occupies on the wire."""
+    return HEADER + n_windows * (PER_WINDOW_FIELDS + n_channels)
