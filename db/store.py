@@ -1,0 +1,44 @@
+"""Writes and reads that the monitor, CLI and dashboard share (portable SQLite/PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import Base, Run
+
+_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def upsert(session: Session, model: type[Base], rows: Sequence[dict], keys: Sequence[str]) -> None:
+    """Insert ``rows``, replacing the non-key columns of rows whose ``keys`` already exist."""
+    if not rows:
+        return
+    insert = _INSERT[session.get_bind().dialect.name](model)
+    update = {c: insert.excluded[c] for c in rows[0] if c not in keys}
+    session.execute(insert.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
+
+
+def allocate_run(
+    session: Session, *, source: str, mode: str, config: dict, replay_of: int | None = None
+) -> int:
+    """Create a run row in state ``starting`` with the next free run number."""
+    number = (session.scalar(select(func.max(Run.number))) or 0) + 1
+    session.add(
+        Run(
+            number=number,
+            state="starting",
+            source=source,
+            replay_of=replay_of,
+            start=datetime.now(UTC),
+            mode=mode,
+            config=config,
+            blinded=bool(config.get("blinded", False)),
+        )
+    )
+    session.flush()
+    return number

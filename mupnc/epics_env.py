@@ -1,0 +1,50 @@
+"""Channel Access environment for several IOCs on one machine, loopback only.
+
+Each IOC process gets its own server port; clients list every ``127.0.0.1:PORT``.  No
+automatic address list and a private repeater port, so nothing leaves loopback and no
+shared repeater is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+MAX_ARRAY_BYTES = 100_000_000
+
+
+def free_port() -> int:
+    """A TCP and UDP port that is free on 127.0.0.1 right now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def ca_environment(server_port: int | None, client_ports: list[int], repeater_port: int) -> dict:
+    """Environment variables for a process serving on ``server_port`` (if any) and
+    reaching the IOCs on ``client_ports``."""
+    env = {
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CA_ADDR_LIST": " ".join(f"127.0.0.1:{p}" for p in client_ports),
+        "EPICS_CA_REPEATER_PORT": str(repeater_port),
+        "EPICS_CA_MAX_ARRAY_BYTES": str(MAX_ARRAY_BYTES),
+        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+    }
+    if server_port is not None:
+        env["EPICS_CAS_SERVER_PORT"] = str(server_port)
+        env["EPICS_CA_SERVER_PORT"] = str(server_port)
+    return env
+
+
+def apply(env: dict) -> None:
+    """Set ``env`` in this process (before pyepics or caproto read it)."""
+    os.environ.update(env)
