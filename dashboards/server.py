@@ -1,0 +1,73 @@
+"""Runs the live dashboard in a Bokeh server, with one database feed for all sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from functools import partial
+
+from bokeh.application import Application
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.server.server import Server
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from dashboards.feed import Feed
+from dashboards.live import make_document
+from db.session import redacted
+
+log = logging.getLogger(__name__)
+
+STOP_POLL_MS = 200
+
+
+def serve(
+    db_url: str,
+    port: int = 5006,
+    address: str = "127.0.0.1",
+    allow_websocket_origin: list[str] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve the shifter page at ``http://address:port/`` until SIGINT/SIGTERM or ``stop``.
+
+    Signals are handled only when called from the main thread; from another thread, set
+    ``stop`` to shut down.  The server and the feed's poller are stopped before returning.
+    """
+    stop = threading.Event() if stop is None else stop
+    origins = allow_websocket_origin or [f"127.0.0.1:{port}", f"localhost:{port}"]
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    io_loop = IOLoop.current()
+    feed = Feed(db_url)
+    feed.start()
+    previous: dict[int, object] = {}
+    try:
+        server = Server(
+            Application(FunctionHandler(partial(make_document, feed=feed))),
+            io_loop=io_loop,
+            port=port,
+            address=address,
+            allow_websocket_origin=origins,
+        )
+        server.start()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+
+        def check() -> None:
+            if stop.is_set():
+                io_loop.stop()
+
+        watcher = PeriodicCallback(check, STOP_POLL_MS)
+        watcher.start()
+        log.info("dashboard on http://%s:%d/ reading %s", address, port, redacted(db_url))
+        io_loop.start()
+        watcher.stop()
+        server.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        feed.stop()
+        io_loop.close(all_fds=True)
+        asyncio.set_event_loop(None)
