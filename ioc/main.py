@@ -2,7 +2,8 @@
 
 Signals: the first SIGINT ends the run (the DAQ publishes its last windows and sets
 RUN:STATE to ENDED) and the IOC keeps serving, so a monitor can drain every block;
-SIGTERM (or a second SIGINT) stops the server.
+SIGTERM (or a second SIGINT) stops the server.  If the simulation fails, the server
+stops too and the error propagates (non-zero exit).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ log = logging.getLogger("mupnc.ioc")
 async def serve(ioc) -> None:
     """Run the caproto server and the simulation of ``ioc`` (see :func:`ioc.server.build_ioc`)."""
     loop = asyncio.get_running_loop()
-    context = Context(ioc.pvdb)
-    server = asyncio.create_task(context.run())
+    server = asyncio.create_task(Context(ioc.pvdb).run())
     simulation = asyncio.create_task(ioc.run_simulation())
     interrupts = 0
 
@@ -34,13 +34,18 @@ async def serve(ioc) -> None:
         else:
             server.cancel()
 
+    def on_simulation_done(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            server.cancel()
+
+    simulation.add_done_callback(on_simulation_done)
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     loop.add_signal_handler(signal.SIGTERM, server.cancel)
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await server
-    except asyncio.CancelledError:
-        pass
-    finally:
+    if not simulation.done():
         simulation.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await simulation
+    elif not simulation.cancelled() and simulation.exception() is not None:
+        raise simulation.exception()

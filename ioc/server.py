@@ -25,7 +25,6 @@ log = logging.getLogger("mupnc.ioc")
 
 PATTERNS = list(PATTERN_SHAPES)
 RUN_STATES = ["IDLE", "RUNNING", "ENDED"]
-MAX_CHANNEL_MAP_CHARS = 65536
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,8 @@ def build_ioc(prefix: str, config: SourceConfig, run_number: int, block_rate: fl
     """The IOC's PV groups for a simulated run: returns the top-level :class:`PVGroup`."""
     source = WindowSource(config, stream_id=int(time.time()) & 0x7FFFFFFF)
     layout = DaqLayout(source.n_channels, block_rate, config.window_rate)
-    daq_cls = _daq_group_class(layout)
+    channel_map_json = source.channel_map.to_json()
+    daq_cls = _daq_group_class(layout, len(channel_map_json) + 1)
 
     class MupncIOC(PVGroup):
         beam = SubGroup(BeamGroup, prefix="BEAM:")
@@ -68,7 +68,7 @@ def build_ioc(prefix: str, config: SourceConfig, run_number: int, block_rate: fl
             await self.run.number.write(run_number)
             await self.beam.publish_settings(config)
             await self.helicity.publish_settings(config)
-            await self.daq.channel_map.write(source.channel_map.to_json())
+            await self.daq.channel_map.write(channel_map_json)
             await self.daq.publish(source, layout, self.run)
 
     return MupncIOC(prefix=prefix)
@@ -114,7 +114,7 @@ class RunGroup(PVGroup):
                        enum_strings=RUN_STATES, doc="Run state", read_only=True)
 
 
-def _daq_group_class(layout: DaqLayout) -> type[PVGroup]:
+def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]:
     """A DAQ group class whose array PVs are sized for ``layout``."""
     zeros = [0.0] * layout.block_length
     counts = [0.0] * layout.n_channels
@@ -137,8 +137,8 @@ def _daq_group_class(layout: DaqLayout) -> type[PVGroup]:
                                    max_length=layout.n_channels, read_only=True,
                                    doc="Cumulative counts, helicity -1"),
         "channel_map": pvproperty(value="", name="CHANNEL_MAP", dtype=ChannelType.CHAR,
-                                  max_length=MAX_CHANNEL_MAP_CHARS, read_only=True,
-                                  report_as_string=True, doc="Channel map (JSON)"),
+                                  max_length=channel_map_chars, read_only=True,
+                                  doc="Channel map (JSON, char waveform)"),
     }
     for slot in range(layout.ring_depth):
         attrs[f"ring_{slot:03d}"] = pvproperty(
@@ -170,6 +170,8 @@ class DaqGroupBase(PVGroup):
             except TimeoutError:
                 pass
             due = int((time.monotonic() - start) * layout.window_rate) - source.next_seq
+            if self.ending.is_set():  # the run ends on a pattern boundary
+                due = -source.next_seq % source.shape.size
             n = min(due, layout.max_windows)
             if n > 0:
                 simulated = source.next_block_of(n)
@@ -185,7 +187,7 @@ class DaqGroupBase(PVGroup):
                 await self.seq.write(int(block.seq[-1]))
                 await self.block.write(wire)
                 await self.block_number.write(block.block_number)
-            if self.ending.is_set() and n < layout.max_windows:
+            if self.ending.is_set() and source.next_seq % source.shape.size == 0:
                 break
         await run.state.write("ENDED")
         log.info("run ended after %d windows in %d blocks", source.next_seq, source.next_block)

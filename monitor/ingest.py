@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from dataclasses import dataclass
 
 import epics
@@ -32,17 +33,26 @@ class IngestCounters:
 class BlockIngest:
     """Subscribes to ``{prefix}DAQ:BLOCK`` and delivers blocks in order, without gaps."""
 
-    def __init__(self, prefix: str, timeout: float = 5.0) -> None:
+    def __init__(self, prefix: str, timeout: float = 5.0, connect_timeout: float = 60.0) -> None:
         self.prefix = prefix
         self.timeout = timeout
         self.counters = IngestCounters()
         self._queue: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
         self._next_block = 0
         self._ring: dict[int, epics.PV] = {}
-        self.ring_depth = int(self.caget("DAQ:RING_DEPTH"))
+        self.ring_depth = self._wait_for_ioc(connect_timeout)
         self._pv = epics.PV(
             prefix + "DAQ:BLOCK", auto_monitor=True, callback=self._on_block, form="native"
         )
+
+    def _wait_for_ioc(self, connect_timeout: float) -> int:
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            depth = epics.caget(self.prefix + "DAQ:RING_DEPTH", timeout=1.0)
+            if depth is not None:
+                return int(depth)
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"no IOC answers for {self.prefix}DAQ:RING_DEPTH")
 
     def caget(self, suffix: str, **kwargs):
         value = epics.caget(self.prefix + suffix, timeout=self.timeout, **kwargs)

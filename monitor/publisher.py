@@ -48,9 +48,13 @@ class ResultPublisher:
         self._ready.wait(10)
 
     def _serve(self) -> None:
+        async def run_server() -> None:
+            context = Context(self.group.pvdb)  # caproto queues bind to the running loop
+            self._loop.call_soon(self._ready.set)
+            await context.run()
+
         asyncio.set_event_loop(self._loop)
-        self._loop.call_soon(self._ready.set)
-        self._task = self._loop.create_task(Context(self.group.pvdb).run())
+        self._task = self._loop.create_task(run_server())
         try:
             self._loop.run_until_complete(self._task)
         except asyncio.CancelledError:

@@ -38,11 +38,27 @@ def ca_environment(server_port: int | None, client_ports: list[int], repeater_po
         "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
         "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
         "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_PORT": str(repeater_port),
     }
     if server_port is not None:
         env["EPICS_CAS_SERVER_PORT"] = str(server_port)
         env["EPICS_CA_SERVER_PORT"] = str(server_port)
     return env
+
+
+class BeaconSink:
+    """Holds the private repeater port open so IOC beacons sent there are absorbed quietly.
+
+    No caRepeater runs on loopback test set-ups; without a bound socket every beacon
+    comes back as "connection refused" in the IOC's log.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", port))
+
+    def close(self) -> None:
+        self._socket.close()
 
 
 def apply(env: dict) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from mupnc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""The ``mupnc`` command line (see shared/interface.md for the contract).
+
+Bad input gives a one-line error on stderr and exit status 2; a failure at run time
+(database unreachable, schema missing, IOC not answering) gives exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+
+from db.session import SchemaError, database_url
+from sim.channel_map import ChannelMapError
+from sim.helicity import PATTERN_SHAPES
+
+
+class UsageError(Exception):
+    """Bad input detected after parsing; reported like an argparse error (exit 2)."""
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _asymmetry(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or not -1 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (-1, 1), got {text!r}")
+    return value
+
+
+def _simulation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("alr", "afb"), default="alr",
+                   help="A_LR (muon scattering) or A_FB (muonic-atom 2S->1S gamma)")
+    p.add_argument("--asymmetry", type=_asymmetry, default=1e-3,
+                   help="physics asymmetry injected, as a fraction (default 1e-3)")
+    p.add_argument("--rate", type=_positive, default=1e8, help="muon rate in Hz (default 1e8)")
+    p.add_argument("--pattern", choices=list(PATTERN_SHAPES), default="quartet",
+                   help="helicity pattern (default quartet)")
+    p.add_argument("--window-rate", type=_positive, default=240.0,
+                   help="helicity window rate in Hz (default 240)")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the simulation")
+    p.add_argument("--channel-map", help="channel map TOML file (default: shipped map for --mode)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mupnc", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="database URL (default: $MUPNC_DB, else sqlite:///mupnc.db)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="the whole chain on this machine")
+    _simulation_options(demo)
+    demo.add_argument("--duration", type=_positive, help="stop by itself after S seconds")
+    demo.add_argument("--port", type=int, default=5006, help="dashboard port (default 5006)")
+    demo.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+
+    ioc = sub.add_parser("ioc", help="serve the soft IOCs")
+    _simulation_options(ioc)
+    ioc.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
+    ioc.add_argument("--run", type=int, help="run number (default: allocate one in the database)")
+    ioc.add_argument("--block-rate", type=_positive, default=20.0,
+                     help="window blocks published per second (default 20)")
+    ioc.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
+
+    monitor = sub.add_parser("monitor", help="the online monitor")
+    monitor.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
+    monitor.add_argument("--minirun", type=int, default=9000, help="patterns per minirun")
+
+    dash = sub.add_parser("dashboard", help="the Bokeh dashboard server")
+    dash.add_argument("--port", type=int, default=5006, help="port (default 5006)")
+    dash.add_argument("--address", default="127.0.0.1", help="address to bind (default loopback)")
+    dash.add_argument("--allow-websocket-origin", action="append", metavar="HOST[:PORT]",
+                      help="also accept browser connections from this origin")
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
+
+    report = sub.add_parser("report", help="prompt summary of a run")
+    report.add_argument("run", type=int, help="run number")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+
+    dbp = sub.add_parser("db", help="database administration")
+    dbp.add_argument("action", choices=("upgrade",), help="upgrade: create or migrate the schema")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    logging.getLogger("caproto").setLevel(logging.WARNING)
+    args.db = database_url(args.db)
+    try:
+        return _dispatch(args)
+    except (UsageError, ChannelMapError) as err:
+        parser.exit(2, f"mupnc: error: {err}\n")
+    except (SchemaError, ConnectionError, LookupError) as err:
+        print(f"mupnc: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from mupnc import commands
+
+    if args.command == "runs":
+        return commands.list_runs(args.db, as_json=args.json)
+    if args.command == "report":
+        summary = commands.report(args.db, args.run)
+        print(json.dumps(summary, indent=2) if args.json else commands.format_report(summary))
+        return 0
+    if args.command == "db":
+        return commands.db_upgrade(args.db)
+    if args.command == "ioc":
+        return commands.ioc(args)
+    if args.command == "monitor":
+        return commands.monitor(args)
+    if args.command == "dashboard":
+        return commands.dashboard(args)
+    if args.command == "demo":
+        from mupnc.orchestrate import demo
+
+        return demo(args)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
