@@ -8,6 +8,7 @@ so no writer loop runs unthrottled (an unthrottled writer crashes caproto 1.3.0)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -77,12 +78,20 @@ def build_ioc(prefix: str, config: SourceConfig, run_number: int, block_rate: fl
 class BeamGroup(PVGroup):
     """The muon beam line (simulated)."""
 
-    rate = pvproperty(value=0.0, name="RATE", doc="Muon rate readback", units="Hz",
-                      read_only=True, precision=3)
-    momentum = pvproperty(value=0.0, name="MOMENTUM", doc="Central momentum", units="MeV/c",
-                          read_only=True, precision=1)
-    polarization = pvproperty(value=0.0, name="POLARIZATION", doc="Longitudinal polarization",
-                              read_only=True, precision=3)
+    rate = pvproperty(
+        value=0.0, name="RATE", doc="Muon rate readback", units="Hz", read_only=True, precision=3
+    )
+    momentum = pvproperty(
+        value=0.0,
+        name="MOMENTUM",
+        doc="Central momentum",
+        units="MeV/c",
+        read_only=True,
+        precision=1,
+    )
+    polarization = pvproperty(
+        value=0.0, name="POLARIZATION", doc="Longitudinal polarization", read_only=True, precision=3
+    )
 
     async def publish_settings(self, config: SourceConfig) -> None:
         await self.rate.write(config.muon_rate)
@@ -93,12 +102,25 @@ class BeamGroup(PVGroup):
 class HelicityGroup(PVGroup):
     """Helicity source / spin rotator settings."""
 
-    pattern = pvproperty(value=PATTERNS[1], name="PATTERN", dtype=ChannelType.ENUM,
-                         enum_strings=PATTERNS, doc="Helicity pattern shape", read_only=True)
-    window_rate = pvproperty(value=0.0, name="WINDOW_RATE", doc="Helicity window rate",
-                             units="Hz", read_only=True, precision=2)
-    delay = pvproperty(value=0, name="DELAY", doc="Reporting delay", units="patterns",
-                       read_only=True)
+    pattern = pvproperty(
+        value=PATTERNS[1],
+        name="PATTERN",
+        dtype=ChannelType.ENUM,
+        enum_strings=PATTERNS,
+        doc="Helicity pattern shape",
+        read_only=True,
+    )
+    window_rate = pvproperty(
+        value=0.0,
+        name="WINDOW_RATE",
+        doc="Helicity window rate",
+        units="Hz",
+        read_only=True,
+        precision=2,
+    )
+    delay = pvproperty(
+        value=0, name="DELAY", doc="Reporting delay", units="patterns", read_only=True
+    )
 
     async def publish_settings(self, config: SourceConfig) -> None:
         await self.pattern.write(config.pattern)
@@ -110,8 +132,14 @@ class RunGroup(PVGroup):
     """Run control."""
 
     number = pvproperty(value=0, name="NUMBER", doc="Run number", read_only=True)
-    state = pvproperty(value="IDLE", name="STATE", dtype=ChannelType.ENUM,
-                       enum_strings=RUN_STATES, doc="Run state", read_only=True)
+    state = pvproperty(
+        value="IDLE",
+        name="STATE",
+        dtype=ChannelType.ENUM,
+        enum_strings=RUN_STATES,
+        doc="Run state",
+        read_only=True,
+    )
 
 
 def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]:
@@ -119,31 +147,70 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
     zeros = [0.0] * layout.block_length
     counts = [0.0] * layout.n_channels
     attrs = {
-        "block": pvproperty(value=zeros, name="BLOCK", max_length=layout.block_length,
-                            read_only=True, doc="Latest window block (flat float64)"),
-        "block_number": pvproperty(value=-1, name="BLOCK_NUMBER", read_only=True,
-                                   doc="Number of the latest published block"),
-        "seq": pvproperty(value=-1, name="SEQ", read_only=True,
-                          doc="Sequence number of the latest window"),
-        "stream_id": pvproperty(value=0, name="STREAM_ID", read_only=True,
-                                doc="Identity of this IOC's window stream"),
-        "ring_depth": pvproperty(value=layout.ring_depth, name="RING_DEPTH", read_only=True,
-                                 doc="Blocks kept for read-back"),
-        "block_rate": pvproperty(value=layout.block_rate, name="BLOCK_RATE", units="Hz",
-                                 read_only=True, doc="Block publish rate"),
-        "scaler_plus": pvproperty(value=counts, name="SCALER:PLUS", max_length=layout.n_channels,
-                                  read_only=True, doc="Cumulative counts, helicity +1"),
-        "scaler_minus": pvproperty(value=counts, name="SCALER:MINUS",
-                                   max_length=layout.n_channels, read_only=True,
-                                   doc="Cumulative counts, helicity -1"),
-        "channel_map": pvproperty(value="", name="CHANNEL_MAP", dtype=ChannelType.CHAR,
-                                  max_length=channel_map_chars, read_only=True,
-                                  doc="Channel map (JSON, char waveform)"),
+        "block": pvproperty(
+            value=zeros,
+            name="BLOCK",
+            max_length=layout.block_length,
+            read_only=True,
+            doc="Latest window block (flat float64)",
+        ),
+        "block_number": pvproperty(
+            value=-1,
+            name="BLOCK_NUMBER",
+            read_only=True,
+            doc="Number of the latest published block",
+        ),
+        "seq": pvproperty(
+            value=-1, name="SEQ", read_only=True, doc="Sequence number of the latest window"
+        ),
+        "stream_id": pvproperty(
+            value=0, name="STREAM_ID", read_only=True, doc="Identity of this IOC's window stream"
+        ),
+        "ring_depth": pvproperty(
+            value=layout.ring_depth,
+            name="RING_DEPTH",
+            read_only=True,
+            doc="Blocks kept for read-back",
+        ),
+        "block_rate": pvproperty(
+            value=layout.block_rate,
+            name="BLOCK_RATE",
+            units="Hz",
+            read_only=True,
+            doc="Block publish rate",
+        ),
+        "scaler_plus": pvproperty(
+            value=counts,
+            name="SCALER:PLUS",
+            max_length=layout.n_channels,
+            read_only=True,
+            units="counts",
+            doc="Cumulative counts per channel, actual helicity +1",
+        ),
+        "scaler_minus": pvproperty(
+            value=counts,
+            name="SCALER:MINUS",
+            max_length=layout.n_channels,
+            read_only=True,
+            units="counts",
+            doc="Cumulative counts per channel, actual helicity -1",
+        ),
+        "channel_map": pvproperty(
+            value="",
+            name="CHANNEL_MAP",
+            dtype=ChannelType.CHAR,
+            max_length=channel_map_chars,
+            read_only=True,
+            doc="Channel map (JSON, char waveform)",
+        ),
     }
     for slot in range(layout.ring_depth):
         attrs[f"ring_{slot:03d}"] = pvproperty(
-            value=zeros, name=f"RING:{slot:03d}", max_length=layout.block_length,
-            read_only=True, doc=f"Ring buffer slot {slot}: block number = slot mod depth",
+            value=zeros,
+            name=f"RING:{slot:03d}",
+            max_length=layout.block_length,
+            read_only=True,
+            doc=f"Ring buffer slot {slot}: block number = slot mod depth",
         )
     return type("DaqGroup", (DaqGroupBase,), attrs)
 
@@ -165,10 +232,8 @@ class DaqGroupBase(PVGroup):
         while True:
             tick += 1
             deadline = start + tick * period
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ending.wait(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                pass
             due = int((time.monotonic() - start) * layout.window_rate) - source.next_seq
             if self.ending.is_set():  # the run ends on a pattern boundary
                 due = -source.next_seq % source.shape.size

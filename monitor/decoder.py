@@ -79,7 +79,7 @@ class DecoderState:
 
 
 class HelicityDecoder:
-    """Streaming decoder; feed :class:`WindowBlock`s with :meth:`feed`, finish with :meth:`flush`."""
+    """Streaming decoder: :meth:`feed` it window blocks, end the run with :meth:`flush`."""
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ event loop (caproto objects are only touched inside that loop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 
@@ -18,22 +19,39 @@ from monitor.decoder import ERROR_KINDS
 
 
 class ResultGroup(PVGroup):
-    asym = pvproperty(value=0.0, name="ASYM", read_only=True, precision=8,
-                      doc="Running combined physics asymmetry (fraction)")
-    asym_err = pvproperty(value=0.0, name="ASYM:ERR", read_only=True, precision=8,
-                          doc="Statistical error of ASYM")
-    chi2_ndf = pvproperty(value=0.0, name="CHI2_NDF", read_only=True, precision=3,
-                          doc="chi2/ndf of minirun means")
-    charge_asym = pvproperty(value=0.0, name="CHARGE_ASYM", read_only=True, precision=8,
-                             doc="Beam charge asymmetry (fraction)")
+    asym = pvproperty(
+        value=0.0,
+        name="ASYM",
+        read_only=True,
+        precision=8,
+        doc="Running combined physics asymmetry (fraction)",
+    )
+    asym_err = pvproperty(
+        value=0.0, name="ASYM:ERR", read_only=True, precision=8, doc="Statistical error of ASYM"
+    )
+    chi2_ndf = pvproperty(
+        value=0.0, name="CHI2_NDF", read_only=True, precision=3, doc="chi2/ndf of minirun means"
+    )
+    charge_asym = pvproperty(
+        value=0.0,
+        name="CHARGE_ASYM",
+        read_only=True,
+        precision=8,
+        doc="Beam charge asymmetry (fraction)",
+    )
     patterns = pvproperty(value=0, name="PATTERNS", read_only=True, doc="Good patterns")
     windows = pvproperty(value=0, name="WINDOWS", read_only=True, doc="Windows decoded")
-    lost_windows = pvproperty(value=0, name="LOST_WINDOWS", read_only=True,
-                              doc="Windows never received")
+    lost_windows = pvproperty(
+        value=0, name="LOST_WINDOWS", read_only=True, doc="Windows never received"
+    )
     run = pvproperty(value=0, name="RUN", read_only=True, doc="Run number being monitored")
-    helicity_errors = pvproperty(value=[0] * len(ERROR_KINDS), name="HEL_ERRORS",
-                                 max_length=len(ERROR_KINDS), read_only=True,
-                                 doc="Helicity error counts: " + ", ".join(ERROR_KINDS))
+    helicity_errors = pvproperty(
+        value=[0] * len(ERROR_KINDS),
+        name="HEL_ERRORS",
+        max_length=len(ERROR_KINDS),
+        read_only=True,
+        doc="Helicity error counts: " + ", ".join(ERROR_KINDS),
+    )
 
 
 class ResultPublisher:
@@ -55,13 +73,12 @@ class ResultPublisher:
 
         asyncio.set_event_loop(self._loop)
         self._task = self._loop.create_task(run_server())
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             self._loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
 
     def publish(self, **values) -> None:
         """Write PV values (keyword = :class:`ResultGroup` attribute); NaN is written as 0."""
+
         async def write() -> None:
             for name, value in values.items():
                 if isinstance(value, float) and not math.isfinite(value):

@@ -33,15 +33,40 @@ def _float(x: float) -> float | None:
 
 def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
     rows = [
-        dict(run=run, minirun=minirun, channel=name, value=_float(m.value),
-             error=_float(m.error), n=m.n, chi2_ndf=None)
+        dict(
+            run=run,
+            minirun=minirun,
+            channel=name,
+            value=_float(m.value),
+            error=_float(m.error),
+            n=m.n,
+            chi2_ndf=None,
+        )
         for name, m in result.channels.items()
     ]
     c, q = result.combined, result.charge_asymmetry
-    rows.append(dict(run=run, minirun=minirun, channel="combined", value=_float(c.value),
-                     error=_float(c.error), n=c.n, chi2_ndf=_float(result.chi2_ndf)))
-    rows.append(dict(run=run, minirun=minirun, channel="charge", value=_float(q.value),
-                     error=_float(q.error), n=q.n, chi2_ndf=None))
+    rows.append(
+        dict(
+            run=run,
+            minirun=minirun,
+            channel="combined",
+            value=_float(c.value),
+            error=_float(c.error),
+            n=c.n,
+            chi2_ndf=_float(result.chi2_ndf),
+        )
+    )
+    rows.append(
+        dict(
+            run=run,
+            minirun=minirun,
+            channel="charge",
+            value=_float(q.value),
+            error=_float(q.error),
+            n=q.n,
+            chi2_ndf=None,
+        )
+    )
     return rows
 
 
@@ -63,14 +88,28 @@ def record(
         minirun_rows.append(dict(run=run, index=index, patterns_good=m.patterns_good))
         for c, name in enumerate(names):
             for slot, helicity in ((PLUS, 1), (MINUS, -1)):
-                count_rows.append(dict(
-                    run=run, minirun=index, channel=name, helicity=helicity,
-                    counts=int(m.counts[slot, c]), windows=int(m.windows[slot]),
-                    beam_monitor=float(m.beam_monitor[slot])))
-            count_rows.append(dict(
-                run=run, minirun=index, channel=name, helicity=0,
-                counts=int(m.undecoded_counts[c]), windows=m.undecoded_windows,
-                beam_monitor=0.0))
+                count_rows.append(
+                    dict(
+                        run=run,
+                        minirun=index,
+                        channel=name,
+                        helicity=helicity,
+                        counts=int(m.counts[slot, c]),
+                        windows=int(m.windows[slot]),
+                        beam_monitor=float(m.beam_monitor[slot]),
+                    )
+                )
+            count_rows.append(
+                dict(
+                    run=run,
+                    minirun=index,
+                    channel=name,
+                    helicity=0,
+                    counts=int(m.undecoded_counts[c]),
+                    windows=m.undecoded_windows,
+                    beam_monitor=0.0,
+                )
+            )
         result_rows += _result_rows(run, index, minirun_result(m, acc, polarization))
     result_rows += _result_rows(run, CUMULATIVE, result)
     error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
@@ -79,13 +118,24 @@ def record(
         upsert(session, HelicityCounts, count_rows, ("run", "minirun", "channel", "helicity"))
         upsert(session, AsymmetryResult, result_rows, ("run", "minirun", "channel"))
         upsert(session, HelicityError, error_rows, ("run", "kind"))
-        session.add(ResultSnapshot(
-            run=run, time=datetime.now(UTC), patterns_good=result.patterns_good,
-            windows=decoder.windows_released, lost_windows=lost_windows,
-            value=_float(result.combined.value), error=_float(result.combined.error),
-            charge_asymmetry=_float(result.charge_asymmetry.value)))
-        values = dict(state=state, windows=decoder.windows_released, lost_windows=lost_windows,
-                      last_seq=decoder.last_seq)
+        session.add(
+            ResultSnapshot(
+                run=run,
+                time=datetime.now(UTC),
+                patterns_good=result.patterns_good,
+                windows=decoder.windows_released,
+                lost_windows=lost_windows,
+                value=_float(result.combined.value),
+                error=_float(result.combined.error),
+                charge_asymmetry=_float(result.charge_asymmetry.value),
+            )
+        )
+        values = dict(
+            state=state,
+            windows=decoder.windows_released,
+            lost_windows=lost_windows,
+            last_seq=decoder.last_seq,
+        )
         if state in ("ended", "aborted"):
             values["end"] = datetime.now(UTC)
         session.execute(update(Run).where(Run.number == run).values(**values))

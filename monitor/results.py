@@ -48,8 +48,13 @@ def _measurement(value: float, error: float, n: int, polarization: float) -> Mea
 
 def minirun_result(m: MinirunSums, acc: RunAccumulator, polarization: float) -> RunResult:
     return _result(
-        m.channel_asymmetry, m.cross_ratio, m.charge_asymmetry, m.patterns_good,
-        math.nan, acc, polarization,
+        m.channel_asymmetry,
+        m.cross_ratio,
+        m.charge_asymmetry,
+        m.patterns_good,
+        math.nan,
+        acc,
+        polarization,
     )
 
 
@@ -59,8 +64,13 @@ def run_result(acc: RunAccumulator, polarization: float) -> RunResult:
     errors = np.array([r.combined.error for r in per_minirun])
     _, _, chi2_ndf = weighted_mean(values, errors)
     return _result(
-        acc.run_stats("channel_asymmetry"), acc.run_stats("cross_ratio"),
-        acc.run_stats("charge_asymmetry"), acc.good_patterns, chi2_ndf, acc, polarization,
+        acc.run_stats("channel_asymmetry"),
+        acc.run_stats("cross_ratio"),
+        acc.run_stats("charge_asymmetry"),
+        acc.good_patterns,
+        chi2_ndf,
+        acc,
+        polarization,
     )
 
 
@@ -69,8 +79,9 @@ def _result(stats, cross, charge, patterns, chi2_ndf, acc, polarization) -> RunR
     scatter = cmap.indices("scatter")
     combined = _measurement(*_combined(stats, cross, scatter, cmap.mode), polarization)
     channels = {
-        c.name: _measurement(float(stats.mean[i]), float(stats.error[i]), int(stats.n[i]),
-                             polarization)
+        c.name: _measurement(
+            float(stats.mean[i]), float(stats.error[i]), int(stats.n[i]), polarization
+        )
         for i, c in enumerate(cmap.channels)
     }
     charge_m = Measurement(float(charge.mean[0]), float(charge.error[0]), int(charge.n[0]))

@@ -74,19 +74,36 @@ class OnlineMonitor:
         acc = RunAccumulator(settings.channel_map, decoder.size, self.minirun_patterns)
         with transaction(self.engine) as session:
             session.execute(update(Run).where(Run.number == settings.run).values(state="running"))
-        log.info("monitoring run %d (%s, delay %d patterns, %d channels)", settings.run,
-                 settings.pattern, settings.delay_patterns, n_channels)
+        log.info(
+            "monitoring run %d (%s, delay %d patterns, %d channels)",
+            settings.run,
+            settings.pattern,
+            settings.delay_patterns,
+            n_channels,
+        )
 
         def flush(state: str) -> None:
             result = run_result(acc, settings.polarization)
             lost = decoder.state.errors["missed_windows"]
-            record(self.engine, settings.run, acc, decoder.state, result,
-                   settings.polarization, lost, state)
+            record(
+                self.engine,
+                settings.run,
+                acc,
+                decoder.state,
+                result,
+                settings.polarization,
+                lost,
+                state,
+            )
             if self.publisher is not None:
                 self.publisher.publish(
-                    run=settings.run, asym=result.combined.value, asym_err=result.combined.error,
-                    chi2_ndf=result.chi2_ndf, charge_asym=result.charge_asymmetry.value,
-                    patterns=result.patterns_good, windows=decoder.state.windows_released,
+                    run=settings.run,
+                    asym=result.combined.value,
+                    asym_err=result.combined.error,
+                    chi2_ndf=result.chi2_ndf,
+                    charge_asym=result.charge_asymmetry.value,
+                    patterns=result.patterns_good,
+                    windows=decoder.state.windows_released,
                     lost_windows=lost,
                     helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
                 )
@@ -109,6 +126,10 @@ class OnlineMonitor:
             acc.add(decoder.feed(block))
         acc.add(decoder.flush())
         flush("ended")
-        log.info("run %d ended: %d windows, %d lost", settings.run,
-                 decoder.state.windows_released, decoder.state.errors["missed_windows"])
+        log.info(
+            "run %d ended: %d windows, %d lost",
+            settings.run,
+            decoder.state.windows_released,
+            decoder.state.errors["missed_windows"],
+        )
         return settings.run

@@ -17,6 +17,13 @@ from sim.channel_map import ChannelMapError
 from sim.helicity import PATTERN_SHAPES
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (``mupnc: error: ...``), exit status 2, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"mupnc: error: {message} (see '{self.prog} --help')\n")
+
+
 class UsageError(Exception):
     """Bad input detected after parsing; reported like an argparse error (exit 2)."""
 
@@ -36,21 +43,37 @@ def _asymmetry(text: str) -> float:
 
 
 def _simulation_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=("alr", "afb"), default="alr",
-                   help="A_LR (muon scattering) or A_FB (muonic-atom 2S->1S gamma)")
-    p.add_argument("--asymmetry", type=_asymmetry, default=1e-3,
-                   help="physics asymmetry injected, as a fraction (default 1e-3)")
+    p.add_argument(
+        "--mode",
+        choices=("alr", "afb"),
+        default="alr",
+        help="A_LR (muon scattering) or A_FB (muonic-atom 2S->1S gamma)",
+    )
+    p.add_argument(
+        "--asymmetry",
+        type=_asymmetry,
+        default=1e-3,
+        help="physics asymmetry injected, as a fraction (default 1e-3)",
+    )
     p.add_argument("--rate", type=_positive, default=1e8, help="muon rate in Hz (default 1e8)")
-    p.add_argument("--pattern", choices=list(PATTERN_SHAPES), default="quartet",
-                   help="helicity pattern (default quartet)")
-    p.add_argument("--window-rate", type=_positive, default=240.0,
-                   help="helicity window rate in Hz (default 240)")
+    p.add_argument(
+        "--pattern",
+        choices=list(PATTERN_SHAPES),
+        default="quartet",
+        help="helicity pattern (default quartet)",
+    )
+    p.add_argument(
+        "--window-rate",
+        type=_positive,
+        default=240.0,
+        help="helicity window rate in Hz (default 240)",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed of the simulation")
     p.add_argument("--channel-map", help="channel map TOML file (default: shipped map for --mode)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mupnc", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="mupnc", description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="database URL (default: $MUPNC_DB, else sqlite:///mupnc.db)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     _simulation_options(ioc)
     ioc.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
     ioc.add_argument("--run", type=int, help="run number (default: allocate one in the database)")
-    ioc.add_argument("--block-rate", type=_positive, default=20.0,
-                     help="window blocks published per second (default 20)")
+    ioc.add_argument(
+        "--block-rate",
+        type=_positive,
+        default=20.0,
+        help="window blocks published per second (default 20)",
+    )
     ioc.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
 
     monitor = sub.add_parser("monitor", help="the online monitor")
@@ -76,8 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", help="the Bokeh dashboard server")
     dash.add_argument("--port", type=int, default=5006, help="port (default 5006)")
     dash.add_argument("--address", default="127.0.0.1", help="address to bind (default loopback)")
-    dash.add_argument("--allow-websocket-origin", action="append", metavar="HOST[:PORT]",
-                      help="also accept browser connections from this origin")
+    dash.add_argument(
+        "--allow-websocket-origin",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="also accept browser connections from this origin",
+    )
 
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--json", action="store_true", help="machine-readable output")

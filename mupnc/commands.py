@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import signal
-import sys
 import threading
 
 from sqlalchemy import select
@@ -37,21 +36,35 @@ def source_config(args: argparse.Namespace) -> SourceConfig:
     """The simulation settings given on the command line."""
     channel_map = load_channel_map(args.channel_map) if args.channel_map else None
     if channel_map is not None and channel_map.mode != args.mode:
-        raise LookupError(f"{args.channel_map}: channel map is for mode {channel_map.mode!r}, "
-                          f"not {args.mode!r}")
-    return SourceConfig(mode=args.mode, asymmetry=args.asymmetry, muon_rate=args.rate,
-                        pattern=args.pattern, window_rate=args.window_rate, seed=args.seed,
-                        channel_map=channel_map)
+        raise LookupError(
+            f"{args.channel_map}: channel map is for mode {channel_map.mode!r}, not {args.mode!r}"
+        )
+    return SourceConfig(
+        mode=args.mode,
+        asymmetry=args.asymmetry,
+        muon_rate=args.rate,
+        pattern=args.pattern,
+        window_rate=args.window_rate,
+        seed=args.seed,
+        channel_map=channel_map,
+    )
 
 
 def run_config(config: SourceConfig) -> dict:
     """The run configuration stored with the run (JSON-serializable)."""
     return {
-        "mode": config.mode, "asymmetry": config.asymmetry, "polarization": config.polarization,
-        "muon_rate": config.muon_rate, "momentum": config.momentum,
-        "window_rate": config.window_rate, "pattern": config.pattern,
-        "delay_patterns": config.delay_patterns, "seed": config.seed, "blinded": False,
-        "reversal": "fast", "channel_map": json.loads(config.resolved_channel_map().to_json()),
+        "mode": config.mode,
+        "asymmetry": config.asymmetry,
+        "polarization": config.polarization,
+        "muon_rate": config.muon_rate,
+        "momentum": config.momentum,
+        "window_rate": config.window_rate,
+        "pattern": config.pattern,
+        "delay_patterns": config.delay_patterns,
+        "seed": config.seed,
+        "blinded": False,
+        "reversal": "fast",
+        "channel_map": json.loads(config.resolved_channel_map().to_json()),
     }
 
 
@@ -69,9 +82,10 @@ def ioc(args: argparse.Namespace) -> int:
     config = source_config(args)
     if args.list_pvs:
         group = build_ioc(args.prefix, config, run_number=0, block_rate=args.block_rate)
+        print("PV\ttype\tunits\tmeaning")
         for name, channel in group.pvdb.items():
-            print(f"{name}\t{channel.data_type.name}\t{getattr(channel, 'units', '')}\t"
-                  f"{getattr(channel, 'doc', '') or ''}")
+            doc = channel.pvspec.doc if hasattr(channel, "pvspec") else ""
+            print(f"{name}\t{channel.data_type.name}\t{getattr(channel, 'units', '')}\t{doc}")
         return 0
     run = args.run if args.run is not None else new_run(args.db, config)
     group = build_ioc(args.prefix, config, run_number=run, block_rate=args.block_rate)
@@ -110,8 +124,14 @@ def dashboard(args: argparse.Namespace) -> int:
 def list_runs(url: str, as_json: bool) -> int:
     with transaction(_engine(url)) as session:
         runs = [
-            {"run": r.number, "state": r.state, "start": r.start.isoformat(),
-             "windows": r.windows, "source": r.source, "replay_of": r.replay_of}
+            {
+                "run": r.number,
+                "state": r.state,
+                "start": r.start.isoformat(),
+                "windows": r.windows,
+                "source": r.source,
+                "replay_of": r.replay_of,
+            }
             for r in session.scalars(select(Run).order_by(Run.number))
         ]
     if as_json:
@@ -131,17 +151,27 @@ def report(url: str, number: int) -> dict:
             raise LookupError(f"run {number} is not in the database")
         results = {
             r.channel: r
-            for r in session.scalars(select(AsymmetryResult).where(
-                AsymmetryResult.run == number, AsymmetryResult.minirun == CUMULATIVE))
+            for r in session.scalars(
+                select(AsymmetryResult).where(
+                    AsymmetryResult.run == number, AsymmetryResult.minirun == CUMULATIVE
+                )
+            )
         }
-        errors = {e.kind: e.count for e in session.scalars(
-            select(HelicityError).where(HelicityError.run == number))}
+        errors = {
+            e.kind: e.count
+            for e in session.scalars(select(HelicityError).where(HelicityError.run == number))
+        }
         combined, charge = results.pop("combined", None), results.pop("charge", None)
         channel_names = [c["name"] for c in run.config.get("channel_map", {}).get("channels", [])]
         return {
-            "run": run.number, "state": run.state, "source": run.source, "mode": run.mode,
-            "windows": run.windows, "lost_windows": run.lost_windows,
-            "patterns_good": combined.n if combined else 0, "blinded": run.blinded,
+            "run": run.number,
+            "state": run.state,
+            "source": run.source,
+            "mode": run.mode,
+            "windows": run.windows,
+            "lost_windows": run.lost_windows,
+            "patterns_good": combined.n if combined else 0,
+            "blinded": run.blinded,
             "asymmetry": {
                 "value": combined.value if combined else None,
                 "error": combined.error if combined else None,
@@ -150,7 +180,8 @@ def report(url: str, number: int) -> dict:
             "charge_asymmetry": {"value": charge.value, "error": charge.error} if charge else None,
             "channels": [
                 {"name": name, "value": results[name].value, "error": results[name].error}
-                for name in channel_names if name in results
+                for name in channel_names
+                if name in results
             ],
             "helicity_errors": errors,
             "injected_asymmetry": run.config.get("asymmetry"),
@@ -174,10 +205,10 @@ def format_report(s: dict) -> str:
         q = s["charge_asymmetry"]
         lines.append(f"  charge asymmetry {_ppm(q['value'])} +- {_ppm(q['error']).lstrip('+')} ppm")
     lines.append("  channels (ppm):")
-    lines += [f"    {c['name']:<16} {_ppm(c['value'])} +- {_ppm(c['error']).lstrip('+')}"
-              for c in s["channels"]]
+    lines += [
+        f"    {c['name']:<16} {_ppm(c['value'])} +- {_ppm(c['error']).lstrip('+')}"
+        for c in s["channels"]
+    ]
     errs = ", ".join(f"{k} {v}" for k, v in s["helicity_errors"].items())
     lines.append(f"  helicity errors: {errs or 'none'}")
     return "\n".join(lines)
-
-

@@ -83,9 +83,20 @@ def demo(args: argparse.Namespace) -> int:
     ports = [ioc_port, monitor_port]
     beacon_sink = BeaconSink(repeater)
     chain = Chain(db=args.db)
-    sim = ["--mode", args.mode, "--asymmetry", repr(args.asymmetry), "--rate", repr(args.rate),
-           "--pattern", args.pattern, "--window-rate", repr(args.window_rate),
-           "--seed", str(args.seed)]
+    sim = [
+        "--mode",
+        args.mode,
+        "--asymmetry",
+        repr(args.asymmetry),
+        "--rate",
+        repr(args.rate),
+        "--pattern",
+        args.pattern,
+        "--window-rate",
+        repr(args.window_rate),
+        "--seed",
+        str(args.seed),
+    ]
     if args.channel_map:
         sim += ["--channel-map", args.channel_map]
     chain.start("ioc", ["ioc", "--run", str(run), *sim], ca_environment(ioc_port, ports, repeater))

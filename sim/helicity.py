@@ -1,4 +1,4 @@
-"""Helicity generator and pattern shapes (JLab conventions, see shared/reference/parity-analysis.md).
+"""Helicity generator and pattern shapes (JLab conventions; shared/reference/parity-analysis.md).
 
 Conventions used throughout mupnc:
 
