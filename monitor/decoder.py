@@ -6,7 +6,9 @@ JAPAN semantics (shared/reference/parity-analysis.md, section 3), made lossless:
   pattern yields one reported pattern polarity; 30 consecutive ones give the generator
   state (*lock*).  Every later polarity is predicted and checked; a mismatch drops the
   lock and the state is learned again from the next 30 patterns.
-* A lock is trusted once ``confirm_patterns`` predictions in a row came true.  The
+* A lock is trusted once ``confirm_patterns`` predictions in a row came true (default 30:
+  a wrong state, e.g. learned from a flipped report, can predict up to 29 bits right, but
+  not 30 in a row, since the LFSR is linear and maximal-length).  The
   actual polarity of pattern ``p`` is generator bit ``p + delay`` (see :mod:`sim.helicity`),
   taken from the trusted generator state, never from a raw report, so a flipped
   reported bit cannot mis-sort a window.
@@ -86,7 +88,7 @@ class HelicityDecoder:
         pattern: str,
         delay_patterns: int,
         n_channels: int,
-        confirm_patterns: int = 4,
+        confirm_patterns: int = LFSR_BITS,
         max_pending_windows: int = 1 << 17,
     ) -> None:
         self.shape = pattern_shape(pattern)
