@@ -90,7 +90,7 @@ class WindowBlock:
     def unpack(cls, wire: np.ndarray) -> WindowBlock:
         """Parse a wire array; raises :class:`BlockFormatError` if it is not a block."""
         wire = np.asarray(wire, dtype=np.float64)
-        if wire.size < HEADER or int(wire[0]) != MAGIC:
+        if wire.size < HEADER or not np.isfinite(wire[:HEADER]).all() or int(wire[0]) != MAGIC:
             raise BlockFormatError("array does not start with the mupnc window-block magic")
         stream_id, block_number, n, c = (int(v) for v in wire[1:HEADER])
         size = packed_length(n, c)

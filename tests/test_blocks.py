@@ -123,3 +123,9 @@ def test_negative_sizes_rejected() -> None:
 
 def test_block_format_error_is_value_error() -> None:
     assert issubclass(BlockFormatError, ValueError)
+
+
+def test_non_finite_header_is_a_format_error():
+    wire = np.full(HEADER + 4, np.nan)
+    with pytest.raises(BlockFormatError):
+        WindowBlock.unpack(wire)
