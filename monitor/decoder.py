@@ -264,7 +264,7 @@ class HelicityDecoder:
         good = np.zeros(take.size, dtype=bool)
         if take.size:
             bits = self._bits(int(pattern[0]) + self.delay, int(pattern[-1]) + self.delay)
-            bit = bits[pattern + self.delay - int(pattern[0]) - self.delay]
+            bit = bits[pattern - int(pattern[0])]
             known = bit >= 0
             helicity[known] = ((2 * bit[known] - 1) * self.shape[phase[known]]).astype(np.int8)
             bad = np.isin(pattern, list(self._bad_patterns))

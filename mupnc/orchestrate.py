@@ -28,7 +28,6 @@ class Chain:
     """The child processes of one demo, started in data-flow order."""
 
     db: str
-    prefix: str = "MUPNC:"
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, name: str, args: list[str], env: dict) -> None:
