@@ -9,7 +9,7 @@ its helicity could not be decoded, into ``undecoded_counts``.  Asymmetries here 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from monitor.statistics import RunningStats
 from sim.channel_map import ChannelMap
 
 PLUS, MINUS = 0, 1
+STATE_VERSION = 1
 
 
 @dataclass
@@ -50,6 +51,36 @@ class MinirunSums:
         self.cross_ratio = RunningStats.empty(1)
         self.charge_asymmetry = RunningStats.empty(1)
 
+    def state(self) -> dict:
+        """Every field as plain JSON-able values (see :meth:`RunAccumulator.state`)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, RunningStats):
+                value = value.state()
+            elif isinstance(value, np.ndarray):
+                value = value.tolist()
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> MinirunSums:
+        m = cls(int(state["index"]), int(state["n_channels"]))
+        for f in fields(m)[2:]:  # after index and n_channels
+            current = getattr(m, f.name)
+            if isinstance(current, RunningStats):
+                value = RunningStats.from_state(state[f.name])
+                shape, expected = value.n.shape, current.n.shape
+            elif isinstance(current, np.ndarray):
+                value = np.array(state[f.name], dtype=current.dtype)
+                shape, expected = value.shape, current.shape
+            else:
+                value, shape, expected = type(current)(state[f.name]), (), ()
+            if shape != expected:
+                raise ValueError(f"accumulator state: {f.name} has shape {shape}, not {expected}")
+            setattr(m, f.name, value)
+        return m
+
 
 class RunAccumulator:
     """Consumes :class:`DecodedWindows`; keeps one :class:`MinirunSums` per minirun."""
@@ -66,6 +97,43 @@ class RunAccumulator:
         self._backward = channel_map.indices("backward")
         self.dirty: set[int] = {0}
         """Miniruns changed since the caller last cleared this set (for incremental writes)."""
+
+    def state(self) -> dict:
+        """Everything needed to continue accumulating exactly where this left off.
+
+        Plain JSON-able values (lists, ints, floats; Python floats round-trip bit-exactly
+        through ``json``), including the running moments of every minirun.
+        """
+        return {
+            "version": STATE_VERSION,
+            "channels": self.channel_map.names,
+            "pattern_size": self.pattern_size,
+            "minirun_patterns": self.minirun_patterns,
+            "miniruns": [m.state() for m in self.miniruns],
+        }
+
+    @classmethod
+    def from_state(cls, channel_map: ChannelMap, state: dict) -> RunAccumulator:
+        """Restore an accumulator saved by :meth:`state`, bit-exactly.
+
+        All restored miniruns are marked dirty, so the next (idempotent) database write
+        brings every row up to date.  Raises ``ValueError`` if the state does not belong
+        to this channel map or was written by another layout version.
+        """
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"accumulator state version {state.get('version')!r} is not {STATE_VERSION}"
+            )
+        if list(state["channels"]) != channel_map.names:
+            raise ValueError("accumulator state was saved for a different channel map")
+        acc = cls(channel_map, int(state["pattern_size"]), int(state["minirun_patterns"]))
+        acc.miniruns = [MinirunSums.from_state(m) for m in state["miniruns"]]
+        if [m.index for m in acc.miniruns] != list(range(len(acc.miniruns))) or not acc.miniruns:
+            raise ValueError("accumulator state: miniruns must be numbered 0, 1, 2, ...")
+        if any(m.n_channels != acc.n_channels for m in acc.miniruns):
+            raise ValueError("accumulator state: channel count differs from the channel map")
+        acc.dirty = set(range(len(acc.miniruns)))
+        return acc
 
     @property
     def good_patterns(self) -> int:

@@ -37,6 +37,18 @@ class RunningStats:
         m2 = (np.where(valid, samples - mean, 0.0) ** 2).sum(axis=0)
         return cls(n=n, mean=mean, m2=m2)
 
+    def state(self) -> dict[str, list[float]]:
+        """The moments as plain lists (JSON-able; floats round-trip bit-exactly)."""
+        return {"n": self.n.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> RunningStats:
+        """Inverse of :meth:`state`."""
+        n, mean, m2 = (np.array(state[k], dtype=np.float64) for k in ("n", "mean", "m2"))
+        if not n.shape == mean.shape == m2.shape or n.ndim != 1:
+            raise ValueError("running statistics state: n, mean and m2 must be equal-length lists")
+        return cls(n=n, mean=mean, m2=m2)
+
     def merge(self, other: RunningStats) -> RunningStats:
         """Statistics of the union of both sample sets."""
         n = self.n + other.n
