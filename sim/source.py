@@ -21,6 +21,7 @@ import numpy as np
 
 from sim.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, WindowBlock
 from sim.channel_map import ChannelMap, default_channel_map
+from sim.faults import FaultSwitchboard
 from sim.helicity import HelicityGenerator, pattern_shape
 
 _ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
@@ -75,6 +76,16 @@ class WindowSource:
         sign = np.array([_ANALYZING_SIGN[c.role] for c in self.channel_map.channels])
         self._acceptance = acceptance
         self._asymmetry_per_channel = config.polarization * config.asymmetry * sign
+        self._faults = FaultSwitchboard()
+
+    def set_fault(self, kind: str, on: bool, **params: float) -> None:
+        """Switch a fault (one of :data:`sim.faults.FAULT_KINDS`) on or off from the next block."""
+        self._faults.set(kind, on, **params)
+
+    @property
+    def active_faults(self) -> dict[str, dict[str, float]]:
+        """Faults switched on: ``{kind: params}``."""
+        return self._faults.active
 
     @property
     def n_channels(self) -> int:
