@@ -2,17 +2,34 @@
 
 Helicity convention: ``helicity`` +1 is right-handed (spin along momentum), -1 left,
 0 marks windows whose helicity could not be decoded.  ``minirun = -1`` in
-:class:`AsymmetryResult` is the cumulative (whole-run) result.
+:class:`AsymmetryResult` is the cumulative (whole-run) result.  Times are timezone-aware
+(UTC).  Any change here needs a migration in ``db/migrations/versions`` (the test suite
+compares the migrated schema with these models).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 CUMULATIVE = -1
+
+BIG_ID = BigInteger().with_variant(Integer, "sqlite")
+"""64-bit key for tables that grow with running time (SQLite autoincrements only INTEGER)."""
 
 
 class Base(DeclarativeBase):
@@ -30,6 +47,21 @@ class Run(Base):
     end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     mode: Mapped[str] = mapped_column(String(8))  # alr or afb
     config: Mapped[dict] = mapped_column(JSON)
+    """The full run configuration as given (the explicit columns below repeat what is queried)."""
+    provenance: Mapped[dict | None] = mapped_column(JSON)
+    """For a replay or reanalysis: what was replayed and with which options."""
+    target_z: Mapped[int | None]
+    """Atomic number of the muonic-atom target (A_FB), None for scattering."""
+    momentum: Mapped[float | None] = mapped_column(Float)
+    """Central beam momentum, MeV/c."""
+    reversal: Mapped[str] = mapped_column(String(16), server_default="fast")  # fast, slow, kick
+    pattern: Mapped[str | None] = mapped_column(String(32))
+    delay_patterns: Mapped[int | None]
+    channel_map: Mapped[dict | None] = mapped_column(JSON)
+    blinding_checksum: Mapped[str | None] = mapped_column(String(64))
+    """Identifies the blinding offset without revealing it (None: unblinded)."""
+    slow_controls: Mapped[dict | None] = mapped_column(JSON)
+    """Slow-control settings at the start of the run, ``{pv: value}``."""
     blinded: Mapped[bool] = mapped_column(default=False)
     windows: Mapped[int] = mapped_column(BigInteger, default=0)
     lost_windows: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -45,6 +77,9 @@ class Minirun(Base):
     run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
     index: Mapped[int]
     patterns_good: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The accumulator's sums and moments of this minirun (zlib-compressed JSON), so that a
+    restarted monitor continues exactly (:mod:`monitor.recorder`)."""
 
 
 class HelicityCounts(Base):
@@ -104,3 +139,92 @@ class ResultSnapshot(Base):
     value: Mapped[float | None] = mapped_column(Float)
     error: Mapped[float | None] = mapped_column(Float)
     charge_asymmetry: Mapped[float | None] = mapped_column(Float)
+
+
+class MonitorCheckpoint(Base):
+    """Where the monitor of a run stands, written in the same transaction as its results.
+
+    With the ``state`` of every :class:`Minirun` and the :class:`RecordedBlock` rows this is
+    all a restarted monitor needs to continue the run without counting a window twice.
+    """
+
+    __tablename__ = "monitor_checkpoints"
+
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stream_id: Mapped[int] = mapped_column(BigInteger)
+    next_block: Mapped[int] = mapped_column(BigInteger)
+    """Number of the first block not yet recorded."""
+    accumulator: Mapped[dict] = mapped_column(JSON)
+    """Run-level part of ``RunAccumulator.state()`` (everything but the miniruns)."""
+    decoder: Mapped[dict] = mapped_column(JSON)
+    """The decoder's counters (``DecoderState``) at the checkpoint."""
+
+
+class RecordedBlock(Base):
+    """One window block exactly as ingested, encoded by :mod:`db.recording` (lossless)."""
+
+    __tablename__ = "recorded_blocks"
+    __table_args__ = (UniqueConstraint("run", "stream_id", "block_number"),)
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    stream_id: Mapped[int] = mapped_column(BigInteger)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    n_windows: Mapped[int]
+    n_channels: Mapped[int]
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Alarm(Base):
+    """An alarm and its present condition; the history is in :class:`AlarmTransition`.
+
+    ``severity`` is an EPICS severity name (NO_ALARM, MINOR, MAJOR, INVALID); ``state`` is
+    e.g. ``active``, ``cleared``, ``acknowledged``, ``shelved``.
+    """
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_name_since", "name", "since"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int | None] = mapped_column(ForeignKey("runs.number"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message: Mapped[str] = mapped_column(Text, default="")
+    acknowledged: Mapped[bool] = mapped_column(default=False)
+    shelved_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AlarmTransition(Base):
+    """One change of an alarm's state or severity, with who or what caused it."""
+
+    __tablename__ = "alarm_transitions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    from_severity: Mapped[str | None] = mapped_column(String(16))
+    to_severity: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    who: Mapped[str] = mapped_column(String(64), default="monitor")
+    """``monitor`` for automatic transitions, else the operator's name."""
+
+
+class SlowControlSample(Base):
+    """Archiver-like sample of a slow-control PV (EPICS severity and status names)."""
+
+    __tablename__ = "slow_control_samples"
+    __table_args__ = (Index("ix_slow_control_samples_pv_time", "pv", "time"),)
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    pv: Mapped[str] = mapped_column(String(128))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    value: Mapped[float | None] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(16), default="NO_ALARM")
+    status: Mapped[str] = mapped_column(String(16), default="NO_ALARM")

@@ -7,11 +7,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Base
+from db import migrate
 
 DEFAULT_SQLITE = "sqlite:///mupnc.db"
 
@@ -46,22 +47,58 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(
+        parsed, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
+    )
+
+
+CONNECT_TIMEOUT = 10
+"""Seconds to wait for a PostgreSQL server before giving up on a connection attempt."""
+
+UNREACHABLE = (OperationalError, InterfaceError)
+"""Errors meaning the database could not be reached (worth buffering and retrying)."""
+
+
+def unreachable_message(engine: Engine, err: DBAPIError) -> str:
+    """One line saying which database could not be reached and why."""
+    reason = str(err.orig).strip().splitlines()[0] if err.orig else type(err).__name__
+    return f"cannot reach database {redacted(str(engine.url))}: {reason}"
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet."""
-    Base.metadata.create_all(engine)
+    """Create the schema, or migrate it to the newest revision (``mupnc db upgrade``)."""
+    try:
+        migrate.upgrade(engine)
+    except UNREACHABLE as err:
+        raise ConnectionError(unreachable_message(engine, err)) from None
 
 
 def require_schema(engine: Engine) -> None:
-    """Refuse to work on a database without the mupnc tables, with a clear message."""
-    missing = set(Base.metadata.tables) - set(inspect(engine).get_table_names())
-    if missing:
+    """Refuse a database whose schema is missing or not at this mupnc's revision.
+
+    Raises :class:`SchemaError` (one line, with the remedy) or ``ConnectionError``.
+    """
+    try:
+        with engine.connect() as connection:
+            current = migrate.current_revision(connection)
+            legacy = current is None and migrate.has_tables(connection)
+    except UNREACHABLE as err:
+        raise ConnectionError(unreachable_message(engine, err)) from None
+    head, where = migrate.head_revision(), f"database {redacted(str(engine.url))}"
+    if current == head:
+        return
+    if current is None:
+        state = "has a schema from before migrations" if legacy else "has no mupnc schema"
+        raise SchemaError(f"{where} {state}; run 'mupnc db upgrade'")
+    if current not in migrate.known_revisions():
         raise SchemaError(
-            f"database {redacted(str(engine.url))} has no mupnc schema "
-            f"(missing {', '.join(sorted(missing))}); run 'mupnc db upgrade'"
+            f"{where} is at schema revision {current}, newer than this mupnc knows "
+            f"({head}); use a newer mupnc"
         )
+    raise SchemaError(
+        f"{where} is at schema revision {current}, out of date (newest {head}); "
+        "run 'mupnc db upgrade'"
+    )
 
 
 @contextmanager
