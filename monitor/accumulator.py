@@ -5,6 +5,17 @@ released window is accounted for exactly once: sorted by actual helicity into it
 minirun's ``counts[helicity, channel]`` (index 0 is helicity +1, index 1 is -1), or, if
 its helicity could not be decoded, into ``undecoded_counts``.  Asymmetries here are the
 *measured* ones (polarization and blinding are applied by :mod:`monitor.results`).
+
+Patterns come in two kinds:
+
+* ``pattern_size > 0`` (fast reversal): every good pattern has that many windows, in
+  phase order, with helicity = pattern polarity x pattern shape.  Per-pattern sums are
+  one matrix product of the ``(patterns, size, channels)`` yield block with the window
+  signs (``[1, shape, null...]``), so the cost per window-channel is a few memory passes;
+* ``pattern_size == 0`` (slow rotator, ring kick): a pattern is one pair of opposite spin
+  states of any length (:mod:`monitor.decoder`); sums are taken over those segments, and
+  asymmetries use mean yields per helicity, so unequal +/- window numbers do not bias them.
+  The null asymmetry there is that of even against odd sequence numbers.
 """
 
 from __future__ import annotations
@@ -13,17 +24,22 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from monitor.asymmetry import (
-    pattern_charge_asymmetry,
-    pattern_cross_ratio_asymmetry,
-    pattern_yield_asymmetry,
-)
+from monitor.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
 from monitor.decoder import DecodedWindows
 from monitor.statistics import RunningStats
 from sim.channel_map import ChannelMap
 
 PLUS, MINUS = 0, 1
 STATE_VERSION = 1
+VARIABLE_PATTERNS = 0
+"""``pattern_size`` of slow schemes: patterns are reversal pairs of variable length."""
+
+
+def null_names(pattern_size: int) -> tuple[str, ...]:
+    """Names of the null asymmetries accumulated for patterns of ``pattern_size``."""
+    if pattern_size == VARIABLE_PATTERNS:
+        return ("null_even_odd",)
+    return tuple(alternate_signs(pattern_size))
 
 
 @dataclass
@@ -32,6 +48,7 @@ class MinirunSums:
 
     index: int
     n_channels: int
+    n_null: int = 0
     counts: np.ndarray = field(init=False)  # (2, c) detector counts by helicity
     windows: np.ndarray = field(init=False)  # (2,) windows by helicity
     beam_monitor: np.ndarray = field(init=False)  # (2,) beam-monitor integrals by helicity
@@ -41,6 +58,8 @@ class MinirunSums:
     channel_asymmetry: RunningStats = field(init=False)  # per channel, over good patterns
     cross_ratio: RunningStats = field(init=False)  # A_FB, one column
     charge_asymmetry: RunningStats = field(init=False)  # one column
+    null_asymmetry: RunningStats = field(init=False)  # (n_null * c), null-kind major
+    null_cross_ratio: RunningStats = field(init=False)  # (n_null,)
 
     def __post_init__(self) -> None:
         self.counts = np.zeros((2, self.n_channels), dtype=np.int64)
@@ -50,6 +69,8 @@ class MinirunSums:
         self.channel_asymmetry = RunningStats.empty(self.n_channels)
         self.cross_ratio = RunningStats.empty(1)
         self.charge_asymmetry = RunningStats.empty(1)
+        self.null_asymmetry = RunningStats.empty(self.n_null * self.n_channels)
+        self.null_cross_ratio = RunningStats.empty(self.n_null)
 
     def state(self) -> dict:
         """Every field as plain JSON-able values (see :meth:`RunAccumulator.state`)."""
@@ -65,8 +86,8 @@ class MinirunSums:
 
     @classmethod
     def from_state(cls, state: dict) -> MinirunSums:
-        m = cls(int(state["index"]), int(state["n_channels"]))
-        for f in fields(m)[2:]:  # after index and n_channels
+        m = cls(int(state["index"]), int(state["n_channels"]), int(state["n_null"]))
+        for f in fields(m)[3:]:  # after index, n_channels, n_null
             current = getattr(m, f.name)
             if isinstance(current, RunningStats):
                 value = RunningStats.from_state(state[f.name])
@@ -82,8 +103,22 @@ class MinirunSums:
         return m
 
 
+@dataclass
+class _PatternSums:
+    """Per good pattern: yield sums by sign column ``[1, helicity, null...]``."""
+
+    yields: np.ndarray  # (p, c, k) sum of sign * yield
+    charge: np.ndarray  # (p, k) sum of sign * beam monitor
+    n_plus: np.ndarray  # (p, k) windows with sign +1 (column 0 unused)
+    n_minus: np.ndarray  # (p, k) windows with sign -1 (column 0 unused)
+
+
 class RunAccumulator:
-    """Consumes :class:`DecodedWindows`; keeps one :class:`MinirunSums` per minirun."""
+    """Consumes :class:`DecodedWindows`; keeps one :class:`MinirunSums` per minirun.
+
+    ``pattern_size`` is the number of windows per pattern, or :data:`VARIABLE_PATTERNS`
+    for slow schemes; ``minirun_patterns`` good patterns make a minirun.
+    """
 
     def __init__(self, channel_map: ChannelMap, pattern_size: int, minirun_patterns: int = 9000):
         if minirun_patterns < 2:
@@ -92,11 +127,18 @@ class RunAccumulator:
         self.pattern_size = pattern_size
         self.minirun_patterns = minirun_patterns
         self.n_channels = len(channel_map.channels)
-        self.miniruns: list[MinirunSums] = [MinirunSums(0, self.n_channels)]
+        self.null_names = null_names(pattern_size)
+        if pattern_size != VARIABLE_PATTERNS:
+            alternates = np.array(list(alternate_signs(pattern_size).values()), dtype=np.float64)
+            self._null_signs = alternates.T  # (size, n_null)
+        self.miniruns: list[MinirunSums] = [self._new_minirun(0)]
         self._forward = channel_map.indices("forward")
         self._backward = channel_map.indices("backward")
         self.dirty: set[int] = {0}
         """Miniruns changed since the caller last cleared this set (for incremental writes)."""
+
+    def _new_minirun(self, index: int) -> MinirunSums:
+        return MinirunSums(index, self.n_channels, len(self.null_names))
 
     def state(self) -> dict:
         """Everything needed to continue accumulating exactly where this left off.
@@ -130,7 +172,8 @@ class RunAccumulator:
         acc.miniruns = [MinirunSums.from_state(m) for m in state["miniruns"]]
         if [m.index for m in acc.miniruns] != list(range(len(acc.miniruns))) or not acc.miniruns:
             raise ValueError("accumulator state: miniruns must be numbered 0, 1, 2, ...")
-        if any(m.n_channels != acc.n_channels for m in acc.miniruns):
+        expected = (acc.n_channels, len(acc.null_names))
+        if any((m.n_channels, m.n_null) != expected for m in acc.miniruns):
             raise ValueError("accumulator state: channel count differs from the channel map")
         acc.dirty = set(range(len(acc.miniruns)))
         return acc
@@ -140,53 +183,98 @@ class RunAccumulator:
         return sum(m.patterns_good for m in self.miniruns)
 
     def add(self, decoded: DecodedWindows) -> None:
-        if decoded.n_windows == 0:
+        n = decoded.n_windows
+        if n == 0:
             return
-        size = self.pattern_size
-        new_pattern = np.ones(decoded.n_windows, dtype=bool)
+        new_pattern = np.ones(n, dtype=bool)
         new_pattern[1:] = decoded.pattern_number[1:] != decoded.pattern_number[:-1]
         good_start = decoded.good & new_pattern
-        # good patterns completed before each window's own pattern began
+        # good patterns completed before each window's own pattern began (non-decreasing)
         before = self.good_patterns + np.cumsum(good_start) - decoded.good
         minirun = before // self.minirun_patterns
-        for index in np.unique(minirun).tolist():
+        first, last = int(minirun[0]), int(minirun[-1])
+        bounds = np.searchsorted(minirun, np.arange(first, last + 2))
+        for index, start, stop in zip(
+            range(first, last + 1), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True
+        ):
             while len(self.miniruns) <= index:
-                self.miniruns.append(MinirunSums(len(self.miniruns), self.n_channels))
+                self.miniruns.append(self._new_minirun(len(self.miniruns)))
             self.dirty.add(index)
-            self._add_to(self.miniruns[index], decoded, minirun == index, size)
+            self._add_to(self.miniruns[index], decoded, slice(start, stop))
 
-    def _add_to(self, m: MinirunSums, d: DecodedWindows, sel: np.ndarray, size: int) -> None:
-        for slot, sign in ((PLUS, 1), (MINUS, -1)):
-            mask = sel & (d.helicity == sign)
-            m.counts[slot] += d.counts[mask].sum(axis=0)
-            m.windows[slot] += int(mask.sum())
-            m.beam_monitor[slot] += float(d.beam_monitor[mask].sum())
-        undecoded = sel & (d.helicity == 0)
-        m.undecoded_counts += d.counts[undecoded].sum(axis=0)
-        m.undecoded_windows += int(undecoded.sum())
+    def _add_to(self, m: MinirunSums, d: DecodedWindows, part: slice) -> None:
+        counts = d.counts[part].astype(np.float64)
+        helicity, bcm, good = d.helicity[part], d.beam_monitor[part], d.good[part]
+        # helicity sorting: one matrix product; float64 sums of integers are exact < 2**53
+        sort = np.stack([helicity == 1, helicity == -1, helicity == 0]).astype(np.float64)
+        totals = np.rint(sort @ counts).astype(np.int64)
+        m.counts += totals[:2]
+        m.undecoded_counts += totals[2]
+        windows = sort.sum(axis=1).astype(np.int64)
+        m.windows += windows[:2]
+        m.undecoded_windows += int(windows[2])
+        m.beam_monitor += sort[:2] @ bcm
 
-        good = sel & d.good
-        patterns = int(good.sum()) // size
-        if patterns == 0:
+        if not good.all():
+            counts, helicity, bcm = counts[good], helicity[good], bcm[good]
+            seq, pattern = d.seq[part][good], d.pattern_number[part][good]
+        else:
+            seq, pattern = d.seq[part], d.pattern_number[part]
+        if helicity.size == 0:
             return
-        m.patterns_good += patterns
-        counts = d.counts[good].reshape(patterns, size, self.n_channels).astype(np.float64)
-        bcm = d.beam_monitor[good].reshape(patterns, size)
-        helicity = d.helicity[good].reshape(patterns, size)
-        m.channel_asymmetry = m.channel_asymmetry.merge(
-            RunningStats.of(pattern_yield_asymmetry(counts, bcm, helicity))
-        )
-        m.charge_asymmetry = m.charge_asymmetry.merge(
-            RunningStats.of(pattern_charge_asymmetry(bcm, helicity)[:, None])
-        )
+        yields = np.divide(counts, bcm[:, None], out=counts)
+        if self.pattern_size == VARIABLE_PATTERNS:
+            sums = self._segment_sums(yields, bcm, helicity, seq, pattern)
+        else:
+            sums = self._fixed_sums(yields, bcm, helicity)
+        m.patterns_good += sums.yields.shape[0]
+        self._merge(m, sums)
+
+    def _fixed_sums(self, yields: np.ndarray, bcm: np.ndarray, helicity: np.ndarray):
+        size = self.pattern_size
+        p = helicity.size // size
+        helicity = helicity.reshape(p, size)
+        polarity = helicity[:, 0].astype(np.float64)  # shape[0] is +1
+        shape = (helicity[0] * helicity[0, 0]).astype(np.float64)
+        signs = np.column_stack([np.ones(size), shape, self._null_signs])  # (size, k)
+        block = yields.reshape(p, size, self.n_channels)
+        summed = np.tensordot(block, signs, axes=([1], [0]))  # (p, c, k)
+        summed[:, :, 1] *= polarity[:, None]
+        charge = bcm.reshape(p, size) @ signs
+        charge[:, 1] *= polarity
+        half = np.full((p, signs.shape[1]), size / 2)  # every sign column is balanced
+        return _PatternSums(summed, charge, half, half)
+
+    def _segment_sums(self, yields, bcm, helicity, seq, pattern) -> _PatternSums:
+        starts = np.flatnonzero(np.r_[True, pattern[1:] != pattern[:-1]])
+        parity = np.where(seq % 2 == 0, 1.0, -1.0)
+        signs = np.column_stack([np.ones(helicity.size), helicity, parity])  # (n, k)
+        summed = np.add.reduceat(yields[:, :, None] * signs[:, None, :], starts, axis=0)
+        charge = np.add.reduceat(bcm[:, None] * signs, starts, axis=0)
+        n_plus = np.add.reduceat((signs > 0).astype(np.float64), starts, axis=0)
+        n_minus = np.add.reduceat((signs < 0).astype(np.float64), starts, axis=0)
+        return _PatternSums(summed, charge, n_plus, n_minus)
+
+    def _merge(self, m: MinirunSums, s: _PatternSums) -> None:
+        """Pattern asymmetries from the sums, merged into the minirun's running stats."""
+        total, total_q = s.yields[:, :, :1], s.charge[:, :1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            plus = (total + s.yields[:, :, 1:]) / (2 * s.n_plus[:, None, 1:])
+            minus = (total - s.yields[:, :, 1:]) / (2 * s.n_minus[:, None, 1:])
+            q_plus = (total_q + s.charge[:, 1:]) / (2 * s.n_plus[:, 1:])
+            q_minus = (total_q - s.charge[:, 1:]) / (2 * s.n_minus[:, 1:])
+        asym = yield_asymmetry(plus, minus)  # (p, c, 1 + n_null)
+        m.channel_asymmetry = m.channel_asymmetry.merge(RunningStats.of(asym[:, :, 0]))
+        nulls = asym[:, :, 1:].transpose(0, 2, 1).reshape(asym.shape[0], -1)
+        m.null_asymmetry = m.null_asymmetry.merge(RunningStats.of(nulls))
+        charge = yield_asymmetry(q_plus[:, :1], q_minus[:, :1])
+        m.charge_asymmetry = m.charge_asymmetry.merge(RunningStats.of(charge))
         if self._forward and self._backward:
-            a_fb = pattern_cross_ratio_asymmetry(
-                counts[:, :, self._forward].sum(axis=2),
-                counts[:, :, self._backward].sum(axis=2),
-                bcm,
-                helicity,
-            )
-            m.cross_ratio = m.cross_ratio.merge(RunningStats.of(a_fb[:, None]))
+            f_plus, f_minus = plus[:, self._forward].sum(1), minus[:, self._forward].sum(1)
+            b_plus, b_minus = plus[:, self._backward].sum(1), minus[:, self._backward].sum(1)
+            a_fb = cross_ratio_asymmetry(f_plus, f_minus, b_plus, b_minus)  # (p, 1 + n_null)
+            m.cross_ratio = m.cross_ratio.merge(RunningStats.of(a_fb[:, :1]))
+            m.null_cross_ratio = m.null_cross_ratio.merge(RunningStats.of(a_fb[:, 1:]))
 
     # -- totals over the run -------------------------------------------------------------
 

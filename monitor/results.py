@@ -1,20 +1,28 @@
 """Physics results from an accumulator: asymmetries corrected for polarization (pure).
 
-``physics asymmetry = measured asymmetry / P``.  The combined A_LR is the
-inverse-variance weighted mean over ``scatter`` channels; A_FB comes from the cross
-ratio.  ``chi2_ndf`` is that of the minirun means about their weighted mean (NaN with
-fewer than two miniruns holding data).
+``physics asymmetry = measured asymmetry / P``, then blinded (:mod:`monitor.blinding`;
+identity for unblinded runs).  The combined A_LR is the inverse-variance weighted mean
+over ``scatter`` channels; A_FB comes from the cross ratio.  ``chi2_ndf`` is that of the
+minirun means about their weighted mean (NaN with fewer than two miniruns holding data),
+and ``pulls`` are the minirun means' ``(value - weighted mean) / error``.
+
+The beam charge asymmetry and the null asymmetries are *measured* asymmetries: neither
+divided by P nor blinded (both should be compatible with 0).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from monitor.accumulator import MinirunSums, RunAccumulator
+from monitor.blinding import ANALYZING_SIGN, Blinder
 from monitor.statistics import RunningStats, weighted_mean
+
+COMBINED = "combined"
+"""Key of the combined asymmetry in :attr:`RunResult.pulls` and ``channel_chi2_ndf``."""
 
 
 @dataclass(frozen=True)
@@ -26,63 +34,124 @@ class Measurement:
 
 @dataclass(frozen=True)
 class RunResult:
-    """A run's (or a minirun's) results; asymmetries are plain fractions."""
+    """A run's (or a minirun's) results; asymmetries are plain fractions.
+
+    ``null`` maps a null-asymmetry name (``null_half``, ``null_even_odd``) to its
+    combined value; ``pulls`` maps a channel name (or :data:`COMBINED`) to the pull of
+    each minirun's mean, in minirun order (NaN for a minirun without data), and
+    ``channel_chi2_ndf`` the same keys to chi2/ndf of those minirun means.  ``miniruns``
+    holds each minirun's own result (same blinding), empty in a minirun's result.
+    """
 
     combined: Measurement
     chi2_ndf: float
     channels: dict[str, Measurement]
     charge_asymmetry: Measurement
     patterns_good: int
+    null: dict[str, Measurement] = field(default_factory=dict)
+    blinded: bool = False
+    blinding_checksum: str = ""
+    pulls: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    channel_chi2_ndf: dict[str, float] = field(default_factory=dict)
+    miniruns: tuple[RunResult, ...] = ()
 
 
-def _combined(stats: RunningStats, cross: RunningStats, scatter: list[int], mode: str):
-    if mode == "afb":
-        return float(cross.mean[0]), float(cross.error[0]), int(cross.n[0])
+def _stats_measurement(stats: RunningStats, column: int) -> tuple[float, float, int]:
+    return float(stats.mean[column]), float(stats.error[column]), int(stats.n[column])
+
+
+def _combined(
+    stats: RunningStats, cross: RunningStats, column: int, acc: RunAccumulator
+) -> tuple[float, float, int]:
+    """Combined value of column ``column`` of the cross ratio (A_FB) or of the scatter set."""
+    if acc.channel_map.mode == "afb":
+        return _stats_measurement(cross, column)
+    c = acc.n_channels
+    scatter = [column * c + i for i in acc.channel_map.indices("scatter")]
     value, error, _ = weighted_mean(stats.mean[scatter], stats.error[scatter])
     return value, error, int(stats.n[scatter].max()) if scatter else 0
 
 
-def _measurement(value: float, error: float, n: int, polarization: float) -> Measurement:
+def _physics(value: float, error: float, n: int, polarization: float) -> Measurement:
     return Measurement(value / polarization, error / abs(polarization), n)
 
 
-def minirun_result(m: MinirunSums, acc: RunAccumulator, polarization: float) -> RunResult:
-    return _result(
-        m.channel_asymmetry,
-        m.cross_ratio,
-        m.charge_asymmetry,
-        m.patterns_good,
-        math.nan,
-        acc,
-        polarization,
+def minirun_result(
+    m: MinirunSums, acc: RunAccumulator, polarization: float, blinder: Blinder | None = None
+) -> RunResult:
+    return _result(m, m.patterns_good, acc, polarization, blinder or Blinder.none())
+
+
+def run_result(
+    acc: RunAccumulator, polarization: float, blinder: Blinder | None = None
+) -> RunResult:
+    blinder = blinder or Blinder.none()
+    per_minirun = tuple(minirun_result(m, acc, polarization, blinder) for m in acc.miniruns)
+    merged = _MergedSums(acc)
+    result = _result(merged, acc.good_patterns, acc, polarization, blinder)
+    keys = [COMBINED, *acc.channel_map.names]
+    pulls, chi2 = {}, {}
+    for key in keys:
+        values = np.array([_pick(r, key).value for r in per_minirun])
+        errors = np.array([_pick(r, key).error for r in per_minirun])
+        mean, _, chi2[key] = weighted_mean(values, errors)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pull = np.where(errors > 0, (values - mean) / errors, np.nan)
+        pulls[key] = tuple(float(x) for x in pull)
+    return replace(
+        result,
+        chi2_ndf=chi2[COMBINED],
+        pulls=pulls,
+        channel_chi2_ndf=chi2,
+        miniruns=per_minirun,
     )
 
 
-def run_result(acc: RunAccumulator, polarization: float) -> RunResult:
-    per_minirun = [minirun_result(m, acc, polarization) for m in acc.miniruns]
-    values = np.array([r.combined.value for r in per_minirun])
-    errors = np.array([r.combined.error for r in per_minirun])
-    _, _, chi2_ndf = weighted_mean(values, errors)
-    return _result(
-        acc.run_stats("channel_asymmetry"),
-        acc.run_stats("cross_ratio"),
-        acc.run_stats("charge_asymmetry"),
-        acc.good_patterns,
-        chi2_ndf,
-        acc,
-        polarization,
-    )
+def _pick(result: RunResult, key: str) -> Measurement:
+    return result.combined if key == COMBINED else result.channels[key]
 
 
-def _result(stats, cross, charge, patterns, chi2_ndf, acc, polarization) -> RunResult:
-    cmap = acc.channel_map
-    scatter = cmap.indices("scatter")
-    combined = _measurement(*_combined(stats, cross, scatter, cmap.mode), polarization)
-    channels = {
-        c.name: _measurement(
-            float(stats.mean[i]), float(stats.error[i]), int(stats.n[i]), polarization
-        )
-        for i, c in enumerate(cmap.channels)
+class _MergedSums:
+    """The run-level running statistics, with the attribute names of :class:`MinirunSums`."""
+
+    def __init__(self, acc: RunAccumulator) -> None:
+        for name in (
+            "channel_asymmetry",
+            "cross_ratio",
+            "charge_asymmetry",
+            "null_asymmetry",
+            "null_cross_ratio",
+        ):
+            setattr(self, name, acc.run_stats(name))
+
+
+def _result(
+    sums: MinirunSums | _MergedSums,
+    patterns: int,
+    acc: RunAccumulator,
+    polarization: float,
+    blinder: Blinder,
+) -> RunResult:
+    stats, cross = sums.channel_asymmetry, sums.cross_ratio
+    combined = _physics(*_combined(stats, cross, 0, acc), polarization)
+    combined = Measurement(blinder.blind(combined.value), combined.error, combined.n)
+    channels = {}
+    for i, c in enumerate(acc.channel_map.channels):
+        m = _physics(*_stats_measurement(stats, i), polarization)
+        value = blinder.blind(m.value, ANALYZING_SIGN[c.role])
+        channels[c.name] = Measurement(value, m.error, m.n)
+    null = {
+        name: Measurement(*_combined(sums.null_asymmetry, sums.null_cross_ratio, k, acc))
+        for k, name in enumerate(acc.null_names)
     }
-    charge_m = Measurement(float(charge.mean[0]), float(charge.error[0]), int(charge.n[0]))
-    return RunResult(combined, chi2_ndf, channels, charge_m, patterns)
+    charge = Measurement(*_stats_measurement(sums.charge_asymmetry, 0))
+    return RunResult(
+        combined=combined,
+        chi2_ndf=math.nan,
+        channels=channels,
+        charge_asymmetry=charge,
+        patterns_good=patterns,
+        null=null,
+        blinded=blinder.blinded,
+        blinding_checksum=blinder.checksum,
+    )

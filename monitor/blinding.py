@@ -1,0 +1,90 @@
+"""Blinding: hide a run's physics asymmetries behind a secret additive offset (pure).
+
+JAPAN style (``QwBlinder``, shared/reference/parity-analysis.md section 7): the MD5 digest
+of a seed string gives ``x`` in [-1, 1); the offset is ``box * x * |x|`` (JAPAN's
+``(sqrt(M) x) |sqrt(M) x|`` with M = ``box``), so it lies in (-box, +box) and small values
+are likelier.  Every reported physics asymmetry (per analysing channel and combined) is
+``measured / P + sign * offset``, where ``sign`` is the channel's analysing sign: +1 for
+``scatter`` and ``backward`` channels, -1 for ``forward`` ones (they see -A), 0 for
+``monitor`` channels.  Errors, chi2/ndf and pulls are unchanged (a common additive offset
+cancels in them); the beam charge asymmetry and the null asymmetries are never blinded.
+
+The box: JAPAN blinds PREX-II's ~0.55 ppm with M = 0.15 ppm, about 30 % of the expected
+asymmetry, large against the statistical error of any single run.  mupnc uses
+``box = DEFAULT_BOX_FRACTION * |expected asymmetry|`` (:func:`blinding_box`), or
+``DEFAULT_BOX`` = 1e-3 (the light-new-physics A_LR scale) when no expectation is given.
+
+The checksum identifies a blinding (seed and box) without revealing the offset: a
+SHA-256 digest under a fixed domain tag, independent of the MD5 that gives the offset.
+It is only as secret as the seed is unguessable: use random seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+DEFAULT_BOX_FRACTION = 0.3
+DEFAULT_BOX = 1e-3
+_CHECKSUM_TAG = b"mupnc-blinding-checksum-v1\0"
+
+ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
+"""Sign of the physics asymmetry each channel role sees (as in :mod:`sim.source`)."""
+
+
+def blinding_box(expected_asymmetry: float | None = None) -> float:
+    """The default half-width of the blinding box (fraction) for an expected asymmetry."""
+    if expected_asymmetry is None or expected_asymmetry == 0:
+        return DEFAULT_BOX
+    if not math.isfinite(expected_asymmetry):
+        raise ValueError(f"expected asymmetry must be finite, got {expected_asymmetry!r}")
+    return DEFAULT_BOX_FRACTION * abs(expected_asymmetry)
+
+
+@dataclass(frozen=True)
+class Blinder:
+    """An additive blinding offset (fraction) and the checksum that names it.
+
+    ``Blinder.none()`` is the identity (unblinded runs).  ``repr`` never shows the offset.
+    """
+
+    offset: float
+    checksum: str
+    box: float
+
+    @classmethod
+    def none(cls) -> Blinder:
+        return cls(offset=0.0, checksum="", box=0.0)
+
+    @classmethod
+    def from_seed(cls, seed: str, box: float = DEFAULT_BOX) -> Blinder:
+        """The blinding a seed string gives within ``(-box, +box)``."""
+        if not seed:
+            raise ValueError("a blinding seed must be a non-empty string")
+        if not (math.isfinite(box) and box > 0):
+            raise ValueError(f"the blinding box must be a positive fraction, got {box!r}")
+        digest = hashlib.md5(seed.encode(), usedforsecurity=False).digest()
+        x = 2.0 * int.from_bytes(digest[:8], "big") / 2.0**64 - 1.0
+        return cls(offset=box * x * abs(x), checksum=blinding_checksum(seed, box), box=box)
+
+    @property
+    def blinded(self) -> bool:
+        return bool(self.checksum)
+
+    def blind(self, asymmetry: float, sign: float = 1.0) -> float:
+        """The reported value of a physics asymmetry seen with analysing ``sign``."""
+        return asymmetry + sign * self.offset
+
+    def unblind(self, reported: float, sign: float = 1.0) -> float:
+        """Inverse of :meth:`blind`."""
+        return reported - sign * self.offset
+
+    def __repr__(self) -> str:
+        return f"Blinder(checksum={self.checksum!r}, box={self.box!r})"
+
+
+def blinding_checksum(seed: str, box: float) -> str:
+    """Hex checksum naming the blinding of ``seed`` within ``box`` (reveals neither)."""
+    data = _CHECKSUM_TAG + seed.encode() + b"\0" + float(box).hex().encode()
+    return hashlib.sha256(data).hexdigest()[:16]
