@@ -44,12 +44,28 @@ def lfsr30_back_step(register: int) -> int:
     return (register >> 1) | (old_top << 29)
 
 
+_CHUNK = 7  # the shortest tap lag: 7 new bits depend only on the register before them
+
+
 def lfsr30_bits(register: int, count: int) -> tuple[np.ndarray, int]:
-    """The next ``count`` generator bits (uint8 array) and the register after them."""
-    bits = np.empty(count, dtype=np.uint8)
-    for i in range(count):
-        bits[i], register = lfsr30_step(register)
-    return bits, register
+    """The next ``count`` generator bits (uint8 array) and the register after them.
+
+    Seven steps at a time: with ``b[m] = b[m-30] ^ b[m-29] ^ b[m-28] ^ b[m-7]`` the next
+    seven bits, newest at the least significant end, are
+    ``(r >> 23 ^ r >> 22 ^ r >> 21 ^ r) & 0x7F`` of the current register ``r``.
+    """
+    chunks = []
+    for _ in range(-(-count // _CHUNK)):
+        new = (register >> 23 ^ register >> 22 ^ register >> 21 ^ register) & 0x7F
+        chunks.append(new)
+        register = ((register << _CHUNK) | new) & LFSR_MASK
+    words = np.array(chunks, dtype=np.uint32)[:, None]
+    shifts = np.arange(_CHUNK - 1, -1, -1, dtype=np.uint32)  # oldest bit first
+    bits = ((words >> shifts) & 1).astype(np.uint8).reshape(-1)
+    extra = bits.size - count
+    for _ in range(extra):  # hand back the register after exactly `count` bits
+        register = lfsr30_back_step(register)
+    return bits[:count], register
 
 
 def register_from_bits(bits: np.ndarray | list[int]) -> int:

@@ -1,35 +1,68 @@
 """The simulated experiment: helicity source, beam and detectors, one block of windows at a time.
 
 Everything is vectorized over the windows of a block and the channels of the map; the
-only Python loop is the LFSR, one step per pattern.  Physics model per window ``w`` and
-channel ``c`` (helicity convention in :mod:`sim.helicity`)::
+only Python loops are the LFSR (seven bits per step) and one iteration per beam trip.
+Physics per window ``w`` and channel ``c``::
 
-    muons[w]      = rate * T_window * (1 + jitter * N(0,1)) * (1 + h[w] * charge_asymmetry)
-    beam_monitor  = muons * (1 + bcm_resolution * N(0,1))
-    counts[w, c]  ~ Poisson(muons[w] * acceptance[c] * (1 + h[w] * P * analyzing_sign[c] * A))
+    counts[w, c] ~ Poisson(muons[w] * efficiency[c] * (1 + P_L[w] * channel_asymmetry[c]))
 
-with ``analyzing_sign = +1`` for ``scatter`` and ``backward`` channels, ``-1`` for
-``forward`` ones (A_FB counts gammas at theta > pi/2 from the spin positively) and ``0``
-for ``monitor`` channels.
+with ``muons`` from :mod:`sim.beam` (integrated over the gate T_stable of
+:mod:`sim.reversal`), ``P_L`` the signed longitudinal polarization of the reversal scheme
+(:mod:`sim.reversal`; ``h * P`` for fast reversal) and ``efficiency``/``channel_asymmetry``
+from :mod:`sim.detector`.  Faults (:mod:`sim.faults`) are switched with
+:meth:`WindowSource.set_fault` and recorded per window in :attr:`SimulatedBlock.fault`.
+
+Truth conventions: ``actual_helicity`` is the helicity *gate* (+1/-1) the source was set
+to, what the IOC's helicity-gated scalers use; ``polarization`` is the spin the muons
+really had (it differs from ``actual_helicity * P`` during a slow ramp, for kick turn
+numbers other than multiples of 15, and under ``rotator_mismatch``/``settle_violation``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, WindowBlock
-from sim.channel_map import ChannelMap, default_channel_map
-from sim.faults import FaultSwitchboard
-from sim.helicity import HelicityGenerator, pattern_shape
+from sim.beam import MOMENTUM_PRESETS, RATE_RANGE, BeamTrips, muons_per_window
+from sim.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
+from sim.channel_map import MODES, ChannelMap, default_channel_map
+from sim.detector import (
+    PRESETS,
+    channel_asymmetries,
+    channel_efficiencies,
+    preset_asymmetry,
+)
+from sim.faults import FaultSwitchboard, fault_bit, unit_uniform
+from sim.helicity import LFSR_MASK, PATTERN_SHAPES, HelicityGenerator, pattern_shape
+from sim.reversal import (
+    MAX_INTERVAL_WINDOWS,
+    SCHEMES,
+    WINDOW_RATE_RANGE,
+    ReversalClock,
+    check_kick_turns,
+    interval_windows,
+    kick_rotator,
+    slow_rotator,
+    stable_time,
+)
 
-_ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
+
+class SourceConfigError(ValueError):
+    """A simulation setting out of range; the message names the setting."""
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """Settings of a simulated run.  Rates in Hz (muons/s, windows/s), asymmetries as fractions."""
+    """Settings of a simulated run.
+
+    Units: rates in Hz (muons/s, windows/s, trips/s), times in s, momentum in MeV/c,
+    asymmetries and polarization as fractions.  ``asymmetry`` is the physics asymmetry
+    (A_LR at 90 deg or A_FB) used when ``preset`` is ``flat``; ``sm``/``np`` take value and
+    A_LR shape from :mod:`sim.detector` (A_FB presets scale with ``z``).  Invalid
+    settings raise :class:`SourceConfigError`.
+    """
 
     mode: str = "alr"
     asymmetry: float = 1e-3
@@ -45,18 +78,182 @@ class SourceConfig:
     bcm_resolution: float = 1e-4
     charge_asymmetry: float = 0.0
     channel_map: ChannelMap | None = field(default=None)
+    # window timing and reversal scheme (sim.reversal)
+    t_settle: float = 20e-6
+    scheme: str = "fast"
+    flip_period: float = 10.0
+    ramp_time: float = 1.0
+    settle_time: float = 0.5
+    kick_turns: tuple[int, int] = (0, 15)
+    # detector physics (sim.detector)
+    preset: str = "flat"
+    z: int = 36
+    signal_fraction: float = 1.0
+    efficiency_mismatch: float = 0.0
+    # beam (sim.beam)
+    drift_amplitude: float = 0.0
+    drift_period: float = 600.0
+    trip_rate: float = 0.0
+    trip_duration: float = 5.0
+    trip_residual: float = 1e-4
+
+    def __post_init__(self) -> None:
+        problem = _config_problem(self)
+        if problem:
+            raise SourceConfigError(problem)
 
     def resolved_channel_map(self) -> ChannelMap:
         return self.channel_map or default_channel_map(self.mode)
 
+    @property
+    def injected_asymmetry(self) -> float:
+        """The physics asymmetry injected (A_LR at 90 deg, or A_FB), before dilution."""
+        if self.preset == "flat":
+            return self.asymmetry
+        return preset_asymmetry(self.mode, self.preset, self.z)
+
+    @property
+    def t_stable(self) -> float:
+        """The integration gate of a window, s."""
+        return stable_time(self.window_rate, self.t_settle)
+
+
+def _outside(value: float, low: float, high: float) -> bool:
+    return not (math.isfinite(value) and low <= value <= high)
+
+
+def _config_problem(c: SourceConfig) -> str | None:
+    """Why a configuration cannot run, or ``None``."""
+    checks: list[tuple[bool, str]] = [
+        (c.mode not in MODES, f"mode must be one of {MODES}, got {c.mode!r}"),
+        (c.scheme not in SCHEMES, f"scheme must be one of {SCHEMES}, got {c.scheme!r}"),
+        (c.preset not in PRESETS, f"preset must be one of {PRESETS}, got {c.preset!r}"),
+        (c.pattern not in PATTERN_SHAPES, f"unknown helicity pattern {c.pattern!r}"),
+        (
+            _outside(c.muon_rate, *RATE_RANGE),
+            f"muon_rate must lie in [{RATE_RANGE[0]:g}, {RATE_RANGE[1]:g}] /s, got {c.muon_rate!r}",
+        ),
+        (
+            _outside(c.window_rate, *WINDOW_RATE_RANGE),
+            f"window_rate must lie in [{WINDOW_RATE_RANGE[0]:g}, {WINDOW_RATE_RANGE[1]:g}] Hz,"
+            f" got {c.window_rate!r}",
+        ),
+        (
+            _outside(c.t_settle, 0.0, 0.9 / c.window_rate if c.window_rate > 0 else 0.0),
+            f"t_settle must lie in [0, 0.9/window_rate] s (T_stable > 0), got {c.t_settle!r}",
+        ),
+        (
+            c.momentum not in MOMENTUM_PRESETS,
+            f"momentum must be one of the presets {MOMENTUM_PRESETS} MeV/c, got {c.momentum!r}",
+        ),
+        (
+            _outside(c.polarization, 0.0, 1.0),
+            f"polarization must lie in [0, 1], got {c.polarization!r}",
+        ),
+        (
+            _outside(abs(c.asymmetry), 0.0, 0.999),
+            f"asymmetry must lie in (-1, 1), got {c.asymmetry!r}",
+        ),
+        (
+            not isinstance(c.delay_patterns, int) or c.delay_patterns < 0,
+            f"delay_patterns must be an integer >= 0, got {c.delay_patterns!r}",
+        ),
+        (c.helicity_seed & LFSR_MASK == 0, "helicity_seed must be non-zero in its low 30 bits"),
+        (
+            _outside(c.intensity_jitter, 0.0, 0.1),
+            f"intensity_jitter must lie in [0, 0.1], got {c.intensity_jitter!r}",
+        ),
+        (
+            _outside(c.bcm_resolution, 0.0, 0.1),
+            f"bcm_resolution must lie in [0, 0.1], got {c.bcm_resolution!r}",
+        ),
+        (
+            _outside(abs(c.charge_asymmetry), 0.0, 0.1),
+            f"charge_asymmetry must lie in [-0.1, 0.1], got {c.charge_asymmetry!r}",
+        ),
+        (
+            not isinstance(c.z, int) or not 1 <= c.z <= 120,
+            f"z must be an integer nuclear charge in [1, 120], got {c.z!r}",
+        ),
+        (
+            _outside(c.signal_fraction, 1e-6, 1.0),
+            f"signal_fraction must lie in (0, 1], got {c.signal_fraction!r}",
+        ),
+        (
+            _outside(abs(c.efficiency_mismatch), 0.0, 0.5),
+            f"efficiency_mismatch must lie in [-0.5, 0.5], got {c.efficiency_mismatch!r}",
+        ),
+        (
+            _outside(c.drift_amplitude, 0.0, 0.5),
+            f"drift_amplitude must lie in [0, 0.5], got {c.drift_amplitude!r}",
+        ),
+        (
+            _outside(c.drift_period, 1e-3, math.inf),
+            f"drift_period must be > 0 s, got {c.drift_period!r}",
+        ),
+        (
+            _outside(c.trip_rate, 0.0, c.window_rate),
+            f"trip_rate must be >= 0 /s, got {c.trip_rate!r}",
+        ),
+        (
+            _outside(c.trip_duration, 1e-6, math.inf),
+            f"trip_duration must be > 0 s, got {c.trip_duration!r}",
+        ),
+        (
+            _outside(c.trip_residual, 0.0, 0.5),
+            f"trip_residual must lie in [0, 0.5], got {c.trip_residual!r}",
+        ),
+    ]
+    for bad, message in checks:
+        if bad:
+            return message
+    injected = c.injected_asymmetry
+    if abs(c.polarization * injected) * 2 >= 1:
+        return f"asymmetry {injected!r} too large for polarization {c.polarization!r}"
+    return _reversal_problem(c) if c.scheme != "fast" else None
+
+
+def _reversal_problem(c: SourceConfig) -> str | None:
+    """Why the slow/kick timing cannot run, or ``None``."""
+    windows = c.flip_period * c.window_rate if math.isfinite(c.flip_period) else math.inf
+    gate = c.settle_time + (c.ramp_time if c.scheme == "slow" else 0.0)
+    if not windows >= 2:
+        return f"flip_period {c.flip_period!r} s must hold at least 2 windows"
+    if windows > MAX_INTERVAL_WINDOWS:
+        return (
+            f"flip_period x window_rate = {windows:g} windows per reversal exceeds"
+            f" {MAX_INTERVAL_WINDOWS} (the 16-bit pattern-phase counter)"
+        )
+    if _outside(c.ramp_time, 0.0, math.inf) or _outside(c.settle_time, 0.0, math.inf):
+        return "ramp_time and settle_time must be >= 0 s"
+    if gate >= c.flip_period:
+        return (
+            f"ramp + settle gate ({gate:g} s) must be shorter than flip_period {c.flip_period:g} s"
+        )
+    if c.scheme == "kick":
+        return check_kick_turns(c.kick_turns)
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class SimulatedBlock:
-    """A DAQ block together with the simulator's truth for it."""
+    """A DAQ block together with the simulator's truth for each of its (published) windows."""
 
     block: WindowBlock
     actual_helicity: np.ndarray
-    """True helicity (+1/-1) of each window, what a helicity-gated scaler is gated by."""
+    """Helicity gate (+1/-1) of each window, what a helicity-gated scaler is gated by."""
+    fault: np.ndarray
+    """uint16 mask: bit i set when ``FAULT_KINDS[i]`` affected the window."""
+    rotator_setpoint: np.ndarray
+    """fast: the window helicity; slow: +1/-1; kick: the kick turn number."""
+    rotator_readback: np.ndarray
+    """fast: the helicity; slow: +1/-1, 0 while ramping; kick: the turn number."""
+    polarization: np.ndarray
+    """Signed longitudinal polarization of the muons in the window (the spin truth)."""
+    beam_on: np.ndarray
+    """False inside a beam trip."""
+    muons: np.ndarray
+    """True muons integrated in the window."""
 
 
 class WindowSource:
@@ -68,28 +265,39 @@ class WindowSource:
         self.channel_map = config.resolved_channel_map()
         self.shape = pattern_shape(config.pattern)
         self._generator = HelicityGenerator(config.helicity_seed)
-        self._rng = np.random.Generator(np.random.PCG64(config.seed))
+        physics, trips = np.random.SeedSequence(config.seed).spawn(2)
+        self._rng = np.random.Generator(np.random.PCG64(physics))
+        self._trips = BeamTrips(np.random.Generator(np.random.PCG64(trips)))
         self._polarities = np.empty(0, dtype=np.int8)  # bits for patterns [0, len)
+        self._clock = ReversalClock(interval_windows(config.flip_period, config.window_rate))
+        self._faults = FaultSwitchboard()
+        self._last_helicity = 0  # gate of the window before the block (fast settle)
+        self._last_published = -1
         self.next_seq = 0
         self.next_block = 0
-        acceptance = np.array([c.acceptance for c in self.channel_map.channels])
-        sign = np.array([_ANALYZING_SIGN[c.role] for c in self.channel_map.channels])
-        self._acceptance = acceptance
-        self._asymmetry_per_channel = config.polarization * config.asymmetry * sign
-        self._faults = FaultSwitchboard()
+        self.channel_asymmetry = channel_asymmetries(
+            self.channel_map, config.injected_asymmetry, config.preset, config.signal_fraction
+        )
+        """Diluted physics asymmetry per channel (counts ~ 1 + P_L * channel_asymmetry)."""
+        self._efficiency = channel_efficiencies(self.channel_map, config.efficiency_mismatch)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_map.channels)
 
     def set_fault(self, kind: str, on: bool, **params: float) -> None:
         """Switch a fault (one of :data:`sim.faults.FAULT_KINDS`) on or off from the next block."""
+        fraction = params.get("fraction", 0.01)
+        if kind == "frequency_drift" and on:
+            period = 1.0 / (self.config.window_rate * (1.0 + fraction))
+            if period <= self.config.t_settle:
+                raise ValueError(f"fault frequency_drift: fraction {fraction!r} leaves no T_stable")
         self._faults.set(kind, on, **params)
 
     @property
     def active_faults(self) -> dict[str, dict[str, float]]:
         """Faults switched on: ``{kind: params}``."""
         return self._faults.active
-
-    @property
-    def n_channels(self) -> int:
-        return len(self.channel_map.channels)
 
     def _pattern_polarities(self, last_pattern: int) -> np.ndarray:
         """Generator polarities for patterns ``0 .. last_pattern`` (grows on demand)."""
@@ -100,44 +308,147 @@ class WindowSource:
             )
         return self._polarities
 
-    def next_block_of(self, n_windows: int) -> SimulatedBlock:
-        """The next ``n_windows`` consecutive windows."""
-        cfg = self.config
-        size = self.shape.size
-        seq = np.arange(self.next_seq, self.next_seq + n_windows, dtype=np.int64)
-        pattern = seq // size
-        phase = (seq % size).astype(np.int16)
-        delay = cfg.delay_patterns
-        # Bits are indexed by the pattern that reports them: reported(p) = bit[p],
-        # actual(p) = bit[p + delay].  The first `delay` reports describe patterns
-        # before the run started, whose polarities the generator also produced.
-        polarity = self._pattern_polarities(int(pattern[-1]) + delay)
-        actual = (polarity[pattern + delay] * self.shape[phase]).astype(np.int8)
-        reported = (polarity[pattern] * self.shape[phase]).astype(np.int8)
+    def _chosen(self, kind: str, keys: np.ndarray) -> np.ndarray:
+        """Which pattern/window keys a probabilistic fault hits (all False if it is off)."""
+        params = self._faults.params(kind)
+        if params is None:
+            return np.zeros(keys.size, dtype=bool)
+        return unit_uniform(keys, self.config.seed, kind) < params["probability"]
 
+    def next_block_of(self, n_windows: int) -> SimulatedBlock:
+        """The next ``n_windows`` windows (fewer are published under ``missed_windows``)."""
+        if n_windows < 1:
+            raise ValueError(f"a block needs at least one window, got {n_windows}")
+        cfg = self.config
+        faults = self._faults
+        seq = np.arange(self.next_seq, self.next_seq + n_windows, dtype=np.int64)
+        fault = np.zeros(n_windows, dtype=np.uint16)
+        drift = faults.params("frequency_drift")
+        speedup = 1.0 + drift["fraction"] if drift else 1.0
+        gate_time = cfg.t_stable
+        mismatch = faults.params("rotator_mismatch") is not None
+        violation = faults.params("settle_violation") is not None
+        in_gate = np.zeros(n_windows, dtype=bool)
+
+        if cfg.scheme == "fast":
+            size = self.shape.size
+            pattern = seq // size
+            phase = seq % size
+            polarity = self._pattern_polarities(int(pattern[-1]) + cfg.delay_patterns)
+            # reported(p) = bit[p], actual(p) = bit[p + delay]  (sim.helicity)
+            actual = (polarity[pattern + cfg.delay_patterns] * self.shape[phase]).astype(np.int8)
+            reported = (polarity[pattern] * self.shape[phase]).astype(np.int8)
+            setpoint = actual.astype(np.float64)
+            readback = -setpoint if mismatch else setpoint
+            spin = readback * cfg.polarization
+            pattern_length = np.full(n_windows, size)
+            pair_sync = phase % 2 == 0
+            gate_time = 1.0 / (cfg.window_rate * speedup) - cfg.t_settle
+            if violation:  # the gate also integrates the switching time
+                previous = np.concatenate([[self._last_helicity or actual[0]], actual[:-1]])
+                switched = previous != actual
+                spin = np.where(switched, spin * gate_time / (gate_time + cfg.t_settle), spin)
+                gate_time += cfg.t_settle
+                fault[switched] |= fault_bit("settle_violation")
+        else:
+            length = interval_windows(cfg.flip_period / speedup, cfg.window_rate)
+            current, current_length = self._clock.index, self._clock.length
+            pattern, phase = self._clock.locate(seq, length)
+            pattern_length = np.where(pattern == current, current_length, length)
+            if cfg.scheme == "slow":
+                rotator = slow_rotator(
+                    pattern, phase, cfg.window_rate, cfg.polarization,
+                    cfg.ramp_time, cfg.settle_time, mismatch,
+                )  # fmt: skip
+            else:
+                rotator = kick_rotator(
+                    pattern, phase, cfg.window_rate, cfg.polarization,
+                    cfg.kick_turns, cfg.settle_time, mismatch,
+                )  # fmt: skip
+            actual = rotator.state
+            reported = actual.copy()
+            setpoint, readback, spin = rotator.setpoint, rotator.readback, rotator.polarization
+            pair_sync = (phase == 0) & (pattern % 2 == 0)
+            in_gate = rotator.in_gate
+            if violation:
+                fault[in_gate] |= fault_bit("settle_violation")
+                in_gate = np.zeros(n_windows, dtype=bool)
+        self._last_helicity = int(actual[-1])
+        if mismatch:
+            fault |= fault_bit("rotator_mismatch")
+
+        flipped = self._chosen("helicity_flip", pattern)
+        reported = np.where(flipped, -reported, reported).astype(np.int8)
+        fault[flipped] |= fault_bit("helicity_flip")
+        stuck = faults.params("stuck_helicity")
+        if stuck:
+            reported = np.full(n_windows, int(stuck["value"]), dtype=np.int8)
+            fault |= fault_bit("stuck_helicity")
+        shifted = self._chosen("phase_error", pattern)
+        published_phase = np.where(shifted, (phase + 1) % pattern_length, phase)
+        fault[shifted] |= fault_bit("phase_error")
+        charge = faults.params("charge_asymmetry")
+        if charge:
+            fault |= fault_bit("charge_asymmetry")
+        if drift:
+            fault |= fault_bit("frequency_drift")
+
+        beam_on = self._trips.beam_on(
+            seq, cfg.trip_rate / cfg.window_rate, max(1, round(cfg.trip_duration * cfg.window_rate))
+        )
         rng = self._rng
-        muons = cfg.muon_rate / cfg.window_rate
-        intensity = muons * (1 + cfg.intensity_jitter * rng.standard_normal(n_windows))
-        intensity *= 1 + actual * cfg.charge_asymmetry
-        beam_monitor = intensity * (1 + cfg.bcm_resolution * rng.standard_normal(n_windows))
-        mean = intensity[:, None] * self._acceptance[None, :]
-        mean = mean * (1 + actual[:, None] * self._asymmetry_per_channel[None, :])
+        muons = muons_per_window(
+            rng,
+            seq,
+            actual,
+            beam_on,
+            mean=cfg.muon_rate * gate_time,
+            window_rate=cfg.window_rate,
+            jitter=cfg.intensity_jitter,
+            drift_amplitude=cfg.drift_amplitude,
+            drift_period=cfg.drift_period,
+            charge_asymmetry=charge["value"] if charge else cfg.charge_asymmetry,
+            trip_residual=cfg.trip_residual,
+        )
+        beam_monitor = muons * (1.0 + cfg.bcm_resolution * rng.standard_normal(n_windows))
+        mean = np.multiply.outer(muons, self._efficiency)
+        mean *= 1.0 + np.multiply.outer(spin, self.channel_asymmetry)
         counts = rng.poisson(mean)
 
-        flags = np.where(phase == 0, FLAG_PATTERN_SYNC, 0) | np.where(
-            phase % 2 == 0, FLAG_PAIR_SYNC, 0
-        )
+        flags = (
+            np.where(phase == 0, FLAG_PATTERN_SYNC, 0)
+            | np.where(pair_sync, FLAG_PAIR_SYNC, 0)
+            | np.where(in_gate, FLAG_SETTLE, 0)
+        ).astype(np.uint8)
+
+        keep = ~self._chosen("missed_windows", seq)
+        keep[-1] = True  # a block always publishes its last window
+        kept_seq = seq[keep]
+        gaps = np.diff(kept_seq, prepend=self._last_published) > 1
+        fault = fault[keep]
+        fault[gaps] |= fault_bit("missed_windows")
+        self._last_published = int(kept_seq[-1])
+
         block = WindowBlock(
             stream_id=self.stream_id,
             block_number=self.next_block,
-            seq=seq,
-            pattern_number=pattern,
-            pattern_phase=phase,
-            reported_helicity=reported,
-            flags=flags.astype(np.uint8),
-            beam_monitor=beam_monitor,
-            counts=counts,
+            seq=kept_seq,
+            pattern_number=pattern[keep],
+            pattern_phase=published_phase[keep].astype(np.int16),
+            reported_helicity=reported[keep],
+            flags=flags[keep],
+            beam_monitor=beam_monitor[keep],
+            counts=counts[keep],
         )
         self.next_seq += n_windows
         self.next_block += 1
-        return SimulatedBlock(block=block, actual_helicity=actual)
+        return SimulatedBlock(
+            block=block,
+            actual_helicity=actual[keep],
+            fault=fault,
+            rotator_setpoint=setpoint[keep],
+            rotator_readback=readback[keep],
+            polarization=spin[keep],
+            beam_on=beam_on[keep],
+            muons=muons[keep],
+        )
