@@ -1,10 +1,11 @@
 """One database poller per process, shared by every dashboard session.
 
 A background thread with its own engine reads, about once a second, the newest run, its new
-``result_snapshots`` rows (id greater than the last seen) and its cumulative per-channel
-results into a lock-protected store that numbers snapshots with increasing sequence numbers.
-Each browser session holds a cursor here and asks for the rows since its last sequence number;
-the poller never touches a Bokeh document.  Asymmetries stay plain fractions.
+``result_snapshots`` rows (id greater than the last seen), its cumulative and per-minirun
+results and its helicity errors into a lock-protected store that numbers snapshots with
+increasing sequence numbers.  Each browser session holds a cursor here and asks for the rows
+since its last sequence number; the poller never touches a Bokeh document.  The store also
+says when the database last answered, so a page can show a lost database.
 """
 
 from __future__ import annotations
@@ -16,99 +17,38 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import CUMULATIVE, AsymmetryResult, ResultSnapshot, Run
+from dashboards import queries
+from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
 from db.session import make_engine, redacted
 
 log = logging.getLogger(__name__)
 
-_LAST_CHANNELS = ("combined", "charge")
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """The run on display; ``expected`` is the injected asymmetry (fraction) if known."""
-
-    number: int
-    state: str
-    mode: str
-    start: datetime
-    blinded: bool
-    expected: float | None
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One ``result_snapshots`` row; ``value``/``error`` are fractions, None early in a run."""
-
-    time: datetime
-    patterns_good: int
-    windows: int
-    lost_windows: int
-    value: float | None
-    error: float | None
-
-
-@dataclass(frozen=True)
-class Channel:
-    """Cumulative asymmetry (fraction) of one channel, ``combined`` or ``charge``."""
-
-    name: str
-    value: float | None
-    error: float | None
-
 
 @dataclass(frozen=True)
 class Update:
-    """What a session has not shown yet.  ``reset``: the run changed, drop what is shown."""
+    """What a session has not shown yet.  ``reset``: the run changed, drop what is shown.
+
+    ``polled`` is when the database last answered; ``poll_error`` the last failure, if the
+    newest poll failed.
+    """
 
     run: RunInfo | None
     reset: bool
     snapshots: list[Snapshot]
     latest: Snapshot | None
-    channels: tuple[Channel, ...]
+    channels: tuple[Channel, ...] = ()
+    miniruns: tuple[MinirunMean, ...] = ()
+    helicity_errors: tuple[tuple[str, int], ...] = ()
+    polled: datetime | None = None
+    poll_error: str | None = None
 
 
 @dataclass
 class _Cursor:
     run: int | None = None
     seq: int = 0
-
-
-def _utc(t: datetime) -> datetime:
-    """SQLite returns naive datetimes; the monitor writes UTC."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def _run_info(run: Run) -> RunInfo:
-    config = run.config or {}
-    expected = config.get("asymmetry")
-    return RunInfo(
-        number=run.number,
-        state=run.state,
-        mode=str(config.get("mode", run.mode)),
-        start=_utc(run.start),
-        blinded=bool(config.get("blinded", run.blinded)),
-        expected=None if expected is None else float(expected),
-    )
-
-
-def _snapshot(row: ResultSnapshot) -> Snapshot:
-    return Snapshot(
-        time=_utc(row.time),
-        patterns_good=row.patterns_good,
-        windows=row.windows,
-        lost_windows=row.lost_windows,
-        value=row.value,
-        error=row.error,
-    )
-
-
-def _channel_order(channel: Channel) -> tuple[int, str]:
-    name = channel.name
-    return (_LAST_CHANNELS.index(name) + 1 if name in _LAST_CHANNELS else 0, name)
 
 
 class Feed:
@@ -123,6 +63,10 @@ class Feed:
         self._seq = 0
         self._run: RunInfo | None = None
         self._channels: tuple[Channel, ...] = ()
+        self._miniruns: tuple[MinirunMean, ...] = ()
+        self._errors: tuple[tuple[str, int], ...] = ()
+        self._polled: datetime | None = None
+        self._poll_error: str | None = None
         self._cursors: dict[str, _Cursor] = {}
         self._last_id = 0  # poller thread only
         self._stop = threading.Event()
@@ -146,41 +90,34 @@ class Feed:
                 self.poll()
             except Exception as exc:  # keep polling through database outages
                 log.warning("dashboard poll of %s failed: %s", self._url, exc)
+                with self._lock:
+                    self._poll_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             self._stop.wait(self._interval)
 
     def poll(self) -> None:
-        """Read the newest run's new snapshots and channel results once (poller thread)."""
+        """Read the newest run's new snapshots, results and errors once (poller thread)."""
         with Session(self._engine) as session:
-            run = session.scalars(select(Run).order_by(Run.number.desc()).limit(1)).first()
-            if run is None:
+            info = queries.latest_run(session)
+            if info is None:
+                with self._lock:
+                    self._polled, self._poll_error = datetime.now(UTC), None
                 return
-            info = _run_info(run)
             new_run = self._run is None or self._run.number != info.number
-            after = 0 if new_run else self._last_id
-            rows = session.scalars(
-                select(ResultSnapshot)
-                .where(ResultSnapshot.run == info.number, ResultSnapshot.id > after)
-                .order_by(ResultSnapshot.id)
-            ).all()
-            results = session.scalars(
-                select(AsymmetryResult).where(
-                    AsymmetryResult.run == info.number, AsymmetryResult.minirun == CUMULATIVE
-                )
-            ).all()
-            snapshots = [_snapshot(r) for r in rows]
-            channels = tuple(
-                sorted((Channel(r.channel, r.value, r.error) for r in results), key=_channel_order)
-            )
+            rows = queries.snapshot_rows(session, info.number, 0 if new_run else self._last_id)
+            channels = queries.cumulative_channels(session, info.number)
+            miniruns = queries.minirun_means(session, info.number)
+            errors = queries.helicity_errors(session, info.number)
         if rows:
-            self._last_id = rows[-1].id
+            self._last_id = rows[-1][0]
         with self._lock:
             if new_run:
                 self._rows.clear()
-            for s in snapshots:
+            for _, s in rows:
                 self._seq += 1
                 self._rows.append((self._seq, s))
             self._run = info
-            self._channels = channels
+            self._channels, self._miniruns, self._errors = channels, miniruns, errors
+            self._polled, self._poll_error = datetime.now(UTC), None
 
     def attach(self, session: str) -> None:
         """Give ``session`` a cursor: its first :meth:`since` returns everything held."""
@@ -204,7 +141,17 @@ class Feed:
             cursor.run = None if run is None else run.number
             cursor.seq = self._seq
             latest = self._rows[-1][1] if self._rows else None
-            return Update(run, reset, snapshots, latest, self._channels)
+            return Update(
+                run,
+                reset,
+                snapshots,
+                latest,
+                self._channels,
+                self._miniruns,
+                self._errors,
+                self._polled,
+                self._poll_error,
+            )
 
     @property
     def sessions(self) -> int:

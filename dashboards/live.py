@@ -1,199 +1,221 @@
-"""Shifter page: the running combined asymmetry of the most recent run, live.
+"""Shifter page: the newest run, live.
 
-Each browser session streams the snapshots its :class:`~dashboards.feed.Feed` cursor has not
-seen yet from a 1 s periodic callback.  Plot and table show asymmetries in ppm.
+Each browser session streams what its :class:`~dashboards.feed.Feed` cursor has not seen from
+a 1 s periodic callback inside ``doc.hold("combine")``.  Layout, top to bottom: status strip
+(feeds, server connection), running asymmetry beside the result box, channels / pull histogram
+/ helicity state, beam strip charts beside the run information.
 """
 
 from __future__ import annotations
 
 import html
-import math
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
-from bokeh.models import (
-    Band,
-    ColumnDataSource,
-    DataTable,
-    Div,
-    NumberFormatter,
-    Span,
-    TableColumn,
-    TeeHead,
-    Whisker,
+from bokeh.models import CustomJS, Div
+
+from dashboards.columns import good_beam_seconds
+from dashboards.display import (
+    LIVE,
+    LOST,
+    NO_DATA,
+    STALE,
+    choose_unit,
+    format_age,
+    format_asymmetry,
+    format_duration,
+    freshness,
+    magnitude,
 )
-from bokeh.plotting import figure
+from dashboards.feed import Feed, Update
+from dashboards.panels import (
+    AsymmetryPlot,
+    BeamStrip,
+    ChannelTable,
+    HelicityPanel,
+    PullHistogram,
+    label,
+)
+from dashboards.projection import describe, project
+from dashboards.queries import COMBINED, RunInfo, Snapshot
 
-from dashboards.feed import Channel, Feed, RunInfo, Snapshot, Update
-
-PPM = 1e6
-ROLLOVER = 20000
 PERIOD_MS = 1000
-LABELS = {"alr": "A_LR", "afb": "A_FB"}
+DATABASE_STALE, DATABASE_LOST = 5.0, 15.0
+"""Seconds since the database last answered before its feed shows stale / lost."""
+MONITOR_STALE, MONITOR_LOST = 5.0, 30.0
+"""Seconds since the monitor's newest snapshot before its feed shows stale / lost."""
+STATE_COLOURS = {LIVE: "#1a7f1a", STALE: "#b07800", LOST: "#c00000", NO_DATA: "#777"}
+BADGE = "display:inline-block;padding:2px 8px;margin-right:8px;border-radius:4px;color:white;"
+DISCONNECTED_JS = """
+banner.text = 'DISCONNECTED from the dashboard server: the values below are frozen. Reload.';
+banner.visible = true;
+"""
 
 
-def label(mode: str) -> str:
-    """``A_LR`` or ``A_FB`` for a run mode (``alr``/``afb``)."""
-    return LABELS.get(mode, "A")
+def badge(name: str, state: str, detail: str) -> str:
+    """A coloured status badge: ``name: state (detail)``; ``detail`` is escaped."""
+    colour = STATE_COLOURS.get(state, "#777")
+    text = f"{name}: {state.upper()}" + (f" · {html.escape(detail)}" if detail else "")
+    return f"<span style='{BADGE}background:{colour}'>{text}</span>"
 
 
-def stream_columns(snapshots: Sequence[Snapshot], start: datetime) -> dict[str, np.ndarray]:
-    """Plot columns: ``x`` (s since ``start``), ``y`` ± error as ``lo``/``hi`` (ppm).
-
-    Snapshots without a value or error (early in a run) are left out.
-    """
-    usable = [s for s in snapshots if s.value is not None and s.error is not None]
-    x = np.array([(s.time - start).total_seconds() for s in usable], dtype=float)
-    y = np.array([s.value for s in usable], dtype=float) * PPM
-    e = np.array([s.error for s in usable], dtype=float) * PPM
-    return {"x": x, "y": y, "lo": y - e, "hi": y + e}
-
-
-def channel_columns(channels: Sequence[Channel]) -> dict[str, np.ndarray]:
-    """Table columns: ``value`` and ``error`` (ppm), ``pull`` = value/error; NaN if unknown."""
-    value = np.array([math.nan if c.value is None else c.value for c in channels]) * PPM
-    error = np.array([math.nan if c.error is None else c.error for c in channels]) * PPM
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pull = np.where(error > 0, value / error, math.nan)
-    return {"channel": [c.name for c in channels], "value": value, "error": error, "pull": pull}
+def status_html(update: Update, now: datetime) -> str:
+    """Badges for the database feed and the monitor's snapshots (staleness per feed)."""
+    db_age = None if update.polled is None else (now - update.polled).total_seconds()
+    db_state = LOST if update.poll_error else freshness(db_age, DATABASE_STALE, DATABASE_LOST)
+    db_detail = update.poll_error or f"read {format_age(db_age)}"
+    run, latest = update.run, update.latest
+    snap_age = None if latest is None else (now - latest.time).total_seconds()
+    if run is not None and run.state in ("ended", "aborted"):
+        mon_state, mon_detail = NO_DATA, f"run {run.state}, last result {format_age(snap_age)}"
+    else:
+        mon_state = freshness(snap_age, MONITOR_STALE, MONITOR_LOST)
+        mon_detail = f"last result {format_age(snap_age)}"
+    return badge("database", db_state, db_detail) + badge("monitor", mon_state, mon_detail)
 
 
-def format_ppm(value: float, error: float) -> str:
-    """``value ± error`` in ppm (inputs fractions), rounded to two digits of the error."""
-    v, e = value * PPM, error * PPM
-    digits = max(0, 1 - math.floor(math.log10(e))) if e > 0 else 2
-    return f"{v:.{digits}f} ± {e:.{digits}f} ppm"
+def _row(key: str, value: str) -> str:
+    return f"<tr><th style='text-align:left;padding-right:12px'>{key}</th><td>{value}</td></tr>"
 
 
-def result_html(run: RunInfo | None, latest: Snapshot | None, now: datetime) -> str:
-    """The result box; strings from the database are escaped."""
+def result_html(update: Update, now: datetime) -> str:
+    """The result box: A ± σ_stat, χ²/ndf, good patterns and beam time, projection, blinding."""
+    run, latest = update.run, update.latest
     if run is None:
         return "<b>No run in the database yet.</b>"
-    items = [
-        ("run", str(run.number)),
-        ("state", html.escape(run.state)),
-        (label(run.mode), "no result yet"),
-        ("blinded", "yes" if run.blinded else "no"),
-    ]
-    if run.expected is not None and not run.blinded:
-        items.append(("injected", f"{run.expected * PPM:.3f} ppm"))
-    if latest is None:
-        items.append(("last update", "no snapshot yet"))
-    else:
-        if latest.value is not None and latest.error is not None:
-            items[2] = (label(run.mode), format_ppm(latest.value, latest.error))
-        age = max(0, round((now - latest.time).total_seconds()))
-        items += [
-            ("good patterns", f"{latest.patterns_good:,}"),
-            ("windows", f"{latest.windows:,}"),
-            ("lost windows", f"{latest.lost_windows:,}"),
-            ("last update", f"{age} s ago"),
+    combined = next((c for c in update.channels if c.name == COMBINED), None)
+    value = error = chi2 = None
+    if combined is not None:
+        value, error, chi2 = combined.value, combined.error, combined.chi2_ndf
+    elif latest is not None:
+        value, error = latest.value, latest.error
+    name = label(run.mode)
+    unit = choose_unit(magnitude([value, error]))
+    head = f"<div style='font-size:22px;font-weight:bold'>{name} = "
+    head += f"{format_asymmetry(value, error, unit)}</div>"
+    if run.blinded:
+        head = (
+            "<div style='background:#000;color:#ffd700;font-size:20px;font-weight:bold;"
+            "padding:4px 10px;text-align:center;letter-spacing:4px'>BLINDED</div>"
+            + head.replace(" = ", " (blinded) = ")
+        )
+    rows = []
+    if value is not None and error and not run.blinded:
+        rows.append(_row("significance", f"{abs(value) / error:.1f} σ from zero"))
+    completed = max(0, len(update.miniruns) - (run.state == "running"))
+    rows.append(
+        _row(
+            "χ²/ndf (miniruns)",
+            "–" if chi2 is None else f"{chi2:.2f} ({completed} complete miniruns)",
+        )
+    )
+    if latest is not None:
+        beam = good_beam_seconds(run, latest.patterns_good)
+        rows += [
+            _row("good patterns", f"{latest.patterns_good:,}"),
+            _row("good-beam time", "?" if beam is None else format_duration(beam)),
+            _row("windows / lost", f"{latest.windows:,} / {latest.lost_windows:,}"),
         ]
-    cells = "".join(f"<tr><th align='left'>{k}</th><td>{v}</td></tr>" for k, v in items)
-    return f"<table>{cells}</table>"
+        elapsed = (latest.time - run.start).total_seconds()
+        target = run.expected if run.expected is not None else value
+        rows.append(_row("projection", describe(project(elapsed, error, target))))
+    else:
+        rows.append(_row("projection", describe(None)))
+    if run.expected is not None and not run.blinded:
+        rows.append(_row("injected", f"{run.expected * unit.scale:.4g} {unit.name}"))
+    age = None if latest is None else (now - latest.time).total_seconds()
+    rows.append(_row("last update", format_age(age)))
+    return head + f"<table>{''.join(rows)}</table>"
+
+
+def run_html(run: RunInfo | None, now: datetime) -> str:
+    """Run information: number, state, source, start, duration and beam settings."""
+    if run is None:
+        return "<b>Run</b>: none yet"
+    end = run.end or now
+    items = [
+        ("run", f"{run.number} ({html.escape(run.source)}, {label(run.mode)})"),
+        ("state", html.escape(run.state)),
+        ("start", run.start.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("duration", format_duration((end - run.start).total_seconds())),
+        ("polarization", "?" if run.polarization is None else f"{run.polarization:.2f}"),
+        ("muon rate", "?" if run.muon_rate is None else f"{run.muon_rate:.3g} Hz"),
+    ]
+    return "<b>Run information</b><table>" + "".join(_row(k, v) for k, v in items) + "</table>"
 
 
 class LiveView:
-    """The models of one session's page."""
+    """The models of one session's shifter page."""
 
     def __init__(self) -> None:
-        self.shown_channels: tuple[Channel, ...] = ()
-        self.source = ColumnDataSource(
-            {k: np.empty(0) for k in ("x", "y", "lo", "hi")}, name="asym_source"
-        )
-        self.band = ColumnDataSource(
-            {k: np.empty(0) for k in ("x", "lower", "upper")}, name="band_source"
-        )
-        self.table = ColumnDataSource(channel_columns([]), name="channel_source")
-        self.plot = figure(
-            title="Running asymmetry",
-            x_axis_label="time since run start (s)",
-            y_axis_label="A (ppm)",
-            height=420,
+        self.header = Div(
+            text="<b style='font-size:18px'>mupnc shifter</b> · <a href='/history'>run history</a>",
             sizing_mode="stretch_width",
-            tools="pan,box_zoom,wheel_zoom,reset,save",
         )
-        self.plot.add_layout(
-            Band(
-                base="x",
-                lower="lower",
-                upper="upper",
-                source=self.band,
-                fill_color="orange",
-                fill_alpha=0.25,
-                line_color="orange",
-                level="underlay",
-            )
+        self.status = Div(name="status", sizing_mode="stretch_width")
+        self.disconnected = Div(
+            name="disconnected",
+            visible=False,
+            styles={
+                "background": "#c00000",
+                "color": "white",
+                "padding": "6px",
+                "font-weight": "bold",
+            },
+            sizing_mode="stretch_width",
         )
-        self.plot.add_layout(Span(location=0, dimension="width", line_color="black"))
-        self.expected = Span(
-            location=0, dimension="width", line_color="red", line_dash="dashed", visible=False
+        self.asymmetry = AsymmetryPlot()
+        self.beam = BeamStrip()
+        self.channels = ChannelTable()
+        self.pulls = PullHistogram()
+        self.helicity = HelicityPanel()
+        self.box = Div(name="result_box", width=360)
+        self.run = Div(name="run_info", width=360)
+        self.previous: Snapshot | None = None
+        self.latest: Snapshot | None = None
+        self.layout = column(
+            self.disconnected,
+            row(self.header, self.status, sizing_mode="stretch_width"),
+            row(
+                column(self.asymmetry.plot, self.asymmetry.follow, sizing_mode="stretch_width"),
+                self.box,
+                sizing_mode="stretch_width",
+            ),
+            row(
+                self.channels.layout,
+                self.pulls.plot,
+                self.helicity.layout,
+                sizing_mode="stretch_width",
+            ),
+            row(self.beam.layout, self.run, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
         )
-        self.plot.add_layout(self.expected)
-        self.plot.add_layout(
-            Whisker(
-                base="x",
-                lower="lo",
-                upper="hi",
-                source=self.source,
-                line_color="navy",
-                lower_head=TeeHead(size=8, line_color="navy"),
-                upper_head=TeeHead(size=8, line_color="navy"),
-            )
-        )
-        self.plot.scatter("x", "y", source=self.source, size=5, color="navy")
-        self.box = Div(width=320)
-        ppm = NumberFormatter(format="0.000", nan_format="–")
-        columns = [
-            TableColumn(field="channel", title="channel"),
-            TableColumn(field="value", title="A (ppm)", formatter=ppm),
-            TableColumn(field="error", title="σ (ppm)", formatter=ppm),
-            TableColumn(field="pull", title="pull", formatter=NumberFormatter(format="0.00")),
-        ]
-        self.channels = DataTable(
-            source=self.table, columns=columns, width=320, height=240, index_position=None
-        )
-        self.layout = row(self.plot, column(self.box, self.channels), sizing_mode="stretch_width")
 
     def apply(self, update: Update, now: datetime) -> None:
-        """Show ``update``: reset on a new run, stream new points, refresh box and table."""
+        """Show ``update``: reset on a new run, stream new points, refresh boxes and tables."""
         run = update.run
-        if run is not None:
-            columns = stream_columns(update.snapshots, run.start)
-            if update.reset:
-                self.plot.title.text = f"Running {label(run.mode)}, run {run.number}"
-                self.expected.visible = run.expected is not None and not run.blinded
-                self.expected.location = (run.expected or 0.0) * PPM
-                self.source.data = columns
-            elif len(columns["x"]):
-                self.source.stream(columns, rollover=ROLLOVER)
-            if update.reset or len(columns["x"]):
-                self._update_band()
-        self.box.text = result_html(run, update.latest, now)
-        if update.channels != self.shown_channels:
-            self.shown_channels = update.channels
-            self.table.data = channel_columns(update.channels)
-
-    def _update_band(self) -> None:
-        """Cumulative mean ± σ (the newest point) across the plotted time span."""
-        data = self.source.data
-        if len(data["x"]) == 0:
-            self.band.data = {k: np.empty(0) for k in ("x", "lower", "upper")}
+        self.status.text = status_html(update, now)
+        self.run.text = run_html(run, now)
+        if run is None:
+            self.box.text = result_html(update, now)
             return
-        x = np.array([data["x"][0], data["x"][-1]], dtype=float)
-        self.band.data = {
-            "x": x,
-            "lower": np.full(2, data["lo"][-1], dtype=float),
-            "upper": np.full(2, data["hi"][-1], dtype=float),
-        }
+        if update.reset:
+            self.previous = self.latest = None
+        if update.snapshots:
+            before = update.snapshots[-2] if len(update.snapshots) > 1 else self.latest
+            self.previous, self.latest = before, update.snapshots[-1]
+        self.asymmetry.apply(run, update.snapshots, update.reset)
+        self.beam.apply(run, update.snapshots, update.reset)
+        self.channels.apply(run, update.channels)
+        self.pulls.apply(update.miniruns, run.state == "running")
+        self.helicity.apply(run, self.previous, self.latest, update.helicity_errors)
+        self.box.text = result_html(update, now)
 
 
 def make_document(doc: Document, feed: Feed) -> None:
-    """Build the shifter page in ``doc`` and poll ``feed`` every second."""
+    """Build the shifter page in ``doc`` and show ``feed`` every second."""
     view = LiveView()
     session = uuid.uuid4().hex
     feed.attach(session)
@@ -207,6 +229,9 @@ def make_document(doc: Document, feed: Feed) -> None:
 
     view.apply(feed.since(session), datetime.now(UTC))
     doc.add_root(view.layout)
-    doc.title = "mupnc live"
+    doc.title = "mupnc shifter"
+    doc.js_on_event(
+        "connection_lost", CustomJS(args={"banner": view.disconnected}, code=DISCONNECTED_JS)
+    )
     doc.add_periodic_callback(tick, PERIOD_MS)
     doc.on_session_destroyed(lambda _context: feed.detach(session))

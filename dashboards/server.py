@@ -1,4 +1,5 @@
-"""Runs the live dashboard in a Bokeh server, with one database feed for all sessions."""
+"""Runs the dashboards in a Bokeh server: the shifter page at ``/`` with one database feed for
+all its sessions, and the run history at ``/history``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from bokeh.server.server import Server
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from dashboards.feed import Feed
+from dashboards.history import make_history
 from dashboards.live import make_document
-from db.session import redacted
+from db.session import make_engine, redacted
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ def serve(
     allow_websocket_origin: list[str] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
-    """Serve the shifter page at ``http://address:port/`` until SIGINT/SIGTERM or ``stop``.
+    """Serve ``http://address:port/`` and ``/history`` until SIGINT/SIGTERM or ``stop``.
 
     Signals are handled only when called from the main thread; from another thread, set
     ``stop`` to shut down.  The server and the feed's poller are stopped before returning.
@@ -41,10 +43,14 @@ def serve(
     io_loop = IOLoop.current()
     feed = Feed(db_url)
     feed.start()
+    archive = make_engine(db_url)
     previous: dict[int, object] = {}
     try:
         server = Server(
-            Application(FunctionHandler(partial(make_document, feed=feed))),
+            {
+                "/": Application(FunctionHandler(partial(make_document, feed=feed))),
+                "/history": Application(FunctionHandler(partial(make_history, engine=archive))),
+            },
             io_loop=io_loop,
             port=port,
             address=address,
@@ -69,5 +75,6 @@ def serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         feed.stop()
+        archive.dispose()
         io_loop.close(all_fds=True)
         asyncio.set_event_loop(None)

@@ -1,52 +1,59 @@
-"""Live dashboard: update logic against a real SQLite file, and the served page in Chromium."""
+"""Dashboards: pure update logic, the feed against a real SQLite file, and document-level
+behaviour of the shifter and history pages (no browser; see test_dashboard_browser.py)."""
 
 from __future__ import annotations
 
 import math
-import socket
-import threading
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent
+from dashboard_data import (
+    T0,
+    add_miniruns,
+    add_snapshots,
+    new_run,
+    set_channels,
+    set_helicity_errors,
+)
 from sqlalchemy import Engine
 
-from dashboards.feed import Channel, Feed, RunInfo, Snapshot
-from dashboards.live import (
-    ROLLOVER,
+from dashboards.columns import (
+    asymmetry_columns,
+    beam_columns,
     channel_columns,
-    format_ppm,
-    make_document,
-    result_html,
-    stream_columns,
+    completed_miniruns,
+    decoder_state,
+    good_beam_seconds,
 )
-from dashboards.server import serve
-from db.models import CUMULATIVE, AsymmetryResult, ResultSnapshot, Run
-from db.session import create_schema, make_engine, transaction
-from db.store import allocate_run, upsert
-
-T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).parent / "artifacts"
-POINTS = "Bokeh.documents[0].get_model_by_name('asym_source').data.x.length"
-IDLE_JS = (
-    "() => window.Bokeh !== undefined && Bokeh.documents.length > 0"
-    " && Bokeh.documents.every(d => d.is_idle)"
+from dashboards.display import (
+    LIVE,
+    LOST,
+    NO_DATA,
+    PERCENT,
+    PPB,
+    PPM,
+    STALE,
+    choose_unit,
+    format_asymmetry,
+    format_duration,
+    freshness,
+    minirun_pulls,
+    pull_colours,
+    pull_histogram,
+    unit_gaussian,
+    y_range,
 )
+from dashboards.feed import Feed, Update
+from dashboards.history import difference_sigma, make_history, minirun_table
+from dashboards.live import make_document, result_html, run_html, status_html
+from dashboards.panels import ROLLOVER
+from dashboards.projection import describe, project
+from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
+from db.session import create_schema, make_engine
 
 
 @pytest.fixture
@@ -72,97 +79,215 @@ def feed(db_url: str):
     feed.stop()
 
 
-def new_run(engine: Engine, start: datetime | None = T0, **config) -> int:
-    """A run in state ``running``; ``config`` defaults to an injected 5 ppm A_LR."""
-    config = {"mode": "alr", "asymmetry": 5e-6, "blinded": False, **config}
-    with transaction(engine) as session:
-        number = allocate_run(session, source="sim", mode=config["mode"], config=config)
-        run = session.get(Run, number)
-        run.state = "running"
-        if start is not None:
-            run.start = start
-    return number
+def snap(t: float, value: float | None, error: float | None, **kw) -> Snapshot:
+    fields = dict(patterns_good=10, windows=40, lost_windows=1) | kw
+    return Snapshot(T0 + timedelta(seconds=t), value=value, error=error, **fields)
 
 
-def add_snapshots(engine: Engine, run: int, seconds: list[float], start: datetime = T0) -> None:
-    """Snapshots at ``seconds`` after ``start`` converging to 5 ppm (error 10 ppm/√k)."""
-    with transaction(engine) as session:
-        for t in seconds:
-            k = t + 1
-            session.add(
-                ResultSnapshot(
-                    run=run,
-                    time=start + timedelta(seconds=t),
-                    patterns_good=int(1000 * k),
-                    windows=int(4000 * k),
-                    lost_windows=0,
-                    value=5e-6 + 10e-6 * math.sin(2 * k) / math.sqrt(k),
-                    error=10e-6 / math.sqrt(k),
-                    charge_asymmetry=None,
-                )
-            )
+def run_info(**kw) -> RunInfo:
+    fields = dict(
+        number=7,
+        state="running",
+        source="sim",
+        mode="alr",
+        start=T0,
+        end=None,
+        blinded=False,
+        expected=5e-6,
+        windows=0,
+        lost_windows=0,
+        pattern="quartet",
+        window_rate=240.0,
+        polarization=0.9,
+        muon_rate=1e8,
+        delay_patterns=8,
+        reversal="fast",
+        roles=(("det0", "scatter"), ("fwd", "forward"), ("bcm", "monitor")),
+    )
+    return RunInfo(**(fields | kw))
 
 
-def set_channels(engine: Engine, run: int, values: dict[str, tuple[float | None, float | None]]):
-    rows = [
-        dict(run=run, minirun=CUMULATIVE, channel=c, value=v, error=e, n=1, chi2_ndf=None)
-        for c, (v, e) in values.items()
+# --- units, ranges, pulls, staleness, projection -------------------------------------------------
+
+
+def test_unit_by_magnitude_with_hysteresis() -> None:
+    assert choose_unit(0.05) is PERCENT and choose_unit(1e-3) is PPM
+    assert choose_unit(2e-6) is PPM and choose_unit(4e-7) is PPB and choose_unit(0.0) is PPM
+    assert choose_unit(5e-7, current=PPM) is PPM  # 0.5 ppm still reads well in ppm
+    assert choose_unit(1e-7, current=PPM) is PPB
+    assert choose_unit(2e-6, current=PPB) is PPB  # 2000 ppb: keep
+    assert choose_unit(5e-5, current=PPB) is PPM
+    assert choose_unit(0.02, current=PPM) is PPM and choose_unit(0.05, current=PPM) is PERCENT
+    assert format_asymmetry(1e-6, 0.02e-6, PPM) == "1.000 ± 0.020 ppm"
+    assert format_asymmetry(12.34e-9, 1.234e-9) == "12.3 ± 1.2 ppb"
+    assert format_asymmetry(0.0312, 0.0021) == "3.12 ± 0.21 %"
+    assert format_asymmetry(None, 1e-6) == "no result yet"
+
+
+def test_y_range_includes_error_bars_and_lines() -> None:
+    start, end = y_range([4.0, 6.0], [8.0, 7.0], [0.0, None], pad=0.0)
+    assert (start, end) == (0.0, 8.0)
+    start, end = y_range([4.0], [8.0], [12.0], pad=0.1)
+    assert start == pytest.approx(3.2) and end == pytest.approx(12.8)
+    assert y_range([np.nan], [np.inf], [None]) == (-1.0, 1.0)
+    assert y_range([3.0], [3.0]) == (2.0, 4.0)
+
+
+def test_minirun_pulls_are_unit_gaussian() -> None:
+    rng = np.random.default_rng(11)
+    n = 4000
+    errors = rng.uniform(1, 3, n)
+    values = 5 + rng.normal(0, errors)
+    pull = minirun_pulls(values, errors)
+    # mean of n unit Gaussians: 3 sigma = 3/sqrt(n); RMS: sigma of the RMS ~ 1/sqrt(2n)
+    assert abs(pull.mean()) < 3 / math.sqrt(n)
+    assert abs(pull.std() - 1) < 3 / math.sqrt(2 * n)
+    assert len(minirun_pulls(values[:1], errors[:1])) == 0
+    counts = pull_histogram(np.array([-9.0, -0.1, 0.1, 0.2, 9.0]))
+    assert counts.sum() == 5 and counts[0] == 1 and counts[-1] == 1 and counts[9] == 1
+    gauss = unit_gaussian(np.linspace(-20, 20, 4001), 100, 0.5)
+    assert gauss.sum() * 0.01 / 0.5 == pytest.approx(100, rel=1e-6)
+    assert pull_colours(np.array([0.5, -2.5, 3.2, np.nan])) == [
+        "#c8efc8",
+        "#ffe9a0",
+        "#ffb0b0",
+        "white",
     ]
-    with transaction(engine) as session:
-        upsert(session, AsymmetryResult, rows, ("run", "minirun", "channel"))
 
 
-def snap(t: float, value: float | None, error: float | None) -> Snapshot:
-    return Snapshot(T0 + timedelta(seconds=t), 10, 40, 1, value, error)
+def test_freshness_and_durations() -> None:
+    assert freshness(None, 5, 30) == NO_DATA
+    assert freshness(1.0, 5, 30) == LIVE
+    assert freshness(10.0, 5, 30) == STALE
+    assert freshness(31.0, 5, 30) == LOST
+    assert format_duration(42) == "42 s" and format_duration(720) == "12 min"
+    assert format_duration(3 * 3600) == "3.0 h" and format_duration(3 * 86400) == "3.0 d"
 
 
-# --- pure functions ---------------------------------------------------------------------------
+def test_projection_scales_as_inverse_square_of_the_target_error() -> None:
+    # 100 s gave sigma = 1e-5; 5 sigma on 1e-5 needs sigma 2e-6, i.e. 25 times longer
+    p = project(100.0, 1e-5, 1e-5, n_sigma=5)
+    assert p.needed == pytest.approx(2500.0) and p.remaining == pytest.approx(2400.0)
+    assert describe(p) == "40 min more to 5 σ"
+    assert project(100.0, 1e-6, -1e-5).remaining == 0 and describe(project(100, 1e-6, 1e-5)) == (
+        "5 σ reached"
+    )
+    assert project(100.0, None, 1e-5) is None and project(0.0, 1e-6, 1e-5) is None
+    assert project(100.0, 1e-6, None) is None and describe(None) == "insufficient data"
 
 
-def test_stream_columns_in_ppm_skipping_missing_values() -> None:
-    cols = stream_columns([snap(0.5, None, None), snap(2, 3e-6, 1e-6), snap(4, -1e-6, 5e-7)], T0)
-    assert set(cols) == {"x", "y", "lo", "hi"}
+# --- column builders -----------------------------------------------------------------------------
+
+
+def test_asymmetry_columns_in_the_chosen_unit_skipping_missing_values() -> None:
+    snaps = [snap(0.5, None, None), snap(2, 3e-6, 1e-6), snap(4, -1e-6, 5e-7)]
+    cols = asymmetry_columns(snaps, T0, PPM)
     np.testing.assert_allclose(cols["x"], [2, 4])
     np.testing.assert_allclose(cols["y"], [3, -1])
     np.testing.assert_allclose(cols["lo"], [2, -1.5])
     np.testing.assert_allclose(cols["hi"], [4, -0.5])
-    assert all(len(c) == 0 for c in stream_columns([], T0).values())
+    np.testing.assert_allclose(asymmetry_columns(snaps, T0, PPB)["y"], [3000, -1000])
+    assert all(len(c) == 0 for c in asymmetry_columns([], T0, PPM).values())
 
 
-def test_channel_columns_pull() -> None:
-    cols = channel_columns(
-        [Channel("det0", 2e-6, 1e-6), Channel("det1", None, None), Channel("det2", 1e-6, 0.0)]
+def test_beam_columns_rates_from_consecutive_snapshots() -> None:
+    a = snap(1, 0, 1, windows=240, patterns_good=50, charge_asymmetry=1e-6)
+    b = snap(3, 0, 1, windows=720, patterns_good=150, charge_asymmetry=2e-6)
+    c = snap(4, 0, 1, windows=960, patterns_good=150, charge_asymmetry=None)
+    cols = beam_columns([b, c], a, T0, "quartet", PPM)
+    np.testing.assert_allclose(cols["x"], [3, 4])
+    np.testing.assert_allclose(cols["window_rate"], [240, 240])
+    np.testing.assert_allclose(cols["good_rate"], [200, 0])  # 100 quartets in 2 s
+    np.testing.assert_allclose(cols["charge"], [2, np.nan])
+    assert len(beam_columns([a], None, T0, "quartet", PPM)["x"]) == 0
+
+
+def test_channel_pulls_against_expectation_by_role() -> None:
+    channels = [
+        Channel("det0", 7.5e-6, 1e-6),
+        Channel("fwd", -5e-6, 2e-6),
+        Channel("bcm", 3e-7, 1e-7),
+        Channel("combined", 5e-6, 0.5e-6, 1.1),
+        Channel("charge", 1e-7, 1e-7),
+    ]
+    roles = dict(run_info().roles)
+    cols = channel_columns(channels, roles, PPM)
+    assert cols["role"] == ["scatter", "forward", "monitor", "combined", "charge"]
+    # scatter expects +A, forward -A, monitor and charge zero, combined has no pull
+    np.testing.assert_allclose(cols["pull"], [2.5, 0, 3, np.nan, 1])
+    assert cols["colour"] == ["#ffe9a0", "#c8efc8", "#ffb0b0", "white", "#c8efc8"]
+    np.testing.assert_allclose(cols["value"], [7.5, -5, 0.3, 5, 0.1])
+
+
+def test_miniruns_good_beam_time_and_decoder_state() -> None:
+    ms = [MinirunMean(i, 9000, 1e-6, 1e-6) for i in (2, 0, 1)]
+    assert [m.index for m in completed_miniruns(ms, running=True)] == [0, 1]
+    assert [m.index for m in completed_miniruns(ms, running=False)] == [0, 1, 2]
+    assert good_beam_seconds(run_info(), 6000) == pytest.approx(100.0)
+    assert good_beam_seconds(run_info(window_rate=None), 6000) is None
+    a, b = snap(1, 0, 1, patterns_good=10, windows=40), snap(2, 0, 1, patterns_good=20, windows=80)
+    stuck = snap(3, 0, 1, patterns_good=20, windows=120)
+    assert decoder_state(a, b, "running") == "locked"
+    assert decoder_state(b, stuck, "running") == "not locked"
+    assert decoder_state(stuck, stuck, "running") == "no new windows"
+    assert decoder_state(None, b, "running") == "waiting"
+    assert decoder_state(a, b, "ended") == "run ended"
+
+
+def test_result_box_blinding_escaping_and_projection() -> None:
+    latest = snap(100, 12.34e-6, 1.234e-6, patterns_good=6000)
+    combined = Channel("combined", 12.34e-6, 1.234e-6, 0.93)
+    miniruns = tuple(MinirunMean(i, 9000, 1e-5, 1e-6) for i in range(4))
+    update = Update(
+        run_info(),
+        False,
+        [],
+        latest,
+        (combined,),
+        miniruns,
+        polled=T0 + timedelta(seconds=102),
     )
-    assert cols["channel"] == ["det0", "det1", "det2"]
-    np.testing.assert_allclose(cols["value"], [2, np.nan, 1])
-    np.testing.assert_allclose(cols["pull"], [2, np.nan, np.nan])
+    now = T0 + timedelta(seconds=103)
+    text = result_html(update, now)
+    assert "A_LR = 12.3 ± 1.2 ppm" in text and "0.93 (3 complete miniruns)" in text
+    assert "10.0 σ from zero" in text and "BLINDED" not in text
+    assert "100 s" in text and "6,000" in text  # good-beam time, good patterns
+    assert "injected</th><td>5 ppm" in text and "3 s ago" in text
+    # 5 sigma on the injected 5 ppm needs sigma 1 ppm: 100 s * 1.234**2 = 152 s, 52 s more
+    assert "52 s more to 5 σ" in text
+    blinded = Update(run_info(blinded=True), False, [], latest, (combined,))
+    text = result_html(blinded, now)
+    assert "BLINDED" in text and "injected" not in text and "from zero" not in text
+    assert "(blinded)" in text
+    info = run_html(run_info(state="<b>running</b>", source="<i>sim"), now)
+    assert "&lt;b&gt;running&lt;/b&gt;" in info and "<b>running" not in info and "<i>" not in info
+    status = status_html(update, now)
+    assert "database: LIVE" in status and "monitor: LIVE" in status
+    lost = Update(run_info(), False, [], latest, poll_error="OperationalError: <locked>")
+    status = status_html(lost, now + timedelta(seconds=60))
+    assert "database: LOST" in status and "&lt;locked&gt;" in status and "<locked>" not in status
+    assert "monitor: LOST" in status
 
 
-def test_result_box_escapes_and_reports_age() -> None:
-    run = RunInfo(7, "<b>running</b>", "afb", T0, blinded=False, expected=5e-6)
-    text = result_html(run, snap(10, 12.34e-6, 1.234e-6), T0 + timedelta(seconds=13))
-    assert "&lt;b&gt;running&lt;/b&gt;" in text and "<b>running" not in text
-    assert "A_FB" in text and "12.3 ± 1.2 ppm" in text
-    assert "3 s ago" in text and "5.000 ppm" in text
-    blinded = RunInfo(7, "running", "alr", T0, blinded=True, expected=5e-6)
-    text = result_html(blinded, None, T0)
-    assert "A_LR" in text and "injected" not in text and "no snapshot yet" in text
-    assert format_ppm(1e-6, 0.02e-6) == "1.000 ± 0.020 ppm"
-
-
-# --- feed against SQLite ------------------------------------------------------------------------
+# --- feed against SQLite -------------------------------------------------------------------------
 
 
 def test_feed_since_sequence(engine: Engine, feed: Feed) -> None:
     run = new_run(engine)
     add_snapshots(engine, run, [1, 2, 3])
     set_channels(engine, run, {"combined": (1e-6, 1e-6), "det1": (2e-6, 1e-6), "charge": (0, 1)})
+    add_miniruns(engine, run, 3)
+    set_helicity_errors(engine, run, {"phase_error": 2, "settle": 0})
     feed.attach("a")
     feed.poll()
     first = feed.since("a")
     assert first.reset and first.run.number == run and first.run.expected == 5e-6
+    assert first.run.pattern == "quartet" and dict(first.run.roles)["bcm"] == "monitor"
     assert [s.time for s in first.snapshots] == [T0 + timedelta(seconds=t) for t in (1, 2, 3)]
     assert [c.name for c in first.channels] == ["det1", "combined", "charge"]
+    assert [m.index for m in first.miniruns] == [0, 1, 2]
+    assert first.helicity_errors == (("phase_error", 2), ("settle", 0))
+    assert first.polled is not None and first.poll_error is None
     assert feed.since("a").snapshots == [] and not feed.since("a").reset
     add_snapshots(engine, run, [4, 5])
     feed.poll()
@@ -196,134 +321,141 @@ def test_feed_resets_on_new_run_and_keeps_maxlen(engine: Engine, db_url: str) ->
         feed.stop()
 
 
-def test_feed_without_runs(feed: Feed) -> None:
+def test_feed_without_runs_and_with_a_lost_database(tmp_path: Path, feed: Feed) -> None:
     feed.attach("a")
     feed.poll()
     update = feed.since("a")
     assert update.run is None and not update.reset and update.latest is None
+    assert update.polled is not None
+    # a database without the schema: the poller thread records the failure
+    broken = Feed(f"sqlite:///{tmp_path / 'empty.db'}", interval=0.05)
+    broken.attach("a")
+    broken.start()
+    try:
+        for _ in range(200):
+            if broken.since("a").poll_error:
+                break
+            broken._stop.wait(0.05)
+        update = broken.since("a")
+        assert update.poll_error and "no such table" in update.poll_error
+        assert update.polled is None
+    finally:
+        broken.stop()
 
 
-# --- document level -----------------------------------------------------------------------------
+# --- document level ------------------------------------------------------------------------------
 
 
-def test_document_streams_with_rollover_and_resets(engine: Engine, feed: Feed) -> None:
+def by_name(doc: Document, name: str):
+    model = doc.get_model_by_name(name)
+    assert model is not None, name
+    return model
+
+
+def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) -> None:
     run = new_run(engine)
     add_snapshots(engine, run, [1, 2, 3])
     feed.poll()
     doc = Document()
     make_document(doc, feed)
-    source = doc.get_model_by_name("asym_source")
+    source = by_name(doc, "asym_source")
     assert len(source.data["x"]) == 3
     (callback,) = doc.session_callbacks
     events = []
     doc.on_change(lambda event: events.append(event))
 
     add_snapshots(engine, run, [4, 5])
-    set_channels(engine, run, {"det0": (4e-6, 2e-6), "combined": (5e-6, 1e-6)})
+    set_channels(
+        engine,
+        run,
+        {"det0": (9e-6, 2e-6), "combined": (5e-6, 1e-6), "charge": (0, 1e-7)},
+        chi2_ndf=1.2,
+    )
+    add_miniruns(engine, run, 6)
+    set_helicity_errors(engine, run, {"phase_error": 3})
     feed.poll()
     callback.callback()
     streamed = [e for e in events if isinstance(e, ColumnsStreamedEvent)]
-    assert len(streamed) == 1 and streamed[0].rollover == ROLLOVER
-    np.testing.assert_allclose(streamed[0].data["x"], [4, 5])
+    assert {e.model.name for e in streamed} == {"asym_source", "beam_source"}
+    assert all(e.rollover == ROLLOVER for e in streamed)
+    asym = next(e for e in streamed if e.model.name == "asym_source")
+    np.testing.assert_allclose(asym.data["x"], [4, 5])
     np.testing.assert_allclose(source.data["x"], [1, 2, 3, 4, 5])
-    band = doc.get_model_by_name("band_source").data
+    band = by_name(doc, "band_source").data
     np.testing.assert_allclose(band["x"], [1, 5])
     np.testing.assert_allclose(band["upper"], source.data["hi"][-1])
-    table = doc.get_model_by_name("channel_source").data
-    np.testing.assert_allclose(table["pull"], [2, 5])
-    plot = doc.roots[0].children[0]
+    # the y range holds every settled error bar, zero and the injected 5 ppm
+    y = by_name(doc, "asym_y_range")
+    assert y.start <= min(0.0, *source.data["lo"]) and y.end >= max(5.0, *source.data["hi"])
+    table = by_name(doc, "channel_source").data
+    np.testing.assert_allclose(table["pull"], [2, np.nan, 0], equal_nan=True)
+    assert table["colour"][0] == "#ffe9a0"
+    bars = by_name(doc, "pull_bars").data
+    assert sum(bars["top"]) == 5  # six miniruns, the newest still running
+    errors = by_name(doc, "helicity_errors").data
+    assert dict(zip(errors["kind"], errors["count"], strict=True))["phase_error"] == 3
+    assert "locked" in by_name(doc, "helicity_state").text
+    plot = by_name(doc, "asym_plot")
     assert "A_LR" in plot.title.text
     assert plot.xaxis[0].axis_label == "time since run start (s)"
-    assert plot.yaxis[0].axis_label == "A (ppm)"
+    assert plot.yaxis[0].axis_label == "A_LR (ppm)"
 
-    second = new_run(engine, mode="afb")
-    add_snapshots(engine, second, [7])
+    # a sub-ppm run switches the axis to ppb
+    second = new_run(engine, mode="afb", asymmetry=None)
+    add_snapshots(engine, second, [7, 8], scale=0.01)
     feed.poll()
     callback.callback()
-    np.testing.assert_allclose(source.data["x"], [7])
+    np.testing.assert_allclose(source.data["x"], [7, 8])
+    expected = [10 * (5 + 10 * math.sin(2 * k) / math.sqrt(k)) for k in (8, 9)]
+    np.testing.assert_allclose(source.data["y"], expected)
     assert "A_FB" in plot.title.text and f"run {second}" in plot.title.text
+    assert plot.yaxis[0].axis_label == "A_FB (ppb)"
 
     (destroyed,) = doc.session_destroyed_callbacks
     destroyed(None)
     assert feed.sessions == 0
 
 
-# --- real browser -------------------------------------------------------------------------------
+def test_sessions_share_one_feed_and_release_their_cursors(engine: Engine, feed: Feed) -> None:
+    run = new_run(engine)
+    add_snapshots(engine, run, [1, 2])
+    feed.poll()
+    docs = [Document() for _ in range(5)]
+    for doc in docs:
+        make_document(doc, feed)
+    assert feed.sessions == 5
+    for doc in docs[:3]:
+        (destroyed,) = doc.session_destroyed_callbacks
+        destroyed(None)
+    assert feed.sessions == 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on port {port}")
-
-
-@pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
-def test_browser_page_grows(engine: Engine, db_url: str) -> None:
-    from playwright.sync_api import sync_playwright
-
-    run = new_run(engine, start=None)
-    with transaction(engine) as session:
-        start = session.get(Run, run).start.replace(tzinfo=UTC)
-    set_channels(
-        engine,
-        run,
-        {f"det{i}": (5e-6 + i * 1e-6, 3e-6) for i in range(4)}
-        | {"combined": (5e-6, 1.5e-6), "charge": (1e-7, 2e-7)},
+def test_history_document_with_reference(engine: Engine) -> None:
+    run = new_run(engine, state="ended")
+    add_snapshots(engine, run, [1, 2, 3])
+    means = add_miniruns(engine, run, 8, value=5e-6, error=2e-6)
+    set_channels(engine, run, {"combined": (5.2e-6, 0.7e-6)}, chi2_ndf=0.8)
+    reference = new_run(engine)
+    add_miniruns(engine, reference, 4, value=4e-6, error=2e-6, seed=5)
+    set_channels(engine, reference, {"combined": (4.0e-6, 1.0e-6)})
+    doc = Document()
+    make_history(doc, engine)
+    pick, ref = by_name(doc, "run_select"), by_name(doc, "reference_select")
+    assert pick.value == str(reference) and ref.value == "none"  # newest run first
+    pick.value = str(run)
+    ref.value = str(reference)
+    minis = by_name(doc, "minirun_source").data
+    np.testing.assert_allclose(minis["y"], means * 1e6)
+    np.testing.assert_allclose(
+        by_name(doc, "reference_minirun_source").data["x"], np.arange(4) + 0.2
     )
-    stop_writer, stop_server = threading.Event(), threading.Event()
-    failures: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            while not stop_writer.wait(0.3):
-                t = (datetime.now(UTC) - start).total_seconds()
-                add_snapshots(engine, run, [t], start)
-        except BaseException as exc:
-            failures.append(exc)
-
-    port = free_port()
-    writer = threading.Thread(target=write, daemon=True)
-    server = threading.Thread(
-        target=serve, args=(db_url,), kwargs=dict(port=port, stop=stop_server), daemon=True
-    )
-    writer.start()
-    server.start()
-    errors: list[str] = []
-    try:
-        wait_listening(port)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 650})
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.goto(f"http://127.0.0.1:{port}/")
-                page.wait_for_function(IDLE_JS, timeout=30_000)
-                before = page.evaluate(f"() => {POINTS}")
-                page.wait_for_function(f"() => {POINTS} >= {before + 10}", timeout=30_000)
-                assert page.evaluate(f"() => {POINTS}") > before
-                box = page.locator("table", has_text="good patterns").inner_text()
-                assert "running" in box and "s ago" in box
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
-            finally:
-                browser.close()
-    finally:
-        stop_writer.set()
-        stop_server.set()
-        writer.join(10)
-        server.join(30)
-    assert not writer.is_alive() and not server.is_alive()
-    assert not failures
-    assert errors == []
+    assert len(by_name(doc, "history_running").data["x"]) == 3
+    summary = by_name(doc, "history_summary").text
+    assert "5.20 ± 0.70 ppm" in summary and "χ²/ndf of 8 miniruns 0.80" in summary
+    assert f"reference run {reference}" in summary and "+0.98 σ" in summary
+    table = by_name(doc, "minirun_table").data
+    assert table["index"] == list(range(8)) and len(table["colour"]) == 8
+    assert difference_sigma(Channel("a", 1.0, 3.0), Channel("b", 0.0, 4.0)) == pytest.approx(0.2)
+    assert difference_sigma(Channel("a", None, 3.0), Channel("b", 0.0, 4.0)) is None
+    empty = minirun_table((MinirunMean(0, 10, 1e-6, 1e-6),), PPM)
+    assert np.isnan(empty["pull"]).all()

@@ -1,0 +1,145 @@
+"""Pure builders of the dashboards' data columns from feed records (numpy, no Bokeh).
+
+Times are seconds since the run start; asymmetries are multiplied by a display
+:class:`~dashboards.display.Unit`; rates are in Hz.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+
+from dashboards.display import Unit, pull_colours, pulls
+from dashboards.queries import CHARGE, COMBINED, Channel, MinirunMean, RunInfo, Snapshot
+
+ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
+"""Sign of the physics asymmetry a channel of each role sees (as in :mod:`sim.source`)."""
+
+PATTERN_WINDOWS = {"pair": 2, "quartet": 4, "octet": 8, "thue-morse-64": 64}
+"""Helicity windows per pattern (:data:`sim.helicity.PATTERN_SHAPES`)."""
+
+ASYMMETRY_KEYS = ("x", "y", "lo", "hi")
+BEAM_KEYS = ("x", "window_rate", "good_rate", "charge")
+
+
+def _seconds(snapshots: Sequence[Snapshot], start: datetime) -> np.ndarray:
+    return np.array([(s.time - start).total_seconds() for s in snapshots], dtype=float)
+
+
+def asymmetry_columns(
+    snapshots: Sequence[Snapshot], start: datetime, unit: Unit
+) -> dict[str, np.ndarray]:
+    """Running asymmetry ``y`` with its error bar ``lo``..``hi`` versus time ``x``.
+
+    Snapshots without a value or error (early in a run) are left out.
+    """
+    usable = [s for s in snapshots if s.value is not None and s.error is not None]
+    y = np.array([s.value for s in usable], dtype=float) * unit.scale
+    e = np.array([s.error for s in usable], dtype=float) * unit.scale
+    return {"x": _seconds(usable, start), "y": y, "lo": y - e, "hi": y + e}
+
+
+def beam_columns(
+    snapshots: Sequence[Snapshot],
+    previous: Snapshot | None,
+    start: datetime,
+    pattern: str,
+    unit: Unit,
+) -> dict[str, np.ndarray]:
+    """Strip-chart columns: decoded and good window rates (Hz) between consecutive snapshots,
+    and the running beam charge asymmetry (NaN when unknown).
+
+    ``previous`` is the snapshot before ``snapshots[0]`` (None at the start of a run: the first
+    snapshot then gives no rate and is left out).
+    """
+    chain = ([previous] if previous is not None else []) + list(snapshots)
+    if len(chain) < 2:
+        return {k: np.empty(0) for k in BEAM_KEYS}
+    dt = np.diff(_seconds(chain, start))
+    windows = np.diff([s.windows for s in chain]).astype(float)
+    good = np.diff([s.patterns_good for s in chain]).astype(float) * PATTERN_WINDOWS.get(pattern, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        window_rate = np.where(dt > 0, windows / dt, np.nan)
+        good_rate = np.where(dt > 0, good / dt, np.nan)
+    charge = np.array(
+        [math.nan if s.charge_asymmetry is None else s.charge_asymmetry for s in chain[1:]]
+    )
+    return {
+        "x": _seconds(chain[1:], start),
+        "window_rate": window_rate,
+        "good_rate": good_rate,
+        "charge": charge * unit.scale,
+    }
+
+
+def channel_columns(
+    channels: Sequence[Channel], roles: dict[str, str], unit: Unit
+) -> dict[str, list | np.ndarray]:
+    """Per-channel table: value and error in ``unit``, and the pull against expectation.
+
+    A detector channel of role r is expected to see ``ANALYZING_SIGN[r] * A_combined``; the
+    charge asymmetry and monitor channels are expected at zero.  The combined row has no pull
+    (its significance is in the result box).
+    """
+    combined = next((c for c in channels if c.name == COMBINED), None)
+    a = combined.value if combined is not None and combined.value is not None else math.nan
+    value = np.array([math.nan if c.value is None else c.value for c in channels], dtype=float)
+    error = np.array([math.nan if c.error is None else c.error for c in channels], dtype=float)
+    role = [roles.get(c.name, c.name if c.name in (COMBINED, CHARGE) else "?") for c in channels]
+    expected = np.array(
+        [
+            math.nan if r == COMBINED else 0.0 if r == CHARGE else ANALYZING_SIGN.get(r, 1.0) * a
+            for r in role
+        ]
+    )
+    pull = pulls(value, error, expected)
+    return {
+        "channel": [c.name for c in channels],
+        "role": role,
+        "value": value * unit.scale,
+        "error": error * unit.scale,
+        "pull": pull,
+        "colour": pull_colours(pull),
+    }
+
+
+def completed_miniruns(miniruns: Sequence[MinirunMean], running: bool) -> list[MinirunMean]:
+    """Miniruns that are complete: all of an ended run, all but the newest of a running one."""
+    ordered = sorted(miniruns, key=lambda m: m.index)
+    return ordered[:-1] if running and ordered else ordered
+
+
+def minirun_columns(miniruns: Sequence[MinirunMean], unit: Unit) -> dict[str, np.ndarray]:
+    """Per-minirun combined asymmetry ``y`` ± error (``lo``..``hi``) versus index ``x``."""
+    usable = [m for m in miniruns if m.value is not None and m.error is not None]
+    y = np.array([m.value for m in usable], dtype=float) * unit.scale
+    e = np.array([m.error for m in usable], dtype=float) * unit.scale
+    x = np.array([m.index for m in usable], dtype=float)
+    return {"x": x, "y": y, "lo": y - e, "hi": y + e}
+
+
+def good_beam_seconds(run: RunInfo, patterns_good: int) -> float | None:
+    """Beam time in good patterns: patterns × windows per pattern / window rate (s)."""
+    if not run.window_rate or run.pattern not in PATTERN_WINDOWS:
+        return None
+    return patterns_good * PATTERN_WINDOWS[run.pattern] / run.window_rate
+
+
+def decoder_state(previous: Snapshot | None, latest: Snapshot | None, run_state: str) -> str:
+    """The helicity decoder as seen from the last two snapshots.
+
+    ``locked``: good patterns grow; ``not locked``: windows arrive without good patterns;
+    ``no new windows``: nothing arrived; ``waiting``: no snapshot pair yet.
+    """
+    if run_state in ("ended", "aborted"):
+        return f"run {run_state}"
+    if previous is None or latest is None:
+        return "waiting"
+    if latest.patterns_good > previous.patterns_good:
+        return "locked"
+    if latest.windows > previous.windows:
+        return "not locked"
+    return "no new windows"

@@ -1,0 +1,382 @@
+"""Bokeh panels of the shifter page.  Each panel owns the models of one session and has an
+``apply`` that shows new feed data; the numbers come from :mod:`dashboards.columns`.
+
+Every streamed source has a rollover; strings from the database reach the page only as
+escaped HTML or table cells, never as markup.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+from bokeh.events import MouseWheel, PanStart, Reset
+from bokeh.layouts import column
+from bokeh.models import (
+    Band,
+    ColumnDataSource,
+    DataRange1d,
+    DataTable,
+    Div,
+    NumberFormatter,
+    Range1d,
+    Span,
+    StringFormatter,
+    TableColumn,
+    TeeHead,
+    Toggle,
+    Whisker,
+)
+from bokeh.plotting import figure
+
+from dashboards import columns as cols
+from dashboards.display import (
+    PPM,
+    PULL_EDGES,
+    Unit,
+    choose_unit,
+    magnitude,
+    minirun_pulls,
+    pull_histogram,
+    unit_gaussian,
+    y_range,
+)
+from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
+
+ROLLOVER = 20000
+"""Points kept per streamed source: 5.5 h of snapshots at 1 Hz."""
+STRIP_WINDOW = 600.0
+"""Seconds shown by the beam strip charts."""
+SETTLED_FRACTION = 0.1
+"""The y range of the running asymmetry ignores the error bars of the first tenth of the
+plotted time, where 1/sqrt(t) errors are large; those bars may run off the plot."""
+LABELS = {"alr": "A_LR", "afb": "A_FB"}
+TOOLS = "pan,wheel_zoom,reset,save"
+
+
+def label(mode: str) -> str:
+    """``A_LR`` or ``A_FB`` for a run mode (``alr``/``afb``)."""
+    return LABELS.get(mode, "A")
+
+
+def _empty(keys: Sequence[str]) -> dict[str, np.ndarray]:
+    return {k: np.empty(0) for k in keys}
+
+
+def whisker(source: ColumnDataSource, colour: str) -> Whisker:
+    return Whisker(
+        base="x",
+        lower="lo",
+        upper="hi",
+        source=source,
+        line_color=colour,
+        lower_head=TeeHead(size=7, line_color=colour),
+        upper_head=TeeHead(size=7, line_color=colour),
+    )
+
+
+class AsymmetryPlot:
+    """Running asymmetry with error bars, the cumulative mean ± σ band, zero and expected lines.
+
+    The y range follows the data (error bars and lines included) until the shifter pans or
+    zooms; the reset tool or the toggle turns following back on.
+    """
+
+    def __init__(self) -> None:
+        self.unit = PPM
+        self.source = ColumnDataSource(_empty(cols.ASYMMETRY_KEYS), name="asym_source")
+        self.band = ColumnDataSource(_empty(("x", "lower", "upper")), name="band_source")
+        self.y_range = Range1d(-1, 1, name="asym_y_range")
+        self.plot = figure(
+            title="Running asymmetry",
+            x_axis_label="time since run start (s)",
+            y_axis_label="A (ppm)",
+            y_range=self.y_range,
+            height=400,
+            sizing_mode="stretch_width",
+            tools=TOOLS,
+            name="asym_plot",
+        )
+        self.plot.add_layout(
+            Band(
+                base="x",
+                lower="lower",
+                upper="upper",
+                source=self.band,
+                fill_color="orange",
+                fill_alpha=0.25,
+                line_color="orange",
+                level="underlay",
+            )
+        )
+        self.plot.add_layout(Span(location=0, dimension="width", line_color="black"))
+        self.expected = Span(
+            location=0,
+            dimension="width",
+            line_color="red",
+            line_dash="dashed",
+            line_width=2,
+            visible=False,
+        )
+        self.plot.add_layout(self.expected)
+        self.plot.add_layout(whisker(self.source, "navy"))
+        self.plot.scatter("x", "y", source=self.source, size=5, color="navy")
+        self.follow = Toggle(label="auto y-range", active=True, width=120)
+        self.follow.on_change("active", lambda _attr, _old, _new: self._fit())
+        for event in (PanStart, MouseWheel):
+            self.plot.on_event(event, self._stop_following)
+        self.plot.on_event(Reset, self._start_following)
+        self.expected_value: float | None = None
+
+    def _stop_following(self, _event) -> None:
+        self.follow.active = False
+
+    def _start_following(self, _event) -> None:
+        self.follow.active = True
+        self._fit()
+
+    def apply(self, run: RunInfo, snapshots: Sequence[Snapshot], reset: bool) -> None:
+        """Reset for a new run or stream ``snapshots``; rescale if the unit changes."""
+        if reset:
+            self.plot.title.text = f"Running {label(run.mode)}, run {run.number}"
+            self.expected_value = None if run.blinded else run.expected
+            self.expected.visible = self.expected_value is not None
+            self.unit = self._unit(snapshots, None)
+            self.source.data = cols.asymmetry_columns(snapshots, run.start, self.unit)
+        elif snapshots:
+            unit = self._unit(snapshots, self.unit)
+            if unit != self.unit:
+                ratio = unit.scale / self.unit.scale
+                self.source.data = {
+                    k: np.asarray(v) * (1 if k == "x" else ratio)
+                    for k, v in self.source.data.items()
+                }
+                self.unit = unit
+            new = cols.asymmetry_columns(snapshots, run.start, self.unit)
+            if len(new["x"]):
+                self.source.stream(new, rollover=ROLLOVER)
+        if not (reset or snapshots):
+            return
+        self.plot.yaxis.axis_label = f"{label(run.mode)} ({self.unit.name})"
+        self.expected.location = (self.expected_value or 0.0) * self.unit.scale
+        self._update_band()
+        self._fit()
+
+    def _unit(self, snapshots: Sequence[Snapshot], current: Unit | None) -> Unit:
+        newest = next((s for s in reversed(snapshots) if s.value is not None), None)
+        if newest is None:
+            return current or PPM
+        size = magnitude([newest.value, newest.error, self.expected_value])
+        return choose_unit(size, current)
+
+    def _update_band(self) -> None:
+        """Cumulative mean ± σ (the newest point) across the plotted time span."""
+        data = self.source.data
+        if len(data["x"]) == 0:
+            self.band.data = _empty(("x", "lower", "upper"))
+            return
+        self.band.data = {
+            "x": np.array([data["x"][0], data["x"][-1]], dtype=float),
+            "lower": np.full(2, data["lo"][-1], dtype=float),
+            "upper": np.full(2, data["hi"][-1], dtype=float),
+        }
+
+    def _fit(self) -> None:
+        if not self.follow.active:
+            return
+        x, lo, hi = (np.asarray(self.source.data[k], dtype=float) for k in ("x", "lo", "hi"))
+        if len(x) > 10:
+            settled = x >= x[0] + SETTLED_FRACTION * (x[-1] - x[0])
+            lo, hi = lo[settled], hi[settled]
+        lines = [0.0, self.expected.location if self.expected.visible else None]
+        start, end = y_range(lo, hi, lines)
+        if (self.y_range.start, self.y_range.end) != (start, end):
+            self.y_range.update(start=start, end=end)
+
+
+class BeamStrip:
+    """Strip charts of the last ten minutes: window rates and the beam charge asymmetry."""
+
+    def __init__(self) -> None:
+        self.unit = PPM
+        self.previous: Snapshot | None = None
+        self.source = ColumnDataSource(_empty(cols.BEAM_KEYS), name="beam_source")
+        x_range = DataRange1d(follow="end", follow_interval=STRIP_WINDOW, range_padding=0)
+        common = dict(height=190, sizing_mode="stretch_width", tools=TOOLS, x_range=x_range)
+        self.rate = figure(
+            title="Beam: helicity window rate",
+            y_axis_label="rate (Hz)",
+            **common,
+        )
+        self.rate.line("x", "window_rate", source=self.source, color="navy", legend_label="decoded")
+        self.rate.line("x", "good_rate", source=self.source, color="green", legend_label="good")
+        self.rate.legend.location = "bottom_left"
+        self.rate.legend.background_fill_alpha = 0.6
+        self.charge = figure(
+            title="Beam charge asymmetry (running)",
+            x_axis_label="time since run start (s)",
+            y_axis_label="A_Q (ppm)",
+            **common,
+        )
+        self.charge.add_layout(Span(location=0, dimension="width", line_color="black"))
+        self.charge.line("x", "charge", source=self.source, color="purple")
+        self.layout = column(self.rate, self.charge, sizing_mode="stretch_width")
+
+    def apply(self, run: RunInfo, snapshots: Sequence[Snapshot], reset: bool) -> None:
+        if reset:
+            self.previous = None
+            self.source.data = _empty(cols.BEAM_KEYS)
+        if not snapshots:
+            return
+        size = magnitude([s.charge_asymmetry for s in snapshots[-1:]])
+        unit = choose_unit(size, self.unit) if size else self.unit
+        if unit != self.unit:
+            data = dict(self.source.data)
+            data["charge"] = np.asarray(data["charge"]) * (unit.scale / self.unit.scale)
+            self.source.data = data
+            self.unit = unit
+            self.charge.yaxis.axis_label = f"A_Q ({unit.name})"
+        new = cols.beam_columns(snapshots, self.previous, run.start, run.pattern, self.unit)
+        self.previous = snapshots[-1]
+        if len(new["x"]):
+            self.source.stream(new, rollover=ROLLOVER)
+
+
+class ChannelTable:
+    """Per-channel cumulative asymmetries; pull cells coloured green, amber, red."""
+
+    def __init__(self) -> None:
+        self.unit = PPM
+        self.shown: tuple[tuple[Channel, ...], tuple] = ((), ())
+        self.source = ColumnDataSource(cols.channel_columns([], {}, PPM), name="channel_source")
+        number = NumberFormatter(format="0.000", nan_format="–")
+        self.value = TableColumn(field="value", title="A (ppm)", formatter=number)
+        self.error = TableColumn(field="error", title="σ (ppm)", formatter=number)
+        pull = NumberFormatter(format="+0.00", nan_format="–", background_color="colour")
+        self.table = DataTable(
+            source=self.source,
+            columns=[
+                TableColumn(field="channel", title="channel", formatter=StringFormatter()),
+                TableColumn(field="role", title="role", formatter=StringFormatter()),
+                self.value,
+                self.error,
+                TableColumn(field="pull", title="pull", formatter=pull),
+            ],
+            height=260,
+            sizing_mode="stretch_width",
+            index_position=None,
+        )
+        self.title = Div(text="<b>Channels</b> (pull: against the combined asymmetry × sign)")
+        self.layout = column(self.title, self.table, sizing_mode="stretch_width")
+
+    def apply(self, run: RunInfo, channels: tuple[Channel, ...]) -> None:
+        if (channels, run.roles) == self.shown:
+            return
+        self.shown = (channels, run.roles)
+        self.unit = choose_unit(magnitude(c.error for c in channels), self.unit)
+        self.value.title = f"A ({self.unit.name})"
+        self.error.title = f"σ ({self.unit.name})"
+        self.source.data = cols.channel_columns(channels, dict(run.roles), self.unit)
+
+
+class PullHistogram:
+    """Pulls of the completed minirun means about their weighted mean, with a unit Gaussian."""
+
+    def __init__(self) -> None:
+        self.shown: tuple[MinirunMean, ...] | None = None
+        self.bars = ColumnDataSource(
+            {"left": PULL_EDGES[:-1], "right": PULL_EDGES[1:], "top": pull_histogram(np.empty(0))},
+            name="pull_bars",
+        )
+        fine = np.linspace(PULL_EDGES[0], PULL_EDGES[-1], 201)
+        self.gauss = ColumnDataSource({"x": fine, "y": np.zeros_like(fine)}, name="pull_gauss")
+        self.plot = figure(
+            title="Minirun pulls: no completed minirun yet",
+            x_axis_label="pull (A_i − ⟨A⟩)/σ",
+            y_axis_label="miniruns",
+            x_range=(-5, 5),
+            height=260,
+            sizing_mode="stretch_width",
+            tools="save",
+        )
+        self.plot.quad(left="left", right="right", top="top", bottom=0, source=self.bars, alpha=0.6)
+        self.plot.line("x", "y", source=self.gauss, color="red", legend_label="unit Gaussian")
+        self.plot.legend.location = "top_right"
+
+    def apply(self, miniruns: Sequence[MinirunMean], running: bool) -> None:
+        done = tuple(cols.completed_miniruns(miniruns, running))
+        if done == self.shown:
+            return
+        self.shown = done
+        values = np.array([np.nan if m.value is None else m.value for m in done], dtype=float)
+        errors = np.array([np.nan if m.error is None else m.error for m in done], dtype=float)
+        pull = minirun_pulls(values, errors)
+        counts = pull_histogram(pull)
+        self.bars.patch({"top": [(slice(0, len(counts)), counts)]})
+        fine = np.asarray(self.gauss.data["x"])
+        width = float(PULL_EDGES[1] - PULL_EDGES[0])
+        self.gauss.data = {"x": fine, "y": unit_gaussian(fine, len(pull), width)}
+        if len(pull):
+            self.plot.title.text = (
+                f"Minirun pulls: {len(pull)} miniruns, "
+                f"mean {pull.mean():+.2f}, RMS {pull.std():.2f}"
+            )
+        else:
+            self.plot.title.text = "Minirun pulls: fewer than two completed miniruns"
+
+
+ERROR_KINDS = (
+    "prediction_mismatch",
+    "missed_windows",
+    "phase_error",
+    "pattern_shape",
+    "stuck_helicity",
+    "settle",
+)
+"""The decoder's helicity error kinds (``MON:HEL_ERRORS`` order); all must stay zero."""
+
+
+class HelicityPanel:
+    """Decoder lock, pattern settings and the helicity error counters by kind."""
+
+    def __init__(self) -> None:
+        self.state = Div(name="helicity_state", sizing_mode="stretch_width")
+        self.source = ColumnDataSource(
+            {"kind": list(ERROR_KINDS), "count": [0] * len(ERROR_KINDS), "colour": ["white"] * 6},
+            name="helicity_errors",
+        )
+        count = NumberFormatter(format="0,0", background_color="colour")
+        self.table = DataTable(
+            source=self.source,
+            columns=[
+                TableColumn(field="kind", title="helicity errors (must be zero)"),
+                TableColumn(field="count", title="count", formatter=count),
+            ],
+            height=190,
+            sizing_mode="stretch_width",
+            index_position=None,
+        )
+        self.shown: tuple = ()
+        self.layout = column(self.state, self.table, sizing_mode="stretch_width")
+
+    def apply(self, run: RunInfo, previous: Snapshot | None, latest: Snapshot | None, errors):
+        state = cols.decoder_state(previous, latest, run.state)
+        colour = {"locked": "#1a7f1a", "not locked": "#c00000"}.get(state, "#555")
+        rate = f"{run.window_rate:g} Hz" if run.window_rate else "?"
+        delay = "?" if run.delay_patterns is None else f"{run.delay_patterns} patterns"
+        self.state.text = (
+            f"<b>Helicity decoder:</b> <span style='color:{colour};font-weight:bold'>"
+            f"{html.escape(state)}</span><br>pattern {html.escape(run.pattern)}, "
+            f"window rate {rate}, reporting delay {delay}, "
+            f"spin reversal {html.escape(run.reversal)}"
+        )
+        counts = dict.fromkeys(ERROR_KINDS, 0) | dict(errors)
+        if tuple(counts.items()) == self.shown:
+            return
+        self.shown = tuple(counts.items())
+        self.source.data = {
+            "kind": list(counts),
+            "count": list(counts.values()),
+            "colour": ["#ffb0b0" if n else "#c8efc8" for n in counts.values()],
+        }

@@ -1,0 +1,189 @@
+"""Database reads of the dashboards, returning frozen records (asymmetries as fractions).
+
+Shared by the live feed's poller thread and the history page; every function takes an open
+SQLAlchemy ``Session`` and never writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import CUMULATIVE, AsymmetryResult, HelicityError, Minirun, ResultSnapshot, Run
+
+COMBINED, CHARGE = "combined", "charge"
+_LAST_CHANNELS = (COMBINED, CHARGE)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run and the settings it was taken with; ``expected`` is the injected asymmetry."""
+
+    number: int
+    state: str
+    source: str
+    mode: str
+    start: datetime
+    end: datetime | None
+    blinded: bool
+    expected: float | None
+    windows: int
+    lost_windows: int
+    pattern: str
+    window_rate: float | None
+    polarization: float | None
+    muon_rate: float | None
+    delay_patterns: int | None
+    reversal: str
+    roles: tuple[tuple[str, str], ...]
+    """(channel name, role) from the run's channel map."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One ``result_snapshots`` row; ``value``/``error`` are fractions, None early in a run."""
+
+    time: datetime
+    patterns_good: int
+    windows: int
+    lost_windows: int
+    value: float | None
+    error: float | None
+    charge_asymmetry: float | None = None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Cumulative asymmetry of a channel, ``combined`` (with χ²/ndf of miniruns) or ``charge``."""
+
+    name: str
+    value: float | None
+    error: float | None
+    chi2_ndf: float | None = None
+
+
+@dataclass(frozen=True)
+class MinirunMean:
+    """The combined asymmetry of one minirun."""
+
+    index: int
+    patterns_good: int
+    value: float | None
+    error: float | None
+
+
+def utc(t: datetime) -> datetime:
+    """SQLite returns naive datetimes; the monitor writes UTC."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _float(x: object) -> float | None:
+    return None if x is None else float(x)
+
+
+def run_info(run: Run) -> RunInfo:
+    config = run.config or {}
+    channel_map = config.get("channel_map") or {}
+    delay = config.get("delay_patterns")
+    return RunInfo(
+        number=run.number,
+        state=run.state,
+        source=run.source,
+        mode=str(config.get("mode", run.mode)),
+        start=utc(run.start),
+        end=None if run.end is None else utc(run.end),
+        blinded=bool(run.blinded or config.get("blinded", False)),
+        expected=_float(config.get("asymmetry")),
+        windows=run.windows or 0,
+        lost_windows=run.lost_windows or 0,
+        pattern=str(config.get("pattern", "?")),
+        window_rate=_float(config.get("window_rate")),
+        polarization=_float(config.get("polarization")),
+        muon_rate=_float(config.get("muon_rate")),
+        delay_patterns=None if delay is None else int(delay),
+        reversal=str(config.get("reversal", "?")),
+        roles=tuple((c["name"], c["role"]) for c in channel_map.get("channels", [])),
+    )
+
+
+def latest_run(session: Session) -> RunInfo | None:
+    run = session.scalars(select(Run).order_by(Run.number.desc()).limit(1)).first()
+    return None if run is None else run_info(run)
+
+
+def runs(session: Session) -> list[RunInfo]:
+    """Every run, newest first."""
+    return [run_info(r) for r in session.scalars(select(Run).order_by(Run.number.desc()))]
+
+
+def get_run(session: Session, number: int) -> RunInfo | None:
+    run = session.get(Run, number)
+    return None if run is None else run_info(run)
+
+
+def snapshot_rows(session: Session, run: int, after_id: int = 0) -> list[tuple[int, Snapshot]]:
+    """(row id, snapshot) of ``run`` with ids above ``after_id``, oldest first."""
+    rows = session.scalars(
+        select(ResultSnapshot)
+        .where(ResultSnapshot.run == run, ResultSnapshot.id > after_id)
+        .order_by(ResultSnapshot.id)
+    ).all()
+    return [
+        (
+            r.id,
+            Snapshot(
+                utc(r.time),
+                r.patterns_good,
+                r.windows,
+                r.lost_windows,
+                r.value,
+                r.error,
+                r.charge_asymmetry,
+            ),
+        )
+        for r in rows
+    ]
+
+
+def _channel_order(channel: Channel) -> tuple[int, str]:
+    name = channel.name
+    return (_LAST_CHANNELS.index(name) + 1 if name in _LAST_CHANNELS else 0, name)
+
+
+def cumulative_channels(session: Session, run: int) -> tuple[Channel, ...]:
+    """Whole-run results per channel; detector channels by name, then combined and charge."""
+    rows = session.scalars(
+        select(AsymmetryResult).where(
+            AsymmetryResult.run == run, AsymmetryResult.minirun == CUMULATIVE
+        )
+    ).all()
+    return tuple(
+        sorted((Channel(r.channel, r.value, r.error, r.chi2_ndf) for r in rows), key=_channel_order)
+    )
+
+
+def minirun_means(session: Session, run: int) -> tuple[MinirunMean, ...]:
+    """The combined asymmetry of every minirun of ``run``, by index."""
+    rows = session.execute(
+        select(Minirun.index, Minirun.patterns_good, AsymmetryResult.value, AsymmetryResult.error)
+        .join(
+            AsymmetryResult,
+            (AsymmetryResult.run == Minirun.run) & (AsymmetryResult.minirun == Minirun.index),
+        )
+        .where(Minirun.run == run, AsymmetryResult.channel == COMBINED)
+        .order_by(Minirun.index)
+    ).all()
+    return tuple(MinirunMean(*row) for row in rows)
+
+
+def helicity_errors(session: Session, run: int) -> tuple[tuple[str, int], ...]:
+    """(kind, count) of the decoder's helicity errors, by kind."""
+    rows = session.execute(
+        select(HelicityError.kind, HelicityError.count)
+        .where(HelicityError.run == run)
+        .order_by(HelicityError.kind)
+    ).all()
+    return tuple((kind, int(count)) for kind, count in rows)

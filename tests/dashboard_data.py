@@ -1,0 +1,119 @@
+"""Writers of dashboard test data into a real database (runs, snapshots, results, miniruns)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from sqlalchemy import Engine
+
+from db.models import CUMULATIVE, AsymmetryResult, HelicityError, Minirun, ResultSnapshot, Run
+from db.session import transaction
+from db.store import allocate_run, upsert
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+CHANNEL_MAP = {
+    "mode": "alr",
+    "channels": [
+        {"name": "det0", "role": "scatter", "acceptance": 1e-3},
+        {"name": "det1", "role": "scatter", "acceptance": 1e-3},
+        {"name": "bcm", "role": "monitor", "acceptance": 1.0},
+    ],
+}
+
+
+def new_run(engine: Engine, start: datetime | None = T0, state: str = "running", **config) -> int:
+    """A run in ``state``; ``config`` defaults to an injected 5 ppm A_LR, quartets."""
+    config = {
+        "mode": "alr",
+        "asymmetry": 5e-6,
+        "blinded": False,
+        "pattern": "quartet",
+        "window_rate": 240.0,
+        "polarization": 0.9,
+        "muon_rate": 1e8,
+        "delay_patterns": 8,
+        "reversal": "fast",
+        "channel_map": CHANNEL_MAP,
+        **config,
+    }
+    with transaction(engine) as session:
+        number = allocate_run(session, source="sim", mode=config["mode"], config=config)
+        run = session.get(Run, number)
+        run.state = state
+        if start is not None:
+            run.start = start
+    return number
+
+
+def add_snapshots(
+    engine: Engine, run: int, seconds: list[float], start: datetime = T0, scale: float = 1.0
+) -> None:
+    """Snapshots at ``seconds`` after ``start`` converging to ``scale`` × 5 ppm (error
+    ``scale`` × 10 ppm/√k, k = t + 1); 60 good patterns and 240 windows a second."""
+    with transaction(engine) as session:
+        for t in seconds:
+            k = t + 1
+            session.add(
+                ResultSnapshot(
+                    run=run,
+                    time=start + timedelta(seconds=t),
+                    patterns_good=int(60 * k),
+                    windows=int(240 * k),
+                    lost_windows=0,
+                    value=scale * (5e-6 + 10e-6 * math.sin(2 * k) / math.sqrt(k)),
+                    error=scale * 10e-6 / math.sqrt(k),
+                    charge_asymmetry=2e-7 / math.sqrt(k),
+                )
+            )
+
+
+def set_channels(
+    engine: Engine,
+    run: int,
+    values: dict[str, tuple[float | None, float | None]],
+    minirun: int = CUMULATIVE,
+    chi2_ndf: float | None = None,
+) -> None:
+    rows = [
+        dict(
+            run=run,
+            minirun=minirun,
+            channel=c,
+            value=v,
+            error=e,
+            n=1,
+            chi2_ndf=chi2_ndf if c == "combined" else None,
+        )
+        for c, (v, e) in values.items()
+    ]
+    with transaction(engine) as session:
+        upsert(session, AsymmetryResult, rows, ("run", "minirun", "channel"))
+
+
+def add_miniruns(
+    engine: Engine, run: int, count: int, value: float = 5e-6, error: float = 2e-6, seed: int = 3
+) -> np.ndarray:
+    """``count`` miniruns whose combined means scatter as N(value, error); returns the means."""
+    means = np.random.default_rng(seed).normal(value, error, count)
+    with transaction(engine) as session:
+        upsert(
+            session,
+            Minirun,
+            [dict(run=run, index=i, patterns_good=9000) for i in range(count)],
+            ("run", "index"),
+        )
+    for i, m in enumerate(means):
+        set_channels(engine, run, {"combined": (float(m), error)}, minirun=i)
+    return means
+
+
+def set_helicity_errors(engine: Engine, run: int, counts: dict[str, int]) -> None:
+    with transaction(engine) as session:
+        upsert(
+            session,
+            HelicityError,
+            [dict(run=run, kind=k, count=n) for k, n in counts.items()],
+            ("run", "kind"),
+        )
