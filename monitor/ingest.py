@@ -90,6 +90,10 @@ class BlockIngest:
             self._next_block = block.block_number + 1
         return out
 
+    def resume_at(self, block_number: int) -> None:
+        """Deliver blocks from ``block_number`` on (a restarted monitor has the earlier ones)."""
+        self._next_block = block_number
+
     def catch_up(self, last_block: int) -> list[WindowBlock]:
         """Read back from the ring every block up to ``last_block`` not yet delivered."""
         blocks = self._refill(self._next_block, last_block + 1)

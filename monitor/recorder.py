@@ -1,15 +1,30 @@
 """Writes the monitor's state to the database, one transaction per flush.
 
 Rows hold absolute (cumulative) values and are upserted, so a retried or repeated flush
-never double counts.  Only miniruns changed since the last flush are rewritten.
+never double counts.  Only miniruns changed since the last flush are rewritten.  Each flush
+also writes, in the same transaction, every block ingested since the last one (the
+lossless recording, :mod:`db.recording`), the restorable state of the changed miniruns and
+a :class:`db.models.MonitorCheckpoint`; so after a crash the database holds a consistent
+cut, from which :meth:`RunRecorder.resume` continues the run without counting a window
+twice: the accumulator comes back from its saved state, and the windows the decoder was
+still holding (ingested, helicity not yet known) are fed again from the recording.
+
+If the database cannot be reached, a flush keeps everything in memory, says so in the log
+and is retried by the next one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import math
+import zlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
 from db.models import (
     CUMULATIVE,
@@ -17,18 +32,36 @@ from db.models import (
     HelicityCounts,
     HelicityError,
     Minirun,
+    MonitorCheckpoint,
+    RecordedBlock,
     ResultSnapshot,
     Run,
 )
-from db.session import transaction
+from db.recording import decode, encode
+from db.session import UNREACHABLE, transaction, unreachable_message
 from db.store import upsert
-from monitor.accumulator import MINUS, PLUS, RunAccumulator
-from monitor.decoder import DecoderState
-from monitor.results import RunResult, minirun_result
+from monitor.accumulator import MINUS, PLUS, MinirunSums, RunAccumulator
+from monitor.decoder import DecoderState, HelicityDecoder
+from monitor.results import RunResult
+from sim.blocks import WindowBlock
+from sim.channel_map import ChannelMap
+
+log = logging.getLogger("mupnc.monitor.recorder")
+
+RETRY_LOG_EVERY = 10
+"""While the database is unreachable, repeat the warning every this many failed flushes."""
 
 
 def _float(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _pack_state(state: dict) -> bytes:
+    return zlib.compress(json.dumps(state, separators=(",", ":")).encode())
+
+
+def _unpack_state(data: bytes) -> dict:
+    return json.loads(zlib.decompress(data))
 
 
 def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
@@ -67,61 +100,179 @@ def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
             chi2_ndf=None,
         )
     )
+    rows += [  # null asymmetries: measured, never blinded
+        dict(
+            run=run,
+            minirun=minirun,
+            channel=name,
+            value=_float(m.value),
+            error=_float(m.error),
+            n=m.n,
+            chi2_ndf=None,
+        )
+        for name, m in result.null.items()
+    ]
     return rows
 
 
-def record(
-    engine: Engine,
-    run: int,
-    acc: RunAccumulator,
-    decoder: DecoderState,
-    result: RunResult,
-    polarization: float,
-    lost_windows: int,
-    state: str,
-) -> None:
-    """Write everything that changed, the cumulative result and a snapshot, atomically."""
-    names = acc.channel_map.names
-    minirun_rows, count_rows, result_rows = [], [], []
-    for index in sorted(acc.dirty):
-        m = acc.miniruns[index]
-        minirun_rows.append(dict(run=run, index=index, patterns_good=m.patterns_good))
-        for c, name in enumerate(names):
-            for slot, helicity in ((PLUS, 1), (MINUS, -1)):
-                count_rows.append(
-                    dict(
-                        run=run,
-                        minirun=index,
-                        channel=name,
-                        helicity=helicity,
-                        counts=int(m.counts[slot, c]),
-                        windows=int(m.windows[slot]),
-                        beam_monitor=float(m.beam_monitor[slot]),
-                    )
-                )
-            count_rows.append(
+def _count_rows(run: int, m: MinirunSums, names: list[str]) -> list[dict]:
+    rows = []
+    for c, name in enumerate(names):
+        for slot, helicity in ((PLUS, 1), (MINUS, -1)):
+            rows.append(
                 dict(
                     run=run,
-                    minirun=index,
+                    minirun=m.index,
                     channel=name,
-                    helicity=0,
-                    counts=int(m.undecoded_counts[c]),
-                    windows=m.undecoded_windows,
-                    beam_monitor=0.0,
+                    helicity=helicity,
+                    counts=int(m.counts[slot, c]),
+                    windows=int(m.windows[slot]),
+                    beam_monitor=float(m.beam_monitor[slot]),
                 )
             )
-        result_rows += _result_rows(run, index, minirun_result(m, acc, polarization))
-    result_rows += _result_rows(run, CUMULATIVE, result)
-    error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
-    with transaction(engine) as session:
+        rows.append(
+            dict(
+                run=run,
+                minirun=m.index,
+                channel=name,
+                helicity=0,
+                counts=int(m.undecoded_counts[c]),
+                windows=m.undecoded_windows,
+                beam_monitor=0.0,
+            )
+        )
+    return rows
+
+
+def _block_row(run: int, block: WindowBlock) -> dict:
+    return dict(
+        run=run,
+        stream_id=block.stream_id,
+        block_number=block.block_number,
+        first_seq=int(block.seq[0]) if block.n_windows else -1,
+        last_seq=int(block.seq[-1]) if block.n_windows else -1,
+        n_windows=block.n_windows,
+        n_channels=block.n_channels,
+        payload=encode(block),
+    )
+
+
+def _tail(block: WindowBlock, n: int) -> WindowBlock:
+    """The last ``n`` windows of ``block``."""
+    start = block.n_windows - n
+    per_window = {
+        f.name: getattr(block, f.name)[start:]
+        for f in dataclasses.fields(block)
+        if f.name not in ("stream_id", "block_number")
+    }
+    return dataclasses.replace(block, **per_window)
+
+
+class RunRecorder:
+    """Everything the monitor writes for one run (see the module docstring)."""
+
+    def __init__(self, engine: Engine, run: int) -> None:
+        self.engine = engine
+        self.run = run
+        self.stream_id = 0
+        self.next_block = 0
+        """Number of the first block not yet handed to :meth:`add_blocks`."""
+        self._blocks: list[dict] = []  # encoded blocks not yet written
+        self._failures = 0
+
+    @property
+    def buffered_blocks(self) -> int:
+        return len(self._blocks)
+
+    def add_blocks(self, blocks: Iterable[WindowBlock]) -> None:
+        """Queue ingested blocks (in order) for the recording; written by the next flush."""
+        for block in blocks:
+            self._blocks.append(_block_row(self.run, block))
+            self.stream_id, self.next_block = block.stream_id, block.block_number + 1
+
+    def flush(
+        self,
+        acc: RunAccumulator,
+        decoder: DecoderState,
+        result: RunResult,
+        polarization: float,
+        lost_windows: int,
+        state: str,
+    ) -> bool:
+        """Write everything since the last flush atomically; False if the database could
+        not be reached (nothing is lost: the next flush writes it)."""
+        try:
+            with transaction(self.engine) as session:
+                self._write(session, acc, decoder, result, polarization, lost_windows, state)
+        except UNREACHABLE as err:
+            self._failures += 1
+            if self._failures % RETRY_LOG_EVERY == 1:
+                log.warning(
+                    "%s; run %d: buffering %d blocks in memory, retrying at every flush",
+                    unreachable_message(self.engine, err),
+                    self.run,
+                    len(self._blocks),
+                )
+            return False
+        if self._failures:
+            log.warning(
+                "database reachable again after %d failed flushes; run %d: wrote %d buffered "
+                "blocks",
+                self._failures,
+                self.run,
+                len(self._blocks),
+            )
+        self._failures = 0
+        self._blocks = []
+        acc.dirty.clear()
+        return True
+
+    def _write(
+        self,
+        session: Session,
+        acc: RunAccumulator,
+        decoder: DecoderState,
+        result: RunResult,
+        polarization: float,
+        lost_windows: int,
+        state: str,
+    ) -> None:
+        run, names = self.run, acc.channel_map.names
+        minirun_rows, count_rows, result_rows = [], [], []
+        for index in sorted(acc.dirty):
+            m = acc.miniruns[index]
+            minirun_rows.append(
+                dict(
+                    run=run,
+                    index=index,
+                    patterns_good=m.patterns_good,
+                    state=_pack_state(m.state()),
+                )
+            )
+            count_rows += _count_rows(run, m, names)
+            result_rows += _result_rows(run, index, result.miniruns[index])  # blinded alike
+        result_rows += _result_rows(run, CUMULATIVE, result)
+        error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
+        now = datetime.now(UTC)
+        upsert(session, RecordedBlock, self._blocks, ("run", "stream_id", "block_number"))
         upsert(session, Minirun, minirun_rows, ("run", "index"))
         upsert(session, HelicityCounts, count_rows, ("run", "minirun", "channel", "helicity"))
         upsert(session, AsymmetryResult, result_rows, ("run", "minirun", "channel"))
         upsert(session, HelicityError, error_rows, ("run", "kind"))
+        header = {k: v for k, v in acc.state().items() if k != "miniruns"}  # saved per minirun
+        checkpoint = dict(
+            run=run,
+            time=now,
+            stream_id=self.stream_id,
+            next_block=self.next_block,
+            accumulator=header,
+            decoder=dataclasses.asdict(decoder),
+        )
+        upsert(session, MonitorCheckpoint, [checkpoint], ("run",))
         session.add(
             ResultSnapshot(
                 run=run,
-                time=datetime.now(UTC),
+                time=now,
                 patterns_good=result.patterns_good,
                 windows=decoder.windows_released,
                 lost_windows=lost_windows,
@@ -137,6 +288,62 @@ def record(
             last_seq=decoder.last_seq,
         )
         if state in ("ended", "aborted"):
-            values["end"] = datetime.now(UTC)
+            values["end"] = now
         session.execute(update(Run).where(Run.number == run).values(**values))
-    acc.dirty.clear()
+
+    def resume(self, channel_map: ChannelMap, decoder: HelicityDecoder) -> RunAccumulator | None:
+        """Continue a run a previous monitor left off: the restored accumulator, with the
+        windows the previous decoder was still holding fed again into ``decoder`` (a new
+        one); None if this run has no checkpoint.  Afterwards :attr:`next_block` is the
+        first block to ingest."""
+        with transaction(self.engine) as session:
+            checkpoint = session.get(MonitorCheckpoint, self.run)
+            if checkpoint is None:
+                return None
+            saved = dict(checkpoint.decoder)
+            minirun_states = session.scalars(
+                select(Minirun.state).where(Minirun.run == self.run).order_by(Minirun.index)
+            ).all()
+            held = saved["windows_seen"] - saved["windows_released"]
+            blocks = self._recorded_tail(session, checkpoint.stream_id, held)
+            self.stream_id, self.next_block = checkpoint.stream_id, checkpoint.next_block
+            saved_at, header = checkpoint.time, dict(checkpoint.accumulator)
+        acc = RunAccumulator.from_state(
+            channel_map, {**header, "miniruns": [_unpack_state(s) for s in minirun_states]}
+        )
+        # The held windows were seen, checked and counted (errors) before the restart; the
+        # new decoder must see them again to decode them, but not count them twice.
+        first_seq = int(blocks[0].seq[0]) if blocks else saved["last_seq"] + 1
+        errors = dict(saved["errors"])
+        decoder.state = DecoderState(
+            **{**saved, "windows_seen": saved["windows_seen"] - held, "last_seq": first_seq - 1}
+        )
+        for block in blocks:
+            acc.add(decoder.feed(block))
+        decoder.state.errors = errors
+        log.info(
+            "run %d: resumed from the checkpoint of %s at block %d (%d held windows fed again)",
+            self.run,
+            saved_at.isoformat(),
+            self.next_block,
+            held,
+        )
+        return acc
+
+    def _recorded_tail(self, session: Session, stream_id: int, windows: int) -> list[WindowBlock]:
+        """The last ``windows`` recorded windows of the run, as blocks in order."""
+        rows = session.execute(
+            select(RecordedBlock.n_windows, RecordedBlock.payload)
+            .where(RecordedBlock.run == self.run, RecordedBlock.stream_id == stream_id)
+            .order_by(RecordedBlock.block_number.desc())
+        )
+        blocks, missing = [], windows
+        for n_windows, payload in rows:
+            if missing <= 0:
+                break
+            block = decode(payload)
+            blocks.append(_tail(block, min(missing, n_windows)))
+            missing -= n_windows
+        if missing > 0:
+            raise RuntimeError(f"run {self.run}: recording lacks {missing} held windows")
+        return blocks[::-1]

@@ -7,6 +7,7 @@ work and database writes; pyepics callbacks only enqueue (see :mod:`monitor.inge
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from sqlalchemy import Engine, update
 from db.models import Run
 from db.session import transaction
 from monitor.accumulator import RunAccumulator
+from monitor.blinding import UNBLINDED, Blinder, run_blinder
 from monitor.decoder import ERROR_KINDS, HelicityDecoder
 from monitor.ingest import BlockIngest
 from monitor.publisher import ResultPublisher
-from monitor.recorder import record
+from monitor.recorder import RunRecorder
 from monitor.results import run_result
 from sim.channel_map import ChannelMap
 
@@ -35,6 +37,19 @@ class RunSettings:
     delay_patterns: int
     polarization: float
     channel_map: ChannelMap
+    blinder: Blinder = UNBLINDED
+
+
+def _blinder(ingest: BlockIngest) -> Blinder:
+    """The run's blinding: ``RUN:BLIND`` (0/1) and ``RUN:BLIND_BOX`` (fraction, 0 = default)
+    from the IOC, the seed from ``MUPNC_BLINDING_SEED`` on the monitor's host (never a PV)."""
+    try:
+        blind = int(ingest.caget("RUN:BLIND")) != 0
+        box = float(ingest.caget("RUN:BLIND_BOX")) if blind else None
+    except ConnectionError:
+        log.warning("the IOC serves no RUN:BLIND: the run is analysed unblinded")
+        return UNBLINDED
+    return run_blinder(blind, os.environ.get("MUPNC_BLINDING_SEED"), box)
 
 
 class OnlineMonitor:
@@ -63,6 +78,7 @@ class OnlineMonitor:
             delay_patterns=int(ingest.caget("HEL:DELAY")),
             polarization=float(ingest.caget("BEAM:POLARIZATION")),
             channel_map=ChannelMap.from_json(ingest.caget("DAQ:CHANNEL_MAP", as_string=True)),
+            blinder=_blinder(ingest),
         )
 
     def run(self, stop: threading.Event) -> int:
@@ -71,7 +87,12 @@ class OnlineMonitor:
         settings = self._wait_for_run(ingest, stop)
         n_channels = len(settings.channel_map.channels)
         decoder = HelicityDecoder(settings.pattern, settings.delay_patterns, n_channels)
-        acc = RunAccumulator(settings.channel_map, decoder.size, self.minirun_patterns)
+        recorder = RunRecorder(self.engine, settings.run)
+        acc = recorder.resume(settings.channel_map, decoder)
+        if acc is None:
+            acc = RunAccumulator(settings.channel_map, decoder.size, self.minirun_patterns)
+        else:
+            ingest.resume_at(recorder.next_block)
         with transaction(self.engine) as session:
             session.execute(update(Run).where(Run.number == settings.run).values(state="running"))
         log.info(
@@ -82,19 +103,15 @@ class OnlineMonitor:
             n_channels,
         )
 
-        def flush(state: str) -> None:
-            result = run_result(acc, settings.polarization)
+        def ingested(blocks: list) -> None:
+            recorder.add_blocks(blocks)
+            for block in blocks:
+                acc.add(decoder.feed(block))
+
+        def flush(state: str) -> bool:
+            result = run_result(acc, settings.polarization, settings.blinder)
             lost = decoder.state.errors["missed_windows"]
-            record(
-                self.engine,
-                settings.run,
-                acc,
-                decoder.state,
-                result,
-                settings.polarization,
-                lost,
-                state,
-            )
+            written = recorder.flush(acc, decoder.state, result, settings.polarization, lost, state)
             if self.publisher is not None:
                 self.publisher.publish(
                     run=settings.run,
@@ -107,11 +124,11 @@ class OnlineMonitor:
                     lost_windows=lost,
                     helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
                 )
+            return written
 
         next_flush = time.monotonic() + self.flush_interval
         while not stop.is_set():
-            for block in ingest.next_blocks():
-                acc.add(decoder.feed(block))
+            ingested(ingest.next_blocks())
             if time.monotonic() >= next_flush:
                 next_flush += self.flush_interval
                 if ingest.caget("RUN:STATE", as_string=True) == "ENDED":
@@ -122,10 +139,12 @@ class OnlineMonitor:
             return settings.run
         # Run over: everything the IOC published is still in its ring; take it all.
         last_block = int(ingest.caget("DAQ:BLOCK_NUMBER"))
-        for block in ingest.next_blocks(wait=0.05) + ingest.catch_up(last_block):
-            acc.add(decoder.feed(block))
+        ingested(ingest.next_blocks(wait=0.05) + ingest.catch_up(last_block))
         acc.add(decoder.flush())
-        flush("ended")
+        while not flush("ended"):  # the database is unreachable: keep trying
+            if stop.wait(self.flush_interval):
+                log.error("run %d: stopped before the database came back", settings.run)
+                break
         log.info(
             "run %d ended: %d windows, %d lost",
             settings.run,

@@ -8,6 +8,7 @@ the test process itself may serve result PVs on ``MONITOR_PORT``.
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
@@ -27,3 +28,26 @@ def ca_env() -> dict:
         "monitor": ca_environment(MONITOR_PORT, CA_PORTS, REPEATER_PORT),
     }
     sink.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the session (initdb + pg_ctl in a temporary folder)."""
+    from db.pg_server import PostgresServer, ServerUnavailableError
+
+    try:
+        server = PostgresServer()
+    except ServerUnavailableError as err:
+        pytest.skip(f"PostgreSQL tests need a server: {err}")
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    """URL of a fresh, empty database: an SQLite file, or a new database on ``pg_server``."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    server = request.getfixturevalue("pg_server")
+    return server.create_database(f"test_{uuid.uuid4().hex[:16]}")
