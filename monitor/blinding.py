@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 from dataclasses import dataclass
 
 DEFAULT_BOX_FRACTION = 0.3
@@ -46,16 +47,12 @@ def blinding_box(expected_asymmetry: float | None = None) -> float:
 class Blinder:
     """An additive blinding offset (fraction) and the checksum that names it.
 
-    ``Blinder.none()`` is the identity (unblinded runs).  ``repr`` never shows the offset.
+    :data:`UNBLINDED` is the identity.  ``repr`` never shows the offset.
     """
 
     offset: float
     checksum: str
     box: float
-
-    @classmethod
-    def none(cls) -> Blinder:
-        return cls(offset=0.0, checksum="", box=0.0)
 
     @classmethod
     def from_seed(cls, seed: str, box: float = DEFAULT_BOX) -> Blinder:
@@ -84,7 +81,23 @@ class Blinder:
         return f"Blinder(checksum={self.checksum!r}, box={self.box!r})"
 
 
+UNBLINDED = Blinder(offset=0.0, checksum="", box=0.0)
+"""The blinding of an unblinded run: reports the true values."""
+
+
 def blinding_checksum(seed: str, box: float) -> str:
     """Hex checksum naming the blinding of ``seed`` within ``box`` (reveals neither)."""
     data = _CHECKSUM_TAG + seed.encode() + b"\0" + float(box).hex().encode()
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def run_blinder(blind: bool, seed: str | None, box: float | None = None) -> Blinder:
+    """The blinding of a run configured ``blind``: identity for an unblinded run.
+
+    ``box`` <= 0 or ``None`` means :data:`DEFAULT_BOX`.  Without a ``seed`` a random one is
+    drawn and forgotten: the run stays blinded everywhere, and only a re-analysis of its
+    recording can unblind it.
+    """
+    if not blind:
+        return UNBLINDED
+    return Blinder.from_seed(seed or secrets.token_hex(16), box if box and box > 0 else DEFAULT_BOX)

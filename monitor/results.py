@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from monitor.accumulator import MinirunSums, RunAccumulator
-from monitor.blinding import ANALYZING_SIGN, Blinder
+from monitor.blinding import ANALYZING_SIGN, UNBLINDED, Blinder
 from monitor.statistics import RunningStats, weighted_mean
 
 COMBINED = "combined"
@@ -77,15 +77,12 @@ def _physics(value: float, error: float, n: int, polarization: float) -> Measure
 
 
 def minirun_result(
-    m: MinirunSums, acc: RunAccumulator, polarization: float, blinder: Blinder | None = None
+    m: MinirunSums, acc: RunAccumulator, polarization: float, blinder: Blinder = UNBLINDED
 ) -> RunResult:
-    return _result(m, m.patterns_good, acc, polarization, blinder or Blinder.none())
+    return _result(m, m.patterns_good, acc, polarization, blinder)
 
 
-def run_result(
-    acc: RunAccumulator, polarization: float, blinder: Blinder | None = None
-) -> RunResult:
-    blinder = blinder or Blinder.none()
+def run_result(acc: RunAccumulator, polarization: float, blinder: Blinder = UNBLINDED) -> RunResult:
     per_minirun = tuple(minirun_result(m, acc, polarization, blinder) for m in acc.miniruns)
     merged = _MergedSums(acc)
     result = _result(merged, acc.good_patterns, acc, polarization, blinder)
