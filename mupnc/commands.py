@@ -9,11 +9,17 @@ import logging
 import signal
 import threading
 
-from sqlalchemy import select
-
-from db.models import CUMULATIVE, AsymmetryResult, HelicityError, Run
-from db.session import create_schema, make_engine, redacted, require_schema, transaction
+from db.migrate import head_revision
+from db.session import (
+    create_schema,
+    ensure_schema,
+    make_engine,
+    redacted,
+    require_schema,
+    transaction,
+)
 from db.store import allocate_run
+from db.summary import run_list, run_summary
 from sim.channel_map import load_channel_map
 from sim.source import SourceConfig
 
@@ -28,7 +34,7 @@ def _engine(url: str):
 
 def db_upgrade(url: str) -> int:
     create_schema(make_engine(url))
-    print(f"schema up to date in {redacted(url)}")
+    print(f"schema at revision {head_revision()} (up to date) in {redacted(url)}")
     return 0
 
 
@@ -68,9 +74,11 @@ def run_config(config: SourceConfig) -> dict:
     }
 
 
-def new_run(url: str, config: SourceConfig, source: str = "sim") -> int:
+def new_run(url: str, config: SourceConfig, source: str = "sim", create: bool = True) -> int:
+    """Allocate a run; with ``create`` a database without any schema gets one (an existing
+    schema must be current either way)."""
     engine = make_engine(url)
-    create_schema(engine)
+    (ensure_schema if create else require_schema)(engine)
     with transaction(engine) as session:
         return allocate_run(session, source=source, mode=config.mode, config=run_config(config))
 
@@ -87,7 +95,7 @@ def ioc(args: argparse.Namespace) -> int:
             doc = channel.pvspec.doc if hasattr(channel, "pvspec") else ""
             print(f"{name}\t{channel.data_type.name}\t{getattr(channel, 'units', '')}\t{doc}")
         return 0
-    run = args.run if args.run is not None else new_run(args.db, config)
+    run = args.run if args.run is not None else new_run(args.db, config, create=False)
     group = build_ioc(args.prefix, config, run_number=run, block_rate=args.block_rate)
     log.info("IOC serving run %d with prefix %s", run, args.prefix)
     asyncio.run(serve(group))
@@ -123,69 +131,24 @@ def dashboard(args: argparse.Namespace) -> int:
 
 def list_runs(url: str, as_json: bool) -> int:
     with transaction(_engine(url)) as session:
-        runs = [
-            {
-                "run": r.number,
-                "state": r.state,
-                "start": r.start.isoformat(),
-                "windows": r.windows,
-                "source": r.source,
-                "replay_of": r.replay_of,
-            }
-            for r in session.scalars(select(Run).order_by(Run.number))
-        ]
+        runs = run_list(session)
     if as_json:
         print(json.dumps(runs, indent=2))
         return 0
-    print(f"{'run':>5}  {'state':8}  {'source':6}  {'windows':>10}  start")
+    print(f"{'run':>5}  {'state':8}  {'source':6}  {'mode':4}  {'windows':>10}  start")
     for r in runs:
-        print(f"{r['run']:>5}  {r['state']:8}  {r['source']:6}  {r['windows']:>10}  {r['start']}")
+        replay = f"  (replay of {r['replay_of']})" if r["replay_of"] is not None else ""
+        print(
+            f"{r['run']:>5}  {r['state']:8}  {r['source']:6}  {r['mode']:4}  "
+            f"{r['windows']:>10}  {r['start']}{replay}"
+        )
     return 0
 
 
 def report(url: str, number: int) -> dict:
     """The prompt summary of a run as a JSON-ready dict (shape in shared/interface.md)."""
     with transaction(_engine(url)) as session:
-        run = session.get(Run, number)
-        if run is None:
-            raise LookupError(f"run {number} is not in the database")
-        results = {
-            r.channel: r
-            for r in session.scalars(
-                select(AsymmetryResult).where(
-                    AsymmetryResult.run == number, AsymmetryResult.minirun == CUMULATIVE
-                )
-            )
-        }
-        errors = {
-            e.kind: e.count
-            for e in session.scalars(select(HelicityError).where(HelicityError.run == number))
-        }
-        combined, charge = results.pop("combined", None), results.pop("charge", None)
-        channel_names = [c["name"] for c in run.config.get("channel_map", {}).get("channels", [])]
-        return {
-            "run": run.number,
-            "state": run.state,
-            "source": run.source,
-            "mode": run.mode,
-            "windows": run.windows,
-            "lost_windows": run.lost_windows,
-            "patterns_good": combined.n if combined else 0,
-            "blinded": run.blinded,
-            "asymmetry": {
-                "value": combined.value if combined else None,
-                "error": combined.error if combined else None,
-                "chi2_ndf": combined.chi2_ndf if combined else None,
-            },
-            "charge_asymmetry": {"value": charge.value, "error": charge.error} if charge else None,
-            "channels": [
-                {"name": name, "value": results[name].value, "error": results[name].error}
-                for name in channel_names
-                if name in results
-            ],
-            "helicity_errors": errors,
-            "injected_asymmetry": run.config.get("asymmetry"),
-        }
+        return run_summary(session, number)
 
 
 def _ppm(x: float | None) -> str:
@@ -194,10 +157,13 @@ def _ppm(x: float | None) -> str:
 
 def format_report(s: dict) -> str:
     a = s["asymmetry"]
+    good = s["patterns_good_percent"]
     lines = [
         f"Run {s['run']} ({s['mode'].upper()}, {s['source']}, {s['state']})"
         + ("  BLINDED" if s["blinded"] else ""),
-        f"  windows {s['windows']}, lost {s['lost_windows']}, good patterns {s['patterns_good']}",
+        f"  windows {s['windows']}, lost {s['lost_windows']}, good patterns {s['patterns_good']}"
+        + (f" ({good:.1f} % of windows)" if good is not None else "")
+        + f", miniruns {s['miniruns']}",
         f"  asymmetry {_ppm(a['value'])} +- {_ppm(a['error']).lstrip('+')} ppm"
         + (f", chi2/ndf {a['chi2_ndf']:.2f}" if a["chi2_ndf"] is not None else ""),
     ]
@@ -211,4 +177,10 @@ def format_report(s: dict) -> str:
     ]
     errs = ", ".join(f"{k} {v}" for k, v in s["helicity_errors"].items())
     lines.append(f"  helicity errors: {errs or 'none'}")
+    lines.append(f"  alarms raised: {len(s['alarms']) or 'none'}")
+    lines += [
+        f"    {x['since']}  {x['severity']:<8} {x['name']}: {x['message']}"
+        + ("" if x["acknowledged"] else "  (not acknowledged)")
+        for x in s["alarms"]
+    ]
     return "\n".join(lines)

@@ -268,22 +268,36 @@ class WindowSource:
         physics, trips = np.random.SeedSequence(config.seed).spawn(2)
         self._rng = np.random.Generator(np.random.PCG64(physics))
         self._trips = BeamTrips(np.random.Generator(np.random.PCG64(trips)))
-        self._polarities = np.empty(0, dtype=np.int8)  # bits for patterns [0, len)
+        self._polarities = np.empty(0, dtype=np.int8)  # bits of patterns from _polarity_base on
+        self._polarity_base = 0
         self._clock = ReversalClock(interval_windows(config.flip_period, config.window_rate))
         self._faults = FaultSwitchboard()
         self._last_helicity = 0  # gate of the window before the block (fast settle)
-        self._last_published = -1
         self.next_seq = 0
         self.next_block = 0
+        self.muon_rate = config.muon_rate
+        """Muon rate now (muons/s): the configured one until :meth:`set_muon_rate`."""
+        self.beam_switch = True
         self.channel_asymmetry = channel_asymmetries(
             self.channel_map, config.injected_asymmetry, config.preset, config.signal_fraction
         )
         """Diluted physics asymmetry per channel (counts ~ 1 + P_L * channel_asymmetry)."""
-        self._efficiency = channel_efficiencies(self.channel_map, config.efficiency_mismatch)
+        efficiency = channel_efficiencies(self.channel_map, config.efficiency_mismatch)
+        self._response = np.vstack([efficiency, efficiency * self.channel_asymmetry])
 
     @property
     def n_channels(self) -> int:
         return len(self.channel_map.channels)
+
+    def set_muon_rate(self, rate: float) -> None:
+        """Change the muon rate (muons/s, in :data:`sim.beam.RATE_RANGE`) from the next block."""
+        if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+            raise SourceConfigError(f"muon rate must lie in {RATE_RANGE} /s, got {rate!r}")
+        self.muon_rate = float(rate)
+
+    def set_beam_on(self, on: bool) -> None:
+        """The beam switch: off acts like a trip (rate x ``trip_residual``) from the next block."""
+        self.beam_switch = bool(on)
 
     def set_fault(self, kind: str, on: bool, **params: float) -> None:
         """Switch a fault (one of :data:`sim.faults.FAULT_KINDS`) on or off from the next block."""
@@ -299,21 +313,19 @@ class WindowSource:
         """Faults switched on: ``{kind: params}``."""
         return self._faults.active
 
-    def _pattern_polarities(self, last_pattern: int) -> np.ndarray:
-        """Generator polarities for patterns ``0 .. last_pattern`` (grows on demand)."""
-        missing = last_pattern + 1 - self._polarities.size
+    def _pattern_polarities(self, first: int, last: int) -> np.ndarray:
+        """Generator polarities of patterns ``first .. last`` (``first`` never decreases)."""
+        missing = last + 1 - self._polarity_base - self._polarities.size
+        kept = self._polarities[first - self._polarity_base :]
         if missing > 0:
-            self._polarities = np.concatenate(
-                [self._polarities, self._generator.polarities(missing)]
-            )
-        return self._polarities
+            kept = np.concatenate([kept, self._generator.polarities(missing)])
+        self._polarities, self._polarity_base = kept, first
+        return kept
 
     def _chosen(self, kind: str, keys: np.ndarray) -> np.ndarray:
-        """Which pattern/window keys a probabilistic fault hits (all False if it is off)."""
-        params = self._faults.params(kind)
-        if params is None:
-            return np.zeros(keys.size, dtype=bool)
-        return unit_uniform(keys, self.config.seed, kind) < params["probability"]
+        """Which pattern/window keys a probabilistic fault (switched on) hits."""
+        probability = self._faults.params(kind)["probability"]
+        return unit_uniform(keys, self.config.seed, kind) < probability
 
     def next_block_of(self, n_windows: int) -> SimulatedBlock:
         """The next ``n_windows`` windows (fewer are published under ``missed_windows``)."""
@@ -334,10 +346,12 @@ class WindowSource:
             size = self.shape.size
             pattern = seq // size
             phase = seq % size
-            polarity = self._pattern_polarities(int(pattern[-1]) + cfg.delay_patterns)
+            first = int(pattern[0])
+            polarity = self._pattern_polarities(first, int(pattern[-1]) + cfg.delay_patterns)
             # reported(p) = bit[p], actual(p) = bit[p + delay]  (sim.helicity)
-            actual = (polarity[pattern + cfg.delay_patterns] * self.shape[phase]).astype(np.int8)
-            reported = (polarity[pattern] * self.shape[phase]).astype(np.int8)
+            local = pattern - first
+            actual = polarity[local + cfg.delay_patterns] * self.shape[phase]
+            reported = polarity[local] * self.shape[phase]
             setpoint = actual.astype(np.float64)
             readback = -setpoint if mismatch else setpoint
             spin = readback * cfg.polarization
@@ -377,24 +391,32 @@ class WindowSource:
         if mismatch:
             fault |= fault_bit("rotator_mismatch")
 
-        flipped = self._chosen("helicity_flip", pattern)
-        reported = np.where(flipped, -reported, reported).astype(np.int8)
-        fault[flipped] |= fault_bit("helicity_flip")
+        if faults.params("helicity_flip"):
+            flipped = self._chosen("helicity_flip", pattern)
+            reported = np.where(flipped, -reported, reported).astype(np.int8)
+            fault[flipped] |= fault_bit("helicity_flip")
         stuck = faults.params("stuck_helicity")
         if stuck:
             reported = np.full(n_windows, int(stuck["value"]), dtype=np.int8)
             fault |= fault_bit("stuck_helicity")
-        shifted = self._chosen("phase_error", pattern)
-        published_phase = np.where(shifted, (phase + 1) % pattern_length, phase)
-        fault[shifted] |= fault_bit("phase_error")
+        published_phase = phase
+        if faults.params("phase_error"):
+            shifted = self._chosen("phase_error", pattern)
+            published_phase = np.where(shifted, (phase + 1) % pattern_length, phase)
+            fault[shifted] |= fault_bit("phase_error")
         charge = faults.params("charge_asymmetry")
         if charge:
             fault |= fault_bit("charge_asymmetry")
         if drift:
             fault |= fault_bit("frequency_drift")
 
-        beam_on = self._trips.beam_on(
-            seq, cfg.trip_rate / cfg.window_rate, max(1, round(cfg.trip_duration * cfg.window_rate))
+        beam_on = (
+            self._trips.beam_on(
+                seq,
+                cfg.trip_rate / cfg.window_rate,
+                max(1, round(cfg.trip_duration * cfg.window_rate)),
+            )
+            & self.beam_switch
         )
         rng = self._rng
         muons = muons_per_window(
@@ -402,7 +424,7 @@ class WindowSource:
             seq,
             actual,
             beam_on,
-            mean=cfg.muon_rate * gate_time,
+            mean=self.muon_rate * gate_time,
             window_rate=cfg.window_rate,
             jitter=cfg.intensity_jitter,
             drift_amplitude=cfg.drift_amplitude,
@@ -411,23 +433,23 @@ class WindowSource:
             trip_residual=cfg.trip_residual,
         )
         beam_monitor = muons * (1.0 + cfg.bcm_resolution * rng.standard_normal(n_windows))
-        mean = np.multiply.outer(muons, self._efficiency)
-        mean *= 1.0 + np.multiply.outer(spin, self.channel_asymmetry)
-        counts = rng.poisson(mean)
+        # muons * efficiency * (1 + spin * asymmetry) as one (n x 2) @ (2 x c) product
+        counts = rng.poisson(np.column_stack([muons, muons * spin]) @ self._response)
 
         flags = (
-            np.where(phase == 0, FLAG_PATTERN_SYNC, 0)
-            | np.where(pair_sync, FLAG_PAIR_SYNC, 0)
-            | np.where(in_gate, FLAG_SETTLE, 0)
-        ).astype(np.uint8)
+            (phase == 0) * np.uint8(FLAG_PATTERN_SYNC)
+            | pair_sync * np.uint8(FLAG_PAIR_SYNC)
+            | in_gate * np.uint8(FLAG_SETTLE)
+        )
 
-        keep = ~self._chosen("missed_windows", seq)
-        keep[-1] = True  # a block always publishes its last window
+        keep = slice(None)  # every window published, no copies
+        if faults.params("missed_windows"):
+            keep = ~self._chosen("missed_windows", seq)
+            keep[-1] = True  # a block always publishes its last window
+            fault = fault[keep]
+            # the last window of a block is always kept, so gaps start inside this block
+            fault[np.diff(seq[keep], prepend=self.next_seq - 1) > 1] |= fault_bit("missed_windows")
         kept_seq = seq[keep]
-        gaps = np.diff(kept_seq, prepend=self._last_published) > 1
-        fault = fault[keep]
-        fault[gaps] |= fault_bit("missed_windows")
-        self._last_published = int(kept_seq[-1])
 
         block = WindowBlock(
             stream_id=self.stream_id,
