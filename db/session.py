@@ -73,6 +73,20 @@ def create_schema(engine: Engine) -> None:
         raise ConnectionError(unreachable_message(engine, err)) from None
 
 
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in a database that has none; any other must be current."""
+    try:
+        with engine.connect() as connection:
+            fresh = migrate.current_revision(connection) is None
+            fresh = fresh and not migrate.has_tables(connection)
+    except UNREACHABLE as err:
+        raise ConnectionError(unreachable_message(engine, err)) from None
+    if fresh:
+        create_schema(engine)
+    else:
+        require_schema(engine)
+
+
 def require_schema(engine: Engine) -> None:
     """Refuse a database whose schema is missing or not at this mupnc's revision.
 

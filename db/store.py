@@ -23,10 +23,28 @@ def upsert(session: Session, model: type[Base], rows: Sequence[dict], keys: Sequ
     session.execute(insert.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
 
 
+RUN_NUMBER_LOCK = 0x6D75_7275  # "muru": PostgreSQL advisory lock serializing run numbers
+
+
 def allocate_run(
-    session: Session, *, source: str, mode: str, config: dict, replay_of: int | None = None
+    session: Session,
+    *,
+    source: str,
+    mode: str,
+    config: dict,
+    replay_of: int | None = None,
+    provenance: dict | None = None,
 ) -> int:
-    """Create a run row in state ``starting`` with the next free run number."""
+    """Create a run row in state ``starting`` with the next free run number.
+
+    Race-free: on PostgreSQL a transaction-scoped advisory lock serializes allocations by
+    any number of hosts until the caller's transaction ends; SQLite serializes writers
+    itself.  The explicit configuration columns are taken from ``config`` (keys
+    ``target_z``, ``momentum``, ``reversal``, ``pattern``, ``delay_patterns``,
+    ``channel_map``, ``blinding_checksum``, ``slow_controls``).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(RUN_NUMBER_LOCK)))
     number = (session.scalar(select(func.max(Run.number))) or 0) + 1
     session.add(
         Run(
@@ -34,10 +52,19 @@ def allocate_run(
             state="starting",
             source=source,
             replay_of=replay_of,
+            provenance=provenance,
             start=datetime.now(UTC),
             mode=mode,
             config=config,
             blinded=bool(config.get("blinded", False)),
+            target_z=config.get("target_z"),
+            momentum=config.get("momentum"),
+            reversal=config.get("reversal", "fast"),
+            pattern=config.get("pattern"),
+            delay_patterns=config.get("delay_patterns"),
+            channel_map=config.get("channel_map"),
+            blinding_checksum=config.get("blinding_checksum"),
+            slow_controls=config.get("slow_controls"),
         )
     )
     session.flush()

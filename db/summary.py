@@ -1,0 +1,115 @@
+"""Run list and run summary read from the database (the data of ``mupnc runs`` and
+``mupnc report``; JSON shapes in shared/interface.md, asymmetries as plain fractions)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import CUMULATIVE, Alarm, AsymmetryResult, HelicityError, Minirun, Run
+from sim.helicity import pattern_shape
+
+
+def _iso(t) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def run_list(session: Session) -> list[dict]:
+    """Every run, oldest first: ``runs --json``."""
+    return [
+        {
+            "run": r.number,
+            "state": r.state,
+            "start": _iso(r.start),
+            "windows": r.windows,
+            "source": r.source,
+            "replay_of": r.replay_of,
+            "end": _iso(r.end),
+            "mode": r.mode,
+            "lost_windows": r.lost_windows,
+        }
+        for r in session.scalars(select(Run).order_by(Run.number))
+    ]
+
+
+def _pattern_size(run: Run) -> int | None:
+    try:
+        return int(pattern_shape(run.pattern or run.config.get("pattern", "")).size)
+    except (KeyError, ValueError):
+        return None
+
+
+def _result(r: AsymmetryResult | None) -> dict:
+    keys = ("value", "error", "n", "chi2_ndf")
+    return dict.fromkeys(keys) if r is None else {k: getattr(r, k) for k in keys}
+
+
+def run_summary(session: Session, number: int) -> dict:
+    """The prompt summary of a run: ``report --json``.  Raises ``LookupError``."""
+    run = session.get(Run, number)
+    if run is None:
+        raise LookupError(f"run {number} is not in the database")
+    results = {
+        r.channel: r
+        for r in session.scalars(
+            select(AsymmetryResult).where(
+                AsymmetryResult.run == number, AsymmetryResult.minirun == CUMULATIVE
+            )
+        )
+    }
+    combined, charge = results.pop("combined", None), results.pop("charge", None)
+    patterns_good, miniruns = session.execute(
+        select(func.coalesce(func.sum(Minirun.patterns_good), 0), func.count(Minirun.id)).where(
+            Minirun.run == number
+        )
+    ).one()
+    size = _pattern_size(run)
+    good_percent = 100.0 * patterns_good * size / run.windows if size and run.windows else None
+    channel_map = run.channel_map or run.config.get("channel_map") or {}
+    names = [c["name"] for c in channel_map.get("channels", [])]
+    names += sorted(set(results) - set(names))  # e.g. null asymmetries, not in the map
+    alarms = session.scalars(select(Alarm).where(Alarm.run == number).order_by(Alarm.since))
+    return {
+        "run": run.number,
+        "state": run.state,
+        "source": run.source,
+        "replay_of": run.replay_of,
+        "mode": run.mode,
+        "start": _iso(run.start),
+        "end": _iso(run.end),
+        "pattern": run.pattern or run.config.get("pattern"),
+        "reversal": run.reversal,
+        "windows": run.windows,
+        "lost_windows": run.lost_windows,
+        "patterns_good": int(patterns_good),
+        "patterns_good_percent": good_percent,
+        "miniruns": int(miniruns),
+        "blinded": run.blinded,
+        "blinding_checksum": run.blinding_checksum,
+        "asymmetry": {k: v for k, v in _result(combined).items() if k != "n"},
+        "charge_asymmetry": None if charge is None else _result(charge),
+        "channels": [
+            {"name": name, "value": results[name].value, "error": results[name].error}
+            for name in names
+            if name in results
+        ],
+        "helicity_errors": {
+            e.kind: e.count
+            for e in session.scalars(
+                select(HelicityError).where(HelicityError.run == number).order_by(HelicityError.id)
+            )
+        },
+        "alarms": [
+            {
+                "id": a.id,
+                "name": a.name,
+                "severity": a.severity,
+                "state": a.state,
+                "since": _iso(a.since),
+                "message": a.message,
+                "acknowledged": a.acknowledged,
+            }
+            for a in alarms
+        ],
+        "injected_asymmetry": run.config.get("asymmetry"),
+    }
