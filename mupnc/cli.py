@@ -117,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", type=int, help="run number")
     report.add_argument("--json", action="store_true", help="machine-readable output")
 
+    plan = sub.add_parser("plan", help="sensitivity planner: events and running time needed")
+    plan.add_argument("--mode", choices=("alr", "afb"), required=True, help="A_LR or A_FB")
+    plan.add_argument("--z", type=int, help="afb: nuclear charge of the target (default 36, Kr)")
+    plan.add_argument("--q2", type=_positive, help="alr: Q^2 in GeV^2 (default 1)")
+    plan.add_argument(
+        "--flux", type=_positive, default=1e11, help="muon rate in muons/s (default 1e11)"
+    )
+    plan.add_argument(
+        "--asymmetry", type=_asymmetry, help="physics asymmetry (default: the SM value)"
+    )
+    plan.add_argument("--sigma", type=_positive, default=1.0, help="significance (default 1)")
+    plan.add_argument(
+        "--polarization", type=_positive, default=1.0, help="beam polarization (default 1)"
+    )
+    plan.add_argument(
+        "--signal-fraction", type=_positive, default=1.0, help="S/(S+B) dilution (default 1)"
+    )
+    plan.add_argument(
+        "--efficiency", type=_positive, help="events per muon (default: the efficiency chain)"
+    )
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+
     dbp = sub.add_parser("db", help="database administration")
     dbp.add_argument("action", choices=("upgrade",), help="upgrade: create or migrate the schema")
     return parser
@@ -153,6 +175,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "db":
         return commands.db_upgrade(args.db)
+    if args.command == "plan":
+        return commands.plan(args)
     if args.command == "ioc":
         return commands.ioc(args)
     if args.command == "monitor":

@@ -184,3 +184,38 @@ def format_report(s: dict) -> str:
         for x in s["alarms"]
     ]
     return "\n".join(lines)
+
+
+def plan(args: argparse.Namespace) -> int:
+    """``mupnc plan``: events and running time for a target significance (:mod:`sim.planner`)."""
+    from mupnc.cli import UsageError
+    from sim.planner import PlanError
+    from sim.planner import plan as sensitivity
+
+    try:
+        result = sensitivity(
+            args.mode,
+            flux=args.flux,
+            asymmetry=args.asymmetry,
+            sigma=args.sigma,
+            z=args.z,
+            q2=args.q2,
+            polarization=args.polarization,
+            signal_fraction=args.signal_fraction,
+            efficiency=args.efficiency,
+        )
+    except PlanError as err:
+        raise UsageError(str(err)) from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    target = f"Z = {result.z}" if result.mode == "afb" else f"Q^2 = {result.q2:g} GeV^2"
+    chain = " x ".join(f"{k} {v:g}" for k, v in result.efficiency_chain.items())
+    print(
+        f"{result.mode.upper()} ({target}): A = {result.asymmetry:g} at {result.sigma:g} sigma,"
+        f" P = {result.polarization:g}, S/(S+B) = {result.signal_fraction:g}\n"
+        f"  efficiency {result.efficiency:.3g} per muon ({chain})\n"
+        f"  events {result.events:.3g}, muons {result.muons:.3g},"
+        f" time {result.seconds:.3g} s ({result.days:.3g} days) at {result.flux:g} muons/s"
+    )
+    return 0
