@@ -78,6 +78,14 @@ def _width(z: np.ndarray) -> int:
     return next(w for w in _WIDTHS if w == 8 or top < 1 << (8 * w))
 
 
+def raw_size(block: WindowBlock) -> int:
+    """Bytes of the block as plain fixed-width arrays, the yardstick of the encoding: the
+    per-window fields at their :class:`WindowBlock` dtypes, counts as 32-bit scaler words."""
+    per_window = sum(np.dtype(t).itemsize for name, t in INTEGER_COLUMNS + FLOAT_COLUMNS)
+    per_window -= np.dtype(np.int64).itemsize  # counts: one 32-bit word per channel instead
+    return block.n_windows * (per_window + 4 * block.n_channels)
+
+
 def encode(block: WindowBlock) -> bytes:
     """The block as a compact, self-contained payload (see the module docstring)."""
     n, c = block.n_windows, block.n_channels

@@ -1,0 +1,70 @@
+"""Migrations: the migrated schema is the models' schema; old or missing schemas are refused
+until `mupnc db upgrade`; a database from before migrations is adopted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from db import migrate
+from db.models import Base
+from db.session import SchemaError, create_schema, make_engine, require_schema
+
+
+def mupnc(db: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mupnc", "--db", db, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def test_migrations_build_exactly_the_models_schema(engine):
+    create_schema(engine)
+    with engine.connect() as connection:
+        assert migrate.current_revision(connection) == migrate.head_revision()
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+    require_schema(engine)
+
+
+def test_an_old_schema_is_refused_until_upgraded(engine, db_url):
+    migrate.upgrade(engine, migrate.FOUNDATION)
+    with pytest.raises(SchemaError, match=r"revision 0001, out of date .*run 'mupnc db upgrade'"):
+        require_schema(engine)
+    refused = mupnc(db_url, "runs")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "run 'mupnc db upgrade'" in refused.stderr
+    assert mupnc(db_url, "db", "upgrade").returncode == 0
+    require_schema(engine)
+    assert mupnc(db_url, "runs", "--json").stdout.strip() == "[]"
+
+
+def test_a_missing_schema_is_refused(engine):
+    with pytest.raises(SchemaError, match="has no mupnc schema; run 'mupnc db upgrade'"):
+        require_schema(engine)
+
+
+def test_a_database_from_before_migrations_is_adopted(engine):
+    """Foundation tables but no alembic_version: refused, then migrated in place."""
+    migrate.upgrade(engine, migrate.FOUNDATION)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+    with pytest.raises(SchemaError, match="from before migrations; run 'mupnc db upgrade'"):
+        require_schema(engine)
+    create_schema(engine)
+    require_schema(engine)
+    assert "recorded_blocks" in inspect(engine).get_table_names()
