@@ -9,7 +9,7 @@ compares the migrated schema with these models).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -22,11 +22,30 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 CUMULATIVE = -1
+
+
+class UTCDateTime(TypeDecorator):
+    """A moment in UTC, timezone-aware on both engines (SQLite itself stores no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
 
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 """64-bit key for tables that grow with running time (SQLite autoincrements only INTEGER)."""
@@ -43,8 +62,8 @@ class Run(Base):
     state: Mapped[str] = mapped_column(String(16))  # starting, running, ended, aborted
     source: Mapped[str] = mapped_column(String(16))  # live, replay, sim
     replay_of: Mapped[int | None] = mapped_column(ForeignKey("runs.number"))
-    start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     mode: Mapped[str] = mapped_column(String(8))  # alr or afb
     config: Mapped[dict] = mapped_column(JSON)
     """The full run configuration as given (the explicit columns below repeat what is queried)."""
@@ -132,7 +151,7 @@ class ResultSnapshot(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
     patterns_good: Mapped[int] = mapped_column(BigInteger)
     windows: Mapped[int] = mapped_column(BigInteger)
     lost_windows: Mapped[int] = mapped_column(BigInteger)
@@ -151,7 +170,7 @@ class MonitorCheckpoint(Base):
     __tablename__ = "monitor_checkpoints"
 
     run: Mapped[int] = mapped_column(ForeignKey("runs.number"), primary_key=True)
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
     stream_id: Mapped[int] = mapped_column(BigInteger)
     next_block: Mapped[int] = mapped_column(BigInteger)
     """Number of the first block not yet recorded."""
@@ -193,10 +212,10 @@ class Alarm(Base):
     name: Mapped[str] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))
-    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
     message: Mapped[str] = mapped_column(Text, default="")
     acknowledged: Mapped[bool] = mapped_column(default=False)
-    shelved_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    shelved_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AlarmTransition(Base):
@@ -206,7 +225,7 @@ class AlarmTransition(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))
     from_severity: Mapped[str | None] = mapped_column(String(16))
@@ -224,7 +243,7 @@ class SlowControlSample(Base):
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
     pv: Mapped[str] = mapped_column(String(128))
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
     value: Mapped[float | None] = mapped_column(Float)
     severity: Mapped[str] = mapped_column(String(16), default="NO_ALARM")
     status: Mapped[str] = mapped_column(String(16), default="NO_ALARM")
