@@ -30,7 +30,7 @@ async def serve(ioc) -> None:
         interrupts += 1
         if interrupts == 1:
             log.info("SIGINT: ending the run; still serving (SIGTERM stops)")
-            ioc.daq.end_run()
+            ioc.end_run()
         else:
             server.cancel()
 

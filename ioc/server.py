@@ -18,14 +18,27 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
+from ioc.limits import MAJOR, MINOR, AlarmLimits
+from ioc.records import analog_readback, enum_readback, enum_setpoint, numeric_setpoint
+from sim.beam import RATE_RANGE
 from sim.blocks import packed_length
+from sim.faults import FAULT_KINDS
 from sim.helicity import PATTERN_SHAPES
-from sim.source import SourceConfig, WindowSource
+from sim.source import SimulatedBlock, SourceConfig, WindowSource
 
 log = logging.getLogger("mupnc.ioc")
 
 PATTERNS = list(PATTERN_SHAPES)
 RUN_STATES = ["IDLE", "RUNNING", "ENDED"]
+SCHEMES = ["FAST", "SLOW", "KICK"]
+ROTATOR_STATES = ["PLUS", "MINUS", "RAMPING", "FAULT"]
+SLOW_PERIOD = 0.5
+"""Seconds between updates of the slow readbacks (beam rate, rotator state)."""
+RATE_ALARM_FRACTIONS = (0.1, 0.5, 1.5, 2.0, 0.02)
+"""BEAM:RATE alarm limits as fractions of the setpoint: LOLO (MAJOR, a trip), LOW (MINOR),
+HIGH (MINOR), HIHI (MAJOR), and HYST."""
+RING_BYTES = 512 * 2**20
+"""Memory the ring of read-back blocks may take; bounds its depth for large blocks."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +48,6 @@ class DaqLayout:
     n_channels: int
     block_rate: float
     window_rate: float
-    ring_depth: int = 128
 
     @property
     def nominal_windows(self) -> int:
@@ -50,96 +62,83 @@ class DaqLayout:
     def block_length(self) -> int:
         return packed_length(self.max_windows, self.n_channels)
 
+    @property
+    def ring_depth(self) -> int:
+        """Blocks kept for read-back: 128, fewer (at least 16) if that exceeds RING_BYTES."""
+        return max(16, min(128, RING_BYTES // (8 * self.block_length)))
 
-def build_ioc(prefix: str, config: SourceConfig, run_number: int, block_rate: float = 20.0):
-    """The IOC's PV groups for a simulated run: returns the top-level :class:`PVGroup`."""
+
+GROUPS = ("beam", "rotator", "detector")
+"""Groups one IOC process can serve (``mupnc ioc --group``); run control goes with the detector."""
+
+
+def build_ioc(
+    prefix: str,
+    config: SourceConfig,
+    run_number: int,
+    block_rate: float = 20.0,
+    groups: tuple[str, ...] = GROUPS,
+):
+    """The IOC's PV groups for a simulated run: returns the top-level :class:`PVGroup`.
+
+    Every process runs the simulation (it is deterministic from the seed); a process
+    serves only the PV ``groups`` it is given.  The detector group carries run control.
+    """
+    unknown = set(groups) - set(GROUPS)
+    if unknown or not groups:
+        raise ValueError(f"unknown IOC group(s) {sorted(unknown)}; choose from {GROUPS}")
     source = WindowSource(config, stream_id=int(time.time()) & 0x7FFFFFFF)
     layout = DaqLayout(source.n_channels, block_rate, config.window_rate)
     channel_map_json = source.channel_map.to_json()
-    daq_cls = _daq_group_class(layout, len(channel_map_json) + 1)
-
-    class MupncIOC(PVGroup):
-        beam = SubGroup(BeamGroup, prefix="BEAM:")
-        helicity = SubGroup(HelicityGroup, prefix="HEL:")
-        daq = SubGroup(daq_cls, prefix="DAQ:")
-        run = SubGroup(RunGroup, prefix="RUN:")
-
-        async def run_simulation(self) -> None:
-            """Publish the run's settings, then its windows until the run ends."""
-            await self.run.number.write(run_number)
-            await self.beam.publish_settings(config)
-            await self.helicity.publish_settings(config)
-            await self.daq.channel_map.write(channel_map_json)
-            await self.daq.publish(source, layout, self.run)
-
-    return MupncIOC(prefix=prefix)
+    members: dict[str, SubGroup] = {}
+    if "beam" in groups:
+        members["beam"] = SubGroup(BeamGroup, prefix="BEAM:")
+    if "rotator" in groups:
+        members["helicity"] = SubGroup(HelicityGroup, prefix="HEL:")
+    if "detector" in groups:
+        members["daq"] = SubGroup(
+            _daq_group_class(layout, len(channel_map_json) + 1), prefix="DAQ:"
+        )
+        members["run"] = SubGroup(RunGroup, prefix="RUN:")
+    ioc_cls = type("MupncIOC", (MupncIOCBase,), members)
+    return ioc_cls(prefix=prefix, source=source, layout=layout, run_number=run_number)
 
 
-class BeamGroup(PVGroup):
-    """The muon beam line (simulated)."""
+class MupncIOCBase(PVGroup):
+    """The served groups, driven by one :class:`WindowSource` clock."""
 
-    rate = pvproperty(
-        value=0.0, name="RATE", doc="Muon rate readback", units="Hz", read_only=True, precision=3
-    )
-    momentum = pvproperty(
-        value=0.0,
-        name="MOMENTUM",
-        doc="Central momentum",
-        units="MeV/c",
-        read_only=True,
-        precision=1,
-    )
-    polarization = pvproperty(
-        value=0.0, name="POLARIZATION", doc="Longitudinal polarization", read_only=True, precision=3
-    )
+    def __init__(self, *args, source: WindowSource, layout: DaqLayout, run_number: int, **kw):
+        self.source = source
+        self.layout = layout
+        self.run_number = run_number
+        self.ending = asyncio.Event()
+        super().__init__(*args, **kw)
 
-    async def publish_settings(self, config: SourceConfig) -> None:
-        await self.rate.write(config.muon_rate)
-        await self.momentum.write(config.momentum)
-        await self.polarization.write(config.polarization)
+    def end_run(self) -> None:
+        """End the run on the next pattern boundary (the DAQ then sets RUN:STATE = ENDED)."""
+        self.ending.set()
 
-
-class HelicityGroup(PVGroup):
-    """Helicity source / spin rotator settings."""
-
-    pattern = pvproperty(
-        value=PATTERNS[1],
-        name="PATTERN",
-        dtype=ChannelType.ENUM,
-        enum_strings=PATTERNS,
-        doc="Helicity pattern shape",
-        read_only=True,
-    )
-    window_rate = pvproperty(
-        value=0.0,
-        name="WINDOW_RATE",
-        doc="Helicity window rate",
-        units="Hz",
-        read_only=True,
-        precision=2,
-    )
-    delay = pvproperty(
-        value=0, name="DELAY", doc="Reporting delay", units="patterns", read_only=True
-    )
-
-    async def publish_settings(self, config: SourceConfig) -> None:
-        await self.pattern.write(config.pattern)
-        await self.window_rate.write(config.window_rate)
-        await self.delay.write(config.delay_patterns)
-
-
-class RunGroup(PVGroup):
-    """Run control."""
-
-    number = pvproperty(value=0, name="NUMBER", doc="Run number", read_only=True)
-    state = pvproperty(
-        value="IDLE",
-        name="STATE",
-        dtype=ChannelType.ENUM,
-        enum_strings=RUN_STATES,
-        doc="Run state",
-        read_only=True,
-    )
+    async def run_simulation(self) -> None:
+        """Publish the run's settings, then its windows until the run ends."""
+        config = self.source.config
+        daq, run = getattr(self, "daq", None), getattr(self, "run", None)
+        beam, helicity = getattr(self, "beam", None), getattr(self, "helicity", None)
+        if run is not None:
+            await run.number.write(self.run_number)
+        if beam is not None:
+            await beam.publish_settings(config)
+        if helicity is not None:
+            await helicity.publish_settings(config)
+        if daq is not None:
+            await daq.channel_map.write(self.source.channel_map.to_json())
+            await daq.stream_id.write(self.source.stream_id)
+            await run.state.write("RUNNING")
+        await clock_loop(self, daq, beam, helicity)
+        if run is not None:
+            await run.state.write("ENDED")
+        log.info(
+            "run ended after %d windows in %d blocks", self.source.next_seq, self.source.next_block
+        )
 
 
 def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]:
@@ -218,45 +217,201 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
 class DaqGroupBase(PVGroup):
     """Detector DAQ: publishes blocks of windows and keeps helicity-gated scalers."""
 
-    ending: asyncio.Event | None = None
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self._scalers = np.zeros((2, self.parent.layout.n_channels))
 
-    async def publish(self, source: WindowSource, layout: DaqLayout, run: RunGroup) -> None:
-        """Publish due windows every 1/block_rate s until :meth:`end_run`; then mark ENDED."""
-        self.ending = asyncio.Event()
-        scalers = np.zeros((2, layout.n_channels))
-        await self.stream_id.write(source.stream_id)
-        await run.state.write("RUNNING")
-        period = 1.0 / layout.block_rate
-        start = time.monotonic()
-        tick = 0
-        while True:
-            tick += 1
-            deadline = start + tick * period
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ending.wait(), max(0.0, deadline - time.monotonic()))
-            due = int((time.monotonic() - start) * layout.window_rate) - source.next_seq
-            if self.ending.is_set():  # the run ends on a pattern boundary
-                due = -source.next_seq % source.shape.size
-            n = min(due, layout.max_windows)
-            if n > 0:
-                simulated = source.next_block_of(n)
-                block = simulated.block
-                wire = block.pack(layout.block_length)
-                hel = simulated.actual_helicity
-                scalers[0] += block.counts[hel > 0].sum(axis=0)
-                scalers[1] += block.counts[hel < 0].sum(axis=0)
-                ring = getattr(self, f"ring_{block.block_number % layout.ring_depth:03d}")
-                await ring.write(wire)
-                await self.scaler_plus.write(scalers[0])
-                await self.scaler_minus.write(scalers[1])
-                await self.seq.write(int(block.seq[-1]))
-                await self.block.write(wire)
-                await self.block_number.write(block.block_number)
-            if self.ending.is_set() and source.next_seq % source.shape.size == 0:
-                break
-        await run.state.write("ENDED")
-        log.info("run ended after %d windows in %d blocks", source.next_seq, source.next_block)
+    async def publish_block(self, simulated: SimulatedBlock) -> None:
+        """Ring slot first, then scalers, then the block PV (so a reader can refill it)."""
+        layout = self.parent.layout
+        block = simulated.block
+        wire = block.pack(layout.block_length)
+        hel = simulated.actual_helicity
+        self._scalers[0] += block.counts[hel > 0].sum(axis=0)
+        self._scalers[1] += block.counts[hel < 0].sum(axis=0)
+        ring = getattr(self, f"ring_{block.block_number % layout.ring_depth:03d}")
+        await ring.write(wire)
+        await self.scaler_plus.write(self._scalers[0])
+        await self.scaler_minus.write(self._scalers[1])
+        if block.n_windows:
+            await self.seq.write(int(block.seq[-1]))
+        await self.block.write(wire)
+        await self.block_number.write(block.block_number)
 
-    def end_run(self) -> None:
-        if self.ending is not None:
-            self.ending.set()
+
+class BeamGroup(PVGroup):
+    """The muon beam line (simulated): rate setpoint and readback, momentum, polarization."""
+
+    rate_setpoint = numeric_setpoint(
+        "RATE_SP", "Muon rate setpoint", 1e8, *RATE_RANGE, "Hz", precision=3
+    )
+    rate = analog_readback(
+        "RATE",
+        "Muon rate readback (beam monitor)",
+        "Hz",
+        limits=AlarmLimits(hhsv=MAJOR, hsv=MINOR, lsv=MINOR, llsv=MAJOR),
+        display=(0.0, RATE_RANGE[1]),
+    )
+    momentum = analog_readback("MOMENTUM", "Central momentum", "MeV/c", 1, display=(0.0, 120.0))
+    polarization = analog_readback(
+        "POLARIZATION", "Beam polarization magnitude", "", 3, display=(0.0, 1.0)
+    )
+    beam_on = enum_setpoint("ON", "Beam on/off switch", ["OFF", "ON"], "ON")
+    trip = enum_readback("TRIP", "Beam trip status", ["OK", "TRIPPED"], "OK")
+
+    @rate_setpoint.putter
+    async def rate_setpoint(self, instance, value: float) -> None:
+        self.parent.source.set_muon_rate(value)
+        await self._follow_setpoint(value)
+
+    @beam_on.putter
+    async def beam_on(self, instance, value: str) -> None:
+        self.parent.source.set_beam_on(value == "ON")
+
+    async def _follow_setpoint(self, rate: float) -> None:
+        """Readback alarm limits follow the setpoint (see :data:`RATE_ALARM_FRACTIONS`)."""
+        await self.rate.set_limits(*(f * rate for f in RATE_ALARM_FRACTIONS))
+
+    async def publish_settings(self, config: SourceConfig) -> None:
+        await self.rate_setpoint.write(config.muon_rate)
+        await self._follow_setpoint(config.muon_rate)
+        await self.momentum.write(config.momentum)
+        await self.polarization.write(config.polarization)
+
+    async def follow(self, simulated: SimulatedBlock, window_rate: float) -> None:
+        """Readbacks from the latest block: mean rate (muons/s) and trip state."""
+        block = simulated.block
+        if block.n_windows:
+            await self.rate.write(float(block.beam_monitor.mean()) * window_rate)
+        tripped = not bool(np.all(simulated.beam_on))
+        if (self.trip.value == "TRIPPED") != tripped:
+            await self.trip.write("TRIPPED" if tripped else "OK")
+
+
+class HelicityGroup(PVGroup):
+    """Helicity source / spin rotator: reversal scheme, pattern, rotator setpoint and readback."""
+
+    scheme = enum_readback("SCHEME", "Spin reversal scheme", SCHEMES, SCHEMES[0])
+    pattern = enum_readback("PATTERN", "Helicity pattern shape", PATTERNS, PATTERNS[1])
+    window_rate = analog_readback("WINDOW_RATE", "Helicity window rate", "Hz", 2)
+    delay = pvproperty(
+        value=0, name="DELAY", doc="Reporting delay", units="patterns", read_only=True
+    )
+    settle_time = analog_readback("SETTLE_TIME", "Settle time after a reversal", "s", 6)
+    flip_period = analog_readback("FLIP_PERIOD", "Slow rotator: time between flips", "s", 1)
+    kick_turns = pvproperty(
+        value=0,
+        name="KICK_TURNS",
+        doc="Ring kick: turns of the MINUS state",
+        units="turns",
+        read_only=True,
+    )
+    rotator_setpoint = analog_readback(
+        "ROTATOR:SP", "Rotator setpoint (+1/-1; kick: turn number)", "", 0
+    )
+    rotator_readback = analog_readback(
+        "ROTATOR:RBV", "Rotator readback (+1/-1, 0 ramping; kick: turn number)", "", 0
+    )
+    rotator_state = enum_readback("ROTATOR:STATE", "Rotator state", ROTATOR_STATES, "PLUS")
+
+    async def publish_settings(self, config: SourceConfig) -> None:
+        await self.scheme.write(config.scheme.upper())
+        await self.pattern.write(config.pattern)
+        await self.window_rate.write(config.window_rate)
+        await self.delay.write(config.delay_patterns)
+        await self.settle_time.write(config.settle_time)
+        await self.flip_period.write(config.flip_period)
+        await self.kick_turns.write(config.kick_turns[1])
+
+    async def follow(self, simulated: SimulatedBlock) -> None:
+        """Rotator setpoint, readback and state at the end of the latest block."""
+        if not simulated.block.n_windows:
+            return
+        setpoint = float(simulated.rotator_setpoint[-1])
+        readback = float(simulated.rotator_readback[-1])
+        state = rotator_state(setpoint, readback, self.parent.source.config)
+        if self.rotator_setpoint.value != setpoint:
+            await self.rotator_setpoint.write(setpoint)
+        if self.rotator_readback.value != readback:
+            await self.rotator_readback.write(readback)
+        if self.rotator_state.value != state:
+            await self.rotator_state.write(state)
+
+
+def rotator_state(setpoint: float, readback: float, config: SourceConfig) -> str:
+    """PLUS/MINUS when the readback is settled on the setpoint, RAMPING while it moves
+    (readback 0), FAULT when it settled elsewhere.  Kick: PLUS is ``kick_turns[0]``
+    turns, MINUS ``kick_turns[1]`` (15 turns: spin rotated by 180 deg)."""
+    if readback != setpoint:
+        return "RAMPING" if readback == 0 and config.scheme == "slow" else "FAULT"
+    if config.scheme == "kick":
+        return "PLUS" if readback == config.kick_turns[0] else "MINUS"
+    return "PLUS" if readback > 0 else "MINUS"
+
+
+def _fault_switches() -> dict[str, pvproperty]:
+    """``RUN:FAULT:<KIND>`` OFF/ON switches, one per :data:`sim.faults.FAULT_KINDS`."""
+    switches = {}
+    for kind in FAULT_KINDS:
+        switch = enum_setpoint(
+            f"FAULT:{kind.upper()}", f"Inject fault: {kind.replace('_', ' ')}", ["OFF", "ON"], "OFF"
+        )
+
+        async def put(group, instance, value, kind=kind):
+            group.parent.source.set_fault(kind, value == "ON")
+            log.warning("fault %s switched %s", kind, value)
+
+        switches[f"fault_{kind}"] = switch.putter(put)
+    return switches
+
+
+class RunControl(PVGroup):
+    """Run control: number, state and stop."""
+
+    number = pvproperty(value=0, name="NUMBER", doc="Run number", read_only=True)
+    state = enum_readback("STATE", "Run state", RUN_STATES, "IDLE")
+    stop = enum_setpoint(
+        "STOP", "Write STOP to end the run on a pattern boundary", ["-", "STOP"], "-"
+    )
+
+    @stop.putter
+    async def stop(self, instance, value: str) -> None:
+        if value == "STOP":
+            log.info("RUN:STOP written: ending the run")
+            self.parent.end_run()
+
+
+RunGroup = type("RunGroup", (RunControl,), _fault_switches())
+"""Run control plus the simulator's fault-injection switches ``RUN:FAULT:<KIND>``."""
+
+
+async def clock_loop(ioc: MupncIOCBase, daq, beam, helicity) -> None:
+    """Every 1/block_rate s, simulate the windows due by the clock and publish them; slow
+    readbacks at most every :data:`SLOW_PERIOD` s.  Ends on a pattern boundary once
+    :meth:`MupncIOCBase.end_run` was called."""
+    source, layout = ioc.source, ioc.layout
+    period = 1.0 / layout.block_rate
+    start = time.monotonic()
+    last_slow = -math.inf
+    tick = 0
+    while True:
+        tick += 1
+        deadline = start + tick * period
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ioc.ending.wait(), max(0.0, deadline - time.monotonic()))
+        due = int((time.monotonic() - start) * layout.window_rate) - source.next_seq
+        if ioc.ending.is_set():  # the run ends on a pattern boundary
+            due = -source.next_seq % source.shape.size
+        n = min(due, layout.max_windows)
+        if n > 0:
+            simulated = source.next_block_of(n)
+            if daq is not None:
+                await daq.publish_block(simulated)
+            if time.monotonic() - last_slow >= SLOW_PERIOD:
+                last_slow = time.monotonic()
+                if beam is not None:
+                    await beam.follow(simulated, layout.window_rate)
+                if helicity is not None:
+                    await helicity.follow(simulated)
+        if ioc.ending.is_set() and source.next_seq % source.shape.size == 0:
+            break

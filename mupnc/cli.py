@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="window blocks published per second (default 20)",
     )
+    ioc.add_argument(
+        "--group",
+        choices=("beam", "rotator", "detector", "all"),
+        default="all",
+        help="serve one PV group alone (default all; run control goes with the detector)",
+    )
     ioc.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
 
     monitor = sub.add_parser("monitor", help="the online monitor")

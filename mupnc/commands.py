@@ -85,18 +85,20 @@ def new_run(url: str, config: SourceConfig, source: str = "sim", create: bool = 
 
 def ioc(args: argparse.Namespace) -> int:
     from ioc.main import serve
-    from ioc.server import build_ioc
+    from ioc.server import GROUPS, build_ioc
 
     config = source_config(args)
+    groups = GROUPS if args.group == "all" else (args.group,)
     if args.list_pvs:
-        group = build_ioc(args.prefix, config, run_number=0, block_rate=args.block_rate)
+        group = build_ioc(args.prefix, config, 0, args.block_rate, groups)
         print("PV\ttype\tunits\tmeaning")
         for name, channel in group.pvdb.items():
-            doc = channel.pvspec.doc if hasattr(channel, "pvspec") else ""
-            print(f"{name}\t{channel.data_type.name}\t{getattr(channel, 'units', '')}\t{doc}")
+            access = "" if channel.pvspec.read_only else " (writable)"
+            units = getattr(channel, "units", "")
+            print(f"{name}\t{channel.data_type.name}{access}\t{units}\t{channel.pvspec.doc}")
         return 0
     run = args.run if args.run is not None else new_run(args.db, config, create=False)
-    group = build_ioc(args.prefix, config, run_number=run, block_rate=args.block_rate)
+    group = build_ioc(args.prefix, config, run, args.block_rate, groups)
     log.info("IOC serving run %d with prefix %s", run, args.prefix)
     asyncio.run(serve(group))
     return 0
