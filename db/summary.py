@@ -63,6 +63,7 @@ def run_summary(session: Session, number: int) -> dict:
             Minirun.run == number
         )
     ).one()
+    patterns_good, miniruns = int(patterns_good), int(miniruns)  # PostgreSQL sums: Decimal
     size = _pattern_size(run)
     good_percent = 100.0 * patterns_good * size / run.windows if size and run.windows else None
     channel_map = run.channel_map or run.config.get("channel_map") or {}
@@ -81,9 +82,9 @@ def run_summary(session: Session, number: int) -> dict:
         "reversal": run.reversal,
         "windows": run.windows,
         "lost_windows": run.lost_windows,
-        "patterns_good": int(patterns_good),
+        "patterns_good": patterns_good,
         "patterns_good_percent": good_percent,
-        "miniruns": int(miniruns),
+        "miniruns": miniruns,
         "blinded": run.blinded,
         "blinding_checksum": run.blinding_checksum,
         "asymmetry": {k: v for k, v in _result(combined).items() if k != "n"},

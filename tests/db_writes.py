@@ -1,0 +1,88 @@
+"""The monitor's database write path without Channel Access (as in monitor/service.py),
+over simulated window blocks: shared by the database tests."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import func, select
+
+from db.models import HelicityCounts
+from db.session import transaction
+from db.store import allocate_run
+from monitor.accumulator import RunAccumulator
+from monitor.decoder import HelicityDecoder
+from monitor.recorder import RunRecorder
+from monitor.results import run_result
+from mupnc.commands import run_config
+from sim.blocks import WindowBlock
+from sim.source import SourceConfig, WindowSource
+
+CONFIG = SourceConfig(muon_rate=1e8, seed=11, pattern="quartet", delay_patterns=2)
+CHANNEL_MAP = CONFIG.resolved_channel_map()
+WINDOWS_PER_BLOCK = 12
+N_BLOCKS = 200
+MINIRUN_PATTERNS = 60
+FLUSH_EVERY = 10
+
+
+def simulate() -> tuple[list[WindowBlock], np.ndarray]:
+    """The blocks of a run and the helicity-gated scaler totals, shape (2, channels)."""
+    source = WindowSource(CONFIG)
+    blocks, scalers = [], np.zeros((2, len(CHANNEL_MAP.channels)), np.int64)
+    for _ in range(N_BLOCKS):
+        s = source.next_block_of(WINDOWS_PER_BLOCK)
+        blocks.append(s.block)
+        scalers[0] += s.block.counts[s.actual_helicity == 1].sum(axis=0)
+        scalers[1] += s.block.counts[s.actual_helicity == -1].sum(axis=0)
+    return blocks, scalers
+
+
+class Monitor:
+    """One monitor's decoder, accumulator and recorder for one run."""
+
+    def __init__(self, engine, run: int, resume: bool = False) -> None:
+        n_channels = len(CHANNEL_MAP.channels)
+        self.decoder = HelicityDecoder(CONFIG.pattern, CONFIG.delay_patterns, n_channels)
+        self.recorder = RunRecorder(engine, run)
+        self.acc = self.recorder.resume(CHANNEL_MAP, self.decoder) if resume else None
+        if self.acc is None:
+            self.acc = RunAccumulator(CHANNEL_MAP, self.decoder.size, MINIRUN_PATTERNS)
+
+    def ingest(self, blocks) -> None:
+        self.recorder.add_blocks(blocks)
+        for block in blocks:
+            self.acc.add(self.decoder.feed(block))
+
+    def flush(self, state: str = "running") -> bool:
+        result = run_result(self.acc, CONFIG.polarization)
+        lost = self.decoder.state.errors["missed_windows"]
+        return self.recorder.flush(
+            self.acc, self.decoder.state, result, CONFIG.polarization, lost, state
+        )
+
+    def run(self, blocks, flush: bool = True) -> None:
+        for i in range(0, len(blocks), FLUSH_EVERY):
+            self.ingest(blocks[i : i + FLUSH_EVERY])
+            if flush:
+                assert self.flush()
+
+    def end(self) -> None:
+        self.acc.add(self.decoder.flush())
+        assert self.flush("ended")
+
+
+def new_run(engine) -> int:
+    with transaction(engine) as session:
+        return allocate_run(session, source="sim", mode="alr", config=run_config(CONFIG))
+
+
+def sorted_totals(engine, run: int) -> np.ndarray:
+    """Database totals of helicity-sorted counts, shape (2, channels) in channel-map order."""
+    with transaction(engine) as session:
+        rows = session.execute(
+            select(HelicityCounts.helicity, HelicityCounts.channel, func.sum(HelicityCounts.counts))
+            .where(HelicityCounts.run == run, HelicityCounts.helicity != 0)
+            .group_by(HelicityCounts.helicity, HelicityCounts.channel)
+        ).all()
+    table = {(h, c): int(n) for h, c, n in rows}
+    return np.array([[table[h, name] for name in CHANNEL_MAP.names] for h in (1, -1)])
