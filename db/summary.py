@@ -68,7 +68,8 @@ def run_summary(session: Session, number: int) -> dict:
     good_percent = 100.0 * patterns_good * size / run.windows if size and run.windows else None
     channel_map = run.channel_map or run.config.get("channel_map") or {}
     names = [c["name"] for c in channel_map.get("channels", [])]
-    names += sorted(set(results) - set(names))  # e.g. null asymmetries, not in the map
+    nulls = {name: results.pop(name) for name in sorted(results) if name.startswith("null")}
+    names += sorted(set(results) - set(names))
     alarms = session.scalars(select(Alarm).where(Alarm.run == number).order_by(Alarm.since))
     return {
         "run": run.number,
@@ -89,6 +90,7 @@ def run_summary(session: Session, number: int) -> dict:
         "blinding_checksum": run.blinding_checksum,
         "asymmetry": {k: v for k, v in _result(combined).items() if k != "n"},
         "charge_asymmetry": None if charge is None else _result(charge),
+        "null_asymmetries": {name: _result(r) for name, r in nulls.items()},
         "channels": [
             {"name": name, "value": results[name].value, "error": results[name].error}
             for name in names

@@ -186,11 +186,10 @@ class RunAccumulator:
         n = decoded.n_windows
         if n == 0:
             return
-        new_pattern = np.ones(n, dtype=bool)
-        new_pattern[1:] = decoded.pattern_number[1:] != decoded.pattern_number[:-1]
-        good_start = decoded.good & new_pattern
-        # good patterns completed before each window's own pattern began (non-decreasing)
-        before = self.good_patterns + np.cumsum(good_start) - decoded.good
+        # good patterns released before each window's own pattern (non-decreasing: patterns
+        # are released whole and in order)
+        good_numbers = np.unique(decoded.pattern_number[decoded.good])
+        before = self.good_patterns + np.searchsorted(good_numbers, decoded.pattern_number)
         minirun = before // self.minirun_patterns
         first, last = int(minirun[0]), int(minirun[-1])
         bounds = np.searchsorted(minirun, np.arange(first, last + 2))

@@ -42,6 +42,9 @@ ERROR_KINDS = (
     "pattern_shape",  # windows of a pattern disagree with the pattern shape (patterns)
     "stuck_helicity",  # all windows of a pattern report the same helicity (patterns)
     "settle",  # pattern contains windows inside the rotator settle gate (patterns)
+    "rotator_mismatch",  # rotator readback disagrees with the decoded helicity (patterns)
+    "settle_violation",  # slow schemes: settle-gate windows not flagged (intervals)
+    "unequal_windows",  # a pattern holds unequal numbers of +/- windows (patterns)
 )
 
 _FIELDS = ("seq", "pattern_number", "pattern_phase", "reported_helicity", "flags", "beam_monitor")
@@ -80,6 +83,32 @@ class DecoderState:
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
 
 
+def _generator_bits(anchor: tuple[int, int], indices: np.ndarray) -> np.ndarray:
+    """Generator bits at increasing ``indices`` from ``anchor`` = (index, register after it)."""
+    index, register = anchor
+    first = int(indices[0])
+    while index > first:
+        register = lfsr30_back_step(register)
+        index -= 1
+    out = np.empty(indices.size, dtype=np.int64)
+    for j, target in enumerate(indices.tolist()):
+        while index < target:
+            _, register = lfsr30_step(register)
+            index += 1
+        out[j] = register & 1
+    return out
+
+
+def count_missed(state: DecoderState, seq: np.ndarray) -> None:
+    """Count gaps in the window sequence numbers (``missed_windows``) and advance ``last_seq``."""
+    if seq.size == 0:
+        return
+    previous = np.concatenate([[state.last_seq], seq[:-1]])
+    gaps = seq - previous - 1
+    state.errors["missed_windows"] += int(gaps[gaps > 0].sum())
+    state.last_seq = int(seq[-1])
+
+
 class HelicityDecoder:
     """Streaming decoder: :meth:`feed` it window blocks, end the run with :meth:`flush`."""
 
@@ -98,7 +127,7 @@ class HelicityDecoder:
         self.confirm_patterns = confirm_patterns
         self.max_pending_windows = max_pending_windows
         self.state = DecoderState()
-        self._pending = {name: np.empty(0) for name in _FIELDS}
+        self._pending = {name: np.empty(0) for name in (*_FIELDS, "readback")}
         self._pending_counts = np.empty((0, n_channels), dtype=np.int64)
         self._learning: list[tuple[int, int]] = []  # consecutive (pattern, bit) since last reset
         self._lock: tuple[int, int] | None = None  # (pattern index, register after its bit)
@@ -107,13 +136,24 @@ class HelicityDecoder:
         self._trusted: tuple[int, int] | None = None  # lock that produced the trusted bits
         self._last_closed_pattern = -1
         self._bad_patterns: set[int] = set()  # closed, not yet released, cut from analysis
+        self._rotator_checked: set[int] = set()  # readback checked against the prediction
 
     # -- public -------------------------------------------------------------------------
 
-    def feed(self, block: WindowBlock) -> DecodedWindows:
-        """Add a block of windows; returns the windows whose helicity is now known."""
-        self._count_missed(block.seq)
+    def feed(
+        self, block: WindowBlock, rotator_readback: np.ndarray | None = None
+    ) -> DecodedWindows:
+        """Add a block of windows; returns the windows whose helicity is now known.
+
+        ``rotator_readback`` (one value per window, +1/-1) is checked against the decoded
+        helicity: a pattern where they differ is cut and counted as ``rotator_mismatch``.
+        """
+        count_missed(self.state, block.seq)
         self.state.windows_seen += block.n_windows
+        readback = np.full(block.n_windows, np.nan)
+        if rotator_readback is not None:
+            readback = np.asarray(rotator_readback, dtype=np.float64)
+        self._pending["readback"] = np.concatenate([self._pending["readback"], readback])
         for name in _FIELDS:
             self._pending[name] = np.concatenate([self._pending[name], getattr(block, name)])
         self._pending_counts = np.concatenate([self._pending_counts, block.counts])
@@ -128,14 +168,6 @@ class HelicityDecoder:
         return self._lock is not None and self._confirmations >= self.confirm_patterns
 
     # -- internals ----------------------------------------------------------------------
-
-    def _count_missed(self, seq: np.ndarray) -> None:
-        if seq.size == 0:
-            return
-        previous = np.concatenate([[self.state.last_seq], seq[:-1]])
-        gaps = seq - previous - 1
-        self.state.errors["missed_windows"] += int(gaps[gaps > 0].sum())
-        self.state.last_seq = int(seq[-1])
 
     def _process(self, final: bool) -> DecodedWindows:
         pattern = self._pending["pattern_number"].astype(np.int64)
@@ -171,8 +203,10 @@ class HelicityDecoder:
             settle = (flags[rows] & FLAG_SETTLE).any(axis=1)
             errors = self.state.errors
             errors["phase_error"] += int((~phase_ok).sum())
+            unequal = reported[rows].sum(axis=1) != 0
             errors["stuck_helicity"] += int((phase_ok & stuck).sum())
-            errors["pattern_shape"] += int((phase_ok & ~stuck & ~shape_ok).sum())
+            errors["unequal_windows"] += int((phase_ok & ~stuck & unequal).sum())
+            errors["pattern_shape"] += int((phase_ok & ~stuck & ~unequal & ~shape_ok).sum())
             errors["settle"] += int(settle.sum())
             usable = phase_ok & shape_ok
             polarity[full[usable]] = relative[usable, 0]
@@ -180,6 +214,16 @@ class HelicityDecoder:
         self.state.errors["phase_error"] += int((~complete).sum())
 
         mismatched = self._run_generator(numbers, polarity)
+        if self.locked and full.size:
+            # the confirmed lock predicts the actual helicity now, `delay` patterns early
+            rows = first[full][:, None] + np.arange(self.size)[None, :]
+            readback = self._pending["readback"][idx][rows]
+            bits = _generator_bits(self._lock, numbers[full] + self.delay)
+            actual = (2 * bits - 1)[:, None] * self.shape[None, :]
+            wrong = (np.isfinite(readback) & (readback != actual)).any(axis=1)
+            self.state.errors["rotator_mismatch"] += int(wrong.sum())
+            self._rotator_checked.update(numbers[full].tolist())
+            bad[full] |= wrong
         self._bad_patterns.update(numbers[bad | mismatched].tolist())
         self._last_closed_pattern = int(closed_upto)
 
@@ -241,19 +285,10 @@ class HelicityDecoder:
     def _bits(self, first: int, last: int) -> np.ndarray:
         """Trusted generator bits for indices ``first .. last`` (-1 where unknown)."""
         out = np.full(last - first + 1, -1, dtype=np.int64)
-        if self._trusted is None:
-            return out
-        index, register = self._trusted
-        while index > first:
-            register = lfsr30_back_step(register)
-            index -= 1
-        while index < first:
-            _, register = lfsr30_step(register)
-            index += 1
         known_last = min(last, self._verified_through)
-        for j in range(first, known_last + 1):
-            out[j - first] = register & 1
-            _, register = lfsr30_step(register)
+        if self._trusted is not None and known_last >= first:
+            indices = np.arange(first, known_last + 1)
+            out[: indices.size] = _generator_bits(self._trusted, indices)
         return out
 
     def _release(self, ready: np.ndarray) -> DecodedWindows:
@@ -267,6 +302,13 @@ class HelicityDecoder:
             bit = bits[pattern - int(pattern[0])]
             known = bit >= 0
             helicity[known] = ((2 * bit[known] - 1) * self.shape[phase[known]]).astype(np.int8)
+            readback = self._pending["readback"][take]
+            unchecked = ~np.isin(pattern, list(self._rotator_checked))
+            disagree = known & unchecked & np.isfinite(readback) & (readback != helicity)
+            if disagree.any():
+                wrong = np.unique(pattern[disagree])
+                self.state.errors["rotator_mismatch"] += int(wrong.size)
+                self._bad_patterns.update(wrong.tolist())
             bad = np.isin(pattern, list(self._bad_patterns))
             numbers, counts = np.unique(pattern, return_counts=True)
             whole = np.isin(pattern, numbers[counts == self.size])
@@ -275,6 +317,7 @@ class HelicityDecoder:
             self.state.windows_undecoded += int((~known).sum())
             self.state.windows_released += int(take.size)
             self._bad_patterns.difference_update(numbers.tolist())
+            self._rotator_checked.difference_update(numbers.tolist())
         out = DecodedWindows(
             seq=self._pending["seq"][take].astype(np.int64),
             pattern_number=pattern,
@@ -284,7 +327,7 @@ class HelicityDecoder:
             counts=self._pending_counts[take],
         )
         keep = ~ready
-        for name in _FIELDS:
+        for name in self._pending:
             self._pending[name] = self._pending[name][keep]
         self._pending_counts = self._pending_counts[keep]
         return out

@@ -18,11 +18,12 @@ from db.models import Run
 from db.session import transaction
 from monitor.accumulator import RunAccumulator
 from monitor.blinding import UNBLINDED, Blinder, run_blinder
-from monitor.decoder import ERROR_KINDS, HelicityDecoder
+from monitor.decoder import ERROR_KINDS
 from monitor.ingest import BlockIngest
 from monitor.publisher import ResultPublisher
 from monitor.recorder import RunRecorder
 from monitor.results import run_result
+from monitor.rotator_decoder import DEFAULT_MINIRUN_PAIRS, make_decoder
 from sim.channel_map import ChannelMap
 
 log = logging.getLogger("mupnc.monitor")
@@ -38,6 +39,7 @@ class RunSettings:
     polarization: float
     channel_map: ChannelMap
     blinder: Blinder = UNBLINDED
+    scheme: str = "fast"
 
 
 def _blinder(ingest: BlockIngest) -> Blinder:
@@ -50,6 +52,14 @@ def _blinder(ingest: BlockIngest) -> Blinder:
         log.warning("the IOC serves no RUN:BLIND: the run is analysed unblinded")
         return UNBLINDED
     return run_blinder(blind, os.environ.get("MUPNC_BLINDING_SEED"), box)
+
+
+def _scheme(ingest: BlockIngest) -> str:
+    """The reversal scheme (``HEL:SCHEME``); "fast" for an IOC that does not serve it."""
+    try:
+        return str(ingest.caget("HEL:SCHEME", as_string=True)).lower()
+    except ConnectionError:
+        return "fast"
 
 
 class OnlineMonitor:
@@ -79,6 +89,7 @@ class OnlineMonitor:
             polarization=float(ingest.caget("BEAM:POLARIZATION")),
             channel_map=ChannelMap.from_json(ingest.caget("DAQ:CHANNEL_MAP", as_string=True)),
             blinder=_blinder(ingest),
+            scheme=_scheme(ingest),
         )
 
     def run(self, stop: threading.Event) -> int:
@@ -86,15 +97,26 @@ class OnlineMonitor:
         ingest = BlockIngest(self.prefix)
         settings = self._wait_for_run(ingest, stop)
         n_channels = len(settings.channel_map.channels)
-        decoder = HelicityDecoder(settings.pattern, settings.delay_patterns, n_channels)
+        decoder = make_decoder(
+            settings.scheme, settings.pattern, settings.delay_patterns, n_channels
+        )
+        minirun = self.minirun_patterns if settings.scheme == "fast" else DEFAULT_MINIRUN_PAIRS
         recorder = RunRecorder(self.engine, settings.run)
         acc = recorder.resume(settings.channel_map, decoder)
         if acc is None:
-            acc = RunAccumulator(settings.channel_map, decoder.size, self.minirun_patterns)
+            acc = RunAccumulator(settings.channel_map, decoder.size, minirun)
         else:
             ingest.resume_at(recorder.next_block)
         with transaction(self.engine) as session:
-            session.execute(update(Run).where(Run.number == settings.run).values(state="running"))
+            session.execute(
+                update(Run)
+                .where(Run.number == settings.run)
+                .values(
+                    state="running",
+                    blinded=settings.blinder.blinded,
+                    blinding_checksum=settings.blinder.checksum or None,
+                )
+            )
         log.info(
             "monitoring run %d (%s, delay %d patterns, %d channels)",
             settings.run,

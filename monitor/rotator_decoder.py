@@ -1,0 +1,278 @@
+"""Helicity decoding for the slow reversal schemes (spin rotator, ring kick); no LFSR.
+
+Stream conventions (:mod:`sim.reversal`): the DAQ's pattern number is the reversal
+*interval* ``k`` (one spin state), the pattern phase the window's index in it, the
+reported helicity the rotator state (+1/-1), FLAG_SETTLE marks windows inside the
+ramp/settle gate.  The monitor's *pattern* is a pair of intervals ``(2j, 2j + 1)`` (one
+of each helicity), numbered ``j`` in :class:`monitor.decoder.DecodedWindows`; a minirun
+of ``N`` such patterns spans ``2N`` reversals.
+
+Decoding: the spin alternates every interval, so once two consecutive intervals report
+opposite uniform helicities (the *lock*), interval ``k`` has helicity
+``h0 * (-1) ** (k - k0)``; every later report is checked against that, and windows are
+sorted by the prediction, never by a raw report.  Checks per interval (counted in
+:data:`monitor.decoder.ERROR_KINDS`; a bad interval cuts its whole pattern):
+
+* ``phase_error``: phase not counting with the sequence number, or pattern sync on a
+  window with phase != 0;
+* ``pattern_shape``: windows of one interval report different helicities;
+* ``prediction_mismatch`` / ``stuck_helicity``: the report differs from the prediction
+  (``stuck_helicity`` when it equals the previous interval's report, before a lock, or
+  for the second mismatch in a row with the same report);
+* ``rotator_mismatch``: the rotator readback (if given to :meth:`feed`) disagrees with
+  the helicity (slow: readback must equal it outside the gate; kick: the sign of
+  ``cos(12 deg * turns)`` must);
+* ``settle_violation``: windows inside the settle gate without FLAG_SETTLE (the gate is
+  ``settle_windows`` long, or learned as the longest run of leading FLAG_SETTLE windows
+  seen), or (slow) a ramping readback 0 outside the flagged gate;
+* ``unequal_windows`` (counted, not cut: asymmetries use mean yields per helicity): the
+  two intervals of a pattern hold different numbers of good windows.
+
+Windows inside the gate are never good.  Windows that can never be decoded (no lock for
+``max_pending_windows``) are released with helicity 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.accumulator import VARIABLE_PATTERNS
+from monitor.decoder import DecodedWindows, DecoderState, HelicityDecoder, count_missed
+from sim.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
+
+SCHEMES = ("fast", "slow", "kick")
+DEFAULT_MINIRUN_PAIRS = 16
+"""Minirun length of the slow schemes in patterns (interval pairs): 32 reversals, about
+JAPAN's 5-minute minirun at a 10 s flip period."""
+DEGREES_PER_TURN = 12.0
+_FIELDS = ("seq", "pattern_number", "pattern_phase", "reported_helicity", "flags", "beam_monitor")
+
+
+@dataclass
+class _Interval:
+    """What the decoder learned about one closed interval."""
+
+    report: int  # uniform reported helicity, 0 if not uniform
+    bad: bool
+
+
+class RotatorDecoder:
+    """Streaming decoder for the "slow" and "kick" schemes: :meth:`feed`, then :meth:`flush`."""
+
+    size = VARIABLE_PATTERNS
+
+    def __init__(
+        self,
+        scheme: str,
+        n_channels: int,
+        settle_windows: int | None = None,
+        max_pending_windows: int = 1 << 18,
+    ) -> None:
+        if scheme not in ("slow", "kick"):
+            raise ValueError(f"the rotator decoder handles 'slow' and 'kick', not {scheme!r}")
+        self.scheme = scheme
+        self.n_channels = n_channels
+        self.settle_windows = settle_windows or 0
+        self._learn_gate = settle_windows is None
+        self.max_pending_windows = max_pending_windows
+        self.state = DecoderState()
+        self._pending = {name: np.empty(0) for name in (*_FIELDS, "readback")}
+        self._pending_counts = np.empty((0, n_channels), dtype=np.int64)
+        self._intervals: dict[int, _Interval] = {}  # closed, not yet released
+        self._last_closed = -1
+        self._previous: tuple[int, int] | None = None  # (interval, report) closed last
+        self._lock: tuple[int, int] | None = None  # (interval, helicity)
+        self._last_mismatch: tuple[int, int] | None = None  # (interval, report)
+
+    @property
+    def locked(self) -> bool:
+        return self._lock is not None
+
+    def feed(
+        self, block: WindowBlock, rotator_readback: np.ndarray | None = None
+    ) -> DecodedWindows:
+        """Add a block (and the rotator readback of each window, if known)."""
+        count_missed(self.state, block.seq)
+        self.state.windows_seen += block.n_windows
+        readback = np.full(block.n_windows, np.nan)
+        if rotator_readback is not None:
+            readback = np.asarray(rotator_readback, dtype=np.float64)
+        for name in _FIELDS:
+            self._pending[name] = np.concatenate([self._pending[name], getattr(block, name)])
+        self._pending["readback"] = np.concatenate([self._pending["readback"], readback])
+        self._pending_counts = np.concatenate([self._pending_counts, block.counts])
+        return self._process(final=False)
+
+    def flush(self) -> DecodedWindows:
+        """End of run: close the last interval and release everything still held."""
+        return self._process(final=True)
+
+    # -- closing intervals: checks and learning -------------------------------------------
+
+    def _process(self, final: bool) -> DecodedWindows:
+        interval = self._pending["pattern_number"].astype(np.int64)
+        if interval.size:
+            closed_upto = int(interval[-1]) if final else int(interval[-1]) - 1
+            starts = np.flatnonzero(np.r_[True, interval[1:] != interval[:-1]])
+            ends = np.r_[starts[1:], interval.size]
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                k = int(interval[start])
+                if self._last_closed < k <= closed_upto:
+                    self._close(k, slice(start, end))
+            self._last_closed = max(self._last_closed, closed_upto)
+        return self._release(interval, final)
+
+    def _close(self, k: int, w: slice) -> None:
+        p, errors = self._pending, self.state.errors
+        seq = p["seq"][w].astype(np.int64)
+        phase = p["pattern_phase"][w].astype(np.int64)
+        flags = p["flags"][w].astype(np.int64)
+        reported = p["reported_helicity"][w].astype(np.int64)
+        bad = False
+        sync = (flags & FLAG_PATTERN_SYNC) != 0
+        if (phase - phase[0] != seq - seq[0]).any() or (phase[sync] != 0).any():
+            errors["phase_error"] += 1
+            bad = True
+        settle = (flags & FLAG_SETTLE) != 0
+        leading = int(np.argmin(settle)) if not settle.all() else settle.size
+        if self._learn_gate and not bad and phase[0] == 0:
+            self.settle_windows = max(self.settle_windows, leading)
+        in_gate = phase < self.settle_windows
+        ramping = (p["readback"][w] == 0) & ~settle if self.scheme == "slow" else False
+        if (in_gate & ~settle).any() or np.any(ramping):
+            errors["settle_violation"] += 1
+            bad = True
+        report = int(reported[0]) if (reported == reported[0]).all() else 0
+        if report == 0:
+            errors["pattern_shape"] += 1
+            bad = True
+        bad |= self._check_report(k, report)
+        self._intervals[k] = _Interval(report, bad)
+
+    def _check_report(self, k: int, report: int) -> bool:
+        """Learn or verify the alternation; True if the report is wrong."""
+        errors = self.state.errors
+        previous, self._previous = self._previous, (k, report)
+        if self._lock is None:
+            if previous is None or report == 0 or previous[0] != k - 1:
+                return False
+            if report == -previous[1]:
+                self._lock = (k, report)
+                return False
+            if report == previous[1]:
+                errors["stuck_helicity"] += 1
+            return False
+        if report == 0 or report == self._predicted(k):
+            return False
+        last = self._last_mismatch
+        stuck = previous == (k - 1, report) or (last is not None and last == (k - 2, report))
+        errors["stuck_helicity" if stuck else "prediction_mismatch"] += 1
+        self._last_mismatch = (k, report)
+        return True
+
+    def _predicted(self, k: int) -> int:
+        k0, h0 = self._lock
+        return h0 if (k - k0) % 2 == 0 else -h0
+
+    # -- release ---------------------------------------------------------------------------
+
+    def _release(self, interval: np.ndarray, final: bool) -> DecodedWindows:
+        n = interval.size
+        ready = np.zeros(n, dtype=bool)
+        if n:
+            pair = interval // 2
+            complete = (pair < (self._last_closed + 1) // 2) | final
+            if self._lock is not None or final:
+                ready = complete & (interval <= self._last_closed)
+            elif n > self.max_pending_windows:
+                ready = complete & (pair <= pair[0])
+            blocked = np.flatnonzero(~ready)
+            if blocked.size:
+                ready[blocked[0] :] = False
+        take = np.flatnonzero(ready)
+        out = self._decoded(take, interval[take])
+        keep = ~ready
+        for name in self._pending:
+            self._pending[name] = self._pending[name][keep]
+        self._pending_counts = self._pending_counts[keep]
+        return out
+
+    def _decoded(self, take: np.ndarray, interval: np.ndarray) -> DecodedWindows:
+        p = self._pending
+        helicity = np.zeros(take.size, dtype=np.int8)
+        good = np.zeros(take.size, dtype=bool)
+        if take.size:
+            phase = p["pattern_phase"][take].astype(np.int64)
+            flags = p["flags"][take].astype(np.int64)
+            readback = p["readback"][take]
+            usable = (phase >= self.settle_windows) & ((flags & FLAG_SETTLE) == 0)
+            numbers = np.unique(interval)
+            bad_pairs = set()
+            for k in numbers.tolist():
+                info = self._intervals.pop(k, None)
+                here = interval == k
+                if self._lock is None or info is None:
+                    bad_pairs.add(k // 2)
+                    continue
+                h = self._predicted(k)
+                helicity[here] = h
+                if self._readback_disagrees(readback[here & usable], h):
+                    self.state.errors["rotator_mismatch"] += 1
+                    info.bad = True
+                if info.bad:
+                    bad_pairs.add(k // 2)
+            pair = interval // 2
+            for j in np.unique(pair).tolist():
+                members = pair == j
+                if set(interval[members].tolist()) != {2 * j, 2 * j + 1}:
+                    bad_pairs.add(j)
+                    continue
+                plus = np.count_nonzero(members & usable & (helicity > 0))
+                minus = np.count_nonzero(members & usable & (helicity < 0))
+                if plus != minus and j not in bad_pairs:
+                    self.state.errors["unequal_windows"] += 1
+                if plus == 0 or minus == 0:
+                    bad_pairs.add(j)
+            good = usable & (helicity != 0) & ~np.isin(pair, list(bad_pairs))
+            self.state.patterns_good += np.unique(pair[good]).size
+            self.state.windows_undecoded += int(np.count_nonzero(helicity == 0))
+            self.state.windows_released += int(take.size)
+        return DecodedWindows(
+            seq=p["seq"][take].astype(np.int64),
+            pattern_number=interval // 2,
+            helicity=helicity,
+            good=good,
+            beam_monitor=p["beam_monitor"][take],
+            counts=self._pending_counts[take],
+        )
+
+    def _readback_disagrees(self, readback: np.ndarray, helicity: int) -> bool:
+        readback = readback[np.isfinite(readback)]
+        if self.scheme == "kick":
+            sign = np.sign(np.cos(np.radians(DEGREES_PER_TURN * readback)))
+        else:
+            sign = readback
+        return bool((sign != helicity).any())
+
+
+def make_decoder(
+    scheme: str,
+    pattern: str,
+    delay_patterns: int,
+    n_channels: int,
+    settle_windows: int | None = None,
+) -> HelicityDecoder | RotatorDecoder:
+    """The decoder for a reversal scheme: LFSR patterns (fast) or rotator intervals."""
+    if scheme == "fast":
+        return HelicityDecoder(pattern, delay_patterns, n_channels)
+    if scheme in ("slow", "kick"):
+        return RotatorDecoder(scheme, n_channels, settle_windows)
+    raise ValueError(f"unknown reversal scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+
+
+def settle_gate_windows(ramp_time: float, settle_time: float, window_rate: float) -> int:
+    """Windows that start inside a ramp + settle gate (s): ``settle_windows`` of a run."""
+    return math.ceil((ramp_time + settle_time) * window_rate)
