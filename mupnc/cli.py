@@ -15,6 +15,7 @@ import sys
 from db.session import SchemaError, database_url
 from sim.channel_map import ChannelMapError
 from sim.helicity import PATTERN_SHAPES
+from sim.source import SourceConfigError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args.db = database_url(args.db)
     try:
         return _dispatch(args)
-    except (UsageError, ChannelMapError) as err:
+    except (UsageError, ChannelMapError, SourceConfigError) as err:
         parser.exit(2, f"mupnc: error: {err}\n")
     except (SchemaError, ConnectionError, LookupError) as err:
         print(f"mupnc: error: {err}", file=sys.stderr)
