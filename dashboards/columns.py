@@ -16,7 +16,9 @@ from dashboards.display import Unit, pull_colours, pulls
 from dashboards.queries import CHARGE, COMBINED, Channel, MinirunMean, RunInfo, Snapshot
 
 ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
-"""Sign of the physics asymmetry a channel of each role sees (as in :mod:`sim.source`)."""
+"""Sign of the physics asymmetry a channel of each role sees (as in :mod:`sim.source`);
+other rows (charge, null asymmetries, unknown) are expected at zero."""
+NULL_PREFIX = "null_"
 
 PATTERN_WINDOWS = {"pair": 2, "quartet": 4, "octet": 8, "thue-morse-64": 64}
 """Helicity windows per pattern (:data:`sim.helicity.PATTERN_SHAPES`)."""
@@ -81,19 +83,16 @@ def channel_columns(
     """Per-channel table: value and error in ``unit``, and the pull against expectation.
 
     A detector channel of role r is expected to see ``ANALYZING_SIGN[r] * A_combined``; the
-    charge asymmetry and monitor channels are expected at zero.  The combined row has no pull
-    (its significance is in the result box).
+    charge asymmetry, monitor channels and null asymmetries (``null_*``, role ``null``) are
+    expected at zero.  The combined row has no pull (its significance is in the result box).
     """
     combined = next((c for c in channels if c.name == COMBINED), None)
     a = combined.value if combined is not None and combined.value is not None else math.nan
     value = np.array([math.nan if c.value is None else c.value for c in channels], dtype=float)
     error = np.array([math.nan if c.error is None else c.error for c in channels], dtype=float)
-    role = [roles.get(c.name, c.name if c.name in (COMBINED, CHARGE) else "?") for c in channels]
+    role = [roles.get(c.name) or _role(c.name) for c in channels]
     expected = np.array(
-        [
-            math.nan if r == COMBINED else 0.0 if r == CHARGE else ANALYZING_SIGN.get(r, 1.0) * a
-            for r in role
-        ]
+        [math.nan if r == COMBINED else ANALYZING_SIGN.get(r, 0.0) * a for r in role]
     )
     pull = pulls(value, error, expected)
     return {
@@ -104,6 +103,12 @@ def channel_columns(
         "pull": pull,
         "colour": pull_colours(pull),
     }
+
+
+def _role(name: str) -> str:
+    if name in (COMBINED, CHARGE):
+        return name
+    return "null" if name.startswith(NULL_PREFIX) else "?"
 
 
 def completed_miniruns(miniruns: Sequence[MinirunMean], running: bool) -> list[MinirunMean]:

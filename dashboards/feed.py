@@ -2,26 +2,31 @@
 
 A background thread with its own engine reads, about once a second, the newest run, its new
 ``result_snapshots`` rows (id greater than the last seen), its cumulative and per-minirun
-results and its helicity errors into a lock-protected store that numbers snapshots with
-increasing sequence numbers.  Each browser session holds a cursor here and asks for the rows
-since its last sequence number; the poller never touches a Bokeh document.  The store also
-says when the database last answered, so a page can show a lost database.
+results, its helicity errors and the standing alarms into a lock-protected store that
+numbers snapshots with increasing sequence numbers.  Each browser session holds a cursor
+here and asks for the rows since its last sequence number; the poller never touches a Bokeh
+document.  The store also says when the database last answered, so a page can show a lost
+database.  Writes from the pages (acknowledging alarms) are queued with :meth:`Feed.submit`
+and run by the same thread, one transaction each, just before its next poll.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
 from dashboards import queries
+from dashboards.alarms import AlarmRecord, displayed_alarms
 from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
-from db.session import make_engine, redacted
+from db.session import make_engine, redacted, transaction
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,11 @@ class Update:
     helicity_errors: tuple[tuple[str, int], ...] = ()
     polled: datetime | None = None
     poll_error: str | None = None
+    alarms: tuple[AlarmRecord, ...] = ()
+
+
+Job = Callable[[Session], object]
+Done = Callable[[object | None, Exception | None], None]
 
 
 @dataclass
@@ -65,6 +75,9 @@ class Feed:
         self._channels: tuple[Channel, ...] = ()
         self._miniruns: tuple[MinirunMean, ...] = ()
         self._errors: tuple[tuple[str, int], ...] = ()
+        self._alarms: tuple[AlarmRecord, ...] = ()
+        self._jobs: queue.SimpleQueue[tuple[Job, Done]] = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._polled: datetime | None = None
         self._poll_error: str | None = None
         self._cursors: dict[str, _Cursor] = {}
@@ -80,6 +93,7 @@ class Feed:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the poller thread and release the database connections."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
         self._engine.dispose()
@@ -92,14 +106,41 @@ class Feed:
                 log.warning("dashboard poll of %s failed: %s", self._url, exc)
                 with self._lock:
                     self._poll_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-            self._stop.wait(self._interval)
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+    def submit(self, job: Job, done: Done) -> None:
+        """Run ``job(session)`` in one transaction on the poller thread, then ``done(result,
+        error)`` there too (a page hands its own update to its document as a next-tick
+        callback).  The poll right after shows the job's effect."""
+        self._jobs.put((job, done))
+        self._wake.set()
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                job, done = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                with transaction(self._engine) as session:
+                    result = job(session)
+            except Exception as exc:
+                log.warning("dashboard write to %s failed: %s", self._url, exc)
+                done(None, exc)
+            else:
+                done(result, None)
 
     def poll(self) -> None:
-        """Read the newest run's new snapshots, results and errors once (poller thread)."""
+        """Run queued writes, then read the newest run's new snapshots, results, errors and
+        the alarms once (poller thread)."""
+        self._run_jobs()
         with Session(self._engine) as session:
+            alarms = displayed_alarms(session)
             info = queries.latest_run(session)
             if info is None:
                 with self._lock:
+                    self._alarms = alarms
                     self._polled, self._poll_error = datetime.now(UTC), None
                 return
             new_run = self._run is None or self._run.number != info.number
@@ -117,6 +158,7 @@ class Feed:
                 self._rows.append((self._seq, s))
             self._run = info
             self._channels, self._miniruns, self._errors = channels, miniruns, errors
+            self._alarms = alarms
             self._polled, self._poll_error = datetime.now(UTC), None
 
     def attach(self, session: str) -> None:
@@ -151,6 +193,7 @@ class Feed:
                 self._errors,
                 self._polled,
                 self._poll_error,
+                self._alarms,
             )
 
     @property

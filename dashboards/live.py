@@ -2,8 +2,9 @@
 
 Each browser session streams what its :class:`~dashboards.feed.Feed` cursor has not seen from
 a 1 s periodic callback inside ``doc.hold("combine")``.  Layout, top to bottom: status strip
-(feeds, server connection), running asymmetry beside the result box, channels / pull histogram
-/ helicity state, beam strip charts beside the run information.
+(feeds, server connection), alarm banner, running asymmetry beside the result box, channels /
+pull histogram / helicity state, the alarm table, beam strip charts beside the run
+information.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import CustomJS, Div
 
+from dashboards.alarm_panel import AlarmPanel
 from dashboards.columns import good_beam_seconds
 from dashboards.display import (
     LIVE,
@@ -120,7 +122,7 @@ def result_html(update: Update, now: datetime) -> str:
         ]
         elapsed = (latest.time - run.start).total_seconds()
         target = run.expected if run.expected is not None else value
-        rows.append(_row("projection", describe(project(elapsed, error, target))))
+        rows.append(_row("projection", describe(project(elapsed, error, target, run.mode))))
     else:
         rows.append(_row("projection", describe(None)))
     if run.expected is not None and not run.blinded:
@@ -149,7 +151,7 @@ def run_html(run: RunInfo | None, now: datetime) -> str:
 class LiveView:
     """The models of one session's shifter page."""
 
-    def __init__(self) -> None:
+    def __init__(self, feed: Feed) -> None:
         self.header = Div(
             text="<b style='font-size:18px'>mupnc shifter</b> · <a href='/history'>run history</a>",
             sizing_mode="stretch_width",
@@ -171,6 +173,7 @@ class LiveView:
         self.channels = ChannelTable()
         self.pulls = PullHistogram()
         self.helicity = HelicityPanel()
+        self.alarms = AlarmPanel(feed)
         self.box = Div(name="result_box", width=360)
         self.run = Div(name="run_info", width=360)
         self.previous: Snapshot | None = None
@@ -178,6 +181,7 @@ class LiveView:
         self.layout = column(
             self.disconnected,
             row(self.header, self.status, sizing_mode="stretch_width"),
+            self.alarms.banner,
             row(
                 column(self.asymmetry.plot, self.asymmetry.follow, sizing_mode="stretch_width"),
                 self.box,
@@ -189,6 +193,7 @@ class LiveView:
                 self.helicity.layout,
                 sizing_mode="stretch_width",
             ),
+            self.alarms.layout,
             row(self.beam.layout, self.run, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
@@ -197,6 +202,7 @@ class LiveView:
         """Show ``update``: reset on a new run, stream new points, refresh boxes and tables."""
         run = update.run
         self.status.text = status_html(update, now)
+        self.alarms.apply(update.alarms, now)
         self.run.text = run_html(run, now)
         if run is None:
             self.box.text = result_html(update, now)
@@ -216,7 +222,7 @@ class LiveView:
 
 def make_document(doc: Document, feed: Feed) -> None:
     """Build the shifter page in ``doc`` and show ``feed`` every second."""
-    view = LiveView()
+    view = LiveView(feed)
     session = uuid.uuid4().hex
     feed.attach(session)
 

@@ -43,6 +43,7 @@ from dashboards.display import (
     y_range,
 )
 from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
+from monitor.decoder import ERROR_KINDS
 
 ROLLOVER = 20000
 """Points kept per streamed source: 5.5 h of snapshots at 1 Hz."""
@@ -295,7 +296,8 @@ class PullHistogram:
             title="Minirun pulls: no completed minirun yet",
             x_axis_label="pull (A_i − ⟨A⟩)/σ",
             y_axis_label="miniruns",
-            x_range=(-5, 5),
+            x_range=(PULL_EDGES[0], PULL_EDGES[-1]),
+            y_range=DataRange1d(start=0),
             height=260,
             sizing_mode="stretch_width",
             tools="save",
@@ -326,24 +328,18 @@ class PullHistogram:
             self.plot.title.text = "Minirun pulls: fewer than two completed miniruns"
 
 
-ERROR_KINDS = (
-    "prediction_mismatch",
-    "missed_windows",
-    "phase_error",
-    "pattern_shape",
-    "stuck_helicity",
-    "settle",
-)
-"""The decoder's helicity error kinds (``MON:HEL_ERRORS`` order); all must stay zero."""
-
-
 class HelicityPanel:
-    """Decoder lock, pattern settings and the helicity error counters by kind."""
+    """Decoder lock, pattern settings and the helicity error counters by kind
+    (:data:`monitor.decoder.ERROR_KINDS`, all of which must stay zero)."""
 
     def __init__(self) -> None:
         self.state = Div(name="helicity_state", sizing_mode="stretch_width")
         self.source = ColumnDataSource(
-            {"kind": list(ERROR_KINDS), "count": [0] * len(ERROR_KINDS), "colour": ["white"] * 6},
+            {
+                "kind": list(ERROR_KINDS),
+                "count": [0] * len(ERROR_KINDS),
+                "colour": ["white"] * len(ERROR_KINDS),
+            },
             name="helicity_errors",
         )
         count = NumberFormatter(format="0,0", background_color="colour")
@@ -353,7 +349,7 @@ class HelicityPanel:
                 TableColumn(field="kind", title="helicity errors (must be zero)"),
                 TableColumn(field="count", title="count", formatter=count),
             ],
-            height=190,
+            height=30 + 25 * len(ERROR_KINDS),
             sizing_mode="stretch_width",
             index_position=None,
         )

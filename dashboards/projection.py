@@ -1,9 +1,11 @@
 """Projected running time to a target significance, from the live statistical error.
 
-The statistical error of a counting measurement falls as 1/sqrt(t) at constant beam, so a
-run that reached ``sigma_now`` after ``elapsed`` seconds needs in all
-``t_needed = elapsed * (sigma_now / sigma_target)**2`` with ``sigma_target = |A| / n_sigma``
-to see an asymmetry ``A`` at ``n_sigma`` standard deviations.
+The statistical error of a counting asymmetry is ``sigma = 1/sqrt(N)``, so the live error
+``sigma_now`` (physics asymmetry, polarization already divided out) is worth
+``N_now = sigma_now**-2`` events, gathered in ``elapsed`` seconds.  The sensitivity planner
+(:func:`sim.planner.plan` with unit polarization and efficiency) gives the events
+``N = (n_sigma / A)**2`` needed to see ``A`` at ``n_sigma``; at the beam so far that takes
+``t_needed = elapsed * N / N_now = elapsed * (sigma_now / (|A| / n_sigma))**2``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from dashboards.display import format_duration
+from sim.planner import PlanError, plan
 
 DEFAULT_SIGNIFICANCE = 5.0
 
@@ -30,23 +33,23 @@ def project(
     elapsed: float,
     sigma_now: float | None,
     asymmetry: float | None,
+    mode: str = "alr",
     n_sigma: float = DEFAULT_SIGNIFICANCE,
 ) -> Projection | None:
-    """Time to reach ``n_sigma`` on ``asymmetry`` (fraction); None while there is no error yet.
+    """Time to reach ``n_sigma`` on ``asymmetry`` (fraction) in ``mode``; None while the
+    inputs do not allow it (no error yet, no asymmetry, nothing elapsed).
 
     ``elapsed`` is the time (s) in which ``sigma_now`` (fraction) was reached.
     """
-    if (
-        sigma_now is None
-        or asymmetry is None
-        or not math.isfinite(sigma_now)
-        or sigma_now <= 0
-        or asymmetry == 0
-        or elapsed <= 0
-    ):
+    if sigma_now is None or asymmetry is None or not math.isfinite(sigma_now):
         return None
-    target = abs(asymmetry) / n_sigma
-    needed = elapsed * (sigma_now / target) ** 2
+    if sigma_now <= 0 or elapsed <= 0:
+        return None
+    try:
+        events = plan(mode, asymmetry=asymmetry, sigma=n_sigma, flux=1.0, efficiency=1.0).events
+    except PlanError:
+        return None
+    needed = elapsed * events * sigma_now**2
     return Projection(needed, max(0.0, needed - elapsed), n_sigma, asymmetry)
 
 

@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sqlalchemy import Engine
 
-from db.models import CUMULATIVE, AsymmetryResult, HelicityError, Minirun, ResultSnapshot, Run
+from db.models import (
+    CUMULATIVE,
+    Alarm,
+    AsymmetryResult,
+    HelicityError,
+    Minirun,
+    ResultSnapshot,
+    Run,
+)
 from db.session import transaction
 from db.store import allocate_run, upsert
 
@@ -117,3 +125,28 @@ def set_helicity_errors(engine: Engine, run: int, counts: dict[str, int]) -> Non
             [dict(run=run, kind=k, count=n) for k, n in counts.items()],
             ("run", "kind"),
         )
+
+
+def add_alarm(
+    engine: Engine,
+    name: str,
+    severity: str,
+    message: str = "",
+    state: str = "active",
+    since: datetime = T0,
+    acknowledged: bool = False,
+    run: int | None = None,
+) -> int:
+    with transaction(engine) as session:
+        alarm = Alarm(
+            run=run,
+            name=name,
+            severity=severity,
+            state=state,
+            since=since,
+            message=message,
+            acknowledged=acknowledged,
+        )
+        session.add(alarm)
+        session.flush()
+        return alarm.id

@@ -11,16 +11,22 @@ import numpy as np
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent
+from bokeh.events import ButtonClick
+from bokeh.models import Button
+from bokeh.server.callbacks import NextTickCallback
 from dashboard_data import (
     T0,
+    add_alarm,
     add_miniruns,
     add_snapshots,
     new_run,
     set_channels,
     set_helicity_errors,
 )
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
+from dashboards.alarms import acknowledge, banner_text, displayed_alarms
 from dashboards.columns import (
     asymmetry_columns,
     beam_columns,
@@ -53,7 +59,8 @@ from dashboards.live import make_document, result_html, run_html, status_html
 from dashboards.panels import ROLLOVER
 from dashboards.projection import describe, project
 from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
-from db.session import create_schema, make_engine
+from db.models import Alarm, AlarmTransition
+from db.session import create_schema, make_engine, transaction
 
 
 @pytest.fixture
@@ -174,6 +181,9 @@ def test_projection_scales_as_inverse_square_of_the_target_error() -> None:
     )
     assert project(100.0, None, 1e-5) is None and project(0.0, 1e-6, 1e-5) is None
     assert project(100.0, 1e-6, None) is None and describe(None) == "insufficient data"
+    assert project(100.0, 1e-6, 0.0) is None  # the planner refuses a zero asymmetry
+    # sigma_target = 0.1/3: (2e-3 / (0.1/3))**2 * 50 s = 0.18 s
+    assert project(50.0, 2e-3, 0.1, mode="afb", n_sigma=3).needed == pytest.approx(0.18)
 
 
 # --- column builders -----------------------------------------------------------------------------
@@ -459,3 +469,65 @@ def test_history_document_with_reference(engine: Engine) -> None:
     assert difference_sigma(Channel("a", None, 3.0), Channel("b", 0.0, 4.0)) is None
     empty = minirun_table((MinirunMean(0, 10, 1e-6, 1e-6),), PPM)
     assert np.isnan(empty["pull"]).all()
+
+
+# --- alarms --------------------------------------------------------------------------------------
+
+
+def test_alarm_list_banner_and_acknowledge(engine: Engine) -> None:
+    later = T0 + timedelta(minutes=5)
+    minor = add_alarm(engine, "BEAM:RATE", "MINOR", "rate low", since=T0)
+    major = add_alarm(engine, "HEL:LOCK", "MAJOR", "<b>decoder</b> lost lock", since=later)
+    add_alarm(engine, "OLD", "MAJOR", "gone", state="cleared", acknowledged=True)
+    latched = add_alarm(engine, "TRIP", "INVALID", "tripped", state="cleared")
+    with Session(engine) as session:
+        alarms = displayed_alarms(session)
+    # cleared and acknowledged alarms leave; a cleared one stays until acknowledged
+    assert [a.id for a in alarms] == [latched, major, minor]
+    now = later + timedelta(seconds=10)
+    text, severity = banner_text(alarms, now)
+    assert severity == "MAJOR" and text.startswith("MAJOR: HEL:LOCK — <b>decoder</b> lost lock")
+    assert "NOT ACKNOWLEDGED" in text and "+1 more" in text
+    with transaction(engine) as session:
+        assert acknowledge(session, [major, minor, 999], "  Ada  ", now) == 2
+    with transaction(engine) as session:
+        assert acknowledge(session, [major], "Bob", now) == 0  # already acknowledged
+        alarms = displayed_alarms(session)
+        transitions = session.scalars(select(AlarmTransition)).all()
+        assert sorted(t.alarm_id for t in transitions) == sorted([major, minor])
+        assert {t.who for t in transitions} == {"Ada"}
+        assert all(session.get(Alarm, i).state == "active" for i in (major, minor))
+    text, severity = banner_text(alarms, now)
+    assert severity == "MAJOR" and "(since 12:05:00 UTC, acknowledged)" in text
+    assert banner_text((), now) == ("No active alarms", "NO_ALARM")
+
+
+def test_alarm_panel_acknowledges_through_the_feed(engine: Engine, feed: Feed) -> None:
+    new_run(engine)
+    first = add_alarm(engine, "A", "MINOR", "<script>alert(1)</script>")
+    second = add_alarm(engine, "B", "MAJOR", "second")
+    feed.poll()
+    doc = Document()
+    make_document(doc, feed)
+    banner = by_name(doc, "alarm_banner")
+    assert banner.render_as_text and banner.text.startswith("MAJOR: B — second")
+    assert banner.styles["background"] == "#FF0000"
+    source = by_name(doc, "alarm_source")
+    assert source.data["id"] == [second, first]
+    assert source.data["message"][1] == "<script>alert(1)</script>"  # a table cell, as text
+    source.selected.indices = [1]
+    ack_selected = next(b for b in doc.select({"type": Button}) if "selected" in b.label)
+    ack_selected._trigger_event(ButtonClick(ack_selected))
+    feed.poll()  # runs the queued acknowledgement, then reads the alarms again
+    (report,) = [c for c in doc.session_callbacks if isinstance(c, NextTickCallback)]
+    report.callback()
+    assert by_name(doc, "alarm_feedback").text == "1 alarm(s) acknowledged"
+    (tick,) = [c for c in doc.session_callbacks if not isinstance(c, NextTickCallback)]
+    tick.callback()
+    assert source.data["ack"] == ["NO", "yes"]
+    with Session(engine) as session:
+        assert (
+            session.get(Alarm, first).acknowledged and not session.get(Alarm, second).acknowledged
+        )
+        (transition,) = session.scalars(select(AlarmTransition)).all()
+        assert transition.who == "shifter" and transition.alarm_id == first

@@ -1,0 +1,224 @@
+"""Dashboards in a real headless Chromium (Playwright): the shifter page while the whole demo
+chain runs (IOC → Channel Access → monitor → SQLite → Bokeh), and the history page."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from dashboard_data import add_alarm, add_miniruns, add_snapshots, new_run, set_channels
+from sqlalchemy.orm import Session
+
+from dashboards.server import serve
+from db.models import Alarm
+from db.session import create_schema, make_engine
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IDLE_JS = (
+    "() => window.Bokeh !== undefined && Bokeh.documents.length > 0"
+    " && Bokeh.documents.every(d => d.is_idle)"
+)
+MODEL = "Bokeh.documents[0].get_model_by_name"
+POINTS = f"{MODEL}('asym_source').data.x.length"
+DEMO_ARGS = ["--duration", "90", "--asymmetry", "1e-3", "--seed", "5"]
+"""90 s is an upper bound: the test ends the demo with SIGINT once it has seen enough."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, process: subprocess.Popen | None = None, timeout=60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+def open_page(browser, url: str, errors: list[str]):
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_function(IDLE_JS, timeout=60_000)
+    return page
+
+
+def launch(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    port, db = free_port(), f"sqlite:///{tmp_path / 'demo.db'}"
+    log = (tmp_path / "demo.log").open("w")
+    # the suite's private loopback CA environment (tests/conftest.py) is in os.environ; the
+    # demo gives each of its IOC and monitor processes a port of its own on top of it
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "mupnc", "--db", db, "demo", *DEMO_ARGS, "--port", str(port)],
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    errors: list[str] = []
+    try:
+        wait_listening(port, demo)
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                page = open_page(browser, f"http://127.0.0.1:{port}/", errors)
+                page.wait_for_function(f"() => {POINTS} >= 3", timeout=60_000)
+                first = page.evaluate(f"() => Array.from({MODEL}('asym_source').data.y)")
+                page.wait_for_function(f"() => {POINTS} >= {len(first) + 5}", timeout=60_000)
+                page.wait_for_function(IDLE_JS, timeout=30_000)
+                later = page.evaluate(f"() => Array.from({MODEL}('asym_source').data.y)")
+                assert len(later) >= len(first) + 5 and later[: len(first)] == first
+                assert later[-1] != first[-1]
+                status = page.evaluate(f"() => {MODEL}('status').text")
+                assert "database: LIVE" in status and "monitor: LIVE" in status
+                box = page.evaluate(f"() => {MODEL}('result_box').text")
+                assert "A_LR = " in box and "ppm" in box and "good patterns" in box
+                assert "locked" in page.evaluate(f"() => {MODEL}('helicity_state').text")
+                title = page.evaluate(f"() => {MODEL}('asym_plot').title.text")
+                assert title.startswith("Running A_LR, run ")
+                shot = tmp_path / "shifter.png"
+                page.screenshot(path=shot, full_page=True)
+                print(f"shifter screenshot: {shot}")
+                run = title.rsplit(" ", 1)[-1]
+                history = open_page(browser, f"http://127.0.0.1:{port}/history?run={run}", errors)
+                summary = history.evaluate(f"() => {MODEL}('history_summary').text")
+                assert f"Run {run}" in summary
+                assert history.evaluate(f"() => {MODEL}('history_running').data.x.length") > 0
+            finally:
+                browser.close()
+        demo.send_signal(signal.SIGINT)  # end the run cleanly now
+        assert demo.wait(120) == 0, (tmp_path / "demo.log").read_text()[-2000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        log.close()
+    assert errors == []
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """A dashboard server in a thread on a fresh SQLite database: (url, engine)."""
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    engine = make_engine(db)
+    create_schema(engine)
+    port, stop = free_port(), threading.Event()
+    server = threading.Thread(
+        target=serve, args=(db,), kwargs=dict(port=port, stop=stop), daemon=True
+    )
+    server.start()
+    try:
+        wait_listening(port)
+        yield f"http://127.0.0.1:{port}", engine
+    finally:
+        stop.set()
+        server.join(30)
+        engine.dispose()
+    assert not server.is_alive()
+
+
+def test_history_page_with_reference_overlay(served, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, engine = served
+    run = new_run(engine, state="ended")
+    add_snapshots(engine, run, list(range(1, 40)))
+    add_miniruns(engine, run, 12)
+    set_channels(engine, run, {"combined": (5.1e-6, 0.6e-6)}, chi2_ndf=1.05)
+    reference = new_run(engine, state="ended", blinded=True)
+    add_miniruns(engine, reference, 6, seed=9)
+    set_channels(engine, reference, {"combined": (4.4e-6, 0.8e-6)}, chi2_ndf=0.9)
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = open_page(browser, f"{url}/history?run={run}&ref={reference}", errors)
+            assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 12
+            assert page.evaluate(f"() => {MODEL}('reference_minirun_source').data.x.length") == 6
+            text = page.get_by_text(f"reference run {reference}:").inner_text()
+            assert "difference" in text and "σ" in text
+            shot = tmp_path / "history.png"
+            page.screenshot(path=shot, full_page=True)
+            print(f"history screenshot: {shot}")
+            # choosing another run in the picker reloads the page's data from the database
+            page.locator("select").first.select_option(index=0)  # the newest run: the reference
+            page.wait_for_function(
+                f"() => {MODEL}('history_summary').text.includes('BLINDED')", timeout=20_000
+            )
+            assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 6
+        finally:
+            browser.close()
+    assert errors == []
+
+
+XSS = "<script>window.__xss = 1</script><img src=x onerror='window.__xss = 2'>"
+
+
+def test_alarm_text_is_not_html_and_acknowledge_writes(served, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, engine = served
+    run = new_run(engine)
+    add_snapshots(engine, run, [1, 2, 3])
+    alarm = add_alarm(engine, "DAQ:<i>RATE</i>", "MAJOR", f"rate low {XSS}", run=run)
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = open_page(browser, f"{url}/", errors)
+            banner = page.get_by_text("MAJOR: DAQ:<i>RATE</i> — rate low <script>")
+            assert "NOT ACKNOWLEDGED" in banner.inner_text()
+            assert page.get_by_text(f"rate low {XSS}", exact=True).count() == 1  # table cell
+            assert page.evaluate("() => window.__xss === undefined")
+            page.get_by_role("button", name="Acknowledge all").click()
+            page.wait_for_function(
+                f"() => {MODEL}('alarm_feedback').text == '1 alarm(s) acknowledged'",
+                timeout=20_000,
+            )
+            page.wait_for_function(
+                f"() => {MODEL}('alarm_banner').text.includes(', acknowledged)')",
+                timeout=20_000,
+            )
+            shot = tmp_path / "alarms.png"
+            page.screenshot(path=shot, full_page=True)
+            print(f"alarm screenshot: {shot}")
+        finally:
+            browser.close()
+    with Session(engine) as session:
+        assert session.get(Alarm, alarm).acknowledged
+    assert errors == []
