@@ -76,8 +76,9 @@ def new_run(engine) -> int:
         return allocate_run(session, source="sim", mode="alr", config=run_config(CONFIG))
 
 
-def sorted_totals(engine, run: int) -> np.ndarray:
-    """Database totals of helicity-sorted counts, shape (2, channels) in channel-map order."""
+def sorted_totals(engine, run: int, names: list[str] | None = None) -> np.ndarray:
+    """Database totals of helicity-sorted counts, shape (2, channels), in the order of
+    ``names`` (default: the channel map of :data:`CONFIG`)."""
     with transaction(engine) as session:
         rows = session.execute(
             select(HelicityCounts.helicity, HelicityCounts.channel, func.sum(HelicityCounts.counts))
@@ -85,4 +86,5 @@ def sorted_totals(engine, run: int) -> np.ndarray:
             .group_by(HelicityCounts.helicity, HelicityCounts.channel)
         ).all()
     table = {(h, c): int(n) for h, c, n in rows}
-    return np.array([[table[h, name] for name in CHANNEL_MAP.names] for h in (1, -1)])
+    names = CHANNEL_MAP.names if names is None else names
+    return np.array([[table[h, name] for name in names] for h in (1, -1)])
