@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.blocks import FLAG_SETTLE, WindowBlock
+from sim.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
 from sim.helicity import (
     LFSR_BITS,
     lfsr30_back_step,
@@ -45,6 +45,7 @@ ERROR_KINDS = (
     "rotator_mismatch",  # rotator readback disagrees with the decoded helicity (patterns)
     "settle_violation",  # slow schemes: settle-gate windows not flagged (intervals)
     "unequal_windows",  # a pattern holds unequal numbers of +/- windows (patterns)
+    "reversal_period",  # slow schemes: interval length changed (reversal clock drift)
 )
 
 _FIELDS = ("seq", "pattern_number", "pattern_phase", "reported_helicity", "flags", "beam_monitor")
@@ -291,10 +292,24 @@ class HelicityDecoder:
             out[: indices.size] = _generator_bits(self._trusted, indices)
         return out
 
+    def _true_phase(self, take: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+        """Window phases counted from the pattern-sync window (a corrupt published phase
+        must not mis-sort a window); the published phase where no sync window arrived."""
+        seq = self._pending["seq"][take].astype(np.int64)
+        phase = self._pending["pattern_phase"][take].astype(np.int64)
+        sync = (self._pending["flags"][take].astype(np.int64) & FLAG_PATTERN_SYNC) != 0
+        if not sync.any():
+            return phase
+        sync_pattern, sync_seq = pattern[sync], seq[sync]
+        at = np.minimum(np.searchsorted(sync_pattern, pattern), sync_pattern.size - 1)
+        counted = seq - sync_seq[at]
+        use = (sync_pattern[at] == pattern) & (counted >= 0) & (counted < self.size)
+        return np.where(use, counted, phase)
+
     def _release(self, ready: np.ndarray) -> DecodedWindows:
         take = np.flatnonzero(ready)
         pattern = self._pending["pattern_number"][take].astype(np.int64)
-        phase = self._pending["pattern_phase"][take].astype(np.int64)
+        phase = self._true_phase(take, pattern)
         helicity = np.zeros(take.size, dtype=np.int8)
         good = np.zeros(take.size, dtype=bool)
         if take.size:

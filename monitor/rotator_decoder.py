@@ -17,14 +17,17 @@ sorted by the prediction, never by a raw report.  Checks per interval (counted i
   window with phase != 0;
 * ``pattern_shape``: windows of one interval report different helicities;
 * ``prediction_mismatch`` / ``stuck_helicity``: the report differs from the prediction
-  (``stuck_helicity`` when it equals the previous interval's report, before a lock, or
-  for the second mismatch in a row with the same report);
+  (one flipped interval and the first of a stuck line look the same); it is counted as
+  ``stuck_helicity`` when the report repeats the previous interval's before a lock, or
+  repeats a mismatch two intervals earlier (a stuck line stays wrong every other one);
 * ``rotator_mismatch``: the rotator readback (if given to :meth:`feed`) disagrees with
   the helicity (slow: readback must equal it outside the gate; kick: the sign of
   ``cos(12 deg * turns)`` must);
 * ``settle_violation``: windows inside the settle gate without FLAG_SETTLE (the gate is
   ``settle_windows`` long, or learned as the longest run of leading FLAG_SETTLE windows
   seen), or (slow) a ramping readback 0 outside the flagged gate;
+* ``reversal_period``: an interval lasts a different number of windows than the one
+  before (a drifting reversal clock; counted once per change, not cut);
 * ``unequal_windows`` (counted, not cut: asymmetries use mean yields per helicity): the
   two intervals of a pattern hold different numbers of good windows.
 
@@ -57,6 +60,7 @@ class _Interval:
 
     report: int  # uniform reported helicity, 0 if not uniform
     bad: bool
+    checked: bool = False  # readback compared with the predicted helicity
 
 
 class RotatorDecoder:
@@ -86,6 +90,8 @@ class RotatorDecoder:
         self._previous: tuple[int, int] | None = None  # (interval, report) closed last
         self._lock: tuple[int, int] | None = None  # (interval, helicity)
         self._last_mismatch: tuple[int, int] | None = None  # (interval, report)
+        self._interval_start: int | None = None  # seq at which the interval to close began
+        self._interval_length: int | None = None  # windows of the last measured interval
 
     @property
     def locked(self) -> bool:
@@ -121,14 +127,29 @@ class RotatorDecoder:
             for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
                 k = int(interval[start])
                 if self._last_closed < k <= closed_upto:
-                    self._close(k, slice(start, end))
+                    self._close(k, slice(start, end), self._start_of(end))
             self._last_closed = max(self._last_closed, closed_upto)
         return self._release(interval, final)
 
-    def _close(self, k: int, w: slice) -> None:
+    def _start_of(self, i: int) -> int | None:
+        """Sequence number at which the interval of pending window ``i`` began."""
+        if i >= self._pending["seq"].size:
+            return None
+        return int(self._pending["seq"][i]) - int(self._pending["pattern_phase"][i])
+
+    def _close(self, k: int, w: slice, next_start: int | None) -> None:
         p, errors = self._pending, self.state.errors
         seq = p["seq"][w].astype(np.int64)
         phase = p["pattern_phase"][w].astype(np.int64)
+        start = self._interval_start
+        if start is None:
+            start = int(seq[0] - phase[0])
+        if next_start is not None:
+            length = next_start - start
+            if self._interval_length is not None and length != self._interval_length:
+                errors["reversal_period"] += 1
+            self._interval_length = length
+        self._interval_start = next_start
         flags = p["flags"][w].astype(np.int64)
         reported = p["reported_helicity"][w].astype(np.int64)
         bad = False
@@ -150,7 +171,11 @@ class RotatorDecoder:
             errors["pattern_shape"] += 1
             bad = True
         bad |= self._check_report(k, report)
-        self._intervals[k] = _Interval(report, bad)
+        info = self._intervals[k] = _Interval(report, bad)
+        if self._lock is not None:
+            self._check_readback(
+                info, p["readback"][w][(phase >= self.settle_windows) & ~settle], k
+            )
 
     def _check_report(self, k: int, report: int) -> bool:
         """Learn or verify the alternation; True if the report is wrong."""
@@ -167,8 +192,7 @@ class RotatorDecoder:
             return False
         if report == 0 or report == self._predicted(k):
             return False
-        last = self._last_mismatch
-        stuck = previous == (k - 1, report) or (last is not None and last == (k - 2, report))
+        stuck = self._last_mismatch == (k - 2, report)
         errors["stuck_helicity" if stuck else "prediction_mismatch"] += 1
         self._last_mismatch = (k, report)
         return True
@@ -193,14 +217,14 @@ class RotatorDecoder:
             if blocked.size:
                 ready[blocked[0] :] = False
         take = np.flatnonzero(ready)
-        out = self._decoded(take, interval[take])
+        out = self._decoded(take, interval[take], final)
         keep = ~ready
         for name in self._pending:
             self._pending[name] = self._pending[name][keep]
         self._pending_counts = self._pending_counts[keep]
         return out
 
-    def _decoded(self, take: np.ndarray, interval: np.ndarray) -> DecodedWindows:
+    def _decoded(self, take: np.ndarray, interval: np.ndarray, final: bool) -> DecodedWindows:
         p = self._pending
         helicity = np.zeros(take.size, dtype=np.int8)
         good = np.zeros(take.size, dtype=bool)
@@ -217,11 +241,8 @@ class RotatorDecoder:
                 if self._lock is None or info is None:
                     bad_pairs.add(k // 2)
                     continue
-                h = self._predicted(k)
-                helicity[here] = h
-                if self._readback_disagrees(readback[here & usable], h):
-                    self.state.errors["rotator_mismatch"] += 1
-                    info.bad = True
+                helicity[here] = self._predicted(k)
+                self._check_readback(info, readback[here & usable], k)
                 if info.bad:
                     bad_pairs.add(k // 2)
             pair = interval // 2
@@ -232,7 +253,8 @@ class RotatorDecoder:
                     continue
                 plus = np.count_nonzero(members & usable & (helicity > 0))
                 minus = np.count_nonzero(members & usable & (helicity < 0))
-                if plus != minus and j not in bad_pairs:
+                truncated = final and j == pair[-1]  # the run ended inside this pattern
+                if plus != minus and j not in bad_pairs and not truncated:
                     self.state.errors["unequal_windows"] += 1
                 if plus == 0 or minus == 0:
                     bad_pairs.add(j)
@@ -249,13 +271,19 @@ class RotatorDecoder:
             counts=self._pending_counts[take],
         )
 
-    def _readback_disagrees(self, readback: np.ndarray, helicity: int) -> bool:
+    def _check_readback(self, info: _Interval, readback: np.ndarray, k: int) -> None:
+        """Count and cut an interval whose rotator readback disagrees with its helicity."""
+        if info.checked:
+            return
+        info.checked = True
         readback = readback[np.isfinite(readback)]
         if self.scheme == "kick":
             sign = np.sign(np.cos(np.radians(DEGREES_PER_TURN * readback)))
         else:
             sign = readback
-        return bool((sign != helicity).any())
+        if (sign != self._predicted(k)).any():
+            self.state.errors["rotator_mismatch"] += 1
+            info.bad = True
 
 
 def make_decoder(
