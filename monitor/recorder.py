@@ -43,6 +43,7 @@ from db.store import upsert
 from monitor.accumulator import MINUS, PLUS, MinirunSums, RunAccumulator
 from monitor.decoder import DecoderState, HelicityDecoder
 from monitor.results import RunResult
+from monitor.rotator_decoder import RotatorDecoder
 from sim.blocks import WindowBlock
 from sim.channel_map import ChannelMap
 
@@ -291,7 +292,9 @@ class RunRecorder:
             values["end"] = now
         session.execute(update(Run).where(Run.number == run).values(**values))
 
-    def resume(self, channel_map: ChannelMap, decoder: HelicityDecoder) -> RunAccumulator | None:
+    def resume(
+        self, channel_map: ChannelMap, decoder: HelicityDecoder | RotatorDecoder
+    ) -> RunAccumulator | None:
         """Continue a run a previous monitor left off: the restored accumulator, with the
         windows the previous decoder was still holding fed again into ``decoder`` (a new
         one); None if this run has no checkpoint.  Afterwards :attr:`next_block` is the
@@ -314,7 +317,7 @@ class RunRecorder:
         # The held windows were seen, checked and counted (errors) before the restart; the
         # new decoder must see them again to decode them, but not count them twice.
         first_seq = int(blocks[0].seq[0]) if blocks else saved["last_seq"] + 1
-        errors = dict(saved["errors"])
+        errors = {**decoder.state.errors, **saved["errors"]}
         decoder.state = DecoderState(
             **{**saved, "windows_seen": saved["windows_seen"] - held, "last_seq": first_seq - 1}
         )
