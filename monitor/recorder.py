@@ -196,7 +196,6 @@ class RunRecorder:
         acc: RunAccumulator,
         decoder: DecoderState,
         result: RunResult,
-        polarization: float,
         lost_windows: int,
         state: str,
     ) -> bool:
@@ -204,7 +203,7 @@ class RunRecorder:
         not be reached (nothing is lost: the next flush writes it)."""
         try:
             with transaction(self.engine) as session:
-                self._write(session, acc, decoder, result, polarization, lost_windows, state)
+                self._write(session, acc, decoder, result, lost_windows, state)
         except UNREACHABLE as err:
             self._failures += 1
             if self._failures % RETRY_LOG_EVERY == 1:
@@ -234,7 +233,6 @@ class RunRecorder:
         acc: RunAccumulator,
         decoder: DecoderState,
         result: RunResult,
-        polarization: float,
         lost_windows: int,
         state: str,
     ) -> None:

@@ -133,7 +133,7 @@ class OnlineMonitor:
         def flush(state: str) -> bool:
             result = run_result(acc, settings.polarization, settings.blinder)
             lost = decoder.state.errors["missed_windows"]
-            written = recorder.flush(acc, decoder.state, result, settings.polarization, lost, state)
+            written = recorder.flush(acc, decoder.state, result, lost, state)
             if self.publisher is not None:
                 self.publisher.publish(
                     run=settings.run,

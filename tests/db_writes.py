@@ -56,9 +56,7 @@ class Monitor:
     def flush(self, state: str = "running") -> bool:
         result = run_result(self.acc, CONFIG.polarization)
         lost = self.decoder.state.errors["missed_windows"]
-        return self.recorder.flush(
-            self.acc, self.decoder.state, result, CONFIG.polarization, lost, state
-        )
+        return self.recorder.flush(self.acc, self.decoder.state, result, lost, state)
 
     def run(self, blocks, flush: bool = True) -> None:
         for i in range(0, len(blocks), FLUSH_EVERY):
