@@ -1,0 +1,151 @@
+"""Dashboard server load: N concurrent headless-Chromium sessions of the shifter page at 1 Hz.
+
+Run: .venv/bin/python bench/bench_dashboard.py [--duration 600] [--sessions 10] [--every 10]
+
+The whole chain runs as in production: ``mupnc demo --no-dashboard`` (IOC, monitor, SQLite
+in a temporary folder; the monitor writes a snapshot a second) and ``mupnc dashboard`` as
+its own process, which is the one measured.  One headless Chromium opens ``--sessions`` tabs
+on the shifter page; every session streams at 1 Hz.  Every ``--every`` seconds the server's
+CPU (utime + stime from /proc, % of one core over the interval) and RSS are printed; the
+summary gives mean and peak CPU, RSS at start/end/peak and its drift per hour, and checks
+that every tab still received points at the end.  Chromium, the IOC and the monitor share
+the machine, so the figures carry the machine's load (printed before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IDLE_JS = (
+    "() => window.Bokeh !== undefined && Bokeh.documents.length > 0"
+    " && Bokeh.documents.every(d => d.is_idle)"
+)
+POINTS_JS = "() => Bokeh.documents[0].get_model_by_name('asym_source').data.x.length"
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (s), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MB, from /proc/PID/statm."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / 1e6
+
+
+def mupnc(db: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mupnc", "--db", db, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 90) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds measured")
+    parser.add_argument("--sessions", type=int, default=10, help="concurrent browser tabs")
+    parser.add_argument("--every", type=float, default=10.0, help="sampling interval (s)")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    folder = tempfile.mkdtemp(prefix="bench_dashboard_")
+    db, port = f"sqlite:///{folder}/bench.db", free_port()
+    print(f"load average before: {os.getloadavg()}, cores {os.cpu_count()}")
+    chain = mupnc(db, "demo", "--no-dashboard", "--duration", str(args.duration + 120))
+    time.sleep(3)  # the demo creates the schema and the run before the dashboard reads them
+    server = mupnc(db, "dashboard", "--port", str(port))
+    try:
+        wait_listening(port)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            pages = []
+            for _ in range(args.sessions):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_function(IDLE_JS, timeout=120_000)
+                pages.append(page)
+            start_points = [page.evaluate(POINTS_JS) for page in pages]
+            print(f"{args.sessions} sessions open; server pid {server.pid}")
+            print(f"{'t (s)':>7} {'CPU %':>7} {'RSS (MB)':>9}")
+            t0 = last_t = time.monotonic()
+            c0 = last_c = cpu_seconds(server.pid)
+            rss = [rss_mb(server.pid)]
+            cpu = []
+            while (now := time.monotonic()) - t0 < args.duration:
+                # drive the pages' event loops while waiting
+                pages[0].wait_for_timeout(min(args.every, args.duration - (now - t0)) * 1000)
+                t, c = time.monotonic(), cpu_seconds(server.pid)
+                cpu.append(100 * (c - last_c) / (t - last_t))
+                rss.append(rss_mb(server.pid))
+                print(f"{t - t0:7.0f} {cpu[-1]:7.1f} {rss[-1]:9.1f}", flush=True)
+                last_t, last_c = t, c
+            end_points = [page.evaluate(POINTS_JS) for page in pages]
+            browser.close()
+        total = 100 * (last_c - c0) / (last_t - t0)
+        hours = (last_t - t0) / 3600
+        print(
+            f"server CPU: mean {total:.1f} % of one core, peak interval {max(cpu):.1f} %; "
+            f"RSS start {rss[0]:.0f} MB, end {rss[-1]:.0f} MB, peak {max(rss):.0f} MB, "
+            f"drift {(rss[-1] - rss[0]) / hours:+.0f} MB/h"
+        )
+        grew = [e - s for s, e in zip(start_points, end_points, strict=True)]
+        print(f"points received per session over the run: min {min(grew)}, max {max(grew)}")
+        print(f"load average after: {os.getloadavg()}")
+        return 0 if min(grew) > 0 else 1
+    finally:
+        stop(server)
+        stop(chain)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
