@@ -317,8 +317,8 @@ class WindowSource:
         """Generator polarities of patterns ``first .. last`` (``first`` never decreases)."""
         missing = last + 1 - self._polarity_base - self._polarities.size
         kept = self._polarities[first - self._polarity_base :]
-        if missing > 0:
-            kept = np.concatenate([kept, self._generator.polarities(missing)])
+        if missing > 0:  # generate ahead, so the LFSR runs once per many blocks
+            kept = np.concatenate([kept, self._generator.polarities(max(missing, 1024))])
         self._polarities, self._polarity_base = kept, first
         return kept
 
