@@ -89,6 +89,16 @@ def y_range(
     return low - pad * span, high + pad * span
 
 
+def settled(x: np.ndarray, fraction: float, minimum: int = 10) -> np.ndarray:
+    """Mask of the points after the first ``fraction`` of the span of ``x`` (all points while
+    there are at most ``minimum``): running errors fall as 1/sqrt(t), so the earliest error
+    bars would otherwise set the scale of a whole run."""
+    x = np.asarray(x, dtype=float)
+    if len(x) <= minimum:
+        return np.ones(len(x), dtype=bool)
+    return x >= x[0] + fraction * (x[-1] - x[0])
+
+
 def pulls(values: np.ndarray, errors: np.ndarray, expected: np.ndarray | float = 0.0) -> np.ndarray:
     """``(value - expected) / error``; NaN where the error is not positive or anything unknown."""
     values, errors = np.asarray(values, dtype=float), np.asarray(errors, dtype=float)

@@ -22,6 +22,7 @@ from bokeh.models import (
     DataTable,
     Div,
     NumberFormatter,
+    Range1d,
     Select,
     Span,
     TableColumn,
@@ -40,8 +41,10 @@ from dashboards.display import (
     magnitude,
     minirun_pulls,
     pull_colours,
+    settled,
+    y_range,
 )
-from dashboards.panels import TOOLS, label, whisker
+from dashboards.panels import SETTLED_FRACTION, TOOLS, label, whisker
 from dashboards.queries import COMBINED, Channel, MinirunMean, RunInfo, Snapshot
 
 NONE = "none"
@@ -132,7 +135,10 @@ def summary_html(record: RunRecord, reference: RunRecord | None, unit: Unit) -> 
     if reference is not None:
         ref = reference.combined
         text = "no result" if ref is None else format_asymmetry(ref.value, ref.error, unit)
-        lines.append(f"<span style='color:#c03000'>reference run {reference.info.number}: {text}")
+        blinded = " (BLINDED)" if reference.info.blinded else ""
+        lines.append(
+            f"<span style='color:#c03000'>reference run {reference.info.number}{blinded}: {text}"
+        )
         sigma = difference_sigma(combined, ref)
         if sigma is not None:
             lines[-1] += f"; difference {sigma:+.2f} σ"
@@ -167,8 +173,10 @@ class HistoryView:
         )
         self.minirun_plot = figure(
             title="Miniruns",
+            name="minirun_plot",
             x_axis_label="minirun",
             y_axis_label="A (ppm)",
+            y_range=Range1d(-1, 1),
             height=320,
             sizing_mode="stretch_width",
             tools=TOOLS,
@@ -177,6 +185,7 @@ class HistoryView:
             title="Running asymmetry",
             x_axis_label="time since run start (s)",
             y_axis_label="A (ppm)",
+            y_range=Range1d(-1, 1),
             height=320,
             sizing_mode="stretch_width",
             tools=TOOLS,
@@ -290,6 +299,20 @@ class HistoryView:
         self.error_column.title = f"σ ({unit.name})"
         self.table_source.data = minirun_table(record.miniruns, unit)
         self.summary.text = summary_html(record, reference, unit)
+        self._fit(self.minirun_plot, (self.miniruns, self.ref_miniruns), self.mean.location, 0.0)
+        self._fit(self.running_plot, (self.running, self.ref_running), None, SETTLED_FRACTION)
+
+    @staticmethod
+    def _fit(plot, sources, line: float | None, fraction: float) -> None:
+        """y range over the error bars (after the first ``fraction`` of x), zero and ``line``."""
+        lo, hi = [], []
+        for source in sources:
+            x, low, high = (np.asarray(source.data[k], dtype=float) for k in ("x", "lo", "hi"))
+            keep = settled(x, fraction)
+            lo.append(low[keep])
+            hi.append(high[keep])
+        start, end = y_range(np.concatenate(lo), np.concatenate(hi), [0.0, line])
+        plot.y_range.update(start=start, end=end)
 
 
 def _argument(doc: Document, name: str) -> str | None:

@@ -39,6 +39,7 @@ from dashboards.display import (
     magnitude,
     minirun_pulls,
     pull_histogram,
+    settled,
     unit_gaussian,
     y_range,
 )
@@ -187,11 +188,9 @@ class AsymmetryPlot:
         if not self.follow.active:
             return
         x, lo, hi = (np.asarray(self.source.data[k], dtype=float) for k in ("x", "lo", "hi"))
-        if len(x) > 10:
-            settled = x >= x[0] + SETTLED_FRACTION * (x[-1] - x[0])
-            lo, hi = lo[settled], hi[settled]
+        keep = settled(x, SETTLED_FRACTION)
         lines = [0.0, self.expected.location if self.expected.visible else None]
-        start, end = y_range(lo, hi, lines)
+        start, end = y_range(lo[keep], hi[keep], lines)
         if (self.y_range.start, self.y_range.end) != (start, end):
             self.y_range.update(start=start, end=end)
 

@@ -50,6 +50,7 @@ from dashboards.display import (
     minirun_pulls,
     pull_colours,
     pull_histogram,
+    settled,
     unit_gaussian,
     y_range,
 )
@@ -138,6 +139,9 @@ def test_y_range_includes_error_bars_and_lines() -> None:
     assert start == pytest.approx(3.2) and end == pytest.approx(12.8)
     assert y_range([np.nan], [np.inf], [None]) == (-1.0, 1.0)
     assert y_range([3.0], [3.0]) == (2.0, 4.0)
+    x = np.arange(21.0)
+    assert settled(x, 0.1).tolist() == [False, False] + [True] * 19
+    assert settled(x[:10], 0.1).all() and settled(x, 0.0).all()
 
 
 def test_minirun_pulls_are_unit_gaussian() -> None:
@@ -465,6 +469,9 @@ def test_history_document_with_reference(engine: Engine) -> None:
     assert f"reference run {reference}" in summary and "+0.98 σ" in summary
     table = by_name(doc, "minirun_table").data
     assert table["index"] == list(range(8)) and len(table["colour"]) == 8
+    minirun_y = by_name(doc, "minirun_source").data
+    y = by_name(doc, "minirun_plot").y_range
+    assert y.start < min(0, *minirun_y["lo"]) and y.end > max(minirun_y["hi"])
     assert difference_sigma(Channel("a", 1.0, 3.0), Channel("b", 0.0, 4.0)) == pytest.approx(0.2)
     assert difference_sigma(Channel("a", None, 3.0), Channel("b", 0.0, 4.0)) is None
     empty = minirun_table((MinirunMean(0, 10, 1e-6, 1e-6),), PPM)
