@@ -133,8 +133,9 @@ def _result(
     combined = _physics(*_combined(stats, cross, 0, acc), polarization)
     combined = Measurement(blinder.blind(combined.value), combined.error, combined.n)
     channels = {}
+    mean, error = stats.mean, stats.error  # error is computed on each access
     for i, c in enumerate(acc.channel_map.channels):
-        m = _physics(*_stats_measurement(stats, i), polarization)
+        m = _physics(float(mean[i]), float(error[i]), int(stats.n[i]), polarization)
         value = blinder.blind(m.value, ANALYZING_SIGN[c.role])
         channels[c.name] = Measurement(value, m.error, m.n)
     null = {
