@@ -14,6 +14,7 @@ import sys
 
 from db.session import SchemaError, database_url
 from sim.channel_map import ChannelMapError
+from sim.faults import FAULT_KINDS
 from sim.helicity import PATTERN_SHAPES
 from sim.source import SourceConfigError
 
@@ -34,6 +35,19 @@ def _positive(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
+
+
+def _injection(text: str) -> tuple[float, str]:
+    """``KIND[@SECONDS]``: a fault of :data:`sim.faults.FAULT_KINDS` at a time into the run."""
+    kind, _, at = text.partition("@")
+    if kind not in FAULT_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {kind!r}; choose from {', '.join(FAULT_KINDS)}"
+        )
+    seconds = float(at) if at else 0.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"time must be seconds >= 0, got {at!r}")
+    return seconds, kind
 
 
 def _asymmetry(text: str) -> float:
@@ -84,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=_positive, help="stop by itself after S seconds")
     demo.add_argument("--port", type=int, default=5006, help="dashboard port (default 5006)")
     demo.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    demo.add_argument(
+        "--inject",
+        type=_injection,
+        action="append",
+        default=[],
+        metavar="KIND[@SECONDS]",
+        help="switch on a fault at a time into the run (repeatable), e.g. stuck_helicity@60",
+    )
 
     ioc = sub.add_parser("ioc", help="serve the soft IOCs")
     _simulation_options(ioc)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from db.session import redacted
 from mupnc.commands import new_run, source_config
-from mupnc.epics_env import BeaconSink, ca_environment, free_port
+from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
 
 MONITOR_DRAIN_SECONDS = 60.0
 
@@ -75,6 +75,17 @@ class Chain:
                 process.wait()
 
 
+def inject_fault(kind: str, ports: list[int], repeater_port: int, prefix: str = "MUPNC:") -> None:
+    """Switch on the IOC's fault switch ``RUN:FAULT:<KIND>`` (shift training, checks)."""
+    from caproto import ChannelType
+    from caproto.sync.client import write
+
+    apply(ca_environment(None, ports, repeater_port))
+    name = f"{prefix}RUN:FAULT:{kind.upper()}"
+    write(name, "ON", data_type=ChannelType.STRING, notify=True, repeater=False, timeout=5)
+    print(f"injected fault {kind} ({name} = ON)", flush=True)
+
+
 def demo(args: argparse.Namespace) -> int:
     config = source_config(args)
     run = new_run(args.db, config)
@@ -111,7 +122,9 @@ def demo(args: argparse.Namespace) -> int:
     interrupted = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
-    deadline = time.monotonic() + args.duration if args.duration else None
+    started = time.monotonic()
+    deadline = started + args.duration if args.duration else None
+    injections = sorted(args.inject)
     crashed = None
     while not interrupted.is_set():
         if deadline is not None and time.monotonic() >= deadline:
@@ -119,6 +132,8 @@ def demo(args: argparse.Namespace) -> int:
         crashed = chain.failed()
         if crashed:
             break
+        while injections and time.monotonic() - started >= injections[0][0]:
+            inject_fault(injections.pop(0)[1], ports, repeater)
         interrupted.wait(0.2)
     clean = chain.end_run()
     chain.shutdown()
