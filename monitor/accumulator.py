@@ -109,8 +109,13 @@ class _PatternSums:
 
     yields: np.ndarray  # (p, c, k) sum of sign * yield
     charge: np.ndarray  # (p, k) sum of sign * beam monitor
-    n_plus: np.ndarray  # (p, k) windows with sign +1 (column 0 unused)
-    n_minus: np.ndarray  # (p, k) windows with sign -1 (column 0 unused)
+    n_plus: np.ndarray | None  # (p, k) windows with sign +1 (column 0 unused)
+    n_minus: np.ndarray | None  # (p, k) windows with sign -1 (column 0 unused)
+
+    @property
+    def balanced(self) -> bool:
+        """Every sign column has as many +1 as -1 windows (fixed-size patterns)."""
+        return self.n_plus is None
 
 
 class RunAccumulator:
@@ -241,8 +246,7 @@ class RunAccumulator:
         summed[:, :, 1] *= polarity[:, None]
         charge = bcm.reshape(p, size) @ signs
         charge[:, 1] *= polarity
-        half = np.full((p, signs.shape[1]), size / 2)  # every sign column is balanced
-        return _PatternSums(summed, charge, half, half)
+        return _PatternSums(summed, charge, None, None)  # every sign column is balanced
 
     def _segment_sums(self, yields, bcm, helicity, seq, pattern) -> _PatternSums:
         starts = np.flatnonzero(np.r_[True, pattern[1:] != pattern[:-1]])
@@ -255,25 +259,44 @@ class RunAccumulator:
         return _PatternSums(summed, charge, n_plus, n_minus)
 
     def _merge(self, m: MinirunSums, s: _PatternSums) -> None:
-        """Pattern asymmetries from the sums, merged into the minirun's running stats."""
-        total, total_q = s.yields[:, :, :1], s.charge[:, :1]
+        """Pattern asymmetries from the sums, merged into the minirun's running stats.
+
+        Mean yields by helicity are ``(total +- signed) / n+-``; for balanced patterns the
+        asymmetry reduces to ``signed / total``.  The cross ratio needs no window numbers
+        (they cancel), so it is taken from the sums directly.
+        """
+        total, signed = s.yields[:, :, :1], s.yields[:, :, 1:]
+        total_q, signed_q = s.charge[:, :1], s.charge[:, 1:]
         with np.errstate(invalid="ignore", divide="ignore"):
-            plus = (total + s.yields[:, :, 1:]) / (2 * s.n_plus[:, None, 1:])
-            minus = (total - s.yields[:, :, 1:]) / (2 * s.n_minus[:, None, 1:])
-            q_plus = (total_q + s.charge[:, 1:]) / (2 * s.n_plus[:, 1:])
-            q_minus = (total_q - s.charge[:, 1:]) / (2 * s.n_minus[:, 1:])
-        asym = yield_asymmetry(plus, minus)  # (p, c, 1 + n_null)
-        m.channel_asymmetry = m.channel_asymmetry.merge(RunningStats.of(asym[:, :, 0]))
-        nulls = asym[:, :, 1:].transpose(0, 2, 1).reshape(asym.shape[0], -1)
-        m.null_asymmetry = m.null_asymmetry.merge(RunningStats.of(nulls))
-        charge = yield_asymmetry(q_plus[:, :1], q_minus[:, :1])
-        m.charge_asymmetry = m.charge_asymmetry.merge(RunningStats.of(charge))
-        if self._forward and self._backward:
-            f_plus, f_minus = plus[:, self._forward].sum(1), minus[:, self._forward].sum(1)
-            b_plus, b_minus = plus[:, self._backward].sum(1), minus[:, self._backward].sum(1)
-            a_fb = cross_ratio_asymmetry(f_plus, f_minus, b_plus, b_minus)  # (p, 1 + n_null)
-            m.cross_ratio = m.cross_ratio.merge(RunningStats.of(a_fb[:, :1]))
-            m.null_cross_ratio = m.null_cross_ratio.merge(RunningStats.of(a_fb[:, 1:]))
+            if s.balanced:
+                asym, charge = signed / total, signed_q[:, :1] / total_q
+            else:
+                n_plus, n_minus = s.n_plus[:, 1:], s.n_minus[:, 1:]
+                asym = yield_asymmetry(
+                    (total + signed) / n_plus[:, None], (total - signed) / n_minus[:, None]
+                )
+                q = yield_asymmetry((total_q + signed_q) / n_plus, (total_q - signed_q) / n_minus)
+                charge = q[:, :1]
+        p, c, k = asym.shape  # k = 1 + n_null sign columns
+        columns = [asym[:, :, 0], asym[:, :, 1:].transpose(0, 2, 1).reshape(p, -1), charge]
+        afb = bool(self._forward and self._backward)
+        if afb:
+            f_total, f_signed = total[:, self._forward].sum(1), signed[:, self._forward].sum(1)
+            b_total, b_signed = total[:, self._backward].sum(1), signed[:, self._backward].sum(1)
+            columns.append(
+                cross_ratio_asymmetry(
+                    f_total + f_signed, f_total - f_signed, b_total + b_signed, b_total - b_signed
+                )
+            )  # (p, k)
+        stats = RunningStats.of(np.concatenate(columns, axis=1))  # one pass for all of them
+        parts = stats.split([c, (k - 1) * c, 1, k if afb else 0])
+        m.channel_asymmetry = m.channel_asymmetry.merge(parts[0])
+        m.null_asymmetry = m.null_asymmetry.merge(parts[1])
+        m.charge_asymmetry = m.charge_asymmetry.merge(parts[2])
+        if afb:
+            cross, null_cross = parts[3].split([1, k - 1])
+            m.cross_ratio = m.cross_ratio.merge(cross)
+            m.null_cross_ratio = m.null_cross_ratio.merge(null_cross)
 
     # -- totals over the run -------------------------------------------------------------
 

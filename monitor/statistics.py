@@ -8,6 +8,7 @@ is included automatically.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -29,6 +30,13 @@ class RunningStats:
     def of(cls, samples: np.ndarray) -> RunningStats:
         """Statistics of a ``(rows, columns)`` block of samples; NaN entries are skipped."""
         samples = np.asarray(samples, dtype=np.float64)
+        total = samples.sum(axis=0)
+        if np.isfinite(total).all():  # no NaN: the common case, a few passes fewer
+            n = np.full(samples.shape[1], float(samples.shape[0]))
+            mean = total / n if samples.shape[0] else np.zeros_like(total)
+            deviation = samples - mean
+            np.square(deviation, out=deviation)
+            return cls(n=n, mean=mean, m2=deviation.sum(axis=0))
         valid = ~np.isnan(samples)
         n = valid.sum(axis=0).astype(np.float64)
         filled = np.where(valid, samples, 0.0)
@@ -48,6 +56,14 @@ class RunningStats:
         if not n.shape == mean.shape == m2.shape or n.ndim != 1:
             raise ValueError("running statistics state: n, mean and m2 must be equal-length lists")
         return cls(n=n, mean=mean, m2=m2)
+
+    def split(self, widths: list[int]) -> list[RunningStats]:
+        """The statistics of consecutive column groups of these ``widths``."""
+        edges = np.cumsum([0, *widths])
+        return [
+            RunningStats(n=self.n[a:b], mean=self.mean[a:b], m2=self.m2[a:b])
+            for a, b in pairwise(edges.tolist())
+        ]
 
     def merge(self, other: RunningStats) -> RunningStats:
         """Statistics of the union of both sample sets."""
