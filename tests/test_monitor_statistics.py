@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from monitor.accumulator import RunAccumulator
-from monitor.decoder import DecodedWindows, HelicityDecoder
+from monitor.decoder import ERROR_KINDS, DecodedWindows, HelicityDecoder
 from monitor.results import COMBINED, RunResult, run_result
+from monitor.rotator_decoder import make_decoder
 from monitor.statistics import weighted_mean
 from sim.channel_map import Channel, ChannelMap
 from sim.source import SourceConfig, WindowSource
@@ -184,3 +185,37 @@ def test_null_asymmetry_sees_a_phase_dependent_gain() -> None:
     assert abs(half.value - 0.01 / 2.01) < 3 * half.error and half.error < 1e-3
     assert abs(even_odd.value) < 3 * even_odd.error
     assert abs(result.combined.value - 1e-3) < 3 * result.combined.error
+
+
+@pytest.mark.parametrize("scheme", ["slow", "kick"])
+def test_slow_schemes_pulls_and_null(scheme: str) -> None:
+    """Slow rotator and ring kick, 100 interval pairs, 1000 channels as pseudo-runs:
+    per-channel pulls of A_LR and of the even/odd null asymmetry are N(0, 1).  Errors come
+    from 100 pattern asymmetries each (t-distribution: width 1.01, inside the band)."""
+    config = SourceConfig(
+        scheme=scheme,
+        flip_period=0.5,
+        ramp_time=0.05,
+        settle_time=0.05,
+        asymmetry=2e-2,
+        polarization=P,
+        muon_rate=2.4e7,
+        channel_map=scatter_map(1000),
+        seed=77,
+    )
+    source = WindowSource(config)
+    decoder = make_decoder(scheme, "quartet", 0, source.n_channels)
+    acc = RunAccumulator(source.channel_map, decoder.size, minirun_patterns=20)
+    for _ in range(200):  # 200 intervals of 120 windows
+        simulated = source.next_block_of(120)
+        acc.add(decoder.feed(simulated.block, simulated.rotator_readback))
+    acc.add(decoder.flush())
+    assert decoder.state.errors == dict.fromkeys(ERROR_KINDS, 0)
+    assert acc.good_patterns == 100 and len(acc.miniruns) == 5
+    result = run_result(acc, P)
+    values = np.array([m.value for m in result.channels.values()])
+    errors = np.array([m.error for m in result.channels.values()])
+    assert_standard_normal((values - 2e-2) / errors)
+    null = acc.run_stats("null_asymmetry")
+    assert acc.null_names == ("null_even_odd",)
+    assert_standard_normal(null.mean / null.error)
