@@ -23,6 +23,8 @@ from bokeh.models import (
 from dashboards.alarms import SEVERITY_STYLE, AlarmRecord, acknowledge, banner_text
 from dashboards.feed import Feed
 
+TABLE_HEADER, TABLE_ROW = 30, 26
+"""Alarm table height in pixels: header plus one row per alarm (1 to 8 rows)."""
 BANNER_STYLE = {"padding": "6px 12px", "font-size": "18px", "font-weight": "bold"}
 ALARM_KEYS = ("id", "severity", "name", "state", "since", "message", "ack", "colour", "ink")
 
@@ -63,7 +65,7 @@ class AlarmPanel:
                 TableColumn(field="ack", title="ack", width=40),
             ],
             selectable="checkbox",
-            height=120,
+            height=TABLE_HEADER + TABLE_ROW,
             sizing_mode="stretch_width",
             index_position=None,
             name="alarm_table",
@@ -88,6 +90,7 @@ class AlarmPanel:
         if alarms != self.shown:
             self.shown = alarms
             self.source.data = alarm_columns(alarms)
+            self.table.height = TABLE_HEADER + TABLE_ROW * min(max(len(alarms), 1), 8)
 
     def _acknowledge(self, selected: bool) -> None:
         data = self.source.data

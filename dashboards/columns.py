@@ -13,7 +13,15 @@ from datetime import datetime
 import numpy as np
 
 from dashboards.display import Unit, pull_colours, pulls
-from dashboards.queries import CHARGE, COMBINED, Channel, MinirunMean, RunInfo, Snapshot
+from dashboards.queries import (
+    CHARGE,
+    COMBINED,
+    Channel,
+    MinirunMean,
+    RunInfo,
+    Sample,
+    Snapshot,
+)
 
 ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
 """Sign of the physics asymmetry a channel of each role sees (as in :mod:`sim.source`);
@@ -25,6 +33,7 @@ PATTERN_WINDOWS = {"pair": 2, "quartet": 4, "octet": 8, "thue-morse-64": 64}
 
 ASYMMETRY_KEYS = ("x", "y", "lo", "hi")
 BEAM_KEYS = ("x", "window_rate", "good_rate", "charge")
+SAMPLE_KEYS = ("x", "value")
 
 
 def _seconds(snapshots: Sequence[Snapshot], start: datetime) -> np.ndarray:
@@ -75,6 +84,15 @@ def beam_columns(
         "good_rate": good_rate,
         "charge": charge * unit.scale,
     }
+
+
+def sample_columns(
+    samples: Sequence[Sample], start: datetime, scale: float = 1.0
+) -> dict[str, np.ndarray]:
+    """Slow-control samples: ``value`` × ``scale`` (NaN when undefined) versus time ``x``."""
+    x = np.array([(s.time - start).total_seconds() for s in samples], dtype=float)
+    value = np.array([math.nan if s.value is None else s.value for s in samples], dtype=float)
+    return {"x": x, "value": value * scale}
 
 
 def channel_columns(

@@ -1,9 +1,10 @@
 """One database poller per process, shared by every dashboard session.
 
 A background thread with its own engine reads, about once a second, the newest run, its new
-``result_snapshots`` rows (id greater than the last seen), its cumulative and per-minirun
-results, its helicity errors and the standing alarms into a lock-protected store that
-numbers snapshots with increasing sequence numbers.  Each browser session holds a cursor
+``result_snapshots`` rows and beam-rate slow-control samples (ids greater than the last
+seen), its cumulative and per-minirun results, its helicity errors and the standing alarms
+into a lock-protected store that numbers snapshots and samples with increasing sequence
+numbers.  Each browser session holds a cursor
 here and asks for the rows since its last sequence number; the poller never touches a Bokeh
 document.  The store also says when the database last answered, so a page can show a lost
 database.  Writes from the pages (acknowledging alarms) are queued with :meth:`Feed.submit`
@@ -18,14 +19,15 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
 from dashboards import queries
 from dashboards.alarms import AlarmRecord, displayed_alarms
-from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
+from dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
 from db.session import make_engine, redacted, transaction
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class Update:
     polled: datetime | None = None
     poll_error: str | None = None
     alarms: tuple[AlarmRecord, ...] = ()
+    samples: list[Sample] = field(default_factory=list)
+    latest_sample: Sample | None = None
 
 
 Job = Callable[[Session], object]
@@ -59,6 +63,33 @@ Done = Callable[[object | None, Exception | None], None]
 class _Cursor:
     run: int | None = None
     seq: int = 0
+    sample_seq: int = 0
+
+
+T = TypeVar("T")
+
+
+class _Stream(Generic[T]):
+    """Items numbered 1, 2, ... as they arrive; the newest ``maxlen`` are kept (not locked)."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.items: deque[tuple[int, T]] = deque(maxlen=maxlen)
+        self.seq = 0
+
+    def extend(self, items: list[T]) -> None:
+        for item in items:
+            self.seq += 1
+            self.items.append((self.seq, item))
+
+    def after(self, seq: int) -> list[T]:
+        """Items numbered above ``seq`` (all held if ``seq`` fell out of the window)."""
+        first = self.items[0][0] if self.items else self.seq + 1
+        skip = max(0, seq - first + 1)
+        return [item for _, item in itertools.islice(self.items, skip, None)]
+
+    @property
+    def newest(self) -> T | None:
+        return self.items[-1][1] if self.items else None
 
 
 class Feed:
@@ -69,8 +100,8 @@ class Feed:
         self._url = redacted(db_url)
         self._interval = interval
         self._lock = threading.Lock()
-        self._rows: deque[tuple[int, Snapshot]] = deque(maxlen=maxlen)
-        self._seq = 0
+        self._snapshots: _Stream[Snapshot] = _Stream(maxlen)
+        self._samples: _Stream[Sample] = _Stream(maxlen)
         self._run: RunInfo | None = None
         self._channels: tuple[Channel, ...] = ()
         self._miniruns: tuple[MinirunMean, ...] = ()
@@ -81,7 +112,7 @@ class Feed:
         self._polled: datetime | None = None
         self._poll_error: str | None = None
         self._cursors: dict[str, _Cursor] = {}
-        self._last_id = 0  # poller thread only
+        self._last_id = self._last_sample_id = 0  # poller thread only
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -145,17 +176,22 @@ class Feed:
                 return
             new_run = self._run is None or self._run.number != info.number
             rows = queries.snapshot_rows(session, info.number, 0 if new_run else self._last_id)
+            samples = queries.beam_rate_samples(
+                session, info.start, 0 if new_run else self._last_sample_id
+            )
             channels = queries.cumulative_channels(session, info.number)
             miniruns = queries.minirun_means(session, info.number)
             errors = queries.helicity_errors(session, info.number)
         if rows:
             self._last_id = rows[-1][0]
+        if samples:
+            self._last_sample_id = samples[-1][0]
         with self._lock:
             if new_run:
-                self._rows.clear()
-            for _, s in rows:
-                self._seq += 1
-                self._rows.append((self._seq, s))
+                self._snapshots.items.clear()
+                self._samples.items.clear()
+            self._snapshots.extend([snapshot for _, snapshot in rows])
+            self._samples.extend([sample for _, sample in samples])
             self._run = info
             self._channels, self._miniruns, self._errors = channels, miniruns, errors
             self._alarms = alarms
@@ -172,28 +208,29 @@ class Feed:
             self._cursors.pop(session, None)
 
     def since(self, session: str) -> Update:
-        """The snapshots after ``session``'s last sequence number; advances its cursor."""
+        """The snapshots and samples after ``session``'s last sequence numbers; advances its
+        cursor."""
         with self._lock:
             cursor = self._cursors[session]
             run = self._run
             reset = run is not None and cursor.run != run.number
-            first = self._rows[0][0] if self._rows else self._seq + 1
-            skip = 0 if reset else max(0, cursor.seq - first + 1)
-            snapshots = [s for _, s in itertools.islice(self._rows, skip, None)]
+            snapshots = self._snapshots.after(0 if reset else cursor.seq)
+            samples = self._samples.after(0 if reset else cursor.sample_seq)
             cursor.run = None if run is None else run.number
-            cursor.seq = self._seq
-            latest = self._rows[-1][1] if self._rows else None
+            cursor.seq, cursor.sample_seq = self._snapshots.seq, self._samples.seq
             return Update(
                 run,
                 reset,
                 snapshots,
-                latest,
+                self._snapshots.newest,
                 self._channels,
                 self._miniruns,
                 self._errors,
                 self._polled,
                 self._poll_error,
                 self._alarms,
+                samples,
+                self._samples.newest,
             )
 
     @property

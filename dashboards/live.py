@@ -48,12 +48,16 @@ DATABASE_STALE, DATABASE_LOST = 5.0, 15.0
 """Seconds since the database last answered before its feed shows stale / lost."""
 MONITOR_STALE, MONITOR_LOST = 5.0, 30.0
 """Seconds since the monitor's newest snapshot before its feed shows stale / lost."""
+SLOW_STALE, SLOW_LOST = 30.0, 300.0
+"""Seconds since the newest beam-rate slow-control sample before it shows stale / lost
+(archivers write on change, so a steady beam is quieter than the monitor)."""
 STATE_COLOURS = {LIVE: "#1a7f1a", STALE: "#b07800", LOST: "#c00000", NO_DATA: "#777"}
 BADGE = "display:inline-block;padding:2px 8px;margin-right:8px;border-radius:4px;color:white;"
 DISCONNECTED_JS = """
 banner.text = 'DISCONNECTED from the dashboard server: the values below are frozen. Reload.';
 banner.visible = true;
 """
+RECONNECTED_JS = "banner.visible = false;"
 
 
 def badge(name: str, state: str, detail: str) -> str:
@@ -64,7 +68,7 @@ def badge(name: str, state: str, detail: str) -> str:
 
 
 def status_html(update: Update, now: datetime) -> str:
-    """Badges for the database feed and the monitor's snapshots (staleness per feed)."""
+    """Badges for the database, the monitor's snapshots and the slow-control samples."""
     db_age = None if update.polled is None else (now - update.polled).total_seconds()
     db_state = LOST if update.poll_error else freshness(db_age, DATABASE_STALE, DATABASE_LOST)
     db_detail = update.poll_error or f"read {format_age(db_age)}"
@@ -75,7 +79,15 @@ def status_html(update: Update, now: datetime) -> str:
     else:
         mon_state = freshness(snap_age, MONITOR_STALE, MONITOR_LOST)
         mon_detail = f"last result {format_age(snap_age)}"
-    return badge("database", db_state, db_detail) + badge("monitor", mon_state, mon_detail)
+    sample = update.latest_sample
+    slow_age = None if sample is None else (now - sample.time).total_seconds()
+    slow_state = freshness(slow_age, SLOW_STALE, SLOW_LOST)
+    slow_detail = "none archived" if sample is None else f"last sample {format_age(slow_age)}"
+    return (
+        badge("database", db_state, db_detail)
+        + badge("monitor", mon_state, mon_detail)
+        + badge("slow controls", slow_state, slow_detail)
+    )
 
 
 def _row(key: str, value: str) -> str:
@@ -213,7 +225,7 @@ class LiveView:
             before = update.snapshots[-2] if len(update.snapshots) > 1 else self.latest
             self.previous, self.latest = before, update.snapshots[-1]
         self.asymmetry.apply(run, update.snapshots, update.reset)
-        self.beam.apply(run, update.snapshots, update.reset)
+        self.beam.apply(run, update.snapshots, update.samples, update.reset)
         self.channels.apply(run, update.channels)
         self.pulls.apply(update.miniruns, run.state == "running")
         self.helicity.apply(run, self.previous, self.latest, update.helicity_errors)
@@ -238,6 +250,9 @@ def make_document(doc: Document, feed: Feed) -> None:
     doc.title = "mupnc shifter"
     doc.js_on_event(
         "connection_lost", CustomJS(args={"banner": view.disconnected}, code=DISCONNECTED_JS)
+    )
+    doc.js_on_event(
+        "client_reconnected", CustomJS(args={"banner": view.disconnected}, code=RECONNECTED_JS)
     )
     doc.add_periodic_callback(tick, PERIOD_MS)
     doc.on_session_destroyed(lambda _context: feed.detach(session))

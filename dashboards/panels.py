@@ -19,6 +19,7 @@ from bokeh.models import (
     DataRange1d,
     DataTable,
     Div,
+    LinearAxis,
     NumberFormatter,
     Range1d,
     Span,
@@ -43,7 +44,7 @@ from dashboards.display import (
     unit_gaussian,
     y_range,
 )
-from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
+from dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
 from monitor.decoder import ERROR_KINDS
 
 ROLLOVER = 20000
@@ -196,12 +197,14 @@ class AsymmetryPlot:
 
 
 class BeamStrip:
-    """Strip charts of the last ten minutes: window rates and the beam charge asymmetry."""
+    """Strip charts of the last ten minutes: window rates, the muon rate from slow-control
+    samples (right axis, when archived) and the beam charge asymmetry."""
 
     def __init__(self) -> None:
         self.unit = PPM
         self.previous: Snapshot | None = None
         self.source = ColumnDataSource(_empty(cols.BEAM_KEYS), name="beam_source")
+        self.muons = ColumnDataSource(_empty(cols.SAMPLE_KEYS), name="muon_rate_source")
         x_range = DataRange1d(follow="end", follow_interval=STRIP_WINDOW, range_padding=0)
         common = dict(height=190, sizing_mode="stretch_width", tools=TOOLS, x_range=x_range)
         self.rate = figure(
@@ -211,7 +214,22 @@ class BeamStrip:
         )
         self.rate.line("x", "window_rate", source=self.source, color="navy", legend_label="decoded")
         self.rate.line("x", "good_rate", source=self.source, color="green", legend_label="good")
-        self.rate.legend.location = "bottom_left"
+        self.rate.extra_y_ranges = {"muons": DataRange1d(renderers=[])}
+        self.rate.add_layout(
+            LinearAxis(y_range_name="muons", axis_label="muon rate (MHz)"), "right"
+        )
+        muons = self.rate.line(
+            "x",
+            "value",
+            source=self.muons,
+            y_range_name="muons",
+            color="orange",
+            line_dash="dashed",
+            legend_label="muons (MHz)",
+        )
+        self.rate.extra_y_ranges["muons"].renderers = [muons]
+        self.rate.legend.location = "top_left"
+        self.rate.legend.orientation = "horizontal"
         self.rate.legend.background_fill_alpha = 0.6
         self.charge = figure(
             title="Beam charge asymmetry (running)",
@@ -223,10 +241,15 @@ class BeamStrip:
         self.charge.line("x", "charge", source=self.source, color="purple")
         self.layout = column(self.rate, self.charge, sizing_mode="stretch_width")
 
-    def apply(self, run: RunInfo, snapshots: Sequence[Snapshot], reset: bool) -> None:
+    def apply(
+        self, run: RunInfo, snapshots: Sequence[Snapshot], samples: Sequence[Sample], reset: bool
+    ) -> None:
         if reset:
             self.previous = None
             self.source.data = _empty(cols.BEAM_KEYS)
+            self.muons.data = cols.sample_columns(samples, run.start, 1e-6)
+        elif samples:
+            self.muons.stream(cols.sample_columns(samples, run.start, 1e-6), rollover=ROLLOVER)
         if not snapshots:
             return
         size = magnitude([s.charge_asymmetry for s in snapshots[-1:]])

@@ -12,9 +12,20 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import CUMULATIVE, AsymmetryResult, HelicityError, Minirun, ResultSnapshot, Run
+from db.models import (
+    CUMULATIVE,
+    AsymmetryResult,
+    HelicityError,
+    Minirun,
+    ResultSnapshot,
+    Run,
+    SlowControlSample,
+)
 
 COMBINED, CHARGE = "combined", "charge"
+BEAM_RATE_PV = "BEAM:RATE"
+"""Suffix of the muon-rate PV (Hz) whose archived samples feed the beam strip chart."""
+MAX_SAMPLES = 5000
 _LAST_CHANNELS = (COMBINED, CHARGE)
 
 
@@ -63,6 +74,16 @@ class Channel:
     value: float | None
     error: float | None
     chi2_ndf: float | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One archived slow-control sample (EPICS severity name)."""
+
+    time: datetime
+    pv: str
+    value: float | None
+    severity: str
 
 
 @dataclass(frozen=True)
@@ -187,3 +208,21 @@ def helicity_errors(session: Session, run: int) -> tuple[tuple[str, int], ...]:
         .order_by(HelicityError.kind)
     ).all()
     return tuple((kind, int(count)) for kind, count in rows)
+
+
+def beam_rate_samples(
+    session: Session, since: datetime, after_id: int = 0
+) -> list[tuple[int, Sample]]:
+    """(row id, sample) of the muon-rate PV (any prefix) from ``since`` on, ids above
+    ``after_id``, oldest first, at most :data:`MAX_SAMPLES`."""
+    rows = session.scalars(
+        select(SlowControlSample)
+        .where(
+            SlowControlSample.id > after_id,
+            SlowControlSample.pv.endswith(BEAM_RATE_PV),
+            SlowControlSample.time >= since,
+        )
+        .order_by(SlowControlSample.id)
+        .limit(MAX_SAMPLES)
+    ).all()
+    return [(r.id, Sample(utc(r.time), r.pv, r.value, r.severity)) for r in rows]

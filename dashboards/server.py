@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 from functools import partial
+from typing import Any
 
 from bokeh.application import Application
 from bokeh.application.handlers.function import FunctionHandler
@@ -30,19 +31,25 @@ def serve(
     address: str = "127.0.0.1",
     allow_websocket_origin: list[str] | None = None,
     stop: threading.Event | None = None,
+    feed: Feed | None = None,
+    **server_options: Any,
 ) -> None:
     """Serve ``http://address:port/`` and ``/history`` until SIGINT/SIGTERM or ``stop``.
 
     Signals are handled only when called from the main thread; from another thread, set
-    ``stop`` to shut down.  The server and the feed's poller are stopped before returning.
+    ``stop`` to shut down.  Without a ``feed`` one is made and started here; the server and
+    that feed's poller are stopped before returning (a given feed is left to its owner).
+    ``server_options`` go to :class:`bokeh.server.server.Server` (e.g. session lifetimes).
     """
     stop = threading.Event() if stop is None else stop
     origins = allow_websocket_origin or [f"127.0.0.1:{port}", f"localhost:{port}"]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     io_loop = IOLoop.current()
-    feed = Feed(db_url)
-    feed.start()
+    own_feed = feed is None
+    if feed is None:
+        feed = Feed(db_url)
+        feed.start()
     archive = make_engine(db_url)
     previous: dict[int, object] = {}
     try:
@@ -55,6 +62,7 @@ def serve(
             port=port,
             address=address,
             allow_websocket_origin=origins,
+            **server_options,
         )
         server.start()
         if threading.current_thread() is threading.main_thread():
@@ -74,7 +82,8 @@ def serve(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        feed.stop()
+        if own_feed:
+            feed.stop()
         archive.dispose()
         io_loop.close(all_fds=True)
         asyncio.set_event_loop(None)

@@ -16,6 +16,7 @@ from db.models import (
     Minirun,
     ResultSnapshot,
     Run,
+    SlowControlSample,
 )
 from db.session import transaction
 from db.store import allocate_run, upsert
@@ -150,3 +151,14 @@ def add_alarm(
         session.add(alarm)
         session.flush()
         return alarm.id
+
+
+def add_samples(
+    engine: Engine, pv: str, seconds: list[float], value: float, start: datetime = T0
+) -> None:
+    """Archived samples of ``pv`` at ``seconds`` after ``start``, all equal to ``value``."""
+    with transaction(engine) as session:
+        session.add_all(
+            SlowControlSample(pv=pv, time=start + timedelta(seconds=t), value=value)
+            for t in seconds
+        )

@@ -18,6 +18,7 @@ from dashboard_data import (
     T0,
     add_alarm,
     add_miniruns,
+    add_samples,
     add_snapshots,
     new_run,
     set_channels,
@@ -59,7 +60,7 @@ from dashboards.history import difference_sigma, make_history, minirun_table
 from dashboards.live import make_document, result_html, run_html, status_html
 from dashboards.panels import ROLLOVER
 from dashboards.projection import describe, project
-from dashboards.queries import Channel, MinirunMean, RunInfo, Snapshot
+from dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
 from db.models import Alarm, AlarmTransition
 from db.session import create_schema, make_engine, transaction
 
@@ -277,6 +278,11 @@ def test_result_box_blinding_escaping_and_projection() -> None:
     assert "&lt;b&gt;running&lt;/b&gt;" in info and "<b>running" not in info and "<i>" not in info
     status = status_html(update, now)
     assert "database: LIVE" in status and "monitor: LIVE" in status
+    assert "slow controls: NO DATA · none archived" in status
+    sampled = Update(
+        run_info(), False, [], latest, latest_sample=Sample(now, "B:BEAM:RATE", 1e8, "NO_ALARM")
+    )
+    assert "slow controls: LIVE · last sample 0 s ago" in status_html(sampled, now)
     lost = Update(run_info(), False, [], latest, poll_error="OperationalError: <locked>")
     status = status_html(lost, now + timedelta(seconds=60))
     assert "database: LOST" in status and "&lt;locked&gt;" in status and "<locked>" not in status
@@ -292,9 +298,13 @@ def test_feed_since_sequence(engine: Engine, feed: Feed) -> None:
     set_channels(engine, run, {"combined": (1e-6, 1e-6), "det1": (2e-6, 1e-6), "charge": (0, 1)})
     add_miniruns(engine, run, 3)
     set_helicity_errors(engine, run, {"phase_error": 2, "settle": 0})
+    add_samples(engine, "MUPNC:BEAM:RATE", [-5, 1, 2], 1e8)  # one before the run started
+    add_samples(engine, "MUPNC:BEAM:MOMENTUM", [1], 28.0)
     feed.attach("a")
     feed.poll()
     first = feed.since("a")
+    assert [s.time - T0 for s in first.samples] == [timedelta(seconds=t) for t in (1, 2)]
+    assert first.latest_sample == first.samples[-1] and first.samples[0].value == 1e8
     assert first.reset and first.run.number == run and first.run.expected == 5e-6
     assert first.run.pattern == "quartet" and dict(first.run.roles)["bcm"] == "monitor"
     assert [s.time for s in first.snapshots] == [T0 + timedelta(seconds=t) for t in (1, 2, 3)]
@@ -304,10 +314,12 @@ def test_feed_since_sequence(engine: Engine, feed: Feed) -> None:
     assert first.polled is not None and first.poll_error is None
     assert feed.since("a").snapshots == [] and not feed.since("a").reset
     add_snapshots(engine, run, [4, 5])
+    add_samples(engine, "MUPNC:BEAM:RATE", [4], 0.9e8)
     feed.poll()
     feed.poll()  # a second poll finds nothing new
     second = feed.since("a")
     assert not second.reset and len(second.snapshots) == 2
+    assert [s.value for s in second.samples] == [0.9e8]
     assert second.latest == second.snapshots[-1]
     feed.attach("b")
     assert len(feed.since("b").snapshots) == 5
@@ -387,14 +399,17 @@ def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) ->
     )
     add_miniruns(engine, run, 6)
     set_helicity_errors(engine, run, {"phase_error": 3})
+    add_samples(engine, "MUPNC:BEAM:RATE", [4.5], 1.2e8)
     feed.poll()
     callback.callback()
     streamed = [e for e in events if isinstance(e, ColumnsStreamedEvent)]
-    assert {e.model.name for e in streamed} == {"asym_source", "beam_source"}
+    assert {e.model.name for e in streamed} == {"asym_source", "beam_source", "muon_rate_source"}
     assert all(e.rollover == ROLLOVER for e in streamed)
     asym = next(e for e in streamed if e.model.name == "asym_source")
     np.testing.assert_allclose(asym.data["x"], [4, 5])
     np.testing.assert_allclose(source.data["x"], [1, 2, 3, 4, 5])
+    np.testing.assert_allclose(by_name(doc, "muon_rate_source").data["value"], [120])  # MHz
+    assert "slow controls: LOST" in by_name(doc, "status").text  # samples from 2025
     band = by_name(doc, "band_source").data
     np.testing.assert_allclose(band["x"], [1, 5])
     np.testing.assert_allclose(band["upper"], source.data["hi"][-1])

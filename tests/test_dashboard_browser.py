@@ -16,6 +16,7 @@ import pytest
 from dashboard_data import add_alarm, add_miniruns, add_snapshots, new_run, set_channels
 from sqlalchemy.orm import Session
 
+from dashboards.feed import Feed
 from dashboards.server import serve
 from db.models import Alarm
 from db.session import create_schema, make_engine
@@ -170,7 +171,7 @@ def test_history_page_with_reference_overlay(served, tmp_path: Path) -> None:
             page = open_page(browser, f"{url}/history?run={run}&ref={reference}", errors)
             assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 12
             assert page.evaluate(f"() => {MODEL}('reference_minirun_source').data.x.length") == 6
-            text = page.get_by_text(f"reference run {reference}:").inner_text()
+            text = page.get_by_text(f"reference run {reference} (BLINDED):").inner_text()
             assert "difference" in text and "σ" in text
             shot = tmp_path / "history.png"
             page.screenshot(path=shot, full_page=True)
@@ -178,9 +179,12 @@ def test_history_page_with_reference_overlay(served, tmp_path: Path) -> None:
             # choosing another run in the picker reloads the page's data from the database
             page.locator("select").first.select_option(index=0)  # the newest run: the reference
             page.wait_for_function(
-                f"() => {MODEL}('history_summary').text.includes('BLINDED')", timeout=20_000
+                f"() => {MODEL}('history_summary').text.startsWith('<b>Run {reference}</b>')",
+                timeout=20_000,
             )
             assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 6
+            summary = page.evaluate(f"() => {MODEL}('history_summary').text")
+            assert "BLINDED</b>" in summary.split("<br>")[1]  # the chosen run's own line
         finally:
             browser.close()
     assert errors == []
@@ -222,3 +226,53 @@ def test_alarm_text_is_not_html_and_acknowledge_writes(served, tmp_path: Path) -
     with Session(engine) as session:
         assert session.get(Alarm, alarm).acknowledged
     assert errors == []
+
+
+def test_closed_tabs_release_cursors_and_a_lost_server_shows(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    db = f"sqlite:///{tmp_path / 'tabs.db'}"
+    engine = make_engine(db)
+    create_schema(engine)
+    add_snapshots(engine, new_run(engine), [1, 2, 3])
+    engine.dispose()
+    feed, port, stop = Feed(db), free_port(), threading.Event()
+    feed.start()
+    lifetimes = dict(  # reap closed sessions within a fraction of a second, not Bokeh's 15 s
+        check_unused_sessions_milliseconds=100, unused_session_lifetime_milliseconds=100
+    )
+    server = threading.Thread(
+        target=serve,
+        args=(db,),
+        kwargs=dict(port=port, stop=stop, feed=feed, **lifetimes),
+        daemon=True,
+    )
+    server.start()
+    errors: list[str] = []
+    try:
+        wait_listening(port)
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                pages = [open_page(browser, f"http://127.0.0.1:{port}/", errors) for _ in range(3)]
+                assert feed.sessions == 3  # one feed, one cursor per tab
+                for page in pages[:2]:
+                    page.close()
+                deadline = time.monotonic() + 30
+                while feed.sessions > 1 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert feed.sessions == 1
+                assert not pages[2].evaluate(f"() => {MODEL}('disconnected').visible")
+                assert errors == []  # after this the client rightly complains of the lost server
+                stop.set()  # the server goes away under the open tab
+                server.join(30)
+                pages[2].wait_for_function(f"() => {MODEL}('disconnected').visible", timeout=30_000)
+                shot = tmp_path / "disconnected.png"
+                pages[2].screenshot(path=shot)
+                print(f"disconnected screenshot: {shot}")
+            finally:
+                browser.close()
+    finally:
+        stop.set()
+        server.join(30)
+        feed.stop()
