@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent
-from bokeh.events import ButtonClick
-from bokeh.models import Button
+from bokeh.events import ButtonClick, PanStart, Reset
+from bokeh.models import Button, Toggle
 from bokeh.server.callbacks import NextTickCallback
 from dashboard_data import (
     T0,
@@ -443,6 +443,34 @@ def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) ->
     (destroyed,) = doc.session_destroyed_callbacks
     destroyed(None)
     assert feed.sessions == 0
+
+
+def test_unit_switch_rescales_and_panning_stops_the_y_follow(engine: Engine, feed: Feed) -> None:
+    run = new_run(engine, asymmetry=None)
+    add_snapshots(engine, run, [1, 2])  # ~5 ppm
+    feed.poll()
+    doc = Document()
+    make_document(doc, feed)
+    source, plot = by_name(doc, "asym_source"), by_name(doc, "asym_plot")
+    y_ppm = list(source.data["y"])
+    (tick,) = doc.session_callbacks
+    add_snapshots(engine, run, [3], scale=1e4)  # ~5 %: the whole curve goes to percent
+    feed.poll()
+    tick.callback()
+    assert plot.yaxis[0].axis_label == "A_LR (%)"
+    np.testing.assert_allclose(source.data["y"][:2], np.array(y_ppm) * 1e-4)
+    y = by_name(doc, "asym_y_range")
+    assert y.start <= min(source.data["lo"][:3]) and y.end >= max(source.data["hi"][:3])
+    follow = next(m for m in doc.select({"type": Toggle}) if m.label == "auto y-range")
+    plot._trigger_event(PanStart(plot))
+    assert not follow.active
+    y.update(start=-100.0, end=100.0)  # the shifter's own zoom stays
+    add_snapshots(engine, run, [4], scale=1e4)
+    feed.poll()
+    tick.callback()
+    assert (y.start, y.end) == (-100.0, 100.0)
+    plot._trigger_event(Reset(plot))
+    assert follow.active and y.end < 100.0
 
 
 def test_sessions_share_one_feed_and_release_their_cursors(engine: Engine, feed: Feed) -> None:
