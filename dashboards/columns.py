@@ -22,14 +22,21 @@ from dashboards.queries import (
     Sample,
     Snapshot,
 )
+from sim.helicity import pattern_shape
 
 ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
 """Sign of the physics asymmetry a channel of each role sees (as in :mod:`sim.source`);
 other rows (charge, null asymmetries, unknown) are expected at zero."""
 NULL_PREFIX = "null_"
 
-PATTERN_WINDOWS = {"pair": 2, "quartet": 4, "octet": 8, "thue-morse-64": 64}
-"""Helicity windows per pattern (:data:`sim.helicity.PATTERN_SHAPES`)."""
+
+def pattern_windows(pattern: str) -> int | None:
+    """Helicity windows per pattern of a named shape (None if the name is unknown)."""
+    try:
+        return int(pattern_shape(pattern).size)
+    except ValueError:
+        return None
+
 
 ASYMMETRY_KEYS = ("x", "y", "lo", "hi")
 BEAM_KEYS = ("x", "window_rate", "good_rate", "charge")
@@ -71,7 +78,8 @@ def beam_columns(
         return {k: np.empty(0) for k in BEAM_KEYS}
     dt = np.diff(_seconds(chain, start))
     windows = np.diff([s.windows for s in chain]).astype(float)
-    good = np.diff([s.patterns_good for s in chain]).astype(float) * PATTERN_WINDOWS.get(pattern, 1)
+    size = pattern_windows(pattern) or math.nan  # good windows unknown for an unknown shape
+    good = np.diff([s.patterns_good for s in chain]).astype(float) * size
     with np.errstate(divide="ignore", invalid="ignore"):
         window_rate = np.where(dt > 0, windows / dt, np.nan)
         good_rate = np.where(dt > 0, good / dt, np.nan)
@@ -146,9 +154,10 @@ def minirun_columns(miniruns: Sequence[MinirunMean], unit: Unit) -> dict[str, np
 
 def good_beam_seconds(run: RunInfo, patterns_good: int) -> float | None:
     """Beam time in good patterns: patterns × windows per pattern / window rate (s)."""
-    if not run.window_rate or run.pattern not in PATTERN_WINDOWS:
+    size = pattern_windows(run.pattern)
+    if not run.window_rate or size is None:
         return None
-    return patterns_good * PATTERN_WINDOWS[run.pattern] / run.window_rate
+    return patterns_good * size / run.window_rate
 
 
 def decoder_state(previous: Snapshot | None, latest: Snapshot | None, run_state: str) -> str:

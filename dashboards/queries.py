@@ -106,26 +106,27 @@ def _float(x: object) -> float | None:
 
 
 def run_info(run: Run) -> RunInfo:
+    """The run's columns, falling back to its configuration for what older rows lack."""
     config = run.config or {}
-    channel_map = config.get("channel_map") or {}
-    delay = config.get("delay_patterns")
+    channel_map = run.channel_map or config.get("channel_map") or {}
+    delay = run.delay_patterns if run.delay_patterns is not None else config.get("delay_patterns")
     return RunInfo(
         number=run.number,
         state=run.state,
         source=run.source,
-        mode=str(config.get("mode", run.mode)),
+        mode=str(run.mode or config.get("mode")),
         start=utc(run.start),
         end=None if run.end is None else utc(run.end),
         blinded=bool(run.blinded or config.get("blinded", False)),
         expected=_float(config.get("asymmetry")),
         windows=run.windows or 0,
         lost_windows=run.lost_windows or 0,
-        pattern=str(config.get("pattern", "?")),
+        pattern=str(run.pattern or config.get("pattern", "?")),
         window_rate=_float(config.get("window_rate")),
         polarization=_float(config.get("polarization")),
         muon_rate=_float(config.get("muon_rate")),
         delay_patterns=None if delay is None else int(delay),
-        reversal=str(config.get("reversal", "?")),
+        reversal=str(run.reversal or config.get("reversal", "?")),
         roles=tuple((c["name"], c["role"]) for c in channel_map.get("channels", [])),
     )
 
