@@ -75,7 +75,7 @@ def status_html(update: Update, now: datetime) -> str:
     run, latest = update.run, update.latest
     snap_age = None if latest is None else (now - latest.time).total_seconds()
     if run is not None and run.state in ("ended", "aborted"):
-        mon_state, mon_detail = NO_DATA, f"run {run.state}, last result {format_age(snap_age)}"
+        mon_state, mon_detail = f"run {run.state}", f"last result {format_age(snap_age)}"
     else:
         mon_state = freshness(snap_age, MONITOR_STALE, MONITOR_LOST)
         mon_detail = f"last result {format_age(snap_age)}"

@@ -287,6 +287,8 @@ def test_result_box_blinding_escaping_and_projection() -> None:
     status = status_html(lost, now + timedelta(seconds=60))
     assert "database: LOST" in status and "&lt;locked&gt;" in status and "<locked>" not in status
     assert "monitor: LOST" in status
+    ended = Update(run_info(state="ended"), False, [], latest, polled=now)
+    assert "monitor: RUN ENDED · last result 3 s ago" in status_html(ended, now)
 
 
 # --- feed against SQLite -------------------------------------------------------------------------
