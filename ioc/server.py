@@ -78,11 +78,14 @@ def build_ioc(
     run_number: int,
     block_rate: float = 20.0,
     groups: tuple[str, ...] = GROUPS,
+    blind_box: float | None = None,
 ):
     """The IOC's PV groups for a simulated run: returns the top-level :class:`PVGroup`.
 
     Every process runs the simulation (it is deterministic from the seed); a process
     serves only the PV ``groups`` it is given.  The detector group carries run control.
+    ``blind_box`` not None marks the run blinded (RUN:BLIND = YES) with that box (a
+    fraction, 0 = the monitor's default); the blinding seed never leaves the monitor's host.
     """
     unknown = set(groups) - set(GROUPS)
     if unknown or not groups:
@@ -101,16 +104,27 @@ def build_ioc(
         )
         members["run"] = SubGroup(RunGroup, prefix="RUN:")
     ioc_cls = type("MupncIOC", (MupncIOCBase,), members)
-    return ioc_cls(prefix=prefix, source=source, layout=layout, run_number=run_number)
+    return ioc_cls(
+        prefix=prefix, source=source, layout=layout, run_number=run_number, blind_box=blind_box
+    )
 
 
 class MupncIOCBase(PVGroup):
     """The served groups, driven by one :class:`WindowSource` clock."""
 
-    def __init__(self, *args, source: WindowSource, layout: DaqLayout, run_number: int, **kw):
+    def __init__(
+        self,
+        *args,
+        source: WindowSource,
+        layout: DaqLayout,
+        run_number: int,
+        blind_box: float | None = None,
+        **kw,
+    ):
         self.source = source
         self.layout = layout
         self.run_number = run_number
+        self.blind_box = blind_box
         self.ending = asyncio.Event()
         super().__init__(*args, **kw)
 
@@ -125,6 +139,9 @@ class MupncIOCBase(PVGroup):
         beam, helicity = getattr(self, "beam", None), getattr(self, "helicity", None)
         if run is not None:
             await run.number.write(self.run_number)
+            if self.blind_box is not None:
+                await run.blind.write("YES")
+                await run.blind_box.write(self.blind_box)
         if beam is not None:
             await beam.publish_settings(config)
         if helicity is not None:
@@ -373,6 +390,8 @@ class RunControl(PVGroup):
     stop = enum_setpoint(
         "STOP", "Write STOP to end the run on a pattern boundary", ["-", "STOP"], "-"
     )
+    blind = enum_readback("BLIND", "Run is blinded", ["NO", "YES"], "NO")
+    blind_box = analog_readback("BLIND_BOX", "Blinding box half-width (0 = default)", "", 6)
 
     @stop.putter
     async def stop(self, instance, value: str) -> None:

@@ -37,6 +37,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _blind_box(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"blinding box must be a fraction in [0, 1), got {text!r}")
+    return value
+
+
 def _injection(text: str) -> tuple[float, str]:
     """``KIND[@SECONDS]``: a fault of :data:`sim.faults.FAULT_KINDS` at a time into the run."""
     kind, _, at = text.partition("@")
@@ -122,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("beam", "rotator", "detector", "all"),
         default="all",
         help="serve one PV group alone (default all; run control goes with the detector)",
+    )
+    ioc.add_argument(
+        "--blind",
+        nargs="?",
+        type=_blind_box,
+        const=0.0,
+        metavar="BOX",
+        help="blind the run (JAPAN-style offset within +-BOX, a fraction; default box if omitted)",
     )
     ioc.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
 

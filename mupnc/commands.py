@@ -56,11 +56,14 @@ def source_config(args: argparse.Namespace) -> SourceConfig:
     )
 
 
-def run_config(config: SourceConfig) -> dict:
+def run_config(config: SourceConfig, blinded: bool = False) -> dict:
     """The run configuration stored with the run (JSON-serializable)."""
     return {
         "mode": config.mode,
-        "asymmetry": config.asymmetry,
+        "asymmetry": config.injected_asymmetry,
+        "preset": config.preset,
+        "target_z": config.z,
+        "signal_fraction": config.signal_fraction,
         "polarization": config.polarization,
         "muon_rate": config.muon_rate,
         "momentum": config.momentum,
@@ -68,19 +71,25 @@ def run_config(config: SourceConfig) -> dict:
         "pattern": config.pattern,
         "delay_patterns": config.delay_patterns,
         "seed": config.seed,
-        "blinded": False,
-        "reversal": "fast",
+        "blinded": blinded,
+        "reversal": config.scheme,
+        "flip_period": config.flip_period,
+        "settle_time": config.settle_time,
+        "kick_turns": list(config.kick_turns),
         "channel_map": json.loads(config.resolved_channel_map().to_json()),
     }
 
 
-def new_run(url: str, config: SourceConfig, source: str = "sim", create: bool = True) -> int:
+def new_run(
+    url: str, config: SourceConfig, source: str = "sim", create: bool = True, blinded: bool = False
+) -> int:
     """Allocate a run; with ``create`` a database without any schema gets one (an existing
     schema must be current either way)."""
     engine = make_engine(url)
     (ensure_schema if create else require_schema)(engine)
     with transaction(engine) as session:
-        return allocate_run(session, source=source, mode=config.mode, config=run_config(config))
+        settings = run_config(config, blinded)
+        return allocate_run(session, source=source, mode=config.mode, config=settings)
 
 
 def ioc(args: argparse.Namespace) -> int:
@@ -97,8 +106,10 @@ def ioc(args: argparse.Namespace) -> int:
             units = getattr(channel, "units", "")
             print(f"{name}\t{channel.data_type.name}{access}\t{units}\t{channel.pvspec.doc}")
         return 0
-    run = args.run if args.run is not None else new_run(args.db, config, create=False)
-    group = build_ioc(args.prefix, config, run, args.block_rate, groups)
+    run = args.run
+    if run is None:
+        run = new_run(args.db, config, create=False, blinded=args.blind is not None)
+    group = build_ioc(args.prefix, config, run, args.block_rate, groups, blind_box=args.blind)
     log.info("IOC serving run %d with prefix %s", run, args.prefix)
     asyncio.run(serve(group))
     return 0
