@@ -61,9 +61,9 @@ RECONNECTED_JS = "banner.visible = false;"
 
 
 def badge(name: str, state: str, detail: str) -> str:
-    """A coloured status badge: ``name: state (detail)``; ``detail`` is escaped."""
+    """A coloured status badge: ``name: STATE · detail``; state and detail are escaped."""
     colour = STATE_COLOURS.get(state, "#777")
-    text = f"{name}: {state.upper()}" + (f" · {html.escape(detail)}" if detail else "")
+    text = f"{name}: {html.escape(state.upper())}" + (f" · {html.escape(detail)}" if detail else "")
     return f"<span style='{BADGE}background:{colour}'>{text}</span>"
 
 
