@@ -22,12 +22,12 @@ from dashboards.queries import (
     Sample,
     Snapshot,
 )
+from monitor.blinding import ANALYZING_SIGN
 from sim.helicity import pattern_shape
 
-ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
-"""Sign of the physics asymmetry a channel of each role sees (as in :mod:`sim.source`);
-other rows (charge, null asymmetries, unknown) are expected at zero."""
 NULL_PREFIX = "null_"
+"""Null asymmetries (``null_half``, ``null_even_odd``) are expected at zero, like the charge
+asymmetry and any row whose role has no :data:`ANALYZING_SIGN`."""
 
 
 def pattern_windows(pattern: str) -> int | None:
@@ -104,22 +104,33 @@ def sample_columns(
 
 
 def channel_columns(
-    channels: Sequence[Channel], roles: dict[str, str], unit: Unit
+    channels: Sequence[Channel],
+    roles: dict[str, str],
+    unit: Unit,
+    shape: dict[str, float] | None = None,
 ) -> dict[str, list | np.ndarray]:
     """Per-channel table: value and error in ``unit``, and the pull against expectation.
 
-    A detector channel of role r is expected to see ``ANALYZING_SIGN[r] * A_combined``; the
+    A detector channel c is expected to see ``ANALYZING_SIGN[role] * shape[c] * A_0`` with
+    ``A_0 = A_combined / <shape>`` (the inverse-variance mean of ``shape`` over the scatter
+    channels, which the combined A_LR averages; 1 without a shape, and for A_FB); the
     charge asymmetry, monitor channels and null asymmetries (``null_*``, role ``null``) are
     expected at zero.  The combined row has no pull (its significance is in the result box).
     """
+    shape = shape or {}
     combined = next((c for c in channels if c.name == COMBINED), None)
     a = combined.value if combined is not None and combined.value is not None else math.nan
     value = np.array([math.nan if c.value is None else c.value for c in channels], dtype=float)
     error = np.array([math.nan if c.error is None else c.error for c in channels], dtype=float)
     role = [roles.get(c.name) or _role(c.name) for c in channels]
-    expected = np.array(
-        [math.nan if r == COMBINED else ANALYZING_SIGN.get(r, 0.0) * a for r in role]
-    )
+    relative = np.array([shape.get(c.name, 1.0) for c in channels], dtype=float)
+    weight = np.zeros(len(channels))
+    scatter = np.array([r == "scatter" for r in role], dtype=bool)
+    usable = scatter & np.isfinite(error) & (error > 0)
+    weight[usable] = error[usable] ** -2.0
+    mean_shape = float(weight @ relative / weight.sum()) if weight.sum() > 0 else 1.0
+    sign = np.array([ANALYZING_SIGN.get(r, 0.0) for r in role])
+    expected = np.where([r == COMBINED for r in role], math.nan, sign * relative * a / mean_shape)
     pull = pulls(value, error, expected)
     return {
         "channel": [c.name for c in channels],

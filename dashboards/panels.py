@@ -271,7 +271,7 @@ class ChannelTable:
 
     def __init__(self) -> None:
         self.unit = PPM
-        self.shown: tuple[tuple[Channel, ...], tuple] = ((), ())
+        self.shown: tuple = ()
         self.source = ColumnDataSource(cols.channel_columns([], {}, PPM), name="channel_source")
         number = NumberFormatter(format="0.000", nan_format="–")
         self.value = TableColumn(field="value", title="A (ppm)", formatter=number)
@@ -290,17 +290,21 @@ class ChannelTable:
             sizing_mode="stretch_width",
             index_position=None,
         )
-        self.title = Div(text="<b>Channels</b> (pull: against the combined asymmetry × sign)")
+        self.title = Div(
+            text="<b>Channels</b> (pull: against the combined asymmetry × sign × A_LR shape)"
+        )
         self.layout = column(self.title, self.table, sizing_mode="stretch_width")
 
     def apply(self, run: RunInfo, channels: tuple[Channel, ...]) -> None:
-        if (channels, run.roles) == self.shown:
+        if (channels, run.roles, run.shape) == self.shown:
             return
-        self.shown = (channels, run.roles)
+        self.shown = (channels, run.roles, run.shape)
         self.unit = choose_unit(magnitude(c.error for c in channels), self.unit)
         self.value.title = f"A ({self.unit.name})"
         self.error.title = f"σ ({self.unit.name})"
-        self.source.data = cols.channel_columns(channels, dict(run.roles), self.unit)
+        self.source.data = cols.channel_columns(
+            channels, dict(run.roles), self.unit, dict(run.shape)
+        )
 
 
 class PullHistogram:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,6 +22,7 @@ from db.models import (
     Run,
     SlowControlSample,
 )
+from sim.detector import PRESETS, alr_shape
 
 COMBINED, CHARGE = "combined", "charge"
 BEAM_RATE_PV = "BEAM:RATE"
@@ -51,6 +53,9 @@ class RunInfo:
     reversal: str
     roles: tuple[tuple[str, str], ...]
     """(channel name, role) from the run's channel map."""
+    shape: tuple[tuple[str, float], ...] = ()
+    """(channel name, relative asymmetry) of the run's A_LR preset at each channel's
+    cos theta (:func:`sim.detector.alr_shape`; 1 for a flat preset and for other roles)."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +110,32 @@ def _float(x: object) -> float | None:
     return None if x is None else float(x)
 
 
+def _shape(channels: list[dict], preset: str) -> tuple[tuple[str, float], ...]:
+    cos = np.array([c.get("cos_theta") or 0.0 for c in channels], dtype=float)
+    scatter = np.array([c["role"] == "scatter" for c in channels], dtype=bool)
+    known = preset if preset in PRESETS else "flat"
+    relative = np.where(scatter, alr_shape(cos, known), 1.0)
+    return tuple((c["name"], float(r)) for c, r in zip(channels, relative, strict=True))
+
+
+def _expected(config: dict, shape: tuple[tuple[str, float], ...], roles: dict) -> float | None:
+    """The injected asymmetry as the monitor should see it: diluted by the signal fraction
+    and, for a shaped A_LR preset, averaged over the scatter channels' cos theta."""
+    injected = config.get("asymmetry")
+    if injected is None:
+        return None
+    relative = [r for name, r in shape if roles.get(name) == "scatter"]
+    mean = float(np.mean(relative)) if relative else 1.0
+    return float(injected) * float(config.get("signal_fraction") or 1.0) * mean
+
+
 def run_info(run: Run) -> RunInfo:
     """The run's columns, falling back to its configuration for what older rows lack."""
     config = run.config or {}
     channel_map = run.channel_map or config.get("channel_map") or {}
+    channels = channel_map.get("channels", [])
+    roles = tuple((c["name"], c["role"]) for c in channels)
+    shape = _shape(channels, str(config.get("preset", "flat")))
     delay = run.delay_patterns if run.delay_patterns is not None else config.get("delay_patterns")
     return RunInfo(
         number=run.number,
@@ -118,7 +145,7 @@ def run_info(run: Run) -> RunInfo:
         start=utc(run.start),
         end=None if run.end is None else utc(run.end),
         blinded=bool(run.blinded or config.get("blinded", False)),
-        expected=_float(config.get("asymmetry")),
+        expected=_expected(config, shape, dict(roles)),
         windows=run.windows or 0,
         lost_windows=run.lost_windows or 0,
         pattern=str(run.pattern or config.get("pattern", "?")),
@@ -127,7 +154,8 @@ def run_info(run: Run) -> RunInfo:
         muon_rate=_float(config.get("muon_rate")),
         delay_patterns=None if delay is None else int(delay),
         reversal=str(run.reversal or config.get("reversal", "?")),
-        roles=tuple((c["name"], c["role"]) for c in channel_map.get("channels", [])),
+        roles=roles,
+        shape=shape,
     )
 
 

@@ -60,7 +60,7 @@ from dashboards.history import difference_sigma, make_history, minirun_table
 from dashboards.live import make_document, result_html, run_html, status_html
 from dashboards.panels import ROLLOVER
 from dashboards.projection import describe, project
-from dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
+from dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot, latest_run
 from db.models import Alarm, AlarmTransition
 from db.session import create_schema, make_engine, transaction
 
@@ -232,6 +232,33 @@ def test_channel_pulls_against_expectation_by_role() -> None:
     np.testing.assert_allclose(cols["pull"], [2.5, 0, 3, np.nan, 1])
     assert cols["colour"] == ["#ffe9a0", "#c8efc8", "#ffb0b0", "white", "#c8efc8"]
     np.testing.assert_allclose(cols["value"], [7.5, -5, 0.3, 5, 0.1])
+
+
+def test_channel_pulls_follow_the_a_lr_shape(engine: Engine) -> None:
+    # an "sm" preset at cos theta 0 and -1: relative asymmetry 1 and 2; A_0 = 3 ppm
+    channels = [
+        Channel("fwd_bin", 3e-6, 1e-6),
+        Channel("back_bin", 6e-6, 1e-6),
+        Channel("combined", 4.5e-6, 0.7e-6),
+    ]
+    roles = {"fwd_bin": "scatter", "back_bin": "scatter"}
+    cols = channel_columns(channels, roles, PPM, {"fwd_bin": 1.0, "back_bin": 2.0})
+    np.testing.assert_allclose(cols["pull"], [0, 0, np.nan], atol=1e-12)
+    flat = channel_columns(channels, roles, PPM)  # without the shape both bins look off
+    np.testing.assert_allclose(flat["pull"], [-1.5, 1.5, np.nan])
+    channel_map = {
+        "mode": "alr",
+        "channels": [
+            {"name": "fwd_bin", "role": "scatter", "acceptance": 1e-3, "cos_theta": 0.0},
+            {"name": "back_bin", "role": "scatter", "acceptance": 1e-3, "cos_theta": -1.0},
+            {"name": "bcm", "role": "monitor", "acceptance": 1.0},
+        ],
+    }
+    new_run(engine, preset="sm", signal_fraction=0.5, asymmetry=4e-6, channel_map=channel_map)
+    with Session(engine) as session:
+        info = latest_run(session)
+    assert dict(info.shape) == {"fwd_bin": 1.0, "back_bin": 2.0, "bcm": 1.0}
+    assert info.expected == pytest.approx(4e-6 * 0.5 * 1.5)  # diluted, mean shape
 
 
 def test_miniruns_good_beam_time_and_decoder_state() -> None:
