@@ -68,6 +68,7 @@ def _empty(keys: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def whisker(source: ColumnDataSource, colour: str) -> Whisker:
+    """Error bars from columns ``lo`` to ``hi`` at ``x``."""
     return Whisker(
         base="x",
         lower="lo",
@@ -142,8 +143,9 @@ class AsymmetryPlot:
     def apply(self, run: RunInfo, snapshots: Sequence[Snapshot], reset: bool) -> None:
         """Reset for a new run or stream ``snapshots``; rescale if the unit changes."""
         if reset:
-            self.plot.title.text = f"Running {label(run.mode)}, run {run.number}"
             self.expected_value = None if run.blinded else run.expected
+            key = "band: mean ± σ now" + (", red dashed: injected" if self.expected_value else "")
+            self.plot.title.text = f"Running {label(run.mode)}, run {run.number} ({key})"
             self.expected.visible = self.expected_value is not None
             self.unit = self._unit(snapshots, None)
             self.source.data = cols.asymmetry_columns(snapshots, run.start, self.unit)

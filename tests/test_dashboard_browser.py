@@ -4,6 +4,7 @@ chain runs (IOC → Channel Access → monitor → SQLite → Bokeh), and the hi
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -111,11 +112,12 @@ def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
                 assert "A_LR = " in box and "ppm" in box and "good patterns" in box
                 assert "locked" in page.evaluate(f"() => {MODEL}('helicity_state').text")
                 title = page.evaluate(f"() => {MODEL}('asym_plot').title.text")
-                assert title.startswith("Running A_LR, run ")
+                match = re.match(r"Running A_LR, run (\d+) \(band: mean ± σ now", title)
+                assert match, title
                 shot = tmp_path / "shifter.png"
                 page.screenshot(path=shot, full_page=True)
                 print(f"shifter screenshot: {shot}")
-                run = title.rsplit(" ", 1)[-1]
+                run = match.group(1)
                 history = open_page(browser, f"http://127.0.0.1:{port}/history?run={run}", errors)
                 summary = history.evaluate(f"() => {MODEL}('history_summary').text")
                 assert f"Run {run}" in summary
