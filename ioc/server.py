@@ -21,7 +21,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from ioc.limits import MAJOR, MINOR, AlarmLimits
 from ioc.records import analog_readback, enum_readback, enum_setpoint, numeric_setpoint
 from sim.beam import RATE_RANGE
-from sim.blocks import packed_length
+from sim.blocks import WindowBlock, packed_length
 from sim.faults import FAULT_KINDS
 from sim.helicity import PATTERN_SHAPES
 from sim.source import SimulatedBlock, SourceConfig, WindowSource
@@ -79,6 +79,8 @@ def build_ioc(
     block_rate: float = 20.0,
     groups: tuple[str, ...] = GROUPS,
     blind_box: float | None = None,
+    source: WindowSource | None = None,
+    clock=None,
 ):
     """The IOC's PV groups for a simulated run: returns the top-level :class:`PVGroup`.
 
@@ -86,11 +88,13 @@ def build_ioc(
     serves only the PV ``groups`` it is given.  The detector group carries run control.
     ``blind_box`` not None marks the run blinded (RUN:BLIND = YES) with that box (a
     fraction, 0 = the monitor's default); the blinding seed never leaves the monitor's host.
+    ``source`` and ``clock`` replace the simulation and :func:`clock_loop` (a replay,
+    :mod:`ioc.replay`).
     """
     unknown = set(groups) - set(GROUPS)
     if unknown or not groups:
         raise ValueError(f"unknown IOC group(s) {sorted(unknown)}; choose from {GROUPS}")
-    source = WindowSource(config, stream_id=int(time.time()) & 0x7FFFFFFF)
+    source = source or WindowSource(config, stream_id=int(time.time()) & 0x7FFFFFFF)
     layout = DaqLayout(source.n_channels, block_rate, config.window_rate)
     channel_map_json = source.channel_map.to_json()
     members: dict[str, SubGroup] = {}
@@ -105,7 +109,12 @@ def build_ioc(
         members["run"] = SubGroup(RunGroup, prefix="RUN:")
     ioc_cls = type("MupncIOC", (MupncIOCBase,), members)
     return ioc_cls(
-        prefix=prefix, source=source, layout=layout, run_number=run_number, blind_box=blind_box
+        prefix=prefix,
+        source=source,
+        layout=layout,
+        run_number=run_number,
+        blind_box=blind_box,
+        clock=clock,
     )
 
 
@@ -119,9 +128,11 @@ class MupncIOCBase(PVGroup):
         layout: DaqLayout,
         run_number: int,
         blind_box: float | None = None,
+        clock=None,
         **kw,
     ):
         self.source = source
+        self.clock = clock or clock_loop
         self.layout = layout
         self.run_number = run_number
         self.blind_box = blind_box
@@ -139,6 +150,7 @@ class MupncIOCBase(PVGroup):
         beam, helicity = getattr(self, "beam", None), getattr(self, "helicity", None)
         if run is not None:
             await run.number.write(self.run_number)
+            await run.first_seq.write(self.source.next_seq)
             if self.blind_box is not None:
                 await run.blind.write("YES")
                 await run.blind_box.write(self.blind_box)
@@ -150,7 +162,7 @@ class MupncIOCBase(PVGroup):
             await daq.channel_map.write(self.source.channel_map.to_json())
             await daq.stream_id.write(self.source.stream_id)
             await run.state.write("RUNNING")
-        await clock_loop(self, daq, beam, helicity)
+        await self.clock(self, daq, beam, helicity)
         if run is not None:
             await run.state.write("ENDED")
         log.info(
@@ -211,6 +223,11 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
             units="counts",
             doc="Cumulative counts per channel, actual helicity -1",
         ),
+        "consumed": pvproperty(
+            value=-2,
+            name="CONSUMED",
+            doc="Last block the consumer took, written by it (-1 ready; a replay's flow control)",
+        ),
         "channel_map": pvproperty(
             value="",
             name="CHANNEL_MAP",
@@ -239,17 +256,27 @@ class DaqGroupBase(PVGroup):
         self._scalers = np.zeros((2, self.parent.layout.n_channels))
 
     async def publish_block(self, simulated: SimulatedBlock) -> None:
-        """Ring slot first, then scalers, then the block PV (so a reader can refill it)."""
-        layout = self.parent.layout
-        block = simulated.block
-        wire = block.pack(layout.block_length)
-        hel = simulated.actual_helicity
-        self._scalers[0] += block.counts[hel > 0].sum(axis=0)
-        self._scalers[1] += block.counts[hel < 0].sum(axis=0)
-        ring = getattr(self, f"ring_{block.block_number % layout.ring_depth:03d}")
-        await ring.write(wire)
+        """Publish a simulated block, its scalers gated by the actual helicity."""
+        counts, hel = simulated.block.counts, simulated.actual_helicity
+        await self.publish(
+            simulated.block, counts[hel > 0].sum(axis=0), counts[hel < 0].sum(axis=0)
+        )
+
+    async def gate_scalers(self, plus: np.ndarray, minus: np.ndarray) -> None:
+        """Add counts per channel to the helicity +1 and -1 scalers and publish them."""
+        self._scalers[0] += plus
+        self._scalers[1] += minus
         await self.scaler_plus.write(self._scalers[0])
         await self.scaler_minus.write(self._scalers[1])
+
+    async def publish(self, block: WindowBlock, plus: np.ndarray, minus: np.ndarray) -> None:
+        """Ring slot first, then scalers (+ ``plus``/``minus``), then the block PV (so a
+        reader can refill it)."""
+        layout = self.parent.layout
+        wire = block.pack(layout.block_length)
+        ring = getattr(self, f"ring_{block.block_number % layout.ring_depth:03d}")
+        await ring.write(wire)
+        await self.gate_scalers(plus, minus)
         if block.n_windows:
             await self.seq.write(int(block.seq[-1]))
         await self.block.write(wire)
@@ -386,6 +413,9 @@ class RunControl(PVGroup):
     """Run control: number, state and stop."""
 
     number = pvproperty(value=0, name="NUMBER", doc="Run number", read_only=True)
+    first_seq = pvproperty(
+        value=0, name="FIRST_SEQ", doc="Sequence number of the run's first window", read_only=True
+    )
     state = enum_readback("STATE", "Run state", RUN_STATES, "IDLE")
     stop = enum_setpoint(
         "STOP", "Write STOP to end the run on a pattern boundary", ["-", "STOP"], "-"

@@ -227,6 +227,20 @@ class RunRecorder:
         acc.dirty.clear()
         return True
 
+    def write(
+        self,
+        session: Session,
+        acc: RunAccumulator,
+        decoder: DecoderState,
+        result: RunResult,
+        lost_windows: int,
+        state: str,
+    ) -> None:
+        """What :meth:`flush` writes, in the caller's transaction (e.g. with the run's row)."""
+        self._write(session, acc, decoder, result, lost_windows, state)
+        self._blocks = []
+        acc.dirty.clear()
+
     def _write(
         self,
         session: Session,
@@ -253,7 +267,8 @@ class RunRecorder:
         result_rows += _result_rows(run, CUMULATIVE, result)
         error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
         now = datetime.now(UTC)
-        upsert(session, RecordedBlock, self._blocks, ("run", "stream_id", "block_number"))
+        blocks = [{**row, "run": run} for row in self._blocks]  # run may be renumbered
+        upsert(session, RecordedBlock, blocks, ("run", "stream_id", "block_number"))
         upsert(session, Minirun, minirun_rows, ("run", "index"))
         upsert(session, HelicityCounts, count_rows, ("run", "minirun", "channel", "helicity"))
         upsert(session, AsymmetryResult, result_rows, ("run", "minirun", "channel"))

@@ -19,6 +19,7 @@ from db.session import transaction
 from monitor.accumulator import RunAccumulator
 from monitor.blinding import UNBLINDED, Blinder, run_blinder
 from monitor.decoder import ERROR_KINDS
+from monitor.flow import ConsumerAck
 from monitor.ingest import BlockIngest
 from monitor.publisher import ResultPublisher
 from monitor.recorder import RunRecorder
@@ -40,6 +41,8 @@ class RunSettings:
     channel_map: ChannelMap
     blinder: Blinder = UNBLINDED
     scheme: str = "fast"
+    first_seq: int = 0
+    """Sequence number of the run's first window (a replay of a time range starts later)."""
 
 
 def _blinder(ingest: BlockIngest) -> Blinder:
@@ -52,6 +55,14 @@ def _blinder(ingest: BlockIngest) -> Blinder:
         log.warning("the IOC serves no RUN:BLIND: the run is analysed unblinded")
         return UNBLINDED
     return run_blinder(blind, os.environ.get("MUPNC_BLINDING_SEED"), box)
+
+
+def _first_seq(ingest: BlockIngest) -> int:
+    """``RUN:FIRST_SEQ``; 0 for an IOC that does not serve it."""
+    try:
+        return int(ingest.caget("RUN:FIRST_SEQ"))
+    except ConnectionError:
+        return 0
 
 
 def _scheme(ingest: BlockIngest) -> str:
@@ -90,6 +101,7 @@ class OnlineMonitor:
             channel_map=ChannelMap.from_json(ingest.caget("DAQ:CHANNEL_MAP", as_string=True)),
             blinder=_blinder(ingest),
             scheme=_scheme(ingest),
+            first_seq=_first_seq(ingest),
         )
 
     def run(self, stop: threading.Event) -> int:
@@ -105,6 +117,7 @@ class OnlineMonitor:
         acc = recorder.resume(settings.channel_map, decoder)
         if acc is None:
             acc = RunAccumulator(settings.channel_map, decoder.size, minirun)
+            decoder.state.last_seq = settings.first_seq - 1
         else:
             ingest.resume_at(recorder.next_block)
         with transaction(self.engine) as session:
@@ -148,9 +161,12 @@ class OnlineMonitor:
                 )
             return written
 
+        ack = ConsumerAck(self.prefix)  # a replaying IOC paces itself by it
+        ack.send(recorder.next_block - 1)
         next_flush = time.monotonic() + self.flush_interval
         while not stop.is_set():
-            ingested(ingest.next_blocks())
+            ingested(ingest.next_blocks(ack.wait))
+            ack.send(recorder.next_block - 1)
             if time.monotonic() >= next_flush:
                 next_flush += self.flush_interval
                 if ingest.caget("RUN:STATE", as_string=True) == "ENDED":

@@ -64,6 +64,57 @@ def _asymmetry(text: str) -> float:
     return value
 
 
+def _replay_source(text: str) -> int | None:
+    """``sim`` (None) or ``replay:RUN`` (the run number)."""
+    if text == "sim":
+        return None
+    kind, _, run = text.partition(":")
+    if kind != "replay" or not run.isdigit():
+        raise argparse.ArgumentTypeError(f"must be 'sim' or 'replay:RUN', got {text!r}")
+    return int(run)
+
+
+def _speed(text: str) -> float | None:
+    """A replay speed: a factor of real time, or ``max`` (None)."""
+    return None if text == "max" else _positive(text)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be seconds >= 0, got {text!r}")
+    return value
+
+
+def _minirun(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a minirun needs at least 2 patterns, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _replay_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        metavar="X|max",
+        help="replay speed: X times real time (default 1), or max (as fast as the monitor "
+        "keeps up)",
+    )
+    p.add_argument(
+        "--from", dest="start", type=_seconds, metavar="S", help="replay from S s of data"
+    )
+    p.add_argument("--to", dest="stop", type=_seconds, metavar="S", help="replay up to S s of data")
+
+
 def _simulation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mode",
@@ -139,6 +190,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="blind the run (JAPAN-style offset within +-BOX, a fraction; default box if omitted)",
     )
     ioc.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
+    ioc.add_argument(
+        "--source",
+        type=_replay_source,
+        default=None,
+        metavar="sim|replay:RUN",
+        help="the live simulation (default) or a replay of recorded run RUN",
+    )
+    _replay_options(ioc)
+
+    simulate = sub.add_parser("sim", help="simulate and record a run offline, at full speed")
+    _simulation_options(simulate)
+    length = simulate.add_mutually_exclusive_group(required=True)
+    length.add_argument("--windows", type=_count, help="number of helicity windows")
+    length.add_argument("--seconds", type=_positive, help="seconds of data")
+    simulate.add_argument(
+        "--block-rate",
+        type=_positive,
+        default=20.0,
+        help="blocks per second of data, as the live IOC publishes them (default 20)",
+    )
+    simulate.add_argument("--minirun", type=_minirun, default=9000, help="patterns per minirun")
+
+    replay = sub.add_parser("replay", help="play a recorded run back through the IOCs")
+    replay.add_argument("run", type=int, help="recorded run")
+    _replay_options(replay)
+    replay.add_argument("--port", type=int, default=5006, help="dashboard port (default 5006)")
+    replay.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+
+    reanalyze = sub.add_parser("reanalyze", help="analyse a recorded run again, without IOCs")
+    reanalyze.add_argument("run", type=int, help="recorded run")
+    reanalyze.add_argument("--json", action="store_true", help="machine-readable output")
+    reanalyze.add_argument(
+        "--minirun", type=_minirun, help="patterns per minirun (default: the run's own)"
+    )
+    reanalyze.add_argument(
+        "--unblind", action="store_true", help="report the true values of a blinded run"
+    )
+
+    export = sub.add_parser("export", help="export a run: recording (.parquet), results (.csv)")
+    export.add_argument("run", type=int, help="run number")
+    export.add_argument("file", help="FILE.parquet (the recording) or FILE.csv (the results)")
+
+    load = sub.add_parser("import", help="import a recording (.parquet) as a new run")
+    load.add_argument("file", help="FILE.parquet written by mupnc export")
 
     monitor = sub.add_parser("monitor", help="the online monitor")
     monitor.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
@@ -227,6 +322,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.monitor(args)
     if args.command == "dashboard":
         return commands.dashboard(args)
+    if args.command in ("sim", "replay", "reanalyze", "export", "import"):
+        return commands.recorded(args)
     if args.command == "demo":
         from mupnc.orchestrate import demo
 

@@ -56,8 +56,9 @@ def source_config(args: argparse.Namespace) -> SourceConfig:
     )
 
 
-def run_config(config: SourceConfig, blinded: bool = False) -> dict:
-    """The run configuration stored with the run (JSON-serializable)."""
+def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | None = None) -> dict:
+    """The run configuration stored with the run (JSON-serializable); ``blind_box`` is the
+    box a blinded run was given (0: the monitor's default), which a replay serves again."""
     return {
         "mode": config.mode,
         "asymmetry": config.injected_asymmetry,
@@ -72,6 +73,7 @@ def run_config(config: SourceConfig, blinded: bool = False) -> dict:
         "delay_patterns": config.delay_patterns,
         "seed": config.seed,
         "blinded": blinded,
+        "blind_box": blind_box,
         "reversal": config.scheme,
         "flip_period": config.flip_period,
         "settle_time": config.settle_time,
@@ -81,14 +83,19 @@ def run_config(config: SourceConfig, blinded: bool = False) -> dict:
 
 
 def new_run(
-    url: str, config: SourceConfig, source: str = "sim", create: bool = True, blinded: bool = False
+    url: str,
+    config: SourceConfig,
+    source: str = "sim",
+    create: bool = True,
+    blinded: bool = False,
+    blind_box: float | None = None,
 ) -> int:
     """Allocate a run; with ``create`` a database without any schema gets one (an existing
     schema must be current either way)."""
     engine = make_engine(url)
     (ensure_schema if create else require_schema)(engine)
     with transaction(engine) as session:
-        settings = run_config(config, blinded)
+        settings = run_config(config, blinded, blind_box)
         return allocate_run(session, source=source, mode=config.mode, config=settings)
 
 
@@ -96,6 +103,10 @@ def ioc(args: argparse.Namespace) -> int:
     from ioc.main import serve
     from ioc.server import GROUPS, build_ioc
 
+    if args.source is not None:
+        from mupnc.replay import replay_ioc
+
+        return replay_ioc(args)
     config = source_config(args)
     groups = GROUPS if args.group == "all" else (args.group,)
     if args.list_pvs:
@@ -108,7 +119,8 @@ def ioc(args: argparse.Namespace) -> int:
         return 0
     run = args.run
     if run is None:
-        run = new_run(args.db, config, create=False, blinded=args.blind is not None)
+        blinded = args.blind is not None
+        run = new_run(args.db, config, create=False, blinded=blinded, blind_box=args.blind)
     group = build_ioc(args.prefix, config, run, args.block_rate, groups, blind_box=args.blind)
     log.info("IOC serving run %d with prefix %s", run, args.prefix)
     asyncio.run(serve(group))
@@ -231,4 +243,56 @@ def plan(args: argparse.Namespace) -> int:
         f"  events {result.events:.3g}, muons {result.muons:.3g},"
         f" time {result.seconds:.3g} s ({result.days:.3g} days) at {result.flux:g} muons/s"
     )
+    return 0
+
+
+def recorded(args: argparse.Namespace) -> int:
+    """``sim``, ``replay``, ``reanalyze``, ``export`` and ``import``: recorded runs.
+
+    A bad file is a usage error (exit 2); a corrupt recording in the database a run-time
+    failure (exit 1)."""
+    from db.exchange import ExchangeError
+    from db.recording import RecordingError
+    from mupnc.cli import UsageError
+
+    try:
+        return _recorded(args)
+    except ExchangeError as err:
+        raise UsageError(str(err)) from None
+    except RecordingError as err:
+        raise LookupError(f"corrupt recording: {err}") from None
+
+
+def _recorded(args: argparse.Namespace) -> int:
+    from mupnc import offline, replay
+
+    if args.command == "sim":
+        return offline.simulate(args)
+    if args.command == "replay":
+        return replay.replay(args)
+    if args.command == "reanalyze":
+        summary = offline.reanalyze(args.db, args.run, args.minirun, args.unblind)
+        print(json.dumps(summary, indent=2) if args.json else format_report(summary))
+        return 0
+    if args.command == "import":
+        number, windows = offline.import_recording(args.db, args.file)
+        print(f"run {number}: imported {windows} windows from {args.file}")
+        return 0
+    return export(args.db, args.run, args.file)
+
+
+def export(url: str, number: int, path: str) -> int:
+    """``mupnc export RUN FILE``: the recording (.parquet) or the results (.csv)."""
+    from db.exchange import export_parquet, export_results_csv
+    from mupnc.cli import UsageError
+
+    engine = _engine(url)
+    if path.endswith(".parquet"):
+        print(f"run {number}: exported {export_parquet(engine, number, path)} windows to {path}")
+    elif path.endswith(".csv"):
+        print(
+            f"run {number}: exported {export_results_csv(engine, number, path)} results to {path}"
+        )
+    else:
+        raise UsageError(f"{path}: export writes FILE.parquet (recording) or FILE.csv (results)")
     return 0

@@ -1,0 +1,209 @@
+"""Replay of a recorded run through the IOCs (``mupnc ioc --source replay:RUN``).
+
+The IOC serves the same PVs as live, with the recorded run's settings (pattern, delay,
+polarization, scheme, channel map, blinding flag and box, muon rate, ...), and publishes
+exactly the recorded blocks: the same windows, sequence numbers and block boundaries
+(block numbers count from 0 in the order replayed; a range replay starts at block 0).
+
+Pace: block *k* goes out when the data time of its last window, ``(seq + 1 - first) /
+window_rate``, divided by ``speed`` has passed (``speed`` 1 = real time); ``speed`` None
+("max") drops that pace.  Every writer stays rate-limited: at most :data:`MAX_BLOCK_RATE`
+blocks per second.
+
+Flow control: the consumer (the monitor, :mod:`monitor.flow`) writes ``DAQ:CONSUMED``, the
+last block it took.  The replay publishes block 0 at once (so a new subscriber's first
+value is a block), continues once it reads -1 or more (the consumer is ready) and never
+publishes more than half the ring ahead of it, at any speed, so no block of a replay is
+lost; the replay clock stands still while it waits.
+
+Scalers: a replay has no truth helicity.  ``DAQ:SCALER:PLUS/MINUS`` are gated by the
+helicity the IOC decodes from the recorded windows itself (the monitor's decoder), updated
+once per batch of :data:`db.recorded.BATCH_BLOCKS` blocks and at the end; so they lag the
+stream, and at the end equal the helicity-sorted totals of a clean run.  Writes of the beam
+setpoints or fault switches are refused: a recording cannot be changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+from sqlalchemy import Engine
+
+from db.recorded import WHOLE_RUN, SeqRange, recorded_blocks, recording_info
+from db.session import transaction
+from monitor.rotator_decoder import make_decoder
+from sim.blocks import WindowBlock
+from sim.channel_map import ChannelMap
+from sim.helicity import pattern_shape
+from sim.source import SourceConfig
+
+log = logging.getLogger("mupnc.ioc.replay")
+
+MAX_BLOCK_RATE = 5000.0
+"""Blocks per second a replay publishes at most (speed max)."""
+CONSUMER_POLL = 0.002
+"""Seconds between two looks at DAQ:CONSUMED while the replay waits for its consumer."""
+CONFIG_KEYS = {
+    "mode": "mode",
+    "polarization": "polarization",
+    "muon_rate": "muon_rate",
+    "momentum": "momentum",
+    "window_rate": "window_rate",
+    "pattern": "pattern",
+    "delay_patterns": "delay_patterns",
+    "reversal": "scheme",
+    "flip_period": "flip_period",
+    "settle_time": "settle_time",
+    "kick_turns": "kick_turns",
+}
+"""Run configuration keys (:func:`mupnc.commands.run_config`) -> :class:`SourceConfig` fields."""
+
+
+def recorded_config(config: dict, channel_map: dict) -> SourceConfig:
+    """The recorded run's settings as a :class:`SourceConfig` (what the IOC groups publish)."""
+    fields = {field: config[key] for key, field in CONFIG_KEYS.items() if key in config}
+    if "kick_turns" in fields:
+        fields["kick_turns"] = tuple(fields["kick_turns"])
+    return SourceConfig(**fields, channel_map=ChannelMap.from_json(json.dumps(channel_map)))
+
+
+class RecordedSource:
+    """A recorded run in the place of :class:`sim.source.WindowSource` for
+    :func:`ioc.server.build_ioc`: its settings, and its blocks in order."""
+
+    def __init__(self, engine: Engine, run: int, seq: SeqRange = WHOLE_RUN) -> None:
+        with transaction(engine) as session:
+            info = recording_info(session, run, seq)
+            row = info.run
+            config = dict(row.config or {})
+            channel_map = row.channel_map or config["channel_map"]
+            self.blinded, self.blind_box = bool(row.blinded), config.get("blind_box")
+        self.engine, self.run, self.seq = engine, run, seq
+        self.config = recorded_config(config, channel_map)
+        self.channel_map = self.config.resolved_channel_map()
+        self.shape = pattern_shape(self.config.pattern)
+        self.stream_id = info.stream_id
+        self.first_seq = self.next_seq = info.first_seq
+        self.next_block = 0
+        self.blocks, self.windows = info.blocks, info.windows
+        span = info.last_seq + 1 - info.first_seq
+        rate = self.config.window_rate * info.blocks / span
+        if 2 * math.ceil(self.config.window_rate / rate) < info.max_block_windows:
+            rate = self.config.window_rate / math.ceil(info.max_block_windows / 2)
+        self.block_rate = rate
+        """Publish rate (Hz) at speed 1; sizes the DAQ's array PVs for the widest block."""
+        self._decoder = make_decoder(
+            self.config.scheme, self.config.pattern, self.config.delay_patterns, self.n_channels
+        )
+        self._decoder.state.last_seq = self.first_seq - 1
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_map.channels)
+
+    def batches(self):
+        """Batches of ``(block, plus, minus)``: blocks renumbered from 0, and the scaler
+        counts (per channel, decoded helicity +1/-1) to add once the batch's last is out."""
+        for batch in recorded_blocks(self.engine, self.run, self.seq):
+            released = self._decoder.feed(_joined(batch))
+            yield (
+                [_renumbered(b, self.next_block + i) for i, b in enumerate(batch)],
+                _gated(released),
+            )
+
+    def final_scalers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Scaler counts of the windows the decoder held until the end."""
+        return _gated(self._decoder.flush())
+
+    # Setpoints and fault switches: a recording cannot be changed.
+
+    def set_muon_rate(self, rate: float) -> None:
+        if rate != self.config.muon_rate:
+            raise ValueError("a replay serves the recorded muon rate; it cannot be changed")
+
+    def set_beam_on(self, on: bool) -> None:
+        if not on:
+            raise ValueError("a replay cannot switch the recorded beam off")
+
+    def set_fault(self, kind: str, on: bool, **params: float) -> None:
+        if on:
+            raise ValueError(f"a replay cannot inject the fault {kind}: the recording is fixed")
+
+
+def _joined(blocks: list[WindowBlock]) -> WindowBlock:
+    """The windows of consecutive blocks as one block (for the scalers' decoder)."""
+    per_window = {
+        f.name: np.concatenate([getattr(b, f.name) for b in blocks])
+        for f in fields(WindowBlock)
+        if f.name not in ("stream_id", "block_number")
+    }
+    return WindowBlock(stream_id=blocks[0].stream_id, block_number=0, **per_window)
+
+
+def _renumbered(block: WindowBlock, number: int) -> WindowBlock:
+    return block if block.block_number == number else replace(block, block_number=number)
+
+
+def _gated(released) -> tuple[np.ndarray, np.ndarray]:
+    counts, helicity = released.counts, released.helicity
+    return counts[helicity == 1].sum(axis=0), counts[helicity == -1].sum(axis=0)
+
+
+@dataclass
+class ReplayClock:
+    """The clock of a replay (replaces :func:`ioc.server.clock_loop`); ``speed`` None = max."""
+
+    speed: float | None
+
+    async def __call__(self, ioc, daq, beam, helicity) -> None:
+        source: RecordedSource = ioc.source
+        window_rate = source.config.window_rate
+        half_ring = max(1, ioc.layout.ring_depth // 2)
+        start, last_slow = time.monotonic(), -math.inf
+        batches = source.batches()
+        while not ioc.ending.is_set():
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
+                break
+            blocks, (plus, minus) = batch
+            zero = np.zeros_like(plus)
+            for i, block in enumerate(blocks):
+                # block 0 goes out at once (a subscriber's first value is a block), the
+                # rest once the consumer is ready and within half the ring of it
+                number = block.block_number
+                waited = time.monotonic()
+                if number and not await self._consumer_at(ioc, daq, max(-1, number - half_ring)):
+                    return
+                start += time.monotonic() - waited  # the replay clock stands still meanwhile
+                data_time = (block.seq[-1] + 1 - source.first_seq) / window_rate
+                due = max(
+                    data_time / self.speed if self.speed else 0.0,
+                    block.block_number / MAX_BLOCK_RATE,
+                )
+                await asyncio.sleep(max(0.0, start + due - time.monotonic()))
+                last = i == len(blocks) - 1
+                await daq.publish(block, plus if last else zero, minus if last else zero)
+                source.next_seq, source.next_block = int(block.seq[-1]) + 1, block.block_number + 1
+                if beam is not None and time.monotonic() - last_slow >= 0.5:
+                    last_slow = time.monotonic()
+                    await beam.rate.write(float(block.beam_monitor.mean()) * window_rate)
+        await daq.gate_scalers(*source.final_scalers())
+
+    @staticmethod
+    async def _consumer_at(ioc, daq, block_number: int) -> bool:
+        """Wait until the consumer has taken ``block_number``; False if the run ends first."""
+        waiting_since = time.monotonic()
+        while int(daq.consumed.value) < block_number:
+            if ioc.ending.is_set():
+                return False
+            if time.monotonic() - waiting_since > 10 and block_number == -1:
+                log.warning("replay waits for a consumer (mupnc monitor) to write DAQ:CONSUMED")
+                waiting_since = math.inf
+            await asyncio.sleep(CONSUMER_POLL)
+        return True

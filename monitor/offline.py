@@ -1,0 +1,113 @@
+"""The monitor's numeric core without Channel Access: simulate, re-analyse, import.
+
+:class:`RunAnalysis` feeds window blocks to the decoder and the accumulator one block at a
+time, in block order, exactly as :class:`monitor.service.OnlineMonitor` does.  Floating
+point sums depend on how windows are grouped; the blocks fix the grouping, so the same
+block sequence gives the same result to the last bit, live, replayed or offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from db.models import Run
+from monitor.accumulator import RunAccumulator
+from monitor.blinding import UNBLINDED, Blinder, run_blinder
+from monitor.decoder import DecoderState, HelicityDecoder
+from monitor.recorder import RunRecorder
+from monitor.results import RunResult, run_result
+from monitor.rotator_decoder import DEFAULT_MINIRUN_PAIRS, RotatorDecoder, make_decoder
+from monitor.service import RunSettings
+from sim.blocks import WindowBlock
+from sim.channel_map import ChannelMap
+
+DEFAULT_MINIRUN = 9000
+"""Patterns per minirun when a run does not say (the monitor's default)."""
+
+
+class BlindingError(LookupError):
+    """A blinded run whose blinding cannot be reproduced here."""
+
+
+def run_settings(run: Run, blinder: Blinder = UNBLINDED, first_seq: int = 0) -> RunSettings:
+    """What the monitor would read from the IOCs serving ``run`` (from its database row)."""
+    config = run.config or {}
+    channel_map = run.channel_map or config.get("channel_map")
+    if not channel_map:
+        raise LookupError(f"run {run.number} has no channel map")
+    return RunSettings(
+        run=run.number,
+        pattern=run.pattern or config["pattern"],
+        delay_patterns=int(
+            run.delay_patterns if run.delay_patterns is not None else config["delay_patterns"]
+        ),
+        polarization=float(config["polarization"]),
+        channel_map=ChannelMap.from_json(json.dumps(channel_map)),
+        blinder=blinder,
+        scheme=run.reversal or "fast",
+        first_seq=first_seq,
+    )
+
+
+def run_blinding(run: Run, unblind: bool = False) -> Blinder:
+    """The blinding that reproduces ``run``'s: from ``MUPNC_BLINDING_SEED`` and the box the
+    run recorded; identity for an unblinded run or on explicit ``unblind``.  Raises
+    :class:`BlindingError` when the seed here does not give the run's checksum."""
+    if unblind or not run.blinded:
+        return UNBLINDED
+    seed = os.environ.get("MUPNC_BLINDING_SEED")
+    blinder = run_blinder(True, seed, (run.config or {}).get("blind_box"))
+    if not seed or blinder.checksum != run.blinding_checksum:
+        raise BlindingError(
+            f"run {run.number} is blinded (checksum {run.blinding_checksum}): set "
+            "MUPNC_BLINDING_SEED to its blinding seed, or unblind explicitly"
+        )
+    return blinder
+
+
+@dataclass
+class RunAnalysis:
+    """Decoder and accumulator for one run's settings (see the module docstring)."""
+
+    settings: RunSettings
+    minirun_patterns: int = DEFAULT_MINIRUN
+    decoder: HelicityDecoder | RotatorDecoder = field(init=False)
+    acc: RunAccumulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.decoder = make_decoder(
+            s.scheme, s.pattern, s.delay_patterns, len(s.channel_map.channels)
+        )
+        self.decoder.state.last_seq = s.first_seq - 1
+        minirun = self.minirun_patterns if s.scheme == "fast" else DEFAULT_MINIRUN_PAIRS
+        self.acc = RunAccumulator(s.channel_map, self.decoder.size, minirun)
+
+    @property
+    def state(self) -> DecoderState:
+        return self.decoder.state
+
+    def feed(self, block: WindowBlock) -> None:
+        self.acc.add(self.decoder.feed(block))
+
+    def finish(self) -> None:
+        """End of run: release every window the decoder still holds."""
+        self.acc.add(self.decoder.flush())
+
+    def result(self) -> RunResult:
+        return run_result(self.acc, self.settings.polarization, self.settings.blinder)
+
+    def flush(self, recorder: RunRecorder, state: str) -> bool:
+        """Write results (and blocks queued in ``recorder``) as the monitor does."""
+        return recorder.flush(*self._written(), state)
+
+    def write(self, session: Session, recorder: RunRecorder, state: str) -> None:
+        """:meth:`flush` inside the caller's transaction."""
+        recorder.write(session, *self._written(), state)
+
+    def _written(self) -> tuple:
+        return self.acc, self.state, self.result(), self.state.errors["missed_windows"]

@@ -1,0 +1,160 @@
+"""``mupnc sim`` and ``mupnc reanalyze``: recorded runs made and analysed without IOCs.
+
+``sim`` drives the simulator at full speed and hands every block to the monitor's numeric
+core and recorder (:class:`monitor.offline.RunAnalysis`, :class:`RunRecorder`), in blocks
+of the live IOC's size, so the run it records replays and reports like a live one.
+
+``reanalyze`` feeds a run's recording through the same core.  Its report is written by the
+monitor's own writer into a private in-memory SQLite database and read back with
+:func:`db.summary.run_summary`, the code of ``mupnc report``: with the run's own settings
+the analysis fields equal the original report exactly.  Nothing is written to the run's
+database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.pool import StaticPool
+from tqdm import tqdm
+
+from db.models import Base, Run
+from db.recorded import recorded_blocks, recording_info
+from db.session import make_engine, require_schema, transaction
+from db.summary import run_summary
+from monitor.offline import DEFAULT_MINIRUN, RunAnalysis, run_blinding, run_settings
+from monitor.recorder import RunRecorder
+from sim.helicity import pattern_shape
+from sim.source import WindowSource
+
+FLUSH_SECONDS = 1.0
+"""Wall-clock seconds between two database flushes of ``mupnc sim`` (as the monitor)."""
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Simulate, analyse and record a run (source "sim"); prints its number."""
+    from mupnc.commands import new_run, source_config
+
+    config = source_config(args)
+    wanted = args.windows if args.windows is not None else args.seconds * config.window_rate
+    size = int(pattern_shape(config.pattern).size)
+    total = max(1, math.ceil(wanted / size)) * size  # a run ends on a pattern boundary
+    per_block = max(1, math.ceil(config.window_rate / args.block_rate))
+    number = new_run(args.db, config, source="sim")
+    engine = make_engine(args.db)
+    with transaction(engine) as session:
+        settings = run_settings(session.get(Run, number))
+    source = WindowSource(config, stream_id=int(time.time()) & 0x7FFFFFFF)
+    analysis = RunAnalysis(settings, args.minirun)
+    recorder = RunRecorder(engine, number)
+    next_flush = time.monotonic() + FLUSH_SECONDS
+    state = "ended"
+    try:
+        with tqdm(total=total, unit=" windows", unit_scale=True, disable=None) as bar:
+            while source.next_seq < total:
+                n = min(per_block, total - source.next_seq)
+                block = source.next_block_of(n).block
+                recorder.add_blocks([block])
+                analysis.feed(block)
+                bar.update(n)
+                if time.monotonic() >= next_flush:
+                    next_flush = time.monotonic() + FLUSH_SECONDS
+                    analysis.flush(recorder, "running")
+    except KeyboardInterrupt:
+        state = "aborted"
+    analysis.finish()
+    if not analysis.flush(recorder, state):
+        raise ConnectionError(f"run {number}: the database could not be reached to end the run")
+    print(f"run {number}", flush=True)
+    return 130 if state == "aborted" else 0
+
+
+def reanalyze(url: str, number: int, minirun: int | None, unblind: bool) -> dict:
+    """The report of ``number`` analysed again from its recording (see the module docstring).
+
+    ``minirun`` None keeps the run's own minirun length; ``unblind`` drops its blinding.
+    """
+    engine = make_engine(url)
+    require_schema(engine)
+    with transaction(engine) as session:
+        info = recording_info(session, number)
+        run = info.run
+        first_seq = int((run.config or {}).get("first_seq", 0))
+        settings = run_settings(run, run_blinding(run, unblind), first_seq)
+        columns = {c.key: getattr(run, c.key) for c in Run.__table__.columns}
+    blinder = settings.blinder
+    columns.update(blinded=blinder.blinded, blinding_checksum=blinder.checksum or None)
+    length = minirun or info.minirun_patterns or DEFAULT_MINIRUN
+    analysis = RunAnalysis(settings, length)
+    for batch in recorded_blocks(engine, number):
+        for block in batch:
+            analysis.feed(block)
+    analysis.finish()
+
+    memory = create_engine("sqlite://", poolclass=StaticPool)
+    Base.metadata.create_all(memory)
+    with transaction(memory) as session:
+        session.add(Run(**columns))
+    analysis.flush(RunRecorder(memory, number), columns["state"])
+    with transaction(memory) as session:
+        summary = run_summary(session, number)
+    memory.dispose()
+    summary["end"] = None if columns["end"] is None else columns["end"].isoformat()
+    summary["reanalysis"] = {"minirun_patterns": length, "unblinded": unblind}
+    return summary
+
+
+def import_recording(url: str, path: str) -> tuple[int, int]:
+    """Import a Parquet recording (:mod:`db.exchange`) as a new run, analysed as the monitor
+    would; returns (run number, windows).  The whole file is read and checked before one
+    transaction writes the run, its recording and its results: nothing is imported partly.
+    A blinded recording is analysed blinded (seed from ``MUPNC_BLINDING_SEED``, else a
+    random one: only a re-analysis can then unblind it)."""
+    from db.exchange import ExchangeError, imported_run, read_parquet
+    from db.store import allocate_run
+    from monitor.blinding import run_blinder
+
+    engine = make_engine(url)
+    require_schema(engine)
+    metadata, blocks = read_parquet(path)
+    exported = metadata["run"]
+    config = exported["config"]
+    blinder = run_blinder(
+        bool(exported.get("blinded")),
+        os.environ.get("MUPNC_BLINDING_SEED"),
+        config.get("blind_box"),
+    )
+    row = Run(
+        number=0,
+        config=config,
+        pattern=exported.get("pattern"),
+        delay_patterns=exported.get("delay_patterns"),
+        reversal=exported.get("reversal"),
+        channel_map=exported.get("channel_map"),
+    )
+    try:
+        settings = run_settings(row, blinder, int(config.get("first_seq", 0)))
+        analysis = RunAnalysis(settings, metadata.get("minirun_patterns") or DEFAULT_MINIRUN)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ExchangeError(f"{path}: the run's settings are unusable ({err})") from None
+    recorder = RunRecorder(engine, 0)  # numbered once the run exists
+    windows = 0
+    for block in blocks:
+        if block.n_channels != len(settings.channel_map.channels):
+            raise ExchangeError(f"{path}: channel columns do not match the channel map")
+        recorder.add_blocks([block])
+        analysis.feed(block)
+        windows += block.n_windows
+    analysis.finish()
+    with transaction(engine) as session:
+        number = allocate_run(
+            session, **imported_run(metadata, Path(path), blinder.checksum or None)
+        )
+        recorder.run = number
+        analysis.write(session, recorder, "ended")
+    return number, windows

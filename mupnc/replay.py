@@ -1,0 +1,168 @@
+"""``mupnc replay`` and ``mupnc ioc --source replay:RUN``: a recorded run through the IOCs.
+
+The replay is a new run (source "replay", ``replay_of`` the recorded run) with the
+recorded run's settings; its provenance names the run, speed and range replayed.  The
+monitor analyses it as live data, with the recorded run's minirun length and blinding, so
+its report equals the original's (see :mod:`ioc.replay` for what the IOC publishes).
+``--from``/``--to`` (seconds of data since the run began) keep the blocks that lie wholly
+inside the range; a pattern cut by the range's edge counts as incomplete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import signal
+import sys
+import threading
+
+from sqlalchemy import Engine
+
+from db.recorded import SeqRange, recording_info
+from db.session import make_engine, redacted, require_schema, transaction
+from db.store import allocate_run
+from mupnc.epics_env import BeaconSink, ca_environment, free_port
+from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, Chain
+
+RUN_COLUMNS = (
+    "reversal",
+    "pattern",
+    "delay_patterns",
+    "channel_map",
+    "target_z",
+    "momentum",
+    "slow_controls",
+    "blinded",
+)
+"""Run columns a replay takes over from the recorded run."""
+
+
+def seq_range(engine: Engine, number: int, start: float | None, stop: float | None) -> SeqRange:
+    """Windows of ``number`` between ``start`` and ``stop`` s of data (None: the edge)."""
+    with transaction(engine) as session:
+        info = recording_info(session, number)
+        rate = float(info.run.config["window_rate"])
+    first = 0 if start is None else math.ceil(start * rate)
+    return SeqRange(first, None if stop is None else math.ceil(stop * rate))
+
+
+def allocate_replay(
+    engine: Engine, number: int, seq: SeqRange, speed: float | None, window: tuple
+) -> int:
+    """A new run replaying ``number`` (in the caller's database); returns its number."""
+    with transaction(engine) as session:
+        info = recording_info(session, number, seq)
+        run = info.run
+        config = dict(run.config or {})
+        config.update({name: getattr(run, name) for name in RUN_COLUMNS})
+        config["first_seq"] = info.first_seq
+        provenance = {
+            "replay_of": number,
+            "speed": "max" if speed is None else speed,
+            "from": window[0],
+            "to": window[1],
+            "first_seq": info.first_seq,
+            "last_seq": info.last_seq,
+            "windows": info.windows,
+            "blocks": info.blocks,
+        }
+        return allocate_run(
+            session,
+            source="replay",
+            mode=run.mode,
+            config=config,
+            replay_of=number,
+            provenance=provenance,
+        )
+
+
+def replay_ioc(args: argparse.Namespace) -> int:
+    """``mupnc ioc --source replay:RUN``: serve the recorded run (a new run unless --run)."""
+    from ioc.main import serve
+    from ioc.replay import RecordedSource, ReplayClock
+    from ioc.server import build_ioc
+    from mupnc.cli import UsageError
+
+    if args.group != "all" or args.list_pvs:
+        raise UsageError("a replay serves all PV groups in one process (no --group/--list-pvs)")
+    engine = make_engine(args.db)
+    require_schema(engine)
+    seq = seq_range(engine, args.source, args.start, args.stop)
+    source = RecordedSource(engine, args.source, seq)
+    run = args.run
+    if run is None:
+        run = allocate_replay(engine, args.source, seq, args.speed, (args.start, args.stop))
+    blind_box = (source.blind_box or 0.0) if source.blinded else None
+    group = build_ioc(
+        args.prefix,
+        source.config,
+        run,
+        source.block_rate,
+        blind_box=blind_box,
+        source=source,
+        clock=ReplayClock(args.speed),
+    )
+    print(
+        f"run {run}: replaying run {args.source} ({source.windows} windows in "
+        f"{source.blocks} blocks) at speed {args.speed or 'max'}",
+        flush=True,
+    )
+    asyncio.run(serve(group))
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    """``mupnc replay``: IOC (replaying) + monitor (+ dashboard) until the replay ends."""
+    from monitor.offline import run_blinding
+
+    engine = make_engine(args.db)
+    require_schema(engine)
+    seq = seq_range(engine, args.run, args.start, args.stop)
+    with transaction(engine) as session:
+        info = recording_info(session, args.run, seq)
+        run_blinding(info.run)  # the monitor must be able to blind the replay alike
+        minirun = info.minirun_patterns
+    number = allocate_replay(engine, args.run, seq, args.speed, (args.start, args.stop))
+    engine.dispose()
+
+    ioc_port, monitor_port, repeater = free_port(), free_port(), free_port()
+    ports = [ioc_port, monitor_port]
+    beacon_sink = BeaconSink(repeater)
+    chain = Chain(db=args.db)
+    ioc_args = ["ioc", "--run", str(number), "--source", f"replay:{args.run}"]
+    ioc_args += ["--speed", "max" if args.speed is None else repr(args.speed)]
+    ioc_args += [] if args.start is None else ["--from", repr(args.start)]
+    ioc_args += [] if args.stop is None else ["--to", repr(args.stop)]
+    monitor_args = ["monitor"] + ([] if minirun is None else ["--minirun", str(minirun)])
+    chain.start("ioc", ioc_args, ca_environment(ioc_port, ports, repeater))
+    chain.start("monitor", monitor_args, ca_environment(monitor_port, ports, repeater))
+    if not args.no_dashboard:
+        chain.start("dashboard", ["dashboard", "--port", str(args.port)], {})
+    print(f"run {number} (replay of run {args.run})", flush=True)
+    if not args.no_dashboard:
+        print(f"dashboard http://127.0.0.1:{args.port}/", flush=True)
+    print(f"database {redacted(args.db)}", flush=True)
+
+    interrupted = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+    monitor, crashed = chain.processes["monitor"], None
+    while not interrupted.is_set() and monitor.poll() is None:
+        exited = [n for n, p in chain.processes.items() if n != "monitor" and p.poll() is not None]
+        crashed = exited[0] if exited else None
+        if crashed:
+            break
+        interrupted.wait(0.2)
+    clean = monitor.poll() == 0 if not (interrupted.is_set() or crashed) else chain.end_run()
+    clean = clean and chain.wait("monitor", MONITOR_DRAIN_SECONDS) == 0
+    chain.shutdown()
+    beacon_sink.close()
+    if crashed:
+        print(f"mupnc: error: the {crashed} process stopped unexpectedly", file=sys.stderr)
+        return 1
+    if not clean:
+        print("mupnc: error: the monitor did not finish the replay cleanly", file=sys.stderr)
+        return 1
+    print(f"run {number} ended; summary: mupnc --db {redacted(args.db)} report {number}")
+    return 130 if interrupted.is_set() else 0
