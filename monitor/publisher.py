@@ -57,8 +57,9 @@ class ResultGroup(PVGroup):
 class ResultPublisher:
     """Serves a :class:`ResultGroup` on this process's CA server port."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, extra_groups: tuple[PVGroup, ...] = ()) -> None:
         self.group = ResultGroup(prefix=prefix + "MON:")
+        self.extra_groups = extra_groups  # served beside the results (e.g. alarm PVs)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="result-pvs", daemon=True)
@@ -67,7 +68,10 @@ class ResultPublisher:
 
     def _serve(self) -> None:
         async def run_server() -> None:
-            context = Context(self.group.pvdb)  # caproto queues bind to the running loop
+            pvdb = dict(self.group.pvdb)
+            for group in self.extra_groups:
+                pvdb.update(group.pvdb)
+            context = Context(pvdb)  # caproto queues bind to the running loop
             self._loop.call_soon(self._ready.set)
             await context.run()
 
@@ -85,7 +89,11 @@ class ResultPublisher:
                     value = 0.0
                 await getattr(self.group, name).write(value)
 
-        asyncio.run_coroutine_threadsafe(write(), self._loop).result(timeout=5)
+        self.submit(write())
+
+    def submit(self, coroutine) -> None:
+        """Run a coroutine (PV writes) in the server's loop and wait for it."""
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=5)
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._task.cancel)

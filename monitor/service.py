@@ -17,6 +17,7 @@ from sqlalchemy import Engine, update
 from db.models import Run
 from db.session import transaction
 from monitor.accumulator import RunAccumulator
+from monitor.alarm_service import AlarmService
 from monitor.blinding import UNBLINDED, Blinder, run_blinder
 from monitor.decoder import ERROR_KINDS
 from monitor.flow import ConsumerAck
@@ -81,12 +82,14 @@ class OnlineMonitor:
         minirun_patterns: int = 9000,
         flush_interval: float = 1.0,
         publisher: ResultPublisher | None = None,
+        alarms: AlarmService | None = None,
     ) -> None:
         self.prefix = prefix
         self.engine = engine
         self.minirun_patterns = minirun_patterns
         self.flush_interval = flush_interval
         self.publisher = publisher
+        self.alarms = alarms
 
     def _wait_for_run(self, ingest: BlockIngest, stop: threading.Event) -> RunSettings:
         while not stop.is_set():
@@ -137,6 +140,8 @@ class OnlineMonitor:
             settings.delay_patterns,
             n_channels,
         )
+        if self.alarms is not None:
+            self.alarms.start(settings.run, settings.channel_map, decoder.state, ingest.counters)
 
         def ingested(blocks: list) -> None:
             recorder.add_blocks(blocks)
@@ -159,6 +164,8 @@ class OnlineMonitor:
                     lost_windows=lost,
                     helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
                 )
+            if self.alarms is not None:
+                self.alarms.evaluate(decoder.state, ingest.counters, acc, result)
             return written
 
         ack = ConsumerAck(self.prefix)  # a replaying IOC paces itself by it

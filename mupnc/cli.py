@@ -10,9 +10,11 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 
 from db.session import SchemaError, database_url
+from monitor.alarm_rules import AlarmRulesError
 from sim.channel_map import ChannelMapError
 from sim.faults import FAULT_KINDS
 from sim.helicity import PATTERN_SHAPES
@@ -238,6 +240,24 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = sub.add_parser("monitor", help="the online monitor")
     monitor.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
     monitor.add_argument("--minirun", type=int, default=9000, help="patterns per minirun")
+    monitor.add_argument(
+        "--alarm-rules", metavar="FILE", help="alarm rules TOML (default: the shipped rules)"
+    )
+
+    alarms = sub.add_parser("alarms", help="alarm list and operator actions")
+    alarms.add_argument(
+        "action", nargs="?", choices=("ack", "shelve"), help="acknowledge or shelve alarms"
+    )
+    alarms.add_argument("ids", nargs="*", type=int, metavar="ID", help="alarm id(s)")
+    alarms.add_argument(
+        "--for", dest="seconds", type=_positive, metavar="S", help="shelve: for S seconds"
+    )
+    alarms.add_argument(
+        "--who", default=os.environ.get("USER", "shifter"), help="operator name (default $USER)"
+    )
+    alarms.add_argument("--run", type=int, help="only alarms of this run")
+    alarms.add_argument("--all", action="store_true", help="also closed alarms (the history)")
+    alarms.add_argument("--json", action="store_true", help="machine-readable output")
 
     dash = sub.add_parser("dashboard", help="the Bokeh dashboard server")
     dash.add_argument("--port", type=int, default=5006, help="port (default 5006)")
@@ -294,13 +314,24 @@ def main(argv: list[str] | None = None) -> int:
     args.db = database_url(args.db)
     try:
         return _dispatch(args)
-    except (UsageError, ChannelMapError, SourceConfigError) as err:
+    except (UsageError, ChannelMapError, SourceConfigError, AlarmRulesError) as err:
         parser.exit(2, f"mupnc: error: {err}\n")
     except (SchemaError, ConnectionError, LookupError) as err:
         print(f"mupnc: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _check_alarm_arguments(args: argparse.Namespace) -> None:
+    if args.action is None and args.ids:
+        raise UsageError("alarm ids need an action: alarms ack ID..., alarms shelve ID --for S")
+    if args.action and not args.ids:
+        raise UsageError(f"alarms {args.action} needs the id of an alarm")
+    if args.action == "shelve" and (args.seconds is None or len(args.ids) != 1):
+        raise UsageError("alarms shelve takes one id and --for SECONDS")
+    if args.seconds is not None and args.action != "shelve":
+        raise UsageError("--for goes with alarms shelve")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -320,6 +351,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.ioc(args)
     if args.command == "monitor":
         return commands.monitor(args)
+    if args.command == "alarms":
+        _check_alarm_arguments(args)
+        return commands.alarms(args)
     if args.command == "dashboard":
         return commands.dashboard(args)
     if args.command in ("sim", "replay", "reanalyze", "export", "import"):

@@ -128,18 +128,62 @@ def ioc(args: argparse.Namespace) -> int:
 
 
 def monitor(args: argparse.Namespace) -> int:
+    from monitor.alarm_pvs import alarm_pv_group
+    from monitor.alarm_rules import load_rules
+    from monitor.alarm_service import AlarmService
     from monitor.publisher import ResultPublisher
     from monitor.service import OnlineMonitor
 
+    rules = load_rules(args.alarm_rules)
     engine = _engine(args.db)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    publisher = ResultPublisher(args.prefix)
+    alarm_pvs = alarm_pv_group(args.prefix, [rule.name for rule in rules.rules])
+    publisher = ResultPublisher(args.prefix, extra_groups=(alarm_pvs,))
+    alarms = AlarmService(args.prefix, engine, rules, publisher, alarm_pvs)
     try:
-        OnlineMonitor(args.prefix, engine, args.minirun, publisher=publisher).run(stop)
+        OnlineMonitor(args.prefix, engine, args.minirun, publisher=publisher, alarms=alarms).run(
+            stop
+        )
     finally:
+        alarms.close()
         publisher.close()
+    return 0
+
+
+def alarms(args: argparse.Namespace) -> int:
+    """``mupnc alarms``: list (JSON shape in shared/interface.md), acknowledge, shelve."""
+    from datetime import UTC, datetime
+
+    from db import alarms as store
+
+    now = datetime.now(UTC)
+    engine = _engine(args.db)
+    if args.action == "ack":
+        with transaction(engine) as session:
+            store.ensure_exist(session, args.ids)
+            count = store.acknowledge(session, args.ids, args.who, now)
+        print(f"acknowledged {count} alarm(s)" + ("" if count else " (all were already)"))
+        return 0
+    if args.action == "shelve":
+        with transaction(engine) as session:
+            until = store.shelve(session, args.ids[0], args.seconds, args.who, now)
+        print(f"alarm {args.ids[0]} shelved until {until.isoformat(timespec='seconds')}")
+        return 0
+    with transaction(engine) as session:
+        listed = store.alarm_list(session, args.run, closed=args.all)
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return 0
+    if not listed:
+        print("no alarms" + ("" if args.all else " need attention"))
+    for a in listed:
+        ack = "acknowledged" if a["acknowledged"] else "NOT ACKNOWLEDGED"
+        print(
+            f"{a['id']:>5}  {a['severity']:<8} {a['state']:<8} {ack:<16} "
+            f"{a['since'][:19]}  run {a['run']}  {a['name']}: {a['message']}"
+        )
     return 0
 
 
