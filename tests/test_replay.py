@@ -1,0 +1,137 @@
+"""Over real Channel Access: a blinded live run, replayed through the IOCs at 4x and at max
+speed, gives the same report to the last bit; re-analysis of its recording too.
+
+The 4x replay is timed from the IOC's own timestamps of ``DAQ:SEQ`` (server side, so a
+loaded test process does not bias them); its scalers, gated by the helicity the IOC decodes
+from the recording, equal the replay's helicity-sorted database totals exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import epics
+import numpy as np
+import pytest
+from db_writes import sorted_totals
+
+from db.recorded import WHOLE_RUN
+from db.session import make_engine
+from mupnc.commands import new_run, report
+from mupnc.offline import reanalyze
+from mupnc.orchestrate import Chain
+from mupnc.replay import allocate_replay
+from sim.source import SourceConfig
+
+pytestmark = pytest.mark.ca
+
+SECONDS = 10
+SPEED = 4.0
+MINIRUN = 100
+SEED = {"MUPNC_BLINDING_SEED": "replay-test-seed"}
+NOT_ANALYSIS = {"run", "start", "end", "source", "replay_of", "alarms", "reanalysis"}
+
+
+def analysis(summary: dict) -> dict:
+    """The report without what differs between a run and its replay by design."""
+    return {k: v for k, v in summary.items() if k not in NOT_ANALYSIS}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, ca_env) -> tuple[str, int]:
+    """A blinded live run of SECONDS s (IOC + monitor), ended cleanly."""
+    db = f"sqlite:///{tmp_path_factory.mktemp('replay') / 'replay.db'}"
+    config = SourceConfig(asymmetry=0.01, muon_rate=1e9, seed=11)
+    run = new_run(db, config, blinded=True, blind_box=0.02)
+    chain = Chain(db=db)
+    sim = ["--asymmetry", "0.01", "--rate", "1e9", "--seed", "11", "--blind", "0.02"]
+    try:
+        chain.start("ioc", ["ioc", "--run", str(run), *sim], ca_env["ioc"])
+        chain.start(
+            "monitor", ["monitor", "--minirun", str(MINIRUN)], {**ca_env["monitor"], **SEED}
+        )
+        time.sleep(SECONDS)
+        assert chain.failed() is None
+        assert chain.end_run(), "the monitor did not finish the live run cleanly"
+    finally:
+        chain.shutdown()
+    return db, run
+
+
+def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env):
+    db, run = live
+    engine = make_engine(db)
+    replay = allocate_replay(engine, run, WHOLE_RUN, SPEED, (None, None))
+    updates: list[tuple[float, int]] = []
+    chain = Chain(db=db)
+    try:
+        ioc = ["ioc", "--run", str(replay), "--source", f"replay:{run}", "--speed", str(SPEED)]
+        chain.start("ioc", ioc, ca_env["ioc"])
+        # Subscribe once the IOC serves (it holds block 1 on until the monitor is ready).
+        assert epics.caget("MUPNC:DAQ:RING_DEPTH", timeout=60) is not None
+        seq_pv = epics.PV("MUPNC:DAQ:SEQ", auto_monitor=True, form="time")
+        seq_pv.add_callback(
+            lambda value=None, timestamp=None, **_: updates.append((timestamp, value))
+        )
+        assert seq_pv.wait_for_connection(timeout=10)
+        monitor = ["monitor", "--minirun", str(MINIRUN)]
+        chain.start("monitor", monitor, {**ca_env["monitor"], **SEED})
+        assert chain.wait("monitor", 120) == 0, "the monitor did not finish the replay"
+        scalers = [epics.caget(f"MUPNC:DAQ:SCALER:{s}", timeout=10) for s in ("PLUS", "MINUS")]
+        last_seq = epics.caget("MUPNC:DAQ:SEQ", timeout=10)
+        seq_pv.clear_callbacks()
+    finally:
+        chain.shutdown()
+
+    original, replayed = report(db, run), report(db, replay)
+    assert replayed["source"] == "replay" and replayed["replay_of"] == run
+    assert replayed["blinded"] and replayed["blinding_checksum"] == original["blinding_checksum"]
+    assert original["miniruns"] > 3 and original["lost_windows"] == 0
+    assert analysis(replayed) == analysis(original)
+
+    names = [c["name"] for c in replayed["channels"]]
+    np.testing.assert_array_equal(sorted_totals(engine, replay, names), np.array(scalers))
+
+    # Pace: block 0 goes out at once, the rest once the monitor is ready; time the rest.
+    paced = [(t, s) for t, s in updates if s is not None and s >= 0][1:]
+    assert paced[-1][1] == last_seq == original["windows"] - 1
+    (t0, s0), (t1, s1) = paced[0], paced[-1]
+    data_seconds = (s1 - s0) / 240.0
+    assert data_seconds >= 8
+    speed = data_seconds / (t1 - t0)
+    assert abs(speed / SPEED - 1) < 0.05, f"replay ran at {speed:.3f}x, not {SPEED}x"
+    engine.dispose()
+
+
+def test_mupnc_replay_at_max_speed_and_reanalysis_give_the_same_report(live, monkeypatch):
+    db, run = live
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    command = ["replay", str(run), "--speed", "max", "--no-dashboard"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mupnc", "--db", db, *command],
+        env={**env, **SEED},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    replay = int(done.stdout.split()[1])
+    assert f"run {replay} (replay of run {run})" in done.stdout
+    original = report(db, run)
+    assert analysis(report(db, replay)) == analysis(original)
+
+    monkeypatch.setenv("MUPNC_BLINDING_SEED", SEED["MUPNC_BLINDING_SEED"])
+    again = reanalyze(db, run, None, unblind=False)
+    assert analysis(again) == analysis(original)
+    assert again["reanalysis"] == {"minirun_patterns": MINIRUN, "unblinded": False}
+
+    unblinded = reanalyze(db, run, None, unblind=True)
+    assert not unblinded["blinded"] and unblinded["blinding_checksum"] is None
+    assert unblinded["asymmetry"]["error"] == original["asymmetry"]["error"]
+    assert unblinded["asymmetry"]["value"] != original["asymmetry"]["value"]
+    injected = 0.01
+    a = unblinded["asymmetry"]
+    assert abs(a["value"] - injected) < 3 * a["error"], a
