@@ -1,0 +1,119 @@
+"""``mupnc sim`` records a run offline; ``mupnc reanalyze`` gives its report back exactly,
+or as expected with another minirun length; bad recordings are refused (no CA)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from sqlalchemy import select, update
+
+from db.models import RecordedBlock, Run
+from db.session import make_engine, transaction
+from mupnc.cli import main
+from mupnc.commands import new_run
+from sim.source import SourceConfig
+
+MINIRUN = 150
+NOT_ANALYSIS = {"reanalysis"}
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> tuple[str, int]:
+    db = f"sqlite:///{tmp_path_factory.mktemp('sim') / 'sim.db'}"
+    sim = ["sim", "--seconds", "25", "--asymmetry", "0.02", "--rate", "1e9", "--seed", "5"]
+    assert main(["--db", db, *sim, "--minirun", str(MINIRUN)]) == 0
+    return db, 1
+
+
+def test_sim_records_a_run_that_reports_like_a_live_one(simulated, capsys):
+    db, run = simulated
+    code, out, _ = cli(capsys, "--db", db, "report", str(run), "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["source"] == "sim" and summary["state"] == "ended"
+    assert summary["windows"] == 25 * 240 and summary["lost_windows"] == 0
+    assert summary["patterns_good"] == 25 * 240 // 4
+    assert summary["miniruns"] == math.ceil(summary["patterns_good"] / MINIRUN)
+    assert all(v == 0 for v in summary["helicity_errors"].values())
+    a = summary["asymmetry"]
+    assert abs(a["value"] - 0.02) < 3 * a["error"], a
+    with transaction(make_engine(db)) as session:
+        sizes = session.scalars(
+            select(RecordedBlock.n_windows).where(RecordedBlock.run == run)
+        ).all()
+    assert set(sizes) == {12}  # the live IOC's blocks: 240 Hz / 20 Hz
+
+
+def test_reanalysis_with_the_same_settings_equals_the_report(simulated, capsys):
+    db, run = simulated
+    _, original, _ = cli(capsys, "--db", db, "report", str(run), "--json")
+    code, again, _ = cli(capsys, "--db", db, "reanalyze", str(run), "--json")
+    assert code == 0
+    again = json.loads(again)
+    assert again["reanalysis"] == {"minirun_patterns": MINIRUN, "unblinded": False}
+    assert {k: v for k, v in again.items() if k not in NOT_ANALYSIS} == json.loads(original)
+    code, text, _ = cli(capsys, "--db", db, "reanalyze", str(run))
+    assert code == 0 and f"Run {run} (ALR, sim, ended)" in text
+
+
+def test_reanalysis_with_another_minirun_length(simulated, capsys):
+    db, run = simulated
+    original = json.loads(cli(capsys, "--db", db, "report", str(run), "--json")[1])
+    code, out, _ = cli(capsys, "--db", db, "reanalyze", str(run), "--json", "--minirun", "500")
+    changed = json.loads(out)
+    assert code == 0 and changed["reanalysis"]["minirun_patterns"] == 500
+    for key in ("windows", "lost_windows", "patterns_good", "helicity_errors"):
+        assert changed[key] == original[key]
+    assert changed["miniruns"] == math.ceil(original["patterns_good"] / 500) < original["miniruns"]
+    a, b = changed["asymmetry"], original["asymmetry"]
+    assert a["chi2_ndf"] != b["chi2_ndf"]
+    # the same pattern asymmetries, merged in other groups: equal up to rounding
+    assert a["value"] == pytest.approx(b["value"], rel=1e-9)
+    assert a["error"] == pytest.approx(b["error"], rel=1e-9)
+
+
+def test_bad_recordings_and_arguments_are_refused(simulated, capsys, tmp_path):
+    db, run = simulated
+    assert cli(capsys, "--db", db, "reanalyze", "99")[0] == 1
+    assert cli(capsys, "--db", db, "reanalyze", str(run), "--minirun", "1")[0] == 2
+    assert cli(capsys, "--db", db, "sim", "--windows", "0")[0] == 2
+    assert cli(capsys, "--db", db, "sim", "--windows", "5", "--seconds", "5")[0] == 2
+
+    empty = new_run(db, SourceConfig())
+    code, _, err = cli(capsys, "--db", db, "reanalyze", str(empty))
+    assert code == 1 and err.strip() == f"mupnc: error: run {empty} has no recorded windows"
+
+    engine = make_engine(db)
+    with transaction(engine) as session:
+        block_id, payload = session.execute(
+            select(RecordedBlock.id, RecordedBlock.payload).where(
+                RecordedBlock.run == run, RecordedBlock.block_number == 7
+            )
+        ).one()
+        corrupt = payload[:40] + bytes(b ^ 0x5A for b in payload[40:60]) + payload[60:]
+        session.execute(
+            update(RecordedBlock).where(RecordedBlock.id == block_id).values(payload=corrupt)
+        )
+    try:
+        code, _, err = cli(capsys, "--db", db, "reanalyze", str(run))
+        assert code == 1
+        assert err.startswith(f"mupnc: error: corrupt recording: run {run}, recorded block 7:")
+        assert len(err.strip().splitlines()) == 1
+        with transaction(engine) as session:  # nothing was written
+            assert session.get(Run, run).state == "ended"
+    finally:
+        with transaction(engine) as session:
+            session.execute(
+                update(RecordedBlock).where(RecordedBlock.id == block_id).values(payload=payload)
+            )
+        engine.dispose()
