@@ -23,7 +23,8 @@ run's settings as stored: number, source, mode, config, channel map, pattern, de
 reversal, blinding flag and checksum, ...), ``channels`` (names in column order),
 ``windows`` and ``blocks`` (totals, so a shortened file is recognised) and
 ``minirun_patterns`` (the minirun length the run was analysed with).  Floats are
-written bit-exactly; an import gives back the very blocks that were exported.
+written bit-exactly; an import gives back the very blocks that were exported.  Every data
+page carries a CRC32, verified on import.
 
 CSV results: one row per (minirun, channel) of the run's stored results, minirun -1 being
 the whole run; columns ``run, minirun, channel, value, error, n, chi2_ndf, blinded``;
@@ -135,7 +136,9 @@ def export_parquet(engine: Engine, number: int, path: str | Path) -> int:
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
-        with pq.ParquetWriter(partial, schema, compression="zstd") as writer:
+        with pq.ParquetWriter(
+            partial, schema, compression="zstd", write_page_checksum=True
+        ) as writer:
             for batch in recorded_blocks(engine, number):
                 writer.write_table(_table(batch, schema))
         os.replace(partial, path)
@@ -152,7 +155,7 @@ def _open(path: Path) -> tuple[pq.ParquetFile, dict]:
     if not path.is_file():
         raise ExchangeError(f"{path}: no such file")
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as err:
         raise ExchangeError(f"{path}: not a readable Parquet file ({err})") from None
     raw = (parquet.schema_arrow.metadata or {}).get(METADATA_KEY)
