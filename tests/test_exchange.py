@@ -142,7 +142,7 @@ def test_bad_files_are_refused_and_import_nothing(exported, capsys, tmp_path):
         "missing.parquet": "no such file",
         "truncated.parquet": "not a readable Parquet file",
         "garbage.parquet": "not a readable Parquet file",
-        "corrupt.parquet": "CRC checksum verification failed",
+        "corrupt.parquet": "corrupt Parquet data",
         "foreign.parquet": "not a mupnc recording",
         "short.parquet": "truncated recording: 2000 windows in 167 blocks",
         "shuffled.parquet": "blocks out of order",
