@@ -23,7 +23,7 @@ import numpy as np
 from sim.blocks import WindowBlock
 
 MAGIC = 0x6D72  # "mr"
-VERSION = 1
+VERSION = 2  # 2: rotator_readback per window
 _HEADER = struct.Struct("<HBqqII")
 _ZLIB_LEVEL = 6
 
@@ -33,6 +33,7 @@ INTEGER_COLUMNS: tuple[tuple[str, type], ...] = (
     ("pattern_phase", np.int16),
     ("reported_helicity", np.int8),
     ("flags", np.uint8),
+    ("rotator_readback", np.int16),
     ("counts", np.int64),
 )
 FLOAT_COLUMNS: tuple[tuple[str, type], ...] = (("beam_monitor", np.float64),)

@@ -103,9 +103,9 @@ class RotatorDecoder:
         """Add a block (and the rotator readback of each window, if known)."""
         count_missed(self.state, block.seq)
         self.state.windows_seen += block.n_windows
-        readback = np.full(block.n_windows, np.nan)
-        if rotator_readback is not None:
-            readback = np.asarray(rotator_readback, dtype=np.float64)
+        if rotator_readback is None:
+            rotator_readback = block.rotator_readback
+        readback = np.asarray(rotator_readback, dtype=np.float64)
         for name in _FIELDS:
             self._pending[name] = np.concatenate([self._pending[name], getattr(block, name)])
         self._pending["readback"] = np.concatenate([self._pending["readback"], readback])

@@ -11,7 +11,7 @@ integers involved stay far below 2**53 so they are exact in float64)::
 
     [MAGIC, stream_id, block_number, n_windows, n_channels,
      seq[n], pattern_number[n], pattern_phase[n], reported_helicity[n], flags[n],
-     beam_monitor[n], counts[n * n_channels] (window-major)]
+     rotator_readback[n], beam_monitor[n], counts[n * n_channels] (window-major)]
 
 followed by zero padding up to the PV's fixed length.
 """
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAGIC = 0x6D75_0001  # "mu", layout version 1
+MAGIC = 0x6D75_0002  # "mu", layout version 2 (version 1 had no rotator readback)
 HEADER = 5
-PER_WINDOW_FIELDS = 6
+PER_WINDOW_FIELDS = 7
 
 FLAG_PATTERN_SYNC = 1
 """Set on the first window of each pattern (the helicity board's pattern-sync bit)."""
@@ -43,8 +43,10 @@ class WindowBlock:
     """Consecutive helicity windows as read out by the DAQ (``n`` windows, ``c`` channels).
 
     ``reported_helicity`` is ``+1``/``-1`` as read from the helicity board (delayed by the
-    reporting delay); ``beam_monitor`` is the beam-monitor integral of each window
-    (muons); ``counts`` are detector counts, shape ``(n, c)``.
+    reporting delay); ``rotator_readback`` is the spin reverser's readback when the
+    window was taken (fast: the Pockels-cell state +1/-1; slow: +1/-1, 0 while ramping;
+    kick: the kick turn number); ``beam_monitor`` is the beam-monitor integral of each
+    window (muons); ``counts`` are detector counts, shape ``(n, c)``.
     """
 
     stream_id: int
@@ -54,6 +56,7 @@ class WindowBlock:
     pattern_phase: np.ndarray
     reported_helicity: np.ndarray
     flags: np.ndarray
+    rotator_readback: np.ndarray
     beam_monitor: np.ndarray
     counts: np.ndarray
 
@@ -64,6 +67,15 @@ class WindowBlock:
     @property
     def n_channels(self) -> int:
         return int(self.counts.shape[1])
+
+    def select(self, keep: np.ndarray) -> WindowBlock:
+        """The same block with only the windows where ``keep`` (bool or indices) holds."""
+        per_window = {
+            f: getattr(self, f)[keep]
+            for f in self.__dataclass_fields__
+            if f not in ("stream_id", "block_number")
+        }
+        return WindowBlock(stream_id=self.stream_id, block_number=self.block_number, **per_window)
 
     def pack(self, length: int | None = None) -> np.ndarray:
         """The flat float64 wire array, zero-padded to ``length`` if given."""
@@ -79,6 +91,7 @@ class WindowBlock:
             self.pattern_phase,
             self.reported_helicity,
             self.flags,
+            self.rotator_readback,
             self.beam_monitor,
         )
         for i, column in enumerate(columns):
@@ -105,7 +118,8 @@ class WindowBlock:
             pattern_phase=col[2].astype(np.int16),
             reported_helicity=col[3].astype(np.int8),
             flags=col[4].astype(np.uint8),
-            beam_monitor=col[5].copy(),
+            rotator_readback=col[5].astype(np.int16),
+            beam_monitor=col[6].copy(),
             counts=wire[HEADER + PER_WINDOW_FIELDS * n : size].astype(np.int64).reshape(n, c),
         )
 

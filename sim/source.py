@@ -459,6 +459,7 @@ class WindowSource:
             pattern_phase=published_phase[keep].astype(np.int16),
             reported_helicity=reported[keep],
             flags=flags[keep],
+            rotator_readback=readback[keep].astype(np.int16),
             beam_monitor=beam_monitor[keep],
             counts=counts[keep],
         )

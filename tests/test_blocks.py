@@ -28,6 +28,7 @@ def make_block(n: int = 5, c: int = 3, seed: int = 0) -> WindowBlock:
         pattern_phase=(seq % 4).astype(np.int16),
         reported_helicity=rng.choice(np.array([-1, 1], dtype=np.int8), size=n),
         flags=rng.integers(0, 8, size=n).astype(np.uint8),
+        rotator_readback=rng.integers(-1, 16, size=n).astype(np.int16),
         beam_monitor=rng.uniform(1e5, 1e6, size=n),
         counts=rng.integers(0, 2**40 + 1, size=(n, c), dtype=np.int64),
     )
@@ -42,6 +43,7 @@ def assert_same(a: WindowBlock, b: WindowBlock) -> None:
         "pattern_phase",
         "reported_helicity",
         "flags",
+        "rotator_readback",
         "beam_monitor",
         "counts",
     ):

@@ -44,6 +44,7 @@ def synthetic(n: int, c: int, rng: np.random.Generator) -> WindowBlock:
         pattern_phase=rng.integers(-300, 300, n).astype(np.int16),
         reported_helicity=rng.choice(np.array([-1, 1], np.int8), n),
         flags=rng.integers(0, 256, n).astype(np.uint8),
+        rotator_readback=rng.integers(-(2**15), 2**15, n).astype(np.int16),
         beam_monitor=beam,
         counts=rng.integers(-(2**61), 2**61, (n, c)).astype(np.int64),
     )

@@ -149,16 +149,7 @@ def drop_windows(seqs: set[int]) -> Modifier:
         keep = ~np.isin(block.seq, list(seqs))
         if keep.all():
             return block
-        return replace(
-            block,
-            seq=block.seq[keep],
-            pattern_number=block.pattern_number[keep],
-            pattern_phase=block.pattern_phase[keep],
-            reported_helicity=block.reported_helicity[keep],
-            flags=block.flags[keep],
-            beam_monitor=block.beam_monitor[keep],
-            counts=block.counts[keep],
-        )
+        return block.select(keep)
 
     return modify
 
