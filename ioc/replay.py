@@ -12,9 +12,11 @@ blocks per second.
 
 Flow control: the consumer (the monitor, :mod:`monitor.flow`) writes ``DAQ:CONSUMED``, the
 last block it took.  The replay publishes block 0 at once (so a new subscriber's first
-value is a block), continues once it reads -1 or more (the consumer is ready) and never
-publishes more than half the ring ahead of it, at any speed, so no block of a replay is
-lost; the replay clock stands still while it waits.
+value is a block), continues once it reads -1 or more (the consumer is ready), and
+publishes block *k* only once the consumer has taken block *k - (ring depth - 1)*: the
+ring then still holds every block the consumer has not taken, so at any speed no block of
+a replay is lost (a dropped update is refilled from the ring).  The replay clock stands
+still while it waits.
 
 Scalers: a replay has no truth helicity.  ``DAQ:SCALER:PLUS/MINUS`` are gated by the
 helicity the IOC decodes from the recorded windows itself (the monitor's decoder), updated
@@ -164,7 +166,7 @@ class ReplayClock:
     async def __call__(self, ioc, daq, beam, helicity) -> None:
         source: RecordedSource = ioc.source
         window_rate = source.config.window_rate
-        half_ring = max(1, ioc.layout.ring_depth // 2)
+        ahead = ioc.layout.ring_depth - 1
         start, last_slow = time.monotonic(), -math.inf
         batches = source.batches()
         while not ioc.ending.is_set():
@@ -178,7 +180,7 @@ class ReplayClock:
                 # rest once the consumer is ready and within half the ring of it
                 number = block.block_number
                 waited = time.monotonic()
-                if number and not await self._consumer_at(ioc, daq, max(-1, number - half_ring)):
+                if number and not await self._consumer_at(ioc, daq, max(-1, number - ahead)):
                     return
                 start += time.monotonic() - waited  # the replay clock stands still meanwhile
                 data_time = (block.seq[-1] + 1 - source.first_seq) / window_rate

@@ -2,10 +2,10 @@
 
 The monitor writes ``{prefix}DAQ:CONSUMED`` = number of the last block it ingested (-1:
 ready, none yet).  A replaying IOC (:mod:`ioc.replay`) starts when its consumer is ready
-and never publishes more than half its ring ahead of that number, so at any speed no
-block of a replay is lost; a live IOC ignores the PV.  Writes are rate-limited to one per
-:data:`MIN_INTERVAL`; while a newer number waits to be written the monitor polls with
-:data:`PENDING_WAIT`, so the IOC is never held back for long.
+and never runs so far ahead of that number that its ring would overwrite a block not yet
+taken, so at any speed no block of a replay is lost; a live IOC ignores the PV.  Writes
+are rate-limited to one per :data:`MIN_INTERVAL`; while a newer number waits to be
+written the monitor polls with :data:`PENDING_WAIT`, so the IOC is never held back long.
 """
 
 from __future__ import annotations

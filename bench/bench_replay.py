@@ -1,0 +1,154 @@
+"""Replay of a PREX-scale run through real Channel Access at speed max, and re-analysis.
+
+1. ``mupnc sim`` records a run of ``--seconds`` of data at 240 Hz x ``--channels`` channels
+   (quartets, the live IOC's 20 Hz blocks unless ``--block-rate``); its wall time is shown.
+2. ``mupnc ioc --source replay:RUN --speed max`` + ``mupnc monitor`` (child processes, as
+   ``mupnc replay`` runs them) replay it as a new run.  Speed-up = data seconds / wall
+   seconds between the IOC's CA timestamps of the second and the last ``DAQ:SEQ`` update
+   (block 0 goes out before the monitor is ready); the wall time of the whole replay,
+   start-up and drain included, is shown too.  The replay must lose no window and report
+   the same analysis as the recorded run.
+3. ``mupnc reanalyze`` of the recording in this process: window-channel values per second.
+
+Usage: ``.venv/bin/python bench/bench_replay.py [--seconds 600] [--channels 190]
+[--block-rate 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
+
+IOC_PORT, MONITOR_PORT, REPEATER_PORT = free_port(), free_port(), free_port()
+PORTS = [IOC_PORT, MONITOR_PORT]
+apply(ca_environment(None, PORTS, REPEATER_PORT))
+
+import epics  # noqa: E402  (libca reads the environment when it loads)
+
+from db.recorded import WHOLE_RUN  # noqa: E402
+from db.session import make_engine  # noqa: E402
+from mupnc.commands import report  # noqa: E402
+from mupnc.offline import reanalyze  # noqa: E402
+from mupnc.orchestrate import Chain  # noqa: E402
+from mupnc.replay import allocate_replay  # noqa: E402
+
+NOT_ANALYSIS = {"run", "start", "end", "source", "replay_of", "alarms"}
+WINDOW_RATE = 240.0
+
+
+def write_channel_map(folder: Path, n_channels: int) -> Path:
+    path = folder / f"alr_{n_channels}.toml"
+    entries = [
+        f'[[channels]]\nname = "ch{i}"\nrole = "scatter"\n'
+        f"cos_theta = {-1 + 2 * (i + 0.5) / n_channels:.6f}\nacceptance = 1e-4\n"
+        for i in range(n_channels)
+    ]
+    path.write_text('mode = "alr"\n\n' + "\n".join(entries))
+    return path
+
+
+def simulate(db: str, args: argparse.Namespace, channel_map: Path) -> float:
+    started = time.perf_counter()
+    options = ["--seconds", str(args.seconds), "--window-rate", str(WINDOW_RATE), "--rate", "1e9"]
+    options += ["--channel-map", str(channel_map), "--block-rate", str(args.block_rate)]
+    subprocess.run(
+        [sys.executable, "-m", "mupnc", "--db", db, "sim", *options],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def replay(db: str, run: int) -> tuple[int, float, list[tuple[float, int]], dict]:
+    """Replay ``run`` at speed max: (new run, wall seconds, DAQ:SEQ (timestamp, value)s,
+    CPU seconds of the IOC and the monitor)."""
+    engine = make_engine(db)
+    number = allocate_replay(engine, run, WHOLE_RUN, None, (None, None))
+    engine.dispose()
+    updates: list[tuple[float, int]] = []
+    sink, chain = BeaconSink(REPEATER_PORT), Chain(db=db)
+    started = time.perf_counter()
+    try:
+        ioc = ["ioc", "--run", str(number), "--source", f"replay:{run}", "--speed", "max"]
+        chain.start("ioc", ioc, ca_environment(IOC_PORT, PORTS, REPEATER_PORT))
+        if epics.caget("MUPNC:DAQ:RING_DEPTH", timeout=120) is None:
+            raise RuntimeError("the replaying IOC did not come up")
+        pv = epics.PV("MUPNC:DAQ:SEQ", auto_monitor=True, form="time")
+        pv.add_callback(lambda value=None, timestamp=None, **_: updates.append((timestamp, value)))
+        pv.wait_for_connection(timeout=10)
+        chain.start("monitor", ["monitor"], ca_environment(MONITOR_PORT, PORTS, REPEATER_PORT))
+        monitor = chain.processes["monitor"]
+        cpu = {"ioc": cpu_seconds(chain.processes["ioc"].pid), "monitor": 0.0}
+        while monitor.poll() is None:  # sample the monitor's CPU until it exits
+            cpu["monitor"] = max(cpu["monitor"], cpu_seconds(monitor.pid))
+            time.sleep(0.05)
+        if monitor.returncode != 0:
+            raise RuntimeError("the monitor did not finish the replay")
+        wall = time.perf_counter() - started
+        cpu["ioc"] = cpu_seconds(chain.processes["ioc"].pid) - cpu["ioc"]
+        pv.clear_callbacks()
+    finally:
+        chain.shutdown()
+        sink.close()
+    return number, wall, updates, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600.0, help="seconds of data")
+    parser.add_argument("--channels", type=int, default=190, help="detector channels")
+    parser.add_argument("--block-rate", type=float, default=20.0, help="blocks per data second")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        db = f"sqlite:///{Path(folder) / 'replay.db'}"
+        channel_map = write_channel_map(Path(folder), args.channels)
+        sim_wall = simulate(db, args, channel_map)
+        windows = report(db, 1)["windows"]
+        print(
+            f"mupnc sim: {windows} windows x {args.channels} channels "
+            f"({args.seconds:g} s of data, {args.block_rate:g} blocks/s) in {sim_wall:.1f} s "
+            f"= {args.seconds / sim_wall:.0f}x real time"
+        )
+
+        number, wall, updates, cpu = replay(db, 1)
+        paced = [(t, s) for t, s in updates if s is not None and s >= 0][1:]
+        (t0, s0), (t1, s1) = paced[0], paced[-1]
+        data = (s1 - s0) / WINDOW_RATE
+        original, replayed = report(db, 1), report(db, number)
+        same = {k: v for k, v in original.items() if k not in NOT_ANALYSIS} == {
+            k: v for k, v in replayed.items() if k not in NOT_ANALYSIS
+        }
+        print(
+            f"replay at max over CA: {data:.0f} s of data in {t1 - t0:.1f} s of publishing "
+            f"= {data / (t1 - t0):.0f}x real time; whole replay incl. start-up and drain "
+            f"{wall:.1f} s = {args.seconds / wall:.0f}x; lost windows "
+            f"{replayed['lost_windows']}; same analysis as recorded: {same}; CPU: IOC "
+            f"{cpu['ioc']:.1f} s (replay part), monitor {cpu['monitor']:.1f} s (all)"
+        )
+
+        started = time.perf_counter()
+        again = reanalyze(db, 1, None, unblind=False)
+        seconds = time.perf_counter() - started
+        values = again["windows"] * args.channels
+        print(
+            f"reanalyze: {values:.3g} window-channel values in {seconds:.1f} s "
+            f"= {values / seconds:.3g} values/s ({again['windows'] / seconds:.0f} windows/s)"
+        )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    main()
