@@ -5,9 +5,10 @@ Semantics follow Phoebus (shared/reference/epics.md section 6) with JAPAN's debo
 * **Debounce.**  Each evaluation brings ``violations`` out of ``checks`` (e.g. helicity
   errors among the windows decoded since the last one; a plain condition is one check).
   The *ring* keeps the last ``ring`` checks (rounded up to whole evaluations): the alarm
-  condition trips when the ring holds at least ``count`` violations and has done so for
-  ``delay`` seconds, and it decays only after a clean stretch, once every violation has
-  left the ring.  While tripped, its severity is the highest one still in the ring.
+  condition trips when the ring holds at least ``count`` violations and every evaluation
+  of the last ``delay`` seconds had some, and it decays only after a clean stretch, once
+  every violation has left the ring.  While tripped, its severity is the highest one
+  still in the ring.
 * **Latch** (default): the shown severity is the highest seen since the last
   acknowledgement (MINOR, MAJOR, MINOR stays MAJOR); the alarm is OK only after the
   condition recovered *and* an operator acknowledged it, in either order.  Acknowledging
@@ -140,16 +141,12 @@ def _clear_ring(status: AlarmStatus) -> None:
 def _debounced(status: AlarmStatus, debounce: Debounce, now: float) -> Severity:
     """The condition's severity from the ring (see the module docstring)."""
     if status.ring_violations == 0:
-        status.violating_since = None
         return Severity.NO_ALARM
     worst = max((s for _, v, s in status.ring if v > 0), default=Severity.NO_ALARM)
     if status.condition > Severity.NO_ALARM:
         return worst  # tripped: holds until every violation has left the ring
-    if status.ring_violations < debounce.count:
-        status.violating_since = None
+    if status.ring_violations < debounce.count or status.violating_since is None:
         return Severity.NO_ALARM
-    if status.violating_since is None:
-        status.violating_since = now
     if now - status.violating_since < debounce.delay:
         return Severity.NO_ALARM
     return worst
@@ -192,6 +189,10 @@ def evaluate(
             violations = int(severity > Severity.NO_ALARM)
         if checks > 0 or violations > 0:
             _push(status, debounce, checks, violations, Severity(severity))
+            if violations == 0:
+                status.violating_since = None  # the delay counts uninterrupted violation
+            elif status.violating_since is None:
+                status.violating_since = now
         status.condition = _debounced(status, debounce, now)
     _relatch(status, debounce.latch)
     out = _transition(status, before, "shelving expired" if expired else reason)

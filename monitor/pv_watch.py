@@ -26,14 +26,17 @@ class PvWatch:
                 callback=self._on_value,
                 connection_callback=self._on_connection,
                 auto_monitor=True,
+                form="ctrl",  # enum updates carry their state strings
             )
             for name in names
         ]
 
-    def _on_value(self, pvname=None, value=None, char_value=None, severity=0, **kw) -> None:
+    def _on_value(self, pvname=None, value=None, severity=0, **kw) -> None:
         # Inside libca: record and return.
-        enum = "enum" in str(kw.get("type", ""))
-        self._queue.put(("value", pvname, char_value if enum else value, severity))
+        states = kw.get("enum_strs")
+        if states and isinstance(value, int) and 0 <= value < len(states):
+            value = states[value]
+        self._queue.put(("value", pvname, value, severity))
 
     def _on_connection(self, pvname=None, conn=False, **_kw) -> None:
         self._queue.put(("connection", pvname, conn, None))

@@ -166,6 +166,21 @@ def test_debounce_by_delay(steps, states) -> None:
     assert [r[0] for r in run(steps, Debounce(delay=2.0))] == states
 
 
+def test_a_blip_held_in_the_ring_does_not_pass_the_delay() -> None:
+    steps = [
+        (0, MAJOR),
+        (1, N),
+        (2, N),
+        (3, N),
+        (4, MAJOR),
+        (5, MAJOR),
+        (6, MAJOR),
+        *[(t, N) for t in range(7, 12)],
+    ]
+    states = [r[0] for r in run(steps, Debounce(ring=5, delay=2.0))]
+    assert states == [OK, OK, OK, OK, OK, OK, ACTIVE, ACTIVE, ACTIVE, ACTIVE, ACTIVE, CLEARED]
+
+
 # JAPAN: trip on `count` violations within a ring of `ring` checks; decays only once the
 # ring holds no violation (a clean stretch of `ring` checks).
 COUNT_TABLE = [

@@ -1,0 +1,195 @@
+"""Alarm rules: shipped defaults, what each kind makes of observations, file errors with
+file and line, and the recent estimates behind them (monitor.alarm_inputs)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from monitor.alarm_inputs import chi2_ndf_z, recent_mean
+from monitor.alarm_logic import Severity
+from monitor.alarm_rules import AlarmRulesError, Observation, load_rules, parse_rules
+from monitor.decoder import ERROR_KINDS
+from monitor.statistics import RunningStats
+
+N, MINOR, MAJOR, INVALID = Severity.NO_ALARM, Severity.MINOR, Severity.MAJOR, Severity.INVALID
+BEAM_ON = {"beam.on_for": Observation(100.0)}
+BRIEF_CLASSES = {
+    # the alarm classes issue 7 asks for, and the shipped rules covering each
+    "helicity prediction mismatch": "helicity_mismatch",
+    "stuck helicity": "stuck_helicity",
+    "missed windows": "missed_windows",
+    "pattern-phase/sync errors": "phase_error",
+    "rotator readback != setpoint": "rotator_mismatch",
+    "settle violations": "settle_violation",
+    "flip-frequency drift": "flip_frequency",
+    "beam trips": "beam_trip",
+    "charge asymmetry": "charge_asymmetry",
+    "chi2/ndf": "chi2_ndf",
+    "pull width": "pull_width",
+    "stale PVs": "data_stale",
+    "disconnected PVs": "pv_disconnected",
+    "lost blocks": "lost_blocks",
+    "detector rates": "detector_rate_low",
+}
+
+
+def test_shipped_rules_cover_every_alarm_class_with_guidance() -> None:
+    rules = load_rules()
+    names = {r.name for r in rules.rules}
+    assert set(BRIEF_CLASSES.values()) <= names
+    assert all(r.guidance for r in rules.rules)
+    counters = {
+        r.input.removeprefix("helicity_errors.") for r in rules.rules if r.kind == "counter"
+    }
+    assert {"prediction_mismatch", "stuck_helicity", "phase_error", "missed_windows"} <= counters
+    assert counters - {"blocks_lost", "blocks_malformed"} <= set(ERROR_KINDS)
+    assert rules["pv_disconnected"].pvs and set(rules["pv_disconnected"].pvs) <= set(rules.pvs)
+
+
+def read(rule, observations: dict, increase: dict | None = None):
+    return rule.read(observations, increase or {})
+
+
+def test_counter_rule_counts_increases_per_check() -> None:
+    rule = load_rules()["phase_error"]
+    r = read(rule, {}, {"helicity_errors.phase_error": 3, "windows": 240})
+    assert (r.severity, r.violations, r.checks) == (MAJOR, 3, 240)
+    assert "+3 in 240 windows" in r.detail
+
+
+LIMITS = """
+[alarms.x]
+kind = "limit"
+input = "x"
+lolo = -2.0
+low = -1.0
+high = 1.0
+hihi = 2.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "severity"),
+    [(0.0, 0.0, N), (1.0, 0.0, MINOR), (-1.5, 0.0, MINOR), (2.0, 0.0, MAJOR), (-7.0, 0.0, MAJOR),
+     (math.nan, 0.0, N), (1.2, 0.1, MINOR)],
+)  # fmt: skip
+def test_limit_rule_is_inclusive_like_epics(value, error, severity) -> None:
+    rule = parse_rules(LIMITS)["x"]
+    assert read(rule, {"x": Observation(value, error)}).severity == severity
+
+
+def test_limit_with_sigma_margin_and_absolute_value() -> None:
+    rule = load_rules()["charge_asymmetry"]  # |A| beyond 2.5e-4 by 3 sigma: MINOR
+    for value, error, severity in [
+        (-1e-3, 2e-4, MINOR),  # 1e-3 - 6e-4 > 2.5e-4
+        (6e-4, 2e-4, N),  # within 3 sigma of the limit
+        (-6e-4, 1e-5, MINOR),
+        (-3e-3, 2e-4, MAJOR),
+    ]:
+        assert (
+            read(rule, {"charge_asymmetry.recent": Observation(value, error), **BEAM_ON}).severity
+            == severity
+        )
+
+
+def test_state_pv_severity_and_connection_rules() -> None:
+    rules = load_rules()
+    trip = rules["beam_trip"]
+    assert read(trip, {"BEAM:TRIP": Observation("TRIPPED")}).severity == MAJOR
+    assert read(trip, {"BEAM:TRIP": Observation("OK")}).severity == N
+    assert read(trip, {"BEAM:TRIP": Observation("TRIPPED", connected=False)}).severity == N
+    rate = rules["beam_rate"]
+    assert read(rate, {"BEAM:RATE": Observation(5e6, severity=MAJOR)}).severity == MAJOR
+    lost = rules["pv_disconnected"]
+    pvs = {pv: Observation(1.0) for pv in lost.pvs}
+    assert read(lost, pvs).severity == N
+    pvs["BEAM:TRIP"] = Observation(None, connected=False)
+    r = read(lost, pvs)
+    assert r.severity == INVALID and "BEAM:TRIP" in r.detail
+
+
+def test_gate_closes_the_rule() -> None:
+    rule = load_rules()["charge_asymmetry"]  # only with the beam on for 10 s
+    bad = {"charge_asymmetry.recent": Observation(1e-2, 1e-4)}
+    assert not read(rule, {**bad, "beam.on_for": Observation(3.0)}).enabled
+    assert not read(rule, bad).enabled  # unknown beam state: closed
+    assert read(rule, {**bad, "beam.on_for": Observation(30.0)}).severity == MAJOR
+
+
+BAD_FILES = [
+    ("[alarms.x\nkind = 1\n", "line 1"),
+    ('[alarms.x]\nkind = "counter"\n', r"line 1: \[alarms.x\] a counter alarm needs input"),
+    ('[alarms.x]\nkind = "limit"\ninput = "a"\n\nhigh = "big"\n', r"line 5: .*high must be a"),
+    ('[alarms.x]\nkind = "gauge"\n', r"line 2: .*kind must be one of"),
+    ('[alarms.x]\nkind = "counter"\ninput = "a"\nseverity = "HUGE"\n', r"line 4: .*HUGE"),
+    ('[alarms.x]\nkind = "counter"\ninput = "a"\ncolour = "red"\n', r"line 4: .*key 'colour'"),
+    ('[alarms.x]\nkind = "counter"\ninput = "a"\nclass = "vip"\n', r"line 4: .*class 'vip'"),
+    ('[alarms.x]\nkind = "counter"\ninput = "a"\ncount = 0\n', r"line 1: .*count >= 1"),
+    ('[alarms.Bad-Name]\nkind = "counter"\ninput = "a"\n', r"line 1: .*lower case"),
+    ('[classes.c]\nactions = ["page"]\n[alarms.x]\nkind = "state"\npv = "A"\nstates = ["B"]\n',
+     r"line 2: \[classes.c\] unknown action 'page'"),
+    ('[classes.c]\nactions = ["command"]\n', r"line 1: .*needs a command list"),
+    ('[inputs]\ncharge_window = -1\n[alarms.x]\nkind = "counter"\ninput = "a"\n',
+     r"line 2: .*charge_window must be positive"),
+    ("[inputs]\n", "no \\[alarms.NAME\\] table"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_FILES)
+def test_malformed_rules_name_file_and_line(tmp_path, text, message) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(text)
+    with pytest.raises(AlarmRulesError, match=message) as err:
+        load_rules(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_unreadable_rules_file(tmp_path) -> None:
+    with pytest.raises(AlarmRulesError, match="cannot read"):
+        load_rules(tmp_path / "missing.toml")
+
+
+def test_monitor_refuses_a_bad_rules_file_with_exit_status_2(tmp_path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text('[alarms.x]\nkind = "counter"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "mupnc", "--db", f"sqlite:///{tmp_path}/x.db", "monitor",
+         "--alarm-rules", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert f"{path}, line 1" in done.stderr and "needs input" in done.stderr
+
+
+def test_disabled_rules_are_dropped() -> None:
+    rules = parse_rules(
+        LIMITS + 'enabled = false\n[alarms.y]\nkind = "state"\npv = "P"\nstates = ["X"]\n'
+    )
+    assert [r.name for r in rules.rules] == ["y"]
+
+
+def test_recent_mean_is_the_mean_of_the_newer_samples() -> None:
+    rng = np.random.default_rng(5)
+    old, new = rng.normal(0, 1, (500, 1)), rng.normal(3e-3, 2, (300, 1))
+    before = RunningStats.of(old)
+    after = before.merge(RunningStats.of(new))
+    moments = [(float(s.n[0]), float(s.mean[0]), float(s.m2[0])) for s in (after, before)]
+    mean, error = recent_mean(*moments)
+    assert mean == pytest.approx(new.mean(), rel=1e-9)
+    assert error == pytest.approx(new.std(ddof=1) / math.sqrt(300), rel=1e-9)
+    assert math.isnan(recent_mean(moments[0], moments[0])[0])
+
+
+def test_chi2_score_is_standard_normal_for_any_ndf() -> None:
+    rng = np.random.default_rng(11)
+    for ndf in (2, 5, 40):
+        z = np.array([chi2_ndf_z(c / ndf, ndf) for c in rng.chisquare(ndf, 20000)])
+        assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05, ndf
+        assert (z > 3.5).mean() < 1e-3  # the shipped MINOR limit: rare in clean data
+    assert math.isnan(chi2_ndf_z(math.nan, 3)) and math.isnan(chi2_ndf_z(1.0, 0))
