@@ -16,7 +16,8 @@ from sqlalchemy import and_, not_, select
 from sqlalchemy.orm import Session
 
 from dashboards.queries import utc
-from db.models import Alarm, AlarmTransition
+from db import alarms as db_alarms
+from db.models import Alarm
 
 SEVERITY_RANK = {"NO_ALARM": 0, "MINOR": 1, "MAJOR": 2, "INVALID": 3}
 SEVERITY_STYLE = {
@@ -106,23 +107,6 @@ def banner_text(alarms: Sequence[AlarmRecord], now: datetime) -> tuple[str, str]
 
 
 def acknowledge(session: Session, ids: Sequence[int], who: str, now: datetime) -> int:
-    """Acknowledge the alarms ``ids`` not yet acknowledged, as ``who``; returns how many."""
-    who = who.strip()[:64] or "shifter"
-    alarms = session.scalars(
-        select(Alarm).where(Alarm.id.in_(list(ids)), not_(Alarm.acknowledged))
-    ).all()
-    for alarm in alarms:
-        alarm.acknowledged = True
-        session.add(
-            AlarmTransition(
-                alarm_id=alarm.id,
-                time=now,
-                from_state=alarm.state,
-                to_state=alarm.state,
-                from_severity=alarm.severity,
-                to_severity=alarm.severity,
-                reason="acknowledged on the dashboard",
-                who=who,
-            )
-        )
-    return len(alarms)
+    """Acknowledge the alarms ``ids`` not yet acknowledged, as ``who``; returns how many
+    (:func:`db.alarms.acknowledge`, which a running monitor's alarm service picks up)."""
+    return db_alarms.acknowledge(session, ids, who, now, reason="acknowledged on the dashboard")
