@@ -51,3 +51,11 @@ def db_url(request, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'test.db'}"
     server = request.getfixturevalue("pg_server")
     return server.create_database(f"test_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+def ioc_prefix() -> str:
+    """A PV prefix of the test's own.  libca in this process caches channels by name; a
+    channel whose IOC has gone reconnects to a new IOC only after its search back-off, so
+    tests that start IOCs must not reuse an earlier test's PV names."""
+    return f"T{uuid.uuid4().hex[:8].upper()}:"

@@ -26,21 +26,22 @@ INJECTED = 0.01
 SECONDS = 10
 
 
-def test_chain_counts_every_window_and_recovers_the_asymmetry(tmp_path, ca_env):
+def test_chain_counts_every_window_and_recovers_the_asymmetry(tmp_path, ca_env, ioc_prefix):
     db = f"sqlite:///{tmp_path / 'chain.db'}"
     config = SourceConfig(asymmetry=INJECTED, muon_rate=1e9, seed=7)
     run = new_run(db, config)
     chain = Chain(db=db)
     sim = ["--asymmetry", str(INJECTED), "--rate", "1e9", "--seed", "7"]
     try:
-        chain.start("ioc", ["ioc", "--run", str(run), *sim], ca_env["ioc"])
-        chain.start("monitor", ["monitor"], ca_env["monitor"])
+        prefix = ["--prefix", ioc_prefix]
+        chain.start("ioc", ["ioc", "--run", str(run), *prefix, *sim], ca_env["ioc"])
+        chain.start("monitor", ["monitor", *prefix], ca_env["monitor"])
         time.sleep(SECONDS)
         assert chain.failed() is None
         assert chain.end_run(), "the monitor did not finish the run cleanly"
-        scaler_plus = epics.caget("MUPNC:DAQ:SCALER:PLUS", timeout=10)
-        scaler_minus = epics.caget("MUPNC:DAQ:SCALER:MINUS", timeout=10)
-        published_seq = epics.caget("MUPNC:DAQ:SEQ", timeout=10)
+        scaler_plus = epics.caget(ioc_prefix + "DAQ:SCALER:PLUS", timeout=10)
+        scaler_minus = epics.caget(ioc_prefix + "DAQ:SCALER:MINUS", timeout=10)
+        published_seq = epics.caget(ioc_prefix + "DAQ:SEQ", timeout=10)
     finally:
         chain.shutdown()
 

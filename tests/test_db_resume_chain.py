@@ -34,25 +34,28 @@ def wait_for_checkpoint(engine, run: int, after: float, timeout: float = 60) -> 
     raise AssertionError("the monitor wrote no checkpoint")
 
 
-def test_a_killed_monitor_restarts_and_counts_every_window_once(tmp_path, ca_env, capfd):
+def test_a_killed_monitor_restarts_and_counts_every_window_once(
+    tmp_path, ca_env, capfd, ioc_prefix
+):
     db = f"sqlite:///{tmp_path / 'resume.db'}"
     run = new_run(db, SourceConfig(asymmetry=0.01, muon_rate=1e9, seed=9))
     engine = make_engine(db)
     chain = Chain(db=db)
-    sim = ["--asymmetry", "0.01", "--rate", "1e9", "--seed", "9"]
+    sim = ["--asymmetry", "0.01", "--rate", "1e9", "--seed", "9", "--prefix", ioc_prefix]
+    monitor = ["monitor", "--prefix", ioc_prefix]
     try:
         # 5 blocks/s: the IOC's 128-block ring covers 25 s, ample for a restart.
         chain.start("ioc", ["ioc", "--run", str(run), "--block-rate", "5", *sim], ca_env["ioc"])
-        chain.start("monitor", ["monitor"], ca_env["monitor"])
+        chain.start("monitor", monitor, ca_env["monitor"])
         wait_for_checkpoint(engine, run, after=time.time() + 2)
         chain.processes["monitor"].kill()  # no clean-up: blocks since the last flush are lost
         chain.processes["monitor"].wait()
-        chain.start("monitor", ["-v", "monitor"], ca_env["monitor"])
+        chain.start("monitor", ["-v", *monitor], ca_env["monitor"])
         wait_for_checkpoint(engine, run, after=time.time() + 2)
         assert chain.failed() is None
         assert chain.end_run(), "the restarted monitor did not finish the run cleanly"
-        scalers = [epics.caget(f"MUPNC:DAQ:SCALER:{s}", timeout=10) for s in ("PLUS", "MINUS")]
-        published_seq = epics.caget("MUPNC:DAQ:SEQ", timeout=10)
+        scalers = [epics.caget(f"{ioc_prefix}DAQ:SCALER:{s}") for s in ("PLUS", "MINUS")]
+        published_seq = epics.caget(ioc_prefix + "DAQ:SEQ", timeout=10)
     finally:
         chain.shutdown()
 

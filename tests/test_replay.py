@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import epics
 import numpy as np
@@ -42,6 +43,8 @@ def analysis(summary: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, ca_env) -> tuple[str, int]:
+    # module-scoped: its own prefix, not the per-test fixture
+    prefix = ["--prefix", f"TLIVE{uuid.uuid4().hex[:6].upper()}:"]
     """A blinded live run of SECONDS s (IOC + monitor), ended cleanly."""
     db = f"sqlite:///{tmp_path_factory.mktemp('replay') / 'replay.db'}"
     config = SourceConfig(asymmetry=0.01, muon_rate=1e9, seed=11)
@@ -49,10 +52,9 @@ def live(tmp_path_factory, ca_env) -> tuple[str, int]:
     chain = Chain(db=db)
     sim = ["--asymmetry", "0.01", "--rate", "1e9", "--seed", "11", "--blind", "0.02"]
     try:
-        chain.start("ioc", ["ioc", "--run", str(run), *sim], ca_env["ioc"])
-        chain.start(
-            "monitor", ["monitor", "--minirun", str(MINIRUN)], {**ca_env["monitor"], **SEED}
-        )
+        chain.start("ioc", ["ioc", "--run", str(run), *prefix, *sim], ca_env["ioc"])
+        monitor = ["monitor", "--minirun", str(MINIRUN), *prefix]
+        chain.start("monitor", monitor, {**ca_env["monitor"], **SEED})
         time.sleep(SECONDS)
         assert chain.failed() is None
         assert chain.end_run(), "the monitor did not finish the live run cleanly"
@@ -61,7 +63,7 @@ def live(tmp_path_factory, ca_env) -> tuple[str, int]:
     return db, run
 
 
-def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env):
+def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env, ioc_prefix):
     db, run = live
     engine = make_engine(db)
     replay = allocate_replay(engine, run, WHOLE_RUN, SPEED, (None, None))
@@ -69,19 +71,20 @@ def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env):
     chain = Chain(db=db)
     try:
         ioc = ["ioc", "--run", str(replay), "--source", f"replay:{run}", "--speed", str(SPEED)]
+        ioc += ["--prefix", ioc_prefix]
         chain.start("ioc", ioc, ca_env["ioc"])
         # Subscribe once the IOC serves (it holds block 1 on until the monitor is ready).
-        assert epics.caget("MUPNC:DAQ:RING_DEPTH", timeout=60) is not None
-        seq_pv = epics.PV("MUPNC:DAQ:SEQ", auto_monitor=True, form="time")
+        assert epics.caget(ioc_prefix + "DAQ:RING_DEPTH", timeout=60) is not None
+        seq_pv = epics.PV(ioc_prefix + "DAQ:SEQ", auto_monitor=True, form="time")
         seq_pv.add_callback(
             lambda value=None, timestamp=None, **_: updates.append((timestamp, value))
         )
         assert seq_pv.wait_for_connection(timeout=10)
-        monitor = ["monitor", "--minirun", str(MINIRUN)]
+        monitor = ["monitor", "--minirun", str(MINIRUN), "--prefix", ioc_prefix]
         chain.start("monitor", monitor, {**ca_env["monitor"], **SEED})
         assert chain.wait("monitor", 120) == 0, "the monitor did not finish the replay"
-        scalers = [epics.caget(f"MUPNC:DAQ:SCALER:{s}", timeout=10) for s in ("PLUS", "MINUS")]
-        last_seq = epics.caget("MUPNC:DAQ:SEQ", timeout=10)
+        scalers = [epics.caget(f"{ioc_prefix}DAQ:SCALER:{s}") for s in ("PLUS", "MINUS")]
+        last_seq = epics.caget(ioc_prefix + "DAQ:SEQ", timeout=10)
         seq_pv.clear_callbacks()
     finally:
         chain.shutdown()
