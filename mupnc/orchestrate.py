@@ -75,24 +75,81 @@ class Chain:
                 process.wait()
 
 
-def inject_fault(kind: str, ports: list[int], repeater_port: int, prefix: str = "MUPNC:") -> None:
+def inject_fault(kind: str, loopback: Loopback, prefix: str = "MUPNC:") -> None:
     """Switch on the IOC's fault switch ``RUN:FAULT:<KIND>`` (shift training, checks)."""
     from caproto import ChannelType
     from caproto.sync.client import write
 
-    apply(ca_environment(None, ports, repeater_port))
+    apply(loopback.environment(None))
     name = f"{prefix}RUN:FAULT:{kind.upper()}"
     write(name, "ON", data_type=ChannelType.STRING, notify=True, repeater=False, timeout=5)
     print(f"injected fault {kind} ({name} = ON)", flush=True)
 
 
+@dataclass
+class Loopback:
+    """A private loopback Channel Access set-up: a server port for the IOC process, one for
+    the monitor's result PVs, and a repeater port whose beacons are absorbed."""
+
+    ioc_port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    repeater_port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self._sink = BeaconSink(self.repeater_port)
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.ioc_port, self.monitor_port]
+
+    def environment(self, server_port: int | None) -> dict:
+        return ca_environment(server_port, self.ports, self.repeater_port)
+
+    def close(self) -> None:
+        self._sink.close()
+
+
+def launch(
+    db: str, ioc: list[str], monitor: list[str], dashboard_port: int | None, headline: str
+) -> tuple[Chain, Loopback, threading.Event]:
+    """Start IOC, monitor and (unless ``dashboard_port`` is None) dashboard on a private
+    loopback; print ``headline``, the dashboard address and the database URL.  Returns the
+    chain, its CA set-up and an event set by SIGINT/SIGTERM."""
+    loopback = Loopback()
+    chain = Chain(db=db)
+    chain.start("ioc", ioc, loopback.environment(loopback.ioc_port))
+    chain.start("monitor", monitor, loopback.environment(loopback.monitor_port))
+    if dashboard_port is not None:
+        chain.start("dashboard", ["dashboard", "--port", str(dashboard_port)], {})
+    print(headline, flush=True)
+    if dashboard_port is not None:
+        print(f"dashboard http://127.0.0.1:{dashboard_port}/", flush=True)
+    print(f"database {redacted(db)}", flush=True)
+    interrupted = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+    return chain, loopback, interrupted
+
+
+def finish(
+    chain: Chain, loopback: Loopback, crashed: str | None, clean: bool, run: int, db: str
+) -> int:
+    """Stop the chain and say how the run ended; the command's exit status."""
+    chain.shutdown()
+    loopback.close()
+    if crashed:
+        print(f"mupnc: error: the {crashed} process stopped unexpectedly", file=sys.stderr)
+        return 1
+    if not clean:
+        print(f"mupnc: error: the monitor did not finish run {run} cleanly", file=sys.stderr)
+        return 1
+    print(f"run {run} ended; summary: mupnc --db {redacted(db)} report {run}", flush=True)
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     config = source_config(args)
     run = new_run(args.db, config)
-    ioc_port, monitor_port, repeater = free_port(), free_port(), free_port()
-    ports = [ioc_port, monitor_port]
-    beacon_sink = BeaconSink(repeater)
-    chain = Chain(db=args.db)
     sim = [
         "--mode",
         args.mode,
@@ -109,19 +166,10 @@ def demo(args: argparse.Namespace) -> int:
     ]
     if args.channel_map:
         sim += ["--channel-map", args.channel_map]
-    chain.start("ioc", ["ioc", "--run", str(run), *sim], ca_environment(ioc_port, ports, repeater))
-    chain.start("monitor", ["monitor"], ca_environment(monitor_port, ports, repeater))
-    if not args.no_dashboard:
-        chain.start("dashboard", ["dashboard", "--port", str(args.port)], {})
-
-    print(f"run {run}", flush=True)
-    if not args.no_dashboard:
-        print(f"dashboard http://127.0.0.1:{args.port}/", flush=True)
-    print(f"database {redacted(args.db)}", flush=True)
-
-    interrupted = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+    dashboard = None if args.no_dashboard else args.port
+    chain, loopback, interrupted = launch(
+        args.db, ["ioc", "--run", str(run), *sim], ["monitor"], dashboard, f"run {run}"
+    )
     started = time.monotonic()
     deadline = started + args.duration if args.duration else None
     injections = sorted(args.inject)
@@ -133,16 +181,6 @@ def demo(args: argparse.Namespace) -> int:
         if crashed:
             break
         while injections and time.monotonic() - started >= injections[0][0]:
-            inject_fault(injections.pop(0)[1], ports, repeater)
+            inject_fault(injections.pop(0)[1], loopback)
         interrupted.wait(0.2)
-    clean = chain.end_run()
-    chain.shutdown()
-    beacon_sink.close()
-    if crashed:
-        print(f"mupnc: error: the {crashed} process stopped unexpectedly", file=sys.stderr)
-        return 1
-    if not clean:
-        print("mupnc: error: the monitor did not finish the run cleanly", file=sys.stderr)
-        return 1
-    print(f"run {run} ended; summary: mupnc --db {redacted(args.db)} report {run}", flush=True)
-    return 0
+    return finish(chain, loopback, crashed, chain.end_run(), run, args.db)

@@ -13,17 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import signal
-import sys
-import threading
 
 from sqlalchemy import Engine
 
 from db.recorded import SeqRange, recording_info
-from db.session import make_engine, redacted, require_schema, transaction
+from db.session import make_engine, require_schema, transaction
 from db.store import allocate_run
-from mupnc.epics_env import BeaconSink, ca_environment, free_port
-from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, Chain
+from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, finish, launch
 
 RUN_COLUMNS = (
     "reversal",
@@ -126,27 +122,14 @@ def replay(args: argparse.Namespace) -> int:
     number = allocate_replay(engine, args.run, seq, args.speed, (args.start, args.stop))
     engine.dispose()
 
-    ioc_port, monitor_port, repeater = free_port(), free_port(), free_port()
-    ports = [ioc_port, monitor_port]
-    beacon_sink = BeaconSink(repeater)
-    chain = Chain(db=args.db)
     ioc_args = ["ioc", "--run", str(number), "--source", f"replay:{args.run}"]
     ioc_args += ["--speed", "max" if args.speed is None else repr(args.speed)]
     ioc_args += [] if args.start is None else ["--from", repr(args.start)]
     ioc_args += [] if args.stop is None else ["--to", repr(args.stop)]
     monitor_args = ["monitor"] + ([] if minirun is None else ["--minirun", str(minirun)])
-    chain.start("ioc", ioc_args, ca_environment(ioc_port, ports, repeater))
-    chain.start("monitor", monitor_args, ca_environment(monitor_port, ports, repeater))
-    if not args.no_dashboard:
-        chain.start("dashboard", ["dashboard", "--port", str(args.port)], {})
-    print(f"run {number} (replay of run {args.run})", flush=True)
-    if not args.no_dashboard:
-        print(f"dashboard http://127.0.0.1:{args.port}/", flush=True)
-    print(f"database {redacted(args.db)}", flush=True)
-
-    interrupted = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+    dashboard = None if args.no_dashboard else args.port
+    headline = f"run {number} (replay of run {args.run})"
+    chain, loopback, interrupted = launch(args.db, ioc_args, monitor_args, dashboard, headline)
     monitor, crashed = chain.processes["monitor"], None
     while not interrupted.is_set() and monitor.poll() is None:
         exited = [n for n, p in chain.processes.items() if n != "monitor" and p.poll() is not None]
@@ -156,13 +139,5 @@ def replay(args: argparse.Namespace) -> int:
         interrupted.wait(0.2)
     clean = monitor.poll() == 0 if not (interrupted.is_set() or crashed) else chain.end_run()
     clean = clean and chain.wait("monitor", MONITOR_DRAIN_SECONDS) == 0
-    chain.shutdown()
-    beacon_sink.close()
-    if crashed:
-        print(f"mupnc: error: the {crashed} process stopped unexpectedly", file=sys.stderr)
-        return 1
-    if not clean:
-        print("mupnc: error: the monitor did not finish the replay cleanly", file=sys.stderr)
-        return 1
-    print(f"run {number} ended; summary: mupnc --db {redacted(args.db)} report {number}")
-    return 130 if interrupted.is_set() else 0
+    status = finish(chain, loopback, crashed, clean, number, args.db)
+    return 130 if status == 0 and interrupted.is_set() else status
