@@ -324,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_alarm_arguments(args: argparse.Namespace) -> None:
-    if args.action is None and args.ids:
-        raise UsageError("alarm ids need an action: alarms ack ID..., alarms shelve ID --for S")
     if args.action and not args.ids:
         raise UsageError(f"alarms {args.action} needs the id of an alarm")
     if args.action == "shelve" and (args.seconds is None or len(args.ids) != 1):
