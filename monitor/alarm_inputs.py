@@ -8,7 +8,8 @@ into named :class:`monitor.alarm_rules.Observation` entries:
   ``blocks_malformed``;
 * ``data.age``: seconds since a window block last arrived;
 * ``beam.on_for``: seconds the beam has been on (``BEAM:ON`` ON, ``BEAM:TRIP`` OK and
-  ``BEAM:RATE`` at least half the setpoint), 0 while it is off;
+  ``BEAM:RATE`` at least half the setpoint) at an unchanged ``BEAM:RATE_SP``; 0 while it
+  is off;
 * ``rotator.deviation``: ``|HEL:ROTATOR:RBV - HEL:ROTATOR:SP|`` (0 while the readback
   is 0, i.e. ramping);
 * recent estimates over the last ``[inputs]`` seconds (differences of cumulative sums
@@ -108,6 +109,7 @@ class AlarmInputs:
         self._blocks_seen = -1
         self._last_block_time = start
         self._beam_on_since: float | None = None
+        self._setpoint = math.nan
         self._gate_reference = math.nan
 
     def observe(
@@ -164,7 +166,11 @@ class AlarmInputs:
             and trip.value == "OK"
             and not rate < BEAM_ON_FRACTION * setpoint  # NaN (unknown rate) passes
         )
-        if not beam:
+        changed = setpoint != self._setpoint and not (
+            math.isnan(setpoint) and math.isnan(self._setpoint)
+        )
+        if not beam or changed:  # a new rate setpoint restarts the clock
+            self._setpoint = setpoint
             self._beam_on_since = None
             return 0.0
         if self._beam_on_since is None:

@@ -10,11 +10,22 @@ import sys
 import numpy as np
 import pytest
 
-from monitor.alarm_inputs import chi2_ndf_z, recent_mean
+from monitor.accumulator import RunAccumulator
+from monitor.alarm_inputs import AlarmInputs, chi2_ndf_z, recent_mean
 from monitor.alarm_logic import Severity
-from monitor.alarm_rules import AlarmRulesError, Observation, load_rules, parse_rules
+from monitor.alarm_rules import (
+    INPUT_DEFAULTS,
+    AlarmRulesError,
+    Observation,
+    load_rules,
+    parse_rules,
+)
 from monitor.decoder import ERROR_KINDS
+from monitor.ingest import IngestCounters
+from monitor.results import run_result
+from monitor.rotator_decoder import make_decoder
 from monitor.statistics import RunningStats
+from sim.source import SourceConfig, WindowSource
 
 N, MINOR, MAJOR, INVALID = Severity.NO_ALARM, Severity.MINOR, Severity.MAJOR, Severity.INVALID
 BEAM_ON = {"beam.on_for": Observation(100.0)}
@@ -193,3 +204,54 @@ def test_chi2_score_is_standard_normal_for_any_ndf() -> None:
         assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05, ndf
         assert (z > 3.5).mean() < 1e-3  # the shipped MINOR limit: rare in clean data
     assert math.isnan(chi2_ndf_z(math.nan, 3)) and math.isnan(chi2_ndf_z(1.0, 0))
+
+
+class SimulatedMonitor:
+    """A simulated run decoded and accumulated in-process, observed once per simulated second."""
+
+    def __init__(self, seed: int = 21) -> None:
+        self.source = WindowSource(SourceConfig(seed=seed))
+        self.decoder = make_decoder("fast", "quartet", 2, self.source.n_channels)
+        self.acc = RunAccumulator(self.source.channel_map, self.decoder.size, 9000)
+        acceptance = [c.acceptance for c in self.source.channel_map.channels]
+        self.inputs = AlarmInputs(dict(INPUT_DEFAULTS), np.array(acceptance), 0.0)
+        self.pvs = {
+            "BEAM:ON": Observation("ON"),
+            "BEAM:TRIP": Observation("OK"),
+            "BEAM:RATE_SP": Observation(self.source.config.muon_rate),
+        }
+        self.t = 0
+
+    def seconds(self, n: int) -> dict[str, Observation]:
+        for _ in range(n):
+            self.t += 1
+            block = self.source.next_block_of(240).block
+            self.acc.add(self.decoder.feed(block))
+            obs = self.inputs.observe(
+                float(self.t),
+                self.decoder.state,
+                IngestCounters(blocks_received=self.t),
+                self.acc,
+                run_result(self.acc, 0.9),
+                self.pvs,
+            )
+        return obs
+
+
+def test_recent_estimates_see_gate_and_charge_faults() -> None:
+    sim = SimulatedMonitor()
+    clean = sim.seconds(20)
+    assert clean["beam.on_for"].value == 18  # on since the second evaluation
+    drift = clean["window_gate.drift"].value
+    assert abs(drift) < 5 * 0.01 / math.sqrt(240 * 5)  # 1 % jitter per window, 5 s
+    assert 0.98 < clean["detector.yield_min"].value <= clean["detector.yield_max"].value < 1.02
+    sim.source.set_fault("frequency_drift", True)  # windows 1 % shorter
+    drift = sim.seconds(6)["window_gate.drift"].value
+    expected = (1 / 1.01 - 240 * 20e-6) / (1 - 240 * 20e-6) - 1
+    assert abs(drift - expected) < 5 * 0.01 / math.sqrt(240 * 5), (drift, expected)
+    sim.source.set_fault("frequency_drift", False)
+    sim.source.set_fault("charge_asymmetry", True)  # 1e-3
+    q = sim.seconds(11)["charge_asymmetry.recent"]
+    assert abs(q.value - 1e-3) < 3 * q.error and q.error < 3e-4
+    sim.pvs["BEAM:RATE_SP"] = Observation(2e8)  # a new setpoint restarts the beam clock
+    assert sim.seconds(1)["beam.on_for"].value == 0
