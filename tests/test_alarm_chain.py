@@ -6,7 +6,7 @@ ack``; a beam switched off trips the beam alarms and an alarm of class ``stop_ru
 command hook ends the run.
 
 The clean stretch lasts ``MUPNC_ALARM_CLEAN_SECONDS`` (default 15); the 10-minute clean run
-of issue 7 is ``MUPNC_ALARM_CLEAN_SECONDS=600 pytest tests/test_alarm_chain.py``.
+of issue 7 is ``MUPNC_ALARM_CLEAN_SECONDS=600 pytest --timeout 1200 tests/test_alarm_chain.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from sim.source import SourceConfig
 pytestmark = pytest.mark.ca
 
 CLEAN_SECONDS = float(os.environ.get("MUPNC_ALARM_CLEAN_SECONDS", "15"))
-P = "MUPNC:"
 SEVERITY = {"MINOR": 1, "MAJOR": 2, "INVALID": 3}
 FAULTS = [
     # (fault kind, alarms it must raise, alarms it may raise besides)
@@ -79,19 +78,20 @@ def wait_for(condition, timeout: float, step: float = 0.25):
     return None
 
 
-def pv_state(name: str) -> tuple[str, int]:
+def pv_state(prefix: str, name: str) -> tuple[str, int]:
     """(enum state, record severity) of an alarm PV."""
-    data = epics.PV(f"{P}MON:ALARM:{name.upper()}", form="time").get_with_metadata(
+    data = epics.PV(f"{prefix}MON:ALARM:{name.upper()}", form="time").get_with_metadata(
         as_string=True, timeout=5
     )
     return data["value"], int(data["severity"])
 
 
-def caput(suffix: str, value: str) -> None:
-    assert epics.caput(P + suffix, value, wait=True, timeout=10) == 1, suffix
+def caput(prefix: str, suffix: str, value: str) -> None:
+    assert epics.caput(prefix + suffix, value, wait=True, timeout=10) == 1, suffix
 
 
-def test_fault_campaign(tmp_path, ca_env, capsys) -> None:
+def test_fault_campaign(tmp_path, ca_env, ioc_prefix, capsys) -> None:
+    pfx = ioc_prefix
     db = f"sqlite:///{tmp_path / 'alarms.db'}"
     hook = tmp_path / "hook.log"
     shipped = resources.files("monitor").joinpath(DEFAULT_RULES).read_text()
@@ -102,23 +102,25 @@ def test_fault_campaign(tmp_path, ca_env, capsys) -> None:
     engine = make_engine(db)
     chain = Chain(db=db)
     try:
-        chain.start("ioc", ["ioc", "--run", str(run), "--seed", "3"], ca_env["ioc"])
-        chain.start("monitor", ["monitor", "--alarm-rules", str(rules_file)], ca_env["monitor"])
-        assert epics.PV(f"{P}MON:ALARM:COUNT").wait_for_connection(60)
-        assert wait_for(lambda: epics.caget(f"{P}MON:RUN", timeout=1) == run, 60)
+        prefix = ["--prefix", pfx]
+        chain.start("ioc", ["ioc", "--run", str(run), "--seed", "3", *prefix], ca_env["ioc"])
+        monitor = ["monitor", "--alarm-rules", str(rules_file), *prefix]
+        chain.start("monitor", monitor, ca_env["monitor"])
+        assert epics.PV(f"{pfx}MON:ALARM:COUNT").wait_for_connection(60)
+        assert wait_for(lambda: epics.caget(f"{pfx}MON:RUN", timeout=1) == run, 60)
 
         # -- clean running: nothing at all --------------------------------------------------
         time.sleep(CLEAN_SECONDS)
         assert chain.failed() is None
         assert history(engine) == []
-        assert epics.caget(f"{P}MON:ALARM:SUMMARY", as_string=True, timeout=5) == "NO_ALARM"
-        assert epics.caget(f"{P}MON:ALARM:COUNT", timeout=5) == 0
+        assert epics.caget(f"{pfx}MON:ALARM:SUMMARY", as_string=True, timeout=5) == "NO_ALARM"
+        assert epics.caget(f"{pfx}MON:ALARM:COUNT", timeout=5) == 0
 
         # -- every fault class --------------------------------------------------------------
         for kind, expected, allowed in FAULTS:
             before = {a["id"] for a in history(engine)}
             switched = time.monotonic()
-            caput(f"RUN:FAULT:{kind.upper()}", "ON")
+            caput(pfx, f"RUN:FAULT:{kind.upper()}", "ON")
             raised = {}
             for name in sorted(expected):
                 latency = rules[name].latency
@@ -131,8 +133,8 @@ def test_fault_campaign(tmp_path, ca_env, capsys) -> None:
                 assert alarm["state"] == "active" and not alarm["acknowledged"]
                 raised[name] = alarm
             name = min(expected)
-            assert pv_state(name) == ("ACTIVE", SEVERITY[raised[name]["severity"]])
-            caput(f"RUN:FAULT:{kind.upper()}", "OFF")
+            assert pv_state(pfx, name) == ("ACTIVE", SEVERITY[raised[name]["severity"]])
+            caput(pfx, f"RUN:FAULT:{kind.upper()}", "OFF")
             # cleared, but latched until acknowledged
             for name in raised:
                 cleared = wait_for(
@@ -142,28 +144,28 @@ def test_fault_campaign(tmp_path, ca_env, capsys) -> None:
                 assert not open_alarms(engine)[name]["acknowledged"]
             time.sleep(1.0)
             assert all(open_alarms(engine)[n]["state"] == "cleared" for n in raised)
-            assert pv_state(min(expected))[0] == "CLEARED"
+            assert pv_state(pfx, min(expected))[0] == "CLEARED"
             ids = [str(a["id"]) for a in open_alarms(engine).values()]
             assert main(["--db", db, "alarms", "ack", *ids, "--who", "Ann"]) == 0
             assert wait_for(lambda: open_alarms(engine) == {}, 10)
             first = min(expected)
-            assert wait_for(lambda first=first: pv_state(first)[0] == "OK", 10)
+            assert wait_for(lambda first=first: pv_state(pfx, first)[0] == "OK", 10)
             new = {a["name"] for a in history(engine) if a["id"] not in before}
             assert expected <= new <= expected | allowed, (kind, new)
 
         # -- operator shelving, seen by the running service ---------------------------------
-        caput("RUN:FAULT:ROTATOR_MISMATCH", "ON")
+        caput(pfx, "RUN:FAULT:ROTATOR_MISMATCH", "ON")
         alarm = wait_for(lambda: open_alarms(engine).get("rotator_mismatch"), 15)
         assert main(["--db", db, "alarms", "shelve", str(alarm["id"]), "--for", "600"]) == 0
-        assert wait_for(lambda: pv_state("rotator_mismatch") == ("SHELVED", 0), 10)
-        caput("RUN:FAULT:ROTATOR_MISMATCH", "OFF")
+        assert wait_for(lambda: pv_state(pfx, "rotator_mismatch") == ("SHELVED", 0), 10)
+        caput(pfx, "RUN:FAULT:ROTATOR_MISMATCH", "OFF")
 
         # -- beam off: trip alarms, a command hook and a run stop ---------------------------
         capsys.readouterr()
         switched = time.monotonic()
-        caput("BEAM:ON", "OFF")
+        caput(pfx, "BEAM:ON", "OFF")
         assert chain.wait("monitor", 60) == 0, "the run stop did not end the run"
-        assert epics.caget(f"{P}RUN:STATE", as_string=True, timeout=5) == "ENDED"
+        assert epics.caget(f"{pfx}RUN:STATE", as_string=True, timeout=5) == "ENDED"
         assert time.monotonic() - switched < 30
     finally:
         chain.shutdown()
