@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -36,6 +36,7 @@ from db.models import (
     RecordedBlock,
     ResultSnapshot,
     Run,
+    SlowControlSample,
 )
 from db.recording import decode, encode
 from db.session import UNREACHABLE, transaction, unreachable_message
@@ -179,6 +180,7 @@ class RunRecorder:
         self.next_block = 0
         """Number of the first block not yet handed to :meth:`add_blocks`."""
         self._blocks: list[dict] = []  # encoded blocks not yet written
+        self._samples: list[dict] = []  # slow-control samples not yet written
         self._failures = 0
 
     @property
@@ -190,6 +192,10 @@ class RunRecorder:
         for block in blocks:
             self._blocks.append(_block_row(self.run, block))
             self.stream_id, self.next_block = block.stream_id, block.block_number + 1
+
+    def add_samples(self, rows: list[dict]) -> None:
+        """Queue slow-control samples (:mod:`monitor.archiver` rows) for the next flush."""
+        self._samples.extend(rows)
 
     def flush(
         self,
@@ -223,7 +229,7 @@ class RunRecorder:
                 len(self._blocks),
             )
         self._failures = 0
-        self._blocks = []
+        self._blocks, self._samples = [], []
         acc.dirty.clear()
         return True
 
@@ -238,7 +244,7 @@ class RunRecorder:
     ) -> None:
         """What :meth:`flush` writes, in the caller's transaction (e.g. with the run's row)."""
         self._write(session, acc, decoder, result, lost_windows, state)
-        self._blocks = []
+        self._blocks, self._samples = [], []
         acc.dirty.clear()
 
     def _write(
@@ -273,6 +279,8 @@ class RunRecorder:
         upsert(session, HelicityCounts, count_rows, ("run", "minirun", "channel", "helicity"))
         upsert(session, AsymmetryResult, result_rows, ("run", "minirun", "channel"))
         upsert(session, HelicityError, error_rows, ("run", "kind"))
+        if self._samples:
+            session.execute(insert(SlowControlSample), self._samples)
         header = {k: v for k, v in acc.state().items() if k != "miniruns"}  # saved per minirun
         checkpoint = dict(
             run=run,

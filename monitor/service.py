@@ -18,6 +18,7 @@ from db.models import Run
 from db.session import transaction
 from monitor.accumulator import RunAccumulator
 from monitor.alarm_service import AlarmService
+from monitor.archiver import SlowControlArchiver
 from monitor.blinding import UNBLINDED, Blinder, run_blinder
 from monitor.decoder import ERROR_KINDS
 from monitor.flow import ConsumerAck
@@ -142,6 +143,7 @@ class OnlineMonitor:
         )
         if self.alarms is not None:
             self.alarms.start(settings.run, settings.channel_map, decoder.state, ingest.counters)
+        archiver = SlowControlArchiver(self.prefix)
 
         def ingested(blocks: list) -> None:
             recorder.add_blocks(blocks)
@@ -151,6 +153,7 @@ class OnlineMonitor:
         def flush(state: str) -> bool:
             result = run_result(acc, settings.polarization, settings.blinder)
             lost = decoder.state.errors["missed_windows"]
+            recorder.add_samples(archiver.drain())
             written = recorder.flush(acc, decoder.state, result, lost, state)
             if self.publisher is not None:
                 self.publisher.publish(
@@ -181,6 +184,7 @@ class OnlineMonitor:
                 flush("running")
         else:
             flush("running")  # stopped mid-run: leave the run open for a restarted monitor
+            archiver.close()
             return settings.run
         # Run over: everything the IOC published is still in its ring; take it all.
         last_block = int(ingest.caget("DAQ:BLOCK_NUMBER"))
@@ -190,6 +194,7 @@ class OnlineMonitor:
             if stop.wait(self.flush_interval):
                 log.error("run %d: stopped before the database came back", settings.run)
                 break
+        archiver.close()
         log.info(
             "run %d ended: %d windows, %d lost",
             settings.run,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from db.models import HelicityCounts
+from db.models import HelicityCounts, SlowControlSample
 from db.session import make_engine, transaction
 from mupnc.commands import new_run, report
 from mupnc.orchestrate import Chain
@@ -67,3 +67,12 @@ def test_chain_counts_every_window_and_recovers_the_asymmetry(tmp_path, ca_env, 
     np.testing.assert_array_equal(db_minus, scaler_minus)
     a = summary["asymmetry"]
     assert abs(a["value"] - INJECTED) < 3 * a["error"], a
+
+    # the slow controls are archived: the rate readback at the configured 1e9 muons/s
+    with transaction(make_engine(db)) as session:
+        rates = session.scalars(
+            select(SlowControlSample.value).where(SlowControlSample.pv == ioc_prefix + "BEAM:RATE")
+        ).all()
+    assert len(rates) >= SECONDS  # the IOC updates it every 0.5 s
+    # (the first sample may be the value at subscription time, before the first block)
+    assert all(abs(r / 1e9 - 1) < 0.05 for r in rates[1:]), rates
