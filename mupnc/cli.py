@@ -15,6 +15,7 @@ import sys
 
 from db.session import SchemaError, database_url
 from monitor.alarm_rules import AlarmRulesError
+from mupnc.orchestrate import follow_parent
 from sim.channel_map import ChannelMapError
 from sim.faults import FAULT_KINDS
 from sim.helicity import PATTERN_SHAPES
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
     logging.getLogger("caproto").setLevel(logging.WARNING)
+    follow_parent()
     args.db = database_url(args.db)
     try:
         return _dispatch(args)

@@ -21,6 +21,24 @@ from mupnc.commands import new_run, source_config
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
 
 MONITOR_DRAIN_SECONDS = 60.0
+PARENT_ENV = "MUPNC_PARENT_PID"
+"""Set for every child of a :class:`Chain`: the child stops (SIGTERM) when this parent
+dies, even by SIGKILL (see :func:`follow_parent`)."""
+_PR_SET_PDEATHSIG = 1
+
+
+def follow_parent() -> None:
+    """In a child of a :class:`Chain`: ask Linux for SIGTERM when the parent dies, and
+    stop at once if it already has.  Children run in their own sessions (so Ctrl-C reaches
+    only the parent), which would otherwise leave them running after a crash."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -33,7 +51,10 @@ class Chain:
     def start(self, name: str, args: list[str], env: dict) -> None:
         command = [sys.executable, "-m", "mupnc", "--db", self.db, *args]
         self.processes[name] = subprocess.Popen(
-            command, env={**os.environ, **env}, start_new_session=True, stdin=subprocess.DEVNULL
+            command,
+            env={**os.environ, **env, PARENT_ENV: str(os.getpid())},
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
         )
 
     def failed(self) -> str | None:
