@@ -53,6 +53,8 @@ class Update:
     alarms: tuple[AlarmRecord, ...] = ()
     samples: list[Sample] = field(default_factory=list)
     latest_sample: Sample | None = None
+    rotator: tuple[Sample, ...] = ()
+    """Newest spin-rotator state, setpoint and readback samples (see queries.ROTATOR_PVS)."""
 
 
 Job = Callable[[Session], object]
@@ -106,6 +108,7 @@ class Feed:
         self._channels: tuple[Channel, ...] = ()
         self._miniruns: tuple[MinirunMean, ...] = ()
         self._errors: tuple[tuple[str, int], ...] = ()
+        self._rotator: tuple[Sample, ...] = ()
         self._alarms: tuple[AlarmRecord, ...] = ()
         self._jobs: queue.SimpleQueue[tuple[Job, Done]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -182,6 +185,7 @@ class Feed:
             channels = queries.cumulative_channels(session, info.number)
             miniruns = queries.minirun_means(session, info.number)
             errors = queries.helicity_errors(session, info.number)
+            rotator = queries.rotator_samples(session, info.start)
         if rows:
             self._last_id = rows[-1][0]
         if samples:
@@ -194,6 +198,7 @@ class Feed:
             self._samples.extend([sample for _, sample in samples])
             self._run = info
             self._channels, self._miniruns, self._errors = channels, miniruns, errors
+            self._rotator = rotator
             self._alarms = alarms
             self._polled, self._poll_error = datetime.now(UTC), None
 
@@ -231,6 +236,7 @@ class Feed:
                 self._alarms,
                 samples,
                 self._samples.newest,
+                self._rotator,
             )
 
     @property

@@ -228,7 +228,7 @@ class LiveView:
         self.beam.apply(run, update.snapshots, update.samples, update.reset)
         self.channels.apply(run, update.channels)
         self.pulls.apply(update.miniruns, run.state == "running")
-        self.helicity.apply(run, self.previous, self.latest, update.helicity_errors)
+        self.helicity.apply(run, self.previous, self.latest, update.helicity_errors, update.rotator)
         self.box.text = result_html(update, now)
 
 

@@ -356,6 +356,30 @@ class PullHistogram:
             self.plot.title.text = "Minirun pulls: fewer than two completed miniruns"
 
 
+ROTATOR_STATES = ("PLUS", "MINUS", "RAMPING", "FAULT")
+"""Index order of the IOC's HEL:ROTATOR:STATE enum (archived as the state index)."""
+
+
+def rotator_html(rotator: Sequence[Sample], reversal: str) -> str:
+    """The spin rotator's newest state, setpoint and readback (empty if none archived)."""
+    values = {s.pv: s.value for s in rotator}
+    if "HEL:ROTATOR:STATE" not in values:
+        return ""
+    index = values["HEL:ROTATOR:STATE"]
+    state = ROTATOR_STATES[int(index)] if index is not None and 0 <= index < 4 else "?"
+    colour = {"FAULT": "#c00000", "RAMPING": "#b36b00"}.get(state, "#1a7f1a")
+    unit = " turns" if reversal == "kick" else ""
+
+    def number(name: str) -> str:
+        value = values.get(name)
+        return "?" if value is None else f"{value:+g}{unit}"
+
+    return (
+        f"<br><b>Spin rotator:</b> <span style='color:{colour};font-weight:bold'>{state}</span>"
+        f" (setpoint {number('HEL:ROTATOR:SP')}, readback {number('HEL:ROTATOR:RBV')})"
+    )
+
+
 class HelicityPanel:
     """Decoder lock, pattern settings and the helicity error counters by kind
     (:data:`monitor.decoder.ERROR_KINDS`, all of which must stay zero)."""
@@ -384,7 +408,14 @@ class HelicityPanel:
         self.shown: tuple = ()
         self.layout = column(self.state, self.table, sizing_mode="stretch_width")
 
-    def apply(self, run: RunInfo, previous: Snapshot | None, latest: Snapshot | None, errors):
+    def apply(
+        self,
+        run: RunInfo,
+        previous: Snapshot | None,
+        latest: Snapshot | None,
+        errors,
+        rotator: Sequence[Sample] = (),
+    ):
         state = cols.decoder_state(previous, latest, run.state)
         colour = {"locked": "#1a7f1a", "not locked": "#c00000"}.get(state, "#555")
         rate = f"{run.window_rate:g} Hz" if run.window_rate else "?"
@@ -394,6 +425,7 @@ class HelicityPanel:
             f"{html.escape(state)}</span><br>pattern {html.escape(run.pattern)}, "
             f"window rate {rate}, reporting delay {delay}, "
             f"spin reversal {html.escape(run.reversal)}"
+            f"{rotator_html(rotator, run.reversal)}"
         )
         counts = dict.fromkeys(ERROR_KINDS, 0) | dict(errors)
         if tuple(counts.items()) == self.shown:

@@ -239,6 +239,26 @@ def helicity_errors(session: Session, run: int) -> tuple[tuple[str, int], ...]:
     return tuple((kind, int(count)) for kind, count in rows)
 
 
+ROTATOR_PVS = ("HEL:ROTATOR:STATE", "HEL:ROTATOR:SP", "HEL:ROTATOR:RBV")
+"""Spin-rotator PVs (without prefix) whose newest archived sample the helicity panel shows."""
+
+
+def rotator_samples(session: Session, since: datetime) -> tuple[Sample, ...]:
+    """The newest archived sample of each :data:`ROTATOR_PVS` (any prefix) from ``since``
+    on, in that order; PVs never archived are left out."""
+    newest = []
+    for name in ROTATOR_PVS:
+        row = session.scalars(
+            select(SlowControlSample)
+            .where(SlowControlSample.pv.endswith(name), SlowControlSample.time >= since)
+            .order_by(SlowControlSample.id.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            newest.append(Sample(utc(row.time), name, row.value, row.severity))
+    return tuple(newest)
+
+
 def beam_rate_samples(
     session: Session, since: datetime, after_id: int = 0
 ) -> list[tuple[int, Sample]]:

@@ -429,6 +429,9 @@ def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) ->
     add_miniruns(engine, run, 6)
     set_helicity_errors(engine, run, {"phase_error": 3})
     add_samples(engine, "MUPNC:BEAM:RATE", [4.5], 1.2e8)
+    add_samples(engine, "MUPNC:HEL:ROTATOR:STATE", [4, 4.5], 3.0)  # FAULT
+    add_samples(engine, "MUPNC:HEL:ROTATOR:SP", [4.5], 1.0)
+    add_samples(engine, "MUPNC:HEL:ROTATOR:RBV", [4.5], -1.0)
     feed.poll()
     callback.callback()
     streamed = [e for e in events if isinstance(e, ColumnsStreamedEvent)]
@@ -452,7 +455,9 @@ def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) ->
     assert sum(bars["top"]) == 5  # six miniruns, the newest still running
     errors = by_name(doc, "helicity_errors").data
     assert dict(zip(errors["kind"], errors["count"], strict=True))["phase_error"] == 3
-    assert "locked" in by_name(doc, "helicity_state").text
+    helicity = by_name(doc, "helicity_state").text
+    assert "locked" in helicity
+    assert "FAULT" in helicity and "setpoint +1, readback -1" in helicity
     plot = by_name(doc, "asym_plot")
     assert "A_LR" in plot.title.text
     assert plot.xaxis[0].axis_label == "time since run start (s)"
