@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import epics
 import numpy as np
 
-from sim.blocks import BlockFormatError, WindowBlock
+from sim.blocks import HEADER, BlockFormatError, WindowBlock
 
 log = logging.getLogger("mupnc.monitor.ingest")
 
@@ -76,6 +76,8 @@ class BlockIngest:
             pass
         out = []
         for wire in raw:
+            if not np.any(np.asarray(wire)[:HEADER]):
+                continue  # the PV's initial value (all zeros): nothing published yet
             try:
                 block = WindowBlock.unpack(wire)
             except BlockFormatError as err:

@@ -63,6 +63,7 @@ def test_chain_counts_every_window_and_recovers_the_asymmetry(tmp_path, ca_env, 
     assert summary["windows"] == published_seq + 1 > 1000  # the IOC lags the clock under load
     assert summary["lost_windows"] == 0
     assert all(v == 0 for v in summary["helicity_errors"].values()), summary["helicity_errors"]
+    assert summary["alarms"] == [], summary["alarms"]  # a clean run raises no alarm
     np.testing.assert_array_equal(db_plus, scaler_plus)
     np.testing.assert_array_equal(db_minus, scaler_minus)
     a = summary["asymmetry"]
