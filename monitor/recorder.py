@@ -67,7 +67,15 @@ def _unpack_state(data: bytes) -> dict:
 
 
 def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
-    rows = [
+    """One row per channel, ``combined`` (with the chi2/ndf of minirun means), ``charge``
+    and each null asymmetry (measured, never blinded)."""
+    means = [
+        *result.channels.items(),
+        ("combined", result.combined),
+        ("charge", result.charge_asymmetry),
+        *result.null.items(),
+    ]
+    return [
         dict(
             run=run,
             minirun=minirun,
@@ -75,46 +83,10 @@ def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
             value=_float(m.value),
             error=_float(m.error),
             n=m.n,
-            chi2_ndf=None,
+            chi2_ndf=_float(result.chi2_ndf) if name == "combined" else None,
         )
-        for name, m in result.channels.items()
+        for name, m in means
     ]
-    c, q = result.combined, result.charge_asymmetry
-    rows.append(
-        dict(
-            run=run,
-            minirun=minirun,
-            channel="combined",
-            value=_float(c.value),
-            error=_float(c.error),
-            n=c.n,
-            chi2_ndf=_float(result.chi2_ndf),
-        )
-    )
-    rows.append(
-        dict(
-            run=run,
-            minirun=minirun,
-            channel="charge",
-            value=_float(q.value),
-            error=_float(q.error),
-            n=q.n,
-            chi2_ndf=None,
-        )
-    )
-    rows += [  # null asymmetries: measured, never blinded
-        dict(
-            run=run,
-            minirun=minirun,
-            channel=name,
-            value=_float(m.value),
-            error=_float(m.error),
-            n=m.n,
-            chi2_ndf=None,
-        )
-        for name, m in result.null.items()
-    ]
-    return rows
 
 
 def _count_rows(run: int, m: MinirunSums, names: list[str]) -> list[dict]:
