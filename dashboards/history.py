@@ -193,28 +193,23 @@ class HistoryView:
         for plot in (self.minirun_plot, self.running_plot):
             plot.add_layout(Span(location=0, dimension="width", line_color="black"))
         self.minirun_plot.add_layout(self.mean)
-        for source, ref in ((self.miniruns, False), (self.ref_miniruns, True)):
+        layers = (
+            (self.minirun_plot, self.miniruns, False, 6, "circle"),
+            (self.minirun_plot, self.ref_miniruns, True, 6, "square"),
+            (self.running_plot, self.running, False, 4, "circle"),
+            (self.running_plot, self.ref_running, True, 4, "circle"),
+        )
+        for plot, source, ref, size, marker in layers:
             colour = "#c03000" if ref else "navy"
-            self.minirun_plot.add_layout(whisker(source, colour))
-            self.minirun_plot.scatter(
+            plot.add_layout(whisker(source, colour))
+            plot.scatter(
                 "x",
                 "y",
                 source=source,
                 color=colour,
-                size=6,
+                size=size,
                 legend_label="reference" if ref else "run",
-                marker="square" if ref else "circle",
-            )
-        for source, ref in ((self.running, False), (self.ref_running, True)):
-            colour = "#c03000" if ref else "navy"
-            self.running_plot.add_layout(whisker(source, colour))
-            self.running_plot.scatter(
-                "x",
-                "y",
-                source=source,
-                color=colour,
-                size=4,
-                legend_label="reference" if ref else "run",
+                marker=marker,
             )
         for plot in (self.minirun_plot, self.running_plot):
             plot.legend.location = "top_right"

@@ -14,6 +14,7 @@ import queue
 from datetime import UTC, datetime
 
 import epics
+from caproto import AlarmStatus
 
 from ioc.limits import SEVERITY_NAMES
 
@@ -30,11 +31,13 @@ ARCHIVED = (
 )
 """Slow-control PVs archived by default (without the prefix)."""
 
-_STATUS_NAMES = (
-    "NO_ALARM", "READ", "WRITE", "HIHI", "HIGH", "LOLO", "LOW", "STATE", "COS", "COMM",
-    "TIMEOUT", "HWLIMIT", "CALC", "SCAN", "LINK", "SOFT", "BAD_SUB", "UDF", "DISABLE", "SIMM",
-    "READ_ACCESS", "WRITE_ACCESS",
-)  # fmt: skip
+
+def _status_name(status: int) -> str:
+    """EPICS alarm status name (STAT) of a status number; empty if unknown."""
+    try:
+        return AlarmStatus(status).name
+    except ValueError:
+        return ""
 
 
 class SlowControlArchiver:
@@ -60,7 +63,7 @@ class SlowControlArchiver:
                 time=datetime.fromtimestamp(timestamp or 0.0, UTC),
                 value=number if math.isfinite(number) else None,
                 severity=SEVERITY_NAMES[min(int(severity or 0), 3)],
-                status=_STATUS_NAMES[int(status or 0)] if 0 <= int(status or 0) < 22 else "",
+                status=_status_name(int(status or 0)),
             )
         )
 

@@ -201,8 +201,7 @@ class RunRecorder:
                 len(self._blocks),
             )
         self._failures = 0
-        self._blocks, self._samples = [], []
-        acc.dirty.clear()
+        self._written(acc)
         return True
 
     def write(
@@ -216,6 +215,10 @@ class RunRecorder:
     ) -> None:
         """What :meth:`flush` writes, in the caller's transaction (e.g. with the run's row)."""
         self._write(session, acc, decoder, result, lost_windows, state)
+        self._written(acc)
+
+    def _written(self, acc: RunAccumulator) -> None:
+        """Forget what was just committed."""
         self._blocks, self._samples = [], []
         acc.dirty.clear()
 
