@@ -184,7 +184,10 @@ class RecordedBlock(Base):
     """One window block exactly as ingested, encoded by :mod:`db.recording` (lossless)."""
 
     __tablename__ = "recorded_blocks"
-    __table_args__ = (UniqueConstraint("run", "stream_id", "block_number"),)
+    __table_args__ = (
+        UniqueConstraint("run", "stream_id", "block_number"),
+        Index("ix_recorded_blocks_run_first_seq", "run", "first_seq"),
+    )
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
     run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)

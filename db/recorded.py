@@ -1,7 +1,9 @@
 """Reading a run's recording back: its blocks in order, whole, checked (:mod:`db.recording`).
 
-A recording is the :class:`db.models.RecordedBlock` rows of one run and one window stream.
-:func:`recorded_blocks` yields them decoded, in block order, a batch per short
+A recording is the :class:`db.models.RecordedBlock` rows of one run: one window stream, or
+several if the IOC was restarted during the run (each stream numbers its blocks from 0;
+sequence numbers grow across them).  :func:`recorded_blocks` yields them decoded, in
+window order, a batch per short
 transaction (so any thread may drive the iterator), optionally only the blocks that lie
 wholly inside a range of sequence numbers.  Every payload is checked against its row: a
 corrupt or inconsistent recording raises :class:`RecordingError` naming the run and block.
@@ -48,6 +50,7 @@ class RecordingInfo:
 
     run: Run
     stream_id: int
+    """The first window stream (a run recorded across an IOC restart has several)."""
     blocks: int
     windows: int
     first_seq: int
@@ -58,16 +61,17 @@ class RecordingInfo:
 
 
 def recording_info(session: Session, number: int, seq: SeqRange = WHOLE_RUN) -> RecordingInfo:
-    """The run and its recording; ``LookupError`` for an unknown run, an empty recording
-    (or range) or one of several window streams."""
+    """The run and its recording; ``LookupError`` for an unknown run or an empty recording
+    (or range)."""
     run = session.get(Run, number)
     if run is None:
         raise LookupError(f"run {number} is not in the database")
-    streams = session.scalars(
-        select(RecordedBlock.stream_id).where(RecordedBlock.run == number).distinct()
-    ).all()
-    if len(streams) > 1:
-        raise LookupError(f"run {number}: recording holds {len(streams)} window streams, not one")
+    first_stream = session.scalars(
+        select(RecordedBlock.stream_id)
+        .where(RecordedBlock.run == number)
+        .order_by(RecordedBlock.first_seq)
+        .limit(1)
+    ).first()
     blocks, windows, first, last, widest = session.execute(
         select(
             func.count(RecordedBlock.id),
@@ -84,7 +88,7 @@ def recording_info(session: Session, number: int, seq: SeqRange = WHOLE_RUN) -> 
     minirun = checkpoint.accumulator.get("minirun_patterns") if checkpoint else None
     return RecordingInfo(
         run=run,
-        stream_id=streams[0],
+        stream_id=first_stream,
         blocks=int(blocks),
         windows=int(windows),
         first_seq=int(first),
@@ -97,8 +101,8 @@ def recording_info(session: Session, number: int, seq: SeqRange = WHOLE_RUN) -> 
 def recorded_blocks(
     engine: Engine, number: int, seq: SeqRange = WHOLE_RUN, batch: int = BATCH_BLOCKS
 ) -> Iterator[list[WindowBlock]]:
-    """The run's recorded blocks (in ``seq``) in block order, ``batch`` at a time."""
-    after = -1
+    """The run's recorded blocks (in ``seq``) in window order, ``batch`` at a time."""
+    after = -1  # last window of the previous batch
     while True:
         with transaction(engine) as session:
             rows = session.execute(
@@ -108,17 +112,16 @@ def recorded_blocks(
                     RecordedBlock.n_windows,
                     RecordedBlock.n_channels,
                     RecordedBlock.payload,
+                    RecordedBlock.last_seq,
                 )
-                .where(
-                    RecordedBlock.run == number, RecordedBlock.block_number > after, *seq.where()
-                )
-                .order_by(RecordedBlock.block_number)
+                .where(RecordedBlock.run == number, RecordedBlock.first_seq > after, *seq.where())
+                .order_by(RecordedBlock.first_seq)
                 .limit(batch)
             ).all()
         if not rows:
             return
-        yield [_checked(number, *row) for row in rows]
-        after = rows[-1].block_number
+        yield [_checked(number, *row[:5]) for row in rows]
+        after = rows[-1].last_seq
 
 
 def _checked(

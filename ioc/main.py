@@ -2,7 +2,9 @@
 
 Signals: the first SIGINT ends the run (the DAQ publishes its last windows and sets
 RUN:STATE to ENDED) and the IOC keeps serving, so a monitor can drain every block;
-SIGTERM (or a second SIGINT) stops the server.  If the simulation fails, the server
+SIGTERM stops publishing with the run left open, lets the monitor take the last block,
+autosaves (``--autosave``: a restarted IOC continues the run) and stops the server; a
+second SIGINT stops the server at once.  If the simulation fails, the server
 stops too and the error propagates (non-zero exit).
 """
 
@@ -38,9 +40,18 @@ async def serve(ioc) -> None:
         if not task.cancelled() and task.exception() is not None:
             server.cancel()
 
+    async def halt() -> None:
+        await ioc.halt()
+        server.cancel()
+
+    def on_sigterm() -> None:
+        log.info("SIGTERM: stopping with the run left open")
+        halting.append(asyncio.ensure_future(halt()))
+
+    halting: list[asyncio.Future] = []
     simulation.add_done_callback(on_simulation_done)
     loop.add_signal_handler(signal.SIGINT, on_sigint)
-    loop.add_signal_handler(signal.SIGTERM, server.cancel)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     with contextlib.suppress(asyncio.CancelledError):
         await server
     if not simulation.done():

@@ -11,13 +11,16 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
+from ioc.autosave import SAVE_PERIOD, RunSnapshot
 from ioc.limits import MAJOR, MINOR, AlarmLimits
 from ioc.records import analog_readback, enum_readback, enum_setpoint, numeric_setpoint
 from sim.beam import RATE_RANGE
@@ -39,6 +42,13 @@ RATE_ALARM_FRACTIONS = (0.1, 0.5, 1.5, 2.0, 0.02)
 HIGH (MINOR), HIHI (MAJOR), and HYST."""
 RING_BYTES = 512 * 2**20
 """Memory the ring of read-back blocks may take; bounds its depth for large blocks."""
+DRAIN_TIMEOUT = 2.0
+"""Seconds a stopping IOC waits for its consumer to take the last block published."""
+
+
+def new_stream_id() -> int:
+    """A random 31-bit identity for the window stream of one IOC process."""
+    return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ def build_ioc(
     blind_box: float | None = None,
     source: WindowSource | None = None,
     clock=None,
+    autosave: tuple[Path, RunSnapshot] | None = None,
 ):
     """The IOC's PV groups for a simulated run: returns the top-level :class:`PVGroup`.
 
@@ -89,12 +100,19 @@ def build_ioc(
     ``blind_box`` not None marks the run blinded (RUN:BLIND = YES) with that box (a
     fraction, 0 = the monitor's default); the blinding seed never leaves the monitor's host.
     ``source`` and ``clock`` replace the simulation and :func:`clock_loop` (a replay,
-    :mod:`ioc.replay`).
+    :mod:`ioc.replay`).  ``autosave`` = (file, snapshot) keeps the run's state in the file
+    (:mod:`ioc.autosave`); a snapshot with ``incarnation`` > 0 is a run this IOC continues.
     """
     unknown = set(groups) - set(GROUPS)
     if unknown or not groups:
         raise ValueError(f"unknown IOC group(s) {sorted(unknown)}; choose from {GROUPS}")
-    source = source or WindowSource(config, stream_id=int(time.time()) & 0x7FFFFFFF)
+    snapshot = autosave[1] if autosave else None
+    if source is None:
+        source = WindowSource(
+            config, new_stream_id(), incarnation=snapshot.incarnation if snapshot else 0
+        )
+        if snapshot is not None and snapshot.incarnation > 0:
+            _continue_run(source, snapshot)
     layout = DaqLayout(source.n_channels, block_rate, config.window_rate)
     channel_map_json = source.channel_map.to_json()
     members: dict[str, SubGroup] = {}
@@ -115,6 +133,27 @@ def build_ioc(
         run_number=run_number,
         blind_box=blind_box,
         clock=clock,
+        autosave=autosave,
+    )
+
+
+def _continue_run(source: WindowSource, snapshot: RunSnapshot) -> None:
+    """Set up ``source`` to carry on the run in ``snapshot`` from where the clock is now."""
+    if snapshot.muon_rate is not None:
+        source.set_muon_rate(snapshot.muon_rate)
+    source.set_beam_on(snapshot.beam_on)
+    for kind, params in snapshot.faults.items():
+        source.set_fault(kind, True, **params)
+    config = source.config
+    size = source.shape.size if config.scheme == "fast" else 1
+    resume = snapshot.resume_seq(time.time(), config.window_rate, size)
+    source.skip_to(resume)
+    log.warning(
+        "continuing run %d (restart %d): windows %d..%d were not published while no IOC ran",
+        snapshot.run,
+        snapshot.incarnation,
+        snapshot.next_seq,
+        resume - 1,
     )
 
 
@@ -129,6 +168,7 @@ class MupncIOCBase(PVGroup):
         run_number: int,
         blind_box: float | None = None,
         clock=None,
+        autosave: tuple[Path, RunSnapshot] | None = None,
         **kw,
     ):
         self.source = source
@@ -136,26 +176,72 @@ class MupncIOCBase(PVGroup):
         self.layout = layout
         self.run_number = run_number
         self.blind_box = blind_box
+        self.autosave = autosave
         self.ending = asyncio.Event()
+        self.halted = False
+        """Stopped without ending the run (SIGTERM): a restarted IOC continues it."""
         super().__init__(*args, **kw)
 
     def end_run(self) -> None:
         """End the run on the next pattern boundary (the DAQ then sets RUN:STATE = ENDED)."""
         self.ending.set()
 
+    async def halt(self) -> None:
+        """Stop publishing at the next block boundary, the run left open; give the consumer
+        up to :data:`DRAIN_TIMEOUT` s to take the last block, then autosave."""
+        self.halted = True
+        self.ending.set()
+        daq = getattr(self, "daq", None)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while daq is not None and time.monotonic() < deadline:
+            consumed, published = daq.consumed.value, daq.block_number.value
+            if consumed == -2 or consumed >= published:  # no consumer, or it has them all
+                break
+            await asyncio.sleep(0.02)
+        self.save()
+
+    async def _show_operator_settings(self, beam, run) -> None:
+        """The setpoints a restarted IOC took over from its autosave (:func:`_continue_run`)."""
+        source = self.source
+        if beam is not None:
+            await beam.rate_setpoint.write(source.muon_rate)
+            await beam.beam_on.write("ON" if source.beam_switch else "OFF")
+        if run is not None:
+            for kind in source.active_faults:
+                await getattr(run, f"fault_{kind}").write("ON")
+
+    def save(self) -> None:
+        """Write the autosave file (if any) from the state now."""
+        if self.autosave is None:
+            return
+        path, snapshot = self.autosave
+        daq = getattr(self, "daq", None)
+        snapshot.next_seq = self.source.next_seq
+        if daq is not None:
+            snapshot.scaler_plus, snapshot.scaler_minus = daq.scalers.tolist()
+        snapshot.muon_rate = self.source.muon_rate
+        snapshot.beam_on = self.source.beam_switch
+        snapshot.faults = self.source.active_faults
+        snapshot.save(path)
+
     async def run_simulation(self) -> None:
         """Publish the run's settings, then its windows until the run ends."""
         config = self.source.config
         daq, run = getattr(self, "daq", None), getattr(self, "run", None)
         beam, helicity = getattr(self, "beam", None), getattr(self, "helicity", None)
+        snapshot = self.autosave[1] if self.autosave else None
+        if snapshot is not None and snapshot.incarnation == 0:
+            snapshot.first_seq = self.source.next_seq
         if run is not None:
             await run.number.write(self.run_number)
-            await run.first_seq.write(self.source.next_seq)
+            await run.first_seq.write(snapshot.first_seq if snapshot else self.source.next_seq)
             if self.blind_box is not None:
                 await run.blind.write("YES")
                 await run.blind_box.write(self.blind_box)
         if beam is not None:
             await beam.publish_settings(config)
+        if snapshot is not None and snapshot.incarnation > 0:
+            await self._show_operator_settings(beam, run)
         if helicity is not None:
             await helicity.publish_settings(config)
         if daq is not None:
@@ -163,6 +249,12 @@ class MupncIOCBase(PVGroup):
             await daq.stream_id.write(self.source.stream_id)
             await run.state.write("RUNNING")
         await self.clock(self, daq, beam, helicity)
+        if self.halted:
+            log.info("stopped at window %d; the run stays open", self.source.next_seq)
+            return
+        if snapshot is not None:
+            snapshot.ended = True
+            self.save()
         if run is not None:
             await run.state.write("ENDED")
         log.info(
@@ -253,7 +345,11 @@ class DaqGroupBase(PVGroup):
 
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
-        self._scalers = np.zeros((2, self.parent.layout.n_channels))
+        self.scalers = np.zeros((2, self.parent.layout.n_channels))
+        """Counts by actual helicity (+1, -1) per channel since the run started."""
+        autosave = self.parent.autosave
+        if autosave is not None and autosave[1].incarnation > 0:
+            self.scalers[:] = autosave[1].scaler_plus, autosave[1].scaler_minus
 
     async def publish_block(self, simulated: SimulatedBlock) -> None:
         """Publish a simulated block, its scalers gated by the actual helicity."""
@@ -264,10 +360,10 @@ class DaqGroupBase(PVGroup):
 
     async def gate_scalers(self, plus: np.ndarray, minus: np.ndarray) -> None:
         """Add counts per channel to the helicity +1 and -1 scalers and publish them."""
-        self._scalers[0] += plus
-        self._scalers[1] += minus
-        await self.scaler_plus.write(self._scalers[0])
-        await self.scaler_minus.write(self._scalers[1])
+        self.scalers[0] += plus
+        self.scalers[1] += minus
+        await self.scaler_plus.write(self.scalers[0])
+        await self.scaler_minus.write(self.scalers[1])
 
     async def publish(self, block: WindowBlock, plus: np.ndarray, minus: np.ndarray) -> None:
         """Ring slot first, then scalers (+ ``plus``/``minus``), then the block PV (so a
@@ -440,15 +536,23 @@ async def clock_loop(ioc: MupncIOCBase, daq, beam, helicity) -> None:
     :meth:`MupncIOCBase.end_run` was called."""
     source, layout = ioc.source, ioc.layout
     period = 1.0 / layout.block_rate
-    start = time.monotonic()
-    last_slow = -math.inf
+    start, origin = time.monotonic(), source.next_seq
+    snapshot = ioc.autosave[1] if ioc.autosave else None
+    if snapshot is not None and snapshot.incarnation == 0:
+        snapshot.epoch = time.time() - origin / layout.window_rate
+    last_slow = last_save = -math.inf
     tick = 0
     while True:
         tick += 1
         deadline = start + tick * period
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ioc.ending.wait(), max(0.0, deadline - time.monotonic()))
-        due = int((time.monotonic() - start) * layout.window_rate) - source.next_seq
+        if ioc.halted:
+            return
+        due = origin + int((time.monotonic() - start) * layout.window_rate) - source.next_seq
+        if time.monotonic() - last_save >= SAVE_PERIOD:
+            last_save = time.monotonic()
+            ioc.save()
         if ioc.ending.is_set():  # the run ends on a pattern boundary
             due = -source.next_seq % source.shape.size
         n = min(due, layout.max_windows)

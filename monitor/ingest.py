@@ -4,6 +4,15 @@ The subscription callback only enqueues the received array; a worker thread (the
 monitor's) calls :meth:`BlockIngest.next_blocks`, which unpacks, orders by block number,
 refills gaps from the IOC's ring buffer (``DAQ:RING:nnn``) and counts what cannot be
 refilled as lost.
+
+An IOC process numbers its blocks from 0 in a window stream of its own (``stream_id``).
+A block of a new stream means the IOC was restarted: the blocks of that stream before it
+are refilled from the new ring, and the windows of the run's down time show up as a gap in
+the sequence numbers (``missed_windows``).  If the restarted IOC serves another run, the
+ingest stops delivering and says so (:attr:`BlockIngest.new_run`).  Windows are delivered
+at most once: a window whose sequence number was delivered already is dropped.  While the
+IOC is away, pyepics reconnects by itself; :meth:`BlockIngest.caget` raises
+``ConnectionError`` meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +37,10 @@ class IngestCounters:
     blocks_lost: int = 0
     windows_lost: int = 0
     malformed: int = 0
+    streams: int = 0
+    """Window streams seen (more than one: the IOC was restarted during the run)."""
+    duplicate_windows: int = 0
+    """Windows dropped because their sequence number was delivered already."""
 
 
 class BlockIngest:
@@ -37,8 +50,15 @@ class BlockIngest:
         self.prefix = prefix
         self.timeout = timeout
         self.counters = IngestCounters()
+        self.run: int | None = None
+        """The run being monitored; a stream of another run is not delivered."""
+        self.new_run: int | None = None
+        """Set when the IOC serves another run than :attr:`run` (it was restarted)."""
         self._queue: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self._held: list[np.ndarray] = []  # received, not yet processed (IOC unreachable)
+        self._stream: int | None = None
         self._next_block = 0
+        self._last_seq = -1
         self._ring: dict[int, epics.PV] = {}
         self.ring_depth = self._wait_for_ioc(connect_timeout)
         self._pv = epics.PV(
@@ -55,7 +75,8 @@ class BlockIngest:
                 raise ConnectionError(f"no IOC answers for {self.prefix}DAQ:RING_DEPTH")
 
     def caget(self, suffix: str, **kwargs):
-        value = epics.caget(self.prefix + suffix, timeout=self.timeout, **kwargs)
+        kwargs.setdefault("timeout", self.timeout)
+        value = epics.caget(self.prefix + suffix, **kwargs)
         if value is None:
             raise ConnectionError(f"no answer from PV {self.prefix}{suffix}")
         return value
@@ -74,8 +95,9 @@ class BlockIngest:
                 raw.append(self._queue.get_nowait())
         except queue.Empty:
             pass
+        raw, self._held = self._held + raw, []
         out = []
-        for wire in raw:
+        for i, wire in enumerate(raw):
             if not np.any(np.asarray(wire)[:HEADER]):
                 continue  # the PV's initial value (all zeros): nothing published yet
             try:
@@ -84,27 +106,58 @@ class BlockIngest:
                 self.counters.malformed += 1
                 log.warning("ignored a malformed block: %s", err)
                 continue
+            if block.stream_id != self._stream:
+                try:
+                    if not self._follow_stream(block.stream_id):
+                        break  # another run: nothing more of this one will come
+                except ConnectionError as err:
+                    log.warning("%s: holding %d blocks until the IOC answers", err, len(raw) - i)
+                    self._held = raw[i:]
+                    break
             if block.block_number < self._next_block:
                 continue  # already have it (a refill overtook the monitor update)
             out.extend(self._refill(self._next_block, block.block_number))
             out.append(block)
             self.counters.blocks_received += 1
             self._next_block = block.block_number + 1
-        return out
+        return self._unseen(out)
 
-    def resume_at(self, block_number: int) -> None:
-        """Deliver blocks from ``block_number`` on (a restarted monitor has the earlier ones)."""
-        self._next_block = block_number
+    def resume_at(self, stream_id: int, block_number: int, last_seq: int) -> None:
+        """Deliver blocks of stream ``stream_id`` from ``block_number`` on, and only windows
+        after ``last_seq`` (a restarted monitor has the earlier ones)."""
+        self._stream, self._next_block, self._last_seq = stream_id, block_number, last_seq
 
     def catch_up(self, last_block: int) -> list[WindowBlock]:
         """Read back from the ring every block up to ``last_block`` not yet delivered."""
         blocks = self._refill(self._next_block, last_block + 1)
         self._next_block = max(self._next_block, last_block + 1)
-        return blocks
+        return self._unseen(blocks)
+
+    def _follow_stream(self, stream_id: int) -> bool:
+        """A block of a new stream arrived: follow it if it carries on :attr:`run`."""
+        run = int(self.caget("RUN:NUMBER"))
+        if self.run is not None and run != self.run:
+            self.new_run = run
+            log.error("the IOC now serves run %d: run %d gets no more windows", run, self.run)
+            return False
+        if self._stream is not None:
+            log.warning(
+                "the IOC was restarted: window stream %d follows %d", stream_id, self._stream
+            )
+        self.counters.streams += 1
+        self._stream, self._next_block = stream_id, 0
+        self.ring_depth = int(self.caget("DAQ:RING_DEPTH"))
+        return True
 
     def _refill(self, first: int, stop: int) -> list[WindowBlock]:
         blocks = []
-        for number in range(first, stop):
+        overwritten = max(0, stop - self.ring_depth - first)  # gone from the ring: lost
+        if overwritten:
+            self.counters.blocks_lost += overwritten
+            log.error(
+                "blocks %d..%d lost: not in the IOC ring any more", first, first + overwritten - 1
+            )
+        for number in range(first + overwritten, stop):
             block = self._read_ring(number)
             if block is None:
                 self.counters.blocks_lost += 1
@@ -113,6 +166,25 @@ class BlockIngest:
             self.counters.blocks_refilled += 1
             blocks.append(block)
         return blocks
+
+    def _unseen(self, blocks: list[WindowBlock]) -> list[WindowBlock]:
+        """``blocks`` without the windows delivered already (by sequence number)."""
+        out = []
+        for block in blocks:
+            fresh = block.seq > self._last_seq
+            if not fresh.all():
+                self.counters.duplicate_windows += int(block.n_windows - fresh.sum())
+                log.warning(
+                    "dropped %d windows of block %d: delivered already",
+                    block.n_windows - fresh.sum(),
+                    block.block_number,
+                )
+                if not fresh.any():
+                    continue
+                block = block.select(fresh)
+            self._last_seq = int(block.seq[-1])
+            out.append(block)
+        return out
 
     def _read_ring(self, number: int) -> WindowBlock | None:
         slot = number % self.ring_depth
@@ -128,4 +200,6 @@ class BlockIngest:
             block = WindowBlock.unpack(wire)
         except BlockFormatError:
             return None
-        return block if block.block_number == number else None
+        if (block.stream_id, block.block_number) != (self._stream, number):
+            return None
+        return block

@@ -304,7 +304,7 @@ class RunRecorder:
                 select(Minirun.state).where(Minirun.run == self.run).order_by(Minirun.index)
             ).all()
             held = saved["windows_seen"] - saved["windows_released"]
-            blocks = self._recorded_tail(session, checkpoint.stream_id, held)
+            blocks = self._recorded_tail(session, held)
             self.stream_id, self.next_block = checkpoint.stream_id, checkpoint.next_block
             saved_at, header = checkpoint.time, dict(checkpoint.accumulator)
         acc = RunAccumulator.from_state(
@@ -329,12 +329,12 @@ class RunRecorder:
         )
         return acc
 
-    def _recorded_tail(self, session: Session, stream_id: int, windows: int) -> list[WindowBlock]:
-        """The last ``windows`` recorded windows of the run, as blocks in order."""
+    def _recorded_tail(self, session: Session, windows: int) -> list[WindowBlock]:
+        """The last ``windows`` recorded windows of the run (of any stream), as blocks in order."""
         rows = session.execute(
             select(RecordedBlock.n_windows, RecordedBlock.payload)
-            .where(RecordedBlock.run == self.run, RecordedBlock.stream_id == stream_id)
-            .order_by(RecordedBlock.block_number.desc())
+            .where(RecordedBlock.run == self.run)
+            .order_by(RecordedBlock.first_seq.desc())
         )
         blocks, missing = [], windows
         for n_windows, payload in rows:

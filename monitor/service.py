@@ -2,6 +2,11 @@
 
 One worker thread (the caller of :meth:`OnlineMonitor.run`) does all CA reads, numeric
 work and database writes; pyepics callbacks only enqueue (see :mod:`monitor.ingest`).
+
+The monitor outlives its IOC: while the IOC is unreachable it keeps writing the database
+and evaluating alarms (the data go stale, ``pv_disconnected``); a restarted IOC that
+continues the run is followed (:mod:`monitor.ingest`), one that serves another run ends
+this run as ``aborted``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from monitor.rotator_decoder import DEFAULT_MINIRUN_PAIRS, make_decoder
 from sim.channel_map import ChannelMap
 
 log = logging.getLogger("mupnc.monitor")
+
+STATE_POLL_TIMEOUT = 0.5
+"""Seconds the once-per-flush look at RUN:STATE waits for an unreachable IOC."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,29 @@ def _scheme(ingest: BlockIngest) -> str:
         return "fast"
 
 
+class _RunStateWatch:
+    """RUN:STATE once per flush; None while the IOC does not answer (logged once)."""
+
+    def __init__(self, ingest: BlockIngest) -> None:
+        self.ingest = ingest
+        self.unreachable_since: float | None = None
+
+    def poll(self) -> str | None:
+        try:
+            state = self.ingest.caget("RUN:STATE", as_string=True, timeout=STATE_POLL_TIMEOUT)
+        except ConnectionError as err:
+            if self.unreachable_since is None:
+                self.unreachable_since = time.monotonic()
+                log.error("%s: the IOC is unreachable; waiting for it to come back", err)
+            return None
+        if self.unreachable_since is not None:
+            log.warning(
+                "the IOC answers again after %.1f s", time.monotonic() - self.unreachable_since
+            )
+            self.unreachable_since = None
+        return state
+
+
 class OnlineMonitor:
     def __init__(
         self,
@@ -112,6 +143,7 @@ class OnlineMonitor:
         """Monitor one run until the IOC ends it (or ``stop`` is set); returns the run number."""
         ingest = BlockIngest(self.prefix)
         settings = self._wait_for_run(ingest, stop)
+        ingest.run = settings.run
         n_channels = len(settings.channel_map.channels)
         decoder = make_decoder(
             settings.scheme, settings.pattern, settings.delay_patterns, n_channels
@@ -123,7 +155,7 @@ class OnlineMonitor:
             acc = RunAccumulator(settings.channel_map, decoder.size, minirun)
             decoder.state.last_seq = settings.first_seq - 1
         else:
-            ingest.resume_at(recorder.next_block)
+            ingest.resume_at(recorder.stream_id, recorder.next_block, decoder.state.last_seq)
         with transaction(self.engine) as session:
             session.execute(
                 update(Run)
@@ -174,30 +206,36 @@ class OnlineMonitor:
         ack = ConsumerAck(self.prefix)  # a replaying IOC paces itself by it
         ack.send(recorder.next_block - 1)
         next_flush = time.monotonic() + self.flush_interval
+        ioc_state = _RunStateWatch(ingest)
+        final = "ended"
         while not stop.is_set():
             ingested(ingest.next_blocks(ack.wait))
             ack.send(recorder.next_block - 1)
+            if ingest.new_run is not None:
+                final = "aborted"  # the IOC was restarted into another run
+                break
             if time.monotonic() >= next_flush:
                 next_flush += self.flush_interval
-                if ingest.caget("RUN:STATE", as_string=True) == "ENDED":
+                if ioc_state.poll() == "ENDED":
                     break
                 flush("running")
         else:
             flush("running")  # stopped mid-run: leave the run open for a restarted monitor
             archiver.close()
             return settings.run
-        # Run over: everything the IOC published is still in its ring; take it all.
-        last_block = int(ingest.caget("DAQ:BLOCK_NUMBER"))
-        ingested(ingest.next_blocks(wait=0.05) + ingest.catch_up(last_block))
+        if final == "ended":  # everything the IOC published is still in its ring; take it all
+            last_block = int(ingest.caget("DAQ:BLOCK_NUMBER"))
+            ingested(ingest.next_blocks(wait=0.05) + ingest.catch_up(last_block))
         acc.add(decoder.flush())
-        while not flush("ended"):  # the database is unreachable: keep trying
+        while not flush(final):  # the database is unreachable: keep trying
             if stop.wait(self.flush_interval):
                 log.error("run %d: stopped before the database came back", settings.run)
                 break
         archiver.close()
         log.info(
-            "run %d ended: %d windows, %d lost",
+            "run %d %s: %d windows, %d lost",
             settings.run,
+            final,
             decoder.state.windows_released,
             decoder.state.errors["missed_windows"],
         )

@@ -14,6 +14,7 @@ import os
 import sys
 
 from db.session import SchemaError, database_url
+from ioc.autosave import AutosaveError
 from monitor.alarm_rules import AlarmRulesError
 from mupnc.orchestrate import follow_parent
 from sim.channel_map import ChannelMapError
@@ -194,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ioc.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
     ioc.add_argument(
+        "--autosave",
+        metavar="FILE",
+        help="keep the run's state in FILE; an IOC restarted with it continues the open run",
+    )
+    ioc.add_argument(
         "--source",
         type=_replay_source,
         default=None,
@@ -316,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args.db = database_url(args.db)
     try:
         return _dispatch(args)
-    except (UsageError, ChannelMapError, SourceConfigError, AlarmRulesError) as err:
+    except (UsageError, ChannelMapError, SourceConfigError, AlarmRulesError, AutosaveError) as err:
         parser.exit(2, f"mupnc: error: {err}\n")
     except (SchemaError, ConnectionError, LookupError) as err:
         print(f"mupnc: error: {err}", file=sys.stderr)

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import threading
+from pathlib import Path
 
 from db.migrate import head_revision
 from db.session import (
@@ -117,14 +119,46 @@ def ioc(args: argparse.Namespace) -> int:
             units = getattr(channel, "units", "")
             print(f"{name}\t{channel.data_type.name}{access}\t{units}\t{channel.pvspec.doc}")
         return 0
-    run = args.run
+    autosave = _autosaved_run(args, config) if args.autosave else None
+    run = autosave[1].run if autosave else args.run
     if run is None:
-        blinded = args.blind is not None
-        run = new_run(args.db, config, create=False, blinded=blinded, blind_box=args.blind)
-    group = build_ioc(args.prefix, config, run, args.block_rate, groups, blind_box=args.blind)
+        run = _new_ioc_run(args, config)
+    group = build_ioc(
+        args.prefix, config, run, args.block_rate, groups, blind_box=args.blind, autosave=autosave
+    )
     log.info("IOC serving run %d with prefix %s", run, args.prefix)
     asyncio.run(serve(group))
     return 0
+
+
+def _new_ioc_run(args: argparse.Namespace, config: SourceConfig) -> int:
+    blinded = args.blind is not None
+    return new_run(args.db, config, create=False, blinded=blinded, blind_box=args.blind)
+
+
+def _autosaved_run(args: argparse.Namespace, config: SourceConfig):
+    """(file, snapshot) for ``--autosave FILE``: the open run saved there, continued, or a
+    new run (``--run`` or allocated) if the file holds none."""
+    from ioc.autosave import AutosaveError, RunSnapshot, load, settings_conflict
+
+    path = Path(args.autosave)
+    settings = run_config(config, args.blind is not None, args.blind)
+    saved = load(path)
+    if saved is not None and not saved.ended:
+        conflict = settings_conflict(saved.settings, settings)
+        if conflict:
+            raise AutosaveError(
+                f"autosave file {path} holds open run {saved.run} with other settings "
+                f"({conflict}); give the run's settings, or remove the file for a new run"
+            )
+        if args.run is not None and args.run != saved.run:
+            raise AutosaveError(f"autosave file {path} holds open run {saved.run}, not {args.run}")
+        saved.incarnation += 1
+        return path, saved
+    run = args.run if args.run is not None else _new_ioc_run(args, config)
+    snapshot = RunSnapshot(run=run, settings=settings, first_seq=0, epoch=math.nan, next_seq=0)
+    snapshot.save(path)
+    return path, snapshot
 
 
 def monitor(args: argparse.Namespace) -> int:

@@ -259,13 +259,16 @@ class SimulatedBlock:
 class WindowSource:
     """Produces consecutive :class:`SimulatedBlock`s of ``windows_per_block`` windows."""
 
-    def __init__(self, config: SourceConfig, stream_id: int = 1) -> None:
+    def __init__(self, config: SourceConfig, stream_id: int = 1, incarnation: int = 0) -> None:
+        """``incarnation`` > 0: a restarted IOC continuing a run (:meth:`skip_to`) draws
+        from random streams of its own, not again those the run started with."""
         self.config = config
         self.stream_id = stream_id
         self.channel_map = config.resolved_channel_map()
         self.shape = pattern_shape(config.pattern)
         self._generator = HelicityGenerator(config.helicity_seed)
-        physics, trips = np.random.SeedSequence(config.seed).spawn(2)
+        entropy = config.seed if incarnation == 0 else [config.seed, incarnation]
+        physics, trips = np.random.SeedSequence(entropy).spawn(2)
         self._rng = np.random.Generator(np.random.PCG64(physics))
         self._trips = BeamTrips(np.random.Generator(np.random.PCG64(trips)))
         self._polarities = np.empty(0, dtype=np.int8)  # bits of patterns from _polarity_base on
@@ -313,8 +316,22 @@ class WindowSource:
         """Faults switched on: ``{kind: params}``."""
         return self._faults.active
 
+    def skip_to(self, seq: int) -> None:
+        """Continue at window ``seq`` (>= :attr:`next_seq`): the windows in between are never
+        produced, as while a DAQ is down; the helicity generator runs on through them."""
+        if seq < self.next_seq:
+            raise ValueError(f"cannot skip back from window {self.next_seq} to {seq}")
+        self.next_seq = seq
+        self._last_helicity = 0
+
     def _pattern_polarities(self, first: int, last: int) -> np.ndarray:
         """Generator polarities of patterns ``first .. last`` (``first`` never decreases)."""
+        generated = self._polarity_base + self._polarities.size
+        while generated < first:  # skipped patterns (:meth:`skip_to`): run the LFSR through
+            step = min(first - generated, 1 << 20)
+            self._generator.polarities(step)
+            generated += step
+            self._polarities, self._polarity_base = self._polarities[:0], generated
         missing = last + 1 - self._polarity_base - self._polarities.size
         kept = self._polarities[first - self._polarity_base :]
         if missing > 0:  # generate ahead, so the LFSR runs once per many blocks
