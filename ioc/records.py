@@ -6,10 +6,13 @@ LOW/LOLO, HHSV/HSV/LSV/LLSV, HYST, SEVR, STAT, ...).  Two things it lacks are ad
 * :class:`AnalogReadback` evaluates its limit alarms with EPICS ``HYST`` semantics
   (:func:`ioc.limits.check_limits`), reading the limits, severities and HYST from its
   own fields, so ``caput PV.HYST 2`` works as on a real IOC.
-* :class:`NumericSetpoint` and :class:`EnumSetpoint` refuse a bad put *before* it reaches
-  the record (NaN, ±inf, outside DRVL..DRVH, an array where a scalar is expected, a
-  string that is not a number, an enum index outside its states): the client gets
-  ``ECA_PUTFAIL``, the record keeps its value and alarm state, and the refusal is logged.
+* :class:`NumericSetpoint`, :class:`EnumSetpoint` and :class:`BlockAcknowledgement`
+  refuse a bad put *before* it reaches the record, judging the value as it came on the
+  wire (caproto's conversion would turn NaN or "" into state 0 and truncate 1.5): NaN,
+  ±inf, outside DRVL..DRVH, an array where a scalar is expected, a string that is not a
+  number, an enum index that is not an integer or outside its states.  The client gets
+  ``ECA_PUTFAIL``, the record keeps its value and alarm state, and the refusal is logged
+  in one line naming the client (no traceback).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import logging
 import math
 from typing import Any
 
-import numpy as np
-from caproto import AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelType
-from caproto._backend import convert_values
+from caproto import AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelType, Forbidden
 from caproto._dbr import native_type
-from caproto._utils import ConversionDirection
 from caproto.server import pvproperty
-from caproto.server.server import PvpropertyDouble, PvpropertyDoubleRO, PvpropertyEnum
+from caproto.server.server import (
+    PvpropertyDouble,
+    PvpropertyDoubleRO,
+    PvpropertyEnum,
+    PvpropertyInteger,
+)
 
 from ioc.limits import SEVERITY_NAMES, AlarmLimits, check_limits
 
@@ -100,32 +105,58 @@ class AnalogReadback(PvpropertyDoubleRO):
         return value
 
 
-class _RefusesBadPuts:
-    """Mixin: validate a CA put in :meth:`refuse_reason` before the record sees it."""
+class PutRefusedError(CaprotoValueError):
+    """A Channel Access put a setpoint refuses (wrong type, size or value)."""
 
-    def refuse_reason(self, value: Any) -> str | None:
-        """Why ``value`` (already converted to this PV's type) is refused, or None."""
+
+def _carried_value(data: Any, data_type: ChannelType, encoding: str) -> str | float:
+    """The one value a put carries, before any conversion: its text (``DBR_STRING``) or its
+    number (every numeric type, and a single ``DBR_CHAR``).  Raises :class:`PutRefusedError`."""
+    if len(data) != 1:
+        raise PutRefusedError(f"expected one value, got {len(data)}")
+    if native_type(data_type) == ChannelType.STRING:
+        return bytes(data[0]).decode(encoding, errors="replace")
+    return float(data[0])
+
+
+def _number(value: str | float) -> float:
+    """The number a put carries; text is parsed as caproto would, an empty text refused."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise PutRefusedError(f"{value!r} is not a number") from None
+
+
+def _index(value: str | float, what: str) -> int:
+    """A finite, integral number (caproto would truncate 1.5 and turn NaN into 0)."""
+    number = _number(value)
+    if not math.isfinite(number) or number != int(number):
+        raise PutRefusedError(f"{value!r} is not {what}")
+    return int(number)
+
+
+class _RefusesBadPuts:
+    """Mixin: :meth:`check_put` sees every CA put (its wire value, before caproto converts
+    it); a refusal reaches the client as ``ECA_PUTFAIL`` and is logged in one line with
+    the client's user and host."""
+
+    def check_put(self, value: str | float) -> None:
+        """Raise :class:`PutRefusedError` unless ``value`` (text or number) is acceptable."""
         raise NotImplementedError
 
     async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
         if data_type not in _ACK_TYPES:
-            try:
-                value = convert_values(
-                    values=data,
-                    from_dtype=native_type(data_type),
-                    to_dtype=self.data_type,
-                    string_encoding=self.string_encoding,
-                    enum_strings=getattr(self, "enum_strings", None),
-                    direction=ConversionDirection.FROM_WIRE,
-                )
-            except Exception as ex:  # caproto raises several types for unconvertible data
-                reason = f"cannot convert {data!r} to {self.data_type.name}: {ex}"
-            else:
-                reason = self.refuse_reason(value)
-            if reason is not None:
-                log.warning("refused put to %s: %s", self.pvname, reason)
-                raise CaprotoValueError(f"{self.pvname}: {reason}")
+            self.check_put(_carried_value(data, data_type, self.string_encoding))
         return await super().write_from_dbr(data, data_type, metadata, flags=flags)
+
+    async def auth_write(self, hostname, username, data, data_type, metadata, **kwargs):
+        try:
+            return await super().auth_write(hostname, username, data, data_type, metadata, **kwargs)
+        except PutRefusedError as refusal:
+            log.warning("refused put to %s by %s@%s: %s", self.pvname, username, hostname, refusal)
+            raise
 
 
 class NumericSetpoint(_RefusesBadPuts, PvpropertyDouble):
@@ -135,33 +166,56 @@ class NumericSetpoint(_RefusesBadPuts, PvpropertyDouble):
         super().__init__(**kwargs)
         self.field_inst.engineering_units._data["value"] = self.units
 
-    def refuse_reason(self, value: Any) -> str | None:
-        values = np.atleast_1d(np.asarray(value, dtype=float))
-        if values.size != 1:
-            return f"expected one value, got {values.size}"
-        v = float(values[0])
-        if not math.isfinite(v):
-            return f"{v} is not a finite number"
+    def check_put(self, value: str | float) -> None:
+        number = _number(value)
+        if not math.isfinite(number):
+            raise PutRefusedError(f"{number} is not a finite number")
         lo, hi = self.lower_ctrl_limit, self.upper_ctrl_limit
-        if not lo <= v <= hi:
-            return f"{v:g} is outside {lo:g}..{hi:g} {self.units}".rstrip()
-        return None
+        if not lo <= number <= hi:
+            raise PutRefusedError(f"{number:g} is outside {lo:g}..{hi:g} {self.units}".rstrip())
 
 
 class EnumSetpoint(_RefusesBadPuts, PvpropertyEnum):
-    """Writable enum; only its own states (by index or by name) are accepted."""
+    """Writable enum; only its own states, by name or by index, are accepted."""
 
-    def refuse_reason(self, value: Any) -> str | None:
-        values = list(np.atleast_1d(value))
-        if len(values) != 1:
-            return f"expected one state, got {len(values)} values"
-        state = values[0]
-        if isinstance(state, (str, bytes)):
-            name = state.decode() if isinstance(state, bytes) else state
-            return None if name in self.enum_strings else f"{name!r} is not a state"
-        if not 0 <= int(state) < len(self.enum_strings):
-            return f"state {int(state)} outside 0..{len(self.enum_strings) - 1}"
-        return None
+    def check_put(self, value: str | float) -> None:
+        states = self.enum_strings
+        if isinstance(value, str):
+            if value not in states:
+                raise PutRefusedError(f"{value!r} is not a state ({', '.join(states)})")
+            return
+        index = _index(value, "a state index")
+        if not 0 <= index < len(states):
+            raise PutRefusedError(f"state {index} outside 0..{len(states) - 1}")
+
+
+class BlockAcknowledgement(_RefusesBadPuts, PvpropertyInteger):
+    """The number of the last block a consumer took: -1 (ready, none yet) up to the block
+    its group is publishing, one past the group's ``block_number`` PV (the DAQ writes that
+    number after the block, so a quick consumer may acknowledge a block before it)."""
+
+    def check_put(self, value: str | float) -> None:
+        number = _index(value, "a block number")
+        newest = int(self.group.block_number.value) + 1
+        if not -1 <= number <= newest:
+            raise PutRefusedError(f"block {number} is not one published (-1..{newest})")
+
+
+class _RefusalTracebacks(logging.Filter):
+    """caproto logs every failed put with a traceback; a refusal (already logged in one line
+    by :class:`_RefusesBadPuts`) is dropped, caproto's own refusal of a write to a
+    read-only PV keeps its one-line message without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, PutRefusedError):
+            return False
+        if isinstance(error, Forbidden):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("caproto.circ").addFilter(_RefusalTracebacks())
 
 
 def analog_readback(
@@ -212,6 +266,12 @@ def enum_setpoint(name: str, doc: str, states: list[str], value: str) -> pvprope
     return pvproperty(
         value=value, name=name, doc=doc, dtype=EnumSetpoint, enum_strings=states, record="mbbo"
     )
+
+
+def block_acknowledgement(name: str, doc: str) -> pvproperty:
+    """A writable LONG PV for a consumer's acknowledgement (:class:`BlockAcknowledgement`);
+    -2 until the first consumer writes."""
+    return pvproperty(value=-2, name=name, doc=doc, dtype=BlockAcknowledgement)
 
 
 def enum_readback(name: str, doc: str, states: list[str], value: str) -> pvproperty:

@@ -22,7 +22,13 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from ioc.autosave import SAVE_PERIOD, RunSnapshot
 from ioc.limits import MAJOR, MINOR, AlarmLimits
-from ioc.records import analog_readback, enum_readback, enum_setpoint, numeric_setpoint
+from ioc.records import (
+    analog_readback,
+    block_acknowledgement,
+    enum_readback,
+    enum_setpoint,
+    numeric_setpoint,
+)
 from sim.beam import RATE_RANGE
 from sim.blocks import WindowBlock, packed_length
 from sim.faults import FAULT_KINDS
@@ -315,10 +321,9 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
             units="counts",
             doc="Cumulative counts per channel, actual helicity -1",
         ),
-        "consumed": pvproperty(
-            value=-2,
-            name="CONSUMED",
-            doc="Last block the consumer took, written by it (-1 ready; a replay's flow control)",
+        "consumed": block_acknowledgement(
+            "CONSUMED",
+            "Last block the consumer took, written by it (-1 ready; a replay's flow control)",
         ),
         "channel_map": pvproperty(
             value="",
