@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from monitor.alarm_logic import Debounce, Severity
+from sim.config_file import parse_toml, read_text
 
 DEFAULT_RULES = "alarm_rules.toml"
 KINDS = ("counter", "limit", "state", "pv_severity", "connection")
@@ -354,10 +354,7 @@ class _Parser:
         )
 
     def parse(self) -> RuleSet:
-        try:
-            document = tomllib.loads(self.text)
-        except tomllib.TOMLDecodeError as err:
-            raise AlarmRulesError(f"{self.path}: {err}") from None
+        document = parse_toml(self.text, self.path, AlarmRulesError)
         for key in document:
             if key not in ("inputs", "classes", "alarms"):
                 self.fail(key, None, "unknown table (expected inputs, classes, alarms)")
@@ -372,7 +369,7 @@ class _Parser:
         classes = self.classes(document.get("classes", {}))
         alarms = document.get("alarms", {})
         if not isinstance(alarms, dict) or not alarms:
-            raise AlarmRulesError(f"{self.path}: no [alarms.NAME] table")
+            raise AlarmRulesError(f"{self.path}, line 1: no [alarms.NAME] table")
         rules = [self.rule(name, entries, classes) for name, entries in alarms.items()]
         rules = [r for r in rules if r is not None]
         watched = RuleSet(tuple(rules)).pvs
@@ -399,10 +396,4 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
     if path is None:
         text = resources.files("monitor").joinpath(DEFAULT_RULES).read_text()
         return parse_rules(text, f"<shipped {DEFAULT_RULES}>")
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise AlarmRulesError(f"{path}: cannot read the alarm rules: {err.strerror}") from None
-    except UnicodeDecodeError:
-        raise AlarmRulesError(f"{path}: not a text (UTF-8) file") from None
-    return parse_rules(text, str(path))
+    return parse_rules(read_text(path, "alarm rules", AlarmRulesError), str(path))

@@ -42,11 +42,7 @@ def db_upgrade(url: str) -> int:
 
 def source_config(args: argparse.Namespace) -> SourceConfig:
     """The simulation settings given on the command line."""
-    channel_map = load_channel_map(args.channel_map) if args.channel_map else None
-    if channel_map is not None and channel_map.mode != args.mode:
-        raise LookupError(
-            f"{args.channel_map}: channel map is for mode {channel_map.mode!r}, not {args.mode!r}"
-        )
+    channel_map = load_channel_map(args.channel_map, args.mode) if args.channel_map else None
     return SourceConfig(
         mode=args.mode,
         asymmetry=args.asymmetry,

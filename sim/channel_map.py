@@ -12,10 +12,15 @@ role and its acceptance.  Roles:
 from __future__ import annotations
 
 import json
+import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
+
+from sim.config_file import parse_toml, read_text
 
 ROLES = ("scatter", "forward", "backward", "monitor")
 MODES = ("alr", "afb")
@@ -51,20 +56,26 @@ class ChannelMap:
 
     @classmethod
     def from_json(cls, text: str) -> ChannelMap:
-        data = json.loads(text)
-        return _validated(data, source="<json>")
+        return _validated(json.loads(text), _Source("<json channel map>"))
 
 
-def load_channel_map(path: str | Path) -> ChannelMap:
-    """Read a channel map file; errors name the file."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ChannelMapError(f"{path}: channel map file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ChannelMapError(f"{path}: not valid TOML: {err}") from None
-    return _validated(data, source=str(path))
+_TOP_KEYS = ("mode", "channels")
+_CHANNEL_KEYS = ("name", "role", "acceptance", "cos_theta")
+
+
+def load_channel_map(path: str | Path, mode: str | None = None) -> ChannelMap:
+    """Read a channel map file (for measurement ``mode``, if given).
+
+    Every error is a :class:`ChannelMapError` of one line naming the file and, where the
+    problem sits in the file, its line: ``maps/x.toml, line 7: channel 'a': ...``.
+    """
+    text = read_text(path, "channel map", ChannelMapError)
+    data = parse_toml(text, str(path), ChannelMapError)
+    source = _Source(str(path), text)
+    channel_map = _validated(data, source)
+    if mode is not None and channel_map.mode != mode:
+        source.fail(f"channel map is for mode {channel_map.mode!r}, not {mode!r}")
+    return channel_map
 
 
 def default_channel_map(mode: str) -> ChannelMap:
@@ -72,37 +83,91 @@ def default_channel_map(mode: str) -> ChannelMap:
     if mode not in MODES:
         raise ChannelMapError(f"unknown measurement mode {mode!r} (known: {', '.join(MODES)})")
     text = resources.files("sim").joinpath(f"channel_maps/{mode}.toml").read_text()
-    return _validated(tomllib.loads(text), source=f"sim/channel_maps/{mode}.toml")
+    return _validated(tomllib.loads(text), _Source(f"sim/channel_maps/{mode}.toml", text))
 
 
-def _validated(data: dict, source: str) -> ChannelMap:
-    mode = data.get("mode")
+@dataclass(frozen=True)
+class _Source:
+    """Where a channel map came from: a name for errors and, for a file, its text, so an
+    error can name the line (``[[channels]]`` tables or an inline ``channels = [...]``)."""
+
+    name: str
+    text: str | None = None
+
+    def line(self, key: str = "mode", channel: int | None = None) -> int:
+        """Line (1-based) of top-level ``key``, or of ``key`` in channel number ``channel``
+        (0-based; its header line if the key is absent); 1 if not found."""
+        lines = (self.text or "").splitlines()
+        headers = [i for i, t in enumerate(lines) if re.match(r"^\s*\[\[\s*channels\s*\]\]", t)]
+        tables = [i for i, t in enumerate(lines) if re.match(r"^\s*\[", t)]
+        if channel is None or channel >= len(headers):
+            first, last = 0, tables[0] if tables else len(lines)
+            key = key if channel is None else "channels"
+        else:
+            first = headers[channel]
+            last = next((i for i in tables if i > first), len(lines))
+        assignment = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        found = next((i for i in range(first, last) if assignment.match(lines[i])), None)
+        if found is None:
+            found = first if channel is not None and channel < len(headers) else None
+        return 1 if found is None else found + 1
+
+    def fail(self, message: str, key: str = "mode", channel: int | None = None) -> NoReturn:
+        if self.text is None:
+            raise ChannelMapError(f"{self.name}: {message}")
+        raise ChannelMapError(f"{self.name}, line {self.line(key, channel)}: {message}")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validated(data: dict, source: _Source) -> ChannelMap:
+    if not data:
+        source.fail('empty channel map: needs mode = "alr" or "afb" and [[channels]] tables')
+    for key in data:
+        if key not in _TOP_KEYS:
+            source.fail(f"unknown key {key!r} (expected {', '.join(_TOP_KEYS)})", key)
+    if "mode" not in data:
+        source.fail('\'mode\' is missing (mode = "alr" or "afb")')
+    mode = data["mode"]
     if mode not in MODES:
-        raise ChannelMapError(f"{source}: 'mode' must be one of {MODES}, got {mode!r}")
+        source.fail(f"'mode' must be one of {MODES}, got {mode!r}")
     raw = data.get("channels")
     if not isinstance(raw, list) or not raw:
-        raise ChannelMapError(f"{source}: needs at least one [[channels]] entry")
-    channels = []
+        source.fail("needs at least one [[channels]] table", "channels")
+    channels: list[Channel] = []
     for i, entry in enumerate(raw):
-        where = f"{source}: channel #{i + 1}"
+        if not isinstance(entry, dict):
+            source.fail(f"channel #{i + 1} must be a table, got {entry!r}", "channels")
         name = entry.get("name")
+        label = f"channel {name!r}" if isinstance(name, str) and name else f"channel #{i + 1}"
+
+        def fail(message: str, key: str, i: int = i, label: str = label) -> NoReturn:
+            source.fail(f"{label}: {message}", key, i)
+
+        for key in entry:
+            if key not in _CHANNEL_KEYS:
+                fail(f"unknown key {key!r} (expected {', '.join(_CHANNEL_KEYS)})", key)
+        for key in ("name", "role", "acceptance"):
+            if key not in entry:
+                fail(f"'{key}' is missing", key)
         if not isinstance(name, str) or not name:
-            raise ChannelMapError(f"{where}: 'name' must be a non-empty string")
-        role = entry.get("role")
+            fail("'name' must be a non-empty string", "name")
+        if name in {c.name for c in channels}:
+            fail("the name is already taken by another channel (names must be unique)", "name")
+        role = entry["role"]
         if role not in ROLES:
-            raise ChannelMapError(f"{where} ({name}): 'role' must be one of {ROLES}, got {role!r}")
-        acceptance = entry.get("acceptance")
-        if not isinstance(acceptance, int | float) or not 0 <= acceptance <= 1:
-            raise ChannelMapError(f"{where} ({name}): 'acceptance' must be a number in [0, 1]")
+            fail(f"'role' must be one of {ROLES}, got {role!r}", "role")
+        acceptance = entry["acceptance"]
+        if not _number(acceptance) or not 0 <= acceptance <= 1:
+            fail(f"'acceptance' must be a number in [0, 1], got {acceptance!r}", "acceptance")
         cos_theta = entry.get("cos_theta")
-        if cos_theta is not None and not -1 <= cos_theta <= 1:
-            raise ChannelMapError(f"{where} ({name}): 'cos_theta' must lie in [-1, 1]")
+        if cos_theta is not None and (not _number(cos_theta) or not -1 <= cos_theta <= 1):
+            fail(f"'cos_theta' must be a number in [-1, 1], got {cos_theta!r}", "cos_theta")
         channels.append(Channel(name, role, float(acceptance), cos_theta))
-    names = [c.name for c in channels]
-    if len(set(names)) != len(names):
-        raise ChannelMapError(f"{source}: channel names must be unique")
     needed = ("scatter",) if mode == "alr" else ("forward", "backward")
     for role in needed:
         if role not in {c.role for c in channels}:
-            raise ChannelMapError(f"{source}: mode {mode!r} needs a channel with role {role!r}")
+            source.fail(f"mode {mode!r} needs a channel with role {role!r}")
     return ChannelMap(mode=mode, channels=tuple(channels))
