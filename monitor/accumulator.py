@@ -6,12 +6,20 @@ minirun's ``counts[helicity, channel]`` (index 0 is helicity +1, index 1 is -1),
 its helicity could not be decoded, into ``undecoded_counts``.  Asymmetries here are the
 *measured* ones (polarization and blinding are applied by :mod:`monitor.results`).
 
+**Chunk invariance**: everything accumulated is a pure function of the stream of released
+windows, to the last bit, however it is cut into blocks (live 20 Hz blocks, a replay's
+coalesced blocks, a whole recording at once).  Integer sums are exact; beam-monitor
+integrals are summed exactly in fixed point (:data:`BEAM_MONITOR_FRACTION_BITS`); each
+pattern's values come from that pattern's windows alone, by elementwise operations in a
+fixed order (no BLAS, no ``sum`` whose order numpy chooses); and the per-pattern values
+enter the minirun's :class:`monitor.statistics.SequentialMoments` in pattern order.
+
 Patterns come in two kinds:
 
 * ``pattern_size > 0`` (fast reversal): every good pattern has that many windows, in
-  phase order, with helicity = pattern polarity x pattern shape.  Per-pattern sums are
-  one matrix product of the ``(patterns, size, channels)`` yield block with the window
-  signs (``[1, shape, null...]``), so the cost per window-channel is a few memory passes;
+  phase order, with helicity = pattern polarity x pattern shape.  Every sign column
+  (``[1, shape, null...]``) is a Walsh function, so all per-pattern signed yield sums come
+  from one fast Walsh-Hadamard transform over the pattern's windows (log2(size) passes);
 * ``pattern_size == 0`` (slow rotator, ring kick): a pattern is one pair of opposite spin
   states of any length (:mod:`monitor.decoder`); sums are taken over those segments, and
   asymmetries use mean yields per helicity, so unequal +/- window numbers do not bias them.
@@ -21,18 +29,23 @@ Patterns come in two kinds:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 import numpy as np
 
 from monitor.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
 from monitor.decoder import DecodedWindows
-from monitor.statistics import RunningStats
+from monitor.statistics import RunningStats, SequentialMoments
 from sim.channel_map import ChannelMap
+from sim.helicity import PATTERN_SHAPES
 
 PLUS, MINUS = 0, 1
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block) is refused."""
 VARIABLE_PATTERNS = 0
 """``pattern_size`` of slow schemes: patterns are reversal pairs of variable length."""
+BEAM_MONITOR_FRACTION_BITS = 32
+"""Beam-monitor integrals are summed exactly as integers of 2**-32 muons."""
 
 
 def null_names(pattern_size: int) -> tuple[str, ...]:
@@ -44,40 +57,88 @@ def null_names(pattern_size: int) -> tuple[str, ...]:
 
 @dataclass
 class MinirunSums:
-    """Everything one minirun contributes; all sums are cumulative within the minirun."""
+    """Everything one minirun contributes; all sums are cumulative within the minirun.
+
+    The per-pattern values (asymmetry per channel, null asymmetries per kind and channel,
+    charge asymmetry, and for A_FB the cross ratio and its nulls) are the columns of one
+    :class:`SequentialMoments`, read back as :class:`RunningStats` by the properties
+    ``channel_asymmetry``, ``null_asymmetry`` (null-kind major), ``charge_asymmetry``,
+    ``cross_ratio`` and ``null_cross_ratio``.
+    """
 
     index: int
     n_channels: int
     n_null: int = 0
+    afb: bool = False
     counts: np.ndarray = field(init=False)  # (2, c) detector counts by helicity
     windows: np.ndarray = field(init=False)  # (2,) windows by helicity
-    beam_monitor: np.ndarray = field(init=False)  # (2,) beam-monitor integrals by helicity
+    beam_monitor_fixed: list[int] = field(init=False)  # by helicity, 2**-32 muons
     undecoded_counts: np.ndarray = field(init=False)  # (c,)
     undecoded_windows: int = 0
     patterns_good: int = 0
-    channel_asymmetry: RunningStats = field(init=False)  # per channel, over good patterns
-    cross_ratio: RunningStats = field(init=False)  # A_FB, one column
-    charge_asymmetry: RunningStats = field(init=False)  # one column
-    null_asymmetry: RunningStats = field(init=False)  # (n_null * c), null-kind major
-    null_cross_ratio: RunningStats = field(init=False)  # (n_null,)
+    moments: SequentialMoments = field(init=False)  # per-pattern values, see above
 
     def __post_init__(self) -> None:
         self.counts = np.zeros((2, self.n_channels), dtype=np.int64)
         self.windows = np.zeros(2, dtype=np.int64)
-        self.beam_monitor = np.zeros(2)
+        self.beam_monitor_fixed = [0, 0]
         self.undecoded_counts = np.zeros(self.n_channels, dtype=np.int64)
-        self.channel_asymmetry = RunningStats.empty(self.n_channels)
-        self.cross_ratio = RunningStats.empty(1)
-        self.charge_asymmetry = RunningStats.empty(1)
-        self.null_asymmetry = RunningStats.empty(self.n_null * self.n_channels)
-        self.null_cross_ratio = RunningStats.empty(self.n_null)
+        self.moments = SequentialMoments.empty(sum(self.widths))
+
+    @property
+    def widths(self) -> list[int]:
+        """Column widths: channel, null (kinds x channels), charge, cross ratio + nulls."""
+        c, k = self.n_channels, self.n_null
+        return [c, k * c, 1, 1 + k if self.afb else 0]
+
+    @property
+    def beam_monitor(self) -> np.ndarray:
+        """(2,) beam-monitor integrals by helicity (muons)."""
+        scale = 1 << BEAM_MONITOR_FRACTION_BITS
+        return np.array([value / scale for value in self.beam_monitor_fixed])
+
+    @cached_property
+    def pattern_stats(self) -> RunningStats:
+        """All per-pattern columns as :class:`RunningStats` (cached until the next change)."""
+        return self.moments.stats()
+
+    def add_patterns(self, values: np.ndarray) -> None:
+        """Append per-pattern values, ``(patterns, columns)``, in pattern order."""
+        self.moments.add(values)
+        self.patterns_good += values.shape[0]
+        self.__dict__.pop("pattern_stats", None)
+
+    def _parts(self) -> list[RunningStats]:
+        return self.pattern_stats.split(self.widths)
+
+    @property
+    def channel_asymmetry(self) -> RunningStats:
+        return self._parts()[0]
+
+    @property
+    def null_asymmetry(self) -> RunningStats:
+        return self._parts()[1]
+
+    @property
+    def charge_asymmetry(self) -> RunningStats:
+        return self._parts()[2]
+
+    @property
+    def cross_ratio(self) -> RunningStats:
+        return self._parts()[3].split([1])[0] if self.afb else RunningStats.empty(1)
+
+    @property
+    def null_cross_ratio(self) -> RunningStats:
+        if not self.afb:
+            return RunningStats.empty(self.n_null)
+        return self._parts()[3].split([1, self.n_null])[1]
 
     def state(self) -> dict:
         """Every field as plain JSON-able values (see :meth:`RunAccumulator.state`)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, RunningStats):
+            if isinstance(value, SequentialMoments):
                 value = value.state()
             elif isinstance(value, np.ndarray):
                 value = value.tolist()
@@ -86,15 +147,18 @@ class MinirunSums:
 
     @classmethod
     def from_state(cls, state: dict) -> MinirunSums:
-        m = cls(int(state["index"]), int(state["n_channels"]), int(state["n_null"]))
-        for f in fields(m)[3:]:  # after index, n_channels, n_null
+        m = cls(int(state["index"]), int(state["n_channels"]), int(state["n_null"]), state["afb"])
+        for f in fields(m)[4:]:  # after index, n_channels, n_null, afb
             current = getattr(m, f.name)
-            if isinstance(current, RunningStats):
-                value = RunningStats.from_state(state[f.name])
+            if isinstance(current, SequentialMoments):
+                value = SequentialMoments.from_state(state[f.name])
                 shape, expected = value.n.shape, current.n.shape
             elif isinstance(current, np.ndarray):
                 value = np.array(state[f.name], dtype=current.dtype)
                 shape, expected = value.shape, current.shape
+            elif isinstance(current, list):
+                value = [int(v) for v in state[f.name]]
+                shape, expected = (len(value),), (len(current),)
             else:
                 value, shape, expected = type(current)(state[f.name]), (), ()
             if shape != expected:
@@ -103,14 +167,76 @@ class MinirunSums:
         return m
 
 
+def walsh_rows(signs: np.ndarray) -> list[int]:
+    """Row of the (Sylvester-ordered) Walsh-Hadamard matrix equal to each sign column.
+
+    Row ``u`` has sign ``(-1) ** popcount(u & w)`` at window ``w``; :func:`walsh_transform`
+    gives the signed sum of every row at once."""
+    size = signs.shape[0]
+    if size & (size - 1):
+        raise ValueError(f"patterns of {size} windows have no Walsh transform")
+    w = np.arange(size)
+    hadamard = 1 - 2 * (np.bitwise_count(w[:, None] & w[None, :]).astype(np.int64) % 2)
+    rows = []
+    for column in signs.T:
+        match = np.flatnonzero((hadamard == column).all(axis=1))
+        if not match.size:
+            raise ValueError(f"sign column {column.tolist()} is not a Walsh function")
+        rows.append(int(match[0]))
+    return rows
+
+
+def walsh_transform(x: np.ndarray) -> np.ndarray:
+    """Fast Walsh-Hadamard transform of ``x`` (patterns, size, ...) along axis 1.
+
+    Element ``[p, u]`` is the sum over windows ``w`` of ``(-1) ** popcount(u & w) x[p, w]``,
+    from butterflies: elementwise, in a fixed order, each pattern on its own."""
+    p, size = x.shape[:2]
+    out, h = np.ascontiguousarray(x), 1
+    while h < size:
+        v = out.reshape(p, size // (2 * h), 2, h, -1)
+        new = np.empty_like(v)
+        np.add(v[:, :, 0], v[:, :, 1], out=new[:, :, 0])
+        np.subtract(v[:, :, 0], v[:, :, 1], out=new[:, :, 1])
+        out, h = new.reshape(x.shape), 2 * h
+    return out
+
+
+def last_along(x: np.ndarray, axis: int) -> np.ndarray:
+    """Sum along ``axis``, strictly left to right (see :func:`monitor.statistics.in_order`)."""
+    return np.take(np.add.accumulate(x, axis=axis), -1, axis=axis)
+
+
+def segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sums of the consecutive row segments of ``x`` beginning at ``starts``, each left to
+    right (one call per segment: segments are slow-scheme patterns, seconds long)."""
+    ends = [*starts[1:].tolist(), x.shape[0]]
+    return np.stack([last_along(x[a:b], 0) for a, b in zip(starts.tolist(), ends, strict=True)])
+
+
+def fixed_beam_monitor(bcm: np.ndarray, masks: list[np.ndarray]) -> list[int]:
+    """Exact sums of ``bcm`` over each mask, as integers of 2**-BEAM_MONITOR_FRACTION_BITS
+    (each value rounded to that grid; non-finite values are left out)."""
+    whole = np.floor(bcm)
+    fraction = np.rint((bcm - whole) * (1 << BEAM_MONITOR_FRACTION_BITS))
+    finite = np.isfinite(fraction)
+    whole = np.where(finite, whole, 0).astype(np.int64)
+    fraction = np.where(finite, fraction, 0).astype(np.int64)
+    return [
+        (int(whole[m].sum()) << BEAM_MONITOR_FRACTION_BITS) + int(fraction[m].sum()) for m in masks
+    ]
+
+
 @dataclass
 class _PatternSums:
-    """Per good pattern: yield sums by sign column ``[1, helicity, null...]``."""
+    """Per good pattern: yield sums; ``signed`` by sign column ``[helicity, null...]``."""
 
-    yields: np.ndarray  # (p, c, k) sum of sign * yield
-    charge: np.ndarray  # (p, k) sum of sign * beam monitor
-    n_plus: np.ndarray | None  # (p, k) windows with sign +1 (column 0 unused)
-    n_minus: np.ndarray | None  # (p, k) windows with sign -1 (column 0 unused)
+    total: np.ndarray  # (p, c) sum of yields
+    signed: np.ndarray  # (p, k, c) sum of sign * yield
+    total_q: np.ndarray  # (p,) sum of beam monitor
+    signed_q: np.ndarray  # (p, k) sum of sign * beam monitor
+    n_plus: np.ndarray | None  # (p, k) windows with sign +1
+    n_minus: np.ndarray | None  # (p, k) windows with sign -1
 
     @property
     def balanced(self) -> bool:
@@ -134,16 +260,18 @@ class RunAccumulator:
         self.n_channels = len(channel_map.channels)
         self.null_names = null_names(pattern_size)
         if pattern_size != VARIABLE_PATTERNS:
-            alternates = np.array(list(alternate_signs(pattern_size).values()), dtype=np.float64)
-            self._null_signs = alternates.T  # (size, n_null)
-        self.miniruns: list[MinirunSums] = [self._new_minirun(0)]
+            shape = _shape_of(pattern_size)
+            alternates = list(alternate_signs(pattern_size).values())
+            self._walsh = walsh_rows(np.column_stack([shape, *alternates]))
         self._forward = channel_map.indices("forward")
         self._backward = channel_map.indices("backward")
+        self.afb = bool(self._forward and self._backward)
+        self.miniruns: list[MinirunSums] = [self._new_minirun(0)]
         self.dirty: set[int] = {0}
         """Miniruns changed since the caller last cleared this set (for incremental writes)."""
 
     def _new_minirun(self, index: int) -> MinirunSums:
-        return MinirunSums(index, self.n_channels, len(self.null_names))
+        return MinirunSums(index, self.n_channels, len(self.null_names), self.afb)
 
     def state(self) -> dict:
         """Everything needed to continue accumulating exactly where this left off.
@@ -169,7 +297,8 @@ class RunAccumulator:
         """
         if state.get("version") != STATE_VERSION:
             raise ValueError(
-                f"accumulator state version {state.get('version')!r} is not {STATE_VERSION}"
+                f"accumulator state version {state.get('version')!r} is not {STATE_VERSION} "
+                "(saved by another monitor version; reanalyze the run from its recording)"
             )
         if list(state["channels"]) != channel_map.names:
             raise ValueError("accumulator state was saved for a different channel map")
@@ -177,9 +306,9 @@ class RunAccumulator:
         acc.miniruns = [MinirunSums.from_state(m) for m in state["miniruns"]]
         if [m.index for m in acc.miniruns] != list(range(len(acc.miniruns))) or not acc.miniruns:
             raise ValueError("accumulator state: miniruns must be numbered 0, 1, 2, ...")
-        expected = (acc.n_channels, len(acc.null_names))
-        if any((m.n_channels, m.n_null) != expected for m in acc.miniruns):
-            raise ValueError("accumulator state: channel count differs from the channel map")
+        expected = (acc.n_channels, len(acc.null_names), acc.afb)
+        if any((m.n_channels, m.n_null, m.afb) != expected for m in acc.miniruns):
+            raise ValueError("accumulator state: channel layout differs from the channel map")
         acc.dirty = set(range(len(acc.miniruns)))
         return acc
 
@@ -210,14 +339,16 @@ class RunAccumulator:
         counts = d.counts[part].astype(np.float64)
         helicity, bcm, good = d.helicity[part], d.beam_monitor[part], d.good[part]
         # helicity sorting: one matrix product; float64 sums of integers are exact < 2**53
-        sort = np.stack([helicity == 1, helicity == -1, helicity == 0]).astype(np.float64)
+        masks = [helicity == 1, helicity == -1, helicity == 0]
+        sort = np.stack(masks).astype(np.float64)
         totals = np.rint(sort @ counts).astype(np.int64)
         m.counts += totals[:2]
         m.undecoded_counts += totals[2]
-        windows = sort.sum(axis=1).astype(np.int64)
+        windows = np.array([np.count_nonzero(mask) for mask in masks], dtype=np.int64)
         m.windows += windows[:2]
         m.undecoded_windows += int(windows[2])
-        m.beam_monitor += sort[:2] @ bcm
+        fixed = fixed_beam_monitor(bcm, masks[:2])
+        m.beam_monitor_fixed = [a + b for a, b in zip(m.beam_monitor_fixed, fixed, strict=True)]
 
         if not good.all():
             counts, helicity, bcm = counts[good], helicity[good], bcm[good]
@@ -231,72 +362,65 @@ class RunAccumulator:
             sums = self._segment_sums(yields, bcm, helicity, seq, pattern)
         else:
             sums = self._fixed_sums(yields, bcm, helicity)
-        m.patterns_good += sums.yields.shape[0]
-        self._merge(m, sums)
+        m.add_patterns(self._pattern_values(sums))
 
     def _fixed_sums(self, yields: np.ndarray, bcm: np.ndarray, helicity: np.ndarray):
         size = self.pattern_size
         p = helicity.size // size
-        helicity = helicity.reshape(p, size)
-        polarity = helicity[:, 0].astype(np.float64)  # shape[0] is +1
-        shape = (helicity[0] * helicity[0, 0]).astype(np.float64)
-        signs = np.column_stack([np.ones(size), shape, self._null_signs])  # (size, k)
-        block = yields.reshape(p, size, self.n_channels)
-        summed = np.tensordot(block, signs, axes=([1], [0]))  # (p, c, k)
-        summed[:, :, 1] *= polarity[:, None]
-        charge = bcm.reshape(p, size) @ signs
-        charge[:, 1] *= polarity
-        return _PatternSums(summed, charge, None, None)  # every sign column is balanced
+        polarity = helicity[::size].astype(np.float64)  # the shape's first window is +1
+        rows = self._walsh  # [shape, null...]
+        walsh = walsh_transform(yields.reshape(p, size, self.n_channels))
+        signed = walsh[:, rows]  # (p, k, c)
+        signed[:, 0] *= polarity[:, None]
+        walsh_q = walsh_transform(bcm.reshape(p, size, 1))[:, :, 0]
+        signed_q = walsh_q[:, rows]
+        signed_q[:, 0] *= polarity
+        return _PatternSums(walsh[:, 0], signed, walsh_q[:, 0], signed_q, None, None)
 
     def _segment_sums(self, yields, bcm, helicity, seq, pattern) -> _PatternSums:
         starts = np.flatnonzero(np.r_[True, pattern[1:] != pattern[:-1]])
         parity = np.where(seq % 2 == 0, 1.0, -1.0)
-        signs = np.column_stack([np.ones(helicity.size), helicity, parity])  # (n, k)
-        summed = np.add.reduceat(yields[:, :, None] * signs[:, None, :], starts, axis=0)
-        charge = np.add.reduceat(bcm[:, None] * signs, starts, axis=0)
-        n_plus = np.add.reduceat((signs > 0).astype(np.float64), starts, axis=0)
-        n_minus = np.add.reduceat((signs < 0).astype(np.float64), starts, axis=0)
-        return _PatternSums(summed, charge, n_plus, n_minus)
+        signs = np.column_stack([np.ones(helicity.size), helicity, parity])  # (n, 3)
+        summed = segment_sums(signs[:, :, None] * yields[:, None, :], starts)  # (p, 3, c)
+        charge = segment_sums(bcm[:, None] * signs, starts)  # (p, 3)
+        n_plus = np.add.reduceat((signs[:, 1:] > 0).astype(np.int64), starts, axis=0)
+        n_minus = np.add.reduceat((signs[:, 1:] < 0).astype(np.int64), starts, axis=0)
+        return _PatternSums(
+            summed[:, 0], summed[:, 1:], charge[:, 0], charge[:, 1:], n_plus, n_minus
+        )
 
-    def _merge(self, m: MinirunSums, s: _PatternSums) -> None:
-        """Pattern asymmetries from the sums, merged into the minirun's running stats.
+    def _pattern_values(self, s: _PatternSums) -> np.ndarray:
+        """Per-pattern asymmetries, ``(p, columns)`` in the order of :attr:`MinirunSums.widths`.
 
         Mean yields by helicity are ``(total +- signed) / n+-``; for balanced patterns the
         asymmetry reduces to ``signed / total``.  The cross ratio needs no window numbers
         (they cancel), so it is taken from the sums directly.
         """
-        total, signed = s.yields[:, :, :1], s.yields[:, :, 1:]
-        total_q, signed_q = s.charge[:, :1], s.charge[:, 1:]
+        total, signed = s.total[:, None, :], s.signed
+        total_q, signed_q = s.total_q[:, None], s.signed_q
         with np.errstate(invalid="ignore", divide="ignore"):
             if s.balanced:
                 asym, charge = signed / total, signed_q[:, :1] / total_q
             else:
-                n_plus, n_minus = s.n_plus[:, 1:], s.n_minus[:, 1:]
-                asym = yield_asymmetry(
-                    (total + signed) / n_plus[:, None], (total - signed) / n_minus[:, None]
+                n_plus, n_minus = s.n_plus[:, :, None], s.n_minus[:, :, None]
+                asym = yield_asymmetry((total + signed) / n_plus, (total - signed) / n_minus)
+                q = yield_asymmetry(
+                    (total_q + signed_q) / s.n_plus, (total_q - signed_q) / s.n_minus
                 )
-                q = yield_asymmetry((total_q + signed_q) / n_plus, (total_q - signed_q) / n_minus)
                 charge = q[:, :1]
-        p, c, k = asym.shape  # k = 1 + n_null sign columns
-        columns = [asym[:, :, 0], asym[:, :, 1:].transpose(0, 2, 1).reshape(p, -1), charge]
-        afb = bool(self._forward and self._backward)
-        if afb:
-            f_total, f_signed = total[:, self._forward].sum(1), signed[:, self._forward].sum(1)
-            b_total, b_signed = total[:, self._backward].sum(1), signed[:, self._backward].sum(1)
+        p = asym.shape[0]
+        columns = [asym.reshape(p, -1), charge]  # channels, then nulls kind-major
+        if self.afb:
+            f_total = last_along(s.total[:, self._forward], 1)[:, None]
+            b_total = last_along(s.total[:, self._backward], 1)[:, None]
+            f_signed = last_along(signed[:, :, self._forward], 2)
+            b_signed = last_along(signed[:, :, self._backward], 2)
             columns.append(
                 cross_ratio_asymmetry(
                     f_total + f_signed, f_total - f_signed, b_total + b_signed, b_total - b_signed
                 )
             )  # (p, k)
-        stats = RunningStats.of(np.concatenate(columns, axis=1))  # one pass for all of them
-        parts = stats.split([c, (k - 1) * c, 1, k if afb else 0])
-        m.channel_asymmetry = m.channel_asymmetry.merge(parts[0])
-        m.null_asymmetry = m.null_asymmetry.merge(parts[1])
-        m.charge_asymmetry = m.charge_asymmetry.merge(parts[2])
-        if afb:
-            cross, null_cross = parts[3].split([1, k - 1])
-            m.cross_ratio = m.cross_ratio.merge(cross)
-            m.null_cross_ratio = m.null_cross_ratio.merge(null_cross)
+        return np.concatenate(columns, axis=1)
 
     # -- totals over the run -------------------------------------------------------------
 
@@ -310,3 +434,11 @@ class RunAccumulator:
         for m in self.miniruns[1:]:
             stats = stats.merge(getattr(m, attribute))
         return stats
+
+
+def _shape_of(size: int) -> np.ndarray:
+    """The shape (relative helicity of each window) of the pattern with ``size`` windows."""
+    for shape in PATTERN_SHAPES.values():
+        if shape.size == size:
+            return shape.astype(np.int64)
+    raise ValueError(f"no helicity pattern has {size} windows")

@@ -1,5 +1,8 @@
-"""Running statistics: Welford's algorithm, vectorized over channels and mergeable (Chan et al.).
+"""Running statistics, vectorized over columns (channels).
 
+:class:`RunningStats` holds count, mean and ``m2`` and merges like Welford/Chan et al.;
+:class:`SequentialMoments` accumulates a stream of samples so that the result depends only
+on the sequence of samples, never on how the stream is cut into blocks (bit for bit).
 Used for running means of pattern asymmetries: the error of the mean is the RMS of the
 pattern asymmetries over sqrt(n), as in JAPAN, so beam noise that survives normalization
 is included automatically.
@@ -103,3 +106,132 @@ def weighted_mean(values: np.ndarray, errors: np.ndarray) -> tuple[float, float,
     ndf = int(use.sum()) - 1
     chi2 = float((w * (values[use] - mean) ** 2).sum())
     return mean, error, (chi2 / ndf if ndf > 0 else float("nan"))
+
+
+GROUP_SAMPLES = 64
+"""Samples per summation group of :class:`SequentialMoments` (counted from the first sample)."""
+
+
+def in_order(start: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``((start + rows[0]) + rows[1]) + ...``, strictly left to right, per column.
+
+    ``np.add.accumulate`` is sequential by definition, unlike ``sum``, whose order (pairwise
+    or not) numpy picks from the array's shape and layout."""
+    return np.add.accumulate(np.concatenate([start[None], rows]), axis=0)[-1]
+
+
+@dataclass(eq=False)
+class SequentialMoments:
+    """Moments of a stream of samples per column, the same to the last bit however the
+    stream is cut into blocks (a pure function of the sequence of samples).
+
+    Each column's samples are shifted by its first valid sample (``shift``: deviations stay
+    small, so ``m2`` from the sums of deviations and their squares loses no precision).  The
+    deviations ``d`` and ``d**2`` are summed in *groups* of :data:`GROUP_SAMPLES` consecutive
+    samples counted from the stream's first: within a group left to right starting from 0,
+    then the group sums left to right.  ``sums`` holds the complete groups, ``open`` the
+    group still filling; complete groups of a block are summed together (vectorized).
+    NaN samples are skipped (counted in ``rows``, not in ``n``).
+    """
+
+    rows: int  # samples added, NaN or not (positions in the stream)
+    n: np.ndarray  # (w,) valid samples
+    shift: np.ndarray  # (w,) first valid sample, 0 while there is none
+    sums: np.ndarray  # (2, w): sum of d and of d**2 over complete groups
+    open: np.ndarray  # (2, w): the same over the open group
+
+    @classmethod
+    def empty(cls, columns: int) -> SequentialMoments:
+        zeros = np.zeros(columns)
+        return cls(0, zeros.copy(), zeros.copy(), np.zeros((2, columns)), np.zeros((2, columns)))
+
+    @property
+    def columns(self) -> int:
+        return int(self.n.size)
+
+    def add(self, samples: np.ndarray) -> None:
+        """Append a ``(rows, columns)`` block of samples to the stream."""
+        x = np.asarray(samples, dtype=np.float64)
+        if x.shape[0] == 0:
+            return
+        valid = ~np.isnan(x)
+        every = bool(valid.all())
+        fresh = self.n == 0
+        if fresh.any():
+            first = valid.argmax(axis=0)
+            columns = np.flatnonzero(fresh & valid[first, np.arange(x.shape[1])])
+            self.shift[columns] = x[first[columns], columns]
+        terms = np.empty((x.shape[0], 2, x.shape[1]))
+        d = np.subtract(x, self.shift, out=terms[:, 0])
+        if not every:
+            d[~valid] = 0.0
+        np.multiply(d, d, out=terms[:, 1])
+        self.n += x.shape[0] if every else valid.sum(axis=0)
+        self._sum_in_groups(terms.reshape(x.shape[0], -1))
+
+    def _sum_in_groups(self, terms: np.ndarray) -> None:
+        size, k = terms.shape[0], GROUP_SAMPLES
+        sums, open_ = self.sums.reshape(-1), self.open.reshape(-1)
+        done = 0
+        filled = self.rows % k
+        if filled:  # continue the open group
+            done = min(size, k - filled)
+            open_ = in_order(open_, terms[:done])
+            if filled + done == k:
+                sums, open_ = sums + open_, np.zeros_like(open_)
+        full = (size - done) // k
+        if full:
+            groups = terms[done : done + full * k].reshape(full, k, -1)
+            group_sums = np.zeros((full, terms.shape[1]))
+            for j in range(k):  # left to right within each group, all groups at once
+                group_sums += groups[:, j]
+            sums = in_order(sums, group_sums)
+            done += full * k
+        if done < size:  # a new open group
+            open_ = in_order(np.zeros_like(open_), terms[done:])
+        self.sums, self.open = sums.reshape(2, -1), open_.reshape(2, -1)
+        self.rows += size
+
+    def stats(self) -> RunningStats:
+        """The moments as :class:`RunningStats` (count, mean, m2)."""
+        s1, s2 = self.sums + self.open
+        n = self.n.copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, self.shift + s1 / n, 0.0)
+            m2 = np.where(n > 0, np.maximum(s2 - s1 * s1 / n, 0.0), 0.0)
+        return RunningStats(n=n, mean=mean, m2=m2)
+
+    def state(self) -> dict:
+        """Plain JSON-able values (floats round-trip bit-exactly)."""
+        return {
+            "rows": self.rows,
+            "n": self.n.tolist(),
+            "shift": self.shift.tolist(),
+            "sums": self.sums.tolist(),
+            "open": self.open.tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> SequentialMoments:
+        """Inverse of :meth:`state`."""
+        n, shift = (np.array(state[k], dtype=np.float64) for k in ("n", "shift"))
+        sums, open_ = (np.array(state[k], dtype=np.float64) for k in ("sums", "open"))
+        if (
+            n.ndim != 1
+            or not n.shape == shift.shape
+            or not sums.shape == open_.shape == (2, *n.shape)
+        ):
+            raise ValueError("sequential moments state: n, shift, sums and open disagree in shape")
+        rows = int(state["rows"])
+        if rows < 0:
+            raise ValueError("sequential moments state: rows must not be negative")
+        return cls(rows, n, shift, sums, open_)
+
+    def __eq__(self, other: object) -> bool:
+        """Bit-exact equality (NaN equals NaN)."""
+        if not isinstance(other, SequentialMoments):
+            return NotImplemented
+        return self.rows == other.rows and all(
+            np.array_equal(getattr(self, k), getattr(other, k), equal_nan=True)
+            for k in ("n", "shift", "sums", "open")
+        )
