@@ -4,12 +4,13 @@ PostgreSQL by URL (``postgresql://user@host:port/db``, driven by psycopg 3)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import migrate
@@ -21,14 +22,42 @@ class SchemaError(RuntimeError):
     """The database has no mupnc schema, or an out-of-date one."""
 
 
+class DatabaseURLError(ValueError):
+    """A database URL mupnc cannot use; the message shows it with the password masked."""
+
+
+BACKENDS = ("sqlite", "postgresql")
+_PASSWORD = re.compile(r"(//[^/:@]*:)[^/@]*@")
+
+
 def database_url(explicit: str | None = None) -> str:
     """``--db`` if given, else ``MUPNC_DB``, else ``mupnc.db`` in the working folder."""
     return explicit or os.environ.get("MUPNC_DB") or DEFAULT_SQLITE
 
 
 def redacted(url: str) -> str:
-    """The URL with any password masked, for printing and logs."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with any password masked (``***``), for printing and logs; a URL that does
+    not even parse is masked by pattern."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _PASSWORD.sub(r"\1***@", url)
+
+
+def checked_url(url: str) -> str:
+    """``url`` if it names a database mupnc can use (SQLite or PostgreSQL), else
+    :class:`DatabaseURLError`."""
+    expected = "expected sqlite:///FILE or postgresql://USER@HOST[:PORT]/DB"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise DatabaseURLError(f"not a database URL: {redacted(url)!r} ({expected})") from None
+    backend = "postgresql" if parsed.drivername == "postgres" else parsed.get_backend_name()
+    if backend not in BACKENDS:
+        raise DatabaseURLError(
+            f"unsupported database {parsed.get_backend_name()!r} in {redacted(url)} ({expected})"
+        )
+    return url
 
 
 def make_engine(url: str) -> Engine:

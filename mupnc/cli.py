@@ -11,9 +11,11 @@ import json
 import logging
 import math
 import os
+import re
+import socket
 import sys
 
-from db.session import SchemaError, database_url
+from db.session import DatabaseURLError, SchemaError, checked_url, database_url
 from ioc.autosave import AutosaveError
 from monitor.alarm_rules import AlarmRulesError
 from mupnc.orchestrate import follow_parent
@@ -27,6 +29,7 @@ class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line (``mupnc: error: ...``), exit status 2, no usage dump."""
 
     def error(self, message: str):
+        message = re.sub(r"invalid _\w+ value", "invalid value", message)  # not "_speed"
         self.exit(2, f"mupnc: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -90,6 +93,42 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port must lie in 1..65535, got {text!r}")
+    return value
+
+
+def _address(text: str) -> str:
+    """An address to bind: an IP address or a host name that resolves."""
+    try:
+        socket.getaddrinfo(text, None)
+    except (socket.gaierror, UnicodeError):
+        raise argparse.ArgumentTypeError(f"cannot resolve address {text!r}") from None
+    return text
+
+
+BLOCK_RATES = (1.0, 1000.0)
+"""Window blocks per second a DAQ may publish (Hz): slower blocks grow too large."""
+
+
+def _block_rate(text: str) -> float:
+    value = float(text)
+    if not BLOCK_RATES[0] <= value <= BLOCK_RATES[1]:
+        raise argparse.ArgumentTypeError(
+            f"must lie in {BLOCK_RATES[0]:g}..{BLOCK_RATES[1]:g} blocks/s, got {text!r}"
+        )
+    return value
+
+
 def _minirun(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -145,7 +184,7 @@ def _simulation_options(p: argparse.ArgumentParser) -> None:
         default=240.0,
         help="helicity window rate in Hz (default 240)",
     )
-    p.add_argument("--seed", type=int, default=1, help="random seed of the simulation")
+    p.add_argument("--seed", type=_seed, default=1, help="random seed of the simulation")
     p.add_argument("--channel-map", help="channel map TOML file (default: shipped map for --mode)")
 
 
@@ -158,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole chain on this machine")
     _simulation_options(demo)
     demo.add_argument("--duration", type=_positive, help="stop by itself after S seconds")
-    demo.add_argument("--port", type=int, default=5006, help="dashboard port (default 5006)")
+    demo.add_argument("--port", type=_port, default=5006, help="dashboard port (default 5006)")
     demo.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     demo.add_argument(
         "--inject",
@@ -175,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     ioc.add_argument("--run", type=int, help="run number (default: allocate one in the database)")
     ioc.add_argument(
         "--block-rate",
-        type=_positive,
+        type=_block_rate,
         default=20.0,
         help="window blocks published per second (default 20)",
     )
@@ -215,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--seconds", type=_positive, help="seconds of data")
     simulate.add_argument(
         "--block-rate",
-        type=_positive,
+        type=_block_rate,
         default=20.0,
         help="blocks per second of data, as the live IOC publishes them (default 20)",
     )
@@ -224,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="play a recorded run back through the IOCs")
     replay.add_argument("run", type=int, help="recorded run")
     _replay_options(replay)
-    replay.add_argument("--port", type=int, default=5006, help="dashboard port (default 5006)")
+    replay.add_argument("--port", type=_port, default=5006, help="dashboard port (default 5006)")
     replay.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
 
     reanalyze = sub.add_parser("reanalyze", help="analyse a recorded run again, without IOCs")
@@ -246,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     monitor = sub.add_parser("monitor", help="the online monitor")
     monitor.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
-    monitor.add_argument("--minirun", type=int, default=9000, help="patterns per minirun")
+    monitor.add_argument("--minirun", type=_minirun, default=9000, help="patterns per minirun")
     monitor.add_argument(
         "--alarm-rules", metavar="FILE", help="alarm rules TOML (default: the shipped rules)"
     )
@@ -267,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     alarms.add_argument("--json", action="store_true", help="machine-readable output")
 
     dash = sub.add_parser("dashboard", help="the Bokeh dashboard server")
-    dash.add_argument("--port", type=int, default=5006, help="port (default 5006)")
-    dash.add_argument("--address", default="127.0.0.1", help="address to bind (default loopback)")
+    dash.add_argument("--port", type=_port, default=5006, help="port (default 5006)")
+    dash.add_argument(
+        "--address", type=_address, default="127.0.0.1", help="address to bind (default loopback)"
+    )
     dash.add_argument(
         "--allow-websocket-origin",
         action="append",
@@ -319,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("caproto").setLevel(logging.WARNING)
     follow_parent()
-    args.db = database_url(args.db)
+    try:
+        args.db = checked_url(database_url(args.db))
+    except DatabaseURLError as err:
+        parser.exit(2, f"mupnc: error: --db: {err}\n")
     try:
         return _dispatch(args)
     except (UsageError, ChannelMapError, SourceConfigError, AlarmRulesError, AutosaveError) as err:

@@ -3,14 +3,10 @@ line on stderr naming the file and the line, and no traceback."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-MUPNC = str(Path(sys.executable).with_name("mupnc"))
+from cli_runs import named_line, one_error_line, run_all
 
 GOOD_CHANNEL = '[[channels]]\nname = "a"\nrole = "scatter"\nacceptance = 0.1\n'
 
@@ -94,29 +90,9 @@ ALARM_RULES = [
 ]
 
 
-def run_mupnc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [MUPNC, "--db", f"sqlite:///{cwd / 'unused.db'}", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
-
-
-def check_one_line(result: subprocess.CompletedProcess, path: Path, line: int | None, words):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    message = lines[0]
-    assert message.startswith(f"mupnc: error: {path}"), message
-    found = re.search(r", line (\d+):", message)
-    if line is None:
-        assert found is None, message
-    else:
-        assert found is not None and int(found.group(1)) == line, message
-    assert words in message
+MAP = "--channel-map"
+LIST_PVS = ("ioc", "--list-pvs", MAP)
+MONITOR = ("monitor", "--alarm-rules")
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -127,50 +103,76 @@ def write(path: Path, content: str | bytes) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    """Every case run once: ``{(kind, case): (file, CompletedProcess)}``."""
+    folder = tmp_path_factory.mktemp("config")
+    jobs, files = {}, {}
+
+    def add(key: tuple[str, str], path: Path, *args: str) -> None:
+        files[key] = path
+        jobs[key] = (["--db", f"sqlite:///{folder / 'unused.db'}", *args, str(path)], None)
+
+    for case, content, *_ in CHANNEL_MAPS:
+        add(("map", case), write(folder / f"map-{case}.toml", content), *LIST_PVS)
+    for case, content, *_ in ALARM_RULES:
+        add(("rules", case), write(folder / f"rules-{case}.toml", content), *MONITOR)
+    other_mode = write(folder / "alr.toml", '# A_LR map\n\nmode = "alr"\n' + GOOD_CHANNEL)
+    add(("map", "other-mode"), other_mode, "sim", "--windows", "10", "--mode", "afb", MAP)
+    (folder / "a-folder").mkdir()
+    for case, path in (("missing", folder / "absent.toml"), ("directory", folder / "a-folder")):
+        add(("map", case), path, "demo", "--duration", "1", MAP)
+    add(("rules", "missing"), folder / "absent-rules.toml", *MONITOR)
+    add(("map", "valid"), write(folder / "valid.toml", 'mode = "alr"\n' + GOOD_CHANNEL), *LIST_PVS)
+    done = run_all(jobs, folder)
+    return {key: (files[key], done[key]) for key in jobs}
+
+
+def check_one_line(result, path: Path, line: int | None, words: str) -> None:
+    message = one_error_line(result, 2)
+    assert message.startswith(f"mupnc: error: {path}"), message
+    assert named_line(message) == line, message
+    assert words in message
+
+
 @pytest.mark.parametrize(
-    ("content", "line", "words"), [c[1:] for c in CHANNEL_MAPS], ids=[c[0] for c in CHANNEL_MAPS]
+    ("case", "line", "words"),
+    [(c[0], *c[2:]) for c in CHANNEL_MAPS],
+    ids=[c[0] for c in CHANNEL_MAPS],
 )
-def test_malformed_channel_map_names_file_and_line(tmp_path, content, line, words):
-    path = write(tmp_path / "map.toml", content)
-    result = run_mupnc("ioc", "--list-pvs", "--channel-map", str(path), cwd=tmp_path)
-    check_one_line(result, path, line, words)
+def test_malformed_channel_map_names_file_and_line(results, case, line, words):
+    check_one_line(*reversed(results["map", case]), line, words)
 
 
-def test_channel_map_for_the_other_mode_names_its_mode_line(tmp_path):
-    path = write(tmp_path / "map.toml", '# A_LR map\n\nmode = "alr"\n' + GOOD_CHANNEL)
-    result = run_mupnc(
-        "sim", "--windows", "10", "--mode", "afb", "--channel-map", str(path), cwd=tmp_path
+def test_channel_map_for_the_other_mode_names_its_mode_line(results):
+    check_one_line(
+        *reversed(results["map", "other-mode"]), 3, "channel map is for mode 'alr', not 'afb'"
     )
-    check_one_line(result, path, 3, "channel map is for mode 'alr', not 'afb'")
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory"])
-def test_unreadable_channel_map_names_the_file(tmp_path, kind):
-    path = tmp_path / "map.toml"
-    if kind == "directory":
-        path.mkdir()
-    result = run_mupnc("demo", "--channel-map", str(path), "--duration", "1", cwd=tmp_path)
-    reason = "No such file" if kind == "missing" else "Is a directory"
-    check_one_line(result, path, None, f"cannot read the channel map: {reason}")
+@pytest.mark.parametrize(
+    ("case", "reason"), [("missing", "No such file"), ("directory", "Is a directory")]
+)
+def test_unreadable_channel_map_names_the_file(results, case, reason):
+    check_one_line(*reversed(results["map", case]), None, f"cannot read the channel map: {reason}")
 
 
-def test_a_valid_channel_map_is_taken(tmp_path):
-    path = write(tmp_path / "map.toml", 'mode = "alr"\n' + GOOD_CHANNEL)
-    result = run_mupnc("ioc", "--list-pvs", "--channel-map", str(path), cwd=tmp_path)
+def test_a_valid_channel_map_is_taken(results):
+    _, result = results["map", "valid"]
     assert result.returncode == 0, result.stderr
     assert "DAQ:SCALER:PLUS" in result.stdout
 
 
 @pytest.mark.parametrize(
-    ("content", "line", "words"), [c[1:] for c in ALARM_RULES], ids=[c[0] for c in ALARM_RULES]
+    ("case", "line", "words"),
+    [(c[0], *c[2:]) for c in ALARM_RULES],
+    ids=[c[0] for c in ALARM_RULES],
 )
-def test_malformed_alarm_rules_name_file_and_line(tmp_path, content, line, words):
-    path = write(tmp_path / "rules.toml", content)
-    result = run_mupnc("monitor", "--alarm-rules", str(path), cwd=tmp_path)
-    check_one_line(result, path, line, words)
+def test_malformed_alarm_rules_name_file_and_line(results, case, line, words):
+    check_one_line(*reversed(results["rules", case]), line, words)
 
 
-def test_missing_alarm_rules_file_is_named(tmp_path):
-    path = tmp_path / "absent.toml"
-    result = run_mupnc("monitor", "--alarm-rules", str(path), cwd=tmp_path)
-    check_one_line(result, path, None, "cannot read the alarm rules: No such file")
+def test_missing_alarm_rules_file_is_named(results):
+    check_one_line(
+        *reversed(results["rules", "missing"]), None, "cannot read the alarm rules: No such file"
+    )
