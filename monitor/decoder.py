@@ -13,8 +13,14 @@ JAPAN semantics (shared/reference/parity-analysis.md, section 3), made lossless:
   taken from the trusted generator state, never from a raw report, so a flipped
   reported bit cannot mis-sort a window.
 * Windows are held until their actual helicity is known (bit ``p + delay`` verified by a
-  matching report), then released in order.  Nothing is dropped: windows that can never
-  be decoded (no lock for ``max_pending_windows`` windows) are released with helicity 0.
+  matching report), then released in order.  Nothing is dropped: a pattern whose
+  helicity is still unknown when a pattern starting ``max_pending_windows`` sequence
+  numbers later closes is given up, released with helicity 0.
+
+Chunk invariance: the released windows, their helicities and every counter are a pure
+function of the window stream, however it is cut into blocks.  Patterns close one by one
+in order, and every decision is tied to a pattern's closing (the lock as it stood right
+after that pattern, the verified bits then), never to the end of a :meth:`feed`.
 
 Checks counted per kind (:data:`ERROR_KINDS`); a pattern with any error is cut from the
 asymmetry but its windows are still sorted by helicity.
@@ -132,12 +138,16 @@ class HelicityDecoder:
         self._pending_counts = np.empty((0, n_channels), dtype=np.int64)
         self._learning: list[tuple[int, int]] = []  # consecutive (pattern, bit) since last reset
         self._lock: tuple[int, int] | None = None  # (pattern index, register after its bit)
+        self._lineage = 0  # counts the locks learned (a lock's predictions are its own)
         self._confirmations = 0
         self._verified_through = -1  # generator bits up to this index are trusted
         self._trusted: tuple[int, int] | None = None  # lock that produced the trusted bits
         self._last_closed_pattern = -1
         self._bad_patterns: set[int] = set()  # closed, not yet released, cut from analysis
         self._rotator_checked: set[int] = set()  # readback checked against the prediction
+        self._given_up: set[int] = set()  # closed, never decodable, released undecoded
+        self._closings = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        """Patterns closed by the last feed: (first sequence number, verified-through after)."""
 
     # -- public -------------------------------------------------------------------------
 
@@ -172,6 +182,7 @@ class HelicityDecoder:
 
     def _process(self, final: bool) -> DecodedWindows:
         pattern = self._pending["pattern_number"].astype(np.int64)
+        self._closings = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         if pattern.size:
             newest = pattern[-1]
             newest_complete = np.count_nonzero(pattern == newest) >= self.size
@@ -214,51 +225,76 @@ class HelicityDecoder:
             bad[full] = ~usable | settle
         self.state.errors["phase_error"] += int((~complete).sum())
 
-        mismatched = self._run_generator(numbers, polarity)
-        if self.locked and full.size:
-            # the confirmed lock predicts the actual helicity now, `delay` patterns early
-            rows = first[full][:, None] + np.arange(self.size)[None, :]
+        mismatched, verified, predicted = self._run_generator(numbers, polarity)
+        self._closings = (self._pending["seq"][idx][first].astype(np.int64), verified)
+        # a confirmed lock right after a pattern closed predicts its actual helicity now,
+        # `delay` patterns early: check the rotator readback against it
+        check = full[predicted[full] >= 0]
+        if check.size:
+            rows = first[check][:, None] + np.arange(self.size)[None, :]
             readback = self._pending["readback"][idx][rows]
-            bits = _generator_bits(self._lock, numbers[full] + self.delay)
-            actual = (2 * bits - 1)[:, None] * self.shape[None, :]
+            actual = (2 * predicted[check] - 1)[:, None] * self.shape[None, :]
             wrong = (np.isfinite(readback) & (readback != actual)).any(axis=1)
             self.state.errors["rotator_mismatch"] += int(wrong.sum())
-            self._rotator_checked.update(numbers[full].tolist())
-            bad[full] |= wrong
+            self._rotator_checked.update(numbers[check].tolist())
+            bad[check] |= wrong
         self._bad_patterns.update(numbers[bad | mismatched].tolist())
         self._last_closed_pattern = int(closed_upto)
 
-    def _run_generator(self, numbers: np.ndarray, polarity: np.ndarray) -> np.ndarray:
-        """Learn/predict/verify the LFSR over closed patterns; returns the mismatch mask."""
+    def _run_generator(
+        self, numbers: np.ndarray, polarity: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Learn/predict/verify the LFSR over closed patterns, one by one in order.
+
+        Returns per pattern: whether its report mismatched the prediction, the index the
+        generator bits were verified through right after it, and the actual-polarity bit
+        predicted by a confirmed lock standing right after it (-1 without one).
+        """
         mismatched = np.zeros(numbers.size, dtype=bool)
+        verified = np.empty(numbers.size, dtype=np.int64)
+        lineage = np.full(numbers.size, -1)
+        anchors: dict[int, tuple[int, int]] = {}
         for i, (p, pol) in enumerate(zip(numbers.tolist(), polarity.tolist(), strict=True)):
-            bit = 1 if pol > 0 else 0
-            if self._lock is not None:
-                index, register = self._lock
-                while index < p:  # step over patterns that gave no polarity, too
-                    _, register = lfsr30_step(register)
-                    index += 1
-                self._lock = (index, register)
-                if pol == 0:
-                    continue
-                if (register & 1) == bit:
-                    self._confirmations += 1
-                    if self._confirmations >= self.confirm_patterns:
-                        self._verified_through = p
-                        self._trusted = self._lock
-                    continue
-                mismatched[i] = True
-                self.state.errors["prediction_mismatch"] += 1
-                self._lock, self._confirmations, self._learning = None, 0, []
-                continue
-            if pol == 0 or (self._learning and self._learning[-1][0] != p - 1):
-                self._learning = []
-            if pol != 0:
-                self._learning.append((p, bit))
-            if len(self._learning) == LFSR_BITS:
-                self._lock = (p, register_from_bits([b for _, b in self._learning]))
-                self._learning = []
-        return mismatched
+            mismatched[i] = self._next_polarity(p, pol)
+            verified[i] = self._verified_through
+            if self.locked:
+                lineage[i] = self._lineage
+                anchors.setdefault(self._lineage, self._lock)
+        predicted = np.full(numbers.size, -1, dtype=np.int64)
+        for line, anchor in anchors.items():
+            mine = lineage == line
+            predicted[mine] = _generator_bits(anchor, numbers[mine] + self.delay)
+        return mismatched, verified, predicted
+
+    def _next_polarity(self, p: int, pol: int) -> bool:
+        """One closed pattern's polarity (0: none) through the LFSR; True on a mismatch."""
+        bit = 1 if pol > 0 else 0
+        if self._lock is not None:
+            index, register = self._lock
+            while index < p:  # step over patterns that gave no polarity, too
+                _, register = lfsr30_step(register)
+                index += 1
+            self._lock = (index, register)
+            if pol == 0:
+                return False
+            if (register & 1) == bit:
+                self._confirmations += 1
+                if self._confirmations >= self.confirm_patterns:
+                    self._verified_through = p
+                    self._trusted = self._lock
+                return False
+            self.state.errors["prediction_mismatch"] += 1
+            self._lock, self._confirmations, self._learning = None, 0, []
+            return True
+        if pol == 0 or (self._learning and self._learning[-1][0] != p - 1):
+            self._learning = []
+        if pol != 0:
+            self._learning.append((p, bit))
+        if len(self._learning) == LFSR_BITS:
+            self._lock = (p, register_from_bits([b for _, b in self._learning]))
+            self._lineage += 1
+            self._learning = []
+        return False
 
     def _releasable(self, pattern: np.ndarray, final: bool) -> np.ndarray:
         if pattern.size == 0:
@@ -270,18 +306,30 @@ class HelicityDecoder:
             self._verified_through = max(self._verified_through, int(pattern[-1]) + self.delay)
             self._trusted = self._lock
         ready = closed & (pattern + self.delay <= self._verified_through)
-        overflow = pattern.size - np.count_nonzero(ready) > self.max_pending_windows
+        self._give_up(pattern, closed)
         if final:
             ready[:] = True
-        elif overflow:
-            # Give up on the oldest undecodable pattern rather than hold it forever.
-            oldest_blocked = pattern[np.flatnonzero(~ready)[0]]
-            ready |= closed & (pattern <= oldest_blocked)
+        elif self._given_up:
+            ready |= np.isin(pattern, list(self._given_up))
         # Release strictly in order: stop at the first window that is not ready.
         blocked = np.flatnonzero(~ready)
         if blocked.size:
             ready[blocked[0] :] = False
         return ready
+
+    def _give_up(self, pattern: np.ndarray, closed: np.ndarray) -> None:
+        """Give up the closed patterns whose helicity was still unknown when the first
+        pattern starting ``max_pending_windows`` sequence numbers after them closed (known
+        by now or not: the answer must not depend on how far this feed reached)."""
+        starts, verified = self._closings
+        if not closed.any() or not starts.size:
+            return
+        numbers, first = np.unique(pattern[closed], return_index=True)
+        seq = self._pending["seq"][np.flatnonzero(closed)[first]].astype(np.int64)
+        at = np.searchsorted(starts, seq + self.max_pending_windows)
+        late = at < starts.size
+        unknown = verified[at[late]] < numbers[late] + self.delay
+        self._given_up.update(numbers[late][unknown].tolist())
 
     def _bits(self, first: int, last: int) -> np.ndarray:
         """Trusted generator bits for indices ``first .. last`` (-1 where unknown)."""
@@ -315,7 +363,7 @@ class HelicityDecoder:
         if take.size:
             bits = self._bits(int(pattern[0]) + self.delay, int(pattern[-1]) + self.delay)
             bit = bits[pattern - int(pattern[0])]
-            known = bit >= 0
+            known = (bit >= 0) & ~np.isin(pattern, list(self._given_up))
             helicity[known] = ((2 * bit[known] - 1) * self.shape[phase[known]]).astype(np.int8)
             readback = self._pending["readback"][take]
             unchecked = ~np.isin(pattern, list(self._rotator_checked))
@@ -333,6 +381,7 @@ class HelicityDecoder:
             self.state.windows_released += int(take.size)
             self._bad_patterns.difference_update(numbers.tolist())
             self._rotator_checked.difference_update(numbers.tolist())
+            self._given_up.difference_update(numbers.tolist())
         out = DecodedWindows(
             seq=self._pending["seq"][take].astype(np.int64),
             pattern_number=pattern,

@@ -31,8 +31,11 @@ sorted by the prediction, never by a raw report.  Checks per interval (counted i
 * ``unequal_windows`` (counted, not cut: asymmetries use mean yields per helicity): the
   two intervals of a pattern hold different numbers of good windows.
 
-Windows inside the gate are never good.  Windows that can never be decoded (no lock for
-``max_pending_windows``) are released with helicity 0.
+Windows inside the gate are never good (the gate an interval was closed with).  A pattern
+still undecodable (no lock) when an interval starting ``max_pending_windows`` sequence
+numbers after it closes is given up, released with helicity 0.  Like the fast decoder,
+every decision is tied to an interval's closing, in order, so the output is a pure
+function of the window stream, however it is cut into blocks.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class _Interval:
 
     report: int  # uniform reported helicity, 0 if not uniform
     bad: bool
+    gate: int  # settle-gate windows as known when the interval closed
     checked: bool = False  # readback compared with the predicted helicity
 
 
@@ -92,6 +96,8 @@ class RotatorDecoder:
         self._last_mismatch: tuple[int, int] | None = None  # (interval, report)
         self._interval_start: int | None = None  # seq at which the interval to close began
         self._interval_length: int | None = None  # windows of the last measured interval
+        self._closings: list[tuple[int, bool]] = []  # last feed: (first seq, locked after)
+        self._given_up: set[int] = set()  # patterns (interval pairs) released undecoded
 
     @property
     def locked(self) -> bool:
@@ -120,6 +126,7 @@ class RotatorDecoder:
 
     def _process(self, final: bool) -> DecodedWindows:
         interval = self._pending["pattern_number"].astype(np.int64)
+        self._closings = []
         if interval.size:
             closed_upto = int(interval[-1]) if final else int(interval[-1]) - 1
             starts = np.flatnonzero(np.r_[True, interval[1:] != interval[:-1]])
@@ -171,7 +178,8 @@ class RotatorDecoder:
             errors["pattern_shape"] += 1
             bad = True
         bad |= self._check_report(k, report)
-        info = self._intervals[k] = _Interval(report, bad)
+        info = self._intervals[k] = _Interval(report, bad, self.settle_windows)
+        self._closings.append((int(seq[0]), self._lock is not None))
         if self._lock is not None:
             self._check_readback(
                 info, p["readback"][w][(phase >= self.settle_windows) & ~settle], k
@@ -211,8 +219,9 @@ class RotatorDecoder:
             complete = (pair < (self._last_closed + 1) // 2) | final
             if self._lock is not None or final:
                 ready = complete & (interval <= self._last_closed)
-            elif n > self.max_pending_windows:
-                ready = complete & (pair <= pair[0])
+            self._give_up(pair, complete)
+            if self._given_up:
+                ready |= complete & np.isin(pair, list(self._given_up))
             blocked = np.flatnonzero(~ready)
             if blocked.size:
                 ready[blocked[0] :] = False
@@ -224,6 +233,19 @@ class RotatorDecoder:
         self._pending_counts = self._pending_counts[keep]
         return out
 
+    def _give_up(self, pair: np.ndarray, complete: np.ndarray) -> None:
+        """Give up the complete patterns not yet decodable when the first interval starting
+        ``max_pending_windows`` sequence numbers after them closed (locked by now or not)."""
+        if not self._closings or not complete.any():
+            return
+        starts = np.array([start for start, _ in self._closings], dtype=np.int64)
+        locked = np.array([lock for _, lock in self._closings])
+        numbers, first = np.unique(pair[complete], return_index=True)
+        seq = self._pending["seq"][np.flatnonzero(complete)[first]].astype(np.int64)
+        at = np.searchsorted(starts, seq + self.max_pending_windows)
+        late = at < starts.size
+        self._given_up.update(numbers[late][~locked[at[late]]].tolist())
+
     def _decoded(self, take: np.ndarray, interval: np.ndarray, final: bool) -> DecodedWindows:
         p = self._pending
         helicity = np.zeros(take.size, dtype=np.int8)
@@ -232,20 +254,23 @@ class RotatorDecoder:
             phase = p["pattern_phase"][take].astype(np.int64)
             flags = p["flags"][take].astype(np.int64)
             readback = p["readback"][take]
-            usable = (phase >= self.settle_windows) & ((flags & FLAG_SETTLE) == 0)
-            numbers = np.unique(interval)
+            pair = interval // 2
+            infos = {k: self._intervals.pop(k, None) for k in np.unique(interval).tolist()}
+            gate = np.full(take.size, self.settle_windows)
+            for k, info in infos.items():
+                if info is not None:
+                    gate[interval == k] = info.gate
+            usable = (phase >= gate) & ((flags & FLAG_SETTLE) == 0)
             bad_pairs = set()
-            for k in numbers.tolist():
-                info = self._intervals.pop(k, None)
+            for k, info in infos.items():
                 here = interval == k
-                if self._lock is None or info is None:
+                if self._lock is None or info is None or k // 2 in self._given_up:
                     bad_pairs.add(k // 2)
                     continue
                 helicity[here] = self._predicted(k)
                 self._check_readback(info, readback[here & usable], k)
                 if info.bad:
                     bad_pairs.add(k // 2)
-            pair = interval // 2
             for j in np.unique(pair).tolist():
                 members = pair == j
                 if set(interval[members].tolist()) != {2 * j, 2 * j + 1}:
@@ -262,6 +287,7 @@ class RotatorDecoder:
             self.state.patterns_good += np.unique(pair[good]).size
             self.state.windows_undecoded += int(np.count_nonzero(helicity == 0))
             self.state.windows_released += int(take.size)
+            self._given_up.difference_update(pair.tolist())
         return DecodedWindows(
             seq=p["seq"][take].astype(np.int64),
             pattern_number=interval // 2,
