@@ -1,7 +1,7 @@
 """Record-like PV classes for the IOCs: analog readbacks with HYST, validated setpoints.
 
 caproto gives every ``record='ai'``/``'ao'`` PV the EPICS fields (DESC, EGU, HIHI/HIGH/
-LOW/LOLO, HHSV/HSV/LSV/LLSV, HYST, SEVR, STAT, ...).  Two things it lacks are added here:
+LOW/LOLO, HHSV/HSV/LSV/LLSV, HYST, SEVR, STAT, ...).  What it lacks is added here:
 
 * :class:`AnalogReadback` evaluates its limit alarms with EPICS ``HYST`` semantics
   (:func:`ioc.limits.check_limits`), reading the limits, severities and HYST from its
@@ -13,15 +13,28 @@ LOW/LOLO, HHSV/HSV/LSV/LLSV, HYST, SEVR, STAT, ...).  Two things it lacks are ad
   number, an enum index that is not an integer or outside its states.  The client gets
   ``ECA_PUTFAIL``, the record keeps its value and alarm state, and the refusal is logged
   in one line naming the client (no traceback).
+* Access: these setpoints grant write access only to the clients listed in
+  ``MUPNC_CA_WRITERS`` (host names or USER@HOST, as Channel Access reports them; unset:
+  everyone).  caproto 1.3.0 has no EPICS access security (ASG/ACF files); this is its
+  ``check_access`` hook.  CA host names are told by the client, not verified: this
+  keeps honest clients from writing by mistake, the network layout keeps others out.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
-from caproto import AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelType, Forbidden
+from caproto import (
+    AccessRights,
+    AlarmSeverity,
+    AlarmStatus,
+    CaprotoValueError,
+    ChannelType,
+    Forbidden,
+)
 from caproto._dbr import native_type
 from caproto.server import pvproperty
 from caproto.server.server import (
@@ -137,6 +150,16 @@ def _index(value: str | float, what: str) -> int:
     return int(number)
 
 
+WRITERS = "MUPNC_CA_WRITERS"
+"""Environment variable of the IOC: the CA clients that may write its setpoints, as host
+names or USER@HOST, separated by spaces or commas; unset or empty, every client may."""
+
+
+def writers() -> frozenset[str]:
+    """The clients :data:`WRITERS` allows to write (empty: every client)."""
+    return frozenset(os.environ.get(WRITERS, "").replace(",", " ").split())
+
+
 class _RefusesBadPuts:
     """Mixin: :meth:`check_put` sees every CA put (its wire value, before caproto converts
     it); a refusal reaches the client as ``ECA_PUTFAIL`` and is logged in one line with
@@ -151,8 +174,18 @@ class _RefusesBadPuts:
             self.check_put(_carried_value(data, data_type, self.string_encoding))
         return await super().write_from_dbr(data, data_type, metadata, flags=flags)
 
+    def check_access(self, hostname: str, username: str) -> AccessRights:
+        """Write access only for the clients :func:`writers` lists (all if it is empty)."""
+        access = super().check_access(hostname, username)
+        allowed = writers()
+        if not allowed or hostname in allowed or f"{username}@{hostname}" in allowed:
+            return access
+        return access & ~AccessRights.WRITE
+
     async def auth_write(self, hostname, username, data, data_type, metadata, **kwargs):
         try:
+            if AccessRights.WRITE not in self.check_access(hostname, username):
+                raise PutRefusedError(f"no write access ({username}@{hostname} not in {WRITERS})")
             return await super().auth_write(hostname, username, data, data_type, metadata, **kwargs)
         except PutRefusedError as refusal:
             log.warning("refused put to %s by %s@%s: %s", self.pvname, username, hostname, refusal)

@@ -49,10 +49,12 @@ class Chain:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, name: str, args: list[str], env: dict) -> None:
-        command = [sys.executable, "-m", "mupnc", "--db", self.db, *args]
+        """Start ``mupnc ARGS`` as child ``name``; the database URL goes in ``MUPNC_DB``,
+        not on the command line, where any local user could read its password."""
+        command = [sys.executable, "-m", "mupnc", *args]
         self.processes[name] = subprocess.Popen(
             command,
-            env={**os.environ, **env, PARENT_ENV: str(os.getpid())},
+            env={**os.environ, **env, PARENT_ENV: str(os.getpid()), "MUPNC_DB": self.db},
             start_new_session=True,
             stdin=subprocess.DEVNULL,
         )
