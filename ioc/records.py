@@ -41,6 +41,7 @@ from caproto.server.server import (
     PvpropertyDouble,
     PvpropertyDoubleRO,
     PvpropertyEnum,
+    PvpropertyEnumRO,
     PvpropertyInteger,
 )
 
@@ -83,6 +84,7 @@ class AnalogReadback(PvpropertyDoubleRO):
         ):
             getattr(fields, name)._data["value"] = value
         self._last_alarmed = math.nan
+        _guard_fields(self)
 
     async def set_limits(self, lolo: float, low: float, high: float, hihi: float, hyst: float):
         """Change the alarm limits and HYST, through the fields (so .LOLO etc. read back)."""
@@ -160,6 +162,28 @@ def writers() -> frozenset[str]:
     return frozenset(os.environ.get(WRITERS, "").replace(",", " ").split())
 
 
+def writer_access(access: AccessRights, hostname: str, username: str) -> AccessRights:
+    """``access`` without WRITE unless :func:`writers` is empty or lists the client."""
+    allowed = writers()
+    if not allowed or hostname in allowed or f"{username}@{hostname}" in allowed:
+        return access
+    return access & ~AccessRights.WRITE
+
+
+def _guard_fields(record: Any) -> None:
+    """Apply :func:`writer_access` to every field of ``record`` too (.DRVH, .HIHI, .HYST,
+    .ZRST, .PROC, ...): caproto serves them writable to any client."""
+
+    def guarded(check):
+        return lambda hostname, username: writer_access(
+            check(hostname, username), hostname, username
+        )
+
+    fields = record.field_inst.pvdb.values() if record.field_inst is not None else ()
+    for field in fields:
+        field.check_access = guarded(field.check_access)
+
+
 class _RefusesBadPuts:
     """Mixin: :meth:`check_put` sees every CA put (its wire value, before caproto converts
     it); a refusal reaches the client as ``ECA_PUTFAIL`` and is logged in one line with
@@ -174,13 +198,13 @@ class _RefusesBadPuts:
             self.check_put(_carried_value(data, data_type, self.string_encoding))
         return await super().write_from_dbr(data, data_type, metadata, flags=flags)
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _guard_fields(self)
+
     def check_access(self, hostname: str, username: str) -> AccessRights:
         """Write access only for the clients :func:`writers` lists (all if it is empty)."""
-        access = super().check_access(hostname, username)
-        allowed = writers()
-        if not allowed or hostname in allowed or f"{username}@{hostname}" in allowed:
-            return access
-        return access & ~AccessRights.WRITE
+        return writer_access(super().check_access(hostname, username), hostname, username)
 
     async def auth_write(self, hostname, username, data, data_type, metadata, **kwargs):
         try:
@@ -307,13 +331,21 @@ def block_acknowledgement(name: str, doc: str) -> pvproperty:
     return pvproperty(value=-2, name=name, doc=doc, dtype=BlockAcknowledgement)
 
 
+class EnumReadback(PvpropertyEnumRO):
+    """Read-only enum (``mbbi``); its fields (state strings .ZRST...) follow the writers."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _guard_fields(self)
+
+
 def enum_readback(name: str, doc: str, states: list[str], value: str) -> pvproperty:
     """A read-only enum PV."""
     return pvproperty(
         value=value,
         name=name,
         doc=doc,
-        dtype=ChannelType.ENUM,
+        dtype=EnumReadback,
         enum_strings=states,
         record="mbbi",
         read_only=True,

@@ -181,10 +181,13 @@ def test_only_listed_clients_may_write_setpoints(ioc_prefix, ca_env, tmp_path):
                     assert time.monotonic() < deadline, "the refusal was not logged"
                     time.sleep(0.1)
             assert setpoint.get(timeout=5, use_monitor=False) == (2e8 if may_write else 1e8)
-            stop = epics.PV(prefix + "RUN:STOP")
-            assert stop.wait_for_connection(timeout=5) and stop.write_access == may_write
-            for pv in (setpoint, stop):
+            # the switches, and the fields of every record (limits, alarm limits, state names)
+            for suffix in ("RUN:STOP", "BEAM:RATE_SP.DRVH", "BEAM:RATE.HYST", "BEAM:ON.ONST"):
+                pv = epics.PV(prefix + suffix, auto_monitor=False)
+                assert pv.wait_for_connection(timeout=5), suffix
+                assert pv.read_access and pv.write_access == may_write, suffix
                 pv.disconnect()
+            setpoint.disconnect()
         finally:
             ioc.terminate()
             ioc.wait(15)
