@@ -69,6 +69,8 @@ class _Cursor:
 
 
 T = TypeVar("T")
+RETRY_LOG_EVERY = 60
+"""While polls fail (the database is away), repeat the warning every this many polls."""
 
 
 class _Stream(Generic[T]):
@@ -133,13 +135,25 @@ class Feed:
         self._engine.dispose()
 
     def _loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 self.poll()
             except Exception as exc:  # keep polling through database outages
-                log.warning("dashboard poll of %s failed: %s", self._url, exc)
+                failures += 1
+                line = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                if failures % RETRY_LOG_EVERY == 1:  # the first, then every so often
+                    log.warning(
+                        "dashboard poll of %s failed (%d in a row): %s", self._url, failures, line
+                    )
                 with self._lock:
-                    self._poll_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                    self._poll_error = line
+            else:
+                if failures:
+                    log.warning(
+                        "dashboard poll of %s works again after %d failures", self._url, failures
+                    )
+                failures = 0
             self._wake.wait(self._interval)
             self._wake.clear()
 

@@ -20,6 +20,18 @@ from caproto.asyncio.server import Context
 log = logging.getLogger("mupnc.ioc")
 
 
+def _not_backlog_note(record: logging.LogRecord) -> bool:
+    """caproto notes, once per large array PV, that it shortened the subscription backlog:
+    by design here (blocks and ring slots are large arrays), so not worth a warning each."""
+    return "has the potential to take up considerable memory" not in record.getMessage()
+
+
+def quiet_backlog_notes() -> None:
+    """Drop those notes from every handler of the root logger (call before building PVs)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_backlog_note)
+
+
 async def serve(ioc) -> None:
     """Run the caproto server and the simulation of ``ioc`` (see :func:`ioc.server.build_ioc`)."""
     loop = asyncio.get_running_loop()

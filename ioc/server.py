@@ -46,6 +46,8 @@ SLOW_PERIOD = 0.5
 RATE_ALARM_FRACTIONS = (0.1, 0.5, 1.5, 2.0, 0.02)
 """BEAM:RATE alarm limits as fractions of the setpoint: LOLO (MAJOR, a trip), LOW (MINOR),
 HIGH (MINOR), HIHI (MAJOR), and HYST."""
+RING_SECONDS = 20.0
+"""Seconds of blocks the ring keeps: a monitor restarted within them loses nothing."""
 RING_BYTES = 512 * 2**20
 """Memory the ring of read-back blocks may take; bounds its depth for large blocks."""
 DRAIN_TIMEOUT = 2.0
@@ -80,8 +82,10 @@ class DaqLayout:
 
     @property
     def ring_depth(self) -> int:
-        """Blocks kept for read-back: 128, fewer (at least 16) if that exceeds RING_BYTES."""
-        return max(16, min(128, RING_BYTES // (8 * self.block_length)))
+        """Blocks kept for read-back: :data:`RING_SECONDS` of blocks (at least 128), fewer
+        (at least 16) if that exceeds :data:`RING_BYTES`."""
+        wanted = max(128, math.ceil(RING_SECONDS * self.block_rate))
+        return max(16, min(wanted, RING_BYTES // (8 * self.block_length)))
 
 
 GROUPS = ("beam", "rotator", "detector")
@@ -186,6 +190,8 @@ class MupncIOCBase(PVGroup):
         self.ending = asyncio.Event()
         self.halted = False
         """Stopped without ending the run (SIGTERM): a restarted IOC continues it."""
+        self.published_all = asyncio.Event()
+        """Set once the simulation has published its last block."""
         super().__init__(*args, **kw)
 
     def end_run(self) -> None:
@@ -193,12 +199,15 @@ class MupncIOCBase(PVGroup):
         self.ending.set()
 
     async def halt(self) -> None:
-        """Stop publishing at the next block boundary, the run left open; give the consumer
-        up to :data:`DRAIN_TIMEOUT` s to take the last block, then autosave."""
+        """Stop publishing on the next pattern boundary, the run left open (a restarted IOC
+        continues it with whole patterns); give the consumer up to :data:`DRAIN_TIMEOUT` s
+        to take the last block, then autosave."""
         self.halted = True
         self.ending.set()
-        daq = getattr(self, "daq", None)
         deadline = time.monotonic() + DRAIN_TIMEOUT
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.published_all.wait(), DRAIN_TIMEOUT)
+        daq = getattr(self, "daq", None)
         while daq is not None and time.monotonic() < deadline:
             consumed, published = daq.consumed.value, daq.block_number.value
             if consumed == -2 or consumed >= published:  # no consumer, or it has them all
@@ -254,7 +263,10 @@ class MupncIOCBase(PVGroup):
             await daq.channel_map.write(self.source.channel_map.to_json())
             await daq.stream_id.write(self.source.stream_id)
             await run.state.write("RUNNING")
-        await self.clock(self, daq, beam, helicity)
+        try:
+            await self.clock(self, daq, beam, helicity)
+        finally:
+            self.published_all.set()
         if self.halted:
             log.info("stopped at window %d; the run stays open", self.source.next_seq)
             return
@@ -552,8 +564,6 @@ async def clock_loop(ioc: MupncIOCBase, daq, beam, helicity) -> None:
         deadline = start + tick * period
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ioc.ending.wait(), max(0.0, deadline - time.monotonic()))
-        if ioc.halted:
-            return
         due = origin + int((time.monotonic() - start) * layout.window_rate) - source.next_seq
         if time.monotonic() - last_save >= SAVE_PERIOD:
             last_save = time.monotonic()

@@ -15,6 +15,8 @@ import time
 
 import epics
 
+from monitor.ingest import CA_FAILURES
+
 MIN_INTERVAL = 0.01
 """Seconds between two writes of DAQ:CONSUMED."""
 PENDING_WAIT = 0.01
@@ -45,5 +47,8 @@ class ConsumerAck:
         if last_block == self._sent or now - self._last_put < MIN_INTERVAL:
             return
         if self._pv.connected:
-            self._pv.put(last_block, wait=False)
+            try:
+                self._pv.put(last_block, wait=False)
+            except CA_FAILURES:  # the IOC went away meanwhile: the next call writes it
+                return
             self._sent, self._last_put = last_block, now

@@ -24,10 +24,14 @@ from dataclasses import dataclass
 
 import epics
 import numpy as np
+from epics.ca import ChannelAccessException, ChannelAccessGetFailure
 
 from sim.blocks import HEADER, BlockFormatError, WindowBlock
 
 log = logging.getLogger("mupnc.monitor.ingest")
+
+CA_FAILURES = (ChannelAccessException, ChannelAccessGetFailure)
+"""What pyepics raises when a channel goes away during a get."""
 
 
 @dataclass
@@ -75,8 +79,12 @@ class BlockIngest:
                 raise ConnectionError(f"no IOC answers for {self.prefix}DAQ:RING_DEPTH")
 
     def caget(self, suffix: str, **kwargs):
+        """The PV's value; ``ConnectionError`` if the IOC does not answer."""
         kwargs.setdefault("timeout", self.timeout)
-        value = epics.caget(self.prefix + suffix, **kwargs)
+        try:
+            value = epics.caget(self.prefix + suffix, **kwargs)
+        except CA_FAILURES as err:  # e.g. disconnected during the get
+            raise ConnectionError(f"no answer from PV {self.prefix}{suffix}: {err}") from None
         if value is None:
             raise ConnectionError(f"no answer from PV {self.prefix}{suffix}")
         return value
@@ -106,17 +114,16 @@ class BlockIngest:
                 self.counters.malformed += 1
                 log.warning("ignored a malformed block: %s", err)
                 continue
-            if block.stream_id != self._stream:
-                try:
-                    if not self._follow_stream(block.stream_id):
-                        break  # another run: nothing more of this one will come
-                except ConnectionError as err:
-                    log.warning("%s: holding %d blocks until the IOC answers", err, len(raw) - i)
-                    self._held = raw[i:]
-                    break
-            if block.block_number < self._next_block:
-                continue  # already have it (a refill overtook the monitor update)
-            out.extend(self._refill(self._next_block, block.block_number))
+            try:
+                if block.stream_id != self._stream and not self._follow_stream(block.stream_id):
+                    break  # another run: nothing more of this one will come
+                if block.block_number < self._next_block:
+                    continue  # already have it (a refill overtook the monitor update)
+                self._refill(block.block_number, out)
+            except ConnectionError as err:  # the refill goes on from here when it answers
+                log.warning("%s: holding %d blocks until the IOC answers", err, len(raw) - i)
+                self._held = raw[i:]
+                break
             out.append(block)
             self.counters.blocks_received += 1
             self._next_block = block.block_number + 1
@@ -129,8 +136,8 @@ class BlockIngest:
 
     def catch_up(self, last_block: int) -> list[WindowBlock]:
         """Read back from the ring every block up to ``last_block`` not yet delivered."""
-        blocks = self._refill(self._next_block, last_block + 1)
-        self._next_block = max(self._next_block, last_block + 1)
+        blocks: list[WindowBlock] = []
+        self._refill(last_block + 1, blocks)
         return self._unseen(blocks)
 
     def _follow_stream(self, stream_id: int) -> bool:
@@ -149,8 +156,11 @@ class BlockIngest:
         self.ring_depth = int(self.caget("DAQ:RING_DEPTH"))
         return True
 
-    def _refill(self, first: int, stop: int) -> list[WindowBlock]:
-        blocks = []
+    def _refill(self, stop: int, out: list[WindowBlock]) -> None:
+        """Append to ``out`` the blocks before ``stop`` not yet delivered, read back from the
+        ring; what the ring no longer holds is lost.  Raises ``ConnectionError`` if the IOC
+        goes away meanwhile (what was read is in ``out``; the rest is read next time)."""
+        first = self._next_block
         overwritten = max(0, stop - self.ring_depth - first)  # gone from the ring: lost
         if overwritten:
             self.counters.blocks_lost += overwritten
@@ -162,10 +172,10 @@ class BlockIngest:
             if block is None:
                 self.counters.blocks_lost += 1
                 log.error("block %d lost: not in the IOC ring buffer any more", number)
-                continue
-            self.counters.blocks_refilled += 1
-            blocks.append(block)
-        return blocks
+            else:
+                self.counters.blocks_refilled += 1
+                out.append(block)
+            self._next_block = number + 1
 
     def _unseen(self, blocks: list[WindowBlock]) -> list[WindowBlock]:
         """``blocks`` without the windows delivered already (by sequence number)."""
@@ -193,7 +203,12 @@ class BlockIngest:
             pv = self._ring[slot] = epics.PV(
                 f"{self.prefix}DAQ:RING:{slot:03d}", auto_monitor=False, form="native"
             )
-        wire = pv.get(timeout=self.timeout, use_monitor=False)
+        try:
+            wire = pv.get(timeout=self.timeout, use_monitor=False)
+        except CA_FAILURES as err:
+            raise ConnectionError(f"ring slot {slot} unreadable: {err}") from None
+        if wire is None and not pv.connected:
+            raise ConnectionError(f"ring slot {slot}: the IOC does not answer")
         if wire is None:
             return None
         try:

@@ -98,9 +98,10 @@ def new_run(
 
 
 def ioc(args: argparse.Namespace) -> int:
-    from ioc.main import serve
+    from ioc.main import quiet_backlog_notes, serve
     from ioc.server import GROUPS, build_ioc
 
+    quiet_backlog_notes()
     if args.source is not None:
         from mupnc.replay import replay_ioc
 

@@ -102,6 +102,8 @@ def test_a_restarted_ioc_continues_the_run_and_nothing_is_counted_twice(
     gaps = np.flatnonzero(np.diff(seq) > 1)
     assert gaps.size == 1, "the down time is one gap, nothing else is missing"
     down_time = int(seq[gaps[0] + 1] - seq[gaps[0]] - 1)
+    # both IOCs stop and start on pattern (quartet) boundaries: no pattern is cut in two
+    assert (seq[gaps[0]] + 1) % 4 == 0 and seq[gaps[0] + 1] % 4 == 0
     assert down_time >= 2.0 * WINDOW_RATE
     assert seq[0] == 0 and seq[-1] == published_seq
     assert summary["windows"] == seq.size
