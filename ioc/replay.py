@@ -2,8 +2,17 @@
 
 The IOC serves the same PVs as live, with the recorded run's settings (pattern, delay,
 polarization, scheme, channel map, blinding flag and box, muon rate, ...), and publishes
-exactly the recorded blocks: the same windows, sequence numbers and block boundaries
-(block numbers count from 0 in the order replayed; a range replay starts at block 0).
+exactly the recorded windows, with their sequence numbers (block numbers count from 0 in
+the order replayed; a range replay starts at block 0).
+
+Blocks: the monitor's analysis does not depend on how windows are cut into blocks
+(:mod:`monitor.accumulator`), so a fast replay *coalesces* consecutive recorded blocks of
+one stream into bigger published blocks (the monitor's cost is mostly per block): a
+published block grows until it spans ``speed / PUBLISH_RATE`` seconds of data (at most
+:data:`PUBLISH_RATE` blocks per second at any speed; at speed 1 the recorded 20 Hz blocks
+go out as recorded) or would exceed :attr:`RecordedSource.capacity` windows (about
+:data:`COALESCE_SECONDS` of data, at most :data:`PUBLISH_BYTES` on the wire; at speed max
+every block is that big).  The DAQ's array PVs are sized for that capacity.
 
 Pace: block *k* goes out when the data time of its last window, ``(seq + 1 - first) /
 window_rate``, divided by ``speed`` has passed (``speed`` 1 = real time); ``speed`` None
@@ -32,7 +41,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sqlalchemy import Engine
@@ -40,15 +49,21 @@ from sqlalchemy import Engine
 from db.recorded import WHOLE_RUN, SeqRange, recorded_blocks, recording_info
 from db.session import transaction
 from monitor.rotator_decoder import make_decoder
-from sim.blocks import WindowBlock
+from sim.blocks import PER_WINDOW_FIELDS, WindowBlock
 from sim.channel_map import ChannelMap
 from sim.helicity import pattern_shape
 from sim.source import SourceConfig
 
 log = logging.getLogger("mupnc.ioc.replay")
 
-MAX_BLOCK_RATE = 5000.0
-"""Blocks per second a replay publishes at most (speed max)."""
+MAX_BLOCK_RATE = 1000.0
+"""Blocks per second a replay publishes at most (the writer's rate limit, any speed)."""
+PUBLISH_RATE = 50.0
+"""Blocks per second a paced replay aims at most: it coalesces recorded blocks to stay below."""
+COALESCE_SECONDS = 1.0
+"""Seconds of data a published block holds at most (speed max: every block)."""
+PUBLISH_BYTES = 1 << 21
+"""Wire bytes a coalesced block holds at most (bounds the ring buffer's memory)."""
 CONSUMER_POLL = 0.002
 """Seconds between two looks at DAQ:CONSUMED while the replay waits for its consumer."""
 CONFIG_KEYS = {
@@ -94,12 +109,15 @@ class RecordedSource:
         self.first_seq = self.next_seq = info.first_seq
         self.next_block = 0
         self.blocks, self.windows = info.blocks, info.windows
-        span = info.last_seq + 1 - info.first_seq
-        rate = self.config.window_rate * info.blocks / span
-        if 2 * math.ceil(self.config.window_rate / rate) < info.max_block_windows:
-            rate = self.config.window_rate / math.ceil(info.max_block_windows / 2)
-        self.block_rate = rate
-        """Publish rate (Hz) at speed 1; sizes the DAQ's array PVs for the widest block."""
+        window_rate = self.config.window_rate
+        wire_windows = PUBLISH_BYTES // (8 * (PER_WINDOW_FIELDS + self.n_channels))
+        self.capacity = max(
+            info.max_block_windows, min(math.ceil(COALESCE_SECONDS * window_rate), wire_windows)
+        )
+        """Windows a published (coalesced) block holds at most."""
+        self.block_rate = window_rate / math.ceil(self.capacity / 2)
+        """Nominal block rate (Hz) of the DAQ layout: its array PVs hold ``capacity`` windows
+        (:class:`ioc.server.DaqLayout` sizes them for twice the nominal block)."""
         self._decoder = make_decoder(
             self.config.scheme, self.config.pattern, self.config.delay_patterns, self.n_channels
         )
@@ -110,14 +128,10 @@ class RecordedSource:
         return len(self.channel_map.channels)
 
     def batches(self):
-        """Batches of ``(block, plus, minus)``: blocks renumbered from 0, and the scaler
-        counts (per channel, decoded helicity +1/-1) to add once the batch's last is out."""
+        """Batches of recorded blocks with the scaler counts (per channel, decoded helicity
+        +1/-1) to add once the batch's last window is out: ``(blocks, (plus, minus))``."""
         for batch in recorded_blocks(self.engine, self.run, self.seq):
-            released = self._decoder.feed(_joined(batch))
-            yield (
-                [_renumbered(b, self.next_block + i) for i, b in enumerate(batch)],
-                _gated(released),
-            )
+            yield batch, _gated(self._decoder.feed(WindowBlock.concatenate(batch)))
 
     def final_scalers(self) -> tuple[np.ndarray, np.ndarray]:
         """Scaler counts of the windows the decoder held until the end."""
@@ -138,17 +152,33 @@ class RecordedSource:
             raise ValueError(f"a replay cannot inject the fault {kind}: the recording is fixed")
 
 
-def _joined(blocks: list[WindowBlock]) -> WindowBlock:
-    """The windows of consecutive blocks as one block (for the scalers' decoder)."""
-    per_window = {
-        f.name: np.concatenate([getattr(b, f.name) for b in blocks])
-        for f in fields(WindowBlock)
-        if f.name not in ("stream_id", "block_number")
-    }
-    return WindowBlock(stream_id=blocks[0].stream_id, block_number=0, **per_window)
+def coalesced(blocks: list[WindowBlock], capacity: int, span: float) -> list[list[WindowBlock]]:
+    """Consecutive ``blocks`` grouped for publishing: a group takes the next block of its
+    stream while it spans fewer than ``span`` windows (sequence numbers) and stays within
+    ``capacity`` windows."""
+    groups: list[list[WindowBlock]] = []
+    windows = 0
+    for block in blocks:
+        if groups:
+            group = groups[-1]
+            first = next((b.seq[0] for b in group if b.n_windows), None)
+            spanned = 0 if first is None else int(group[-1].seq[-1]) + 1 - int(first)
+            if (
+                block.stream_id == group[0].stream_id
+                and spanned < span
+                and windows + block.n_windows <= capacity
+            ):
+                group.append(block)
+                windows += block.n_windows
+                continue
+        groups.append([block])
+        windows = block.n_windows
+    return groups
 
 
-def _renumbered(block: WindowBlock, number: int) -> WindowBlock:
+def _published(group: list[WindowBlock], number: int) -> WindowBlock:
+    """A group of recorded blocks as one block numbered ``number``."""
+    block = group[0] if len(group) == 1 else WindowBlock.concatenate(group)
     return block if block.block_number == number else replace(block, block_number=number)
 
 
@@ -167,13 +197,16 @@ class ReplayClock:
         source: RecordedSource = ioc.source
         window_rate = source.config.window_rate
         ahead = ioc.layout.ring_depth - 1
+        span = self.speed * window_rate / PUBLISH_RATE if self.speed else math.inf
         start, last_slow = time.monotonic(), -math.inf
         batches = source.batches()
         while not ioc.ending.is_set():
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
                 break
-            blocks, (plus, minus) = batch
+            recorded, (plus, minus) = batch
+            groups = coalesced(recorded, source.capacity, span)
+            blocks = [_published(g, source.next_block + i) for i, g in enumerate(groups)]
             zero = np.zeros_like(plus)
             for i, block in enumerate(blocks):
                 # block 0 goes out at once (a subscriber's first value is a block), the

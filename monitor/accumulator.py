@@ -28,6 +28,7 @@ Patterns come in two kinds:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from monitor.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
 from monitor.decoder import DecodedWindows
-from monitor.statistics import RunningStats, SequentialMoments
+from monitor.statistics import RunningStats, SequentialMoments, Workspace
 from sim.channel_map import ChannelMap
 from sim.helicity import PATTERN_SHAPES
 
@@ -46,6 +47,8 @@ VARIABLE_PATTERNS = 0
 """``pattern_size`` of slow schemes: patterns are reversal pairs of variable length."""
 BEAM_MONITOR_FRACTION_BITS = 32
 """Beam-monitor integrals are summed exactly as integers of 2**-32 muons."""
+SLICE_VALUES = 1 << 17
+"""Window-channel values :meth:`RunAccumulator.add` works on at a time (about 1 MB)."""
 
 
 def null_names(pattern_size: int) -> tuple[str, ...]:
@@ -102,9 +105,9 @@ class MinirunSums:
         """All per-pattern columns as :class:`RunningStats` (cached until the next change)."""
         return self.moments.stats()
 
-    def add_patterns(self, values: np.ndarray) -> None:
+    def add_patterns(self, values: np.ndarray, work: Workspace | None = None) -> None:
         """Append per-pattern values, ``(patterns, columns)``, in pattern order."""
-        self.moments.add(values)
+        self.moments.add(values, work)
         self.patterns_good += values.shape[0]
         self.__dict__.pop("pattern_stats", None)
 
@@ -186,18 +189,20 @@ def walsh_rows(signs: np.ndarray) -> list[int]:
     return rows
 
 
-def walsh_transform(x: np.ndarray) -> np.ndarray:
+def walsh_transform(x: np.ndarray, work: Workspace | None = None) -> np.ndarray:
     """Fast Walsh-Hadamard transform of ``x`` (patterns, size, ...) along axis 1.
 
     Element ``[p, u]`` is the sum over windows ``w`` of ``(-1) ** popcount(u & w) x[p, w]``,
-    from butterflies: elementwise, in a fixed order, each pattern on its own."""
+    from butterflies: elementwise, in a fixed order, each pattern on its own.  With
+    ``work``, the stages alternate between two of its buffers (the result is one of them)."""
     p, size = x.shape[:2]
     out, h = np.ascontiguousarray(x), 1
-    while h < size:
-        v = out.reshape(p, size // (2 * h), 2, h, -1)
-        new = np.empty_like(v)
-        np.add(v[:, :, 0], v[:, :, 1], out=new[:, :, 0])
-        np.subtract(v[:, :, 0], v[:, :, 1], out=new[:, :, 1])
+    while h < size:  # butterflies of windows h apart, as 2-d views (fast to iterate)
+        v = out.reshape(p * size // (2 * h), 2, -1)
+        name = "walsh_a" if h.bit_length() % 2 else "walsh_b"
+        new = np.empty_like(v) if work is None else work.take(name, v.shape)
+        np.add(v[:, 0], v[:, 1], out=new[:, 0])
+        np.subtract(v[:, 0], v[:, 1], out=new[:, 1])
         out, h = new.reshape(x.shape), 2 * h
     return out
 
@@ -232,9 +237,9 @@ class _PatternSums:
     """Per good pattern: yield sums; ``signed`` by sign column ``[helicity, null...]``."""
 
     total: np.ndarray  # (p, c) sum of yields
-    signed: np.ndarray  # (p, k, c) sum of sign * yield
+    signed: list[np.ndarray]  # k x (p, c) sum of sign * yield
     total_q: np.ndarray  # (p,) sum of beam monitor
-    signed_q: np.ndarray  # (p, k) sum of sign * beam monitor
+    signed_q: list[np.ndarray]  # k x (p,) sum of sign * beam monitor
     n_plus: np.ndarray | None  # (p, k) windows with sign +1
     n_minus: np.ndarray | None  # (p, k) windows with sign -1
 
@@ -269,6 +274,7 @@ class RunAccumulator:
         self.miniruns: list[MinirunSums] = [self._new_minirun(0)]
         self.dirty: set[int] = {0}
         """Miniruns changed since the caller last cleared this set (for incremental writes)."""
+        self._work = Workspace()
 
     def _new_minirun(self, index: int) -> MinirunSums:
         return MinirunSums(index, self.n_channels, len(self.null_names), self.afb)
@@ -317,26 +323,36 @@ class RunAccumulator:
         return sum(m.patterns_good for m in self.miniruns)
 
     def add(self, decoded: DecodedWindows) -> None:
+        """Accumulate released windows (in order, any number: the result does not depend on
+        how the stream is cut; big blocks are worked through in cache-sized slices)."""
         n = decoded.n_windows
         if n == 0:
             return
         # good patterns released before each window's own pattern (non-decreasing: patterns
         # are released whole and in order)
-        good_numbers = np.unique(decoded.pattern_number[decoded.good])
-        before = self.good_patterns + np.searchsorted(good_numbers, decoded.pattern_number)
+        pattern = decoded.pattern_number
+        good_numbers = np.unique(pattern[decoded.good])
+        before = self.good_patterns + np.searchsorted(good_numbers, pattern)
         minirun = before // self.minirun_patterns
         first, last = int(minirun[0]), int(minirun[-1])
         bounds = np.searchsorted(minirun, np.arange(first, last + 2))
+        starts = np.flatnonzero(np.r_[True, pattern[1:] != pattern[:-1]])  # of patterns
+        step = max(1, SLICE_VALUES // self.n_channels)
         for index, start, stop in zip(
             range(first, last + 1), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True
         ):
             while len(self.miniruns) <= index:
                 self.miniruns.append(self._new_minirun(len(self.miniruns)))
             self.dirty.add(index)
-            self._add_to(self.miniruns[index], decoded, slice(start, stop))
+            at = np.searchsorted(starts, np.arange(start + step, stop, step))
+            cuts = starts[at[at < starts.size]]
+            edges = np.unique(np.r_[start, cuts[cuts < stop], stop]).tolist()
+            for a, b in itertools.pairwise(edges):  # slices end on pattern boundaries
+                self._add_to(self.miniruns[index], decoded, slice(a, b))
 
     def _add_to(self, m: MinirunSums, d: DecodedWindows, part: slice) -> None:
-        counts = d.counts[part].astype(np.float64)
+        counts = self._work.take("counts", (part.stop - part.start, self.n_channels))
+        np.copyto(counts, d.counts[part])
         helicity, bcm, good = d.helicity[part], d.beam_monitor[part], d.good[part]
         # helicity sorting: one matrix product; float64 sums of integers are exact < 2**53
         masks = [helicity == 1, helicity == -1, helicity == 0]
@@ -362,19 +378,19 @@ class RunAccumulator:
             sums = self._segment_sums(yields, bcm, helicity, seq, pattern)
         else:
             sums = self._fixed_sums(yields, bcm, helicity)
-        m.add_patterns(self._pattern_values(sums))
+        m.add_patterns(self._pattern_values(sums), self._work)
 
     def _fixed_sums(self, yields: np.ndarray, bcm: np.ndarray, helicity: np.ndarray):
         size = self.pattern_size
         p = helicity.size // size
         polarity = helicity[::size].astype(np.float64)  # the shape's first window is +1
-        rows = self._walsh  # [shape, null...]
-        walsh = walsh_transform(yields.reshape(p, size, self.n_channels))
-        signed = walsh[:, rows]  # (p, k, c)
-        signed[:, 0] *= polarity[:, None]
+        walsh = walsh_transform(yields.reshape(p, size, self.n_channels), self._work)
         walsh_q = walsh_transform(bcm.reshape(p, size, 1))[:, :, 0]
-        signed_q = walsh_q[:, rows]
-        signed_q[:, 0] *= polarity
+        helicity_row = self._walsh[0]
+        walsh[:, helicity_row] *= polarity[:, None]
+        walsh_q[:, helicity_row] *= polarity
+        signed = [walsh[:, r] for r in self._walsh]  # [helicity, null...]
+        signed_q = [walsh_q[:, r] for r in self._walsh]
         return _PatternSums(walsh[:, 0], signed, walsh_q[:, 0], signed_q, None, None)
 
     def _segment_sums(self, yields, bcm, helicity, seq, pattern) -> _PatternSums:
@@ -386,41 +402,50 @@ class RunAccumulator:
         n_plus = np.add.reduceat((signs[:, 1:] > 0).astype(np.int64), starts, axis=0)
         n_minus = np.add.reduceat((signs[:, 1:] < 0).astype(np.int64), starts, axis=0)
         return _PatternSums(
-            summed[:, 0], summed[:, 1:], charge[:, 0], charge[:, 1:], n_plus, n_minus
+            summed[:, 0],
+            [summed[:, 1], summed[:, 2]],
+            charge[:, 0],
+            [charge[:, 1], charge[:, 2]],
+            n_plus,
+            n_minus,
         )
 
     def _pattern_values(self, s: _PatternSums) -> np.ndarray:
-        """Per-pattern asymmetries, ``(p, columns)`` in the order of :attr:`MinirunSums.widths`.
+        """Per-pattern asymmetries, ``(p, columns)`` in the order of :attr:`MinirunSums.widths`
+        (channels, then nulls kind-major, charge, cross ratio and its nulls).
 
         Mean yields by helicity are ``(total +- signed) / n+-``; for balanced patterns the
         asymmetry reduces to ``signed / total``.  The cross ratio needs no window numbers
         (they cancel), so it is taken from the sums directly.
         """
-        total, signed = s.total[:, None, :], s.signed
-        total_q, signed_q = s.total_q[:, None], s.signed_q
+        p, c = s.total.shape
+        k = len(s.signed)
+        out = self._work.take("values", (p, self.miniruns[0].moments.columns))
         with np.errstate(invalid="ignore", divide="ignore"):
+            for i, signed in enumerate(s.signed):
+                asym = out[:, i * c : (i + 1) * c]
+                if s.balanced:
+                    np.divide(signed, s.total, out=asym)
+                else:
+                    plus = (s.total + signed) / s.n_plus[:, i, None]
+                    asym[:] = yield_asymmetry(plus, (s.total - signed) / s.n_minus[:, i, None])
             if s.balanced:
-                asym, charge = signed / total, signed_q[:, :1] / total_q
+                np.divide(s.signed_q[0], s.total_q, out=out[:, k * c])
             else:
-                n_plus, n_minus = s.n_plus[:, :, None], s.n_minus[:, :, None]
-                asym = yield_asymmetry((total + signed) / n_plus, (total - signed) / n_minus)
-                q = yield_asymmetry(
-                    (total_q + signed_q) / s.n_plus, (total_q - signed_q) / s.n_minus
+                q_plus = (s.total_q + s.signed_q[0]) / s.n_plus[:, 0]
+                out[:, k * c] = yield_asymmetry(
+                    q_plus, (s.total_q - s.signed_q[0]) / s.n_minus[:, 0]
                 )
-                charge = q[:, :1]
-        p = asym.shape[0]
-        columns = [asym.reshape(p, -1), charge]  # channels, then nulls kind-major
         if self.afb:
-            f_total = last_along(s.total[:, self._forward], 1)[:, None]
-            b_total = last_along(s.total[:, self._backward], 1)[:, None]
-            f_signed = last_along(signed[:, :, self._forward], 2)
-            b_signed = last_along(signed[:, :, self._backward], 2)
-            columns.append(
-                cross_ratio_asymmetry(
+            f_total = last_along(s.total[:, self._forward], 1)
+            b_total = last_along(s.total[:, self._backward], 1)
+            for i, signed in enumerate(s.signed):
+                f_signed = last_along(signed[:, self._forward], 1)
+                b_signed = last_along(signed[:, self._backward], 1)
+                out[:, k * c + 1 + i] = cross_ratio_asymmetry(
                     f_total + f_signed, f_total - f_signed, b_total + b_signed, b_total - b_signed
                 )
-            )  # (p, k)
-        return np.concatenate(columns, axis=1)
+        return out
 
     # -- totals over the run -------------------------------------------------------------
 

@@ -10,6 +10,7 @@ is included automatically.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -108,16 +109,36 @@ def weighted_mean(values: np.ndarray, errors: np.ndarray) -> tuple[float, float,
     return mean, error, (chi2 / ndf if ndf > 0 else float("nan"))
 
 
+class Workspace:
+    """Float64 scratch arrays reused from call to call (grown, never shrunk).
+
+    A fresh large numpy array costs a page fault per 4 kB on first touch (glibc hands big
+    blocks back to the kernel when they are freed); on a virtual machine that can cost more
+    than the arithmetic.  The hot path takes its big temporaries from here instead."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def take(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialized C-contiguous array of ``shape``; valid until the next ``take(name)``."""
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < size:
+            buffer = self._buffers[name] = np.empty(size)
+        return buffer[:size].reshape(shape)
+
+
 GROUP_SAMPLES = 64
 """Samples per summation group of :class:`SequentialMoments` (counted from the first sample)."""
 
 
 def in_order(start: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``((start + rows[0]) + rows[1]) + ...``, strictly left to right, per column.
-
-    ``np.add.accumulate`` is sequential by definition, unlike ``sum``, whose order (pairwise
-    or not) numpy picks from the array's shape and layout."""
-    return np.add.accumulate(np.concatenate([start[None], rows]), axis=0)[-1]
+    """``((start + rows[0]) + rows[1]) + ...``, strictly left to right, per column (a row at a
+    time: ``sum`` would pick its own order from the array's shape and layout)."""
+    out = start.copy()
+    for row in rows:
+        out += row
+    return out
 
 
 @dataclass(eq=False)
@@ -149,27 +170,36 @@ class SequentialMoments:
     def columns(self) -> int:
         return int(self.n.size)
 
-    def add(self, samples: np.ndarray) -> None:
-        """Append a ``(rows, columns)`` block of samples to the stream."""
+    def add(self, samples: np.ndarray, work: Workspace | None = None) -> None:
+        """Append a ``(rows, columns)`` block of samples to the stream (``work``: scratch)."""
         x = np.asarray(samples, dtype=np.float64)
-        if x.shape[0] == 0:
+        size = x.shape[0]
+        if size == 0:
             return
-        valid = ~np.isnan(x)
-        every = bool(valid.all())
-        fresh = self.n == 0
-        if fresh.any():
+        fresh = np.flatnonzero(self.n == 0)
+        if fresh.size:  # first valid sample of each column still without one
+            valid = ~np.isnan(x[:, fresh])
             first = valid.argmax(axis=0)
-            columns = np.flatnonzero(fresh & valid[first, np.arange(x.shape[1])])
-            self.shift[columns] = x[first[columns], columns]
-        terms = np.empty((x.shape[0], 2, x.shape[1]))
+            found = valid[first, np.arange(fresh.size)]
+            self.shift[fresh[found]] = x[first[found], fresh[found]]
+        shape = (size, 2, x.shape[1])
+        terms = np.empty(shape) if work is None else work.take("moments", shape)
         d = np.subtract(x, self.shift, out=terms[:, 0])
-        if not every:
-            d[~valid] = 0.0
         np.multiply(d, d, out=terms[:, 1])
-        self.n += x.shape[0] if every else valid.sum(axis=0)
-        self._sum_in_groups(terms.reshape(x.shape[0], -1))
+        sums, open_ = self._grouped(terms.reshape(size, -1))
+        if np.isnan(sums).any() or np.isnan(open_).any():  # NaN samples: sum without them
+            skipped = np.isnan(x)
+            terms[:, 0][skipped] = 0.0
+            terms[:, 1][skipped] = 0.0
+            sums, open_ = self._grouped(terms.reshape(size, -1))
+            self.n += size - skipped.sum(axis=0)
+        else:
+            self.n += size
+        self.sums, self.open = sums.reshape(2, -1), open_.reshape(2, -1)
+        self.rows += size
 
-    def _sum_in_groups(self, terms: np.ndarray) -> None:
+    def _grouped(self, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(sums, open)`` once ``terms`` (rows of d and d**2) are appended."""
         size, k = terms.shape[0], GROUP_SAMPLES
         sums, open_ = self.sums.reshape(-1), self.open.reshape(-1)
         done = 0
@@ -189,8 +219,7 @@ class SequentialMoments:
             done += full * k
         if done < size:  # a new open group
             open_ = in_order(np.zeros_like(open_), terms[done:])
-        self.sums, self.open = sums.reshape(2, -1), open_.reshape(2, -1)
-        self.rows += size
+        return sums, open_
 
     def stats(self) -> RunningStats:
         """The moments as :class:`RunningStats` (count, mean, m2)."""

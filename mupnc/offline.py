@@ -92,8 +92,7 @@ def reanalyze(url: str, number: int, minirun: int | None, unblind: bool) -> dict
     length = minirun or info.minirun_patterns or DEFAULT_MINIRUN
     analysis = RunAnalysis(settings, length)
     for batch in recorded_blocks(engine, number):
-        for block in batch:
-            analysis.feed(block)
+        analysis.feed_blocks(batch)
     analysis.finish()
 
     memory = create_engine("sqlite://", poolclass=StaticPool)

@@ -77,6 +77,17 @@ class WindowBlock:
         }
         return WindowBlock(stream_id=self.stream_id, block_number=self.block_number, **per_window)
 
+    @classmethod
+    def concatenate(cls, blocks: list[WindowBlock]) -> WindowBlock:
+        """The windows of consecutive ``blocks`` as one block (stream and number of the first)."""
+        per_window = {
+            f: np.concatenate([getattr(b, f) for b in blocks])
+            for f in cls.__dataclass_fields__
+            if f not in ("stream_id", "block_number")
+        }
+        first = blocks[0]
+        return cls(stream_id=first.stream_id, block_number=first.block_number, **per_window)
+
     def pack(self, length: int | None = None) -> np.ndarray:
         """The flat float64 wire array, zero-padded to ``length`` if given."""
         n, c = self.n_windows, self.n_channels

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pytest
 
+from monitor import accumulator
 from monitor.accumulator import RunAccumulator
 from monitor.decoder import DecodedWindows, HelicityDecoder
 from monitor.results import run_result
@@ -200,6 +201,12 @@ def test_any_chunking_gives_the_same_analysis(reference, chunking: str) -> None:
     case, source, stream, ref = reference
     cuts = chunkings(stream.n_windows)[chunking]
     assert_same(ref, analyse(case, source, stream, cuts))
+
+
+def test_big_blocks_worked_through_in_slices_give_the_same_analysis(reference, monkeypatch):
+    case, source, stream, ref = reference
+    monkeypatch.setattr(accumulator, "SLICE_VALUES", 7 * source.n_channels)  # ~7 windows
+    assert_same(ref, analyse(case, source, stream, [stream.n_windows // 3]))
 
 
 def test_checkpoint_and_resume_anywhere_gives_the_same_analysis(reference) -> None:
