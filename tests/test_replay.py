@@ -1,9 +1,12 @@
 """Over real Channel Access: a blinded live run, replayed through the IOCs at 4x and at max
 speed, gives the same report to the last bit; re-analysis of its recording too.
 
-The 4x replay is timed from the IOC's own timestamps of ``DAQ:SEQ`` (server side, so a
-loaded test process does not bias them); its scalers, gated by the helicity the IOC decodes
-from the recording, equal the replay's helicity-sorted database totals exactly.
+Both replays coalesce the recorded 20 Hz blocks into bigger published blocks (the replay's
+own recording, as the monitor ingested it, has fewer blocks): the analysis does not depend
+on how the windows are cut into blocks.  The 4x replay is timed from the IOC's own
+timestamps of ``DAQ:SEQ`` (server side, so a loaded test process does not bias them); its
+scalers, gated by the helicity the IOC decodes from the recording, equal the replay's
+helicity-sorted database totals exactly.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import epics
 import numpy as np
 import pytest
 from db_writes import sorted_totals
+from sqlalchemy import func, select
 
+from db.models import RecordedBlock
 from db.recorded import WHOLE_RUN
-from db.session import make_engine
+from db.session import make_engine, transaction
 from mupnc.commands import new_run, report
 from mupnc.offline import reanalyze
 from mupnc.orchestrate import Chain
@@ -39,6 +44,13 @@ NOT_ANALYSIS = {"run", "start", "end", "source", "replay_of", "alarms", "reanaly
 def analysis(summary: dict) -> dict:
     """The report without what differs between a run and its replay by design."""
     return {k: v for k, v in summary.items() if k not in NOT_ANALYSIS}
+
+
+def recorded_blocks(db: str, run: int) -> int:
+    with transaction(make_engine(db)) as session:
+        return session.scalar(
+            select(func.count()).select_from(RecordedBlock).where(RecordedBlock.run == run)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +107,9 @@ def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env, ioc_prefi
     assert original["miniruns"] > 3 and original["lost_windows"] == 0
     assert analysis(replayed) == analysis(original)
 
+    # published blocks of 2 recorded ones (4x: 40 blocks/s <= PUBLISH_RATE)
+    assert recorded_blocks(db, replay) < 0.6 * recorded_blocks(db, run)
+
     names = [c["name"] for c in replayed["channels"]]
     np.testing.assert_array_equal(sorted_totals(engine, replay, names), np.array(scalers))
 
@@ -125,6 +140,7 @@ def test_mupnc_replay_at_max_speed_and_reanalysis_give_the_same_report(live, mon
     assert f"run {replay} (replay of run {run})" in done.stdout
     original = report(db, run)
     assert analysis(report(db, replay)) == analysis(original)
+    assert recorded_blocks(db, replay) * 10 < recorded_blocks(db, run)  # ~1 s blocks, not 20 Hz
 
     monkeypatch.setenv("MUPNC_BLINDING_SEED", SEED["MUPNC_BLINDING_SEED"])
     again = reanalyze(db, run, None, unblind=False)
