@@ -20,7 +20,10 @@ JAPAN semantics (shared/reference/parity-analysis.md, section 3), made lossless:
 Chunk invariance: the released windows, their helicities and every counter are a pure
 function of the window stream, however it is cut into blocks.  Patterns close one by one
 in order, and every decision is tied to a pattern's closing (the lock as it stood right
-after that pattern, the verified bits then), never to the end of a :meth:`feed`.
+after that pattern, the verified bits then), never to the end of a :meth:`feed`.  A
+window that does not continue the pattern sequence (numbered below a pattern already
+seen, or beyond the last window of its pattern: :func:`out_of_sequence`) is counted as a
+``phase_error`` and released undecoded, under the pattern number reached so far.
 
 Checks counted per kind (:data:`ERROR_KINDS`); a pattern with any error is cut from the
 asymmetry but its windows are still sorted by helicity.
@@ -106,6 +109,34 @@ def _generator_bits(anchor: tuple[int, int], indices: np.ndarray) -> np.ndarray:
     return out
 
 
+def out_of_sequence(
+    pattern: np.ndarray, newest: int, held: int, size: int | None
+) -> tuple[np.ndarray, int, int]:
+    """Windows that do not continue the pattern sequence, decided window by window.
+
+    A window is out of sequence if its pattern number is below one seen before it, or
+    (``size`` not None) if its pattern already holds ``size`` windows.  ``newest`` is the
+    highest pattern number seen before ``pattern`` and ``held`` its windows so far; returns
+    the mask and the updated ``(newest, held)``.
+    """
+    if pattern.size == 0:
+        return np.zeros(0, dtype=bool), newest, held
+    out = pattern < np.maximum.accumulate(np.r_[newest, pattern])[:-1]
+    if size is not None:
+        kept = np.flatnonzero(~out)
+        numbers = pattern[kept]  # non-decreasing
+        index = np.arange(numbers.size)
+        first = np.maximum.accumulate(np.where(np.r_[True, numbers[1:] != numbers[:-1]], index, 0))
+        rank = index - first + np.where((first == 0) & (numbers == newest), held, 0)
+        out[kept[rank >= size]] = True
+    kept_numbers = pattern[~out]
+    if kept_numbers.size:
+        last = int(kept_numbers[-1])
+        held = int(np.count_nonzero(kept_numbers == last)) + (held if last == newest else 0)
+        newest = last
+    return out, newest, held
+
+
 def count_missed(state: DecoderState, seq: np.ndarray) -> None:
     """Count gaps in the window sequence numbers (``missed_windows``) and advance ``last_seq``."""
     if seq.size == 0:
@@ -134,8 +165,10 @@ class HelicityDecoder:
         self.confirm_patterns = confirm_patterns
         self.max_pending_windows = max_pending_windows
         self.state = DecoderState()
-        self._pending = {name: np.empty(0) for name in (*_FIELDS, "readback")}
+        self._pending = {name: np.empty(0) for name in (*_FIELDS, "readback", "stray")}
         self._pending_counts = np.empty((0, n_channels), dtype=np.int64)
+        self._newest, self._held = -1, 0  # highest pattern number seen, its windows
+        self._released_pattern = -1  # pattern number of the last window released
         self._learning: list[tuple[int, int]] = []  # consecutive (pattern, bit) since last reset
         self._lock: tuple[int, int] | None = None  # (pattern index, register after its bit)
         self._lineage = 0  # counts the locks learned (a lock's predictions are its own)
@@ -164,7 +197,12 @@ class HelicityDecoder:
         if rotator_readback is None:
             rotator_readback = block.rotator_readback
         readback = np.asarray(rotator_readback, dtype=np.float64)
+        stray, self._newest, self._held = out_of_sequence(
+            block.pattern_number.astype(np.int64), self._newest, self._held, self.size
+        )
+        self.state.errors["phase_error"] += int(stray.sum())
         self._pending["readback"] = np.concatenate([self._pending["readback"], readback])
+        self._pending["stray"] = np.concatenate([self._pending["stray"], stray])
         for name in _FIELDS:
             self._pending[name] = np.concatenate([self._pending[name], getattr(block, name)])
         self._pending_counts = np.concatenate([self._pending_counts, block.counts])
@@ -182,18 +220,22 @@ class HelicityDecoder:
 
     def _process(self, final: bool) -> DecodedWindows:
         pattern = self._pending["pattern_number"].astype(np.int64)
+        stray = self._pending["stray"] > 0
         self._closings = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        if pattern.size:
-            newest = pattern[-1]
-            newest_complete = np.count_nonzero(pattern == newest) >= self.size
+        in_sequence = pattern[~stray]
+        if in_sequence.size:
+            newest = in_sequence[-1]
+            newest_complete = np.count_nonzero(in_sequence == newest) >= self.size
             closed_upto = newest if (final or newest_complete) else newest - 1
-            self._check_closed_patterns(pattern, closed_upto)
-        releasable = self._releasable(pattern, final)
+            self._check_closed_patterns(pattern, stray, closed_upto)
+        releasable = self._releasable(pattern, stray, final)
         return self._release(releasable)
 
-    def _check_closed_patterns(self, pattern: np.ndarray, closed_upto: int) -> None:
+    def _check_closed_patterns(
+        self, pattern: np.ndarray, stray: np.ndarray, closed_upto: int
+    ) -> None:
         """Run the per-pattern checks and the LFSR on patterns closed since last time."""
-        new = (pattern > self._last_closed_pattern) & (pattern <= closed_upto)
+        new = (pattern > self._last_closed_pattern) & (pattern <= closed_upto) & ~stray
         if not new.any():
             return
         idx = np.flatnonzero(new)
@@ -296,21 +338,21 @@ class HelicityDecoder:
             self._learning = []
         return False
 
-    def _releasable(self, pattern: np.ndarray, final: bool) -> np.ndarray:
+    def _releasable(self, pattern: np.ndarray, stray: np.ndarray, final: bool) -> np.ndarray:
         if pattern.size == 0:
             return np.zeros(0, dtype=bool)
-        closed = pattern <= self._last_closed_pattern
+        closed = (pattern <= self._last_closed_pattern) & ~stray
         if final and self.locked:
             # Last patterns of the run: no later report can verify them; the confirmed
             # lock's prediction is the best (and JAPAN's) answer.
             self._verified_through = max(self._verified_through, int(pattern[-1]) + self.delay)
             self._trusted = self._lock
-        ready = closed & (pattern + self.delay <= self._verified_through)
+        ready = (closed & (pattern + self.delay <= self._verified_through)) | stray
         self._give_up(pattern, closed)
         if final:
             ready[:] = True
         elif self._given_up:
-            ready |= np.isin(pattern, list(self._given_up))
+            ready |= closed & np.isin(pattern, list(self._given_up))
         # Release strictly in order: stop at the first window that is not ready.
         blocked = np.flatnonzero(~ready)
         if blocked.size:
@@ -356,32 +398,39 @@ class HelicityDecoder:
 
     def _release(self, ready: np.ndarray) -> DecodedWindows:
         take = np.flatnonzero(ready)
-        pattern = self._pending["pattern_number"][take].astype(np.int64)
-        phase = self._true_phase(take, pattern)
+        number = self._pending["pattern_number"][take].astype(np.int64)
+        # out-of-sequence windows go under the pattern number reached so far
+        pattern = np.maximum.accumulate(np.r_[self._released_pattern, number])[1:]
         helicity = np.zeros(take.size, dtype=np.int8)
         good = np.zeros(take.size, dtype=bool)
-        if take.size:
-            bits = self._bits(int(pattern[0]) + self.delay, int(pattern[-1]) + self.delay)
-            bit = bits[pattern - int(pattern[0])]
-            known = (bit >= 0) & ~np.isin(pattern, list(self._given_up))
-            helicity[known] = ((2 * bit[known] - 1) * self.shape[phase[known]]).astype(np.int8)
-            readback = self._pending["readback"][take]
-            unchecked = ~np.isin(pattern, list(self._rotator_checked))
-            disagree = known & unchecked & np.isfinite(readback) & (readback != helicity)
+        ok = np.flatnonzero(self._pending["stray"][take] == 0)
+        if ok.size:
+            number, where = number[ok], take[ok]
+            phase = self._true_phase(where, number)
+            bits = self._bits(int(number[0]) + self.delay, int(number[-1]) + self.delay)
+            bit = bits[number - int(number[0])]
+            known = (bit >= 0) & ~np.isin(number, list(self._given_up))
+            decoded = np.zeros(ok.size, dtype=np.int8)
+            decoded[known] = ((2 * bit[known] - 1) * self.shape[phase[known]]).astype(np.int8)
+            readback = self._pending["readback"][where]
+            unchecked = ~np.isin(number, list(self._rotator_checked))
+            disagree = known & unchecked & np.isfinite(readback) & (readback != decoded)
             if disagree.any():
-                wrong = np.unique(pattern[disagree])
+                wrong = np.unique(number[disagree])
                 self.state.errors["rotator_mismatch"] += int(wrong.size)
                 self._bad_patterns.update(wrong.tolist())
-            bad = np.isin(pattern, list(self._bad_patterns))
-            numbers, counts = np.unique(pattern, return_counts=True)
-            whole = np.isin(pattern, numbers[counts == self.size])
-            good = known & whole & ~bad
-            self.state.patterns_good += int(good.sum()) // self.size
-            self.state.windows_undecoded += int((~known).sum())
-            self.state.windows_released += int(take.size)
+            bad = np.isin(number, list(self._bad_patterns))
+            numbers, counts = np.unique(number, return_counts=True)
+            whole = np.isin(number, numbers[counts == self.size])
+            helicity[ok], good[ok] = decoded, known & whole & ~bad
             self._bad_patterns.difference_update(numbers.tolist())
             self._rotator_checked.difference_update(numbers.tolist())
             self._given_up.difference_update(numbers.tolist())
+        if take.size:
+            self.state.patterns_good += int(good.sum()) // self.size
+            self.state.windows_undecoded += int(np.count_nonzero(helicity == 0))
+            self.state.windows_released += int(take.size)
+            self._released_pattern = int(pattern[-1])
         out = DecodedWindows(
             seq=self._pending["seq"][take].astype(np.int64),
             pattern_number=pattern,

@@ -31,7 +31,9 @@ sorted by the prediction, never by a raw report.  Checks per interval (counted i
 * ``unequal_windows`` (counted, not cut: asymmetries use mean yields per helicity): the
   two intervals of a pattern hold different numbers of good windows.
 
-Windows inside the gate are never good (the gate an interval was closed with).  A pattern
+Windows inside the gate are never good (the gate an interval was closed with).  A window
+numbered below an interval already seen is counted as a ``phase_error`` and released
+undecoded (:func:`monitor.decoder.out_of_sequence`).  A pattern
 still undecodable (no lock) when an interval starting ``max_pending_windows`` sequence
 numbers after it closes is given up, released with helicity 0.  Like the fast decoder,
 every decision is tied to an interval's closing, in order, so the output is a pure
@@ -46,7 +48,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitor.accumulator import VARIABLE_PATTERNS
-from monitor.decoder import DecodedWindows, DecoderState, HelicityDecoder, count_missed
+from monitor.decoder import (
+    DecodedWindows,
+    DecoderState,
+    HelicityDecoder,
+    count_missed,
+    out_of_sequence,
+)
 from sim.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
 
 SCHEMES = ("fast", "slow", "kick")
@@ -87,7 +95,9 @@ class RotatorDecoder:
         self._learn_gate = settle_windows is None
         self.max_pending_windows = max_pending_windows
         self.state = DecoderState()
-        self._pending = {name: np.empty(0) for name in (*_FIELDS, "readback")}
+        self._pending = {name: np.empty(0) for name in (*_FIELDS, "readback", "stray")}
+        self._newest = -1  # highest interval number seen
+        self._released_pattern = -1  # pattern (interval pair) number of the last released
         self._pending_counts = np.empty((0, n_channels), dtype=np.int64)
         self._intervals: dict[int, _Interval] = {}  # closed, not yet released
         self._last_closed = -1
@@ -112,9 +122,14 @@ class RotatorDecoder:
         if rotator_readback is None:
             rotator_readback = block.rotator_readback
         readback = np.asarray(rotator_readback, dtype=np.float64)
+        stray, self._newest, _ = out_of_sequence(
+            block.pattern_number.astype(np.int64), self._newest, 0, None
+        )
+        self.state.errors["phase_error"] += int(stray.sum())
         for name in _FIELDS:
             self._pending[name] = np.concatenate([self._pending[name], getattr(block, name)])
         self._pending["readback"] = np.concatenate([self._pending["readback"], readback])
+        self._pending["stray"] = np.concatenate([self._pending["stray"], stray])
         self._pending_counts = np.concatenate([self._pending_counts, block.counts])
         return self._process(final=False)
 
@@ -127,24 +142,27 @@ class RotatorDecoder:
     def _process(self, final: bool) -> DecodedWindows:
         interval = self._pending["pattern_number"].astype(np.int64)
         self._closings = []
-        if interval.size:
-            closed_upto = int(interval[-1]) if final else int(interval[-1]) - 1
-            starts = np.flatnonzero(np.r_[True, interval[1:] != interval[:-1]])
-            ends = np.r_[starts[1:], interval.size]
+        kept = np.flatnonzero(self._pending["stray"] == 0)  # windows in sequence
+        if kept.size:
+            numbers = interval[kept]
+            closed_upto = int(numbers[-1]) if final else int(numbers[-1]) - 1
+            starts = np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]])
+            ends = np.r_[starts[1:], numbers.size]
             for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-                k = int(interval[start])
+                k = int(numbers[start])
                 if self._last_closed < k <= closed_upto:
-                    self._close(k, slice(start, end), self._start_of(end))
+                    following = int(kept[end]) if end < kept.size else None
+                    self._close(k, kept[start:end], self._start_of(following))
             self._last_closed = max(self._last_closed, closed_upto)
         return self._release(interval, final)
 
-    def _start_of(self, i: int) -> int | None:
+    def _start_of(self, i: int | None) -> int | None:
         """Sequence number at which the interval of pending window ``i`` began."""
-        if i >= self._pending["seq"].size:
+        if i is None:
             return None
         return int(self._pending["seq"][i]) - int(self._pending["pattern_phase"][i])
 
-    def _close(self, k: int, w: slice, next_start: int | None) -> None:
+    def _close(self, k: int, w: np.ndarray, next_start: int | None) -> None:
         p, errors = self._pending, self.state.errors
         seq = p["seq"][w].astype(np.int64)
         phase = p["pattern_phase"][w].astype(np.int64)
@@ -215,13 +233,15 @@ class RotatorDecoder:
         n = interval.size
         ready = np.zeros(n, dtype=bool)
         if n:
+            stray = self._pending["stray"] > 0
             pair = interval // 2
-            complete = (pair < (self._last_closed + 1) // 2) | final
+            complete = ((pair < (self._last_closed + 1) // 2) | final) & ~stray
             if self._lock is not None or final:
                 ready = complete & (interval <= self._last_closed)
             self._give_up(pair, complete)
             if self._given_up:
                 ready |= complete & np.isin(pair, list(self._given_up))
+            ready |= stray
             blocked = np.flatnonzero(~ready)
             if blocked.size:
                 ready[blocked[0] :] = False
@@ -248,54 +268,67 @@ class RotatorDecoder:
 
     def _decoded(self, take: np.ndarray, interval: np.ndarray, final: bool) -> DecodedWindows:
         p = self._pending
+        # out-of-sequence windows go under the pattern number reached so far
+        pattern = np.maximum.accumulate(np.r_[self._released_pattern, interval // 2])[1:]
         helicity = np.zeros(take.size, dtype=np.int8)
         good = np.zeros(take.size, dtype=bool)
+        ok = np.flatnonzero(p["stray"][take] == 0)
+        if ok.size:
+            helicity[ok], good[ok] = self._sorted(take[ok], interval[ok], final)
         if take.size:
-            phase = p["pattern_phase"][take].astype(np.int64)
-            flags = p["flags"][take].astype(np.int64)
-            readback = p["readback"][take]
-            pair = interval // 2
-            infos = {k: self._intervals.pop(k, None) for k in np.unique(interval).tolist()}
-            gate = np.full(take.size, self.settle_windows)
-            for k, info in infos.items():
-                if info is not None:
-                    gate[interval == k] = info.gate
-            usable = (phase >= gate) & ((flags & FLAG_SETTLE) == 0)
-            bad_pairs = set()
-            for k, info in infos.items():
-                here = interval == k
-                if self._lock is None or info is None or k // 2 in self._given_up:
-                    bad_pairs.add(k // 2)
-                    continue
-                helicity[here] = self._predicted(k)
-                self._check_readback(info, readback[here & usable], k)
-                if info.bad:
-                    bad_pairs.add(k // 2)
-            for j in np.unique(pair).tolist():
-                members = pair == j
-                if set(interval[members].tolist()) != {2 * j, 2 * j + 1}:
-                    bad_pairs.add(j)
-                    continue
-                plus = np.count_nonzero(members & usable & (helicity > 0))
-                minus = np.count_nonzero(members & usable & (helicity < 0))
-                truncated = final and j == pair[-1]  # the run ended inside this pattern
-                if plus != minus and j not in bad_pairs and not truncated:
-                    self.state.errors["unequal_windows"] += 1
-                if plus == 0 or minus == 0:
-                    bad_pairs.add(j)
-            good = usable & (helicity != 0) & ~np.isin(pair, list(bad_pairs))
-            self.state.patterns_good += np.unique(pair[good]).size
+            self.state.patterns_good += np.unique(pattern[good]).size
             self.state.windows_undecoded += int(np.count_nonzero(helicity == 0))
             self.state.windows_released += int(take.size)
-            self._given_up.difference_update(pair.tolist())
+            self._released_pattern = int(pattern[-1])
         return DecodedWindows(
             seq=p["seq"][take].astype(np.int64),
-            pattern_number=interval // 2,
+            pattern_number=pattern,
             helicity=helicity,
             good=good,
             beam_monitor=p["beam_monitor"][take],
             counts=self._pending_counts[take],
         )
+
+    def _sorted(
+        self, take: np.ndarray, interval: np.ndarray, final: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Helicity and goodness of released windows in sequence (their intervals closed)."""
+        p = self._pending
+        helicity = np.zeros(take.size, dtype=np.int8)
+        phase = p["pattern_phase"][take].astype(np.int64)
+        flags = p["flags"][take].astype(np.int64)
+        readback = p["readback"][take]
+        pair = interval // 2
+        infos = {k: self._intervals.pop(k, None) for k in np.unique(interval).tolist()}
+        gate = np.full(take.size, self.settle_windows)
+        for k, info in infos.items():
+            if info is not None:
+                gate[interval == k] = info.gate
+        usable = (phase >= gate) & ((flags & FLAG_SETTLE) == 0)
+        bad_pairs = set()
+        for k, info in infos.items():
+            here = interval == k
+            if self._lock is None or info is None or k // 2 in self._given_up:
+                bad_pairs.add(k // 2)
+                continue
+            helicity[here] = self._predicted(k)
+            self._check_readback(info, readback[here & usable], k)
+            if info.bad:
+                bad_pairs.add(k // 2)
+        for j in np.unique(pair).tolist():
+            members = pair == j
+            if set(interval[members].tolist()) != {2 * j, 2 * j + 1}:
+                bad_pairs.add(j)
+                continue
+            plus = np.count_nonzero(members & usable & (helicity > 0))
+            minus = np.count_nonzero(members & usable & (helicity < 0))
+            truncated = final and j == pair[-1]  # the run ended inside this pattern
+            if plus != minus and j not in bad_pairs and not truncated:
+                self.state.errors["unequal_windows"] += 1
+            if plus == 0 or minus == 0:
+                bad_pairs.add(j)
+        self._given_up.difference_update(pair.tolist())
+        return helicity, usable & (helicity != 0) & ~np.isin(pair, list(bad_pairs))
 
     def _check_readback(self, info: _Interval, readback: np.ndarray, k: int) -> None:
         """Count and cut an interval whose rotator readback disagrees with its helicity."""

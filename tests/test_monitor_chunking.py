@@ -60,6 +60,7 @@ class Case:
     mode: str
     minirun: int
     stuck_start: bool = False  # stuck helicity from the start: decoders give windows up
+    renumbered: bool = False  # some windows carry a wrong (earlier) pattern number
 
 
 CASES = {
@@ -69,6 +70,8 @@ CASES = {
     "kick-afb": Case("kick", "quartet", "afb", 70),
     "fast-no-lock": Case("fast", "quartet", "alr", 150, stuck_start=True),
     "slow-no-lock": Case("slow", "quartet", "alr", 70, stuck_start=True),
+    "fast-renumbered": Case("fast", "quartet", "alr", 150, renumbered=True),
+    "kick-renumbered": Case("kick", "quartet", "afb", 70, renumbered=True),
 }
 MAX_PENDING = 500  # windows the decoders hold without a lock before giving them up
 
@@ -100,7 +103,14 @@ def simulated_stream(case: Case) -> tuple[WindowSource, WindowBlock]:
         for f in fields(WindowBlock)
         if f.name not in ("stream_id", "block_number")
     }
-    return source, WindowBlock(stream_id=1, block_number=0, **per_window)
+    stream = WindowBlock(stream_id=1, block_number=0, **per_window)
+    if case.renumbered:  # a window two patterns back, and one (window 4 of 4) one back
+        number = stream.pattern_number
+        for at in range(1500, stream.n_windows - 400, 1000):
+            number[at] = number[at] - 2
+            last = np.flatnonzero(number == number[at + 300])[0]
+            number[last] -= 1
+    return source, stream
 
 
 @dataclass
@@ -192,7 +202,7 @@ def test_the_reference_stream_exercises_the_analysis(reference) -> None:
     )
     assert errors["missed_windows"] > 0 and errors["rotator_mismatch"] > 0
     assert errors["phase_error"] + errors["settle_violation"] > 0
-    assert (ref.released.helicity == 0).any() == case.stuck_start  # windows given up
+    assert (ref.released.helicity == 0).any() == (case.stuck_start or case.renumbered)
     assert np.diff(ref.released.seq).min() > 0 and ref.released.seq.size == stream.n_windows
 
 
