@@ -1,8 +1,9 @@
 """``mupnc sim`` and ``mupnc reanalyze``: recorded runs made and analysed without IOCs.
 
-``sim`` drives the simulator at full speed and hands every block to the monitor's numeric
-core and recorder (:class:`monitor.offline.RunAnalysis`, :class:`RunRecorder`), in blocks
-of the live IOC's size, so the run it records replays and reports like a live one.
+``sim`` drives the simulator at full speed and records every block, in blocks of the live
+IOC's size, so the run it records replays and reports like a live one; the monitor's
+numeric core (:class:`monitor.offline.RunAnalysis`) takes them a second of data at a time
+(the analysis does not depend on the blocks).
 
 ``reanalyze`` feeds a run's recording through the same core.  Its report is written by the
 monitor's own writer into a private in-memory SQLite database and read back with
@@ -24,7 +25,7 @@ from sqlalchemy.pool import StaticPool
 from tqdm import tqdm
 
 from db.models import Base, Run
-from db.recorded import recorded_blocks, recording_info
+from db.recorded import BATCH_BLOCKS, recorded_blocks, recording_info
 from db.session import make_engine, require_schema, transaction
 from db.summary import run_summary
 from monitor.offline import DEFAULT_MINIRUN, RunAnalysis, run_blinding, run_settings
@@ -54,19 +55,26 @@ def simulate(args: argparse.Namespace) -> int:
     recorder = RunRecorder(engine, number)
     next_flush = time.monotonic() + FLUSH_SECONDS
     state = "ended"
+    unanalysed: list = []  # blocks recorded, not yet fed to the analysis
     try:
         with tqdm(total=total, unit=" windows", unit_scale=True, disable=None) as bar:
             while source.next_seq < total:
                 n = min(per_block, total - source.next_seq)
                 block = source.next_block_of(n).block
                 recorder.add_blocks([block])
-                analysis.feed(block)
+                unanalysed.append(block)
                 bar.update(n)
+                if len(unanalysed) * per_block >= config.window_rate:
+                    analysis.feed_blocks(unanalysed)
+                    unanalysed = []
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + FLUSH_SECONDS
+                    analysis.feed_blocks(unanalysed)
+                    unanalysed = []
                     analysis.flush(recorder, "running")
     except KeyboardInterrupt:
         state = "aborted"
+    analysis.feed_blocks(unanalysed)
     analysis.finish()
     if not analysis.flush(recorder, state):
         raise ConnectionError(f"run {number}: the database could not be reached to end the run")
@@ -143,12 +151,17 @@ def import_recording(url: str, path: str) -> tuple[int, int]:
         raise ExchangeError(f"{path}: the run's settings are unusable ({err})") from None
     recorder = RunRecorder(engine, 0)  # numbered once the run exists
     windows = 0
+    unanalysed: list = []
     for block in blocks:
         if block.n_channels != len(settings.channel_map.channels):
             raise ExchangeError(f"{path}: channel columns do not match the channel map")
         recorder.add_blocks([block])
-        analysis.feed(block)
+        unanalysed.append(block)
         windows += block.n_windows
+        if len(unanalysed) == BATCH_BLOCKS:
+            analysis.feed_blocks(unanalysed)
+            unanalysed = []
+    analysis.feed_blocks(unanalysed)
     analysis.finish()
     with transaction(engine) as session:
         number = allocate_run(
