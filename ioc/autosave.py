@@ -64,11 +64,14 @@ class RunSnapshot:
     def save(self, path: Path) -> None:
         """Write atomically: a reader (or a crash) never sees half a file."""
         temporary = path.with_name(path.name + ".tmp")
-        with open(temporary, "w") as out:
-            json.dump(asdict(self), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        try:
+            with open(temporary, "w") as out:
+                json.dump(asdict(self), out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        except OSError as err:
+            raise AutosaveError(f"autosave file {path}: {err.strerror}") from None
 
 
 def load(path: Path) -> RunSnapshot | None:

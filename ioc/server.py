@@ -20,7 +20,7 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from ioc.autosave import SAVE_PERIOD, RunSnapshot
+from ioc.autosave import SAVE_PERIOD, AutosaveError, RunSnapshot
 from ioc.limits import MAJOR, MINOR, AlarmLimits
 from ioc.records import (
     analog_readback,
@@ -237,7 +237,10 @@ class MupncIOCBase(PVGroup):
         snapshot.muon_rate = self.source.muon_rate
         snapshot.beam_on = self.source.beam_switch
         snapshot.faults = self.source.active_faults
-        snapshot.save(path)
+        try:
+            snapshot.save(path)
+        except AutosaveError as err:  # keep publishing; a restart then loses more
+            log.error("%s: the run goes on without autosave", err)
 
     async def run_simulation(self) -> None:
         """Publish the run's settings, then its windows until the run ends."""

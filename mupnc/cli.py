@@ -211,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     ioc = sub.add_parser("ioc", help="serve the soft IOCs")
     _simulation_options(ioc)
     ioc.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
-    ioc.add_argument("--run", type=int, help="run number (default: allocate one in the database)")
+    ioc.add_argument(
+        "--run", type=_count, help="run number (default: allocate one in the database)"
+    )
     ioc.add_argument(
         "--block-rate",
         type=_block_rate,

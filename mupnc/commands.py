@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import threading
 from pathlib import Path
@@ -152,6 +153,8 @@ def _autosaved_run(args: argparse.Namespace, config: SourceConfig):
             raise AutosaveError(f"autosave file {path} holds open run {saved.run}, not {args.run}")
         saved.incarnation += 1
         return path, saved
+    if not os.access(path.parent, os.W_OK):  # before a run is allocated for nothing
+        raise AutosaveError(f"autosave file {path}: cannot write in {path.parent}")
     run = args.run if args.run is not None else _new_ioc_run(args, config)
     snapshot = RunSnapshot(run=run, settings=settings, first_seq=0, epoch=math.nan, next_seq=0)
     snapshot.save(path)

@@ -1,4 +1,4 @@
-"""The IOC's autosave (pure: no network): what a restarted IOC continues with."""
+"""The IOC's autosave: what a restarted IOC continues with, and the files it refuses."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from cli_runs import one_error_line, run, run_all
 
 from ioc.autosave import AutosaveError, RunSnapshot, load, settings_conflict
 from sim.source import SourceConfig, WindowSource
@@ -66,3 +67,26 @@ def test_a_skipped_source_has_the_uninterrupted_helicity(pattern: str) -> None:
     assert not np.array_equal(tail.block.counts, first.next_block_of(8000).block.counts)
     with pytest.raises(ValueError, match="cannot skip back"):
         resumed.skip_to(100)
+
+
+def test_the_ioc_command_refuses_unusable_autosave_files(tmp_path) -> None:
+    """A corrupt file, an open run saved with other settings or an unwritable folder: one
+    line naming the file, exit 2, and no run allocated for nothing."""
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert run(["--db", db, "db", "upgrade"], tmp_path).returncode == 0
+    corrupt = tmp_path / "corrupt.autosave"
+    corrupt.write_text('{"run": 1,\n oops}')
+    other = tmp_path / "other.autosave"
+    snapshot(run=1, settings={"pattern": "octet"}).save(other)
+    cases = {
+        "corrupt": ([str(corrupt)], f"autosave file {corrupt}, line 2: not JSON"),
+        "other settings": ([str(other)], f"autosave file {other} holds open run 1 with other"),
+        "no folder": ([str(tmp_path / "missing" / "f")], "cannot write in"),
+    }
+    results = run_all(
+        {k: (["--db", db, "ioc", "--autosave", *a], None) for k, (a, _) in cases.items()},
+        tmp_path,
+    )
+    for key, (_, expected) in cases.items():
+        assert expected in one_error_line(results[key], 2), key
+    assert "[]" in run(["--db", db, "runs", "--json"], tmp_path).stdout
