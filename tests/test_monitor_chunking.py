@@ -245,3 +245,15 @@ def test_sequential_moments_do_not_depend_on_the_blocks() -> None:
     np.testing.assert_allclose(stats.mean, np.nanmean(samples, axis=0), rtol=1e-12)
     m2 = np.nansum((samples - np.nanmean(samples, axis=0)) ** 2, axis=0)
     np.testing.assert_allclose(stats.m2, m2, rtol=1e-12)
+
+
+def test_state_of_an_older_monitor_is_refused_clearly() -> None:
+    """Version 1 states (Welford merged per block) cannot continue bit-identically."""
+    cmap = channel_map("alr")
+    state = RunAccumulator(cmap, 4, 100).state()
+    with pytest.raises(ValueError, match=r"version 1 is not 2.*reanalyze the run"):
+        RunAccumulator.from_state(cmap, {**state, "version": 1})
+    bad = json.loads(json.dumps(state))
+    bad["miniruns"][0]["moments"]["open"] = [[0.0], [0.0]]
+    with pytest.raises(ValueError, match="sequential moments state"):
+        RunAccumulator.from_state(cmap, bad)
