@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import epics
 import numpy as np
+from epics import ca
 from epics.ca import ChannelAccessException, ChannelAccessGetFailure
 
 from sim.blocks import HEADER, BlockFormatError, WindowBlock
@@ -63,7 +64,6 @@ class BlockIngest:
         self._stream: int | None = None
         self._next_block = 0
         self._last_seq = -1
-        self._ring: dict[int, epics.PV] = {}
         self.ring_depth = self._wait_for_ioc(connect_timeout)
         self._pv = epics.PV(
             prefix + "DAQ:BLOCK", auto_monitor=True, callback=self._on_block, form="native"
@@ -197,18 +197,22 @@ class BlockIngest:
         return out
 
     def _read_ring(self, number: int) -> WindowBlock | None:
+        """Block ``number`` from its ring slot; None if the slot holds another block.
+
+        Each read opens and clears its own channel: pyepics keeps the last value got on a
+        channel (a PV object, and libca's raw copy), which for a few hundred ring slots of
+        large blocks would hold hundreds of MB for good."""
         slot = number % self.ring_depth
-        pv = self._ring.get(slot)
-        if pv is None:
-            pv = self._ring[slot] = epics.PV(
-                f"{self.prefix}DAQ:RING:{slot:03d}", auto_monitor=False, form="native"
-            )
+        name = f"{self.prefix}DAQ:RING:{slot:03d}"
+        chid = ca.create_channel(name, connect=False, auto_cb=False)
         try:
-            wire = pv.get(timeout=self.timeout, use_monitor=False)
+            if not ca.connect_channel(chid, timeout=self.timeout):
+                raise ConnectionError(f"ring slot {slot}: the IOC does not answer")
+            wire = ca.get(chid, timeout=self.timeout)
         except CA_FAILURES as err:
             raise ConnectionError(f"ring slot {slot} unreadable: {err}") from None
-        if wire is None and not pv.connected:
-            raise ConnectionError(f"ring slot {slot}: the IOC does not answer")
+        finally:
+            ca.clear_channel(chid)
         if wire is None:
             return None
         try:
