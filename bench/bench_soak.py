@@ -36,7 +36,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_dashboard import CHROMIUM, CHROMIUM_ARGS, IDLE_JS, POINTS_JS, rss_mb, wait_listening
+from bench_dashboard import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    IDLE_JS,
+    POINTS_JS,
+    cpu_seconds,
+    rss_mb,
+    wait_listening,
+)
 from bench_ioc import write_channel_map
 
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
@@ -116,6 +124,8 @@ class Soak:
         self.dashboard_port = free_port()
         self.rss: dict[str, list[tuple[float, float]]] = {}
         self.started: dict[str, float] = {}
+        self.cpu: dict[str, list[float]] = {}  # name: [CPU seconds, wall seconds] sampled
+        self._last_cpu: dict[int, tuple[float, float]] = {}  # pid: (wall, CPU) last sample
         self.events: list[str] = []
         self.t0 = time.monotonic()
 
@@ -139,6 +149,13 @@ class Soak:
             if process.poll() is None and now - self.started[name] >= WARMUP_SECONDS:
                 with contextlib.suppress(FileNotFoundError):  # it just exited
                     self.rss.setdefault(name, []).append((now, rss_mb(process.pid)))
+                    used = cpu_seconds(process.pid)
+                    if process.pid in self._last_cpu:
+                        then, before = self._last_cpu[process.pid]
+                        totals = self.cpu.setdefault(name, [0.0, 0.0])
+                        totals[0] += used - before
+                        totals[1] += now - then
+                    self._last_cpu[process.pid] = (now, used)
 
     def restart_ioc(self) -> None:
         self.note("chaos: IOC stopped (SIGTERM)")
@@ -172,10 +189,17 @@ class Soak:
 
 
 def run_soak(args: argparse.Namespace) -> dict:
+    pg = PostgresServer()
+    try:
+        pg.start()
+        return soak_on(pg, args)
+    finally:
+        pg.destroy()
+
+
+def soak_on(pg: PostgresServer, args: argparse.Namespace) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="bench_soak_"))
     sink = BeaconSink(REPEATER_PORT)
-    pg = PostgresServer()
-    pg.start()
     db = pg.create_database("soak")
     subprocess.run([sys.executable, "-m", "mupnc", "--db", db, "db", "upgrade"], check=True)
     soak = Soak(args, folder, db)
@@ -226,10 +250,7 @@ def run_soak(args: argparse.Namespace) -> dict:
             browser.close()
         soak.chain.shutdown()
         sink.close()
-    try:
-        return verdict(soak, make_engine(db), run, scalers, published_seq, first_seq, points)
-    finally:
-        pg.destroy()
+    return verdict(soak, make_engine(db), run, scalers, published_seq, first_seq, points)
 
 
 def stop_postgres(soak: Soak, pg: PostgresServer, seconds: float) -> None:
@@ -279,6 +300,7 @@ def verdict(soak, engine, run, scalers, published_seq, first_seq, points) -> dic
     for name, samples in soak.rss.items():
         after = [mb for t, mb in samples if t >= warmup] or [mb for _, mb in samples]
         memory[name] = {"start_mb": after[0], "end_mb": after[-1], "peak_mb": max(after)}
+    cpu = {name: 100 * used / wall for name, (used, wall) in soak.cpu.items() if wall > 0}
     checks = {
         "db_totals_equal_ioc_scalers": bool(np.array_equal(totals, scalers)),
         "each_window_recorded_once": bool(np.all(steps > 0)),
@@ -309,6 +331,7 @@ def verdict(soak, engine, run, scalers, published_seq, first_seq, points) -> dic
         "max_abs_count_difference": float(np.abs(totals - scalers).max()),
         "alarms_raised": sorted(alarms),
         "memory": memory,
+        "cpu_percent": cpu,
         "events": soak.events,
         "checks": checks,
         "load_average_after": os.getloadavg(),
@@ -324,6 +347,7 @@ def main() -> int:
     parser.add_argument("--no-browser", dest="browser", action="store_false", help="no Chromium")
     parser.add_argument("--json", action="store_true", help="figures as JSON on the last line")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up: chain, PostgreSQL
     result = run_soak(args)
     print(
         f"run {result['run']}: {result['published_windows']} windows published, "
@@ -334,7 +358,7 @@ def main() -> int:
     for name, m in result["memory"].items():
         print(
             f"{name:10s} RSS start {m['start_mb']:.0f} MB, end {m['end_mb']:.0f} MB, "
-            f"peak {m['peak_mb']:.0f} MB"
+            f"peak {m['peak_mb']:.0f} MB; CPU {result['cpu_percent'].get(name, 0):.1f} % of a core"
         )
     print(f"helicity errors: {result['helicity_errors']}; alarms: {result['alarms_raised']}")
     for check, ok in result["checks"].items():
