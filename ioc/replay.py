@@ -176,10 +176,13 @@ def coalesced(blocks: list[WindowBlock], capacity: int, span: float) -> list[lis
     return groups
 
 
-def _published(group: list[WindowBlock], number: int) -> WindowBlock:
-    """A group of recorded blocks as one block numbered ``number``."""
+def _published(group: list[WindowBlock], number: int, stream_id: int) -> WindowBlock:
+    """A group of recorded blocks as block ``number`` of the replay's one window stream (a
+    run recorded across an IOC restart has several)."""
     block = group[0] if len(group) == 1 else WindowBlock.concatenate(group)
-    return block if block.block_number == number else replace(block, block_number=number)
+    if (block.block_number, block.stream_id) == (number, stream_id):
+        return block
+    return replace(block, block_number=number, stream_id=stream_id)
 
 
 def _gated(released) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +209,9 @@ class ReplayClock:
                 break
             recorded, (plus, minus) = batch
             groups = coalesced(recorded, source.capacity, span)
-            blocks = [_published(g, source.next_block + i) for i, g in enumerate(groups)]
+            blocks = [
+                _published(g, source.next_block + i, source.stream_id) for i, g in enumerate(groups)
+            ]
             zero = np.zeros_like(plus)
             for i, block in enumerate(blocks):
                 # block 0 goes out at once (a subscriber's first value is a block), the
