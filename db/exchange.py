@@ -1,12 +1,12 @@
 """Recordings in and out as Parquet; results out as CSV.
 
 Parquet schema (format ``mupnc-recording`` version 1), one row per recorded window, in
-block order, one row group per batch of blocks:
+window order, one row group per batch of blocks:
 
 ==================== ========= ======================================================
 column               type      meaning
 ==================== ========= ======================================================
-``stream_id``        int64     the IOC's window stream
+``stream_id``        int64     the IOC's window stream (new after an IOC restart)
 ``block_number``     int64     block the window was published in (blocks are kept whole)
 ``seq``              int64     window sequence number (MPS counter since the run began)
 ``pattern_number``   int64     helicity pattern (fast) or reversal interval (slow, kick)
@@ -194,20 +194,19 @@ def read_parquet(path: str | Path) -> tuple[dict, Iterator[WindowBlock]]:
 def _blocks(path: Path, parquet: pq.ParquetFile, metadata: dict, names: list[str]):
     held: dict[str, np.ndarray] | None = None  # rows of a block that may go on
     blocks = windows = 0
-    last_block, last_seq, stream = None, None, None
+    last_block, last_seq = None, None
     try:
         batches = parquet.iter_batches(batch_size=1 << 16, columns=names)
         for batch in batches:
             if any(column.null_count for column in batch.columns):
                 raise ExchangeError(f"{path}: empty (null) values in the recording")
             rows = {n: c.to_numpy() for n, c in zip(names, batch.columns, strict=True)}
-            stream = rows["stream_id"][0] if stream is None else stream
-            if np.any(rows["stream_id"] != stream):
-                raise ExchangeError(f"{path}: the recording mixes window streams")
             if held is not None:
                 rows = {n: np.concatenate([held[n], rows[n]]) for n in names}
-            key = rows["block_number"]
-            starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+            key, stream = rows["block_number"], rows["stream_id"]
+            starts = np.flatnonzero(
+                np.r_[True, (key[1:] != key[:-1]) | (stream[1:] != stream[:-1])]
+            )
             for start, stop in itertools.pairwise(starts.tolist()):
                 block = _block(rows, metadata["channels"], start, stop)
                 last_block, last_seq = _check_order(path, block, last_block, last_seq)
@@ -239,15 +238,17 @@ def _block(rows: dict, channels: list[str], start: int, stop: int) -> WindowBloc
     )
 
 
-def _check_order(path: Path, block: WindowBlock, last_block, last_seq) -> tuple[int, int]:
-    """Blocks in increasing order, one stream, windows in increasing ``seq``."""
+def _check_order(path: Path, block: WindowBlock, last_block, last_seq) -> tuple[tuple, int]:
+    """Blocks in increasing order within each window stream (a new stream, after an IOC
+    restart, numbers from 0 again), windows in increasing ``seq`` throughout."""
     seq = block.seq
     where = f"{path}: block {block.block_number}"
-    if last_block is not None and block.block_number <= last_block:
+    key = (block.stream_id, block.block_number)
+    if last_block is not None and key[0] == last_block[0] and key[1] <= last_block[1]:
         raise ExchangeError(f"{where}: blocks out of order")
     if np.any(np.diff(seq) <= 0) or (last_seq is not None and seq[0] <= last_seq):
         raise ExchangeError(f"{where}: window sequence numbers out of order")
-    return block.block_number, int(seq[-1])
+    return key, int(seq[-1])
 
 
 def export_results_csv(engine: Engine, number: int, path: str | Path) -> int:

@@ -24,6 +24,7 @@ from db import alarms as alarm_store
 from db.models import RecordedBlock
 from db.recording import decode
 from db.session import make_engine, transaction
+from mupnc.cli import main
 from mupnc.commands import new_run, report
 from mupnc.offline import reanalyze
 from mupnc.orchestrate import Chain
@@ -149,6 +150,12 @@ def test_a_restarted_ioc_continues_the_run_and_nothing_is_counted_twice(
     engine.dispose()
     assert replay_alarms == {"missed_windows"}
     assert analysis(reanalyze(db, run, None, unblind=False)) == analysis(summary)
+    parquet = tmp_path / "two_streams.parquet"
+    assert main(["--db", db, "export", str(run), str(parquet)]) == 0
+    capfd.readouterr()
+    assert main(["--db", db, "import", str(parquet)]) == 0
+    imported = int(capfd.readouterr().out.split()[1].rstrip(":"))
+    assert analysis(reanalyze(db, imported, None, unblind=False)) == analysis(summary)
 
 
 def test_a_restarted_ioc_serving_another_run_aborts_the_monitored_one(
