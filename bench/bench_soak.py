@@ -55,14 +55,14 @@ apply(ca_environment(None, PORTS, REPEATER_PORT))
 
 import epics  # noqa: E402  (libca reads the environment when it loads)
 import numpy as np  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 
 from db import alarms as alarm_store  # noqa: E402
-from db.models import HelicityCounts, RecordedBlock  # noqa: E402
+from db.models import RecordedBlock  # noqa: E402
 from db.pg_server import PostgresServer  # noqa: E402
 from db.recording import decode  # noqa: E402
 from db.session import make_engine, transaction  # noqa: E402
-from db.summary import run_summary  # noqa: E402
+from db.summary import helicity_totals, run_summary  # noqa: E402
 from mupnc.orchestrate import Chain  # noqa: E402
 
 PREFIX = "SOAK:"
@@ -72,19 +72,6 @@ WARMUP_SECONDS = 10.0
 IOC_DOWN_SECONDS = 5.0
 MONITOR_DOWN_SECONDS = 2.0
 PG_DOWN_SECONDS = 60.0
-
-
-def helicity_totals(engine, run: int, names: list[str]) -> np.ndarray:
-    """Database totals of helicity-sorted counts, (2, channels): helicity +1, -1 rows, in the
-    order of ``names`` (windows of undecoded helicity are not in the IOC's scalers)."""
-    with transaction(engine) as session:
-        rows = session.execute(
-            select(HelicityCounts.helicity, HelicityCounts.channel, func.sum(HelicityCounts.counts))
-            .where(HelicityCounts.run == run, HelicityCounts.helicity != 0)
-            .group_by(HelicityCounts.helicity, HelicityCounts.channel)
-        ).all()
-    table = {(h, c): int(n) for h, c, n in rows}
-    return np.array([[table.get((h, name), 0) for name in names] for h in (1, -1)], dtype=float)
 
 
 def recorded_seq(engine, run: int) -> np.ndarray:
@@ -288,9 +275,8 @@ def wait_for(condition, timeout: float):
 def verdict(soak, engine, run, scalers, published_seq, first_seq, points) -> dict:
     with transaction(engine) as session:
         summary = run_summary(session, run)
+        totals = np.array(helicity_totals(session, run, [c["name"] for c in summary["channels"]]))
         alarms = {a["name"] for a in alarm_store.alarm_list(session, run=run, closed=True)}
-    names = [c["name"] for c in summary["channels"]]
-    totals = helicity_totals(engine, run, names)
     seq = recorded_seq(engine, run)
     steps = np.diff(seq)
     gaps = steps[steps > 1] - 1

@@ -6,7 +6,15 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import CUMULATIVE, Alarm, AsymmetryResult, HelicityError, Minirun, Run
+from db.models import (
+    CUMULATIVE,
+    Alarm,
+    AsymmetryResult,
+    HelicityCounts,
+    HelicityError,
+    Minirun,
+    Run,
+)
 from sim.helicity import pattern_shape
 
 
@@ -116,3 +124,15 @@ def run_summary(session: Session, number: int) -> dict:
         ],
         "injected_asymmetry": run.config.get("asymmetry"),
     }
+
+
+def helicity_totals(session: Session, number: int, channels: list[str]) -> list[list[int]]:
+    """The run's helicity-sorted detector counts summed over miniruns: rows helicity +1 and
+    -1, columns ``channels`` (windows of undecoded helicity are in neither)."""
+    rows = session.execute(
+        select(HelicityCounts.helicity, HelicityCounts.channel, func.sum(HelicityCounts.counts))
+        .where(HelicityCounts.run == number, HelicityCounts.helicity != 0)
+        .group_by(HelicityCounts.helicity, HelicityCounts.channel)
+    ).all()
+    table = {(h, c): int(n) for h, c, n in rows}
+    return [[table.get((h, name), 0) for name in channels] for h in (1, -1)]

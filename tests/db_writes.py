@@ -4,11 +4,10 @@ over simulated window blocks: shared by the database tests."""
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import func, select
 
-from db.models import HelicityCounts
 from db.session import transaction
 from db.store import allocate_run
+from db.summary import helicity_totals
 from monitor.accumulator import RunAccumulator
 from monitor.decoder import HelicityDecoder
 from monitor.recorder import RunRecorder
@@ -78,11 +77,6 @@ def sorted_totals(engine, run: int, names: list[str] | None = None) -> np.ndarra
     """Database totals of helicity-sorted counts, shape (2, channels), in the order of
     ``names`` (default: the channel map of :data:`CONFIG`)."""
     with transaction(engine) as session:
-        rows = session.execute(
-            select(HelicityCounts.helicity, HelicityCounts.channel, func.sum(HelicityCounts.counts))
-            .where(HelicityCounts.run == run, HelicityCounts.helicity != 0)
-            .group_by(HelicityCounts.helicity, HelicityCounts.channel)
-        ).all()
-    table = {(h, c): int(n) for h, c, n in rows}
-    names = CHANNEL_MAP.names if names is None else names
-    return np.array([[table[h, name] for name in names] for h in (1, -1)])
+        return np.array(
+            helicity_totals(session, run, CHANNEL_MAP.names if names is None else names)
+        )
