@@ -330,19 +330,22 @@ class RunRecorder:
         return acc
 
     def _recorded_tail(self, session: Session, windows: int) -> list[WindowBlock]:
-        """The last ``windows`` recorded windows of the run (of any stream), as blocks in order."""
-        rows = session.execute(
-            select(RecordedBlock.n_windows, RecordedBlock.payload)
-            .where(RecordedBlock.run == self.run)
-            .order_by(RecordedBlock.first_seq.desc())
-        )
-        blocks, missing = [], windows
-        for n_windows, payload in rows:
-            if missing <= 0:
-                break
-            block = decode(payload)
-            blocks.append(_tail(block, min(missing, n_windows)))
-            missing -= n_windows
-        if missing > 0:
-            raise RuntimeError(f"run {self.run}: recording lacks {missing} held windows")
+        """The last ``windows`` recorded windows of the run (of any stream), as blocks in
+        order; read a few blocks at a time from the end (PostgreSQL's driver would fetch a
+        whole result at once: the run's entire recording)."""
+        blocks, missing, before = [], windows, None
+        while missing > 0:
+            query = select(RecordedBlock.n_windows, RecordedBlock.payload, RecordedBlock.first_seq)
+            query = query.where(RecordedBlock.run == self.run)
+            if before is not None:
+                query = query.where(RecordedBlock.first_seq < before)
+            rows = session.execute(query.order_by(RecordedBlock.first_seq.desc()).limit(8)).all()
+            if not rows:
+                raise RuntimeError(f"run {self.run}: recording lacks {missing} held windows")
+            for n_windows, payload, first_seq in rows:
+                if missing <= 0:
+                    break
+                blocks.append(_tail(decode(payload), min(missing, n_windows)))
+                missing -= n_windows
+                before = first_seq
         return blocks[::-1]
