@@ -18,16 +18,14 @@ from sqlalchemy.orm import Session
 from db.models import Run
 from monitor.accumulator import RunAccumulator
 from monitor.blinding import UNBLINDED, Blinder, run_blinder
-from monitor.decoder import DecoderState, HelicityDecoder
+from monitor.cuts import LowBeamCut
+from monitor.decoder import DecodedWindows, DecoderState, HelicityDecoder
 from monitor.recorder import RunRecorder
 from monitor.results import RunResult, run_result
-from monitor.rotator_decoder import DEFAULT_MINIRUN_PAIRS, RotatorDecoder, make_decoder
+from monitor.rotator_decoder import RotatorDecoder, make_decoder, minirun_length
 from monitor.service import RunSettings
 from sim.blocks import WindowBlock
 from sim.channel_map import ChannelMap
-
-DEFAULT_MINIRUN = 9000
-"""Patterns per minirun when a run does not say (the monitor's default)."""
 
 
 class BlindingError(LookupError):
@@ -72,10 +70,15 @@ def run_blinding(run: Run, unblind: bool = False) -> Blinder:
 
 @dataclass
 class RunAnalysis:
-    """Decoder and accumulator for one run's settings (see the module docstring)."""
+    """Decoder, cuts and accumulator for one run's settings (see the module docstring).
+
+    ``minirun_patterns`` None takes the scheme's default (:func:`minirun_length`);
+    ``low_beam`` (None: no cut) removes patterns that saw low beam from the analysis.
+    """
 
     settings: RunSettings
-    minirun_patterns: int = DEFAULT_MINIRUN
+    minirun_patterns: int | None = None
+    low_beam: LowBeamCut | None = None
     decoder: HelicityDecoder | RotatorDecoder = field(init=False)
     acc: RunAccumulator = field(init=False)
 
@@ -85,7 +88,7 @@ class RunAnalysis:
             s.scheme, s.pattern, s.delay_patterns, len(s.channel_map.channels)
         )
         self.decoder.state.last_seq = s.first_seq - 1
-        minirun = self.minirun_patterns if s.scheme == "fast" else DEFAULT_MINIRUN_PAIRS
+        minirun = minirun_length(s.scheme, self.minirun_patterns)
         self.acc = RunAccumulator(s.channel_map, self.decoder.size, minirun)
 
     @property
@@ -93,7 +96,7 @@ class RunAnalysis:
         return self.decoder.state
 
     def feed(self, block: WindowBlock) -> None:
-        self.acc.add(self.decoder.feed(block))
+        self._accumulate(self.decoder.feed(block))
 
     def feed_blocks(self, blocks: list[WindowBlock]) -> None:
         """Consecutive blocks as one (the same result as one by one, faster)."""
@@ -102,7 +105,10 @@ class RunAnalysis:
 
     def finish(self) -> None:
         """End of run: release every window the decoder still holds."""
-        self.acc.add(self.decoder.flush())
+        self._accumulate(self.decoder.flush())
+
+    def _accumulate(self, decoded: DecodedWindows) -> None:
+        self.acc.add(decoded if self.low_beam is None else self.low_beam.apply(decoded))
 
     def result(self) -> RunResult:
         return run_result(self.acc, self.settings.polarization, self.settings.blinder)

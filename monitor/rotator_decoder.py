@@ -58,6 +58,8 @@ from monitor.decoder import (
 from sim.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
 
 SCHEMES = ("fast", "slow", "kick")
+DEFAULT_MINIRUN_PATTERNS = 9000
+"""Minirun length of the fast scheme in patterns (JAPAN's default)."""
 DEFAULT_MINIRUN_PAIRS = 16
 """Minirun length of the slow schemes in patterns (interval pairs): 32 reversals, about
 JAPAN's 5-minute minirun at a 10 s flip period."""
@@ -358,6 +360,14 @@ def make_decoder(
     if scheme in ("slow", "kick"):
         return RotatorDecoder(scheme, n_channels, settle_windows)
     raise ValueError(f"unknown reversal scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+
+
+def minirun_length(scheme: str, requested: int | None = None) -> int:
+    """Patterns per minirun: ``requested``, else the scheme's default (patterns for the fast
+    scheme, interval pairs for the slow ones)."""
+    if requested is not None:
+        return requested
+    return DEFAULT_MINIRUN_PATTERNS if scheme == "fast" else DEFAULT_MINIRUN_PAIRS
 
 
 def settle_gate_windows(ramp_time: float, settle_time: float, window_rate: float) -> int:

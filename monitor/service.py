@@ -31,7 +31,7 @@ from monitor.ingest import BlockIngest
 from monitor.publisher import ResultPublisher
 from monitor.recorder import RunRecorder
 from monitor.results import run_result
-from monitor.rotator_decoder import DEFAULT_MINIRUN_PAIRS, make_decoder
+from monitor.rotator_decoder import make_decoder, minirun_length
 from sim.channel_map import ChannelMap
 
 log = logging.getLogger("mupnc.monitor")
@@ -111,7 +111,7 @@ class OnlineMonitor:
         self,
         prefix: str,
         engine: Engine,
-        minirun_patterns: int = 9000,
+        minirun_patterns: int | None = None,
         flush_interval: float = 1.0,
         publisher: ResultPublisher | None = None,
         alarms: AlarmService | None = None,
@@ -148,7 +148,7 @@ class OnlineMonitor:
         decoder = make_decoder(
             settings.scheme, settings.pattern, settings.delay_patterns, n_channels
         )
-        minirun = self.minirun_patterns if settings.scheme == "fast" else DEFAULT_MINIRUN_PAIRS
+        minirun = minirun_length(settings.scheme, self.minirun_patterns)
         recorder = RunRecorder(self.engine, settings.run)
         acc = recorder.resume(settings.channel_map, decoder)
         if acc is None:

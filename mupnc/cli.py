@@ -129,6 +129,9 @@ def _block_rate(text: str) -> float:
     return value
 
 
+MINIRUN_HELP = "patterns per minirun (default 9000; slow schemes: 16 interval pairs)"
+
+
 def _minirun(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -260,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="blocks per second of data, as the live IOC publishes them (default 20)",
     )
-    simulate.add_argument("--minirun", type=_minirun, default=9000, help="patterns per minirun")
+    simulate.add_argument("--minirun", type=_minirun, help=MINIRUN_HELP)
 
     replay = sub.add_parser("replay", help="play a recorded run back through the IOCs")
     replay.add_argument("run", type=int, help="recorded run")
@@ -272,7 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     reanalyze.add_argument("run", type=int, help="recorded run")
     reanalyze.add_argument("--json", action="store_true", help="machine-readable output")
     reanalyze.add_argument(
-        "--minirun", type=_minirun, help="patterns per minirun (default: the run's own)"
+        "--minirun",
+        type=_minirun,
+        help="patterns (slow schemes: interval pairs) per minirun (default: the run's own)",
+    )
+    reanalyze.add_argument(
+        "--min-beam-rate",
+        type=_positive,
+        metavar="HZ",
+        help="low-beam cut: drop patterns with a window below HZ muons/s (default: no cut)",
     )
     reanalyze.add_argument(
         "--unblind", action="store_true", help="report the true values of a blinded run"
@@ -287,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     monitor = sub.add_parser("monitor", help="the online monitor")
     monitor.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
-    monitor.add_argument("--minirun", type=_minirun, default=9000, help="patterns per minirun")
+    monitor.add_argument("--minirun", type=_minirun, help=MINIRUN_HELP)
     monitor.add_argument(
         "--alarm-rules", metavar="FILE", help="alarm rules TOML (default: the shipped rules)"
     )

@@ -258,6 +258,18 @@ def _ppm(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 1e6:+.1f}"
 
 
+def format_reanalysis(s: dict) -> str:
+    """:func:`format_report` with the settings of the reanalysis."""
+    r = s["reanalysis"]
+    cut = r["min_beam_rate"]
+    settings = f"  reanalysed: {r['minirun_patterns']} patterns per minirun" + (
+        ", unblinded" if r["unblinded"] else ""
+    )
+    if cut is not None:
+        settings += f", low-beam cut < {cut:.3g} muons/s: {r['patterns_cut']['low_beam']} patterns"
+    return format_report(s) + "\n" + settings
+
+
 def format_report(s: dict) -> str:
     a = s["asymmetry"]
     good = s["patterns_good_percent"]
@@ -349,8 +361,10 @@ def _recorded(args: argparse.Namespace) -> int:
     if args.command == "replay":
         return replay.replay(args)
     if args.command == "reanalyze":
-        summary = offline.reanalyze(args.db, args.run, args.minirun, args.unblind)
-        print(json.dumps(summary, indent=2) if args.json else format_report(summary))
+        summary = offline.reanalyze(
+            args.db, args.run, args.minirun, args.unblind, args.min_beam_rate
+        )
+        print(json.dumps(summary, indent=2) if args.json else format_reanalysis(summary))
         return 0
     if args.command == "import":
         number, windows = offline.import_recording(args.db, args.file)

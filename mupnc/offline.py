@@ -28,7 +28,8 @@ from db.models import Base, Run
 from db.recorded import BATCH_BLOCKS, recorded_blocks, recording_info
 from db.session import make_engine, require_schema, transaction
 from db.summary import run_summary
-from monitor.offline import DEFAULT_MINIRUN, RunAnalysis, run_blinding, run_settings
+from monitor.cuts import LowBeamCut
+from monitor.offline import RunAnalysis, run_blinding, run_settings
 from monitor.recorder import RunRecorder
 from sim.helicity import pattern_shape
 from sim.source import WindowSource
@@ -82,10 +83,18 @@ def simulate(args: argparse.Namespace) -> int:
     return 130 if state == "aborted" else 0
 
 
-def reanalyze(url: str, number: int, minirun: int | None, unblind: bool) -> dict:
+def reanalyze(
+    url: str,
+    number: int,
+    minirun: int | None,
+    unblind: bool,
+    min_beam_rate: float | None = None,
+) -> dict:
     """The report of ``number`` analysed again from its recording (see the module docstring).
 
-    ``minirun`` None keeps the run's own minirun length; ``unblind`` drops its blinding.
+    ``minirun`` None keeps the run's own minirun length (patterns, or interval pairs for
+    the slow schemes); ``unblind`` drops its blinding; ``min_beam_rate`` (muons/s, None:
+    no cut) cuts the patterns that saw less beam (:class:`monitor.cuts.LowBeamCut`).
     """
     engine = make_engine(url)
     require_schema(engine)
@@ -94,11 +103,12 @@ def reanalyze(url: str, number: int, minirun: int | None, unblind: bool) -> dict
         run = info.run
         first_seq = int((run.config or {}).get("first_seq", 0))
         settings = run_settings(run, run_blinding(run, unblind), first_seq)
+        window_rate = float((run.config or {}).get("window_rate", 0.0))
         columns = {c.key: getattr(run, c.key) for c in Run.__table__.columns}
     blinder = settings.blinder
     columns.update(blinded=blinder.blinded, blinding_checksum=blinder.checksum or None)
-    length = minirun or info.minirun_patterns or DEFAULT_MINIRUN
-    analysis = RunAnalysis(settings, length)
+    low_beam = None if min_beam_rate is None else LowBeamCut(min_beam_rate, window_rate)
+    analysis = RunAnalysis(settings, minirun or info.minirun_patterns, low_beam)
     for batch in recorded_blocks(engine, number):
         analysis.feed_blocks(batch)
     analysis.finish()
@@ -112,7 +122,12 @@ def reanalyze(url: str, number: int, minirun: int | None, unblind: bool) -> dict
         summary = run_summary(session, number)
     memory.dispose()
     summary["end"] = None if columns["end"] is None else columns["end"].isoformat()
-    summary["reanalysis"] = {"minirun_patterns": length, "unblinded": unblind}
+    summary["reanalysis"] = {
+        "minirun_patterns": analysis.acc.minirun_patterns,
+        "unblinded": unblind,
+        "min_beam_rate": min_beam_rate,
+        "patterns_cut": {"low_beam": 0 if low_beam is None else low_beam.patterns_cut},
+    }
     return summary
 
 
@@ -146,7 +161,7 @@ def import_recording(url: str, path: str) -> tuple[int, int]:
     )
     try:
         settings = run_settings(row, blinder, int(config.get("first_seq", 0)))
-        analysis = RunAnalysis(settings, metadata.get("minirun_patterns") or DEFAULT_MINIRUN)
+        analysis = RunAnalysis(settings, metadata.get("minirun_patterns"))
     except (KeyError, TypeError, ValueError) as err:
         raise ExchangeError(f"{path}: the run's settings are unusable ({err})") from None
     recorder = RunRecorder(engine, 0)  # numbered once the run exists

@@ -44,6 +44,8 @@ CASES = [
     (["replay", "42", "--no-dashboard"], 1, "run 42 is not in the database"),
     (["reanalyze", "42"], 1, "run 42 is not in the database"),
     (["reanalyze", "1", "--minirun", "1"], 2, "--minirun: a minirun needs at least 2"),
+    (["reanalyze", "1", "--min-beam-rate", "-5"], 2, "--min-beam-rate: must be a positive"),
+    (["reanalyze", "1", "--min-beam-rate", "nan"], 2, "--min-beam-rate: must be a positive"),
     (["report", "not-a-number"], 2, "argument run: invalid int value"),
     (["report", "42"], 1, "run 42 is not in the database"),
     (["report", "-5"], 1, "run -5 is not in the database"),

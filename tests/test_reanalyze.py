@@ -60,7 +60,12 @@ def test_reanalysis_with_the_same_settings_equals_the_report(simulated, capsys):
     code, again, _ = cli(capsys, "--db", db, "reanalyze", str(run), "--json")
     assert code == 0
     again = json.loads(again)
-    assert again["reanalysis"] == {"minirun_patterns": MINIRUN, "unblinded": False}
+    assert again["reanalysis"] == {
+        "minirun_patterns": MINIRUN,
+        "unblinded": False,
+        "min_beam_rate": None,
+        "patterns_cut": {"low_beam": 0},
+    }
     assert {k: v for k, v in again.items() if k not in NOT_ANALYSIS} == json.loads(original)
     code, text, _ = cli(capsys, "--db", db, "reanalyze", str(run))
     assert code == 0 and f"Run {run} (ALR, sim, ended)" in text
@@ -80,6 +85,33 @@ def test_reanalysis_with_another_minirun_length(simulated, capsys):
     # the same pattern asymmetries, merged in other groups: equal up to rounding
     assert a["value"] == pytest.approx(b["value"], rel=1e-9)
     assert a["error"] == pytest.approx(b["error"], rel=1e-9)
+
+
+def test_reanalysis_with_a_low_beam_cut(simulated, capsys):
+    """The run had 1e9 muons/s throughout: a cut below that keeps every pattern (the same
+    analysis), one above it cuts every pattern and loses no window."""
+    db, run = simulated
+    original = json.loads(cli(capsys, "--db", db, "report", str(run), "--json")[1])
+    code, out, _ = cli(
+        capsys, "--db", db, "reanalyze", str(run), "--json", "--min-beam-rate", "5e8"
+    )
+    kept = json.loads(out)
+    assert code == 0 and kept["reanalysis"]["patterns_cut"] == {"low_beam": 0}
+    assert kept["reanalysis"]["min_beam_rate"] == 5e8
+    assert {k: v for k, v in kept.items() if k not in NOT_ANALYSIS} == original
+
+    code, out, _ = cli(
+        capsys, "--db", db, "reanalyze", str(run), "--json", "--min-beam-rate", "2e9"
+    )
+    cut = json.loads(out)
+    assert code == 0 and cut["reanalysis"]["patterns_cut"] == {
+        "low_beam": original["patterns_good"]
+    }
+    assert cut["patterns_good"] == 0
+    assert (cut["windows"], cut["lost_windows"]) == (original["windows"], 0)
+    code, text, _ = cli(capsys, "--db", db, "reanalyze", str(run), "--min-beam-rate", "2e9")
+    assert code == 0
+    assert f"low-beam cut < 2e+09 muons/s: {original['patterns_good']} patterns" in text
 
 
 def test_bad_recordings_and_arguments_are_refused(simulated, capsys, tmp_path):
