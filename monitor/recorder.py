@@ -68,7 +68,7 @@ def _unpack_state(data: bytes) -> dict:
 
 def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
     """One row per channel, ``combined`` (with the chi2/ndf of minirun means), ``charge``
-    and each null asymmetry (measured, never blinded)."""
+    and each null asymmetry (measured, never blinded); no value without a pattern."""
     means = [
         *result.channels.items(),
         ("combined", result.combined),
@@ -80,7 +80,7 @@ def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
             run=run,
             minirun=minirun,
             channel=name,
-            value=_float(m.value),
+            value=_float(m.value) if m.n else None,
             error=_float(m.error),
             n=m.n,
             chi2_ndf=_float(result.chi2_ndf) if name == "combined" else None,
