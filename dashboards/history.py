@@ -119,7 +119,7 @@ def summary_html(record: RunRecord, reference: RunRecord | None, unit: Unit) -> 
     info, combined = record.info, record.combined
     name = label(info.mode)
     lines = [
-        f"<b>Run {info.number}</b> · {html.escape(info.source)} · {html.escape(info.state)} · "
+        f"<b>Run {info.number}</b> · {html.escape(info.origin)} · {html.escape(info.state)} · "
         f"started {info.start:%Y-%m-%d %H:%M:%S} UTC",
     ]
     if info.blinded:

@@ -150,7 +150,7 @@ def run_html(run: RunInfo | None, now: datetime) -> str:
         return "<b>Run</b>: none yet"
     end = run.end or now
     items = [
-        ("run", f"{run.number} ({html.escape(run.source)}, {label(run.mode)})"),
+        ("run", f"{run.number} ({html.escape(run.origin)}, {label(run.mode)})"),
         ("state", html.escape(run.state)),
         ("start", run.start.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("duration", format_duration((end - run.start).total_seconds())),

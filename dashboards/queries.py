@@ -56,6 +56,13 @@ class RunInfo:
     shape: tuple[tuple[str, float], ...] = ()
     """(channel name, relative asymmetry) of the run's A_LR preset at each channel's
     cos theta (:func:`sim.detector.alr_shape`; 1 for a flat preset and for other roles)."""
+    replay_of: int | None = None
+    """The recorded run this run replays (source "replay")."""
+
+    @property
+    def origin(self) -> str:
+        """Where the data come from: the source ("live", "sim"), or "replay of run N"."""
+        return self.source if self.replay_of is None else f"replay of run {self.replay_of}"
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ def run_info(run: Run) -> RunInfo:
         reversal=str(run.reversal or config.get("reversal", "?")),
         roles=roles,
         shape=shape,
+        replay_of=run.replay_of,
     )
 
 

@@ -32,8 +32,15 @@ CHANNEL_MAP = {
 }
 
 
-def new_run(engine: Engine, start: datetime | None = T0, state: str = "running", **config) -> int:
-    """A run in ``state``; ``config`` defaults to an injected 5 ppm A_LR, quartets."""
+def new_run(
+    engine: Engine,
+    start: datetime | None = T0,
+    state: str = "running",
+    replay_of: int | None = None,
+    **config,
+) -> int:
+    """A run in ``state`` (simulated, or a replay of run ``replay_of``); ``config`` defaults
+    to an injected 5 ppm A_LR, quartets."""
     config = {
         "mode": "alr",
         "asymmetry": 5e-6,
@@ -48,7 +55,13 @@ def new_run(engine: Engine, start: datetime | None = T0, state: str = "running",
         **config,
     }
     with transaction(engine) as session:
-        number = allocate_run(session, source="sim", mode=config["mode"], config=config)
+        number = allocate_run(
+            session,
+            source="sim" if replay_of is None else "replay",
+            mode=config["mode"],
+            config=config,
+            replay_of=replay_of,
+        )
         run = session.get(Run, number)
         run.state = state
         if start is not None:

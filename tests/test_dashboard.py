@@ -479,6 +479,22 @@ def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) ->
     assert feed.sessions == 0
 
 
+def test_a_replay_is_shown_as_the_replay_of_its_run(engine: Engine, feed: Feed) -> None:
+    original = new_run(engine, state="ended")
+    replay = new_run(engine, replay_of=original)
+    add_snapshots(engine, replay, [1, 2])
+    feed.poll()
+    doc = Document()
+    make_document(doc, feed)
+    assert len(by_name(doc, "asym_source").data["x"]) == 2  # streamed as live data
+    assert f"{replay} (replay of run {original}, A_LR)" in by_name(doc, "run_info").text
+    history = Document()
+    make_history(history, engine)
+    assert (
+        f"Run {replay}</b> · replay of run {original} ·" in by_name(history, "history_summary").text
+    )
+
+
 def test_unit_switch_rescales_and_panning_stops_the_y_follow(engine: Engine, feed: Feed) -> None:
     run = new_run(engine, asymmetry=None)
     add_snapshots(engine, run, [1, 2])  # ~5 ppm
