@@ -84,12 +84,13 @@ def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | N
 def new_run(
     url: str,
     config: SourceConfig,
-    source: str = "sim",
+    source: str = "live",
     create: bool = True,
     blinded: bool = False,
     blind_box: float | None = None,
 ) -> int:
-    """Allocate a run; with ``create`` a database without any schema gets one (an existing
+    """Allocate a run (source "live": taken through the IOCs; "sim": made offline by
+    ``mupnc sim``); with ``create`` a database without any schema gets one (an existing
     schema must be current either way)."""
     engine = make_engine(url)
     (ensure_schema if create else require_schema)(engine)
