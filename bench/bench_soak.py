@@ -19,7 +19,8 @@ simulator's truth helicity, carried across the IOC restart by its autosave) chan
 channel; the recording holds each published window once, in order; the only windows missing
 are those of the IOC's down time, reported as lost (``lost_windows``) with the
 ``missed_windows`` alarm raised.  Every 5 s the RSS of each process is sampled; the summary
-gives start (after 60 s, or a fifth of the run), end and peak per process.  Exit status 0
+gives start (after 60 s, or a fifth of the run), end and peak per process, and the peak of
+each minute (printed every 5 minutes), so that growth shows.  Exit status 0
 only if every check holds; ``--json`` prints the figures as one JSON object on the last line.
 """
 
@@ -285,7 +286,15 @@ def verdict(soak, engine, run, scalers, published_seq, first_seq, points) -> dic
     memory = {}
     for name, samples in soak.rss.items():
         after = [mb for t, mb in samples if t >= warmup] or [mb for _, mb in samples]
-        memory[name] = {"start_mb": after[0], "end_mb": after[-1], "peak_mb": max(after)}
+        series = {}  # the highest sample of each minute, so growth shows between minutes
+        for t, mb in samples:
+            series[int(t // 60)] = max(series.get(int(t // 60), 0.0), mb)
+        memory[name] = {
+            "start_mb": after[0],
+            "end_mb": after[-1],
+            "peak_mb": max(after),
+            "per_minute_peak_mb": [round(series[m], 1) for m in sorted(series)],
+        }
     cpu = {name: 100 * used / wall for name, (used, wall) in soak.cpu.items() if wall > 0}
     checks = {
         "db_totals_equal_ioc_scalers": bool(np.array_equal(totals, scalers)),
@@ -345,6 +354,12 @@ def main() -> int:
         print(
             f"{name:10s} RSS start {m['start_mb']:.0f} MB, end {m['end_mb']:.0f} MB, "
             f"peak {m['peak_mb']:.0f} MB; CPU {result['cpu_percent'].get(name, 0):.1f} % of a core"
+        )
+    every = 5  # minutes
+    for name, m in result["memory"].items():
+        points = m["per_minute_peak_mb"][::every]
+        print(
+            f"{name:10s} RSS peak (MB) every {every} min: " + " ".join(f"{x:.0f}" for x in points)
         )
     print(f"helicity errors: {result['helicity_errors']}; alarms: {result['alarms_raised']}")
     for check, ok in result["checks"].items():
