@@ -15,6 +15,7 @@ import re
 import socket
 import sys
 
+from db.recording import RecordingError
 from db.session import DatabaseURLError, SchemaError, checked_url, database_url
 from ioc.autosave import AutosaveError
 from monitor.alarm_rules import AlarmRulesError
@@ -383,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"mupnc: error: {err}\n")
     except (SchemaError, ConnectionError, LookupError) as err:
         print(f"mupnc: error: {err}", file=sys.stderr)
+        return 1
+    except RecordingError as err:  # in the database: a run-time failure, not bad input
+        print(f"mupnc: error: corrupt recording: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -341,17 +341,14 @@ def recorded(args: argparse.Namespace) -> int:
     """``sim``, ``replay``, ``reanalyze``, ``export`` and ``import``: recorded runs.
 
     A bad file is a usage error (exit 2); a corrupt recording in the database a run-time
-    failure (exit 1)."""
+    failure (exit 1, :func:`mupnc.cli.main`)."""
     from db.exchange import ExchangeError
-    from db.recording import RecordingError
     from mupnc.cli import UsageError
 
     try:
         return _recorded(args)
     except ExchangeError as err:
         raise UsageError(str(err)) from None
-    except RecordingError as err:
-        raise LookupError(f"corrupt recording: {err}") from None
 
 
 def _recorded(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ recorded run's settings; its provenance names the run, speed and range replayed.
 monitor analyses it as live data, with the recorded run's minirun length and blinding, so
 its report equals the original's (see :mod:`ioc.replay` for what the IOC publishes).
 ``--from``/``--to`` (seconds of data since the run began) keep the blocks that lie wholly
-inside the range; a pattern cut by the range's edge counts as incomplete.
+inside the range; a pattern cut by the range's edge counts as incomplete.  Every block of
+the range is read once before the replay run is allocated, so a corrupt recording is
+refused (:class:`db.recording.RecordingError`) before anything is written or published.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import asyncio
 import math
 
 from sqlalchemy import Engine
+from tqdm import tqdm
 
-from db.recorded import SeqRange, recording_info
+from db.recorded import SeqRange, recorded_blocks, recording_info
 from db.session import make_engine, require_schema, transaction
 from db.store import allocate_run
 from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, finish, launch
@@ -43,10 +46,24 @@ def seq_range(engine: Engine, number: int, start: float | None, stop: float | No
     return SeqRange(first, None if stop is None else math.ceil(stop * rate))
 
 
+def check_recording(engine: Engine, number: int, seq: SeqRange, windows: int) -> None:
+    """Read every recorded block of ``number`` in ``seq`` (a progress bar on a terminal);
+    raises :class:`db.recording.RecordingError` naming the first bad block."""
+    with tqdm(
+        total=windows, unit=" windows", unit_scale=True, desc="checking", disable=None
+    ) as bar:
+        for batch in recorded_blocks(engine, number, seq):
+            bar.update(sum(block.n_windows for block in batch))
+
+
 def allocate_replay(
     engine: Engine, number: int, seq: SeqRange, speed: float | None, window: tuple
 ) -> int:
-    """A new run replaying ``number`` (in the caller's database); returns its number."""
+    """A new run replaying ``number`` (in the caller's database), once its recording has
+    been checked (:func:`check_recording`); returns its number."""
+    with transaction(engine) as session:
+        windows = recording_info(session, number, seq).windows
+    check_recording(engine, number, seq, windows)
     with transaction(engine) as session:
         info = recording_info(session, number, seq)
         run = info.run

@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from db.models import RecordedBlock, Run
 from db.session import make_engine, transaction
@@ -143,6 +143,18 @@ def test_bad_recordings_and_arguments_are_refused(simulated, capsys, tmp_path):
         assert len(err.strip().splitlines()) == 1
         with transaction(engine) as session:  # nothing was written
             assert session.get(Run, run).state == "ended"
+            runs = session.scalar(select(func.count()).select_from(Run))
+        # a replay reads the whole recording first: refused before a run is allocated
+        for replay in (
+            ["replay", str(run), "--speed", "max", "--no-dashboard"],
+            ["ioc", "--source", f"replay:{run}", "--speed", "max"],
+        ):
+            code, _, err = cli(capsys, "--db", db, *replay)
+            assert code == 1, replay
+            assert err.startswith(f"mupnc: error: corrupt recording: run {run}, recorded block 7:")
+            assert len(err.strip().splitlines()) == 1
+        with transaction(engine) as session:
+            assert session.scalar(select(func.count()).select_from(Run)) == runs
     finally:
         with transaction(engine) as session:
             session.execute(
