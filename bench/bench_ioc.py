@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import cpu_seconds, write_channel_map
 
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
 
@@ -32,29 +33,6 @@ apply(ca_environment(None, [IOC_PORT], REPEATER_PORT))
 import epics  # noqa: E402  (libca reads the environment when it loads)
 
 from sim.blocks import WindowBlock  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def write_channel_map(folder: Path, n_channels: int) -> Path:
-    path = folder / f"alr_{n_channels}.toml"
-    lines = ['mode = "alr"']
-    for i in range(n_channels):
-        cos_theta = -1 + (2 * i + 1) / n_channels
-        lines += [
-            "[[channels]]",
-            f'name = "det_{i:03d}"',
-            'role = "scatter"',
-            f"cos_theta = {cos_theta:.6f}",
-            "acceptance = 1.0e-5",
-        ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def peak_rss_mb(pid: int) -> float:

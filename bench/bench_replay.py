@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import cpu_seconds, write_channel_map
+
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
 
 IOC_PORT, MONITOR_PORT, REPEATER_PORT = free_port(), free_port(), free_port()
@@ -43,17 +45,6 @@ NOT_ANALYSIS = {"run", "start", "end", "source", "replay_of", "alarms"}
 WINDOW_RATE = 240.0
 
 
-def write_channel_map(folder: Path, n_channels: int) -> Path:
-    path = folder / f"alr_{n_channels}.toml"
-    entries = [
-        f'[[channels]]\nname = "ch{i}"\nrole = "scatter"\n'
-        f"cos_theta = {-1 + 2 * (i + 0.5) / n_channels:.6f}\nacceptance = 1e-4\n"
-        for i in range(n_channels)
-    ]
-    path.write_text('mode = "alr"\n\n' + "\n".join(entries))
-    return path
-
-
 def simulate(db: str, args: argparse.Namespace, channel_map: Path) -> float:
     started = time.perf_counter()
     options = ["--seconds", str(args.seconds), "--window-rate", str(WINDOW_RATE), "--rate", "1e9"]
@@ -64,12 +55,6 @@ def simulate(db: str, args: argparse.Namespace, channel_map: Path) -> float:
         stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - started
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def replay(db: str, run: int) -> tuple[int, float, list[tuple[float, int]], dict]:
@@ -114,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         db = f"sqlite:///{Path(folder) / 'replay.db'}"
-        channel_map = write_channel_map(Path(folder), args.channels)
+        channel_map = write_channel_map(Path(folder), args.channels, acceptance=1e-4)
         sim_wall = simulate(db, args, channel_map)
         windows = report(db, 1)["windows"]
         print(

@@ -37,16 +37,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import cpu_seconds, write_channel_map
 from bench_dashboard import (
     CHROMIUM,
     CHROMIUM_ARGS,
     IDLE_JS,
     POINTS_JS,
-    cpu_seconds,
     rss_mb,
     wait_listening,
 )
-from bench_ioc import write_channel_map
 
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
 
