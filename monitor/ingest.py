@@ -34,6 +34,10 @@ log = logging.getLogger("mupnc.monitor.ingest")
 CA_FAILURES = (ChannelAccessException, ChannelAccessGetFailure)
 """What pyepics raises when a channel goes away during a get."""
 
+RING_READ_BATCH = 32
+"""Ring slots a refill reads at once: their round trips overlap (13-16x faster than one at a
+time, ``bench/bench_refill.py``); libca holds at most this many blocks at a time."""
+
 
 @dataclass
 class IngestCounters:
@@ -167,15 +171,24 @@ class BlockIngest:
             log.error(
                 "blocks %d..%d lost: not in the IOC ring any more", first, first + overwritten - 1
             )
-        for number in range(first + overwritten, stop):
-            block = self._read_ring(number)
-            if block is None:
-                self.counters.blocks_lost += 1
-                log.error("block %d lost: not in the IOC ring buffer any more", number)
-            else:
-                self.counters.blocks_refilled += 1
-                out.append(block)
-            self._next_block = number + 1
+        for start in range(first + overwritten, stop, RING_READ_BATCH):
+            numbers = range(start, min(start + RING_READ_BATCH, stop))
+            lost = []
+            for number, block in zip(numbers, self._read_ring(numbers), strict=True):
+                if block is None:
+                    lost.append(number)
+                else:
+                    out.append(block)
+            if lost:
+                log.error(
+                    "%d blocks of %d..%d lost: overwritten in the IOC ring before they were read",
+                    len(lost),
+                    lost[0],
+                    lost[-1],
+                )
+            self.counters.blocks_lost += len(lost)
+            self.counters.blocks_refilled += len(numbers) - len(lost)
+            self._next_block = numbers[-1] + 1
 
     def _unseen(self, blocks: list[WindowBlock]) -> list[WindowBlock]:
         """``blocks`` without the windows delivered already (by sequence number)."""
@@ -196,25 +209,36 @@ class BlockIngest:
             out.append(block)
         return out
 
-    def _read_ring(self, number: int) -> WindowBlock | None:
-        """Block ``number`` from its ring slot; None if the slot holds another block.
+    def _read_ring(self, numbers: range) -> list[WindowBlock | None]:
+        """Blocks ``numbers`` from their ring slots, read together so that their round trips
+        overlap; None for a slot that holds another block.
 
         Each read opens and clears its own channel: pyepics keeps the last value got on a
         channel (a PV object, and libca's raw copy), which for a few hundred ring slots of
         large blocks would hold hundreds of MB for good."""
-        slot = number % self.ring_depth
-        name = f"{self.prefix}DAQ:RING:{slot:03d}"
-        chid = ca.create_channel(name, connect=False, auto_cb=False)
+        slots = [number % self.ring_depth for number in numbers]
+        chids = [
+            ca.create_channel(f"{self.prefix}DAQ:RING:{slot:03d}", connect=False, auto_cb=False)
+            for slot in slots
+        ]
         try:
-            if not ca.connect_channel(chid, timeout=self.timeout):
-                raise ConnectionError(f"ring slot {slot}: the IOC does not answer")
-            wire = ca.get(chid, timeout=self.timeout)
+            for slot, chid in zip(slots, chids, strict=True):
+                if not ca.connect_channel(chid, timeout=self.timeout):
+                    raise ConnectionError(f"ring slot {slot}: the IOC does not answer")
+            for chid in chids:
+                ca.get(chid, wait=False)
+            wires = [ca.get_complete(chid, timeout=self.timeout) for chid in chids]
+            if any(wire is None for wire in wires):  # timed out: read again later
+                raise ConnectionError(f"ring slots {slots[0]}..{slots[-1]}: the IOC is slow")
         except CA_FAILURES as err:
-            raise ConnectionError(f"ring slot {slot} unreadable: {err}") from None
+            raise ConnectionError(f"ring slots {slots[0]}..{slots[-1]} unreadable: {err}") from None
         finally:
-            ca.clear_channel(chid)
-        if wire is None:
-            return None
+            for chid in chids:
+                ca.clear_channel(chid)
+        return [self._ring_block(wire, number) for wire, number in zip(wires, numbers, strict=True)]
+
+    def _ring_block(self, wire: np.ndarray, number: int) -> WindowBlock | None:
+        """The block read from a ring slot if it is block ``number`` of this stream."""
         try:
             block = WindowBlock.unpack(wire)
         except BlockFormatError:
