@@ -104,9 +104,10 @@ def encode(block: WindowBlock) -> bytes:
 
 
 def decode(payload: bytes) -> WindowBlock:
-    """Inverse of :func:`encode`, bit-exact; raises :class:`RecordingError` on bad input."""
+    """Inverse of :func:`encode`, bit-exact; raises :class:`RecordingError` on bad input
+    (its message says what is wrong; the caller names the block)."""
     if len(payload) < _HEADER.size + len(INTEGER_COLUMNS):
-        raise RecordingError("recorded block payload is truncated")
+        raise RecordingError("payload is truncated")
     magic, version, stream_id, block_number, n, c = _HEADER.unpack_from(payload)
     if magic != MAGIC or version != VERSION:
         raise RecordingError(f"not a recorded block of version {VERSION} (magic {magic:#x})")
@@ -115,7 +116,7 @@ def decode(payload: bytes) -> WindowBlock:
     try:
         body = zlib.decompress(payload[offset:])
     except zlib.error as err:
-        raise RecordingError(f"recorded block {block_number}: corrupt payload ({err})") from None
+        raise RecordingError(f"corrupt payload ({err})") from None
     fields, position = {}, 0
     for (name, dtype), width in zip(INTEGER_COLUMNS, widths, strict=True):
         count = n * _shape(name, n, c)[1]
@@ -133,5 +134,5 @@ def decode(payload: bytes) -> WindowBlock:
         fields[name] = raw.view("<f8").astype(dtype)
         position += 8 * n
     if position != len(body):
-        raise RecordingError(f"recorded block {block_number}: payload length does not match")
+        raise RecordingError("payload length does not match its header")
     return WindowBlock(stream_id=stream_id, block_number=block_number, **fields)

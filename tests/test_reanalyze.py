@@ -140,6 +140,7 @@ def test_bad_recordings_and_arguments_are_refused(simulated, capsys, tmp_path):
         code, _, err = cli(capsys, "--db", db, "reanalyze", str(run))
         assert code == 1
         assert err.startswith(f"mupnc: error: corrupt recording: run {run}, recorded block 7:")
+        assert err.count("block") == 1 and "corrupt payload" in err, err
         assert len(err.strip().splitlines()) == 1
         with transaction(engine) as session:  # nothing was written
             assert session.get(Run, run).state == "ended"
