@@ -23,6 +23,7 @@ from dashboards.queries import (
     Snapshot,
 )
 from monitor.blinding import ANALYZING_SIGN
+from monitor.statistics import pulled_miniruns
 from sim.helicity import pattern_shape
 
 NULL_PREFIX = "null_"
@@ -149,9 +150,15 @@ def _role(name: str) -> str:
 
 
 def completed_miniruns(miniruns: Sequence[MinirunMean], running: bool) -> list[MinirunMean]:
-    """Miniruns that are complete: all of an ended run, all but the newest of a running one."""
+    """Miniruns for the pull histogram: all but the newest of a running run (it is still
+    filling), and none holding less than half the patterns of the fullest (an ended run's
+    short last one), as the monitor's chi2/ndf (:func:`monitor.statistics.pulled_miniruns`)."""
     ordered = sorted(miniruns, key=lambda m: m.index)
-    return ordered[:-1] if running and ordered else ordered
+    if not ordered:
+        return []
+    patterns = np.array([m.patterns_good for m in ordered])
+    kept = pulled_miniruns(patterns, int(patterns.max()))
+    return [m for m, keep in zip(ordered[:-1] if running else ordered, kept, strict=False) if keep]
 
 
 def minirun_columns(miniruns: Sequence[MinirunMean], unit: Unit) -> dict[str, np.ndarray]:

@@ -4,7 +4,9 @@
 identity for unblinded runs).  The combined A_LR is the inverse-variance weighted mean
 over ``scatter`` channels; A_FB comes from the cross ratio.  ``chi2_ndf`` is that of the
 minirun means about their weighted mean (NaN with fewer than two miniruns holding data),
-and ``pulls`` are the minirun means' ``(value - weighted mean) / error``.
+and ``pulls`` are the minirun means' ``(value - weighted mean) / error``; both leave out a
+minirun holding less than half a minirun of patterns (NaN pull,
+:func:`monitor.statistics.pulled_miniruns`).
 
 The beam charge asymmetry and the null asymmetries are *measured* asymmetries: neither
 divided by P nor blinded (both should be compatible with 0).
@@ -19,7 +21,7 @@ import numpy as np
 
 from monitor.accumulator import MinirunSums, RunAccumulator
 from monitor.blinding import ANALYZING_SIGN, UNBLINDED, Blinder
-from monitor.statistics import RunningStats, weighted_mean
+from monitor.statistics import RunningStats, pulled_miniruns, weighted_mean
 
 COMBINED = "combined"
 """Key of the combined asymmetry in :attr:`RunResult.pulls` and ``channel_chi2_ndf``."""
@@ -87,13 +89,14 @@ def run_result(acc: RunAccumulator, polarization: float, blinder: Blinder = UNBL
     merged = _MergedSums(acc)
     result = _result(merged, acc.good_patterns, acc, polarization, blinder)
     keys = [COMBINED, *acc.channel_map.names]
+    pulled = pulled_miniruns([m.patterns_good for m in acc.miniruns], acc.minirun_patterns)
     pulls, chi2 = {}, {}
     for key in keys:
         values = np.array([_pick(r, key).value for r in per_minirun])
         errors = np.array([_pick(r, key).error for r in per_minirun])
-        mean, _, chi2[key] = weighted_mean(values, errors)
+        mean, _, chi2[key] = weighted_mean(values[pulled], errors[pulled])
         with np.errstate(invalid="ignore", divide="ignore"):
-            pull = np.where(errors > 0, (values - mean) / errors, np.nan)
+            pull = np.where(pulled & (errors > 0), (values - mean) / errors, np.nan)
         pulls[key] = tuple(float(x) for x in pull)
     return replace(
         result,

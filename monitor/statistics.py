@@ -109,6 +109,17 @@ def weighted_mean(values: np.ndarray, errors: np.ndarray) -> tuple[float, float,
     return mean, error, (chi2 / ndf if ndf > 0 else float("nan"))
 
 
+def pulled_miniruns(patterns_good: np.ndarray, minirun_patterns: int) -> np.ndarray:
+    """Mask of the miniruns that enter the minirun pulls and chi2/ndf: those holding at
+    least half of ``minirun_patterns`` good patterns (pairs, for the slow schemes).
+
+    A minirun's error is estimated from the scatter of its own patterns; over a handful
+    of them that estimate is so uncertain that the pull has long tails (3 patterns: 5 %
+    beyond 4 sigma), so the newest minirun of a running run, or a short last one, would
+    make chi2/ndf jump and raise a false alarm each time a minirun starts."""
+    return 2 * np.asarray(patterns_good) >= minirun_patterns
+
+
 class Workspace:
     """Float64 scratch arrays reused from call to call (grown, never shrunk).
 

@@ -265,6 +265,11 @@ def test_miniruns_good_beam_time_and_decoder_state() -> None:
     ms = [MinirunMean(i, 9000, 1e-6, 1e-6) for i in (2, 0, 1)]
     assert [m.index for m in completed_miniruns(ms, running=True)] == [0, 1]
     assert [m.index for m in completed_miniruns(ms, running=False)] == [0, 1, 2]
+    short_last = [*ms, MinirunMean(3, 4499, 1e-6, 1e-6)]  # under half a minirun: left out
+    assert [m.index for m in completed_miniruns(short_last, running=False)] == [0, 1, 2]
+    half = [*ms, MinirunMean(3, 4500, 1e-6, 1e-6)]
+    assert [m.index for m in completed_miniruns(half, running=False)] == [0, 1, 2, 3]
+    assert completed_miniruns([], running=True) == []
     assert good_beam_seconds(run_info(), 6000) == pytest.approx(100.0)
     assert good_beam_seconds(run_info(window_rate=None), 6000) is None
     a, b = snap(1, 0, 1, patterns_good=10, windows=40), snap(2, 0, 1, patterns_good=20, windows=80)

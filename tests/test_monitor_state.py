@@ -60,7 +60,8 @@ def test_resume_from_state_equals_uninterrupted_run(mode: str, split: int) -> No
 
     assert len(whole.miniruns) > 3  # the split is followed by minirun boundaries
     assert_identical(whole, resumed)
-    assert run_result(whole, 0.9) == run_result(resumed, 0.9)
+    # repr: exact for floats, and NaN (the short last minirun's pull) equals NaN
+    assert repr(run_result(whole, 0.9)) == repr(run_result(resumed, 0.9))
 
 
 def test_state_of_a_fresh_accumulator_round_trips() -> None:

@@ -110,6 +110,39 @@ def test_minirun_pulls_and_chi2(many_channels) -> None:
     assert len(result.pulls[COMBINED]) == 5
 
 
+def test_a_minirun_of_a_few_patterns_stays_out_of_pulls_and_chi2() -> None:
+    """3 quartets into a 6th minirun (a running run just past a minirun boundary): the
+    error of that minirun, from the scatter of 3 patterns, is so uncertain that its pull
+    lies beyond 4 sigma for ~5.7 % of the channels (Student t, 2 dof; 3-sigma band
+    +-0.8 % over 8000).  It stays out of the pulls (NaN) and of chi2/ndf, which keep the
+    values of the 5 complete miniruns: no false chi2/ndf alarm each time a minirun starts."""
+    config = SourceConfig(
+        asymmetry=2e-2,
+        polarization=P,
+        muon_rate=2.4e7,
+        channel_map=scatter_map(2 * N_PSEUDO),
+        seed=2024,
+    )
+    acc, result = simulate(config, 4012, minirun_patterns=200, block=1003)
+    assert [m.patterns_good for m in acc.miniruns] == [200] * 5 + [3]
+    names = acc.channel_map.names
+    newest = result.miniruns[-1]
+    raw = np.array(
+        [
+            (newest.channels[k].value - result.channels[k].value) / newest.channels[k].error
+            for k in names
+        ]
+    )
+    assert np.mean(np.abs(raw) > 4) > 0.057 - 0.008
+    assert all(math.isnan(result.pulls[k][-1]) for k in (COMBINED, *names))
+    for k in (COMBINED, *names):
+        five = [r.combined if k == COMBINED else r.channels[k] for r in result.miniruns[:5]]
+        values, errors = np.array([m.value for m in five]), np.array([m.error for m in five])
+        mean, _, chi2_ndf = weighted_mean(values, errors)
+        assert result.channel_chi2_ndf[k] == pytest.approx(chi2_ndf, rel=1e-12)
+        np.testing.assert_allclose(result.pulls[k][:5], (values - mean) / errors, rtol=1e-9)
+
+
 @pytest.mark.parametrize("asymmetry", [1e-4, 1e-3, 1e-2, 1e-1, -1e-3])
 def test_injected_asymmetries_recovered(asymmetry: float) -> None:
     """A_LR from 1e-4 to 0.1 is recovered within 3 sigma, with sigma well below it."""

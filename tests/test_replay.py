@@ -126,20 +126,25 @@ def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env, ioc_prefi
     engine.dispose()
 
 
-def test_mupnc_replay_at_max_speed_and_reanalysis_give_the_same_report(live, monkeypatch):
-    db, run = live
+def mupnc_replay(db: str, run: int, *options: str) -> tuple[int, str]:
+    """``mupnc replay RUN OPTIONS --no-dashboard`` as a user runs it (its own CA set-up, no
+    EPICS variables of the suite): (the replay's run number, its standard output)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    command = ["replay", str(run), "--speed", "max", "--no-dashboard"]
     done = subprocess.run(
-        [sys.executable, "-m", "mupnc", "--db", db, *command],
+        [sys.executable, "-m", "mupnc", "--db", db, "replay", str(run), *options, "--no-dashboard"],
         env={**env, **SEED},
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr
-    replay = int(done.stdout.split()[1])
-    assert f"run {replay} (replay of run {run})" in done.stdout
+    return int(done.stdout.split()[1]), done.stdout
+
+
+def test_mupnc_replay_at_max_speed_and_reanalysis_give_the_same_report(live, monkeypatch):
+    db, run = live
+    replay, stdout = mupnc_replay(db, run, "--speed", "max")
+    assert f"run {replay} (replay of run {run})" in stdout
     original = report(db, run)
     assert analysis(report(db, replay)) == analysis(original)
     assert recorded_blocks(db, replay) * 10 < recorded_blocks(db, run)  # ~1 s blocks, not 20 Hz
@@ -159,21 +164,11 @@ def test_mupnc_replay_at_max_speed_and_reanalysis_give_the_same_report(live, mon
     assert abs(a["value"] - injected) < 3 * a["error"], a
 
 
-def test_mupnc_replay_of_a_time_range_publishes_exactly_its_windows(live, capsys):
+def test_mupnc_replay_of_a_time_range_publishes_exactly_its_windows(live):
     """``--from 2 --to 7``: the 20 Hz blocks wholly inside seconds 2..7 of data (windows
     480..1679 at 240 Hz), nothing counted lost, listed by ``runs --json`` as a replay."""
     db, run = live
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    command = ["replay", str(run), "--from", "2", "--to", "7", "--speed", "max", "--no-dashboard"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mupnc", "--db", db, *command],
-        env={**env, **SEED},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
-    replay = int(done.stdout.split()[1])
+    replay, _ = mupnc_replay(db, run, "--from", "2", "--to", "7", "--speed", "max")
     summary = report(db, replay)
     assert summary["windows"] == 1200 and summary["lost_windows"] == 0
     assert all(count == 0 for count in summary["helicity_errors"].values())
@@ -189,7 +184,6 @@ def test_mupnc_replay_of_a_time_range_publishes_exactly_its_windows(live, capsys
 
     listed = subprocess.run(
         [sys.executable, "-m", "mupnc", "--db", db, "runs", "--json"],
-        env=env,
         capture_output=True,
         text=True,
         timeout=60,
