@@ -154,11 +154,12 @@ def completed_miniruns(miniruns: Sequence[MinirunMean], running: bool) -> list[M
     filling), and none holding less than half the patterns of the fullest (an ended run's
     short last one), as the monitor's chi2/ndf (:func:`monitor.statistics.pulled_miniruns`)."""
     ordered = sorted(miniruns, key=lambda m: m.index)
-    if not ordered:
+    done = ordered[:-1] if running else ordered
+    if not done:
         return []
-    patterns = np.array([m.patterns_good for m in ordered])
+    patterns = np.array([m.patterns_good for m in done])
     kept = pulled_miniruns(patterns, int(patterns.max()))
-    return [m for m, keep in zip(ordered[:-1] if running else ordered, kept, strict=False) if keep]
+    return [m for m, keep in zip(done, kept, strict=True) if keep]
 
 
 def minirun_columns(miniruns: Sequence[MinirunMean], unit: Unit) -> dict[str, np.ndarray]:
