@@ -64,18 +64,8 @@ def main() -> None:
         run = new_run(db, SourceConfig())
         sink, chain = BeaconSink(REPEATER_PORT), Chain(db=db)
         try:
-            ioc = [
-                "ioc",
-                "--run",
-                str(run),
-                "--prefix",
-                PREFIX,
-                "--rate",
-                "1e9",
-                "--block-rate",
-                str(args.block_rate),
-            ]
-            ioc += ["--window-rate", str(args.window_rate)]
+            ioc = ["ioc", "--run", str(run), "--prefix", PREFIX, "--rate", "1e9"]
+            ioc += ["--block-rate", str(args.block_rate), "--window-rate", str(args.window_rate)]
             ioc += ["--channel-map", str(write_channel_map(Path(folder), args.channels))]
             chain.start("ioc", ioc, ca_environment(IOC_PORT, PORTS, REPEATER_PORT))
             ingest = BlockIngest(PREFIX, connect_timeout=120)

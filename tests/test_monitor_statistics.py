@@ -53,19 +53,20 @@ def assert_standard_normal(pulls: np.ndarray, mean_tol: float | None = None) -> 
 
 
 N_PSEUDO = 4000  # 3/sqrt(4000) = 0.047 and 3/sqrt(8000) = 0.034: inside the 0.05 asked for
+PSEUDO_RUNS = SourceConfig(
+    asymmetry=2e-2,
+    polarization=P,
+    muon_rate=2.4e7,
+    channel_map=scatter_map(2 * N_PSEUDO),
+    seed=2024,
+)
+"""One run carrying 2 * N_PSEUDO channels, ~25 counts/window each."""
 
 
 @pytest.fixture(scope="module")
 def many_channels() -> tuple[RunAccumulator, RunResult]:
-    """One run of 1000 quartets carrying 2 * N_PSEUDO channels, ~25 counts/window each."""
-    config = SourceConfig(
-        asymmetry=2e-2,
-        polarization=P,
-        muon_rate=2.4e7,
-        channel_map=scatter_map(2 * N_PSEUDO),
-        seed=2024,
-    )
-    return simulate(config, 4000, minirun_patterns=200, block=1000)
+    """1000 quartets of :data:`PSEUDO_RUNS`."""
+    return simulate(PSEUDO_RUNS, 4000, minirun_patterns=200, block=1000)
 
 
 def test_pulls_of_4000_pseudo_runs_are_standard_normal(many_channels) -> None:
@@ -116,14 +117,7 @@ def test_a_minirun_of_a_few_patterns_stays_out_of_pulls_and_chi2() -> None:
     lies beyond 4 sigma for ~5.7 % of the channels (Student t, 2 dof; 3-sigma band
     +-0.8 % over 8000).  It stays out of the pulls (NaN) and of chi2/ndf, which keep the
     values of the 5 complete miniruns: no false chi2/ndf alarm each time a minirun starts."""
-    config = SourceConfig(
-        asymmetry=2e-2,
-        polarization=P,
-        muon_rate=2.4e7,
-        channel_map=scatter_map(2 * N_PSEUDO),
-        seed=2024,
-    )
-    acc, result = simulate(config, 4012, minirun_patterns=200, block=1003)
+    acc, result = simulate(PSEUDO_RUNS, 4012, minirun_patterns=200, block=1003)
     assert [m.patterns_good for m in acc.miniruns] == [200] * 5 + [3]
     names = acc.channel_map.names
     newest = result.miniruns[-1]
