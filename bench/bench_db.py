@@ -2,7 +2,7 @@
 of the recording per window-channel against the raw integer size.
 
 Run: .venv/bin/python bench/bench_db.py [--rows N]
-PostgreSQL is a throw-away server started here (db/pg_server.py; fsync off, as in the
+PostgreSQL is a throw-away server started here (tests/support/pg_server.py; fsync off, as in the
 tests), SQLite a file in a temporary folder (WAL, synchronous=NORMAL, as in production).
 """
 
@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 
 from sqlalchemy import insert
+from support.pg_server import PostgresServer, ServerUnavailableError
 
-from db.models import AsymmetryResult
-from db.pg_server import PostgresServer, ServerUnavailableError
-from db.recording import decode, encode, raw_size
-from db.session import create_schema, make_engine, transaction
-from db.store import allocate_run, bulk_insert, upsert
-from sim.channel_map import Channel, ChannelMap
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.db.block_codec import decode, encode, raw_size
+from mupnc.db.models import AsymmetryResult
+from mupnc.db.session import create_schema, make_engine, transaction
+from mupnc.db.store import allocate_run, bulk_insert, upsert
+from mupnc.sim.source import SourceConfig, WindowSource
 
 BATCH = 10_000
 
@@ -125,7 +125,7 @@ def main() -> None:
     except ServerUnavailableError as err:
         print(f"  PostgreSQL  skipped: {err}")
 
-    print("recording (db/recording.py), 100 blocks each:")
+    print("recording (db/block_codec.py), 100 blocks each:")
     print(f"  {'configuration':<34} {'bytes/window-channel':>21} {'x raw':>7} {'encode MB/s':>12}")
     for name, _values, per_value, ratio, speed in bench_recording():
         print(f"  {name:<34} {per_value:>21.2f} {ratio:>7.2f} {speed:>12.0f}")

@@ -32,7 +32,7 @@ apply(ca_environment(None, [IOC_PORT], REPEATER_PORT))
 
 import epics  # noqa: E402  (libca reads the environment when it loads)
 
-from sim.blocks import WindowBlock  # noqa: E402
+from mupnc.daq.blocks import WindowBlock  # noqa: E402
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -27,11 +27,11 @@ import math  # noqa: E402
 import resource  # noqa: E402
 import time  # noqa: E402
 
-from monitor.accumulator import RunAccumulator  # noqa: E402
-from monitor.decoder import HelicityDecoder  # noqa: E402
-from monitor.results import run_result  # noqa: E402
-from sim.channel_map import Channel, ChannelMap  # noqa: E402
-from sim.source import SourceConfig, WindowSource  # noqa: E402
+from mupnc.daq.channel_map import Channel, ChannelMap  # noqa: E402
+from mupnc.monitor.analysis.accumulator import RunAccumulator  # noqa: E402
+from mupnc.monitor.analysis.results import run_result  # noqa: E402
+from mupnc.monitor.decoding.fast import HelicityDecoder  # noqa: E402
+from mupnc.sim.source import SourceConfig, WindowSource  # noqa: E402
 
 REPEATS = 3
 """Each timing is the best of this many repeats (the machine is shared)."""

@@ -34,9 +34,9 @@ apply(ca_environment(None, PORTS, REPEATER_PORT))
 
 import epics  # noqa: E402  (libca reads the environment when it loads)
 
-from db.recorded import WHOLE_RUN  # noqa: E402
-from db.session import make_engine  # noqa: E402
 from mupnc.commands import report  # noqa: E402
+from mupnc.db.recording_reader import WHOLE_RUN  # noqa: E402
+from mupnc.db.session import make_engine  # noqa: E402
 from mupnc.offline import reanalyze  # noqa: E402
 from mupnc.orchestrate import Chain  # noqa: E402
 from mupnc.replay import allocate_replay  # noqa: E402

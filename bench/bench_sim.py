@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from sim.channel_map import Channel, ChannelMap
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.sim.source import SourceConfig, WindowSource
 
 
 def scatter_map(n_channels: int) -> ChannelMap:

@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/bench_soak.py [--duration 1800] [--window-rate 192
 
 The chain runs as in production, each part its own process: ``mupnc ioc`` (simulation,
 ``--autosave``), ``mupnc monitor``, ``mupnc dashboard`` with a headless Chromium tab open
-on the shifter page, and a PostgreSQL server of its own (:mod:`db.pg_server`).  With chaos
+on the shifter page, and a PostgreSQL server of its own (:mod:`support.pg_server`).  With chaos
 (the default), at 20/40/60/80 % of the duration:
 
 1. the IOC is stopped (SIGTERM) and started again 5 s later with its autosave file;
@@ -56,13 +56,13 @@ apply(ca_environment(None, PORTS, REPEATER_PORT))
 import epics  # noqa: E402  (libca reads the environment when it loads)
 import numpy as np  # noqa: E402
 from sqlalchemy import select  # noqa: E402
+from support.pg_server import PostgresServer  # noqa: E402
 
-from db import alarms as alarm_store  # noqa: E402
-from db.models import RecordedBlock  # noqa: E402
-from db.pg_server import PostgresServer  # noqa: E402
-from db.recording import decode  # noqa: E402
-from db.session import make_engine, transaction  # noqa: E402
-from db.summary import helicity_totals, run_summary  # noqa: E402
+from mupnc.db import alarms as alarm_store  # noqa: E402
+from mupnc.db.block_codec import decode  # noqa: E402
+from mupnc.db.models import RecordedBlock  # noqa: E402
+from mupnc.db.session import make_engine, transaction  # noqa: E402
+from mupnc.db.summary import helicity_totals, run_summary  # noqa: E402
 from mupnc.orchestrate import Chain  # noqa: E402
 
 PREFIX = "SOAK:"
@@ -107,7 +107,7 @@ class Soak:
         self.ioc_args = ["ioc", "--prefix", PREFIX, "--channel-map", str(channel_map)]
         self.ioc_args += ["--window-rate", str(args.window_rate), "--rate", "1e10"]
         self.ioc_args += ["--asymmetry", "1e-3", "--seed", "11"]
-        self.ioc_args += ["--autosave", str(folder / "ioc.autosave")]
+        self.ioc_args += ["--autosave", str(folder / "mupnc.ioc.autosave")]
         self.dashboard_port = free_port()
         self.rss: dict[str, list[tuple[float, float]]] = {}
         self.started: dict[str, float] = {}

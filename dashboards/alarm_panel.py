@@ -20,8 +20,8 @@ from bokeh.models import (
     TextInput,
 )
 
-from dashboards.alarms import SEVERITY_STYLE, AlarmRecord, acknowledge, banner_text
-from dashboards.feed import Feed
+from mupnc.dashboards.alarms import SEVERITY_STYLE, AlarmRecord, acknowledge, banner_text
+from mupnc.dashboards.feed import Feed
 
 TABLE_HEADER, TABLE_ROW = 30, 26
 """Alarm table height in pixels: header plus one row per alarm (1 to 8 rows)."""

@@ -2,7 +2,7 @@
 
 An alarm stays on the page while it is not cleared, and after clearing until someone
 acknowledges it (latching, as in Phoebus).  Acknowledging sets ``Alarm.acknowledged`` and
-records an :class:`~db.models.AlarmTransition` with the operator's name; the alarm's state
+records an :class:`~mupnc.db.models.AlarmTransition` with the operator's name; the alarm's state
 is left to the alarm logic.  Names and messages are shown as text, never as HTML.
 """
 
@@ -15,9 +15,9 @@ from datetime import datetime
 from sqlalchemy import and_, not_, select
 from sqlalchemy.orm import Session
 
-from dashboards.queries import utc
-from db import alarms as db_alarms
-from db.models import Alarm
+from mupnc.dashboards.queries import utc
+from mupnc.db import alarms as db_alarms
+from mupnc.db.models import Alarm
 
 SEVERITY_RANK = {"NO_ALARM": 0, "MINOR": 1, "MAJOR": 2, "INVALID": 3}
 SEVERITY_STYLE = {
@@ -108,5 +108,5 @@ def banner_text(alarms: Sequence[AlarmRecord], now: datetime) -> tuple[str, str]
 
 def acknowledge(session: Session, ids: Sequence[int], who: str, now: datetime) -> int:
     """Acknowledge the alarms ``ids`` not yet acknowledged, as ``who``; returns how many
-    (:func:`db.alarms.acknowledge`, which a running monitor's alarm service picks up)."""
+    (:func:`mupnc.db.alarms.acknowledge`, which a running monitor's alarm service picks up)."""
     return db_alarms.acknowledge(session, ids, who, now, reason="acknowledged on the dashboard")

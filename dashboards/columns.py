@@ -1,7 +1,7 @@
 """Pure builders of the dashboards' data columns from feed records (numpy, no Bokeh).
 
 Times are seconds since the run start; asymmetries are multiplied by a display
-:class:`~dashboards.display.Unit`; rates are in Hz.
+:class:`~mupnc.dashboards.display.Unit`; rates are in Hz.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from datetime import datetime
 
 import numpy as np
 
-from dashboards.display import Unit, pull_colours, pulls
-from dashboards.queries import (
+from mupnc.daq.helicity import pattern_shape
+from mupnc.dashboards.display import Unit, pull_colours, pulls
+from mupnc.dashboards.queries import (
     CHARGE,
     COMBINED,
     Channel,
@@ -22,9 +23,8 @@ from dashboards.queries import (
     Sample,
     Snapshot,
 )
-from monitor.blinding import ANALYZING_SIGN
-from monitor.statistics import pulled_miniruns
-from sim.helicity import pattern_shape
+from mupnc.monitor.analysis.blinding import ANALYZING_SIGN
+from mupnc.monitor.analysis.statistics import pulled_miniruns
 
 NULL_PREFIX = "null_"
 """Null asymmetries (``null_half``, ``null_even_odd``) are expected at zero, like the charge
@@ -152,7 +152,8 @@ def _role(name: str) -> str:
 def completed_miniruns(miniruns: Sequence[MinirunMean], running: bool) -> list[MinirunMean]:
     """Miniruns for the pull histogram: all but the newest of a running run (it is still
     filling), and none holding less than half the patterns of the fullest (an ended run's
-    short last one), as the monitor's chi2/ndf (:func:`monitor.statistics.pulled_miniruns`)."""
+    short last one), as the monitor's chi2/ndf
+    (:func:`mupnc.monitor.analysis.statistics.pulled_miniruns`)."""
     ordered = sorted(miniruns, key=lambda m: m.index)
     done = ordered[:-1] if running else ordered
     if not done:

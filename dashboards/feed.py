@@ -25,10 +25,10 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
-from dashboards import queries
-from dashboards.alarms import AlarmRecord, displayed_alarms
-from dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
-from db.session import make_engine, redacted, transaction
+from mupnc.dashboards import queries
+from mupnc.dashboards.alarms import AlarmRecord, displayed_alarms
+from mupnc.dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
+from mupnc.db.session import make_engine, redacted, transaction
 
 log = logging.getLogger(__name__)
 

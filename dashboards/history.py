@@ -31,9 +31,9 @@ from bokeh.plotting import figure
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from dashboards import queries
-from dashboards.columns import asymmetry_columns, minirun_columns
-from dashboards.display import (
+from mupnc.dashboards import queries
+from mupnc.dashboards.columns import asymmetry_columns, minirun_columns
+from mupnc.dashboards.display import (
     PPM,
     Unit,
     choose_unit,
@@ -44,8 +44,8 @@ from dashboards.display import (
     settled,
     y_range,
 )
-from dashboards.panels import SETTLED_FRACTION, TOOLS, label, whisker
-from dashboards.queries import COMBINED, Channel, MinirunMean, RunInfo, Snapshot
+from mupnc.dashboards.panels import SETTLED_FRACTION, TOOLS, label, whisker
+from mupnc.dashboards.queries import COMBINED, Channel, MinirunMean, RunInfo, Snapshot
 
 NONE = "none"
 HEADER = "<b style='font-size:18px'>mupnc run history</b> · <a href='/'>live shifter page</a>"

@@ -1,6 +1,6 @@
 """Shifter page: the newest run, live.
 
-Each browser session streams what its :class:`~dashboards.feed.Feed` cursor has not seen from
+Each browser session streams what its :class:`~mupnc.dashboards.feed.Feed` cursor has not seen from
 a 1 s periodic callback inside ``doc.hold("combine")``.  Layout, top to bottom: status strip
 (feeds, server connection), alarm banner, running asymmetry beside the result box, channels /
 pull histogram / helicity state, the alarm table, beam strip charts beside the run
@@ -17,9 +17,9 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import CustomJS, Div
 
-from dashboards.alarm_panel import AlarmPanel
-from dashboards.columns import good_beam_seconds
-from dashboards.display import (
+from mupnc.dashboards.alarm_panel import AlarmPanel
+from mupnc.dashboards.columns import good_beam_seconds
+from mupnc.dashboards.display import (
     LIVE,
     LOST,
     NO_DATA,
@@ -31,8 +31,8 @@ from dashboards.display import (
     freshness,
     magnitude,
 )
-from dashboards.feed import Feed, Update
-from dashboards.panels import (
+from mupnc.dashboards.feed import Feed, Update
+from mupnc.dashboards.panels import (
     AsymmetryPlot,
     BeamStrip,
     ChannelTable,
@@ -40,8 +40,8 @@ from dashboards.panels import (
     PullHistogram,
     label,
 )
-from dashboards.projection import describe, project
-from dashboards.queries import COMBINED, RunInfo, Snapshot
+from mupnc.dashboards.projection import describe, project
+from mupnc.dashboards.queries import COMBINED, RunInfo, Snapshot
 
 PERIOD_MS = 1000
 DATABASE_STALE, DATABASE_LOST = 5.0, 15.0

@@ -1,5 +1,5 @@
 """Bokeh panels of the shifter page.  Each panel owns the models of one session and has an
-``apply`` that shows new feed data; the numbers come from :mod:`dashboards.columns`.
+``apply`` that shows new feed data; the numbers come from :mod:`mupnc.dashboards.columns`.
 
 Every streamed source has a rollover; strings from the database reach the page only as
 escaped HTML or table cells, never as markup.
@@ -31,8 +31,8 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from dashboards import columns as cols
-from dashboards.display import (
+from mupnc.dashboards import columns as cols
+from mupnc.dashboards.display import (
     PPM,
     PULL_EDGES,
     Unit,
@@ -44,8 +44,8 @@ from dashboards.display import (
     unit_gaussian,
     y_range,
 )
-from dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
-from monitor.decoder import ERROR_KINDS
+from mupnc.dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
+from mupnc.monitor.decoding.fast import ERROR_KINDS
 
 ROLLOVER = 20000
 """Points kept per streamed source: 5.5 h of snapshots at 1 Hz."""
@@ -382,7 +382,7 @@ def rotator_html(rotator: Sequence[Sample], reversal: str) -> str:
 
 class HelicityPanel:
     """Decoder lock, pattern settings and the helicity error counters by kind
-    (:data:`monitor.decoder.ERROR_KINDS`, all of which must stay zero)."""
+    (:data:`mupnc.monitor.decoding.fast.ERROR_KINDS`, all of which must stay zero)."""
 
     def __init__(self) -> None:
         self.state = Div(name="helicity_state", sizing_mode="stretch_width")

@@ -3,7 +3,7 @@
 The statistical error of a counting asymmetry is ``sigma = 1/sqrt(N)``, so the live error
 ``sigma_now`` (physics asymmetry, polarization already divided out) is worth
 ``N_now = sigma_now**-2`` events, gathered in ``elapsed`` seconds.  The sensitivity planner
-(:func:`sim.planner.plan` with unit polarization and efficiency) gives the events
+(:func:`mupnc.sim.planner.plan` with unit polarization and efficiency) gives the events
 ``N = (n_sigma / A)**2`` needed to see ``A`` at ``n_sigma``; at the beam so far that takes
 ``t_needed = elapsed * N / N_now = elapsed * (sigma_now / (|A| / n_sigma))**2``.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dashboards.display import format_duration
-from sim.planner import PlanError, plan
+from mupnc.dashboards.display import format_duration
+from mupnc.sim.planner import PlanError, plan
 
 DEFAULT_SIGNIFICANCE = 5.0
 

@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import (
+from mupnc.db.models import (
     CUMULATIVE,
     AsymmetryResult,
     HelicityError,
@@ -22,7 +22,7 @@ from db.models import (
     Run,
     SlowControlSample,
 )
-from sim.detector import PRESETS, alr_shape
+from mupnc.sim.detector import PRESETS, alr_shape
 
 COMBINED, CHARGE = "combined", "charge"
 BEAM_RATE_PV = "BEAM:RATE"
@@ -55,7 +55,7 @@ class RunInfo:
     """(channel name, role) from the run's channel map."""
     shape: tuple[tuple[str, float], ...] = ()
     """(channel name, relative asymmetry) of the run's A_LR preset at each channel's
-    cos theta (:func:`sim.detector.alr_shape`; 1 for a flat preset and for other roles)."""
+    cos theta (:func:`mupnc.sim.detector.alr_shape`; 1 for a flat preset and for other roles)."""
     replay_of: int | None = None
     """The recorded run this run replays (source "replay")."""
 

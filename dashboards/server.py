@@ -15,10 +15,10 @@ from bokeh.application.handlers.function import FunctionHandler
 from bokeh.server.server import Server
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from dashboards.feed import Feed
-from dashboards.history import make_history
-from dashboards.live import make_document
-from db.session import make_engine, redacted
+from mupnc.dashboards.feed import Feed
+from mupnc.dashboards.history import make_history
+from mupnc.dashboards.live import make_document
+from mupnc.db.session import make_engine, redacted
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, func, not_, select
 from sqlalchemy.orm import Session
 
-from db.models import Alarm, AlarmTransition
+from mupnc.db.models import Alarm, AlarmTransition
 
 MONITOR = "monitor"
 ACTIVE, CLEARED, SHELVED = "active", "cleared", "shelved"
@@ -176,7 +176,7 @@ def record_transition(
     transition,
     message: str,
 ) -> int | None:
-    """Store one :class:`monitor.alarm_logic.Transition` of alarm ``name``: opens a row for
+    """Store one :class:`mupnc.monitor.alarms.logic.Transition` of alarm ``name``: opens a row for
     a new occurrence (``alarm_id`` None), closes it when the alarm is OK again.  Returns
     the occurrence's id, None once closed."""
     closing = transition.to_state == "ok"

@@ -46,11 +46,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, select
 
-from db.models import AsymmetryResult, Run
-from db.recorded import recorded_blocks, recording_info
-from db.recording import FLOAT_COLUMNS, INTEGER_COLUMNS
-from db.session import transaction
-from sim.blocks import WindowBlock
+from mupnc.daq.blocks import WindowBlock
+from mupnc.db.block_codec import FLOAT_COLUMNS, INTEGER_COLUMNS
+from mupnc.db.models import AsymmetryResult, Run
+from mupnc.db.recording_reader import recorded_blocks, recording_info
+from mupnc.db.session import transaction
 
 FORMAT, VERSION = "mupnc-recording", 1
 METADATA_KEY = b"mupnc"
@@ -278,7 +278,7 @@ def export_results_csv(engine: Engine, number: int, path: str | Path) -> int:
 
 
 def imported_run(metadata: dict, path: Path, blinding_checksum: str | None) -> dict:
-    """Keyword arguments of :func:`db.store.allocate_run` for an imported recording,
+    """Keyword arguments of :func:`mupnc.db.store.allocate_run` for an imported recording,
     analysed under the blinding named by ``blinding_checksum`` (None: unblinded)."""
     run = metadata["run"]
     config = dict(run["config"])

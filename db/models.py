@@ -98,7 +98,7 @@ class Minirun(Base):
     patterns_good: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The accumulator's sums and moments of this minirun (zlib-compressed JSON), so that a
-    restarted monitor continues exactly (:mod:`monitor.recorder`)."""
+    restarted monitor continues exactly (:mod:`mupnc.monitor.recorder`)."""
 
 
 class HelicityCounts(Base):
@@ -181,7 +181,7 @@ class MonitorCheckpoint(Base):
 
 
 class RecordedBlock(Base):
-    """One window block exactly as ingested, encoded by :mod:`db.recording` (lossless)."""
+    """One window block exactly as ingested, encoded by :mod:`mupnc.db.block_codec` (lossless)."""
 
     __tablename__ = "recorded_blocks"
     __table_args__ = (

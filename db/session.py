@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import migrate
+from mupnc.db import migrate
 
 DEFAULT_SQLITE = "sqlite:///mupnc.db"
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.models import Base, Run
+from mupnc.db.models import Base, Run
 
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 

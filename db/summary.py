@@ -6,7 +6,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import (
+from mupnc.daq.helicity import pattern_shape
+from mupnc.db.models import (
     CUMULATIVE,
     Alarm,
     AsymmetryResult,
@@ -15,7 +16,6 @@ from db.models import (
     Minirun,
     Run,
 )
-from sim.helicity import pattern_shape
 
 
 def _iso(t) -> str | None:

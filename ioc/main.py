@@ -33,7 +33,8 @@ def quiet_backlog_notes() -> None:
 
 
 async def serve(ioc) -> None:
-    """Run the caproto server and the simulation of ``ioc`` (see :func:`ioc.server.build_ioc`)."""
+    """Run the caproto server and the simulation of ``ioc`` (see
+    :func:`mupnc.ioc.server.build_ioc`)."""
     loop = asyncio.get_running_loop()
     server = asyncio.create_task(Context(ioc.pvdb).run())
     simulation = asyncio.create_task(ioc.run_simulation())

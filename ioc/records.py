@@ -4,7 +4,7 @@ caproto gives every ``record='ai'``/``'ao'`` PV the EPICS fields (DESC, EGU, HIH
 LOW/LOLO, HHSV/HSV/LSV/LLSV, HYST, SEVR, STAT, ...).  What it lacks is added here:
 
 * :class:`AnalogReadback` evaluates its limit alarms with EPICS ``HYST`` semantics
-  (:func:`ioc.limits.check_limits`), reading the limits, severities and HYST from its
+  (:func:`mupnc.ioc.limits.check_limits`), reading the limits, severities and HYST from its
   own fields, so ``caput PV.HYST 2`` works as on a real IOC.
 * :class:`NumericSetpoint`, :class:`EnumSetpoint` and :class:`BlockAcknowledgement`
   refuse a bad put *before* it reaches the record, judging the value as it came on the
@@ -45,7 +45,7 @@ from caproto.server.server import (
     PvpropertyInteger,
 )
 
-from ioc.limits import SEVERITY_NAMES, AlarmLimits, check_limits
+from mupnc.ioc.limits import SEVERITY_NAMES, AlarmLimits, check_limits
 
 log = logging.getLogger("mupnc.ioc")
 

@@ -6,7 +6,8 @@ exactly the recorded windows, with their sequence numbers (block numbers count f
 the order replayed; a range replay starts at block 0).
 
 Blocks: the monitor's analysis does not depend on how windows are cut into blocks
-(:mod:`monitor.accumulator`), so a fast replay *coalesces* consecutive recorded blocks of
+(:mod:`mupnc.monitor.analysis.accumulator`), so a fast replay *coalesces* consecutive recorded
+blocks of
 one stream into bigger published blocks (the monitor's cost is mostly per block): a
 published block grows until it spans ``speed / PUBLISH_RATE`` seconds of data (at most
 :data:`PUBLISH_RATE` blocks per second at any speed; at speed 1 the recorded 20 Hz blocks
@@ -19,7 +20,7 @@ window_rate``, divided by ``speed`` has passed (``speed`` 1 = real time); ``spee
 ("max") drops that pace.  Every writer stays rate-limited: at most :data:`MAX_BLOCK_RATE`
 blocks per second.
 
-Flow control: the consumer (the monitor, :mod:`monitor.flow`) writes ``DAQ:CONSUMED``, the
+Flow control: the consumer (the monitor, :mod:`mupnc.monitor.flow`) writes ``DAQ:CONSUMED``, the
 last block it took.  The replay publishes block 0 at once (so a new subscriber's first
 value is a block), continues once it reads -1 or more (the consumer is ready), and
 publishes block *k* only once the consumer has taken block *k - (ring depth - 1)*: the
@@ -29,7 +30,8 @@ still while it waits.
 
 Scalers: a replay has no truth helicity.  ``DAQ:SCALER:PLUS/MINUS`` are gated by the
 helicity the IOC decodes from the recorded windows itself (the monitor's decoder), updated
-once per batch of :data:`db.recorded.BATCH_BLOCKS` blocks and at the end; so they lag the
+once per batch of :data:`mupnc.db.recording_reader.BATCH_BLOCKS` blocks and at the end; so they lag
+the
 stream, and at the end equal the helicity-sorted totals of a clean run.  Writes of the beam
 setpoints or fault switches are refused: a recording cannot be changed.
 """
@@ -46,13 +48,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from sqlalchemy import Engine
 
-from db.recorded import WHOLE_RUN, SeqRange, recorded_blocks, recording_info
-from db.session import transaction
-from monitor.rotator_decoder import make_decoder
-from sim.blocks import PER_WINDOW_FIELDS, WindowBlock
-from sim.channel_map import ChannelMap
-from sim.helicity import pattern_shape
-from sim.source import SourceConfig
+from mupnc.daq.blocks import PER_WINDOW_FIELDS, WindowBlock
+from mupnc.daq.channel_map import ChannelMap
+from mupnc.daq.helicity import pattern_shape
+from mupnc.db.recording_reader import WHOLE_RUN, SeqRange, recorded_blocks, recording_info
+from mupnc.db.session import transaction
+from mupnc.monitor.decoding.rotator import make_decoder
+from mupnc.sim.source import SourceConfig
 
 log = logging.getLogger("mupnc.ioc.replay")
 
@@ -91,8 +93,8 @@ def recorded_config(config: dict, channel_map: dict) -> SourceConfig:
 
 
 class RecordedSource:
-    """A recorded run in the place of :class:`sim.source.WindowSource` for
-    :func:`ioc.server.build_ioc`: its settings, and its blocks in order."""
+    """A recorded run in the place of :class:`mupnc.sim.source.WindowSource` for
+    :func:`mupnc.ioc.server.build_ioc`: its settings, and its blocks in order."""
 
     def __init__(self, engine: Engine, run: int, seq: SeqRange = WHOLE_RUN) -> None:
         with transaction(engine) as session:
@@ -117,7 +119,7 @@ class RecordedSource:
         """Windows a published (coalesced) block holds at most."""
         self.block_rate = window_rate / math.ceil(self.capacity / 2)
         """Nominal block rate (Hz) of the DAQ layout: its array PVs hold ``capacity`` windows
-        (:class:`ioc.server.DaqLayout` sizes them for twice the nominal block)."""
+        (:class:`mupnc.ioc.server.DaqLayout` sizes them for twice the nominal block)."""
         self._decoder = make_decoder(
             self.config.scheme, self.config.pattern, self.config.delay_patterns, self.n_channels
         )
@@ -192,7 +194,8 @@ def _gated(released) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class ReplayClock:
-    """The clock of a replay (replaces :func:`ioc.server.clock_loop`); ``speed`` None = max."""
+    """The clock of a replay (replaces :func:`mupnc.ioc.server.clock_loop`); ``speed`` None =
+    max."""
 
     speed: float | None
 

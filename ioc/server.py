@@ -1,6 +1,6 @@
 """Soft IOCs (caproto): beam line, helicity source / spin rotator, detector DAQ, run control.
 
-The DAQ publishes windows in blocks (one flat float64 array PV, see :mod:`sim.blocks`) at
+The DAQ publishes windows in blocks (one flat float64 array PV, see :mod:`mupnc.daq.blocks`) at
 ``block_rate`` Hz, never one CA update per window.  Every publish is paced by the clock,
 so no writer loop runs unthrottled (an unthrottled writer crashes caproto 1.3.0).
 """
@@ -20,20 +20,20 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from ioc.autosave import SAVE_PERIOD, AutosaveError, RunSnapshot
-from ioc.limits import MAJOR, MINOR, AlarmLimits
-from ioc.records import (
+from mupnc.daq.blocks import WindowBlock, packed_length
+from mupnc.daq.helicity import PATTERN_SHAPES
+from mupnc.ioc.autosave import SAVE_PERIOD, AutosaveError, RunSnapshot
+from mupnc.ioc.limits import MAJOR, MINOR, AlarmLimits
+from mupnc.ioc.records import (
     analog_readback,
     block_acknowledgement,
     enum_readback,
     enum_setpoint,
     numeric_setpoint,
 )
-from sim.beam import RATE_RANGE
-from sim.blocks import WindowBlock, packed_length
-from sim.faults import FAULT_KINDS
-from sim.helicity import PATTERN_SHAPES
-from sim.source import SimulatedBlock, SourceConfig, WindowSource
+from mupnc.sim.beam import RATE_RANGE
+from mupnc.sim.faults import FAULT_KINDS
+from mupnc.sim.source import SimulatedBlock, SourceConfig, WindowSource
 
 log = logging.getLogger("mupnc.ioc")
 
@@ -110,7 +110,7 @@ def build_ioc(
     ``blind_box`` not None marks the run blinded (RUN:BLIND = YES) with that box (a
     fraction, 0 = the monitor's default); the blinding seed never leaves the monitor's host.
     ``source`` and ``clock`` replace the simulation and :func:`clock_loop` (a replay,
-    :mod:`ioc.replay`).  ``autosave`` = (file, snapshot) keeps the run's state in the file
+    :mod:`mupnc.ioc.replay`).  ``autosave`` = (file, snapshot) keeps the run's state in the file
     (:mod:`ioc.autosave`); a snapshot with ``incarnation`` > 0 is a run this IOC continues.
     """
     unknown = set(groups) - set(GROUPS)
@@ -510,7 +510,7 @@ def rotator_state(setpoint: float, readback: float, config: SourceConfig) -> str
 
 
 def _fault_switches() -> dict[str, pvproperty]:
-    """``RUN:FAULT:<KIND>`` OFF/ON switches, one per :data:`sim.faults.FAULT_KINDS`."""
+    """``RUN:FAULT:<KIND>`` OFF/ON switches, one per :data:`mupnc.sim.faults.FAULT_KINDS`."""
     switches = {}
     for kind in FAULT_KINDS:
         switch = enum_setpoint(

@@ -3,7 +3,7 @@
 Like the Archiver Appliance's MONITOR policy, but without a sampling period: the IOCs
 already rate-limit their slow readbacks (at most every 0.5 s), so every update is kept.
 pyepics callbacks only enqueue; :meth:`SlowControlArchiver.drain` runs in the monitor's
-worker thread and hands rows to :class:`monitor.recorder.RunRecorder`, which writes them
+worker thread and hands rows to :class:`mupnc.monitor.recorder.RunRecorder`, which writes them
 in the flush's transaction (``slow_control_samples``).
 """
 
@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import epics
 from caproto import AlarmStatus
 
-from ioc.limits import SEVERITY_NAMES
+from mupnc.ioc.limits import SEVERITY_NAMES
 
 ARCHIVED = (
     "BEAM:RATE",

@@ -27,7 +27,7 @@ import numpy as np
 from epics import ca
 from epics.ca import ChannelAccessException, ChannelAccessGetFailure
 
-from sim.blocks import HEADER, BlockFormatError, WindowBlock
+from mupnc.daq.blocks import HEADER, BlockFormatError, WindowBlock
 
 log = logging.getLogger("mupnc.monitor.ingest")
 

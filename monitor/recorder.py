@@ -3,8 +3,8 @@
 Rows hold absolute (cumulative) values and are upserted, so a retried or repeated flush
 never double counts.  Only miniruns changed since the last flush are rewritten.  Each flush
 also writes, in the same transaction, every block ingested since the last one (the
-lossless recording, :mod:`db.recording`), the restorable state of the changed miniruns and
-a :class:`db.models.MonitorCheckpoint`; so after a crash the database holds a consistent
+lossless recording, :mod:`mupnc.db.block_codec`), the restorable state of the changed miniruns and
+a :class:`mupnc.db.models.MonitorCheckpoint`; so after a crash the database holds a consistent
 cut, from which :meth:`RunRecorder.resume` continues the run without counting a window
 twice: the accumulator comes back from its saved state, and the windows the decoder was
 still holding (ingested, helicity not yet known) are fed again from the recording.
@@ -26,7 +26,10 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
-from db.models import (
+from mupnc.daq.blocks import WindowBlock
+from mupnc.daq.channel_map import ChannelMap
+from mupnc.db.block_codec import decode, encode
+from mupnc.db.models import (
     CUMULATIVE,
     AsymmetryResult,
     HelicityCounts,
@@ -38,15 +41,12 @@ from db.models import (
     Run,
     SlowControlSample,
 )
-from db.recording import decode, encode
-from db.session import UNREACHABLE, transaction, unreachable_message
-from db.store import upsert
-from monitor.accumulator import MINUS, PLUS, MinirunSums, RunAccumulator
-from monitor.decoder import DecoderState, HelicityDecoder
-from monitor.results import RunResult
-from monitor.rotator_decoder import RotatorDecoder
-from sim.blocks import WindowBlock
-from sim.channel_map import ChannelMap
+from mupnc.db.session import UNREACHABLE, transaction, unreachable_message
+from mupnc.db.store import upsert
+from mupnc.monitor.analysis.accumulator import MINUS, PLUS, MinirunSums, RunAccumulator
+from mupnc.monitor.analysis.results import RunResult
+from mupnc.monitor.decoding.fast import DecoderState, HelicityDecoder
+from mupnc.monitor.decoding.rotator import RotatorDecoder
 
 log = logging.getLogger("mupnc.monitor.recorder")
 
@@ -166,7 +166,7 @@ class RunRecorder:
             self.stream_id, self.next_block = block.stream_id, block.block_number + 1
 
     def add_samples(self, rows: list[dict]) -> None:
-        """Queue slow-control samples (:mod:`monitor.archiver` rows) for the next flush."""
+        """Queue slow-control samples (:mod:`mupnc.monitor.archiver` rows) for the next flush."""
         self._samples.extend(rows)
 
     def flush(

@@ -1,11 +1,11 @@
 """The online monitor: ingest → decode → accumulate → database and result PVs.
 
 One worker thread (the caller of :meth:`OnlineMonitor.run`) does all CA reads, numeric
-work and database writes; pyepics callbacks only enqueue (see :mod:`monitor.ingest`).
+work and database writes; pyepics callbacks only enqueue (see :mod:`mupnc.monitor.ingest`).
 
 The monitor outlives its IOC: while the IOC is unreachable it keeps writing the database
 and evaluating alarms (the data go stale, ``pv_disconnected``); a restarted IOC that
-continues the run is followed (:mod:`monitor.ingest`), one that serves another run ends
+continues the run is followed (:mod:`mupnc.monitor.ingest`), one that serves another run ends
 this run as ``aborted``.
 """
 
@@ -19,20 +19,20 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, update
 
-from db.models import Run
-from db.session import transaction
-from monitor.accumulator import RunAccumulator
-from monitor.alarm_service import AlarmService
-from monitor.archiver import SlowControlArchiver
-from monitor.blinding import UNBLINDED, Blinder, run_blinder
-from monitor.decoder import ERROR_KINDS
-from monitor.flow import ConsumerAck
-from monitor.ingest import BlockIngest
-from monitor.publisher import ResultPublisher
-from monitor.recorder import RunRecorder
-from monitor.results import run_result
-from monitor.rotator_decoder import make_decoder, minirun_length
-from sim.channel_map import ChannelMap
+from mupnc.daq.channel_map import ChannelMap
+from mupnc.db.models import Run
+from mupnc.db.session import transaction
+from mupnc.monitor.alarms.service import AlarmService
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.blinding import UNBLINDED, Blinder, run_blinder
+from mupnc.monitor.analysis.results import run_result
+from mupnc.monitor.archiver import SlowControlArchiver
+from mupnc.monitor.decoding.fast import ERROR_KINDS
+from mupnc.monitor.decoding.rotator import make_decoder, minirun_length
+from mupnc.monitor.flow import ConsumerAck
+from mupnc.monitor.ingest import BlockIngest
+from mupnc.monitor.publisher import ResultPublisher
+from mupnc.monitor.recorder import RunRecorder
 
 log = logging.getLogger("mupnc.monitor")
 

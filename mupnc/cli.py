@@ -15,15 +15,15 @@ import re
 import socket
 import sys
 
-from db.recording import RecordingError
-from db.session import DatabaseURLError, SchemaError, checked_url, database_url
-from ioc.autosave import AutosaveError
-from monitor.alarm_rules import AlarmRulesError
+from mupnc.daq.channel_map import ChannelMapError
+from mupnc.daq.helicity import PATTERN_SHAPES
+from mupnc.db.block_codec import RecordingError
+from mupnc.db.session import DatabaseURLError, SchemaError, checked_url, database_url
+from mupnc.ioc.autosave import AutosaveError
+from mupnc.monitor.alarms.rules import AlarmRulesError
 from mupnc.orchestrate import follow_parent
-from sim.channel_map import ChannelMapError
-from sim.faults import FAULT_KINDS
-from sim.helicity import PATTERN_SHAPES
-from sim.source import SourceConfigError
+from mupnc.sim.faults import FAULT_KINDS
+from mupnc.sim.source import SourceConfigError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -53,7 +53,8 @@ def _blind_box(text: str) -> float:
 
 
 def _injection(text: str) -> tuple[float, str]:
-    """``KIND[@SECONDS]``: a fault of :data:`sim.faults.FAULT_KINDS` at a time into the run."""
+    """``KIND[@SECONDS]``: a fault of :data:`mupnc.sim.faults.FAULT_KINDS` at a time into the
+    run."""
     kind, _, at = text.partition("@")
     if kind not in FAULT_KINDS:
         raise argparse.ArgumentTypeError(

@@ -12,8 +12,9 @@ import signal
 import threading
 from pathlib import Path
 
-from db.migrate import head_revision
-from db.session import (
+from mupnc.daq.channel_map import load_channel_map
+from mupnc.db.migrate import head_revision
+from mupnc.db.session import (
     create_schema,
     ensure_schema,
     make_engine,
@@ -21,10 +22,9 @@ from db.session import (
     require_schema,
     transaction,
 )
-from db.store import allocate_run
-from db.summary import run_list, run_summary
-from sim.channel_map import load_channel_map
-from sim.source import SourceConfig
+from mupnc.db.store import allocate_run
+from mupnc.db.summary import run_list, run_summary
+from mupnc.sim.source import SourceConfig
 
 log = logging.getLogger("mupnc")
 
@@ -100,8 +100,8 @@ def new_run(
 
 
 def ioc(args: argparse.Namespace) -> int:
-    from ioc.main import quiet_backlog_notes, serve
-    from ioc.server import GROUPS, build_ioc
+    from mupnc.ioc.main import quiet_backlog_notes, serve
+    from mupnc.ioc.server import GROUPS, build_ioc
 
     quiet_backlog_notes()
     if args.source is not None:
@@ -138,7 +138,7 @@ def _new_ioc_run(args: argparse.Namespace, config: SourceConfig) -> int:
 def _autosaved_run(args: argparse.Namespace, config: SourceConfig):
     """(file, snapshot) for ``--autosave FILE``: the open run saved there, continued, or a
     new run (``--run`` or allocated) if the file holds none."""
-    from ioc.autosave import AutosaveError, RunSnapshot, load, settings_conflict
+    from mupnc.ioc.autosave import AutosaveError, RunSnapshot, load, settings_conflict
 
     path = Path(args.autosave)
     settings = run_config(config, args.blind is not None, args.blind)
@@ -163,11 +163,11 @@ def _autosaved_run(args: argparse.Namespace, config: SourceConfig):
 
 
 def monitor(args: argparse.Namespace) -> int:
-    from monitor.alarm_pvs import alarm_pv_group
-    from monitor.alarm_rules import load_rules
-    from monitor.alarm_service import AlarmService
-    from monitor.publisher import ResultPublisher
-    from monitor.service import OnlineMonitor
+    from mupnc.monitor.alarms.pvs import alarm_pv_group
+    from mupnc.monitor.alarms.rules import load_rules
+    from mupnc.monitor.alarms.service import AlarmService
+    from mupnc.monitor.publisher import ResultPublisher
+    from mupnc.monitor.service import OnlineMonitor
 
     rules = load_rules(args.alarm_rules)
     engine = _engine(args.db)
@@ -191,7 +191,7 @@ def alarms(args: argparse.Namespace) -> int:
     """``mupnc alarms``: list (JSON shape in shared/interface.md), acknowledge, shelve."""
     from datetime import UTC, datetime
 
-    from db import alarms as store
+    from mupnc.db import alarms as store
 
     now = datetime.now(UTC)
     engine = _engine(args.db)
@@ -223,7 +223,7 @@ def alarms(args: argparse.Namespace) -> int:
 
 
 def dashboard(args: argparse.Namespace) -> int:
-    from dashboards.server import serve
+    from mupnc.dashboards.server import serve
 
     _engine(args.db)
     origins = [f"127.0.0.1:{args.port}", f"localhost:{args.port}"]
@@ -303,10 +303,11 @@ def format_report(s: dict) -> str:
 
 
 def plan(args: argparse.Namespace) -> int:
-    """``mupnc plan``: events and running time for a target significance (:mod:`sim.planner`)."""
+    """``mupnc plan``: events and running time for a target significance
+    (:mod:`mupnc.sim.planner`)."""
     from mupnc.cli import UsageError
-    from sim.planner import PlanError
-    from sim.planner import plan as sensitivity
+    from mupnc.sim.planner import PlanError
+    from mupnc.sim.planner import plan as sensitivity
 
     try:
         result = sensitivity(
@@ -342,8 +343,8 @@ def recorded(args: argparse.Namespace) -> int:
 
     A bad file is a usage error (exit 2); a corrupt recording in the database a run-time
     failure (exit 1, :func:`mupnc.cli.main`)."""
-    from db.exchange import ExchangeError
     from mupnc.cli import UsageError
+    from mupnc.db.exchange import ExchangeError
 
     try:
         return _recorded(args)
@@ -373,8 +374,8 @@ def _recorded(args: argparse.Namespace) -> int:
 
 def export(url: str, number: int, path: str) -> int:
     """``mupnc export RUN FILE``: the recording (.parquet) or the results (.csv)."""
-    from db.exchange import export_parquet, export_results_csv
     from mupnc.cli import UsageError
+    from mupnc.db.exchange import export_parquet, export_results_csv
 
     engine = _engine(url)
     if path.endswith(".parquet"):

@@ -2,12 +2,13 @@
 
 ``sim`` drives the simulator at full speed and records every block, in blocks of the live
 IOC's size, so the run it records replays and reports like a live one; the monitor's
-numeric core (:class:`monitor.offline.RunAnalysis`) takes them a second of data at a time
+numeric core (:class:`mupnc.monitor.analysis.run_analysis.RunAnalysis`) takes them a second of data
+at a time
 (the analysis does not depend on the blocks).
 
 ``reanalyze`` feeds a run's recording through the same core.  Its report is written by the
 monitor's own writer into a private in-memory SQLite database and read back with
-:func:`db.summary.run_summary`, the code of ``mupnc report``: with the run's own settings
+:func:`mupnc.db.summary.run_summary`, the code of ``mupnc report``: with the run's own settings
 the analysis fields equal the original report exactly.  Nothing is written to the run's
 database.
 """
@@ -24,15 +25,15 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 from tqdm import tqdm
 
-from db.models import Base, Run
-from db.recorded import BATCH_BLOCKS, recorded_blocks, recording_info
-from db.session import make_engine, require_schema, transaction
-from db.summary import run_summary
-from monitor.cuts import LowBeamCut
-from monitor.offline import RunAnalysis, run_blinding, run_settings
-from monitor.recorder import RunRecorder
-from sim.helicity import pattern_shape
-from sim.source import WindowSource
+from mupnc.daq.helicity import pattern_shape
+from mupnc.db.models import Base, Run
+from mupnc.db.recording_reader import BATCH_BLOCKS, recorded_blocks, recording_info
+from mupnc.db.session import make_engine, require_schema, transaction
+from mupnc.db.summary import run_summary
+from mupnc.monitor.analysis.cuts import LowBeamCut
+from mupnc.monitor.analysis.run_analysis import RunAnalysis, run_blinding, run_settings
+from mupnc.monitor.recorder import RunRecorder
+from mupnc.sim.source import WindowSource
 
 FLUSH_SECONDS = 1.0
 """Wall-clock seconds between two database flushes of ``mupnc sim`` (as the monitor)."""
@@ -94,7 +95,7 @@ def reanalyze(
 
     ``minirun`` None keeps the run's own minirun length (patterns, or interval pairs for
     the slow schemes); ``unblind`` drops its blinding; ``min_beam_rate`` (muons/s, None:
-    no cut) cuts the patterns that saw less beam (:class:`monitor.cuts.LowBeamCut`).
+    no cut) cuts the patterns that saw less beam (:class:`mupnc.monitor.analysis.cuts.LowBeamCut`).
     """
     engine = make_engine(url)
     require_schema(engine)
@@ -132,14 +133,14 @@ def reanalyze(
 
 
 def import_recording(url: str, path: str) -> tuple[int, int]:
-    """Import a Parquet recording (:mod:`db.exchange`) as a new run, analysed as the monitor
+    """Import a Parquet recording (:mod:`mupnc.db.exchange`) as a new run, analysed as the monitor
     would; returns (run number, windows).  The whole file is read and checked before one
     transaction writes the run, its recording and its results: nothing is imported partly.
     A blinded recording is analysed blinded (seed from ``MUPNC_BLINDING_SEED``, else a
     random one: only a re-analysis can then unblind it)."""
-    from db.exchange import ExchangeError, imported_run, read_parquet
-    from db.store import allocate_run
-    from monitor.blinding import run_blinder
+    from mupnc.db.exchange import ExchangeError, imported_run, read_parquet
+    from mupnc.db.store import allocate_run
+    from mupnc.monitor.analysis.blinding import run_blinder
 
     engine = make_engine(url)
     require_schema(engine)

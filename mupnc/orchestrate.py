@@ -16,8 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from db.session import redacted
 from mupnc.commands import new_run, source_config
+from mupnc.db.session import redacted
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
 
 MONITOR_DRAIN_SECONDS = 60.0

@@ -3,11 +3,11 @@
 The replay is a new run (source "replay", ``replay_of`` the recorded run) with the
 recorded run's settings; its provenance names the run, speed and range replayed.  The
 monitor analyses it as live data, with the recorded run's minirun length and blinding, so
-its report equals the original's (see :mod:`ioc.replay` for what the IOC publishes).
+its report equals the original's (see :mod:`mupnc.ioc.replay` for what the IOC publishes).
 ``--from``/``--to`` (seconds of data since the run began) keep the blocks that lie wholly
 inside the range; a pattern cut by the range's edge counts as incomplete.  Every block of
 the range is read once before the replay run is allocated, so a corrupt recording is
-refused (:class:`db.recording.RecordingError`) before anything is written or published.
+refused (:class:`mupnc.db.block_codec.RecordingError`) before anything is written or published.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import math
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from db.recorded import SeqRange, recorded_blocks, recording_info
-from db.session import make_engine, require_schema, transaction
-from db.store import allocate_run
+from mupnc.db.recording_reader import SeqRange, recorded_blocks, recording_info
+from mupnc.db.session import make_engine, require_schema, transaction
+from mupnc.db.store import allocate_run
 from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, finish, launch
 
 RUN_COLUMNS = (
@@ -48,7 +48,7 @@ def seq_range(engine: Engine, number: int, start: float | None, stop: float | No
 
 def check_recording(engine: Engine, number: int, seq: SeqRange, windows: int) -> None:
     """Read every recorded block of ``number`` in ``seq`` (a progress bar on a terminal);
-    raises :class:`db.recording.RecordingError` naming the first bad block."""
+    raises :class:`mupnc.db.block_codec.RecordingError` naming the first bad block."""
     with tqdm(
         total=windows, unit=" windows", unit_scale=True, desc="checking", disable=None
     ) as bar:
@@ -92,10 +92,10 @@ def allocate_replay(
 
 def replay_ioc(args: argparse.Namespace) -> int:
     """``mupnc ioc --source replay:RUN``: serve the recorded run (a new run unless --run)."""
-    from ioc.main import serve
-    from ioc.replay import RecordedSource, ReplayClock
-    from ioc.server import build_ioc
     from mupnc.cli import UsageError
+    from mupnc.ioc.main import serve
+    from mupnc.ioc.replay import RecordedSource, ReplayClock
+    from mupnc.ioc.server import build_ioc
 
     if args.group != "all" or args.list_pvs:
         raise UsageError("a replay serves all PV groups in one process (no --group/--list-pvs)")
@@ -127,7 +127,7 @@ def replay_ioc(args: argparse.Namespace) -> int:
 
 def replay(args: argparse.Namespace) -> int:
     """``mupnc replay``: IOC (replaying) + monitor (+ dashboard) until the replay ends."""
-    from monitor.offline import run_blinding
+    from mupnc.monitor.analysis.run_analysis import run_blinding
 
     engine = make_engine(args.db)
     require_schema(engine)

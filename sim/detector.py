@@ -1,6 +1,7 @@
 """Detector physics: the parity-violating asymmetry each channel of the channel map sees.
 
-Conventions (helicity and roles in :mod:`sim.helicity`, :mod:`sim.channel_map`).  The mean
+Conventions (helicity and roles in :mod:`mupnc.daq.helicity`, :mod:`mupnc.daq.channel_map`).  The
+mean
 count of channel ``c`` in a window with signed longitudinal beam polarization ``P_L`` is::
 
     mu[c] = muons * acceptance[c] * efficiency[c] * (1 + P_L * channel_asymmetry[c])
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.channel_map import ChannelMap
+from mupnc.daq.channel_map import ChannelMap
 
 AFB_ENHANCEMENT = 680.0
 """A_FB = 680 (36/Z)^3 delta (2 delta E1/M1, talk part C)."""

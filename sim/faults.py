@@ -1,7 +1,7 @@
 """Fault injection: the faults a shift crew must see, switchable while a run is going.
 
 :data:`FAULT_KINDS` (the CLI contract, ``mupnc demo --inject KIND``) in bit order: bit ``i``
-of a window's ``fault`` truth mask (:class:`sim.source.SimulatedBlock`) is set when
+of a window's ``fault`` truth mask (:class:`mupnc.sim.source.SimulatedBlock`) is set when
 ``FAULT_KINDS[i]`` affected that window.  What each kind does (parameters, defaults):
 
 * ``helicity_flip`` (``probability=0.05``): the *reported* helicity of a whole pattern
@@ -21,7 +21,7 @@ of a window's ``fault`` truth mask (:class:`sim.source.SimulatedBlock`) is set w
 * ``settle_violation``: the spin reverses while the integration gate is open.  Slow/kick:
   windows inside the ramp/settle gate are published without ``FLAG_SETTLE``.  Fast: the
   gate also integrates T_settle; windows whose helicity changed get the transition
-  (half-way spin, see :mod:`sim.source`) and are marked.
+  (half-way spin, see :mod:`mupnc.sim.source`) and are marked.
 * ``charge_asymmetry`` (``value=1e-3``): the helicity-correlated intensity asymmetry jumps
   to ``value`` (fraction).
 * ``frequency_drift`` (``fraction=0.01``): the reversal clock runs fast by ``fraction``:

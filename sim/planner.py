@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from sim.detector import KRYPTON_Z, preset_asymmetry
+from mupnc.sim.detector import KRYPTON_Z, preset_asymmetry
 
 ARC_2S_PROBABILITY = 1e-6
 SINGLE_PHOTON_BRANCHING = 1e-4

@@ -8,7 +8,7 @@ The MPS counter is the window sequence number ``seq``.
 Schemes (``SourceConfig.scheme``):
 
 * ``fast``: pseudo-random pattern reversal as at JLab (future muonium-based source): one
-  LFSR bit per pattern, pattern shape and reporting delay as in :mod:`sim.helicity`.
+  LFSR bit per pattern, pattern shape and reporting delay as in :mod:`mupnc.daq.helicity`.
   Rotator setpoint = readback = the actual window helicity (+1/-1).
 * ``slow``: a spin rotator flips the spin every ``flip_period`` s.  Reversal interval
   ``k`` (``round(flip_period * window_rate)`` windows) has state ``s = +1`` for even ``k``,

@@ -6,10 +6,10 @@ Physics per window ``w`` and channel ``c``::
 
     counts[w, c] ~ Poisson(muons[w] * efficiency[c] * (1 + P_L[w] * channel_asymmetry[c]))
 
-with ``muons`` from :mod:`sim.beam` (integrated over the gate T_stable of
-:mod:`sim.reversal`), ``P_L`` the signed longitudinal polarization of the reversal scheme
-(:mod:`sim.reversal`; ``h * P`` for fast reversal) and ``efficiency``/``channel_asymmetry``
-from :mod:`sim.detector`.  Faults (:mod:`sim.faults`) are switched with
+with ``muons`` from :mod:`mupnc.sim.beam` (integrated over the gate T_stable of
+:mod:`mupnc.sim.reversal`), ``P_L`` the signed longitudinal polarization of the reversal scheme
+(:mod:`mupnc.sim.reversal`; ``h * P`` for fast reversal) and ``efficiency``/``channel_asymmetry``
+from :mod:`mupnc.sim.detector`.  Faults (:mod:`mupnc.sim.faults`) are switched with
 :meth:`WindowSource.set_fault` and recorded per window in :attr:`SimulatedBlock.fault`.
 
 Truth conventions: ``actual_helicity`` is the helicity *gate* (+1/-1) the source was set
@@ -25,18 +25,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.beam import MOMENTUM_PRESETS, RATE_RANGE, BeamTrips, muons_per_window
-from sim.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
-from sim.channel_map import MODES, ChannelMap, default_channel_map
-from sim.detector import (
+from mupnc.daq.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
+from mupnc.daq.channel_map import MODES, ChannelMap, default_channel_map
+from mupnc.daq.helicity import LFSR_MASK, PATTERN_SHAPES, HelicityGenerator, pattern_shape
+from mupnc.sim.beam import MOMENTUM_PRESETS, RATE_RANGE, BeamTrips, muons_per_window
+from mupnc.sim.detector import (
     PRESETS,
     channel_asymmetries,
     channel_efficiencies,
     preset_asymmetry,
 )
-from sim.faults import FaultSwitchboard, fault_bit, unit_uniform
-from sim.helicity import LFSR_MASK, PATTERN_SHAPES, HelicityGenerator, pattern_shape
-from sim.reversal import (
+from mupnc.sim.faults import FaultSwitchboard, fault_bit, unit_uniform
+from mupnc.sim.reversal import (
     MAX_INTERVAL_WINDOWS,
     SCHEMES,
     WINDOW_RATE_RANGE,
@@ -60,7 +60,7 @@ class SourceConfig:
     Units: rates in Hz (muons/s, windows/s, trips/s), times in s, momentum in MeV/c,
     asymmetries and polarization as fractions.  ``asymmetry`` is the physics asymmetry
     (A_LR at 90 deg or A_FB) used when ``preset`` is ``flat``; ``sm``/``np`` take value and
-    A_LR shape from :mod:`sim.detector` (A_FB presets scale with ``z``).  Invalid
+    A_LR shape from :mod:`mupnc.sim.detector` (A_FB presets scale with ``z``).  Invalid
     settings raise :class:`SourceConfigError`.
     """
 
@@ -78,19 +78,19 @@ class SourceConfig:
     bcm_resolution: float = 1e-4
     charge_asymmetry: float = 0.0
     channel_map: ChannelMap | None = field(default=None)
-    # window timing and reversal scheme (sim.reversal)
+    # window timing and reversal scheme (mupnc.sim.reversal)
     t_settle: float = 20e-6
     scheme: str = "fast"
     flip_period: float = 10.0
     ramp_time: float = 1.0
     settle_time: float = 0.5
     kick_turns: tuple[int, int] = (0, 15)
-    # detector physics (sim.detector)
+    # detector physics (mupnc.sim.detector)
     preset: str = "flat"
     z: int = 36
     signal_fraction: float = 1.0
     efficiency_mismatch: float = 0.0
-    # beam (sim.beam)
+    # beam (mupnc.sim.beam)
     drift_amplitude: float = 0.0
     drift_period: float = 600.0
     trip_rate: float = 0.0
@@ -293,7 +293,8 @@ class WindowSource:
         return len(self.channel_map.channels)
 
     def set_muon_rate(self, rate: float) -> None:
-        """Change the muon rate (muons/s, in :data:`sim.beam.RATE_RANGE`) from the next block."""
+        """Change the muon rate (muons/s, in :data:`mupnc.sim.beam.RATE_RANGE`) from the next
+        block."""
         if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
             raise SourceConfigError(f"muon rate must lie in {RATE_RANGE} /s, got {rate!r}")
         self.muon_rate = float(rate)
@@ -303,7 +304,8 @@ class WindowSource:
         self.beam_switch = bool(on)
 
     def set_fault(self, kind: str, on: bool, **params: float) -> None:
-        """Switch a fault (one of :data:`sim.faults.FAULT_KINDS`) on or off from the next block."""
+        """Switch a fault (one of :data:`mupnc.sim.faults.FAULT_KINDS`) on or off from the next
+        block."""
         fraction = params.get("fraction", 0.01)
         if kind == "frequency_drift" and on:
             period = 1.0 / (self.config.window_rate * (1.0 + fraction))
@@ -365,7 +367,7 @@ class WindowSource:
             phase = seq % size
             first = int(pattern[0])
             polarity = self._pattern_polarities(first, int(pattern[-1]) + cfg.delay_patterns)
-            # reported(p) = bit[p], actual(p) = bit[p + delay]  (sim.helicity)
+            # reported(p) = bit[p], actual(p) = bit[p + delay]  (mupnc.daq.helicity)
             local = pattern - first
             actual = polarity[local + cfg.delay_patterns] * self.shape[phase]
             reported = polarity[local] * self.shape[phase]

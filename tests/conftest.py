@@ -33,7 +33,7 @@ def ca_env() -> dict:
 @pytest.fixture(scope="session")
 def pg_server():
     """A real PostgreSQL server for the session (initdb + pg_ctl in a temporary folder)."""
-    from db.pg_server import PostgresServer, ServerUnavailableError
+    from support.pg_server import PostgresServer, ServerUnavailableError
 
     try:
         server = PostgresServer()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sqlalchemy import Engine
 
-from db.models import (
+from mupnc.db.models import (
     CUMULATIVE,
     Alarm,
     AsymmetryResult,
@@ -18,8 +18,8 @@ from db.models import (
     Run,
     SlowControlSample,
 )
-from db.session import transaction
-from db.store import allocate_run, upsert
+from mupnc.db.session import transaction
+from mupnc.db.store import allocate_run, upsert
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 CHANNEL_MAP = {

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from db.session import transaction
-from db.store import allocate_run
-from db.summary import helicity_totals
-from monitor.accumulator import RunAccumulator
-from monitor.decoder import HelicityDecoder
-from monitor.recorder import RunRecorder
-from monitor.results import run_result
 from mupnc.commands import run_config
-from sim.blocks import WindowBlock
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.blocks import WindowBlock
+from mupnc.db.session import transaction
+from mupnc.db.store import allocate_run
+from mupnc.db.summary import helicity_totals
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.results import run_result
+from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.monitor.recorder import RunRecorder
+from mupnc.sim.source import SourceConfig, WindowSource
 
 CONFIG = SourceConfig(muon_rate=1e8, seed=11, pattern="quartet", delay_patterns=2)
 CHANNEL_MAP = CONFIG.resolved_channel_map()

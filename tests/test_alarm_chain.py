@@ -20,13 +20,13 @@ from importlib import resources
 import epics
 import pytest
 
-from db import alarms as store
-from db.session import make_engine, transaction
-from monitor.alarm_rules import DEFAULT_RULES, parse_rules
 from mupnc.cli import main
 from mupnc.commands import new_run
+from mupnc.db import alarms as store
+from mupnc.db.session import make_engine, transaction
+from mupnc.monitor.alarms.rules import DEFAULT_RULES, parse_rules
 from mupnc.orchestrate import Chain
-from sim.source import SourceConfig
+from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca
 
@@ -94,7 +94,7 @@ def test_fault_campaign(tmp_path, ca_env, ioc_prefix, capsys) -> None:
     pfx = ioc_prefix
     db = f"sqlite:///{tmp_path / 'alarms.db'}"
     hook = tmp_path / "hook.log"
-    shipped = resources.files("monitor").joinpath(DEFAULT_RULES).read_text()
+    shipped = resources.files("mupnc.monitor.alarms").joinpath(DEFAULT_RULES).read_text()
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text(shipped + TRAINING.format(hook=hook))
     rules = parse_rules(rules_file.read_text())

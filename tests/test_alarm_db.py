@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from db import alarms as store
-from db.models import AlarmTransition
-from db.session import create_schema, make_engine, transaction
-from monitor.alarm_logic import AlarmStatus, Debounce, Severity, acknowledge, evaluate
 from mupnc.cli import main
 from mupnc.commands import new_run
-from sim.source import SourceConfig
+from mupnc.db import alarms as store
+from mupnc.db.models import AlarmTransition
+from mupnc.db.session import create_schema, make_engine, transaction
+from mupnc.monitor.alarms.logic import AlarmStatus, Debounce, Severity, acknowledge, evaluate
+from mupnc.sim.source import SourceConfig
 
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.alarm_logic import (
+from mupnc.monitor.alarms.logic import (
     ACTIVE,
     CLEARED,
     OK,

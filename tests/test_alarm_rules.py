@@ -1,5 +1,5 @@
 """Alarm rules: shipped defaults, what each kind makes of observations, file errors with
-file and line, and the recent estimates behind them (monitor.alarm_inputs)."""
+file and line, and the recent estimates behind them (mupnc.monitor.alarms.inputs)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,22 @@ import sys
 import numpy as np
 import pytest
 
-from monitor.accumulator import RunAccumulator
-from monitor.alarm_inputs import AlarmInputs, chi2_ndf_z, recent_mean
-from monitor.alarm_logic import Severity
-from monitor.alarm_rules import (
+from mupnc.monitor.alarms.inputs import AlarmInputs, chi2_ndf_z, recent_mean
+from mupnc.monitor.alarms.logic import Severity
+from mupnc.monitor.alarms.rules import (
     INPUT_DEFAULTS,
     AlarmRulesError,
     Observation,
     load_rules,
     parse_rules,
 )
-from monitor.decoder import ERROR_KINDS
-from monitor.ingest import IngestCounters
-from monitor.results import run_result
-from monitor.rotator_decoder import make_decoder
-from monitor.statistics import RunningStats
-from sim.source import SourceConfig, WindowSource
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.results import run_result
+from mupnc.monitor.analysis.statistics import RunningStats
+from mupnc.monitor.decoding.fast import ERROR_KINDS
+from mupnc.monitor.decoding.rotator import make_decoder
+from mupnc.monitor.ingest import IngestCounters
+from mupnc.sim.source import SourceConfig, WindowSource
 
 N, MINOR, MAJOR, INVALID = Severity.NO_ALARM, Severity.MINOR, Severity.MAJOR, Severity.INVALID
 BEAM_ON = {"beam.on_for": Observation(100.0)}

@@ -7,17 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from monitor.accumulator import MINUS, PLUS, RunAccumulator
-from monitor.asymmetry import (
+from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.monitor.analysis.accumulator import MINUS, PLUS, RunAccumulator
+from mupnc.monitor.analysis.asymmetry import (
     helicity_sums,
     pattern_charge_asymmetry,
     pattern_cross_ratio_asymmetry,
     pattern_yield_asymmetry,
 )
-from monitor.decoder import HelicityDecoder
-from monitor.results import RunResult, run_result
-from sim.channel_map import Channel, ChannelMap
-from sim.source import SourceConfig, WindowSource
+from mupnc.monitor.analysis.results import RunResult, run_result
+from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.sim.source import SourceConfig, WindowSource
 
 
 def pseudo_run(

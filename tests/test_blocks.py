@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sim.blocks import (
+from mupnc.daq.blocks import (
     HEADER,
     MAGIC,
     PER_WINDOW_FIELDS,

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from db.models import HelicityCounts, SlowControlSample
-from db.session import make_engine, transaction
 from mupnc.commands import new_run, report
+from mupnc.db.models import HelicityCounts, SlowControlSample
+from mupnc.db.session import make_engine, transaction
 from mupnc.orchestrate import Chain
-from sim.source import SourceConfig
+from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca
 

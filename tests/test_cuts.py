@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from monitor.cuts import LowBeamCut
-from monitor.offline import RunAnalysis
-from monitor.rotator_decoder import DEFAULT_MINIRUN_PAIRS, minirun_length
-from monitor.service import RunSettings
-from sim.source import SourceConfig, WindowSource
+from mupnc.monitor.analysis.cuts import LowBeamCut
+from mupnc.monitor.analysis.run_analysis import RunAnalysis
+from mupnc.monitor.decoding.rotator import DEFAULT_MINIRUN_PAIRS, minirun_length
+from mupnc.monitor.service import RunSettings
+from mupnc.sim.source import SourceConfig, WindowSource
 
 WINDOW_RATE = 240.0
 RATE = 1e8

@@ -27,8 +27,8 @@ from dashboard_data import (
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from dashboards.alarms import acknowledge, banner_text, displayed_alarms
-from dashboards.columns import (
+from mupnc.dashboards.alarms import acknowledge, banner_text, displayed_alarms
+from mupnc.dashboards.columns import (
     asymmetry_columns,
     beam_columns,
     channel_columns,
@@ -36,7 +36,7 @@ from dashboards.columns import (
     decoder_state,
     good_beam_seconds,
 )
-from dashboards.display import (
+from mupnc.dashboards.display import (
     LIVE,
     LOST,
     NO_DATA,
@@ -55,14 +55,14 @@ from dashboards.display import (
     unit_gaussian,
     y_range,
 )
-from dashboards.feed import Feed, Update
-from dashboards.history import difference_sigma, make_history, minirun_table
-from dashboards.live import make_document, result_html, run_html, status_html
-from dashboards.panels import ROLLOVER
-from dashboards.projection import describe, project
-from dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot, latest_run
-from db.models import Alarm, AlarmTransition
-from db.session import create_schema, make_engine, transaction
+from mupnc.dashboards.feed import Feed, Update
+from mupnc.dashboards.history import difference_sigma, make_history, minirun_table
+from mupnc.dashboards.live import make_document, result_html, run_html, status_html
+from mupnc.dashboards.panels import ROLLOVER
+from mupnc.dashboards.projection import describe, project
+from mupnc.dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot, latest_run
+from mupnc.db.models import Alarm, AlarmTransition
+from mupnc.db.session import create_schema, make_engine, transaction
 
 
 @pytest.fixture

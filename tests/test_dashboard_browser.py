@@ -17,10 +17,10 @@ import pytest
 from dashboard_data import add_alarm, add_miniruns, add_snapshots, new_run, set_channels
 from sqlalchemy.orm import Session
 
-from dashboards.feed import Feed
-from dashboards.server import serve
-from db.models import Alarm
-from db.session import create_schema, make_engine
+from mupnc.dashboards.feed import Feed
+from mupnc.dashboards.server import serve
+from mupnc.db.models import Alarm
+from mupnc.db.session import create_schema, make_engine
 
 pytestmark = [
     pytest.mark.browser,

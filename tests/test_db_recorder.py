@@ -19,7 +19,8 @@ from db_writes import (
 )
 from sqlalchemy import event, func, select
 
-from db.models import (
+from mupnc.db.block_codec import decode
+from mupnc.db.models import (
     CUMULATIVE,
     AsymmetryResult,
     Minirun,
@@ -27,8 +28,7 @@ from db.models import (
     RecordedBlock,
     Run,
 )
-from db.recording import decode
-from db.session import create_schema, make_engine, transaction
+from mupnc.db.session import create_schema, make_engine, transaction
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_a_failed_flush_writes_nothing_and_the_next_one_everything(engine, simul
 
 @pytest.mark.postgres
 def test_monitor_buffers_while_postgres_is_down(simulated, caplog):
-    from db.pg_server import PostgresServer, ServerUnavailableError
+    from support.pg_server import PostgresServer, ServerUnavailableError
 
     blocks, scalers = simulated
     try:

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from db.recording import (
+from mupnc.daq.blocks import WindowBlock
+from mupnc.db.block_codec import (
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
     SCALARS,
@@ -16,8 +17,7 @@ from db.recording import (
     encode,
     raw_size,
 )
-from sim.blocks import WindowBlock
-from sim.source import SourceConfig, WindowSource
+from mupnc.sim.source import SourceConfig, WindowSource
 
 
 def assert_identical(a: WindowBlock, b: WindowBlock) -> None:

@@ -14,13 +14,13 @@ import pytest
 from db_writes import sorted_totals
 from sqlalchemy import select
 
-from db.alarms import alarm_list
-from db.models import MonitorCheckpoint, RecordedBlock
-from db.recording import decode
-from db.session import make_engine, transaction
 from mupnc.commands import new_run, report
+from mupnc.db.alarms import alarm_list
+from mupnc.db.block_codec import decode
+from mupnc.db.models import MonitorCheckpoint, RecordedBlock
+from mupnc.db.session import make_engine, transaction
 from mupnc.orchestrate import Chain
-from sim.source import SourceConfig
+from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca
 

@@ -11,9 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from db import migrate
-from db.models import Base
-from db.session import SchemaError, create_schema, make_engine, require_schema
+from mupnc.db import migrate
+from mupnc.db.models import Base
+from mupnc.db.session import SchemaError, create_schema, make_engine, require_schema
 
 
 def mupnc(db: str, *args: str) -> subprocess.CompletedProcess:

@@ -14,11 +14,11 @@ import pytest
 from db_writes import N_BLOCKS, Monitor, new_run, simulate, sorted_totals
 from sqlalchemy import func, select
 
-from db.models import Alarm, AlarmTransition, RecordedBlock, Run, SlowControlSample
-from db.session import create_schema, make_engine, transaction
-from db.store import allocate_run, bulk_insert
 from mupnc.commands import run_config
-from sim.source import SourceConfig
+from mupnc.db.models import Alarm, AlarmTransition, RecordedBlock, Run, SlowControlSample
+from mupnc.db.session import create_schema, make_engine, transaction
+from mupnc.db.store import allocate_run, bulk_insert
+from mupnc.sim.source import SourceConfig
 
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
 

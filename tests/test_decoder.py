@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from monitor.decoder import ERROR_KINDS, DecodedWindows, HelicityDecoder
-from sim.blocks import WindowBlock
-from sim.helicity import pattern_shape
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.blocks import WindowBlock
+from mupnc.daq.helicity import pattern_shape
+from mupnc.monitor.decoding.fast import ERROR_KINDS, DecodedWindows, HelicityDecoder
+from mupnc.sim.source import SourceConfig, WindowSource
 
 BLOCK_SIZES = (7, 12, 13)
 PATTERNS = ("pair", "quartet", "octet", "thue-morse-64")

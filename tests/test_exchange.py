@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from db.exchange import COUNTS_PREFIX, METADATA_KEY, WINDOW_COLUMNS
-from db.models import AsymmetryResult, Run
-from db.recorded import recorded_blocks
-from db.session import make_engine, transaction
 from mupnc.cli import main
+from mupnc.db.exchange import COUNTS_PREFIX, METADATA_KEY, WINDOW_COLUMNS
+from mupnc.db.models import AsymmetryResult, Run
+from mupnc.db.recording_reader import recorded_blocks
+from mupnc.db.session import make_engine, transaction
 
 NOT_ANALYSIS = {"run", "start", "end"}
 

@@ -37,12 +37,12 @@ import pytest
 from caproto import ChannelType
 from epics import dbr
 
-from ioc.server import build_ioc
 from mupnc.cli import build_parser
 from mupnc.commands import source_config
-from sim.blocks import WindowBlock
-from sim.faults import FAULT_KINDS
-from sim.source import WindowSource
+from mupnc.daq.blocks import WindowBlock
+from mupnc.ioc.server import build_ioc
+from mupnc.sim.faults import FAULT_KINDS
+from mupnc.sim.source import WindowSource
 
 pytestmark = pytest.mark.ca
 

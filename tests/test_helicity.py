@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.helicity import (
+from mupnc.daq.helicity import (
     LFSR_MASK,
     PATTERN_SHAPES,
     HelicityGenerator,

@@ -14,11 +14,11 @@ import epics
 import numpy as np
 import pytest
 
-from ioc.server import build_ioc
+from mupnc.daq.blocks import WindowBlock
+from mupnc.ioc.server import build_ioc
 from mupnc.orchestrate import Chain
-from sim.blocks import WindowBlock
-from sim.faults import FAULT_KINDS
-from sim.source import SourceConfig
+from mupnc.sim.faults import FAULT_KINDS
+from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca
 

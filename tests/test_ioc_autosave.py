@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from cli_runs import one_error_line, run, run_all
 
-from ioc.autosave import AutosaveError, RunSnapshot, load, settings_conflict
-from sim.source import SourceConfig, WindowSource
+from mupnc.ioc.autosave import AutosaveError, RunSnapshot, load, settings_conflict
+from mupnc.sim.source import SourceConfig, WindowSource
 
 
 def snapshot(**kw) -> RunSnapshot:
@@ -27,7 +27,7 @@ def test_a_restart_resumes_where_the_clock_is_on_a_pattern_start() -> None:
 
 
 def test_save_and_load_round_trip_and_bad_files_name_themselves(tmp_path) -> None:
-    path = tmp_path / "ioc.autosave"
+    path = tmp_path / "mupnc.ioc.autosave"
     assert load(path) is None
     saved = snapshot(scaler_plus=[1.0, 2.0], faults={"stuck_helicity": {"value": 1.0}})
     saved.save(path)

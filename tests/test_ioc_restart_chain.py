@@ -20,15 +20,15 @@ import pytest
 from db_writes import sorted_totals
 from sqlalchemy import select
 
-from db import alarms as alarm_store
-from db.models import RecordedBlock
-from db.recording import decode
-from db.session import make_engine, transaction
 from mupnc.cli import main
 from mupnc.commands import new_run, report
+from mupnc.db import alarms as alarm_store
+from mupnc.db.block_codec import decode
+from mupnc.db.models import RecordedBlock
+from mupnc.db.session import make_engine, transaction
 from mupnc.offline import reanalyze
 from mupnc.orchestrate import Chain
-from sim.source import SourceConfig
+from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca
 
@@ -66,7 +66,7 @@ def test_a_restarted_ioc_continues_the_run_and_nothing_is_counted_twice(
     tmp_path, ca_env, capfd, ioc_prefix
 ):
     db = f"sqlite:///{tmp_path / 'restart.db'}"
-    autosave = tmp_path / "ioc.autosave"
+    autosave = tmp_path / "mupnc.ioc.autosave"
     run = new_run(db, SourceConfig(asymmetry=0.01, muon_rate=1e9, seed=5))
     engine = make_engine(db)
     chain = Chain(db=db)

@@ -10,8 +10,8 @@ import pytest
 from caproto import AlarmStatus
 from caproto.server import PVGroup
 
-from ioc.limits import INVALID, MAJOR, MINOR, NO_ALARM, AlarmLimits, check_limits
-from ioc.records import analog_readback
+from mupnc.ioc.limits import INVALID, MAJOR, MINOR, NO_ALARM, AlarmLimits, check_limits
+from mupnc.ioc.records import analog_readback
 
 # The reference's worked example (epics.md §5): HIHI=100 MAJOR, HIGH=80 MINOR, LOW=10 MINOR,
 # LOLO=2 MAJOR, HYST=1.

@@ -8,8 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from monitor.accumulator import RunAccumulator
-from monitor.blinding import (
+from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.blinding import (
     DEFAULT_BOX,
     DEFAULT_BOX_FRACTION,
     UNBLINDED,
@@ -17,10 +18,9 @@ from monitor.blinding import (
     blinding_box,
     run_blinder,
 )
-from monitor.decoder import HelicityDecoder
-from monitor.results import COMBINED, run_result
-from sim.channel_map import Channel, ChannelMap
-from sim.source import SourceConfig, WindowSource
+from mupnc.monitor.analysis.results import COMBINED, run_result
+from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.sim.source import SourceConfig, WindowSource
 
 N_SEEDS = 4000
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pytest
 
-from monitor import accumulator
-from monitor.accumulator import RunAccumulator
-from monitor.decoder import DecodedWindows, HelicityDecoder
-from monitor.results import run_result
-from monitor.rotator_decoder import RotatorDecoder
-from monitor.statistics import GROUP_SAMPLES, SequentialMoments
-from sim.blocks import WindowBlock
-from sim.channel_map import Channel, ChannelMap
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.blocks import WindowBlock
+from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.monitor.analysis import accumulator
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.results import run_result
+from mupnc.monitor.analysis.statistics import GROUP_SAMPLES, SequentialMoments
+from mupnc.monitor.decoding.fast import DecodedWindows, HelicityDecoder
+from mupnc.monitor.decoding.rotator import RotatorDecoder
+from mupnc.sim.source import SourceConfig, WindowSource
 
 SLOW = dict(flip_period=0.05, ramp_time=0.01, settle_time=0.01)  # 12-window intervals
 FAULTS = (  # (kind, params), each switched on for a while, one after the other

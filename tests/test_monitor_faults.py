@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from monitor.decoder import ERROR_KINDS, DecodedWindows
-from monitor.rotator_decoder import make_decoder
-from sim.channel_map import Channel, ChannelMap
-from sim.faults import fault_bit
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.monitor.decoding.fast import ERROR_KINDS, DecodedWindows
+from mupnc.monitor.decoding.rotator import make_decoder
+from mupnc.sim.faults import fault_bit
+from mupnc.sim.source import SourceConfig, WindowSource
 
 ONE_CHANNEL = ChannelMap(mode="alr", channels=(Channel("scat", "scatter", 1e-6, 0.0),))
 SLOW = dict(flip_period=0.5, ramp_time=0.05, settle_time=0.05)  # 120-window intervals

@@ -8,12 +8,12 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from monitor.accumulator import MinirunSums, RunAccumulator
-from monitor.decoder import HelicityDecoder
-from monitor.results import run_result
-from monitor.statistics import RunningStats
-from sim.channel_map import default_channel_map
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.channel_map import default_channel_map
+from mupnc.monitor.analysis.accumulator import MinirunSums, RunAccumulator
+from mupnc.monitor.analysis.results import run_result
+from mupnc.monitor.analysis.statistics import RunningStats
+from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.sim.source import SourceConfig, WindowSource
 
 
 def decoded_blocks(config: SourceConfig, n_blocks: int, block: int):

@@ -15,13 +15,13 @@ import math
 import numpy as np
 import pytest
 
-from monitor.accumulator import RunAccumulator
-from monitor.decoder import ERROR_KINDS, DecodedWindows, HelicityDecoder
-from monitor.results import COMBINED, RunResult, run_result
-from monitor.rotator_decoder import make_decoder
-from monitor.statistics import weighted_mean
-from sim.channel_map import Channel, ChannelMap
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.results import COMBINED, RunResult, run_result
+from mupnc.monitor.analysis.statistics import weighted_mean
+from mupnc.monitor.decoding.fast import ERROR_KINDS, DecodedWindows, HelicityDecoder
+from mupnc.monitor.decoding.rotator import make_decoder
+from mupnc.sim.source import SourceConfig, WindowSource
 
 P = 0.9
 

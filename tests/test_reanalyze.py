@@ -9,11 +9,11 @@ import math
 import pytest
 from sqlalchemy import func, select, update
 
-from db.models import RecordedBlock, Run
-from db.session import make_engine, transaction
 from mupnc.cli import main
 from mupnc.commands import new_run
-from sim.source import SourceConfig
+from mupnc.db.models import RecordedBlock, Run
+from mupnc.db.session import make_engine, transaction
+from mupnc.sim.source import SourceConfig
 
 MINIRUN = 150
 NOT_ANALYSIS = {"reanalysis"}

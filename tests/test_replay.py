@@ -24,15 +24,15 @@ import pytest
 from db_writes import sorted_totals
 from sqlalchemy import func, select
 
-from db.models import RecordedBlock
-from db.recorded import WHOLE_RUN, SeqRange
-from db.recorded import recorded_blocks as recording
-from db.session import make_engine, transaction
 from mupnc.commands import new_run, report
+from mupnc.db.models import RecordedBlock
+from mupnc.db.recording_reader import WHOLE_RUN, SeqRange
+from mupnc.db.recording_reader import recorded_blocks as recording
+from mupnc.db.session import make_engine, transaction
 from mupnc.offline import reanalyze
 from mupnc.orchestrate import Chain
 from mupnc.replay import allocate_replay
-from sim.source import SourceConfig
+from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE
-from sim.faults import FAULT_KINDS, FaultSwitchboard, fault_bit
-from sim.source import SimulatedBlock, SourceConfig, WindowSource
+from mupnc.daq.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE
+from mupnc.sim.faults import FAULT_KINDS, FaultSwitchboard, fault_bit
+from mupnc.sim.source import SimulatedBlock, SourceConfig, WindowSource
 
 QUIET = {"intensity_jitter": 0.0, "bcm_resolution": 0.0}
 SLOW = {"window_rate": 100.0, "flip_period": 1.0, "ramp_time": 0.2, "settle_time": 0.1}

@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from sim.channel_map import Channel, ChannelMap
-from sim.detector import alr_shape
-from sim.source import SourceConfig, WindowSource
+from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.sim.detector import alr_shape
+from mupnc.sim.source import SourceConfig, WindowSource
 
 SEEDS = 200
 WINDOWS = 2000  # 500 quartets

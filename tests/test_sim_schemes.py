@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sim.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE
-from sim.source import SimulatedBlock, SourceConfig, SourceConfigError, WindowSource
+from mupnc.daq.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE
+from mupnc.sim.source import SimulatedBlock, SourceConfig, SourceConfigError, WindowSource
 
 QUIET = {"intensity_jitter": 0.0, "bcm_resolution": 0.0}
 

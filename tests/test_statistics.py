@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from monitor.statistics import RunningStats, weighted_mean
+from mupnc.monitor.analysis.statistics import RunningStats, weighted_mean
 
 
 def merged_in_chunks(samples: np.ndarray, rng: np.random.Generator) -> RunningStats:

@@ -1,4 +1,4 @@
-"""Alembic environment, configured programmatically by :mod:`db.migrate` (no alembic.ini).
+"""Alembic environment, configured programmatically by :mod:`mupnc.db.migrate` (no alembic.ini).
 
 The caller passes an open connection in ``config.attributes["connection"]``; the whole
 upgrade runs in that connection's transaction.
@@ -6,7 +6,7 @@ upgrade runs in that connection's transaction.
 
 from alembic import context
 
-from db.models import Base
+from mupnc.db.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

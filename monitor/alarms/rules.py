@@ -1,4 +1,4 @@
-"""Alarm rules: the TOML file (shipped defaults: ``monitor/alarm_rules.toml``) and what each
+"""Alarm rules: the TOML file (shipped defaults: ``monitor/alarms/rules.toml``) and what each
 rule makes of the monitor's observations (pure).
 
 A rule file has three kinds of tables::
@@ -20,7 +20,7 @@ An alarm has a ``kind``:
 * ``connection``: any of ``pvs`` disconnected (default: every PV the other rules watch).
 
 Common keys: ``class`` (default ``shift``), ``severity`` (counter, state, connection),
-``count``/``ring``/``delay``/``latch`` (:class:`monitor.alarm_logic.Debounce`), ``gate``
+``count``/``ring``/``delay``/``latch`` (:class:`mupnc.monitor.alarms.logic.Debounce`), ``gate``
 (``{input = "...", min = x, max = y}``: evaluated only inside), ``guidance`` (what the
 shift does), ``latency`` (s: the longest time from the fault to the alarm that the
 defaults promise; checked by the fault campaign test), ``enabled``.
@@ -37,10 +37,10 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from monitor.alarm_logic import Debounce, Severity
-from sim.config_file import parse_toml, read_text
+from mupnc.daq.config_file import parse_toml, read_text
+from mupnc.monitor.alarms.logic import Debounce, Severity
 
-DEFAULT_RULES = "alarm_rules.toml"
+DEFAULT_RULES = "rules.toml"
 KINDS = ("counter", "limit", "state", "pv_severity", "connection")
 ACTIONS = ("log", "command", "stop_run")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -75,7 +75,8 @@ class Observation:
 
 @dataclass(frozen=True)
 class Reading:
-    """What a rule makes of the observations: input to :func:`monitor.alarm_logic.evaluate`."""
+    """What a rule makes of the observations: input to
+    :func:`mupnc.monitor.alarms.logic.evaluate`."""
 
     severity: Severity
     violations: int | None = None
@@ -394,6 +395,6 @@ def parse_rules(text: str, path: str = "<rules>") -> RuleSet:
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """Rules from a file, or the shipped defaults when ``path`` is None."""
     if path is None:
-        text = resources.files("monitor").joinpath(DEFAULT_RULES).read_text()
+        text = resources.files("mupnc.monitor.alarms").joinpath(DEFAULT_RULES).read_text()
         return parse_rules(text, f"<shipped {DEFAULT_RULES}>")
     return parse_rules(read_text(path, "alarm rules", AlarmRulesError), str(path))

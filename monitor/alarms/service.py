@@ -2,11 +2,11 @@
 
 Per evaluation (the monitor's worker thread, once a second): operator actions taken since
 the last one (``mupnc alarms``, the dashboard) are applied from the database
-(:func:`db.alarms.operator_actions`); the observations (:mod:`monitor.alarm_inputs`) go
-through every rule (:mod:`monitor.alarm_rules`) and its state machine
-(:mod:`monitor.alarm_logic`); every transition is stored (:mod:`db.alarms`; kept and
+(:func:`mupnc.db.alarms.operator_actions`); the observations (:mod:`mupnc.monitor.alarms.inputs`) go
+through every rule (:mod:`mupnc.monitor.alarms.rules`) and its state machine
+(:mod:`mupnc.monitor.alarms.logic`); every transition is stored (:mod:`mupnc.db.alarms`; kept and
 retried while the database is unreachable); annunciated alarms run their class's actions
-(log, a command hook, a run stop); the alarm PVs are updated (:mod:`monitor.alarm_pvs`).
+(log, a command hook, a run stop); the alarm PVs are updated (:mod:`mupnc.monitor.alarms.pvs`).
 
 A command hook runs without a shell, in its own session, with ``MUPNC_ALARM_ID``,
 ``_NAME``, ``_SEVERITY``, ``_STATE``, ``_MESSAGE`` and ``MUPNC_RUN`` in its environment; the
@@ -25,18 +25,25 @@ import epics
 import numpy as np
 from sqlalchemy import Engine
 
-from db.alarms import last_transition_id, open_alarms, operator_actions, record_transition
-from db.session import UNREACHABLE, transaction
-from monitor.accumulator import RunAccumulator
-from monitor.alarm_inputs import INPUT_PVS, AlarmInputs
-from monitor.alarm_logic import AlarmStatus, Severity, Transition, acknowledge, evaluate, shelve
-from monitor.alarm_pvs import write_alarm_pvs
-from monitor.alarm_rules import AlarmRule, RuleSet
-from monitor.decoder import DecoderState
-from monitor.ingest import IngestCounters
-from monitor.pv_watch import PvWatch
-from monitor.results import RunResult
-from sim.channel_map import ChannelMap
+from mupnc.daq.channel_map import ChannelMap
+from mupnc.db.alarms import last_transition_id, open_alarms, operator_actions, record_transition
+from mupnc.db.session import UNREACHABLE, transaction
+from mupnc.monitor.alarms.inputs import INPUT_PVS, AlarmInputs
+from mupnc.monitor.alarms.logic import (
+    AlarmStatus,
+    Severity,
+    Transition,
+    acknowledge,
+    evaluate,
+    shelve,
+)
+from mupnc.monitor.alarms.pv_watch import PvWatch
+from mupnc.monitor.alarms.pvs import write_alarm_pvs
+from mupnc.monitor.alarms.rules import AlarmRule, RuleSet
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.results import RunResult
+from mupnc.monitor.decoding.fast import DecoderState
+from mupnc.monitor.ingest import IngestCounters
 
 log = logging.getLogger("mupnc.monitor.alarms")
 

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
-from sim.config_file import parse_toml, read_text
+from mupnc.daq.config_file import parse_toml, read_text
 
 ROLES = ("scatter", "forward", "backward", "monitor")
 MODES = ("alr", "afb")
@@ -82,8 +82,8 @@ def default_channel_map(mode: str) -> ChannelMap:
     """The channel map shipped for a measurement mode (``alr`` or ``afb``)."""
     if mode not in MODES:
         raise ChannelMapError(f"unknown measurement mode {mode!r} (known: {', '.join(MODES)})")
-    text = resources.files("sim").joinpath(f"channel_maps/{mode}.toml").read_text()
-    return _validated(tomllib.loads(text), _Source(f"sim/channel_maps/{mode}.toml", text))
+    text = resources.files("mupnc.daq").joinpath(f"channel_maps/{mode}.toml").read_text()
+    return _validated(tomllib.loads(text), _Source(f"daq/channel_maps/{mode}.toml", text))
 
 
 @dataclass(frozen=True)

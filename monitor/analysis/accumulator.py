@@ -4,7 +4,7 @@ A *minirun* closes after ``minirun_patterns`` good patterns (JAPAN default 9000)
 released window is accounted for exactly once: sorted by actual helicity into its
 minirun's ``counts[helicity, channel]`` (index 0 is helicity +1, index 1 is -1), or, if
 its helicity could not be decoded, into ``undecoded_counts``.  Asymmetries here are the
-*measured* ones (polarization and blinding are applied by :mod:`monitor.results`).
+*measured* ones (polarization and blinding are applied by :mod:`mupnc.monitor.analysis.results`).
 
 **Chunk invariance**: everything accumulated is a pure function of the stream of released
 windows, to the last bit, however it is cut into blocks (live 20 Hz blocks, a replay's
@@ -12,7 +12,7 @@ coalesced blocks, a whole recording at once).  Integer sums are exact; beam-moni
 integrals are summed exactly in fixed point (:data:`BEAM_MONITOR_FRACTION_BITS`); each
 pattern's values come from that pattern's windows alone, by elementwise operations in a
 fixed order (no BLAS, no ``sum`` whose order numpy chooses); and the per-pattern values
-enter the minirun's :class:`monitor.statistics.SequentialMoments` in pattern order.
+enter the minirun's :class:`mupnc.monitor.analysis.statistics.SequentialMoments` in pattern order.
 
 Patterns come in two kinds:
 
@@ -21,7 +21,7 @@ Patterns come in two kinds:
   (``[1, shape, null...]``) is a Walsh function, so all per-pattern signed yield sums come
   from one fast Walsh-Hadamard transform over the pattern's windows (log2(size) passes);
 * ``pattern_size == 0`` (slow rotator, ring kick): a pattern is one pair of opposite spin
-  states of any length (:mod:`monitor.decoder`); sums are taken over those segments, and
+  states of any length (:mod:`mupnc.monitor.decoding.fast`); sums are taken over those segments, and
   asymmetries use mean yields per helicity, so unequal +/- window numbers do not bias them.
   The null asymmetry there is that of even against odd sequence numbers.
 """
@@ -34,11 +34,11 @@ from functools import cached_property
 
 import numpy as np
 
-from monitor.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
-from monitor.decoder import DecodedWindows
-from monitor.statistics import RunningStats, SequentialMoments, Workspace
-from sim.channel_map import ChannelMap
-from sim.helicity import PATTERN_SHAPES
+from mupnc.daq.channel_map import ChannelMap
+from mupnc.daq.helicity import PATTERN_SHAPES
+from mupnc.monitor.analysis.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
+from mupnc.monitor.analysis.statistics import RunningStats, SequentialMoments, Workspace
+from mupnc.monitor.decoding.fast import DecodedWindows
 
 PLUS, MINUS = 0, 1
 STATE_VERSION = 2
@@ -208,7 +208,8 @@ def walsh_transform(x: np.ndarray, work: Workspace | None = None) -> np.ndarray:
 
 
 def last_along(x: np.ndarray, axis: int) -> np.ndarray:
-    """Sum along ``axis``, strictly left to right (see :func:`monitor.statistics.in_order`)."""
+    """Sum along ``axis``, strictly left to right (see
+    :func:`mupnc.monitor.analysis.statistics.in_order`)."""
     return np.take(np.add.accumulate(x, axis=axis), -1, axis=axis)
 
 

@@ -1,17 +1,17 @@
 """Helicity decoding for the slow reversal schemes (spin rotator, ring kick); no LFSR.
 
-Stream conventions (:mod:`sim.reversal`): the DAQ's pattern number is the reversal
+Stream conventions (:mod:`mupnc.sim.reversal`): the DAQ's pattern number is the reversal
 *interval* ``k`` (one spin state), the pattern phase the window's index in it, the
 reported helicity the rotator state (+1/-1), FLAG_SETTLE marks windows inside the
 ramp/settle gate.  The monitor's *pattern* is a pair of intervals ``(2j, 2j + 1)`` (one
-of each helicity), numbered ``j`` in :class:`monitor.decoder.DecodedWindows`; a minirun
+of each helicity), numbered ``j`` in :class:`mupnc.monitor.decoding.fast.DecodedWindows`; a minirun
 of ``N`` such patterns spans ``2N`` reversals.
 
 Decoding: the spin alternates every interval, so once two consecutive intervals report
 opposite uniform helicities (the *lock*), interval ``k`` has helicity
 ``h0 * (-1) ** (k - k0)``; every later report is checked against that, and windows are
 sorted by the prediction, never by a raw report.  Checks per interval (counted in
-:data:`monitor.decoder.ERROR_KINDS`; a bad interval cuts its whole pattern):
+:data:`mupnc.monitor.decoding.fast.ERROR_KINDS`; a bad interval cuts its whole pattern):
 
 * ``phase_error``: phase not counting with the sequence number, or pattern sync on a
   window with phase != 0;
@@ -33,7 +33,7 @@ sorted by the prediction, never by a raw report.  Checks per interval (counted i
 
 Windows inside the gate are never good (the gate an interval was closed with).  A window
 numbered below an interval already seen is counted as a ``phase_error`` and released
-undecoded (:func:`monitor.decoder.out_of_sequence`).  A pattern
+undecoded (:func:`mupnc.monitor.decoding.fast.out_of_sequence`).  A pattern
 still undecodable (no lock) when an interval starting ``max_pending_windows`` sequence
 numbers after it closes is given up, released with helicity 0.  Like the fast decoder,
 every decision is tied to an interval's closing, in order, so the output is a pure
@@ -47,15 +47,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.accumulator import VARIABLE_PATTERNS
-from monitor.decoder import (
+from mupnc.daq.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
+from mupnc.monitor.analysis.accumulator import VARIABLE_PATTERNS
+from mupnc.monitor.decoding.fast import (
     DecodedWindows,
     DecoderState,
     HelicityDecoder,
     count_missed,
     out_of_sequence,
 )
-from sim.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
 
 SCHEMES = ("fast", "slow", "kick")
 DEFAULT_MINIRUN_PATTERNS = 9000

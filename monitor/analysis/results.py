@@ -1,12 +1,13 @@
 """Physics results from an accumulator: asymmetries corrected for polarization (pure).
 
-``physics asymmetry = measured asymmetry / P``, then blinded (:mod:`monitor.blinding`;
+``physics asymmetry = measured asymmetry / P``, then blinded
+(:mod:`mupnc.monitor.analysis.blinding`;
 identity for unblinded runs).  The combined A_LR is the inverse-variance weighted mean
 over ``scatter`` channels; A_FB comes from the cross ratio.  ``chi2_ndf`` is that of the
 minirun means about their weighted mean (NaN with fewer than two miniruns holding data),
 and ``pulls`` are the minirun means' ``(value - weighted mean) / error``; both leave out a
 minirun holding less than half a minirun of patterns (NaN pull,
-:func:`monitor.statistics.pulled_miniruns`).
+:func:`mupnc.monitor.analysis.statistics.pulled_miniruns`).
 
 The beam charge asymmetry and the null asymmetries are *measured* asymmetries: neither
 divided by P nor blinded (both should be compatible with 0).
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from monitor.accumulator import MinirunSums, RunAccumulator
-from monitor.blinding import ANALYZING_SIGN, UNBLINDED, Blinder
-from monitor.statistics import RunningStats, pulled_miniruns, weighted_mean
+from mupnc.monitor.analysis.accumulator import MinirunSums, RunAccumulator
+from mupnc.monitor.analysis.blinding import ANALYZING_SIGN, UNBLINDED, Blinder
+from mupnc.monitor.analysis.statistics import RunningStats, pulled_miniruns, weighted_mean
 
 COMBINED = "combined"
 """Key of the combined asymmetry in :attr:`RunResult.pulls` and ``channel_chi2_ndf``."""

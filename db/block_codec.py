@@ -1,4 +1,4 @@
-"""Lossless, compact encoding of a :class:`sim.blocks.WindowBlock` for the recording.
+"""Lossless, compact encoding of a :class:`mupnc.daq.blocks.WindowBlock` for the recording.
 
 Payload layout (little endian)::
 
@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from sim.blocks import WindowBlock
+from mupnc.daq.blocks import WindowBlock
 
 MAGIC = 0x6D72  # "mr"
 VERSION = 2  # 2: rotator_readback per window

@@ -17,8 +17,8 @@ from __future__ import annotations
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty
 
-from monitor.alarm_logic import ACTIVE, CLEARED, OK, SHELVED, Severity
-from monitor.alarm_logic import AlarmStatus as Status
+from mupnc.monitor.alarms.logic import ACTIVE, CLEARED, OK, SHELVED, Severity
+from mupnc.monitor.alarms.logic import AlarmStatus as Status
 
 PV_STATES = ["OK", "ACTIVE", "ACKED", "CLEARED", "SHELVED"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.decoder import DecodedWindows
+from mupnc.monitor.decoding.fast import DecodedWindows
 
 
 @dataclass

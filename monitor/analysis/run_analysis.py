@@ -1,8 +1,9 @@
 """The monitor's numeric core without Channel Access: simulate, re-analyse, import.
 
 :class:`RunAnalysis` feeds window blocks to the decoder and the accumulator, in order, as
-:class:`monitor.service.OnlineMonitor` does.  The decoders and the accumulator are pure
-functions of the window stream, whatever its blocks (:mod:`monitor.accumulator`), so the
+:class:`mupnc.monitor.service.OnlineMonitor` does.  The decoders and the accumulator are pure
+functions of the window stream, whatever its blocks (:mod:`mupnc.monitor.analysis.accumulator`), so
+the
 same windows give the same result to the last bit, live, replayed or offline; offline,
 many blocks are fed at once (:meth:`RunAnalysis.feed_blocks`), which is much faster.
 """
@@ -15,17 +16,17 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from db.models import Run
-from monitor.accumulator import RunAccumulator
-from monitor.blinding import UNBLINDED, Blinder, run_blinder
-from monitor.cuts import LowBeamCut
-from monitor.decoder import DecodedWindows, DecoderState, HelicityDecoder
-from monitor.recorder import RunRecorder
-from monitor.results import RunResult, run_result
-from monitor.rotator_decoder import RotatorDecoder, make_decoder, minirun_length
-from monitor.service import RunSettings
-from sim.blocks import WindowBlock
-from sim.channel_map import ChannelMap
+from mupnc.daq.blocks import WindowBlock
+from mupnc.daq.channel_map import ChannelMap
+from mupnc.db.models import Run
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.blinding import UNBLINDED, Blinder, run_blinder
+from mupnc.monitor.analysis.cuts import LowBeamCut
+from mupnc.monitor.analysis.results import RunResult, run_result
+from mupnc.monitor.decoding.fast import DecodedWindows, DecoderState, HelicityDecoder
+from mupnc.monitor.decoding.rotator import RotatorDecoder, make_decoder, minirun_length
+from mupnc.monitor.recorder import RunRecorder
+from mupnc.monitor.service import RunSettings
 
 
 class BlindingError(LookupError):

@@ -9,7 +9,7 @@ JAPAN semantics (shared/reference/parity-analysis.md, section 3), made lossless:
 * A lock is trusted once ``confirm_patterns`` predictions in a row came true (default 30:
   a wrong state, e.g. learned from a flipped report, can predict up to 29 bits right, but
   not 30 in a row, since the LFSR is linear and maximal-length).  The
-  actual polarity of pattern ``p`` is generator bit ``p + delay`` (see :mod:`sim.helicity`),
+  actual polarity of pattern ``p`` is generator bit ``p + delay`` (see :mod:`mupnc.daq.helicity`),
   taken from the trusted generator state, never from a raw report, so a flipped
   reported bit cannot mis-sort a window.
 * Windows are held until their actual helicity is known (bit ``p + delay`` verified by a
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
-from sim.helicity import (
+from mupnc.daq.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
+from mupnc.daq.helicity import (
     LFSR_BITS,
     lfsr30_back_step,
     lfsr30_step,

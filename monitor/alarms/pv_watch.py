@@ -11,8 +11,8 @@ import queue
 
 import epics
 
-from monitor.alarm_logic import Severity
-from monitor.alarm_rules import Observation
+from mupnc.monitor.alarms.logic import Severity
+from mupnc.monitor.alarms.rules import Observation
 
 
 class PvWatch:

@@ -2,7 +2,7 @@
 
 Each evaluation (once per monitor flush) turns the decoder's and the ingest's cumulative
 counters, the accumulator's sums, the run result and the latest slow-control PV values
-into named :class:`monitor.alarm_rules.Observation` entries:
+into named :class:`mupnc.monitor.alarms.rules.Observation` entries:
 
 * counters (cumulative): ``windows`` (seen), ``helicity_errors.<kind>``, ``blocks_lost``,
   ``blocks_malformed``;
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.accumulator import RunAccumulator
-from monitor.alarm_rules import Observation
-from monitor.decoder import DecoderState
-from monitor.ingest import IngestCounters
-from monitor.results import COMBINED, RunResult
+from mupnc.monitor.alarms.rules import Observation
+from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.results import COMBINED, RunResult
+from mupnc.monitor.decoding.fast import DecoderState
+from mupnc.monitor.ingest import IngestCounters
 
 BEAM_PVS = ("BEAM:ON", "BEAM:TRIP", "BEAM:RATE", "BEAM:RATE_SP")
 ROTATOR_PVS = ("HEL:ROTATOR:SP", "HEL:ROTATOR:RBV")

@@ -1,6 +1,7 @@
-"""Reading a run's recording back: its blocks in order, whole, checked (:mod:`db.recording`).
+"""Reading a run's recording back: its blocks in order, whole, checked
+(:mod:`mupnc.db.block_codec`).
 
-A recording is the :class:`db.models.RecordedBlock` rows of one run: one window stream, or
+A recording is the :class:`mupnc.db.models.RecordedBlock` rows of one run: one window stream, or
 several if the IOC was restarted during the run (each stream numbers its blocks from 0;
 sequence numbers grow across them).  :func:`recorded_blocks` yields them decoded, in
 window order, a batch per short
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from db.models import MonitorCheckpoint, RecordedBlock, Run
-from db.recording import RecordingError, decode
-from db.session import transaction
-from sim.blocks import WindowBlock
+from mupnc.daq.blocks import WindowBlock
+from mupnc.db.block_codec import RecordingError, decode
+from mupnc.db.models import MonitorCheckpoint, RecordedBlock, Run
+from mupnc.db.session import transaction
 
 BATCH_BLOCKS = 256
 """Blocks read per transaction."""
