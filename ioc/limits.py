@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-NO_ALARM, MINOR, MAJOR, INVALID = 0, 1, 2, 3
-SEVERITY_NAMES = ("NO_ALARM", "MINOR", "MAJOR", "INVALID")
+from mupnc.daq.severity import Severity
+
+NO_ALARM, MINOR, MAJOR, INVALID = Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ class LimitAlarm:
     """Outcome of one evaluation: alarm status name (``STAT``), severity, and the new LALM."""
 
     status: str
-    severity: int
+    severity: Severity
     last_alarmed: float
 
 

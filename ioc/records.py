@@ -45,7 +45,8 @@ from caproto.server.server import (
     PvpropertyInteger,
 )
 
-from mupnc.ioc.limits import SEVERITY_NAMES, AlarmLimits, check_limits
+from mupnc.daq.severity import Severity
+from mupnc.ioc.limits import AlarmLimits, check_limits
 
 log = logging.getLogger("mupnc.ioc")
 
@@ -54,7 +55,7 @@ _ACK_TYPES = (ChannelType.PUT_ACKS, ChannelType.PUT_ACKT)
 
 def _severity_index(field: Any) -> int:
     value = field.value
-    return SEVERITY_NAMES.index(value) if isinstance(value, str) else int(value)
+    return Severity[value] if isinstance(value, str) else int(value)
 
 
 class AnalogReadback(PvpropertyDoubleRO):
@@ -77,10 +78,10 @@ class AnalogReadback(PvpropertyDoubleRO):
             ("high_alarm_limit", limits.high),
             ("low_alarm_limit", limits.low),
             ("lolo_alarm_limit", limits.lolo),
-            ("hihi_severity", SEVERITY_NAMES[limits.hhsv]),
-            ("high_severity", SEVERITY_NAMES[limits.hsv]),
-            ("low_severity", SEVERITY_NAMES[limits.lsv]),
-            ("lolo_severity", SEVERITY_NAMES[limits.llsv]),
+            ("hihi_severity", Severity(limits.hhsv).name),
+            ("high_severity", Severity(limits.hsv).name),
+            ("low_severity", Severity(limits.lsv).name),
+            ("lolo_severity", Severity(limits.llsv).name),
         ):
             getattr(fields, name)._data["value"] = value
         self._last_alarmed = math.nan

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import epics
 from caproto import AlarmStatus
 
-from mupnc.ioc.limits import SEVERITY_NAMES
+from mupnc.daq.severity import Severity
 
 ARCHIVED = (
     "BEAM:RATE",
@@ -62,7 +62,7 @@ class SlowControlArchiver:
                 pv=pvname,
                 time=datetime.fromtimestamp(timestamp or 0.0, UTC),
                 value=number if math.isfinite(number) else None,
-                severity=SEVERITY_NAMES[min(int(severity or 0), 3)],
+                severity=Severity(min(int(severity or 0), Severity.INVALID)).name,
                 status=_status_name(int(status or 0)),
             )
         )

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mupnc.cli import main
-from mupnc.commands import new_run
+from mupnc.daq.severity import Severity
 from mupnc.db import alarms as store
 from mupnc.db.models import AlarmTransition
 from mupnc.db.session import create_schema, make_engine, transaction
-from mupnc.monitor.alarms.logic import AlarmStatus, Debounce, Severity, acknowledge, evaluate
+from mupnc.monitor.alarms.logic import AlarmStatus, Debounce, acknowledge, evaluate
+from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from mupnc.daq.severity import Severity
 from mupnc.monitor.alarms.logic import (
     ACTIVE,
     CLEARED,
@@ -12,7 +13,6 @@ from mupnc.monitor.alarms.logic import (
     SHELVED,
     AlarmStatus,
     Debounce,
-    Severity,
     acknowledge,
     evaluate,
     shelve,

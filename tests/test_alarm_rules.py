@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from mupnc.daq.severity import Severity
 from mupnc.monitor.alarms.inputs import AlarmInputs, chi2_ndf_z, recent_mean
-from mupnc.monitor.alarms.logic import Severity
 from mupnc.monitor.alarms.rules import (
     INPUT_DEFAULTS,
     AlarmRulesError,

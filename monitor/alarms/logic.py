@@ -29,17 +29,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
 
-
-class Severity(IntEnum):
-    """EPICS alarm severities."""
-
-    NO_ALARM = 0
-    MINOR = 1
-    MAJOR = 2
-    INVALID = 3
-
+from mupnc.daq.severity import Severity
 
 OK, ACTIVE, CLEARED, SHELVED = "ok", "active", "cleared", "shelved"
 

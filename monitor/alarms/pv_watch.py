@@ -11,7 +11,7 @@ import queue
 
 import epics
 
-from mupnc.monitor.alarms.logic import Severity
+from mupnc.daq.severity import Severity
 from mupnc.monitor.alarms.rules import Observation
 
 

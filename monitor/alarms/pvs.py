@@ -17,7 +17,8 @@ from __future__ import annotations
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty
 
-from mupnc.monitor.alarms.logic import ACTIVE, CLEARED, OK, SHELVED, Severity
+from mupnc.daq.severity import Severity
+from mupnc.monitor.alarms.logic import ACTIVE, CLEARED, OK, SHELVED
 from mupnc.monitor.alarms.logic import AlarmStatus as Status
 
 PV_STATES = ["OK", "ACTIVE", "ACKED", "CLEARED", "SHELVED"]

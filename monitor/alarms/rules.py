@@ -38,7 +38,8 @@ from importlib import resources
 from pathlib import Path
 
 from mupnc.daq.config_file import parse_toml, read_text
-from mupnc.monitor.alarms.logic import Debounce, Severity
+from mupnc.daq.severity import Severity
+from mupnc.monitor.alarms.logic import Debounce
 
 DEFAULT_RULES = "rules.toml"
 KINDS = ("counter", "limit", "state", "pv_severity", "connection")

@@ -26,17 +26,11 @@ import numpy as np
 from sqlalchemy import Engine
 
 from mupnc.daq.channel_map import ChannelMap
+from mupnc.daq.severity import Severity
 from mupnc.db.alarms import last_transition_id, open_alarms, operator_actions, record_transition
 from mupnc.db.session import UNREACHABLE, transaction
 from mupnc.monitor.alarms.inputs import INPUT_PVS, AlarmInputs
-from mupnc.monitor.alarms.logic import (
-    AlarmStatus,
-    Severity,
-    Transition,
-    acknowledge,
-    evaluate,
-    shelve,
-)
+from mupnc.monitor.alarms.logic import AlarmStatus, Transition, acknowledge, evaluate, shelve
 from mupnc.monitor.alarms.pv_watch import PvWatch
 from mupnc.monitor.alarms.pvs import write_alarm_pvs
 from mupnc.monitor.alarms.rules import AlarmRule, RuleSet
