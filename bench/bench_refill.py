@@ -29,10 +29,10 @@ apply(ca_environment(None, PORTS, REPEATER_PORT))
 import epics  # noqa: E402  (libca reads the environment when it loads)
 from bench_common import write_channel_map  # noqa: E402
 
-from mupnc.commands import new_run  # noqa: E402
 from mupnc.daq.blocks import WindowBlock  # noqa: E402
 from mupnc.monitor.ingest import BlockIngest  # noqa: E402
 from mupnc.orchestrate import Chain  # noqa: E402
+from mupnc.runs import new_run  # noqa: E402
 from mupnc.sim.source import SourceConfig  # noqa: E402
 
 PREFIX = "REFILL:"

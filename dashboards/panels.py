@@ -360,7 +360,7 @@ ROTATOR_STATES = ("PLUS", "MINUS", "RAMPING", "FAULT")
 """Index order of the IOC's HEL:ROTATOR:STATE enum (archived as the state index)."""
 
 
-def rotator_html(rotator: Sequence[Sample], reversal: str) -> str:
+def rotator_html(rotator: Sequence[Sample], scheme: str) -> str:
     """The spin rotator's newest state, setpoint and readback (empty if none archived)."""
     values = {s.pv: s.value for s in rotator}
     if "HEL:ROTATOR:STATE" not in values:
@@ -368,7 +368,7 @@ def rotator_html(rotator: Sequence[Sample], reversal: str) -> str:
     index = values["HEL:ROTATOR:STATE"]
     state = ROTATOR_STATES[int(index)] if index is not None and 0 <= index < 4 else "?"
     colour = {"FAULT": "#c00000", "RAMPING": "#b36b00"}.get(state, "#1a7f1a")
-    unit = " turns" if reversal == "kick" else ""
+    unit = " turns" if scheme == "kick" else ""
 
     def number(name: str) -> str:
         value = values.get(name)
@@ -424,8 +424,8 @@ class HelicityPanel:
             f"<b>Helicity decoder:</b> <span style='color:{colour};font-weight:bold'>"
             f"{html.escape(state)}</span><br>pattern {html.escape(run.pattern)}, "
             f"window rate {rate}, reporting delay {delay}, "
-            f"spin reversal {html.escape(run.reversal)}"
-            f"{rotator_html(rotator, run.reversal)}"
+            f"spin reversal {html.escape(run.scheme)}"
+            f"{rotator_html(rotator, run.scheme)}"
         )
         counts = dict.fromkeys(ERROR_KINDS, 0) | dict(errors)
         if tuple(counts.items()) == self.shown:

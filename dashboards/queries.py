@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,7 +21,6 @@ from mupnc.db.models import (
     Run,
     SlowControlSample,
 )
-from mupnc.sim.detector import PRESETS, alr_shape
 
 COMBINED, CHARGE = "combined", "charge"
 BEAM_RATE_PV = "BEAM:RATE"
@@ -33,7 +31,8 @@ _LAST_CHANNELS = (COMBINED, CHARGE)
 
 @dataclass(frozen=True)
 class RunInfo:
-    """A run and the settings it was taken with; ``expected`` is the injected asymmetry."""
+    """A run and the settings it was taken with; ``expected`` is the asymmetry the monitor
+    should report for a simulated run (stored with the run when it was made)."""
 
     number: int
     state: str
@@ -50,12 +49,12 @@ class RunInfo:
     polarization: float | None
     muon_rate: float | None
     delay_patterns: int | None
-    reversal: str
+    scheme: str
     roles: tuple[tuple[str, str], ...]
     """(channel name, role) from the run's channel map."""
     shape: tuple[tuple[str, float], ...] = ()
-    """(channel name, relative asymmetry) of the run's A_LR preset at each channel's
-    cos theta (:func:`mupnc.sim.detector.alr_shape`; 1 for a flat preset and for other roles)."""
+    """(channel name, relative asymmetry ``A[c] / A0``) stored with a simulated run (the A_LR
+    preset's shape at each channel's cos theta; 1 for a flat preset and for other roles)."""
     replay_of: int | None = None
     """The recorded run this run replays (source "replay")."""
 
@@ -117,32 +116,14 @@ def _float(x: object) -> float | None:
     return None if x is None else float(x)
 
 
-def _shape(channels: list[dict], preset: str) -> tuple[tuple[str, float], ...]:
-    cos = np.array([c.get("cos_theta") or 0.0 for c in channels], dtype=float)
-    scatter = np.array([c["role"] == "scatter" for c in channels], dtype=bool)
-    known = preset if preset in PRESETS else "flat"
-    relative = np.where(scatter, alr_shape(cos, known), 1.0)
-    return tuple((c["name"], float(r)) for c, r in zip(channels, relative, strict=True))
-
-
-def _expected(config: dict, shape: tuple[tuple[str, float], ...], roles: dict) -> float | None:
-    """The injected asymmetry as the monitor should see it: diluted by the signal fraction
-    and, for a shaped A_LR preset, averaged over the scatter channels' cos theta."""
-    injected = config.get("asymmetry")
-    if injected is None:
-        return None
-    relative = [r for name, r in shape if roles.get(name) == "scatter"]
-    mean = float(np.mean(relative)) if relative else 1.0
-    return float(injected) * float(config.get("signal_fraction") or 1.0) * mean
-
-
 def run_info(run: Run) -> RunInfo:
     """The run's columns, falling back to its configuration for what older rows lack."""
     config = run.config or {}
     channel_map = run.channel_map or config.get("channel_map") or {}
     channels = channel_map.get("channels", [])
     roles = tuple((c["name"], c["role"]) for c in channels)
-    shape = _shape(channels, str(config.get("preset", "flat")))
+    expected_shape = config.get("expected_shape") or {}
+    shape = tuple((c["name"], float(expected_shape.get(c["name"], 1.0))) for c in channels)
     delay = run.delay_patterns if run.delay_patterns is not None else config.get("delay_patterns")
     return RunInfo(
         number=run.number,
@@ -152,7 +133,7 @@ def run_info(run: Run) -> RunInfo:
         start=utc(run.start),
         end=None if run.end is None else utc(run.end),
         blinded=bool(run.blinded or config.get("blinded", False)),
-        expected=_expected(config, shape, dict(roles)),
+        expected=run.expected_asymmetry,
         windows=run.windows or 0,
         lost_windows=run.lost_windows or 0,
         pattern=str(run.pattern or config.get("pattern", "?")),
@@ -160,7 +141,7 @@ def run_info(run: Run) -> RunInfo:
         polarization=_float(config.get("polarization")),
         muon_rate=_float(config.get("muon_rate")),
         delay_patterns=None if delay is None else int(delay),
-        reversal=str(run.reversal or config.get("reversal", "?")),
+        scheme=str(run.scheme or config.get("scheme", "?")),
         roles=roles,
         shape=shape,
         replay_of=run.replay_of,

@@ -20,7 +20,7 @@ column               type      meaning
 
 The file's key-value metadata ``mupnc`` holds JSON: ``format``, ``version``, ``run`` (the
 run's settings as stored: number, source, mode, config, channel map, pattern, delay,
-reversal, blinding flag and checksum, ...), ``channels`` (names in column order),
+scheme, blinding flag and checksum, ...), ``channels`` (names in column order),
 ``windows`` and ``blocks`` (totals, so a shortened file is recognised) and
 ``minirun_patterns`` (the minirun length the run was analysed with).  Floats are
 written bit-exactly; an import gives back the very blocks that were exported.  Every data
@@ -72,7 +72,8 @@ RUN_FIELDS = (
     "provenance",
     "target_z",
     "momentum",
-    "reversal",
+    "scheme",
+    "expected_asymmetry",
     "pattern",
     "delay_patterns",
     "channel_map",

@@ -73,7 +73,10 @@ class Run(Base):
     """Atomic number of the muonic-atom target (A_FB), None for scattering."""
     momentum: Mapped[float | None] = mapped_column(Float)
     """Central beam momentum, MeV/c."""
-    reversal: Mapped[str] = mapped_column(String(16), server_default="fast")  # fast, slow, kick
+    scheme: Mapped[str] = mapped_column(String(16), server_default="fast")
+    """Spin-reversal scheme (:class:`mupnc.daq.scheme.Scheme`: fast, slow, kick)."""
+    expected_asymmetry: Mapped[float | None] = mapped_column(Float)
+    """What the monitor should report for a simulated run (fraction; None for real data)."""
     pattern: Mapped[str | None] = mapped_column(String(32))
     delay_patterns: Mapped[int | None]
     channel_map: Mapped[dict | None] = mapped_column(JSON)

@@ -58,7 +58,8 @@ def allocate_run(
     Race-free: on PostgreSQL a transaction-scoped advisory lock serializes allocations by
     any number of hosts until the caller's transaction ends; SQLite serializes writers
     itself.  The explicit configuration columns are taken from ``config`` (keys
-    ``target_z``, ``momentum``, ``reversal``, ``pattern``, ``delay_patterns``,
+    ``target_z``, ``momentum``, ``scheme``, ``expected_asymmetry``, ``pattern``,
+    ``delay_patterns``,
     ``channel_map``, ``blinding_checksum``, ``slow_controls``).
     """
     if session.get_bind().dialect.name == "postgresql":
@@ -77,7 +78,8 @@ def allocate_run(
             blinded=bool(config.get("blinded", False)),
             target_z=config.get("target_z"),
             momentum=config.get("momentum"),
-            reversal=config.get("reversal", "fast"),
+            scheme=config.get("scheme", "fast"),
+            expected_asymmetry=config.get("expected_asymmetry"),
             pattern=config.get("pattern"),
             delay_patterns=config.get("delay_patterns"),
             channel_map=config.get("channel_map"),

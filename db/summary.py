@@ -88,7 +88,7 @@ def run_summary(session: Session, number: int) -> dict:
         "start": _iso(run.start),
         "end": _iso(run.end),
         "pattern": run.pattern or run.config.get("pattern"),
-        "reversal": run.reversal,
+        "scheme": run.scheme,
         "windows": run.windows,
         "lost_windows": run.lost_windows,
         "patterns_good": patterns_good,

@@ -76,7 +76,7 @@ CONFIG_KEYS = {
     "window_rate": "window_rate",
     "pattern": "pattern",
     "delay_patterns": "delay_patterns",
-    "reversal": "scheme",
+    "scheme": "scheme",
     "flip_period": "flip_period",
     "settle_time": "settle_time",
     "kick_turns": "kick_turns",

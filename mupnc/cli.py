@@ -19,6 +19,7 @@ from mupnc.daq.channel_map import ChannelMapError
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.db.block_codec import RecordingError
 from mupnc.db.session import DatabaseURLError, SchemaError, checked_url, database_url
+from mupnc.errors import UsageError
 from mupnc.ioc.autosave import AutosaveError
 from mupnc.monitor.alarms.rules import AlarmRulesError
 from mupnc.orchestrate import follow_parent
@@ -32,10 +33,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         message = re.sub(r"invalid _\w+ value", "invalid value", message)  # not "_speed"
         self.exit(2, f"mupnc: error: {message} (see '{self.prog} --help')\n")
-
-
-class UsageError(Exception):
-    """Bad input detected after parsing; reported like an argparse error (exit 2)."""
 
 
 def _positive(text: str) -> float:

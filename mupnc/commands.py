@@ -12,18 +12,16 @@ import signal
 import threading
 from pathlib import Path
 
-from mupnc.daq.channel_map import load_channel_map
 from mupnc.db.migrate import head_revision
 from mupnc.db.session import (
     create_schema,
-    ensure_schema,
     make_engine,
     redacted,
     require_schema,
     transaction,
 )
-from mupnc.db.store import allocate_run
 from mupnc.db.summary import run_list, run_summary
+from mupnc.runs import new_run, run_config, source_config
 from mupnc.sim.source import SourceConfig
 
 log = logging.getLogger("mupnc")
@@ -39,64 +37,6 @@ def db_upgrade(url: str) -> int:
     create_schema(make_engine(url))
     print(f"schema at revision {head_revision()} (up to date) in {redacted(url)}")
     return 0
-
-
-def source_config(args: argparse.Namespace) -> SourceConfig:
-    """The simulation settings given on the command line."""
-    channel_map = load_channel_map(args.channel_map, args.mode) if args.channel_map else None
-    return SourceConfig(
-        mode=args.mode,
-        asymmetry=args.asymmetry,
-        muon_rate=args.rate,
-        pattern=args.pattern,
-        window_rate=args.window_rate,
-        seed=args.seed,
-        channel_map=channel_map,
-    )
-
-
-def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | None = None) -> dict:
-    """The run configuration stored with the run (JSON-serializable); ``blind_box`` is the
-    box a blinded run was given (0: the monitor's default), which a replay serves again."""
-    return {
-        "mode": config.mode,
-        "asymmetry": config.injected_asymmetry,
-        "preset": config.preset,
-        "target_z": config.z,
-        "signal_fraction": config.signal_fraction,
-        "polarization": config.polarization,
-        "muon_rate": config.muon_rate,
-        "momentum": config.momentum,
-        "window_rate": config.window_rate,
-        "pattern": config.pattern,
-        "delay_patterns": config.delay_patterns,
-        "seed": config.seed,
-        "blinded": blinded,
-        "blind_box": blind_box,
-        "reversal": config.scheme,
-        "flip_period": config.flip_period,
-        "settle_time": config.settle_time,
-        "kick_turns": list(config.kick_turns),
-        "channel_map": json.loads(config.resolved_channel_map().to_json()),
-    }
-
-
-def new_run(
-    url: str,
-    config: SourceConfig,
-    source: str = "live",
-    create: bool = True,
-    blinded: bool = False,
-    blind_box: float | None = None,
-) -> int:
-    """Allocate a run (source "live": taken through the IOCs; "sim": made offline by
-    ``mupnc sim``); with ``create`` a database without any schema gets one (an existing
-    schema must be current either way)."""
-    engine = make_engine(url)
-    (ensure_schema if create else require_schema)(engine)
-    with transaction(engine) as session:
-        settings = run_config(config, blinded, blind_box)
-        return allocate_run(session, source=source, mode=config.mode, config=settings)
 
 
 def ioc(args: argparse.Namespace) -> int:
@@ -305,7 +245,7 @@ def format_report(s: dict) -> str:
 def plan(args: argparse.Namespace) -> int:
     """``mupnc plan``: events and running time for a target significance
     (:mod:`mupnc.sim.planner`)."""
-    from mupnc.cli import UsageError
+    from mupnc.errors import UsageError
     from mupnc.sim.planner import PlanError
     from mupnc.sim.planner import plan as sensitivity
 
@@ -343,8 +283,8 @@ def recorded(args: argparse.Namespace) -> int:
 
     A bad file is a usage error (exit 2); a corrupt recording in the database a run-time
     failure (exit 1, :func:`mupnc.cli.main`)."""
-    from mupnc.cli import UsageError
     from mupnc.db.exchange import ExchangeError
+    from mupnc.errors import UsageError
 
     try:
         return _recorded(args)
@@ -374,8 +314,8 @@ def _recorded(args: argparse.Namespace) -> int:
 
 def export(url: str, number: int, path: str) -> int:
     """``mupnc export RUN FILE``: the recording (.parquet) or the results (.csv)."""
-    from mupnc.cli import UsageError
     from mupnc.db.exchange import export_parquet, export_results_csv
+    from mupnc.errors import UsageError
 
     engine = _engine(url)
     if path.endswith(".parquet"):

@@ -41,7 +41,7 @@ FLUSH_SECONDS = 1.0
 
 def simulate(args: argparse.Namespace) -> int:
     """Simulate, analyse and record a run (source "sim"); prints its number."""
-    from mupnc.commands import new_run, source_config
+    from mupnc.runs import new_run, source_config
 
     config = source_config(args)
     wanted = args.windows if args.windows is not None else args.seconds * config.window_rate
@@ -157,7 +157,7 @@ def import_recording(url: str, path: str) -> tuple[int, int]:
         config=config,
         pattern=exported.get("pattern"),
         delay_patterns=exported.get("delay_patterns"),
-        reversal=exported.get("reversal"),
+        scheme=exported.get("scheme", exported.get("reversal")),  # "reversal": before 0.2
         channel_map=exported.get("channel_map"),
     )
     try:

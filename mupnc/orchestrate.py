@@ -16,9 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from mupnc.commands import new_run, source_config
 from mupnc.db.session import redacted
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
+from mupnc.runs import new_run, source_config
 
 MONITOR_DRAIN_SECONDS = 60.0
 PARENT_ENV = "MUPNC_PARENT_PID"

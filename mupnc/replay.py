@@ -25,7 +25,7 @@ from mupnc.db.store import allocate_run
 from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, finish, launch
 
 RUN_COLUMNS = (
-    "reversal",
+    "scheme",
     "pattern",
     "delay_patterns",
     "channel_map",
@@ -92,7 +92,7 @@ def allocate_replay(
 
 def replay_ioc(args: argparse.Namespace) -> int:
     """``mupnc ioc --source replay:RUN``: serve the recorded run (a new run unless --run)."""
-    from mupnc.cli import UsageError
+    from mupnc.errors import UsageError
     from mupnc.ioc.main import serve
     from mupnc.ioc.replay import RecordedSource, ReplayClock
     from mupnc.ioc.server import build_ioc

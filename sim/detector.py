@@ -75,16 +75,32 @@ def alr_shape(cos_theta: np.ndarray, shape: str) -> np.ndarray:
     return 2.0 * (1.0 - c) / (2.0 - c)
 
 
+def relative_asymmetries(channel_map: ChannelMap, shape: str) -> np.ndarray:
+    """``A[c] / A0`` of the module docstring: the A_LR shape at each scatter channel's
+    cos theta, 1 for every other role."""
+    channels = channel_map.channels
+    cos = np.array([0.0 if c.cos_theta is None else c.cos_theta for c in channels])
+    scatter = np.array([c.role == "scatter" for c in channels], dtype=bool)
+    return np.where(scatter, alr_shape(cos, shape), 1.0)
+
+
 def channel_asymmetries(
     channel_map: ChannelMap, asymmetry: float, shape: str, signal_fraction: float
 ) -> np.ndarray:
     """``channel_asymmetry[c]`` of the module docstring, one per channel."""
-    channels = channel_map.channels
-    sign = np.array([_ANALYZING_SIGN[c.role] for c in channels])
-    cos = np.array([0.0 if c.cos_theta is None else c.cos_theta for c in channels])
-    scatter = np.array([c.role == "scatter" for c in channels])
-    relative = np.where(scatter, alr_shape(cos, shape), 1.0)
-    return sign * asymmetry * relative * signal_fraction
+    sign = np.array([_ANALYZING_SIGN[c.role] for c in channel_map.channels])
+    return sign * asymmetry * relative_asymmetries(channel_map, shape) * signal_fraction
+
+
+def expected_asymmetry(
+    channel_map: ChannelMap, asymmetry: float, shape: str, signal_fraction: float
+) -> float:
+    """The asymmetry the monitor should report for a simulated run (fraction): ``A0 * D``,
+    averaged over the scatter channels' shape for A_LR (the combined A_LR is their mean)."""
+    relative = relative_asymmetries(channel_map, shape)
+    scatter = [c.role == "scatter" for c in channel_map.channels]
+    mean = float(np.mean(relative[scatter])) if any(scatter) else 1.0
+    return float(asymmetry) * float(signal_fraction) * mean
 
 
 def channel_efficiencies(channel_map: ChannelMap, efficiency_mismatch: float) -> np.ndarray:

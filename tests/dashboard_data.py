@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import Engine
 
+from mupnc.daq.channel_map import ChannelMap
 from mupnc.db.models import (
     CUMULATIVE,
     Alarm,
@@ -20,6 +22,7 @@ from mupnc.db.models import (
 )
 from mupnc.db.session import transaction
 from mupnc.db.store import allocate_run, upsert
+from mupnc.sim.detector import expected_asymmetry, relative_asymmetries
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 CHANNEL_MAP = {
@@ -50,10 +53,19 @@ def new_run(
         "polarization": 0.9,
         "muon_rate": 1e8,
         "delay_patterns": 8,
-        "reversal": "fast",
+        "scheme": "fast",
         "channel_map": CHANNEL_MAP,
         **config,
     }
+    # what the front door stores with a simulated run (mupnc.runs.run_config)
+    channel_map = ChannelMap.from_json(json.dumps(config["channel_map"]))
+    preset, dilution = config.get("preset", "flat"), config.get("signal_fraction", 1.0)
+    injected = config["asymmetry"]
+    config["expected_asymmetry"] = (
+        None if injected is None else expected_asymmetry(channel_map, injected, preset, dilution)
+    )
+    shape = relative_asymmetries(channel_map, preset).tolist()
+    config["expected_shape"] = dict(zip(channel_map.names, shape, strict=True))
     with transaction(engine) as session:
         number = allocate_run(
             session,

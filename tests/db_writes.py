@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mupnc.commands import run_config
 from mupnc.daq.blocks import WindowBlock
 from mupnc.db.session import transaction
 from mupnc.db.store import allocate_run
@@ -14,6 +13,7 @@ from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import run_result
 from mupnc.monitor.decoding.fast import HelicityDecoder
 from mupnc.monitor.recorder import RunRecorder
+from mupnc.runs import run_config
 from mupnc.sim.source import SourceConfig, WindowSource
 
 CONFIG = SourceConfig(muon_rate=1e8, seed=11, pattern="quartet", delay_patterns=2)

@@ -21,11 +21,11 @@ import epics
 import pytest
 
 from mupnc.cli import main
-from mupnc.commands import new_run
 from mupnc.db import alarms as store
 from mupnc.db.session import make_engine, transaction
 from mupnc.monitor.alarms.rules import DEFAULT_RULES, parse_rules
 from mupnc.orchestrate import Chain
+from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from mupnc.commands import new_run, report
+from mupnc.commands import report
 from mupnc.db.models import HelicityCounts, SlowControlSample
 from mupnc.db.session import make_engine, transaction
 from mupnc.orchestrate import Chain
+from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca

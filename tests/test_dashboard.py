@@ -110,7 +110,7 @@ def run_info(**kw) -> RunInfo:
         polarization=0.9,
         muon_rate=1e8,
         delay_patterns=8,
-        reversal="fast",
+        scheme="fast",
         roles=(("det0", "scatter"), ("fwd", "forward"), ("bcm", "monitor")),
     )
     return RunInfo(**(fields | kw))

@@ -14,12 +14,13 @@ import pytest
 from db_writes import sorted_totals
 from sqlalchemy import select
 
-from mupnc.commands import new_run, report
+from mupnc.commands import report
 from mupnc.db.alarms import alarm_list
 from mupnc.db.block_codec import decode
 from mupnc.db.models import MonitorCheckpoint, RecordedBlock
 from mupnc.db.session import make_engine, transaction
 from mupnc.orchestrate import Chain
+from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca

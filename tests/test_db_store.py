@@ -14,10 +14,10 @@ import pytest
 from db_writes import N_BLOCKS, Monitor, new_run, simulate, sorted_totals
 from sqlalchemy import func, select
 
-from mupnc.commands import run_config
 from mupnc.db.models import Alarm, AlarmTransition, RecordedBlock, Run, SlowControlSample
 from mupnc.db.session import create_schema, make_engine, transaction
 from mupnc.db.store import allocate_run, bulk_insert
+from mupnc.runs import run_config
 from mupnc.sim.source import SourceConfig
 
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
@@ -87,7 +87,7 @@ def test_run_configuration_alarms_and_slow_controls_round_trip(engine):
         )
     with transaction(engine) as session:
         run = session.get(Run, number)
-        assert (run.mode, run.target_z, run.momentum, run.reversal) == ("afb", 36, 29.0, "fast")
+        assert (run.mode, run.target_z, run.momentum, run.scheme) == ("afb", 36, 29.0, "fast")
         assert (run.pattern, run.delay_patterns) == ("quartet", 2)
         assert run.slow_controls == {"BEAM:MOMENTUM": 29.0, "HEL:DELAY": 2}
         assert [c["role"] for c in run.channel_map["channels"]] == ["forward", "backward"]

@@ -38,9 +38,9 @@ from caproto import ChannelType
 from epics import dbr
 
 from mupnc.cli import build_parser
-from mupnc.commands import source_config
 from mupnc.daq.blocks import WindowBlock
 from mupnc.ioc.server import build_ioc
+from mupnc.runs import source_config
 from mupnc.sim.faults import FAULT_KINDS
 from mupnc.sim.source import WindowSource
 

@@ -21,13 +21,14 @@ from db_writes import sorted_totals
 from sqlalchemy import select
 
 from mupnc.cli import main
-from mupnc.commands import new_run, report
+from mupnc.commands import report
 from mupnc.db import alarms as alarm_store
 from mupnc.db.block_codec import decode
 from mupnc.db.models import RecordedBlock
 from mupnc.db.session import make_engine, transaction
 from mupnc.offline import reanalyze
 from mupnc.orchestrate import Chain
+from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca

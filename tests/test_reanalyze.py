@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from mupnc.cli import main
-from mupnc.commands import new_run
 from mupnc.db.models import RecordedBlock, Run
 from mupnc.db.session import make_engine, transaction
+from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
 MINIRUN = 150

@@ -24,7 +24,7 @@ import pytest
 from db_writes import sorted_totals
 from sqlalchemy import func, select
 
-from mupnc.commands import new_run, report
+from mupnc.commands import report
 from mupnc.db.models import RecordedBlock
 from mupnc.db.recording_reader import WHOLE_RUN, SeqRange
 from mupnc.db.recording_reader import recorded_blocks as recording
@@ -32,6 +32,7 @@ from mupnc.db.session import make_engine, transaction
 from mupnc.offline import reanalyze
 from mupnc.orchestrate import Chain
 from mupnc.replay import allocate_replay
+from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca

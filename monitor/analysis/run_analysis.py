@@ -48,7 +48,7 @@ def run_settings(run: Run, blinder: Blinder = UNBLINDED, first_seq: int = 0) -> 
         polarization=float(config["polarization"]),
         channel_map=ChannelMap.from_json(json.dumps(channel_map)),
         blinder=blinder,
-        scheme=run.reversal or "fast",
+        scheme=run.scheme or "fast",
         first_seq=first_seq,
     )
 

@@ -1,0 +1,84 @@
+"""Run set-up at the front door: the simulation settings a command was given, the run
+configuration stored with the run, and the new run's database row."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mupnc.daq.channel_map import load_channel_map
+from mupnc.db.session import ensure_schema, make_engine, require_schema, transaction
+from mupnc.db.store import allocate_run
+from mupnc.sim.detector import expected_asymmetry, relative_asymmetries
+from mupnc.sim.source import SourceConfig
+
+
+def source_config(args: argparse.Namespace) -> SourceConfig:
+    """The simulation settings given on the command line."""
+    channel_map = load_channel_map(args.channel_map, args.mode) if args.channel_map else None
+    return SourceConfig(
+        mode=args.mode,
+        asymmetry=args.asymmetry,
+        muon_rate=args.rate,
+        pattern=args.pattern,
+        window_rate=args.window_rate,
+        seed=args.seed,
+        channel_map=channel_map,
+    )
+
+
+def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | None = None) -> dict:
+    """The run configuration stored with the run (JSON-serializable); ``blind_box`` is the
+    box a blinded run was given (0: the monitor's default), which a replay serves again.
+    ``expected_asymmetry`` is what the monitor should report (fraction, diluted, averaged
+    over the scatter channels' shape); ``expected_shape`` each channel's ``A[c] / A0``."""
+    channel_map = config.resolved_channel_map()
+    return {
+        "mode": config.mode,
+        "asymmetry": config.injected_asymmetry,
+        "preset": config.preset,
+        "target_z": config.z,
+        "signal_fraction": config.signal_fraction,
+        "polarization": config.polarization,
+        "muon_rate": config.muon_rate,
+        "momentum": config.momentum,
+        "window_rate": config.window_rate,
+        "pattern": config.pattern,
+        "delay_patterns": config.delay_patterns,
+        "seed": config.seed,
+        "blinded": blinded,
+        "blind_box": blind_box,
+        "scheme": config.scheme,
+        "flip_period": config.flip_period,
+        "settle_time": config.settle_time,
+        "kick_turns": list(config.kick_turns),
+        "channel_map": json.loads(channel_map.to_json()),
+        "expected_asymmetry": expected_asymmetry(
+            channel_map, config.injected_asymmetry, config.preset, config.signal_fraction
+        ),
+        "expected_shape": dict(
+            zip(
+                channel_map.names,
+                relative_asymmetries(channel_map, config.preset).tolist(),
+                strict=True,
+            )
+        ),
+    }
+
+
+def new_run(
+    url: str,
+    config: SourceConfig,
+    source: str = "live",
+    create: bool = True,
+    blinded: bool = False,
+    blind_box: float | None = None,
+) -> int:
+    """Allocate a run (source "live": taken through the IOCs; "sim": made offline by
+    ``mupnc sim``); with ``create`` a database without any schema gets one (an existing
+    schema must be current either way)."""
+    engine = make_engine(url)
+    (ensure_schema if create else require_schema)(engine)
+    with transaction(engine) as session:
+        settings = run_config(config, blinded, blind_box)
+        return allocate_run(session, source=source, mode=config.mode, config=settings)
