@@ -134,7 +134,7 @@ def result_html(update: Update, now: datetime) -> str:
         ]
         elapsed = (latest.time - run.start).total_seconds()
         target = run.expected if run.expected is not None else value
-        rows.append(_row("projection", describe(project(elapsed, error, target, run.mode))))
+        rows.append(_row("projection", describe(project(elapsed, error, target))))
     else:
         rows.append(_row("projection", describe(None)))
     if run.expected is not None and not run.blinded:

@@ -110,7 +110,7 @@ def build_ioc(
     ``blind_box`` not None marks the run blinded (RUN:BLIND = YES) with that box (a
     fraction, 0 = the monitor's default); the blinding seed never leaves the monitor's host.
     ``source`` and ``clock`` replace the simulation and :func:`clock_loop` (a replay,
-    :mod:`mupnc.ioc.replay`).  ``autosave`` = (file, snapshot) keeps the run's state in the file
+    :mod:`mupnc.replay_source`).  ``autosave`` = (file, snapshot) keeps the run's state in the file
     (:mod:`ioc.autosave`); a snapshot with ``incarnation`` > 0 is a run this IOC continues.
     """
     unknown = set(groups) - set(GROUPS)

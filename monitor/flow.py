@@ -1,7 +1,7 @@
 """Flow control of a replay: the monitor tells the IOC which block it has taken.
 
 The monitor writes ``{prefix}DAQ:CONSUMED`` = number of the last block it ingested (-1:
-ready, none yet).  A replaying IOC (:mod:`mupnc.ioc.replay`) starts when its consumer is ready
+ready, none yet).  A replaying IOC (:mod:`mupnc.replay_source`) starts when its consumer is ready
 and never runs so far ahead of that number that its ring would overwrite a block not yet
 taken, so at any speed no block of a replay is lost; a live IOC ignores the PV.  Writes
 are rate-limited to one per :data:`MIN_INTERVAL`; while a newer number waits to be

@@ -244,10 +244,10 @@ def format_report(s: dict) -> str:
 
 def plan(args: argparse.Namespace) -> int:
     """``mupnc plan``: events and running time for a target significance
-    (:mod:`mupnc.sim.planner`)."""
+    (:mod:`mupnc.planner`)."""
     from mupnc.errors import UsageError
-    from mupnc.sim.planner import PlanError
-    from mupnc.sim.planner import plan as sensitivity
+    from mupnc.planner import PlanError
+    from mupnc.planner import plan as sensitivity
 
     try:
         result = sensitivity(

@@ -3,7 +3,7 @@
 The replay is a new run (source "replay", ``replay_of`` the recorded run) with the
 recorded run's settings; its provenance names the run, speed and range replayed.  The
 monitor analyses it as live data, with the recorded run's minirun length and blinding, so
-its report equals the original's (see :mod:`mupnc.ioc.replay` for what the IOC publishes).
+its report equals the original's (see :mod:`mupnc.replay_source` for what the IOC publishes).
 ``--from``/``--to`` (seconds of data since the run began) keep the blocks that lie wholly
 inside the range; a pattern cut by the range's edge counts as incomplete.  Every block of
 the range is read once before the replay run is allocated, so a corrupt recording is
@@ -94,8 +94,8 @@ def replay_ioc(args: argparse.Namespace) -> int:
     """``mupnc ioc --source replay:RUN``: serve the recorded run (a new run unless --run)."""
     from mupnc.errors import UsageError
     from mupnc.ioc.main import serve
-    from mupnc.ioc.replay import RecordedSource, ReplayClock
     from mupnc.ioc.server import build_ioc
+    from mupnc.replay_source import RecordedSource, ReplayClock
 
     if args.group != "all" or args.list_pvs:
         raise UsageError("a replay serves all PV groups in one process (no --group/--list-pvs)")

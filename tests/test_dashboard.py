@@ -188,7 +188,7 @@ def test_projection_scales_as_inverse_square_of_the_target_error() -> None:
     assert project(100.0, 1e-6, None) is None and describe(None) == "insufficient data"
     assert project(100.0, 1e-6, 0.0) is None  # the planner refuses a zero asymmetry
     # sigma_target = 0.1/3: (2e-3 / (0.1/3))**2 * 50 s = 0.18 s
-    assert project(50.0, 2e-3, 0.1, mode="afb", n_sigma=3).needed == pytest.approx(0.18)
+    assert project(50.0, 2e-3, 0.1, n_sigma=3).needed == pytest.approx(0.18)
 
 
 # --- column builders -----------------------------------------------------------------------------

@@ -91,6 +91,13 @@ class RunningStats:
             return np.sqrt(self.variance / self.n)
 
 
+def events_for_significance(asymmetry: float, n_sigma: float, dilution: float = 1.0) -> float:
+    """Counted events needed to see ``asymmetry`` (fraction) at ``n_sigma``: a counting
+    asymmetry has ``sigma_A = 1 / sqrt(N)`` and is measured as ``dilution * A`` (dilution: the
+    product of polarization and signal fraction), so ``N = (n_sigma / (dilution * A))**2``."""
+    return (n_sigma / (dilution * asymmetry)) ** 2
+
+
 def weighted_mean(values: np.ndarray, errors: np.ndarray) -> tuple[float, float, float]:
     """Inverse-variance weighted mean of independent measurements.
 

@@ -56,7 +56,7 @@ from mupnc.db.session import transaction
 from mupnc.monitor.decoding.rotator import make_decoder
 from mupnc.sim.source import SourceConfig
 
-log = logging.getLogger("mupnc.ioc.replay")
+log = logging.getLogger("mupnc.replay_source")
 
 MAX_BLOCK_RATE = 1000.0
 """Blocks per second a replay publishes at most (the writer's rate limit, any speed)."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from mupnc.monitor.analysis.statistics import events_for_significance
 from mupnc.sim.detector import KRYPTON_Z, preset_asymmetry
 
 ARC_2S_PROBABILITY = 1e-6
@@ -139,7 +140,7 @@ def plan(
         efficiency = math.prod(chain.values())
     else:
         chain = {"given": efficiency}
-    events = (sigma / (polarization * signal_fraction * asymmetry)) ** 2
+    events = events_for_significance(asymmetry, sigma, polarization * signal_fraction)
     muons = events / efficiency
     seconds = muons / flux
     return Plan(

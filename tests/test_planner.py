@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mupnc.sim.planner import PlanError, plan
+from mupnc.planner import PlanError, plan
 
 
 def within_factor(value: float, target: float, factor: float = 1.5) -> bool:
