@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from dataclasses import dataclass
 
 import epics
 import numpy as np
@@ -28,6 +27,7 @@ from epics import ca
 from epics.ca import ChannelAccessException, ChannelAccessGetFailure
 
 from mupnc.daq.blocks import HEADER, BlockFormatError, WindowBlock
+from mupnc.monitor.ingest_counters import IngestCounters
 
 log = logging.getLogger("mupnc.monitor.ingest")
 
@@ -37,19 +37,6 @@ CA_FAILURES = (ChannelAccessException, ChannelAccessGetFailure)
 RING_READ_BATCH = 32
 """Ring slots a refill reads at once: their round trips overlap (13-16x faster than one at a
 time, ``bench/bench_refill.py``); libca holds at most this many blocks at a time."""
-
-
-@dataclass
-class IngestCounters:
-    blocks_received: int = 0
-    blocks_refilled: int = 0
-    blocks_lost: int = 0
-    windows_lost: int = 0
-    malformed: int = 0
-    streams: int = 0
-    """Window streams seen (more than one: the IOC was restarted during the run)."""
-    duplicate_windows: int = 0
-    """Windows dropped because their sequence number was delivered already."""
 
 
 class BlockIngest:

@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 
 from sqlalchemy import Engine, update
 
@@ -23,12 +22,11 @@ from mupnc.daq.channel_map import ChannelMap
 from mupnc.db.models import Run
 from mupnc.db.session import transaction
 from mupnc.monitor.alarms.service import AlarmService
-from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.blinding import UNBLINDED, Blinder, run_blinder
-from mupnc.monitor.analysis.results import run_result
+from mupnc.monitor.analysis.run_analysis import RunAnalysis
+from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.monitor.archiver import SlowControlArchiver
 from mupnc.monitor.decoding.fast import ERROR_KINDS
-from mupnc.monitor.decoding.rotator import make_decoder, minirun_length
 from mupnc.monitor.flow import ConsumerAck
 from mupnc.monitor.ingest import BlockIngest
 from mupnc.monitor.publisher import ResultPublisher
@@ -38,21 +36,6 @@ log = logging.getLogger("mupnc.monitor")
 
 STATE_POLL_TIMEOUT = 0.5
 """Seconds the once-per-flush look at RUN:STATE waits for an unreachable IOC."""
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What the monitor reads from the IOCs at the start of a run."""
-
-    run: int
-    pattern: str
-    delay_patterns: int
-    polarization: float
-    channel_map: ChannelMap
-    blinder: Blinder = UNBLINDED
-    scheme: str = "fast"
-    first_seq: int = 0
-    """Sequence number of the run's first window (a replay of a time range starts later)."""
 
 
 def _blinder(ingest: BlockIngest) -> Blinder:
@@ -144,17 +127,12 @@ class OnlineMonitor:
         ingest = BlockIngest(self.prefix)
         settings = self._wait_for_run(ingest, stop)
         ingest.run = settings.run
-        n_channels = len(settings.channel_map.channels)
-        decoder = make_decoder(
-            settings.scheme, settings.pattern, settings.delay_patterns, n_channels
-        )
-        minirun = minirun_length(settings.scheme, self.minirun_patterns)
+        analysis = RunAnalysis(settings, self.minirun_patterns)
+        decoder = analysis.decoder
         recorder = RunRecorder(self.engine, settings.run)
-        acc = recorder.resume(settings.channel_map, decoder)
-        if acc is None:
-            acc = RunAccumulator(settings.channel_map, decoder.size, minirun)
-            decoder.state.last_seq = settings.first_seq - 1
-        else:
+        resumed = recorder.resume(settings.channel_map, decoder)
+        if resumed is not None:
+            analysis.acc = resumed
             ingest.resume_at(recorder.stream_id, recorder.next_block, decoder.state.last_seq)
         with transaction(self.engine) as session:
             session.execute(
@@ -171,7 +149,7 @@ class OnlineMonitor:
             settings.run,
             settings.pattern,
             settings.delay_patterns,
-            n_channels,
+            len(settings.channel_map.channels),
         )
         if self.alarms is not None:
             self.alarms.start(settings.run, settings.channel_map, decoder.state, ingest.counters)
@@ -180,13 +158,12 @@ class OnlineMonitor:
         def ingested(blocks: list) -> None:
             recorder.add_blocks(blocks)
             for block in blocks:
-                acc.add(decoder.feed(block))
+                analysis.feed(block)
 
         def flush(state: str) -> bool:
-            result = run_result(acc, settings.polarization, settings.blinder)
-            lost = decoder.state.errors["missed_windows"]
+            acc, _, result, lost = recordable = analysis.recordable()
             recorder.add_samples(archiver.drain())
-            written = recorder.flush(acc, decoder.state, result, lost, state)
+            written = recorder.flush(*recordable, state)
             if self.publisher is not None:
                 self.publisher.publish(
                     run=settings.run,
@@ -226,7 +203,7 @@ class OnlineMonitor:
         if final == "ended":  # everything the IOC published is still in its ring; take it all
             last_block = int(ingest.caget("DAQ:BLOCK_NUMBER"))
             ingested(ingest.next_blocks(wait=0.05) + ingest.catch_up(last_block))
-        acc.add(decoder.flush())
+        analysis.finish()
         while not flush(final):  # the database is unreachable: keep trying
             if stop.wait(self.flush_interval):
                 log.error("run %d: stopped before the database came back", settings.run)

@@ -3,8 +3,7 @@
 ``sim`` drives the simulator at full speed and records every block, in blocks of the live
 IOC's size, so the run it records replays and reports like a live one; the monitor's
 numeric core (:class:`mupnc.monitor.analysis.run_analysis.RunAnalysis`) takes them a second of data
-at a time
-(the analysis does not depend on the blocks).
+at a time (the analysis does not depend on the blocks).
 
 ``reanalyze`` feeds a run's recording through the same core.  Its report is written by the
 monitor's own writer into a private in-memory SQLite database and read back with
@@ -31,7 +30,8 @@ from mupnc.db.recording_reader import BATCH_BLOCKS, recorded_blocks, recording_i
 from mupnc.db.session import make_engine, require_schema, transaction
 from mupnc.db.summary import run_summary
 from mupnc.monitor.analysis.cuts import LowBeamCut
-from mupnc.monitor.analysis.run_analysis import RunAnalysis, run_blinding, run_settings
+from mupnc.monitor.analysis.run_analysis import RunAnalysis
+from mupnc.monitor.recorded_settings import run_blinding, run_settings
 from mupnc.monitor.recorder import RunRecorder
 from mupnc.sim.source import WindowSource
 
@@ -73,12 +73,12 @@ def simulate(args: argparse.Namespace) -> int:
                     next_flush = time.monotonic() + FLUSH_SECONDS
                     analysis.feed_blocks(unanalysed)
                     unanalysed = []
-                    analysis.flush(recorder, "running")
+                    recorder.flush(*analysis.recordable(), "running")
     except KeyboardInterrupt:
         state = "aborted"
     analysis.feed_blocks(unanalysed)
     analysis.finish()
-    if not analysis.flush(recorder, state):
+    if not recorder.flush(*analysis.recordable(), state):
         raise ConnectionError(f"run {number}: the database could not be reached to end the run")
     print(f"run {number}", flush=True)
     return 130 if state == "aborted" else 0
@@ -118,7 +118,7 @@ def reanalyze(
     Base.metadata.create_all(memory)
     with transaction(memory) as session:
         session.add(Run(**columns))
-    analysis.flush(RunRecorder(memory, number), columns["state"])
+    RunRecorder(memory, number).flush(*analysis.recordable(), columns["state"])
     with transaction(memory) as session:
         summary = run_summary(session, number)
     memory.dispose()
@@ -184,5 +184,5 @@ def import_recording(url: str, path: str) -> tuple[int, int]:
             session, **imported_run(metadata, Path(path), blinder.checksum or None)
         )
         recorder.run = number
-        analysis.write(session, recorder, "ended")
+        recorder.write(session, *analysis.recordable(), "ended")
     return number, windows

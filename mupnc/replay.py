@@ -127,7 +127,7 @@ def replay_ioc(args: argparse.Namespace) -> int:
 
 def replay(args: argparse.Namespace) -> int:
     """``mupnc replay``: IOC (replaying) + monitor (+ dashboard) until the replay ends."""
-    from mupnc.monitor.analysis.run_analysis import run_blinding
+    from mupnc.monitor.recorded_settings import run_blinding
 
     engine = make_engine(args.db)
     require_schema(engine)

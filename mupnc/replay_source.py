@@ -7,8 +7,7 @@ the order replayed; a range replay starts at block 0).
 
 Blocks: the monitor's analysis does not depend on how windows are cut into blocks
 (:mod:`mupnc.monitor.analysis.accumulator`), so a fast replay *coalesces* consecutive recorded
-blocks of
-one stream into bigger published blocks (the monitor's cost is mostly per block): a
+blocks of one stream into bigger published blocks (the monitor's cost is mostly per block): a
 published block grows until it spans ``speed / PUBLISH_RATE`` seconds of data (at most
 :data:`PUBLISH_RATE` blocks per second at any speed; at speed 1 the recorded 20 Hz blocks
 go out as recorded) or would exceed :attr:`RecordedSource.capacity` windows (about
@@ -30,9 +29,8 @@ still while it waits.
 
 Scalers: a replay has no truth helicity.  ``DAQ:SCALER:PLUS/MINUS`` are gated by the
 helicity the IOC decodes from the recorded windows itself (the monitor's decoder), updated
-once per batch of :data:`mupnc.db.recording_reader.BATCH_BLOCKS` blocks and at the end; so they lag
-the
-stream, and at the end equal the helicity-sorted totals of a clean run.  Writes of the beam
+once per batch of :data:`mupnc.db.recording_reader.BATCH_BLOCKS` blocks and at the end; so they
+lag the stream, and at the end equal the helicity-sorted totals of a clean run.  Writes of the beam
 setpoints or fault switches are refused: a recording cannot be changed.
 """
 

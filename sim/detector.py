@@ -1,8 +1,7 @@
 """Detector physics: the parity-violating asymmetry each channel of the channel map sees.
 
-Conventions (helicity and roles in :mod:`mupnc.daq.helicity`, :mod:`mupnc.daq.channel_map`).  The
-mean
-count of channel ``c`` in a window with signed longitudinal beam polarization ``P_L`` is::
+Conventions (helicity and roles in :mod:`mupnc.daq.helicity`, :mod:`mupnc.daq.channel_map`).
+The mean count of channel ``c`` in a window with signed longitudinal beam polarization ``P_L`` is::
 
     mu[c] = muons * acceptance[c] * efficiency[c] * (1 + P_L * channel_asymmetry[c])
     channel_asymmetry[c] = analyzing_sign[c] * A[c] * signal_fraction

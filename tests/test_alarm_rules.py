@@ -24,7 +24,7 @@ from mupnc.monitor.analysis.results import run_result
 from mupnc.monitor.analysis.statistics import RunningStats
 from mupnc.monitor.decoding.fast import ERROR_KINDS
 from mupnc.monitor.decoding.rotator import make_decoder
-from mupnc.monitor.ingest import IngestCounters
+from mupnc.monitor.ingest_counters import IngestCounters
 from mupnc.sim.source import SourceConfig, WindowSource
 
 N, MINOR, MAJOR, INVALID = Severity.NO_ALARM, Severity.MINOR, Severity.MAJOR, Severity.INVALID

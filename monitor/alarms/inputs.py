@@ -40,7 +40,7 @@ from mupnc.monitor.alarms.rules import Observation
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import COMBINED, RunResult
 from mupnc.monitor.decoding.fast import DecoderState
-from mupnc.monitor.ingest import IngestCounters
+from mupnc.monitor.ingest_counters import IngestCounters
 
 BEAM_PVS = ("BEAM:ON", "BEAM:TRIP", "BEAM:RATE", "BEAM:RATE_SP")
 ROTATOR_PVS = ("HEL:ROTATOR:SP", "HEL:ROTATOR:RBV")

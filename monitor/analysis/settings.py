@@ -1,0 +1,24 @@
+"""The settings a run is analysed with: what the monitor reads from the IOCs at the start
+of a run, or what a recorded run's database row says (:mod:`mupnc.monitor.recorded_settings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mupnc.daq.channel_map import ChannelMap
+from mupnc.monitor.analysis.blinding import UNBLINDED, Blinder
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the monitor reads from the IOCs at the start of a run."""
+
+    run: int
+    pattern: str
+    delay_patterns: int
+    polarization: float
+    channel_map: ChannelMap
+    blinder: Blinder = UNBLINDED
+    scheme: str = "fast"
+    first_seq: int = 0
+    """Sequence number of the run's first window (a replay of a time range starts later)."""
