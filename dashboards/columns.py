@@ -14,7 +14,7 @@ import numpy as np
 
 from mupnc.daq.helicity import pattern_shape
 from mupnc.dashboards.display import Unit, pull_colours, pulls
-from mupnc.dashboards.queries import (
+from mupnc.dashboards.records import (
     CHARGE,
     COMBINED,
     Channel,

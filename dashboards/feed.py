@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from mupnc.dashboards import queries
 from mupnc.dashboards.alarms import AlarmRecord, displayed_alarms
-from mupnc.dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
+from mupnc.dashboards.records import Channel, MinirunMean, RunInfo, Sample, Snapshot
 from mupnc.db.session import make_engine, redacted, transaction
 
 log = logging.getLogger(__name__)

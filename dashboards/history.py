@@ -45,7 +45,7 @@ from mupnc.dashboards.display import (
     y_range,
 )
 from mupnc.dashboards.panels import SETTLED_FRACTION, TOOLS, label, whisker
-from mupnc.dashboards.queries import COMBINED, Channel, MinirunMean, RunInfo, Snapshot
+from mupnc.dashboards.records import COMBINED, Channel, MinirunMean, RunInfo, Snapshot
 
 NONE = "none"
 HEADER = "<b style='font-size:18px'>mupnc run history</b> · <a href='/'>live shifter page</a>"

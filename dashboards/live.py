@@ -41,7 +41,7 @@ from mupnc.dashboards.panels import (
     label,
 )
 from mupnc.dashboards.projection import describe, project
-from mupnc.dashboards.queries import COMBINED, RunInfo, Snapshot
+from mupnc.dashboards.records import COMBINED, RunInfo, Snapshot
 
 PERIOD_MS = 1000
 DATABASE_STALE, DATABASE_LOST = 5.0, 15.0

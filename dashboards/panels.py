@@ -44,8 +44,8 @@ from mupnc.dashboards.display import (
     unit_gaussian,
     y_range,
 )
-from mupnc.dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot
-from mupnc.monitor.decoding.fast import ERROR_KINDS
+from mupnc.dashboards.records import Channel, MinirunMean, RunInfo, Sample, Snapshot
+from mupnc.monitor.decoding.stream import ERROR_KINDS
 
 ROLLOVER = 20000
 """Points kept per streamed source: 5.5 h of snapshots at 1 Hz."""

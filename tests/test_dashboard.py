@@ -60,7 +60,8 @@ from mupnc.dashboards.history import difference_sigma, make_history, minirun_tab
 from mupnc.dashboards.live import make_document, result_html, run_html, status_html
 from mupnc.dashboards.panels import ROLLOVER
 from mupnc.dashboards.projection import describe, project
-from mupnc.dashboards.queries import Channel, MinirunMean, RunInfo, Sample, Snapshot, latest_run
+from mupnc.dashboards.queries import latest_run
+from mupnc.dashboards.records import Channel, MinirunMean, RunInfo, Sample, Snapshot
 from mupnc.db.models import Alarm, AlarmTransition
 from mupnc.db.session import create_schema, make_engine, transaction
 

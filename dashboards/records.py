@@ -1,0 +1,89 @@
+"""The dashboards' records: frozen values read from the database (:mod:`mupnc.dashboards.queries`)
+and drawn by the pages (asymmetries and errors as fractions, times in UTC).  Pure: no
+SQLAlchemy, no Bokeh."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+COMBINED, CHARGE = "combined", "charge"
+"""Result names of the combined detector asymmetry and of the beam-charge asymmetry."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run and the settings it was taken with; ``expected`` is the asymmetry the monitor
+    should report for a simulated run (stored with the run when it was made)."""
+
+    number: int
+    state: str
+    source: str
+    mode: str
+    start: datetime
+    end: datetime | None
+    blinded: bool
+    expected: float | None
+    windows: int
+    lost_windows: int
+    pattern: str
+    window_rate: float | None
+    polarization: float | None
+    muon_rate: float | None
+    delay_patterns: int | None
+    scheme: str
+    roles: tuple[tuple[str, str], ...]
+    """(channel name, role) from the run's channel map."""
+    shape: tuple[tuple[str, float], ...] = ()
+    """(channel name, relative asymmetry ``A[c] / A0``) stored with a simulated run (the A_LR
+    preset's shape at each channel's cos theta; 1 for a flat preset and for other roles)."""
+    replay_of: int | None = None
+    """The recorded run this run replays (source "replay")."""
+
+    @property
+    def origin(self) -> str:
+        """Where the data come from: the source ("live", "sim"), or "replay of run N"."""
+        return self.source if self.replay_of is None else f"replay of run {self.replay_of}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One ``result_snapshots`` row; ``value``/``error`` are fractions, None early in a run."""
+
+    time: datetime
+    patterns_good: int
+    windows: int
+    lost_windows: int
+    value: float | None
+    error: float | None
+    charge_asymmetry: float | None = None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Cumulative asymmetry of a channel, ``combined`` (with χ²/ndf of miniruns) or ``charge``."""
+
+    name: str
+    value: float | None
+    error: float | None
+    chi2_ndf: float | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One archived slow-control sample (EPICS severity name)."""
+
+    time: datetime
+    pv: str
+    value: float | None
+    severity: str
+
+
+@dataclass(frozen=True)
+class MinirunMean:
+    """The combined asymmetry of one minirun."""
+
+    index: int
+    patterns_good: int
+    value: float | None
+    error: float | None
