@@ -20,7 +20,7 @@ from mupnc.daq.channel_map import Channel, ChannelMap
 from mupnc.db.block_codec import decode, encode, raw_size
 from mupnc.db.models import AsymmetryResult
 from mupnc.db.session import create_schema, make_engine, transaction
-from mupnc.db.store import allocate_run, bulk_insert, upsert
+from mupnc.db.store import allocate_run, upsert
 from mupnc.sim.source import SourceConfig, WindowSource
 
 BATCH = 10_000
@@ -46,7 +46,7 @@ def bench_inserts(url: str, rows: int) -> dict[str, float]:
     engine = make_engine(url)
     create_schema(engine)
     with transaction(engine) as session:
-        runs = [allocate_run(session, source="sim", mode="alr", config={}) for _ in range(3)]
+        runs = [allocate_run(session, source="sim", mode="alr", config={}) for _ in range(2)]
 
     def batches(run: int) -> list[list[dict]]:
         return [result_rows(run, BATCH, k) for k in range(0, rows, BATCH)]
@@ -61,14 +61,11 @@ def bench_inserts(url: str, rows: int) -> dict[str, float]:
 
     keys = ("run", "minirun", "channel")
     figures = {
-        "bulk_insert (COPY / executemany)": measure(
-            lambda s, b: bulk_insert(s, AsymmetryResult, b), runs[0]
-        ),
         "insert() executemany": measure(
-            lambda s, b: s.execute(insert(AsymmetryResult), b), runs[1]
+            lambda s, b: s.execute(insert(AsymmetryResult), b), runs[0]
         ),
         "upsert (the monitor's path)": measure(
-            lambda s, b: upsert(s, AsymmetryResult, b, keys), runs[2]
+            lambda s, b: upsert(s, AsymmetryResult, b, keys), runs[1]
         ),
     }
     engine.dispose()

@@ -26,7 +26,6 @@ from mupnc.dashboards.feed import Feed
 TABLE_HEADER, TABLE_ROW = 30, 26
 """Alarm table height in pixels: header plus one row per alarm (1 to 8 rows)."""
 BANNER_STYLE = {"padding": "6px 12px", "font-size": "18px", "font-weight": "bold"}
-ALARM_KEYS = ("id", "severity", "name", "state", "since", "message", "ack", "colour", "ink")
 
 
 def alarm_columns(alarms: tuple[AlarmRecord, ...]) -> dict[str, list]:

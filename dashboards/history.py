@@ -52,7 +52,6 @@ HEADER = "<b style='font-size:18px'>mupnc run history</b> · <a href='/'>live sh
 REFERENCE_SHIFT = 0.2
 """Minirun-index offset of the reference run's points, so both sets of error bars show."""
 MINIRUN_KEYS = ("x", "y", "lo", "hi")
-TABLE_KEYS = ("index", "patterns", "value", "error", "pull", "colour")
 
 
 @dataclass(frozen=True)

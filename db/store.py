@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,27 +21,6 @@ def upsert(session: Session, model: type[Base], rows: Sequence[dict], keys: Sequ
     insert = _INSERT[session.get_bind().dialect.name](model)
     update = {c: insert.excluded[c] for c in rows[0] if c not in keys}
     session.execute(insert.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
-
-
-def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict]) -> None:
-    """Append many rows in the session's transaction: COPY on PostgreSQL, executemany on
-    SQLite (both well above 1e5 rows/s, see bench/bench_db.py).  For append-only data such
-    as slow-control samples; values must be plain numbers, text, times or bytes."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(model), rows)
-        return
-    quote = session.get_bind().dialect.identifier_preparer.quote
-    columns = list(rows[0])
-    statement = f"COPY {quote(model.__tablename__)} ({', '.join(map(quote, columns))}) FROM STDIN"
-    cursor = session.connection().connection.driver_connection.cursor()
-    with cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
-
-
-RUN_NUMBER_LOCK = 0x6D75_7275  # "muru": PostgreSQL advisory lock serializing run numbers
 
 
 def allocate_run(

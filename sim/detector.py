@@ -42,7 +42,6 @@ ALR_PRESETS = {"sm": 1e-4, "np": 1e-3}
 """A_LR at 90 deg: SM-like ~1e-4 (Q^2 ~ 1 GeV^2), light new physics ~1e-3 (talk part A)."""
 AFB_KRYPTON_PRESETS = {"sm": 0.5e-4, "np": 0.1}
 """A_FB of krypton: SM 0.5e-4; NP 0.1 (the talk's reference point, inside its 0.5 %-11 %)."""
-AFB_NP_RANGE = (0.005, 0.11)
 
 _ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
 _EFFICIENCY_SIGN = {"forward": 0.5, "backward": -0.5}

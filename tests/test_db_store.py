@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from mupnc.db.models import Alarm, AlarmTransition, RecordedBlock, Run, SlowControlSample
 from mupnc.db.session import create_schema, make_engine, transaction
-from mupnc.db.store import allocate_run, bulk_insert
+from mupnc.db.store import allocate_run
 from mupnc.runs import run_config
 from mupnc.sim.source import SourceConfig
 
@@ -103,32 +103,6 @@ def test_run_configuration_alarms_and_slow_controls_round_trip(engine):
         assert [s.value for s in samples] == [1e8, 1e8 + 1, 1e8 + 2]
         assert {(s.severity, s.status) for s in samples} == {("NO_ALARM", "NO_ALARM")}
         assert samples[0].time == T0
-
-
-def test_bulk_insert_appends_slow_control_samples(engine):
-    rows = [
-        dict(
-            pv=f"MUPNC:BEAM:{'RATE' if i % 2 else 'MOMENTUM'}",
-            time=T0 + timedelta(milliseconds=100 * i),
-            value=float(i),
-            severity="MINOR" if i % 7 == 0 else "NO_ALARM",
-            status="HIGH" if i % 7 == 0 else "NO_ALARM",
-        )
-        for i in range(5000)
-    ]
-    with transaction(engine) as session:
-        bulk_insert(session, SlowControlSample, rows)
-    with transaction(engine) as session:
-        back = session.execute(
-            select(
-                SlowControlSample.pv,
-                SlowControlSample.time,
-                SlowControlSample.value,
-                SlowControlSample.severity,
-                SlowControlSample.status,
-            ).order_by(SlowControlSample.id)
-        ).all()
-    assert [tuple(r) for r in back] == [tuple(r.values()) for r in rows]
 
 
 def test_runs_and_report_commands(engine, db_url, simulated):
