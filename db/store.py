@@ -23,6 +23,9 @@ def upsert(session: Session, model: type[Base], rows: Sequence[dict], keys: Sequ
     session.execute(insert.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
 
 
+RUN_NUMBER_LOCK = 0x6D75_7275  # "muru": PostgreSQL advisory lock serializing run numbers
+
+
 def allocate_run(
     session: Session,
     *,
