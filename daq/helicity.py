@@ -1,4 +1,4 @@
-"""Helicity generator and pattern shapes (JLab conventions; shared/reference/parity-analysis.md).
+"""Helicity generator and pattern shapes (JLab conventions, as JAPAN's ``QwHelicity``).
 
 Conventions used throughout mupnc:
 

@@ -1,5 +1,5 @@
 """Run list and run summary read from the database (the data of ``mupnc runs`` and
-``mupnc report``; JSON shapes in shared/interface.md, asymmetries as plain fractions)."""
+``mupnc report``; JSON shapes in the README's 'JSON for scripts', asymmetries as plain fractions)."""
 
 from __future__ import annotations
 

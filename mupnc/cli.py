@@ -1,4 +1,4 @@
-"""The ``mupnc`` command line (see shared/interface.md for the contract).
+"""The ``mupnc`` command line (the contract: README, 'Command line').
 
 Bad input gives a one-line error on stderr and exit status 2; a failure at run time
 (database unreachable, schema missing, IOC not answering) gives exit status 1.

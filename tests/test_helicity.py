@@ -16,7 +16,7 @@ from mupnc.daq.helicity import (
     register_from_bits,
 )
 
-# shared/reference/parity-analysis.md, section 1 (32 inserted bits and the final state).
+# JAPAN's QwHelicity (30-bit generator test vectors) (32 inserted bits and the final state).
 VECTORS = [
     (0x00000001, "00000010000001000000100000001100", 0x0204080C),
     (0x2AAAAAAA, "00000001010101111111101010101101", 0x0157FAAD),

@@ -1,6 +1,6 @@
 """The alarm state machine (pure: no I/O, no clock; times are seconds given by the caller).
 
-Semantics follow Phoebus (shared/reference/epics.md section 6) with JAPAN's debounce:
+Semantics follow the Phoebus alarm server (latch, acknowledge) with JAPAN's debounce:
 
 * **Debounce.**  Each evaluation brings ``violations`` out of ``checks`` (e.g. helicity
   errors among the windows decoded since the last one; a plain condition is one check).

@@ -1,6 +1,6 @@
 """Blinding: hide a run's physics asymmetries behind a secret additive offset (pure).
 
-JAPAN style (``QwBlinder``, shared/reference/parity-analysis.md section 7): the MD5 digest
+JAPAN style (``QwBlinder``): the MD5 digest
 of a seed string gives ``x`` in [-1, 1); the offset is ``box * x * |x|`` (JAPAN's
 ``(sqrt(M) x) |sqrt(M) x|`` with M = ``box``), so it lies in (-box, +box) and small values
 are likelier.  Every reported physics asymmetry (per analysing channel and combined) is
