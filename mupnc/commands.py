@@ -128,7 +128,8 @@ def monitor(args: argparse.Namespace) -> int:
 
 
 def alarms(args: argparse.Namespace) -> int:
-    """``mupnc alarms``: list (JSON shape in the README's 'JSON for scripts'), acknowledge, shelve."""
+    """``mupnc alarms``: list (JSON shape in the README's 'JSON for scripts'), acknowledge,
+    shelve."""
     from datetime import UTC, datetime
 
     from mupnc.db import alarms as store
@@ -190,7 +191,8 @@ def list_runs(url: str, as_json: bool) -> int:
 
 
 def report(url: str, number: int) -> dict:
-    """The prompt summary of a run as a JSON-ready dict (shape in the README's 'JSON for scripts')."""
+    """The prompt summary of a run as a JSON-ready dict (shape in the README's 'JSON for
+    scripts')."""
     with transaction(_engine(url)) as session:
         return run_summary(session, number)
 

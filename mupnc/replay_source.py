@@ -51,7 +51,7 @@ from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.helicity import pattern_shape
 from mupnc.db.recording_reader import WHOLE_RUN, SeqRange, recorded_blocks, recording_info
 from mupnc.db.session import transaction
-from mupnc.monitor.decoding.rotator import make_decoder
+from mupnc.monitor.decoding import make_decoder
 from mupnc.sim.source import SourceConfig
 
 log = logging.getLogger("mupnc.replay_source")
