@@ -36,8 +36,7 @@ def _iso(t: datetime | None) -> str | None:
 
 def alarm_list(session: Session, run: int | None = None, closed: bool = False) -> list[dict]:
     """Alarms newest first as ``alarms --json`` gives them (README, 'JSON for scripts');
-    only those
-    still needing attention unless ``closed``."""
+    only those still needing attention unless ``closed``."""
     query = select(Alarm).order_by(Alarm.since.desc(), Alarm.id.desc())
     if run is not None:
         query = query.where(Alarm.run == run)
