@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAGIC = 0x6D75_0002  # "mu", layout version 2 (version 1 had no rotator readback)
+LAYOUT_VERSION = 2
+"""Version of the block layout above (1 had no ``rotator_readback``); a DAQ states it in the
+low 16 bits of the magic number, and a block of another version is refused."""
+MAGIC = 0x6D75_0000 | LAYOUT_VERSION  # "mu" in the high 16 bits
 HEADER = 5
 PER_WINDOW_FIELDS = 7
 

@@ -20,3 +20,8 @@ class Scheme(StrEnum):
 
 SCHEMES: tuple[str, ...] = tuple(s.value for s in Scheme)
 """The scheme names, in the order above."""
+
+DEGREES_PER_TURN = 12.0
+"""Kick scheme: spin precession per storage-ring turn (15 turns = 180 deg); the rotator
+readback of a kick run is the turn number, whose helicity is the sign of
+``cos(DEGREES_PER_TURN * turns)``."""

@@ -22,6 +22,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from mupnc.daq.blocks import WindowBlock, packed_length
 from mupnc.daq.helicity import PATTERN_SHAPES
+from mupnc.daq.scheme import SCHEMES
 from mupnc.ioc.autosave import SAVE_PERIOD, AutosaveError, RunSnapshot
 from mupnc.ioc.limits import MAJOR, MINOR, AlarmLimits
 from mupnc.ioc.records import (
@@ -39,7 +40,7 @@ log = logging.getLogger("mupnc.ioc")
 
 PATTERNS = list(PATTERN_SHAPES)
 RUN_STATES = ["IDLE", "RUNNING", "ENDED"]
-SCHEMES = ["FAST", "SLOW", "KICK"]
+SCHEME_STATES = [name.upper() for name in SCHEMES]
 ROTATOR_STATES = ["PLUS", "MINUS", "RAMPING", "FAULT"]
 SLOW_PERIOD = 0.5
 """Seconds between updates of the slow readbacks (beam rate, rotator state)."""
@@ -451,7 +452,7 @@ class BeamGroup(PVGroup):
 class HelicityGroup(PVGroup):
     """Helicity source / spin rotator: reversal scheme, pattern, rotator setpoint and readback."""
 
-    scheme = enum_readback("SCHEME", "Spin reversal scheme", SCHEMES, SCHEMES[0])
+    scheme = enum_readback("SCHEME", "Spin reversal scheme", SCHEME_STATES, SCHEME_STATES[0])
     pattern = enum_readback("PATTERN", "Helicity pattern shape", PATTERNS, PATTERNS[1])
     window_rate = analog_readback("WINDOW_RATE", "Helicity window rate", "Hz", 2)
     delay = pvproperty(

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMES = ("fast", "slow", "kick")
+from mupnc.daq.scheme import DEGREES_PER_TURN
+
 WINDOW_RATE_RANGE = (30.0, 20_000.0)
-DEGREES_PER_TURN = 12.0
-"""Spin precession per storage-ring turn: 15 turns = 180 deg."""
 MAX_INTERVAL_WINDOWS = 32767
 """The pattern-phase counter is 16 bit: a reversal interval holds at most this many windows."""
 

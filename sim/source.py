@@ -28,6 +28,7 @@ import numpy as np
 from mupnc.daq.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
 from mupnc.daq.channel_map import MODES, ChannelMap, default_channel_map
 from mupnc.daq.helicity import LFSR_MASK, PATTERN_SHAPES, HelicityGenerator, pattern_shape
+from mupnc.daq.scheme import SCHEMES
 from mupnc.sim.beam import MOMENTUM_PRESETS, RATE_RANGE, BeamTrips, muons_per_window
 from mupnc.sim.detector import (
     PRESETS,
@@ -38,7 +39,6 @@ from mupnc.sim.detector import (
 from mupnc.sim.faults import FaultSwitchboard, fault_bit, unit_uniform
 from mupnc.sim.reversal import (
     MAX_INTERVAL_WINDOWS,
-    SCHEMES,
     WINDOW_RATE_RANGE,
     ReversalClock,
     check_kick_turns,
