@@ -3,6 +3,7 @@ until `mupnc db upgrade`; a database from before migrations is adopted."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -68,3 +69,31 @@ def test_a_database_from_before_migrations_is_adopted(engine):
     create_schema(engine)
     require_schema(engine)
     assert "recorded_blocks" in inspect(engine).get_table_names()
+
+
+def test_the_scheme_rename_keeps_every_runs_scheme(engine):
+    """Migration 0004: column ``runs.reversal`` and run-configuration key ``reversal``
+    become ``scheme`` with their values; the expected asymmetry column starts empty."""
+    migrate.upgrade(engine, "0003")
+    with engine.begin() as connection:
+        for number, scheme in ((1, "slow"), (2, "kick")):
+            connection.execute(
+                text(
+                    "INSERT INTO runs (number, state, source, start, mode, config, reversal,"
+                    " blinded, windows, lost_windows, last_seq) VALUES (:n, 'ended', 'sim',"
+                    " '2026-01-01 00:00:00', 'alr', :config, :scheme, false, 0, 0, -1)"
+                ),
+                {"n": number, "config": f'{{"reversal": "{scheme}", "seed": 7}}', "scheme": scheme},
+            )
+    migrate.upgrade(engine)
+    require_schema(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT number, scheme, config, expected_asymmetry FROM runs ORDER BY number")
+        ).all()
+    configs = [
+        row.config if isinstance(row.config, dict) else json.loads(row.config) for row in rows
+    ]
+    assert [row.scheme for row in rows] == ["slow", "kick"]
+    assert configs == [{"scheme": "slow", "seed": 7}, {"scheme": "kick", "seed": 7}]
+    assert [row.expected_asymmetry for row in rows] == [None, None]
