@@ -382,7 +382,7 @@ def rotator_html(rotator: Sequence[Sample], scheme: str) -> str:
 
 class HelicityPanel:
     """Decoder lock, pattern settings and the helicity error counters by kind
-    (:data:`mupnc.monitor.decoding.fast.ERROR_KINDS`, all of which must stay zero)."""
+    (:data:`mupnc.monitor.decoding.stream.ERROR_KINDS`, all of which must stay zero)."""
 
     def __init__(self) -> None:
         self.state = Div(name="helicity_state", sizing_mode="stretch_width")

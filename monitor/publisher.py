@@ -15,7 +15,7 @@ import threading
 from caproto.asyncio.server import Context
 from caproto.server import PVGroup, pvproperty
 
-from mupnc.monitor.decoding.fast import ERROR_KINDS
+from mupnc.monitor.decoding.stream import ERROR_KINDS
 
 
 class ResultGroup(PVGroup):

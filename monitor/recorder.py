@@ -45,8 +45,9 @@ from mupnc.db.session import UNREACHABLE, transaction, unreachable_message
 from mupnc.db.store import upsert
 from mupnc.monitor.analysis.accumulator import MINUS, PLUS, MinirunSums, RunAccumulator
 from mupnc.monitor.analysis.results import RunResult
-from mupnc.monitor.decoding.fast import DecoderState, HelicityDecoder
+from mupnc.monitor.decoding.fast import HelicityDecoder
 from mupnc.monitor.decoding.rotator import RotatorDecoder
+from mupnc.monitor.decoding.stream import DecoderState
 
 log = logging.getLogger("mupnc.monitor.recorder")
 

@@ -26,7 +26,7 @@ from mupnc.monitor.analysis.blinding import UNBLINDED, Blinder, run_blinder
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.monitor.archiver import SlowControlArchiver
-from mupnc.monitor.decoding.fast import ERROR_KINDS
+from mupnc.monitor.decoding.stream import ERROR_KINDS
 from mupnc.monitor.flow import ConsumerAck
 from mupnc.monitor.ingest import BlockIngest
 from mupnc.monitor.publisher import ResultPublisher

@@ -22,8 +22,8 @@ from mupnc.monitor.alarms.rules import (
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import run_result
 from mupnc.monitor.analysis.statistics import RunningStats
-from mupnc.monitor.decoding.fast import ERROR_KINDS
-from mupnc.monitor.decoding.rotator import make_decoder
+from mupnc.monitor.decoding import make_decoder
+from mupnc.monitor.decoding.stream import ERROR_KINDS
 from mupnc.monitor.ingest_counters import IngestCounters
 from mupnc.sim.source import SourceConfig, WindowSource
 

@@ -12,7 +12,7 @@ import pytest
 from mupnc.monitor.analysis.cuts import LowBeamCut
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.analysis.settings import RunSettings
-from mupnc.monitor.decoding.rotator import DEFAULT_MINIRUN_PAIRS, minirun_length
+from mupnc.monitor.decoding import DEFAULT_MINIRUN_PAIRS, minirun_length
 from mupnc.sim.source import SourceConfig, WindowSource
 
 WINDOW_RATE = 240.0

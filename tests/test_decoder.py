@@ -10,7 +10,8 @@ import pytest
 
 from mupnc.daq.blocks import WindowBlock
 from mupnc.daq.helicity import pattern_shape
-from mupnc.monitor.decoding.fast import ERROR_KINDS, DecodedWindows, HelicityDecoder
+from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.monitor.decoding.stream import ERROR_KINDS, DecodedWindows
 from mupnc.sim.source import SourceConfig, WindowSource
 
 BLOCK_SIZES = (7, 12, 13)

@@ -20,8 +20,9 @@ from mupnc.monitor.analysis import accumulator
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import run_result
 from mupnc.monitor.analysis.statistics import GROUP_SAMPLES, SequentialMoments
-from mupnc.monitor.decoding.fast import DecodedWindows, HelicityDecoder
+from mupnc.monitor.decoding.fast import HelicityDecoder
 from mupnc.monitor.decoding.rotator import RotatorDecoder
+from mupnc.monitor.decoding.stream import DecodedWindows
 from mupnc.sim.source import SourceConfig, WindowSource
 
 SLOW = dict(flip_period=0.05, ramp_time=0.01, settle_time=0.01)  # 12-window intervals

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mupnc.daq.channel_map import Channel, ChannelMap
-from mupnc.monitor.decoding.fast import ERROR_KINDS, DecodedWindows
-from mupnc.monitor.decoding.rotator import make_decoder
+from mupnc.monitor.decoding import make_decoder
+from mupnc.monitor.decoding.stream import ERROR_KINDS, DecodedWindows
 from mupnc.sim.faults import fault_bit
 from mupnc.sim.source import SourceConfig, WindowSource
 

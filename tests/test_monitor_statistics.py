@@ -19,8 +19,9 @@ from mupnc.daq.channel_map import Channel, ChannelMap
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import COMBINED, RunResult, run_result
 from mupnc.monitor.analysis.statistics import weighted_mean
-from mupnc.monitor.decoding.fast import ERROR_KINDS, DecodedWindows, HelicityDecoder
-from mupnc.monitor.decoding.rotator import make_decoder
+from mupnc.monitor.decoding import make_decoder
+from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.monitor.decoding.stream import ERROR_KINDS, DecodedWindows
 from mupnc.sim.source import SourceConfig, WindowSource
 
 P = 0.9

@@ -39,7 +39,7 @@ import numpy as np
 from mupnc.monitor.alarms.rules import Observation
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import COMBINED, RunResult
-from mupnc.monitor.decoding.fast import DecoderState
+from mupnc.monitor.decoding.stream import DecoderState
 from mupnc.monitor.ingest_counters import IngestCounters
 
 BEAM_PVS = ("BEAM:ON", "BEAM:TRIP", "BEAM:RATE", "BEAM:RATE_SP")

@@ -36,7 +36,7 @@ from mupnc.monitor.alarms.pvs import write_alarm_pvs
 from mupnc.monitor.alarms.rules import AlarmRule, RuleSet
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import RunResult
-from mupnc.monitor.decoding.fast import DecoderState
+from mupnc.monitor.decoding.stream import DecoderState
 from mupnc.monitor.ingest_counters import IngestCounters
 
 log = logging.getLogger("mupnc.monitor.alarms")

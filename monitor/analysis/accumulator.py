@@ -21,7 +21,8 @@ Patterns come in two kinds:
   (``[1, shape, null...]``) is a Walsh function, so all per-pattern signed yield sums come
   from one fast Walsh-Hadamard transform over the pattern's windows (log2(size) passes);
 * ``pattern_size == 0`` (slow rotator, ring kick): a pattern is one pair of opposite spin
-  states of any length (:mod:`mupnc.monitor.decoding.fast`); sums are taken over those segments, and
+  states of any length (:mod:`mupnc.monitor.decoding.rotator`); sums are taken over those
+  segments, and
   asymmetries use mean yields per helicity, so unequal +/- window numbers do not bias them.
   The null asymmetry there is that of even against odd sequence numbers.
 """
@@ -38,13 +39,11 @@ from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.monitor.analysis.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
 from mupnc.monitor.analysis.statistics import RunningStats, SequentialMoments, Workspace
-from mupnc.monitor.decoding.fast import DecodedWindows
+from mupnc.monitor.decoding.stream import VARIABLE_PATTERNS, DecodedWindows
 
 PLUS, MINUS = 0, 1
 STATE_VERSION = 2
 """Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block) is refused."""
-VARIABLE_PATTERNS = 0
-"""``pattern_size`` of slow schemes: patterns are reversal pairs of variable length."""
 BEAM_MONITOR_FRACTION_BITS = 32
 """Beam-monitor integrals are summed exactly as integers of 2**-32 muons."""
 SLICE_VALUES = 1 << 17
@@ -153,6 +152,7 @@ class MinirunSums:
         m = cls(int(state["index"]), int(state["n_channels"]), int(state["n_null"]), state["afb"])
         for f in fields(m)[4:]:  # after index, n_channels, n_null, afb
             current = getattr(m, f.name)
+            value: object  # of the field's own type
             if isinstance(current, SequentialMoments):
                 value = SequentialMoments.from_state(state[f.name])
                 shape, expected = value.n.shape, current.n.shape
@@ -241,13 +241,9 @@ class _PatternSums:
     signed: list[np.ndarray]  # k x (p, c) sum of sign * yield
     total_q: np.ndarray  # (p,) sum of beam monitor
     signed_q: list[np.ndarray]  # k x (p,) sum of sign * beam monitor
-    n_plus: np.ndarray | None  # (p, k) windows with sign +1
-    n_minus: np.ndarray | None  # (p, k) windows with sign -1
-
-    @property
-    def balanced(self) -> bool:
-        """Every sign column has as many +1 as -1 windows (fixed-size patterns)."""
-        return self.n_plus is None
+    # (p, k) windows with sign +1 and with sign -1; None if balanced (every sign column has
+    # as many +1 as -1 windows: fixed-size patterns)
+    windows: tuple[np.ndarray, np.ndarray] | None
 
 
 class RunAccumulator:
@@ -392,7 +388,7 @@ class RunAccumulator:
         walsh_q[:, helicity_row] *= polarity
         signed = [walsh[:, r] for r in self._walsh]  # [helicity, null...]
         signed_q = [walsh_q[:, r] for r in self._walsh]
-        return _PatternSums(walsh[:, 0], signed, walsh_q[:, 0], signed_q, None, None)
+        return _PatternSums(walsh[:, 0], signed, walsh_q[:, 0], signed_q, None)
 
     def _segment_sums(self, yields, bcm, helicity, seq, pattern) -> _PatternSums:
         starts = np.flatnonzero(np.r_[True, pattern[1:] != pattern[:-1]])
@@ -407,8 +403,7 @@ class RunAccumulator:
             [summed[:, 1], summed[:, 2]],
             charge[:, 0],
             [charge[:, 1], charge[:, 2]],
-            n_plus,
-            n_minus,
+            (n_plus, n_minus),
         )
 
     def _pattern_values(self, s: _PatternSums) -> np.ndarray:
@@ -425,18 +420,18 @@ class RunAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             for i, signed in enumerate(s.signed):
                 asym = out[:, i * c : (i + 1) * c]
-                if s.balanced:
+                if s.windows is None:  # balanced
                     np.divide(signed, s.total, out=asym)
                 else:
-                    plus = (s.total + signed) / s.n_plus[:, i, None]
-                    asym[:] = yield_asymmetry(plus, (s.total - signed) / s.n_minus[:, i, None])
-            if s.balanced:
+                    n_plus, n_minus = s.windows
+                    plus = (s.total + signed) / n_plus[:, i, None]
+                    asym[:] = yield_asymmetry(plus, (s.total - signed) / n_minus[:, i, None])
+            if s.windows is None:
                 np.divide(s.signed_q[0], s.total_q, out=out[:, k * c])
             else:
-                q_plus = (s.total_q + s.signed_q[0]) / s.n_plus[:, 0]
-                out[:, k * c] = yield_asymmetry(
-                    q_plus, (s.total_q - s.signed_q[0]) / s.n_minus[:, 0]
-                )
+                n_plus, n_minus = s.windows
+                q_plus = (s.total_q + s.signed_q[0]) / n_plus[:, 0]
+                out[:, k * c] = yield_asymmetry(q_plus, (s.total_q - s.signed_q[0]) / n_minus[:, 0])
         if self.afb:
             f_total = last_along(s.total[:, self._forward], 1)
             b_total = last_along(s.total[:, self._backward], 1)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mupnc.monitor.decoding.fast import DecodedWindows
+from mupnc.monitor.decoding.stream import DecodedWindows
 
 
 @dataclass

@@ -17,8 +17,10 @@ from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.cuts import LowBeamCut
 from mupnc.monitor.analysis.results import RunResult, run_result
 from mupnc.monitor.analysis.settings import RunSettings
-from mupnc.monitor.decoding.fast import DecodedWindows, DecoderState, HelicityDecoder
-from mupnc.monitor.decoding.rotator import RotatorDecoder, make_decoder, minirun_length
+from mupnc.monitor.decoding import make_decoder, minirun_length
+from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.monitor.decoding.rotator import RotatorDecoder
+from mupnc.monitor.decoding.stream import DecodedWindows, DecoderState
 
 
 @dataclass

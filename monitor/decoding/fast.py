@@ -1,6 +1,6 @@
 """Helicity decoding: from the DAQ's reported helicity to the actual helicity of every window.
 
-JAPAN semantics (shared/reference/parity-analysis.md, section 3), made lossless:
+JAPAN semantics (``QwHelicity::PredictHelicity`` and its checks), made lossless:
 
 * Patterns are recognised from the DAQ's pattern number and phase.  Each complete
   pattern yields one reported pattern polarity; 30 consecutive ones give the generator
@@ -22,20 +22,19 @@ function of the window stream, however it is cut into blocks.  Patterns close on
 in order, and every decision is tied to a pattern's closing (the lock as it stood right
 after that pattern, the verified bits then), never to the end of a :meth:`feed`.  A
 window that does not continue the pattern sequence (numbered below a pattern already
-seen, or beyond the last window of its pattern: :func:`out_of_sequence`) is counted as a
-``phase_error`` and released undecoded, under the pattern number reached so far.
+seen, or beyond the last window of its pattern:
+:func:`~mupnc.monitor.decoding.stream.out_of_sequence`) is counted as a ``phase_error``
+and released undecoded, under the pattern number reached so far.
 
-Checks counted per kind (:data:`ERROR_KINDS`); a pattern with any error is cut from the
-asymmetry but its windows are still sorted by helicity.
+Checks counted per kind (:data:`~mupnc.monitor.decoding.stream.ERROR_KINDS`); a pattern
+with any error is cut from the asymmetry but its windows are still sorted by helicity.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from mupnc.daq.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
+from mupnc.daq.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE
 from mupnc.daq.helicity import (
     LFSR_BITS,
     lfsr30_back_step,
@@ -43,54 +42,7 @@ from mupnc.daq.helicity import (
     pattern_shape,
     register_from_bits,
 )
-
-ERROR_KINDS = (
-    "prediction_mismatch",  # reported pattern polarity differs from the prediction (patterns)
-    "missed_windows",  # gaps in the window sequence number (windows)
-    "phase_error",  # pattern phase out of order or pattern incomplete (patterns)
-    "pattern_shape",  # windows of a pattern disagree with the pattern shape (patterns)
-    "stuck_helicity",  # all windows of a pattern report the same helicity (patterns)
-    "settle",  # pattern contains windows inside the rotator settle gate (patterns)
-    "rotator_mismatch",  # rotator readback disagrees with the decoded helicity (patterns)
-    "settle_violation",  # slow schemes: settle-gate windows not flagged (intervals)
-    "unequal_windows",  # a pattern holds unequal numbers of +/- windows (patterns)
-    "reversal_period",  # slow schemes: interval length changed (reversal clock drift)
-)
-
-_FIELDS = ("seq", "pattern_number", "pattern_phase", "reported_helicity", "flags", "beam_monitor")
-
-
-@dataclass(slots=True)
-class DecodedWindows:
-    """Windows released by the decoder, in sequence order (``n`` windows, ``c`` channels).
-
-    ``helicity`` is the actual helicity (+1/-1), or 0 for a window that could not be
-    decoded.  ``good`` marks windows of complete, error-free patterns; good windows come
-    in whole patterns, so ``counts[good]`` reshapes to ``(patterns, pattern_size, c)``.
-    """
-
-    seq: np.ndarray
-    pattern_number: np.ndarray
-    helicity: np.ndarray
-    good: np.ndarray
-    beam_monitor: np.ndarray
-    counts: np.ndarray
-
-    @property
-    def n_windows(self) -> int:
-        return int(self.seq.size)
-
-
-@dataclass
-class DecoderState:
-    """Counters a monitor publishes; all cumulative since the run started."""
-
-    windows_seen: int = 0
-    windows_released: int = 0
-    windows_undecoded: int = 0
-    patterns_good: int = 0
-    last_seq: int = -1
-    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+from mupnc.monitor.decoding.stream import DecodedWindows, StreamDecoder, in_order
 
 
 def _generator_bits(anchor: tuple[int, int], indices: np.ndarray) -> np.ndarray:
@@ -109,46 +61,8 @@ def _generator_bits(anchor: tuple[int, int], indices: np.ndarray) -> np.ndarray:
     return out
 
 
-def out_of_sequence(
-    pattern: np.ndarray, newest: int, held: int, size: int | None
-) -> tuple[np.ndarray, int, int]:
-    """Windows that do not continue the pattern sequence, decided window by window.
-
-    A window is out of sequence if its pattern number is below one seen before it, or
-    (``size`` not None) if its pattern already holds ``size`` windows.  ``newest`` is the
-    highest pattern number seen before ``pattern`` and ``held`` its windows so far; returns
-    the mask and the updated ``(newest, held)``.
-    """
-    if pattern.size == 0:
-        return np.zeros(0, dtype=bool), newest, held
-    out = pattern < np.maximum.accumulate(np.r_[newest, pattern])[:-1]
-    if size is not None:
-        kept = np.flatnonzero(~out)
-        numbers = pattern[kept]  # non-decreasing
-        index = np.arange(numbers.size)
-        first = np.maximum.accumulate(np.where(np.r_[True, numbers[1:] != numbers[:-1]], index, 0))
-        rank = index - first + np.where((first == 0) & (numbers == newest), held, 0)
-        out[kept[rank >= size]] = True
-    kept_numbers = pattern[~out]
-    if kept_numbers.size:
-        last = int(kept_numbers[-1])
-        held = int(np.count_nonzero(kept_numbers == last)) + (held if last == newest else 0)
-        newest = last
-    return out, newest, held
-
-
-def count_missed(state: DecoderState, seq: np.ndarray) -> None:
-    """Count gaps in the window sequence numbers (``missed_windows``) and advance ``last_seq``."""
-    if seq.size == 0:
-        return
-    previous = np.concatenate([[state.last_seq], seq[:-1]])
-    gaps = seq - previous - 1
-    state.errors["missed_windows"] += int(gaps[gaps > 0].sum())
-    state.last_seq = int(seq[-1])
-
-
-class HelicityDecoder:
-    """Streaming decoder: :meth:`feed` it window blocks, end the run with :meth:`flush`."""
+class HelicityDecoder(StreamDecoder):
+    """Streaming LFSR decoder: :meth:`feed` it window blocks, end the run with :meth:`flush`."""
 
     def __init__(
         self,
@@ -160,15 +74,9 @@ class HelicityDecoder:
     ) -> None:
         self.shape = pattern_shape(pattern)
         self.size = int(self.shape.size)
+        super().__init__(n_channels, max_pending_windows, pattern_windows=self.size)
         self.delay = int(delay_patterns)
-        self.n_channels = n_channels
         self.confirm_patterns = confirm_patterns
-        self.max_pending_windows = max_pending_windows
-        self.state = DecoderState()
-        self._pending = {name: np.empty(0) for name in (*_FIELDS, "readback", "stray")}
-        self._pending_counts = np.empty((0, n_channels), dtype=np.int64)
-        self._newest, self._held = -1, 0  # highest pattern number seen, its windows
-        self._released_pattern = -1  # pattern number of the last window released
         self._learning: list[tuple[int, int]] = []  # consecutive (pattern, bit) since last reset
         self._lock: tuple[int, int] | None = None  # (pattern index, register after its bit)
         self._lineage = 0  # counts the locks learned (a lock's predictions are its own)
@@ -183,34 +91,6 @@ class HelicityDecoder:
         """Patterns closed by the last feed: (first sequence number, verified-through after)."""
 
     # -- public -------------------------------------------------------------------------
-
-    def feed(
-        self, block: WindowBlock, rotator_readback: np.ndarray | None = None
-    ) -> DecodedWindows:
-        """Add a block of windows; returns the windows whose helicity is now known.
-
-        ``rotator_readback`` (one value per window, +1/-1) is checked against the decoded
-        helicity: a pattern where they differ is cut and counted as ``rotator_mismatch``.
-        """
-        count_missed(self.state, block.seq)
-        self.state.windows_seen += block.n_windows
-        if rotator_readback is None:
-            rotator_readback = block.rotator_readback
-        readback = np.asarray(rotator_readback, dtype=np.float64)
-        stray, self._newest, self._held = out_of_sequence(
-            block.pattern_number.astype(np.int64), self._newest, self._held, self.size
-        )
-        self.state.errors["phase_error"] += int(stray.sum())
-        self._pending["readback"] = np.concatenate([self._pending["readback"], readback])
-        self._pending["stray"] = np.concatenate([self._pending["stray"], stray])
-        for name in _FIELDS:
-            self._pending[name] = np.concatenate([self._pending[name], getattr(block, name)])
-        self._pending_counts = np.concatenate([self._pending_counts, block.counts])
-        return self._process(final=False)
-
-    def flush(self) -> DecodedWindows:
-        """End of run: close the last pattern and release everything still held."""
-        return self._process(final=True)
 
     @property
     def locked(self) -> bool:
@@ -299,7 +179,7 @@ class HelicityDecoder:
         for i, (p, pol) in enumerate(zip(numbers.tolist(), polarity.tolist(), strict=True)):
             mismatched[i] = self._next_polarity(p, pol)
             verified[i] = self._verified_through
-            if self.locked:
+            if self.locked and self._lock is not None:
                 lineage[i] = self._lineage
                 anchors.setdefault(self._lineage, self._lock)
         predicted = np.full(numbers.size, -1, dtype=np.int64)
@@ -353,11 +233,7 @@ class HelicityDecoder:
             ready[:] = True
         elif self._given_up:
             ready |= closed & np.isin(pattern, list(self._given_up))
-        # Release strictly in order: stop at the first window that is not ready.
-        blocked = np.flatnonzero(~ready)
-        if blocked.size:
-            ready[blocked[0] :] = False
-        return ready
+        return in_order(ready)
 
     def _give_up(self, pattern: np.ndarray, closed: np.ndarray) -> None:
         """Give up the closed patterns whose helicity was still unknown when the first
@@ -366,12 +242,8 @@ class HelicityDecoder:
         starts, verified = self._closings
         if not closed.any() or not starts.size:
             return
-        numbers, first = np.unique(pattern[closed], return_index=True)
-        seq = self._pending["seq"][np.flatnonzero(closed)[first]].astype(np.int64)
-        at = np.searchsorted(starts, seq + self.max_pending_windows)
-        late = at < starts.size
-        unknown = verified[at[late]] < numbers[late] + self.delay
-        self._given_up.update(numbers[late][unknown].tolist())
+        numbers, at = self._overdue(pattern, closed, starts)
+        self._given_up.update(numbers[verified[at] < numbers + self.delay].tolist())
 
     def _bits(self, first: int, last: int) -> np.ndarray:
         """Trusted generator bits for indices ``first .. last`` (-1 where unknown)."""
@@ -399,8 +271,7 @@ class HelicityDecoder:
     def _release(self, ready: np.ndarray) -> DecodedWindows:
         take = np.flatnonzero(ready)
         number = self._pending["pattern_number"][take].astype(np.int64)
-        # out-of-sequence windows go under the pattern number reached so far
-        pattern = np.maximum.accumulate(np.r_[self._released_pattern, number])[1:]
+        pattern = self._reached_pattern(number)
         helicity = np.zeros(take.size, dtype=np.int8)
         good = np.zeros(take.size, dtype=bool)
         ok = np.flatnonzero(self._pending["stray"][take] == 0)
@@ -426,21 +297,5 @@ class HelicityDecoder:
             self._bad_patterns.difference_update(numbers.tolist())
             self._rotator_checked.difference_update(numbers.tolist())
             self._given_up.difference_update(numbers.tolist())
-        if take.size:
-            self.state.patterns_good += int(good.sum()) // self.size
-            self.state.windows_undecoded += int(np.count_nonzero(helicity == 0))
-            self.state.windows_released += int(take.size)
-            self._released_pattern = int(pattern[-1])
-        out = DecodedWindows(
-            seq=self._pending["seq"][take].astype(np.int64),
-            pattern_number=pattern,
-            helicity=helicity,
-            good=good,
-            beam_monitor=self._pending["beam_monitor"][take],
-            counts=self._pending_counts[take],
-        )
-        keep = ~ready
-        for name in self._pending:
-            self._pending[name] = self._pending[name][keep]
-        self._pending_counts = self._pending_counts[keep]
-        return out
+        patterns_good = int(good.sum()) // self.size
+        return self._release_windows(ready, pattern, helicity, good, patterns_good)

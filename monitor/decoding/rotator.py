@@ -4,14 +4,14 @@ Stream conventions (:mod:`mupnc.sim.reversal`): the DAQ's pattern number is the 
 *interval* ``k`` (one spin state), the pattern phase the window's index in it, the
 reported helicity the rotator state (+1/-1), FLAG_SETTLE marks windows inside the
 ramp/settle gate.  The monitor's *pattern* is a pair of intervals ``(2j, 2j + 1)`` (one
-of each helicity), numbered ``j`` in :class:`mupnc.monitor.decoding.fast.DecodedWindows`; a minirun
-of ``N`` such patterns spans ``2N`` reversals.
+of each helicity), numbered ``j`` in :class:`mupnc.monitor.decoding.stream.DecodedWindows`;
+a minirun of ``N`` such patterns spans ``2N`` reversals.
 
 Decoding: the spin alternates every interval, so once two consecutive intervals report
 opposite uniform helicities (the *lock*), interval ``k`` has helicity
 ``h0 * (-1) ** (k - k0)``; every later report is checked against that, and windows are
 sorted by the prediction, never by a raw report.  Checks per interval (counted in
-:data:`mupnc.monitor.decoding.fast.ERROR_KINDS`; a bad interval cuts its whole pattern):
+:data:`mupnc.monitor.decoding.stream.ERROR_KINDS`; a bad interval cuts its whole pattern):
 
 * ``phase_error``: phase not counting with the sequence number, or pattern sync on a
   window with phase != 0;
@@ -33,7 +33,7 @@ sorted by the prediction, never by a raw report.  Checks per interval (counted i
 
 Windows inside the gate are never good (the gate an interval was closed with).  A window
 numbered below an interval already seen is counted as a ``phase_error`` and released
-undecoded (:func:`mupnc.monitor.decoding.fast.out_of_sequence`).  A pattern
+undecoded (:func:`mupnc.monitor.decoding.stream.out_of_sequence`).  A pattern
 still undecodable (no lock) when an interval starting ``max_pending_windows`` sequence
 numbers after it closes is given up, released with helicity 0.  Like the fast decoder,
 every decision is tied to an interval's closing, in order, so the output is a pure
@@ -42,29 +42,18 @@ function of the window stream, however it is cut into blocks.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from mupnc.daq.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
-from mupnc.monitor.analysis.accumulator import VARIABLE_PATTERNS
-from mupnc.monitor.decoding.fast import (
+from mupnc.daq.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE
+from mupnc.daq.scheme import DEGREES_PER_TURN
+from mupnc.monitor.decoding.stream import (
+    VARIABLE_PATTERNS,
     DecodedWindows,
-    DecoderState,
-    HelicityDecoder,
-    count_missed,
-    out_of_sequence,
+    StreamDecoder,
+    in_order,
 )
-
-SCHEMES = ("fast", "slow", "kick")
-DEFAULT_MINIRUN_PATTERNS = 9000
-"""Minirun length of the fast scheme in patterns (JAPAN's default)."""
-DEFAULT_MINIRUN_PAIRS = 16
-"""Minirun length of the slow schemes in patterns (interval pairs): 32 reversals, about
-JAPAN's 5-minute minirun at a 10 s flip period."""
-DEGREES_PER_TURN = 12.0
-_FIELDS = ("seq", "pattern_number", "pattern_phase", "reported_helicity", "flags", "beam_monitor")
 
 
 @dataclass
@@ -77,7 +66,7 @@ class _Interval:
     checked: bool = False  # readback compared with the predicted helicity
 
 
-class RotatorDecoder:
+class RotatorDecoder(StreamDecoder):
     """Streaming decoder for the "slow" and "kick" schemes: :meth:`feed`, then :meth:`flush`."""
 
     size = VARIABLE_PATTERNS
@@ -91,16 +80,10 @@ class RotatorDecoder:
     ) -> None:
         if scheme not in ("slow", "kick"):
             raise ValueError(f"the rotator decoder handles 'slow' and 'kick', not {scheme!r}")
+        super().__init__(n_channels, max_pending_windows, pattern_windows=None)
         self.scheme = scheme
-        self.n_channels = n_channels
         self.settle_windows = settle_windows or 0
         self._learn_gate = settle_windows is None
-        self.max_pending_windows = max_pending_windows
-        self.state = DecoderState()
-        self._pending = {name: np.empty(0) for name in (*_FIELDS, "readback", "stray")}
-        self._newest = -1  # highest interval number seen
-        self._released_pattern = -1  # pattern (interval pair) number of the last released
-        self._pending_counts = np.empty((0, n_channels), dtype=np.int64)
         self._intervals: dict[int, _Interval] = {}  # closed, not yet released
         self._last_closed = -1
         self._previous: tuple[int, int] | None = None  # (interval, report) closed last
@@ -114,30 +97,6 @@ class RotatorDecoder:
     @property
     def locked(self) -> bool:
         return self._lock is not None
-
-    def feed(
-        self, block: WindowBlock, rotator_readback: np.ndarray | None = None
-    ) -> DecodedWindows:
-        """Add a block (and the rotator readback of each window, if known)."""
-        count_missed(self.state, block.seq)
-        self.state.windows_seen += block.n_windows
-        if rotator_readback is None:
-            rotator_readback = block.rotator_readback
-        readback = np.asarray(rotator_readback, dtype=np.float64)
-        stray, self._newest, _ = out_of_sequence(
-            block.pattern_number.astype(np.int64), self._newest, 0, None
-        )
-        self.state.errors["phase_error"] += int(stray.sum())
-        for name in _FIELDS:
-            self._pending[name] = np.concatenate([self._pending[name], getattr(block, name)])
-        self._pending["readback"] = np.concatenate([self._pending["readback"], readback])
-        self._pending["stray"] = np.concatenate([self._pending["stray"], stray])
-        self._pending_counts = np.concatenate([self._pending_counts, block.counts])
-        return self._process(final=False)
-
-    def flush(self) -> DecodedWindows:
-        """End of run: close the last interval and release everything still held."""
-        return self._process(final=True)
 
     # -- closing intervals: checks and learning -------------------------------------------
 
@@ -226,6 +185,8 @@ class RotatorDecoder:
         return True
 
     def _predicted(self, k: int) -> int:
+        """Helicity of interval ``k`` from the lock (called only while locked)."""
+        assert self._lock is not None, "no lock: nothing to predict from"
         k0, h0 = self._lock
         return h0 if (k - k0) % 2 == 0 else -h0
 
@@ -243,17 +204,8 @@ class RotatorDecoder:
             self._give_up(pair, complete)
             if self._given_up:
                 ready |= complete & np.isin(pair, list(self._given_up))
-            ready |= stray
-            blocked = np.flatnonzero(~ready)
-            if blocked.size:
-                ready[blocked[0] :] = False
-        take = np.flatnonzero(ready)
-        out = self._decoded(take, interval[take], final)
-        keep = ~ready
-        for name in self._pending:
-            self._pending[name] = self._pending[name][keep]
-        self._pending_counts = self._pending_counts[keep]
-        return out
+            ready = in_order(ready | stray)
+        return self._decoded(ready, interval, final)
 
     def _give_up(self, pair: np.ndarray, complete: np.ndarray) -> None:
         """Give up the complete patterns not yet decodable when the first interval starting
@@ -262,34 +214,20 @@ class RotatorDecoder:
             return
         starts = np.array([start for start, _ in self._closings], dtype=np.int64)
         locked = np.array([lock for _, lock in self._closings])
-        numbers, first = np.unique(pair[complete], return_index=True)
-        seq = self._pending["seq"][np.flatnonzero(complete)[first]].astype(np.int64)
-        at = np.searchsorted(starts, seq + self.max_pending_windows)
-        late = at < starts.size
-        self._given_up.update(numbers[late][~locked[at[late]]].tolist())
+        numbers, at = self._overdue(pair, complete, starts)
+        self._given_up.update(numbers[~locked[at]].tolist())
 
-    def _decoded(self, take: np.ndarray, interval: np.ndarray, final: bool) -> DecodedWindows:
-        p = self._pending
-        # out-of-sequence windows go under the pattern number reached so far
-        pattern = np.maximum.accumulate(np.r_[self._released_pattern, interval // 2])[1:]
+    def _decoded(self, ready: np.ndarray, interval: np.ndarray, final: bool) -> DecodedWindows:
+        take = np.flatnonzero(ready)
+        interval = interval[take]
+        pattern = self._reached_pattern(interval // 2)
         helicity = np.zeros(take.size, dtype=np.int8)
         good = np.zeros(take.size, dtype=bool)
-        ok = np.flatnonzero(p["stray"][take] == 0)
+        ok = np.flatnonzero(self._pending["stray"][take] == 0)
         if ok.size:
             helicity[ok], good[ok] = self._sorted(take[ok], interval[ok], final)
-        if take.size:
-            self.state.patterns_good += np.unique(pattern[good]).size
-            self.state.windows_undecoded += int(np.count_nonzero(helicity == 0))
-            self.state.windows_released += int(take.size)
-            self._released_pattern = int(pattern[-1])
-        return DecodedWindows(
-            seq=p["seq"][take].astype(np.int64),
-            pattern_number=pattern,
-            helicity=helicity,
-            good=good,
-            beam_monitor=p["beam_monitor"][take],
-            counts=self._pending_counts[take],
-        )
+        patterns_good = np.unique(pattern[good]).size
+        return self._release_windows(ready, pattern, helicity, good, patterns_good)
 
     def _sorted(
         self, take: np.ndarray, interval: np.ndarray, final: bool
@@ -345,31 +283,3 @@ class RotatorDecoder:
         if (sign != self._predicted(k)).any():
             self.state.errors["rotator_mismatch"] += 1
             info.bad = True
-
-
-def make_decoder(
-    scheme: str,
-    pattern: str,
-    delay_patterns: int,
-    n_channels: int,
-    settle_windows: int | None = None,
-) -> HelicityDecoder | RotatorDecoder:
-    """The decoder for a reversal scheme: LFSR patterns (fast) or rotator intervals."""
-    if scheme == "fast":
-        return HelicityDecoder(pattern, delay_patterns, n_channels)
-    if scheme in ("slow", "kick"):
-        return RotatorDecoder(scheme, n_channels, settle_windows)
-    raise ValueError(f"unknown reversal scheme {scheme!r} (known: {', '.join(SCHEMES)})")
-
-
-def minirun_length(scheme: str, requested: int | None = None) -> int:
-    """Patterns per minirun: ``requested``, else the scheme's default (patterns for the fast
-    scheme, interval pairs for the slow ones)."""
-    if requested is not None:
-        return requested
-    return DEFAULT_MINIRUN_PATTERNS if scheme == "fast" else DEFAULT_MINIRUN_PAIRS
-
-
-def settle_gate_windows(ramp_time: float, settle_time: float, window_rate: float) -> int:
-    """Windows that start inside a ramp + settle gate (s): ``settle_windows`` of a run."""
-    return math.ceil((ramp_time + settle_time) * window_rate)
