@@ -62,5 +62,5 @@ def check_limits(value: float, limits: AlarmLimits, last_alarmed: float) -> Limi
     )
     for status, limit, severity, beyond, within_hysteresis in ranges:
         if severity and (beyond or (last_alarmed == limit and within_hysteresis)):
-            return LimitAlarm(status, severity, limit)
+            return LimitAlarm(status, Severity(severity), limit)
     return LimitAlarm("NO_ALARM", NO_ALARM, value)

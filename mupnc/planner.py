@@ -123,7 +123,7 @@ def plan(
         q2 = 1.0 if q2 is None else q2
         _require(math.isfinite(q2) and q2 > 0, f"q2 must be a positive number (GeV^2), got {q2!r}")
     if asymmetry is None:
-        asymmetry = preset_asymmetry(mode, "sm", z if mode == "afb" else KRYPTON_Z)
+        asymmetry = preset_asymmetry(mode, "sm", KRYPTON_Z if z is None else z)
     given = efficiency if efficiency is not None else 1.0
     checks = (
         (flux > 0 and flux < math.inf, f"flux must be a positive rate (muons/s), got {flux!r}"),

@@ -116,7 +116,7 @@ def slow_rotator(
     ramping = start < ramp_time
     if mismatch:
         readback = -state.astype(np.float64)
-        spin = readback * polarization
+        spin: np.ndarray = readback * polarization
     else:
         readback = np.where(ramping, 0.0, state)
         turning = -np.cos(np.pi * np.minimum(middle / ramp_time, 1.0)) if ramp_time > 0 else 1.0

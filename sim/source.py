@@ -343,8 +343,9 @@ class WindowSource:
 
     def _chosen(self, kind: str, keys: np.ndarray) -> np.ndarray:
         """Which pattern/window keys a probabilistic fault (switched on) hits."""
-        probability = self._faults.params(kind)["probability"]
-        return unit_uniform(keys, self.config.seed, kind) < probability
+        params = self._faults.params(kind)
+        assert params is not None, f"fault {kind} is off"
+        return unit_uniform(keys, self.config.seed, kind) < params["probability"]
 
     def next_block_of(self, n_windows: int) -> SimulatedBlock:
         """The next ``n_windows`` windows (fewer are published under ``missed_windows``)."""
@@ -461,7 +462,7 @@ class WindowSource:
             | in_gate * np.uint8(FLAG_SETTLE)
         )
 
-        keep = slice(None)  # every window published, no copies
+        keep: slice | np.ndarray = slice(None)  # every window published, no copies
         if faults.params("missed_windows"):
             keep = ~self._chosen("missed_windows", seq)
             keep[-1] = True  # a block always publishes its last window

@@ -131,9 +131,8 @@ class AlarmRule:
 
     def read(self, observations: dict[str, Observation], increase: dict[str, int]) -> Reading:
         """The rule's reading; ``increase`` holds each counter's increase since last time."""
-        enabled = self.gate is None or self.gate.open(observations)
         reading = getattr(self, f"_read_{self.kind}")(observations, increase)
-        if not enabled:
+        if self.gate is not None and not self.gate.open(observations):
             return Reading(Severity.NO_ALARM, 0, 0, False, f"gate {self.gate.input} closed")
         return reading
 
@@ -372,8 +371,8 @@ class _Parser:
         alarms = document.get("alarms", {})
         if not isinstance(alarms, dict) or not alarms:
             raise AlarmRulesError(f"{self.path}, line 1: no [alarms.NAME] table")
-        rules = [self.rule(name, entries, classes) for name, entries in alarms.items()]
-        rules = [r for r in rules if r is not None]
+        parsed = [self.rule(name, entries, classes) for name, entries in alarms.items()]
+        rules = [r for r in parsed if r is not None]  # disabled alarms are None
         watched = RuleSet(tuple(rules)).pvs
         rules = [
             replace(r, pvs=watched) if r.kind == "connection" and not r.pvs else r for r in rules

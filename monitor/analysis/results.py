@@ -116,14 +116,11 @@ class _MergedSums:
     """The run-level running statistics, with the attribute names of :class:`MinirunSums`."""
 
     def __init__(self, acc: RunAccumulator) -> None:
-        for name in (
-            "channel_asymmetry",
-            "cross_ratio",
-            "charge_asymmetry",
-            "null_asymmetry",
-            "null_cross_ratio",
-        ):
-            setattr(self, name, acc.run_stats(name))
+        self.channel_asymmetry = acc.run_stats("channel_asymmetry")
+        self.cross_ratio = acc.run_stats("cross_ratio")
+        self.charge_asymmetry = acc.run_stats("charge_asymmetry")
+        self.null_asymmetry = acc.run_stats("null_asymmetry")
+        self.null_cross_ratio = acc.run_stats("null_cross_ratio")
 
 
 def _result(

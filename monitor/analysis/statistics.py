@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 @dataclass
@@ -116,7 +117,7 @@ def weighted_mean(values: np.ndarray, errors: np.ndarray) -> tuple[float, float,
     return mean, error, (chi2 / ndf if ndf > 0 else float("nan"))
 
 
-def pulled_miniruns(patterns_good: np.ndarray, minirun_patterns: int) -> np.ndarray:
+def pulled_miniruns(patterns_good: ArrayLike, minirun_patterns: int) -> np.ndarray:
     """Mask of the miniruns that enter the minirun pulls and chi2/ndf: those holding at
     least half of ``minirun_patterns`` good patterns (pairs, for the slow schemes).
 
