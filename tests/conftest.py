@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from mupnc.db.session import create_schema, make_engine
 from mupnc.epics_env import BeaconSink, ca_environment, free_port
 
 IOC_PORT, MONITOR_PORT, REPEATER_PORT = free_port(), free_port(), free_port()
@@ -30,16 +31,29 @@ def ca_env() -> dict:
     sink.close()
 
 
-@pytest.fixture(scope="session")
-def pg_server():
-    """A real PostgreSQL server for the session (initdb + pg_ctl in a temporary folder)."""
+def _postgres_server():
+    """A new PostgreSQL server, not started; the test is skipped where there is none."""
     from support.pg_server import PostgresServer, ServerUnavailableError
 
     try:
-        server = PostgresServer()
+        return PostgresServer()
     except ServerUnavailableError as err:
         pytest.skip(f"PostgreSQL tests need a server: {err}")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the session (initdb + pg_ctl in a temporary folder)."""
+    server = _postgres_server()
     server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def own_pg_server():
+    """A PostgreSQL server of the test's own, which it starts (and may stop) itself."""
+    server = _postgres_server()
     yield server
     server.destroy()
 
@@ -51,6 +65,15 @@ def db_url(request, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'test.db'}"
     server = request.getfixturevalue("pg_server")
     return server.create_database(f"test_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+def engine(db_url):
+    """An engine on ``db_url``, with the mupnc schema."""
+    engine = make_engine(db_url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

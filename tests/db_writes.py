@@ -4,8 +4,11 @@ over simulated window blocks: shared by the database tests."""
 from __future__ import annotations
 
 import numpy as np
+from sqlalchemy import select
 
 from mupnc.daq.blocks import WindowBlock
+from mupnc.db.block_codec import decode
+from mupnc.db.models import RecordedBlock
 from mupnc.db.session import transaction
 from mupnc.db.store import allocate_run
 from mupnc.db.summary import helicity_totals
@@ -80,3 +83,14 @@ def sorted_totals(engine, run: int, names: list[str] | None = None) -> np.ndarra
         return np.array(
             helicity_totals(session, run, CHANNEL_MAP.names if names is None else names)
         )
+
+
+def recorded(engine, run: int, order=RecordedBlock.first_seq) -> list[tuple[int, WindowBlock]]:
+    """The run's recorded blocks, decoded, in ``order``, each with the stream it came in."""
+    with transaction(engine) as session:
+        rows = session.execute(
+            select(RecordedBlock.stream_id, RecordedBlock.payload)
+            .where(RecordedBlock.run == run)
+            .order_by(order)
+        ).all()
+    return [(stream, decode(payload)) for stream, payload in rows]

@@ -19,12 +19,13 @@ from importlib import resources
 
 import epics
 import pytest
+from support.chains import chain_of
+from support.waiting import wait_for
 
 from mupnc.cli import main
 from mupnc.db import alarms as store
 from mupnc.db.session import make_engine, transaction
 from mupnc.monitor.alarms.rules import DEFAULT_RULES, parse_rules
-from mupnc.orchestrate import Chain
 from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
@@ -68,16 +69,6 @@ def history(engine) -> list[dict]:
         return store.alarm_list(session, closed=True)
 
 
-def wait_for(condition, timeout: float, step: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    return None
-
-
 def pv_state(prefix: str, name: str) -> tuple[str, int]:
     """(enum state, record severity) of an alarm PV."""
     data = epics.PV(f"{prefix}MON:ALARM:{name.upper()}", form="time").get_with_metadata(
@@ -100,14 +91,12 @@ def test_fault_campaign(tmp_path, ca_env, ioc_prefix, capsys) -> None:
     rules = parse_rules(rules_file.read_text())
     run = new_run(db, SourceConfig(seed=3))
     engine = make_engine(db)
-    chain = Chain(db=db)
-    try:
-        prefix = ["--prefix", pfx]
-        chain.start("ioc", ["ioc", "--run", str(run), "--seed", "3", *prefix], ca_env["ioc"])
-        monitor = ["monitor", "--alarm-rules", str(rules_file), *prefix]
-        chain.start("monitor", monitor, ca_env["monitor"])
+    prefix = ["--prefix", pfx]
+    ioc = ["ioc", "--run", str(run), "--seed", "3", *prefix]
+    monitor = ["monitor", "--alarm-rules", str(rules_file), *prefix]
+    with chain_of(db, ca_env, ioc, monitor) as chain:
         assert epics.PV(f"{pfx}MON:ALARM:COUNT").wait_for_connection(60)
-        assert wait_for(lambda: epics.caget(f"{pfx}MON:RUN", timeout=1) == run, 60)
+        wait_for(lambda: epics.caget(f"{pfx}MON:RUN", timeout=1) == run, 60, "the monitor's run")
 
         # -- clean running: nothing at all --------------------------------------------------
         time.sleep(CLEAN_SECONDS)
@@ -125,9 +114,10 @@ def test_fault_campaign(tmp_path, ca_env, ioc_prefix, capsys) -> None:
             for name in sorted(expected):
                 latency = rules[name].latency
                 alarm = wait_for(
-                    lambda name=name: open_alarms(engine).get(name), latency + 10, step=0.1
+                    lambda name=name: open_alarms(engine).get(name),
+                    latency + 10,
+                    f"{kind}: {name} to be raised",
                 )
-                assert alarm is not None, f"{kind}: {name} not raised"
                 took = time.monotonic() - switched
                 assert took <= latency, f"{kind}: {name} took {took:.1f} s > {latency} s"
                 assert alarm["state"] == "active" and not alarm["acknowledged"]
@@ -137,27 +127,30 @@ def test_fault_campaign(tmp_path, ca_env, ioc_prefix, capsys) -> None:
             caput(pfx, f"RUN:FAULT:{kind.upper()}", "OFF")
             # cleared, but latched until acknowledged
             for name in raised:
-                cleared = wait_for(
-                    lambda name=name: open_alarms(engine)[name]["state"] == "cleared", 30
+                wait_for(
+                    lambda name=name: open_alarms(engine)[name]["state"] == "cleared",
+                    30,
+                    f"{kind}: {name} to clear after the fault",
                 )
-                assert cleared, f"{kind}: {name} did not clear after the fault"
                 assert not open_alarms(engine)[name]["acknowledged"]
             time.sleep(1.0)
             assert all(open_alarms(engine)[n]["state"] == "cleared" for n in raised)
             assert pv_state(pfx, min(expected))[0] == "CLEARED"
             ids = [str(a["id"]) for a in open_alarms(engine).values()]
             assert main(["--db", db, "alarms", "ack", *ids, "--who", "Ann"]) == 0
-            assert wait_for(lambda: open_alarms(engine) == {}, 10)
+            wait_for(lambda: open_alarms(engine) == {}, 10, f"{kind}: no open alarm after ack")
             first = min(expected)
-            assert wait_for(lambda first=first: pv_state(pfx, first)[0] == "OK", 10)
+            wait_for(lambda first=first: pv_state(pfx, first)[0] == "OK", 10, f"{kind}: {first} OK")
             new = {a["name"] for a in history(engine) if a["id"] not in before}
             assert expected <= new <= expected | allowed, (kind, new)
 
         # -- operator shelving, seen by the running service ---------------------------------
         caput(pfx, "RUN:FAULT:ROTATOR_MISMATCH", "ON")
-        alarm = wait_for(lambda: open_alarms(engine).get("rotator_mismatch"), 15)
+        alarm = wait_for(
+            lambda: open_alarms(engine).get("rotator_mismatch"), 15, "rotator_mismatch again"
+        )
         assert main(["--db", db, "alarms", "shelve", str(alarm["id"]), "--for", "600"]) == 0
-        assert wait_for(lambda: pv_state(pfx, "rotator_mismatch") == ("SHELVED", 0), 10)
+        wait_for(lambda: pv_state(pfx, "rotator_mismatch") == ("SHELVED", 0), 10, "the shelved PV")
         caput(pfx, "RUN:FAULT:ROTATOR_MISMATCH", "OFF")
 
         # -- beam off: trip alarms, a command hook and a run stop ---------------------------
@@ -167,10 +160,9 @@ def test_fault_campaign(tmp_path, ca_env, ioc_prefix, capsys) -> None:
         assert chain.wait("monitor", 60) == 0, "the run stop did not end the run"
         assert epics.caget(f"{pfx}RUN:STATE", as_string=True, timeout=5) == "ENDED"
         assert time.monotonic() - switched < 30
-    finally:
-        chain.shutdown()
 
-    assert wait_for(lambda: hook.exists() and hook.read_text(), 5) == "beam_switched_off MAJOR\n"
+    hook_text = wait_for(lambda: hook.exists() and hook.read_text(), 5, "the command hook")
+    assert hook_text == "beam_switched_off MAJOR\n"
     standing = open_alarms(engine)
     assert {"beam_trip", "beam_switched_off"} <= set(standing)
     assert standing["beam_trip"]["severity"] == "MAJOR"

@@ -12,7 +12,7 @@ from mupnc.cli import main
 from mupnc.daq.severity import Severity
 from mupnc.db import alarms as store
 from mupnc.db.models import AlarmTransition
-from mupnc.db.session import create_schema, make_engine, transaction
+from mupnc.db.session import transaction
 from mupnc.monitor.alarms.logic import AlarmStatus, Debounce, acknowledge, evaluate
 from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
@@ -38,11 +38,8 @@ def store_run(engine, run: int, name: str, steps) -> list[int | None]:
 
 
 @pytest.fixture
-def engine_run(db_url):
-    run = new_run(db_url, SourceConfig())
-    engine = make_engine(db_url)
-    create_schema(engine)
-    return db_url, engine, run
+def engine_run(db_url, engine):
+    return db_url, engine, new_run(db_url, SourceConfig())
 
 
 def test_occurrences_open_update_and_close(engine_run) -> None:

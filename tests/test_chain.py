@@ -13,11 +13,11 @@ import epics
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from support.chains import chain_of, ioc_scalers
 
 from mupnc.commands import report
 from mupnc.db.models import HelicityCounts, SlowControlSample
 from mupnc.db.session import make_engine, transaction
-from mupnc.orchestrate import Chain
 from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
@@ -31,20 +31,15 @@ def test_chain_counts_every_window_and_recovers_the_asymmetry(tmp_path, ca_env, 
     db = f"sqlite:///{tmp_path / 'chain.db'}"
     config = SourceConfig(asymmetry=INJECTED, muon_rate=1e9, seed=7)
     run = new_run(db, config)
-    chain = Chain(db=db)
     sim = ["--asymmetry", str(INJECTED), "--rate", "1e9", "--seed", "7"]
-    try:
-        prefix = ["--prefix", ioc_prefix]
-        chain.start("ioc", ["ioc", "--run", str(run), *prefix, *sim], ca_env["ioc"])
-        chain.start("monitor", ["monitor", *prefix], ca_env["monitor"])
+    prefix = ["--prefix", ioc_prefix]
+    ioc = ["ioc", "--run", str(run), *prefix, *sim]
+    with chain_of(db, ca_env, ioc, ["monitor", *prefix]) as chain:
         time.sleep(SECONDS)
         assert chain.failed() is None
         assert chain.end_run(), "the monitor did not finish the run cleanly"
-        scaler_plus = epics.caget(ioc_prefix + "DAQ:SCALER:PLUS", timeout=10)
-        scaler_minus = epics.caget(ioc_prefix + "DAQ:SCALER:MINUS", timeout=10)
+        scaler_plus, scaler_minus = ioc_scalers(ioc_prefix, timeout=10)
         published_seq = epics.caget(ioc_prefix + "DAQ:SEQ", timeout=10)
-    finally:
-        chain.shutdown()
 
     summary = report(db, run)
     names = [c["name"] for c in summary["channels"]]

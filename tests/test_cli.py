@@ -1,42 +1,19 @@
-"""The command-line contract: one-line errors, exit status 2 for bad input, 1 at run time."""
+"""The command-line contract: one-line errors, exit status 2 for bad input, 1 at run time;
+and the forked runs of :func:`support.cli.run_all` (the bad-input tables of
+test_cli_errors.py and test_config_errors.py) give what the console script gives."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
 
 import pytest
-
-
-def mupnc(*args: str, db: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mupnc", "--db", db, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from support.cli import mupnc, run_all, sqlite_with_schema
 
 
 @pytest.fixture
 def db(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["demo", "--asymmetry", "2"],
-        ["demo", "--rate", "-5"],
-        ["demo", "--pattern", "nonsense"],
-        ["report", "not-a-number"],
-        ["frobnicate"],
-    ],
-)
-def test_bad_arguments_give_one_line_and_status_2(args, db):
-    result = mupnc(*args, db=db)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("mupnc: error:")
 
 
 def test_missing_schema_is_refused_with_advice(db):
@@ -60,3 +37,28 @@ def test_broken_channel_map_names_the_file(tmp_path, db):
     result = mupnc("demo", "--channel-map", str(bad), "--duration", "1", db=db)
     assert result.returncode == 2
     assert str(bad) in result.stderr and "role" in result.stderr
+
+
+def test_forked_runs_are_the_console_script(tmp_path):
+    """Status, output and error alike whether the command succeeds, fails at run time or
+    refuses its arguments; the database from ``--db`` or ``MUPNC_DB``; relative paths in
+    the command's own working folder."""
+    db = sqlite_with_schema(tmp_path / "schema.db")
+    with_env = {**os.environ, "MUPNC_DB": db}
+    jobs = {
+        "success": (["--db", db, "runs", "--json"], None),
+        "bad input": (["--db", db, "report", "not-a-number"], None),
+        "run time, database from the environment": (["report", "42"], with_env),
+        "relative path": (["--db", db, "import", "missing.parquet"], None),
+    }
+    forked = run_all(jobs, tmp_path)
+    for key, (args, env) in jobs.items():
+        real = mupnc(*args, env=env, cwd=tmp_path)
+        assert forked[key].args == real.args, key
+        assert (forked[key].returncode, forked[key].stdout, forked[key].stderr) == (
+            real.returncode,
+            real.stdout,
+            real.stderr,
+        ), key
+    assert forked["success"].stdout.strip() == "[]"
+    assert [forked[k].returncode for k in jobs] == [0, 2, 1, 2]

@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from cli_runs import MUPNC, one_error_line, run_all
+from support.cli import one_error_line, run_all, sqlite_with_schema
 
 # (arguments, exit status, words the one line must hold); every run gets --db of a database
 # with the schema; {dir} is a folder, {junk} a file of random bytes
@@ -18,6 +18,7 @@ CASES = [
     (["demo", "--duration", "soon"], 2, "--duration: invalid value: 'soon'"),
     (["demo", "--asymmetry", "2"], 2, "--asymmetry: must be a fraction"),
     (["demo", "--rate", "1e20"], 2, "muon_rate must lie in"),
+    (["demo", "--rate", "-5"], 2, "--rate: must be a positive number, got '-5'"),
     (["demo", "--window-rate", "1e9"], 2, "window_rate must lie in"),
     (["demo", "--pattern", "sextet"], 2, "--pattern: invalid choice"),
     (["demo", "--mode", "abc"], 2, "--mode: invalid choice"),
@@ -65,6 +66,8 @@ CASES = [
     (["alarms", "ack", "99999"], 1, "no alarm with id 99999"),
     (["plan"], 2, "the following arguments are required: --mode"),
     (["plan", "--mode", "afb", "--z", "0"], 2, "z must be an integer in [1, 120]"),
+    (["plan", "--mode", "alr", "--z", "36"], 2, "z (nuclear charge) applies to mode afb only"),
+    (["plan", "--mode", "afb", "--asymmetry", "0"], 2, "asymmetry must be a non-zero fraction"),
     (["plan", "--mode", "alr", "--efficiency", "5"], 2, "efficiency must lie in (0, 1]"),
     (["plan", "--mode", "alr", "--flux", "-1"], 2, "--flux: must be a positive number"),
     (["db", "downgrade"], 2, "argument action: invalid choice"),
@@ -87,8 +90,7 @@ def results(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("cli")
     (folder / "junk.parquet").write_bytes(os.urandom(3000))
     (folder / "a-folder").mkdir()
-    db = f"sqlite:///{folder / 'cli.db'}"
-    subprocess.run([MUPNC, "--db", db, "db", "upgrade"], check=True, capture_output=True)
+    db = sqlite_with_schema(folder / "cli.db")
     substitutions = {"{dir}": str(folder / "a-folder"), "{junk}": str(folder / "junk.parquet")}
     jobs = {
         ("case", i): (["--db", db, *[substitutions.get(a, a) for a in args]], None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_runs import named_line, one_error_line, run_all
+from support.cli import named_line, one_error_line, run_all
 
 GOOD_CHANNEL = '[[channels]]\nname = "a"\nrole = "scatter"\nacceptance = 0.1\n'
 
@@ -87,6 +87,7 @@ ALARM_RULES = [
     ("unknown-key", '[alarms.a]\nkind = "counter"\ncolour = 1\n', 3, "unknown key 'colour'"),
     ("unknown-table", "[alerts.a]\n", 1, "unknown table"),
     ("missing-required", '[alarms.a]\nkind = "limit"\n', 1, "needs input"),
+    ("counter-without-input", '[alarms.x]\nkind = "counter"\n', 1, "counter alarm needs input"),
 ]
 
 

@@ -26,6 +26,7 @@ from dashboard_data import (
 )
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
+from support.cli import sqlite_with_schema
 
 from mupnc.dashboards.alarms import acknowledge, banner_text, displayed_alarms
 from mupnc.dashboards.columns import (
@@ -63,16 +64,12 @@ from mupnc.dashboards.projection import describe, project
 from mupnc.dashboards.queries import latest_run
 from mupnc.dashboards.records import Channel, MinirunMean, RunInfo, Sample, Snapshot
 from mupnc.db.models import Alarm, AlarmTransition
-from mupnc.db.session import create_schema, make_engine, transaction
+from mupnc.db.session import make_engine, transaction
 
 
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'dashboard.db'}"
-    engine = make_engine(url)
-    create_schema(engine)
-    engine.dispose()
-    return url
+    return sqlite_with_schema(tmp_path / "dashboard.db")
 
 
 @pytest.fixture

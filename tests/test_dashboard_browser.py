@@ -10,17 +10,20 @@ import socket
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from dashboard_data import add_alarm, add_miniruns, add_snapshots, new_run, set_channels
 from sqlalchemy.orm import Session
+from support.waiting import wait_for
 
 from mupnc.dashboards.feed import Feed
 from mupnc.dashboards.server import serve
 from mupnc.db.models import Alarm
 from mupnc.db.session import create_schema, make_engine
+from mupnc.epics_env import free_port
 
 pytestmark = [
     pytest.mark.browser,
@@ -48,22 +51,14 @@ DEMO_ARGS = ["--duration", "90", "--asymmetry", "1e-3", "--seed", "5"]
 """90 s is an upper bound: the test ends the demo with SIGINT once it has seen enough."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_listening(port: int, process: subprocess.Popen | None = None, timeout=60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before listening")
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listening on port {port}")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, timeout, f"a server listening on port {port}", step=0.2)
 
 
 def open_page(browser, url: str, errors: list[str]):
@@ -75,13 +70,21 @@ def open_page(browser, url: str, errors: list[str]):
     return page
 
 
-def launch(pw):
-    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-
-
-def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
+@contextmanager
+def chromium() -> Iterator:
+    """Debian's Chromium, headless, through Playwright; closed on leaving."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.mark.ca  # the demo chain: IOC -> Channel Access -> monitor
+def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
     port, db = free_port(), f"sqlite:///{tmp_path / 'demo.db'}"
     log = (tmp_path / "demo.log").open("w")
     # the suite's private loopback CA environment (tests/conftest.py) is in os.environ; the
@@ -95,35 +98,31 @@ def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
     errors: list[str] = []
     try:
         wait_listening(port, demo)
-        with sync_playwright() as pw:
-            browser = launch(pw)
-            try:
-                page = open_page(browser, f"http://127.0.0.1:{port}/", errors)
-                page.wait_for_function(f"() => {POINTS} >= 3", timeout=60_000)
-                first = page.evaluate(f"() => Array.from({MODEL}('asym_source').data.y)")
-                page.wait_for_function(f"() => {POINTS} >= {len(first) + 5}", timeout=60_000)
-                page.wait_for_function(IDLE_JS, timeout=30_000)
-                later = page.evaluate(f"() => Array.from({MODEL}('asym_source').data.y)")
-                assert len(later) >= len(first) + 5 and later[: len(first)] == first
-                assert later[-1] != first[-1]
-                status = page.evaluate(f"() => {MODEL}('status').text")
-                assert "database: LIVE" in status and "monitor: LIVE" in status
-                box = page.evaluate(f"() => {MODEL}('result_box').text")
-                assert "A_LR = " in box and "ppm" in box and "good patterns" in box
-                assert "locked" in page.evaluate(f"() => {MODEL}('helicity_state').text")
-                title = page.evaluate(f"() => {MODEL}('asym_plot').title.text")
-                match = re.match(r"Running A_LR, run (\d+) \(band: mean ± σ now", title)
-                assert match, title
-                shot = tmp_path / "shifter.png"
-                page.screenshot(path=shot, full_page=True)
-                print(f"shifter screenshot: {shot}")
-                run = match.group(1)
-                history = open_page(browser, f"http://127.0.0.1:{port}/history?run={run}", errors)
-                summary = history.evaluate(f"() => {MODEL}('history_summary').text")
-                assert f"Run {run}" in summary
-                assert history.evaluate(f"() => {MODEL}('history_running').data.x.length") > 0
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page = open_page(browser, f"http://127.0.0.1:{port}/", errors)
+            page.wait_for_function(f"() => {POINTS} >= 3", timeout=60_000)
+            first = page.evaluate(f"() => Array.from({MODEL}('asym_source').data.y)")
+            page.wait_for_function(f"() => {POINTS} >= {len(first) + 5}", timeout=60_000)
+            page.wait_for_function(IDLE_JS, timeout=30_000)
+            later = page.evaluate(f"() => Array.from({MODEL}('asym_source').data.y)")
+            assert len(later) >= len(first) + 5 and later[: len(first)] == first
+            assert later[-1] != first[-1]
+            status = page.evaluate(f"() => {MODEL}('status').text")
+            assert "database: LIVE" in status and "monitor: LIVE" in status
+            box = page.evaluate(f"() => {MODEL}('result_box').text")
+            assert "A_LR = " in box and "ppm" in box and "good patterns" in box
+            assert "locked" in page.evaluate(f"() => {MODEL}('helicity_state').text")
+            title = page.evaluate(f"() => {MODEL}('asym_plot').title.text")
+            match = re.match(r"Running A_LR, run (\d+) \(band: mean ± σ now", title)
+            assert match, title
+            shot = tmp_path / "shifter.png"
+            page.screenshot(path=shot, full_page=True)
+            print(f"shifter screenshot: {shot}")
+            run = match.group(1)
+            history = open_page(browser, f"http://127.0.0.1:{port}/history?run={run}", errors)
+            summary = history.evaluate(f"() => {MODEL}('history_summary').text")
+            assert f"Run {run}" in summary
+            assert history.evaluate(f"() => {MODEL}('history_running').data.x.length") > 0
         demo.send_signal(signal.SIGINT)  # end the run cleanly now
         assert demo.wait(120) == 0, (tmp_path / "demo.log").read_text()[-2000:]
     finally:
@@ -156,8 +155,6 @@ def served(tmp_path: Path):
 
 
 def test_history_page_with_reference_overlay(served, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     url, engine = served
     run = new_run(engine, state="ended")
     add_snapshots(engine, run, list(range(1, 40)))
@@ -167,28 +164,24 @@ def test_history_page_with_reference_overlay(served, tmp_path: Path) -> None:
     add_miniruns(engine, reference, 6, seed=9)
     set_channels(engine, reference, {"combined": (4.4e-6, 0.8e-6)}, chi2_ndf=0.9)
     errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = open_page(browser, f"{url}/history?run={run}&ref={reference}", errors)
-            assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 12
-            assert page.evaluate(f"() => {MODEL}('reference_minirun_source').data.x.length") == 6
-            text = page.get_by_text(f"reference run {reference} (BLINDED):").inner_text()
-            assert "difference" in text and "σ" in text
-            shot = tmp_path / "history.png"
-            page.screenshot(path=shot, full_page=True)
-            print(f"history screenshot: {shot}")
-            # choosing another run in the picker reloads the page's data from the database
-            page.locator("select").first.select_option(index=0)  # the newest run: the reference
-            page.wait_for_function(
-                f"() => {MODEL}('history_summary').text.startsWith('<b>Run {reference}</b>')",
-                timeout=20_000,
-            )
-            assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 6
-            summary = page.evaluate(f"() => {MODEL}('history_summary').text")
-            assert "BLINDED</b>" in summary.split("<br>")[1]  # the chosen run's own line
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = open_page(browser, f"{url}/history?run={run}&ref={reference}", errors)
+        assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 12
+        assert page.evaluate(f"() => {MODEL}('reference_minirun_source').data.x.length") == 6
+        text = page.get_by_text(f"reference run {reference} (BLINDED):").inner_text()
+        assert "difference" in text and "σ" in text
+        shot = tmp_path / "history.png"
+        page.screenshot(path=shot, full_page=True)
+        print(f"history screenshot: {shot}")
+        # choosing another run in the picker reloads the page's data from the database
+        page.locator("select").first.select_option(index=0)  # the newest run: the reference
+        page.wait_for_function(
+            f"() => {MODEL}('history_summary').text.startsWith('<b>Run {reference}</b>')",
+            timeout=20_000,
+        )
+        assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 6
+        summary = page.evaluate(f"() => {MODEL}('history_summary').text")
+        assert "BLINDED</b>" in summary.split("<br>")[1]  # the chosen run's own line
     assert errors == []
 
 
@@ -196,43 +189,35 @@ XSS = "<script>window.__xss = 1</script><img src=x onerror='window.__xss = 2'>"
 
 
 def test_alarm_text_is_not_html_and_acknowledge_writes(served, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     url, engine = served
     run = new_run(engine)
     add_snapshots(engine, run, [1, 2, 3])
     alarm = add_alarm(engine, "DAQ:<i>RATE</i>", "MAJOR", f"rate low {XSS}", run=run)
     errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = open_page(browser, f"{url}/", errors)
-            banner = page.get_by_text("MAJOR: DAQ:<i>RATE</i> — rate low <script>")
-            assert "NOT ACKNOWLEDGED" in banner.inner_text()
-            assert page.get_by_text(f"rate low {XSS}", exact=True).count() == 1  # table cell
-            assert page.evaluate("() => window.__xss === undefined")
-            page.get_by_role("button", name="Acknowledge all").click()
-            page.wait_for_function(
-                f"() => {MODEL}('alarm_feedback').text == '1 alarm(s) acknowledged'",
-                timeout=20_000,
-            )
-            page.wait_for_function(
-                f"() => {MODEL}('alarm_banner').text.includes(', acknowledged)')",
-                timeout=20_000,
-            )
-            shot = tmp_path / "alarms.png"
-            page.screenshot(path=shot, full_page=True)
-            print(f"alarm screenshot: {shot}")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = open_page(browser, f"{url}/", errors)
+        banner = page.get_by_text("MAJOR: DAQ:<i>RATE</i> — rate low <script>")
+        assert "NOT ACKNOWLEDGED" in banner.inner_text()
+        assert page.get_by_text(f"rate low {XSS}", exact=True).count() == 1  # table cell
+        assert page.evaluate("() => window.__xss === undefined")
+        page.get_by_role("button", name="Acknowledge all").click()
+        page.wait_for_function(
+            f"() => {MODEL}('alarm_feedback').text == '1 alarm(s) acknowledged'",
+            timeout=20_000,
+        )
+        page.wait_for_function(
+            f"() => {MODEL}('alarm_banner').text.includes(', acknowledged)')",
+            timeout=20_000,
+        )
+        shot = tmp_path / "alarms.png"
+        page.screenshot(path=shot, full_page=True)
+        print(f"alarm screenshot: {shot}")
     with Session(engine) as session:
         assert session.get(Alarm, alarm).acknowledged
     assert errors == []
 
 
 def test_closed_tabs_release_cursors_and_a_lost_server_shows(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     db = f"sqlite:///{tmp_path / 'tabs.db'}"
     engine = make_engine(db)
     create_schema(engine)
@@ -253,27 +238,21 @@ def test_closed_tabs_release_cursors_and_a_lost_server_shows(tmp_path: Path) -> 
     errors: list[str] = []
     try:
         wait_listening(port)
-        with sync_playwright() as pw:
-            browser = launch(pw)
-            try:
-                pages = [open_page(browser, f"http://127.0.0.1:{port}/", errors) for _ in range(3)]
-                assert feed.sessions == 3  # one feed, one cursor per tab
-                for page in pages[:2]:
-                    page.close()
-                deadline = time.monotonic() + 30
-                while feed.sessions > 1 and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                assert feed.sessions == 1
-                assert not pages[2].evaluate(f"() => {MODEL}('disconnected').visible")
-                assert errors == []  # after this the client rightly complains of the lost server
-                stop.set()  # the server goes away under the open tab
-                server.join(30)
-                pages[2].wait_for_function(f"() => {MODEL}('disconnected').visible", timeout=30_000)
-                shot = tmp_path / "disconnected.png"
-                pages[2].screenshot(path=shot)
-                print(f"disconnected screenshot: {shot}")
-            finally:
-                browser.close()
+        with chromium() as browser:
+            pages = [open_page(browser, f"http://127.0.0.1:{port}/", errors) for _ in range(3)]
+            assert feed.sessions == 3  # one feed, one cursor per tab
+            for page in pages[:2]:
+                page.close()
+            wait_for(lambda: feed.sessions <= 1, 30, "the closed tabs' sessions to go")
+            assert feed.sessions == 1
+            assert not pages[2].evaluate(f"() => {MODEL}('disconnected').visible")
+            assert errors == []  # after this the client rightly complains of the lost server
+            stop.set()  # the server goes away under the open tab
+            server.join(30)
+            pages[2].wait_for_function(f"() => {MODEL}('disconnected').visible", timeout=30_000)
+            shot = tmp_path / "disconnected.png"
+            pages[2].screenshot(path=shot)
+            print(f"disconnected screenshot: {shot}")
     finally:
         stop.set()
         server.join(30)

@@ -14,12 +14,12 @@ from db_writes import (
     WINDOWS_PER_BLOCK,
     Monitor,
     new_run,
+    recorded,
     simulate,
     sorted_totals,
 )
 from sqlalchemy import event, func, select
 
-from mupnc.db.block_codec import decode
 from mupnc.db.models import (
     CUMULATIVE,
     AsymmetryResult,
@@ -48,27 +48,13 @@ def cumulative(engine, run: int) -> dict[str, AsymmetryResult]:
 
 
 def assert_recording_is_the_stream(engine, run: int, blocks) -> None:
-    with transaction(engine) as session:
-        payloads = session.scalars(
-            select(RecordedBlock.payload)
-            .where(RecordedBlock.run == run)
-            .order_by(RecordedBlock.block_number)
-        ).all()
-    assert len(payloads) == len(blocks)
-    for payload, block in zip(payloads, blocks, strict=True):
-        recorded = decode(payload)
-        assert recorded.block_number == block.block_number
-        np.testing.assert_array_equal(recorded.seq, block.seq)
-        np.testing.assert_array_equal(recorded.counts, block.counts)
-        assert recorded.beam_monitor.tobytes() == block.beam_monitor.tobytes()
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    create_schema(engine)
-    yield engine
-    engine.dispose()
+    rows = recorded(engine, run, order=RecordedBlock.block_number)
+    assert len(rows) == len(blocks)
+    for (_, recorded_block), block in zip(rows, blocks, strict=True):
+        assert recorded_block.block_number == block.block_number
+        np.testing.assert_array_equal(recorded_block.seq, block.seq)
+        np.testing.assert_array_equal(recorded_block.counts, block.counts)
+        assert recorded_block.beam_monitor.tobytes() == block.beam_monitor.tobytes()
 
 
 def test_a_restarted_monitor_resumes_without_double_counting(engine, simulated):
@@ -142,37 +128,29 @@ def test_a_failed_flush_writes_nothing_and_the_next_one_everything(engine, simul
 
 
 @pytest.mark.postgres
-def test_monitor_buffers_while_postgres_is_down(simulated, caplog):
-    from support.pg_server import PostgresServer, ServerUnavailableError
-
+def test_monitor_buffers_while_postgres_is_down(own_pg_server, simulated, caplog):
+    server = own_pg_server
     blocks, scalers = simulated
-    try:
-        server = PostgresServer()
-    except ServerUnavailableError as err:
-        pytest.skip(f"PostgreSQL tests need a server: {err}")
-    try:
-        server.start()
-        engine = make_engine(server.create_database("outage"))
-        create_schema(engine)
-        run = new_run(engine)
-        monitor = Monitor(engine, run)
-        monitor.run(blocks[:60])
+    server.start()
+    engine = make_engine(server.create_database("outage"))
+    create_schema(engine)
+    run = new_run(engine)
+    monitor = Monitor(engine, run)
+    monitor.run(blocks[:60])
 
-        server.stop()
-        caplog.set_level(logging.WARNING, logger="mupnc.monitor.recorder")
-        for i in range(60, 120, FLUSH_EVERY):
-            monitor.ingest(blocks[i : i + FLUSH_EVERY])
-            assert not monitor.flush()
-        assert monitor.recorder.buffered_blocks == 60
-        assert "buffering 10 blocks in memory, retrying" in caplog.text
-        assert "cannot reach database postgresql+psycopg://mupnc@127.0.0.1" in caplog.text
+    server.stop()
+    caplog.set_level(logging.WARNING, logger="mupnc.monitor.recorder")
+    for i in range(60, 120, FLUSH_EVERY):
+        monitor.ingest(blocks[i : i + FLUSH_EVERY])
+        assert not monitor.flush()
+    assert monitor.recorder.buffered_blocks == 60
+    assert "buffering 10 blocks in memory, retrying" in caplog.text
+    assert "cannot reach database postgresql+psycopg://mupnc@127.0.0.1" in caplog.text
 
-        server.start()
-        monitor.run(blocks[120:])
-        assert "database reachable again after 6 failed flushes" in caplog.text
-        monitor.end()
-        np.testing.assert_array_equal(sorted_totals(engine, run), scalers)
-        assert_recording_is_the_stream(engine, run, blocks)
-        engine.dispose()
-    finally:
-        server.destroy()
+    server.start()
+    monitor.run(blocks[120:])
+    assert "database reachable again after 6 failed flushes" in caplog.text
+    monitor.end()
+    np.testing.assert_array_equal(sorted_totals(engine, run), scalers)
+    assert_recording_is_the_stream(engine, run, blocks)
+    engine.dispose()

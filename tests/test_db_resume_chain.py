@@ -11,15 +11,14 @@ from collections.abc import Callable
 import epics
 import numpy as np
 import pytest
-from db_writes import sorted_totals
-from sqlalchemy import select
+from db_writes import recorded, sorted_totals
+from support.chains import chain_of, ioc_scalers
+from support.waiting import wait_for
 
 from mupnc.commands import report
 from mupnc.db.alarms import alarm_list
-from mupnc.db.block_codec import decode
-from mupnc.db.models import MonitorCheckpoint, RecordedBlock
+from mupnc.db.models import MonitorCheckpoint
 from mupnc.db.session import make_engine, transaction
-from mupnc.orchestrate import Chain
 from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
@@ -28,14 +27,13 @@ pytestmark = pytest.mark.ca
 
 def wait_for_checkpoint(engine, run: int, after: float, timeout: float = 60) -> None:
     """Until the monitor has written a checkpoint newer than ``after`` (time.time())."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def written() -> bool:
         with transaction(engine) as session:
             checkpoint = session.get(MonitorCheckpoint, run)
-            if checkpoint is not None and checkpoint.time.timestamp() > after:
-                return
-        time.sleep(0.2)
-    raise AssertionError("the monitor wrote no checkpoint")
+            return checkpoint is not None and checkpoint.time.timestamp() > after
+
+    wait_for(written, timeout, "a checkpoint of the monitor", step=0.2)
 
 
 def kill_and_restart_monitor(
@@ -48,27 +46,25 @@ def kill_and_restart_monitor(
     db = f"sqlite:///{tmp_path / 'resume.db'}"
     run = new_run(db, SourceConfig(asymmetry=0.01, muon_rate=1e9, seed=9))
     engine = make_engine(db)
-    chain = Chain(db=db)
     sim = ["--asymmetry", "0.01", "--rate", "1e9", "--seed", "9", "--prefix", ioc_prefix]
     sim += ["--block-rate", str(block_rate)]
     monitor = ["monitor", "--prefix", ioc_prefix]
+    ioc = ["ioc", "--run", str(run), *sim]
     try:
-        chain.start("ioc", ["ioc", "--run", str(run), *sim], ca_env["ioc"])
-        chain.start("monitor", monitor, ca_env["monitor"])
-        wait_for_checkpoint(engine, run, after=time.time() + 2)
-        ring = int(epics.caget(ioc_prefix + "DAQ:RING_DEPTH", timeout=10))
-        chain.processes["monitor"].kill()
-        chain.processes["monitor"].wait()
-        if away is not None:
-            time.sleep(away(ring))
-        chain.start("monitor", ["-v", *monitor], ca_env["monitor"])
-        wait_for_checkpoint(engine, run, after=time.time() + 2)
-        assert chain.failed() is None
-        assert chain.end_run(), "the restarted monitor did not finish the run cleanly"
-        scalers = np.array([epics.caget(f"{ioc_prefix}DAQ:SCALER:{s}") for s in ("PLUS", "MINUS")])
-        published_seq = int(epics.caget(ioc_prefix + "DAQ:SEQ", timeout=10))
+        with chain_of(db, ca_env, ioc, monitor) as chain:
+            wait_for_checkpoint(engine, run, after=time.time() + 2)
+            ring = int(epics.caget(ioc_prefix + "DAQ:RING_DEPTH", timeout=10))
+            chain.processes["monitor"].kill()
+            chain.processes["monitor"].wait()
+            if away is not None:
+                time.sleep(away(ring))
+            chain.start("monitor", ["-v", *monitor], ca_env["monitor"])
+            wait_for_checkpoint(engine, run, after=time.time() + 2)
+            assert chain.failed() is None
+            assert chain.end_run(), "the restarted monitor did not finish the run cleanly"
+            scalers = ioc_scalers(ioc_prefix)
+            published_seq = int(epics.caget(ioc_prefix + "DAQ:SEQ", timeout=10))
     finally:
-        chain.shutdown()
         engine.dispose()
     return db, run, report(db, run), scalers, published_seq
 
@@ -76,14 +72,9 @@ def kill_and_restart_monitor(
 def recorded_seq(db: str, run: int) -> np.ndarray:
     """Sequence numbers of the run's recorded windows, in recording order."""
     engine = make_engine(db)
-    with transaction(engine) as session:
-        payloads = session.scalars(
-            select(RecordedBlock.payload)
-            .where(RecordedBlock.run == run)
-            .order_by(RecordedBlock.first_seq)
-        ).all()
+    blocks = recorded(engine, run)
     engine.dispose()
-    return np.concatenate([decode(p).seq for p in payloads])
+    return np.concatenate([block.seq for _, block in blocks])
 
 
 def channel_totals(db: str, summary: dict) -> np.ndarray:

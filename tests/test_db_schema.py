@@ -4,30 +4,21 @@ until `mupnc db upgrade`; a database from before migrations is adopted."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from support.cli import mupnc
 
 from mupnc.db import migrate
 from mupnc.db.models import Base
 from mupnc.db.session import SchemaError, create_schema, make_engine, require_schema
 
 
-def mupnc(db: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mupnc", "--db", db, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.fixture
 def engine(db_url):
+    """An engine on the empty database (the shared fixture's has the schema already)."""
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
@@ -46,12 +37,12 @@ def test_an_old_schema_is_refused_until_upgraded(engine, db_url):
     migrate.upgrade(engine, migrate.FOUNDATION)
     with pytest.raises(SchemaError, match=r"revision 0001, out of date .*run 'mupnc db upgrade'"):
         require_schema(engine)
-    refused = mupnc(db_url, "runs")
+    refused = mupnc("runs", db=db_url)
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "run 'mupnc db upgrade'" in refused.stderr
-    assert mupnc(db_url, "db", "upgrade").returncode == 0
+    assert mupnc("db", "upgrade", db=db_url).returncode == 0
     require_schema(engine)
-    assert mupnc(db_url, "runs", "--json").stdout.strip() == "[]"
+    assert mupnc("runs", "--json", db=db_url).stdout.strip() == "[]"
 
 
 def test_a_missing_schema_is_refused(engine):

@@ -4,8 +4,6 @@ monitors writing different runs into one PostgreSQL server at once."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 from db_writes import N_BLOCKS, Monitor, new_run, simulate, sorted_totals
 from sqlalchemy import func, select
+from support.cli import mupnc
 
 from mupnc.db.models import Alarm, AlarmTransition, RecordedBlock, Run, SlowControlSample
 from mupnc.db.session import create_schema, make_engine, transaction
@@ -23,26 +22,9 @@ from mupnc.sim.source import SourceConfig
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
 
 
-def mupnc(db: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mupnc", "--db", db, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.fixture(scope="module")
 def simulated():
     return simulate()
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    create_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_run_configuration_alarms_and_slow_controls_round_trip(engine):
@@ -116,7 +98,7 @@ def test_runs_and_report_commands(engine, db_url, simulated):
             Alarm(run=run, name="charge_asymmetry", severity="MINOR", state="active", since=T0)
         )
 
-    listed = mupnc(db_url, "runs", "--json")
+    listed = mupnc("runs", "--json", db=db_url)
     assert listed.returncode == 0, listed.stderr
     (entry,) = json.loads(listed.stdout)
     assert {k: entry[k] for k in ("run", "state", "windows", "source", "replay_of")} == {
@@ -128,7 +110,7 @@ def test_runs_and_report_commands(engine, db_url, simulated):
     }
     assert datetime.fromisoformat(entry["start"]).tzinfo is not None
 
-    result = mupnc(db_url, "report", str(run), "--json")
+    result = mupnc("report", str(run), "--json", db=db_url)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["run"] == run and report["windows"] == N_BLOCKS * 12
@@ -142,7 +124,7 @@ def test_runs_and_report_commands(engine, db_url, simulated):
     assert set(report["helicity_errors"]) >= {"prediction_mismatch", "missed_windows"}
     assert [(x["name"], x["severity"]) for x in report["alarms"]] == [("charge_asymmetry", "MINOR")]
 
-    text = mupnc(db_url, "report", str(run))
+    text = mupnc("report", str(run), db=db_url)
     assert text.returncode == 0
     assert "good patterns 600 (100.0 % of windows)" in text.stdout
     assert "alarms raised: 1" in text.stdout

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
+from support.cli import in_process as cli
 
 from mupnc.cli import main
 from mupnc.db.exchange import COUNTS_PREFIX, METADATA_KEY, WINDOW_COLUMNS
@@ -20,15 +21,6 @@ from mupnc.db.recording_reader import recorded_blocks
 from mupnc.db.session import make_engine, transaction
 
 NOT_ANALYSIS = {"run", "start", "end"}
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

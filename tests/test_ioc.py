@@ -13,6 +13,8 @@ import time
 import epics
 import numpy as np
 import pytest
+from support.chains import chain_of
+from support.waiting import wait_for
 
 from mupnc.daq.blocks import WindowBlock
 from mupnc.ioc.server import build_ioc
@@ -26,35 +28,24 @@ PREFIX = "TIOC:"
 WINDOW_RATE = 1920.0
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 @pytest.fixture(scope="module")
 def ioc(tmp_path_factory, ca_env):
     db = f"sqlite:///{tmp_path_factory.mktemp('ioc') / 'ioc.db'}"
-    chain = Chain(db=db)
     args = ["ioc", "--run", "7", "--prefix", PREFIX, "--window-rate", str(WINDOW_RATE)]
-    chain.start("ioc", args, ca_env["ioc"])
-    try:
-        assert wait_for(lambda: epics.caget(PREFIX + "RUN:STATE", timeout=1) == 1, 30)
+    with chain_of(db, ca_env, args) as chain:
+        wait_for(lambda: epics.caget(PREFIX + "RUN:STATE", timeout=1) == 1, 30, "run 7 served")
         yield chain
-    finally:
-        chain.shutdown()
 
 
-def alive(chain: Chain) -> bool:
+def assert_alive(chain: Chain) -> None:
     """The IOC process runs and keeps publishing blocks."""
     before = epics.caget(PREFIX + "DAQ:BLOCK_NUMBER", timeout=5)
-    return (
-        chain.failed() is None
-        and before is not None
-        and wait_for(lambda: epics.caget(PREFIX + "DAQ:BLOCK_NUMBER", timeout=5) > before, 5)
+    assert chain.failed() is None, "the IOC exited"
+    assert before is not None, "DAQ:BLOCK_NUMBER unreadable"
+    wait_for(
+        lambda: epics.caget(PREFIX + "DAQ:BLOCK_NUMBER", timeout=5) > before,
+        5,
+        f"a block after block {before}",
     )
 
 
@@ -125,7 +116,7 @@ def check_refused(chain: Chain, suffix: str, before) -> None:
     name = PREFIX + suffix
     assert epics.caget(name, timeout=5) == before
     assert epics.caget(name + ".SEVR", timeout=5) == 0, "a refused put must not alarm the record"
-    assert alive(chain)
+    assert_alive(chain)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +166,7 @@ def test_subscribing_while_blocks_flow_does_not_crash_the_server(ioc):
             pv.clear_callbacks()
             pv.disconnect()
     assert received
-    assert alive(ioc)
+    assert_alive(ioc)
 
 
 def test_ring_readback_returns_exactly_a_missed_block(ioc):
@@ -189,7 +180,7 @@ def test_ring_readback_returns_exactly_a_missed_block(ioc):
             seen[block.block_number] = np.array(value, copy=True)
 
     pv = epics.PV(PREFIX + "DAQ:BLOCK", auto_monitor=True, callback=on_block)
-    assert wait_for(lambda: len(seen) >= 5)
+    wait_for(lambda: len(seen) >= 5, 20, "5 blocks")
     pv.clear_callbacks()
     with lock:
         number, wire = max(seen.items())
@@ -208,19 +199,18 @@ def test_fault_switch_reaches_the_window_stream(ioc):
         auto_monitor=True,
         callback=lambda value, **_: reported.append(WindowBlock.unpack(np.asarray(value))),
     )
+
+    def reported_helicity_with_the_fault(state: str) -> np.ndarray:
+        """The reported helicity of the first 5 blocks published after the switch."""
+        assert epics.caput(PREFIX + "RUN:FAULT:STUCK_HELICITY", state, wait=True, timeout=5)
+        time.sleep(0.3)  # blocks already on their way
+        reported.clear()
+        wait_for(lambda: len(reported) >= 5, 20, f"5 blocks with the fault {state}")
+        return np.concatenate([b.reported_helicity for b in list(reported)[:5]])
+
     try:
-        assert epics.caput(PREFIX + "RUN:FAULT:STUCK_HELICITY", "ON", wait=True, timeout=5)
-        time.sleep(0.3)
-        reported.clear()
-        assert wait_for(lambda: len(reported) >= 5)
-        stuck = np.concatenate([b.reported_helicity for b in list(reported)[:5]])
-        assert np.all(stuck == 1)
-        assert epics.caput(PREFIX + "RUN:FAULT:STUCK_HELICITY", "OFF", wait=True, timeout=5)
-        time.sleep(0.3)
-        reported.clear()
-        assert wait_for(lambda: len(reported) >= 5)
-        free = np.concatenate([b.reported_helicity for b in list(reported)[:5]])
-        assert set(np.unique(free)) == {-1, 1}
+        assert np.all(reported_helicity_with_the_fault("ON") == 1)
+        assert set(np.unique(reported_helicity_with_the_fault("OFF"))) == {-1, 1}
     finally:
         pv.clear_callbacks()
         pv.disconnect()
@@ -235,7 +225,7 @@ def test_two_ioc_processes_on_their_own_ports_are_both_reachable(ioc, tmp_path, 
     env = {**ca_env["monitor"]}  # the test process serves nothing on this port here
     second.start("ioc", ["ioc", "--run", "8", "--prefix", "TIOC2:"], env)
     try:
-        assert wait_for(lambda: epics.caget("TIOC2:RUN:NUMBER", timeout=1) == 8, 30)
+        wait_for(lambda: epics.caget("TIOC2:RUN:NUMBER", timeout=1) == 8, 30, "the second IOC")
         assert epics.caget(PREFIX + "RUN:NUMBER", timeout=5) == 7
     finally:
         second.shutdown()
@@ -244,19 +234,21 @@ def test_two_ioc_processes_on_their_own_ports_are_both_reachable(ioc, tmp_path, 
 def test_beam_off_trips_and_alarms_the_rate_readback(ioc):
     assert epics.caput(PREFIX + "BEAM:ON", "OFF", wait=True, timeout=5)
     try:
-        assert wait_for(lambda: epics.caget(PREFIX + "BEAM:TRIP", as_string=True) == "TRIPPED")
-        assert wait_for(lambda: epics.caget(PREFIX + "BEAM:RATE.SEVR") == 2)  # LOLO, MAJOR
+        wait_for(
+            lambda: epics.caget(PREFIX + "BEAM:TRIP", as_string=True) == "TRIPPED", 20, "a trip"
+        )
+        wait_for(lambda: epics.caget(PREFIX + "BEAM:RATE.SEVR") == 2, 20, "LOLO, MAJOR")
         assert epics.caget(PREFIX + "BEAM:RATE.STAT", as_string=True) == "LOLO"
     finally:
         epics.caput(PREFIX + "BEAM:ON", "ON", wait=True, timeout=5)
-    assert wait_for(lambda: epics.caget(PREFIX + "BEAM:RATE.SEVR") == 0)
+    wait_for(lambda: epics.caget(PREFIX + "BEAM:RATE.SEVR") == 0, 20, "no alarm with beam on")
     assert epics.caget(PREFIX + "BEAM:TRIP", as_string=True) == "OK"
 
 
 def test_run_stop_ends_the_run_on_a_pattern_boundary(ioc):
     """Last test of the module: RUN:STOP ends the run; the IOC keeps serving."""
     assert epics.caput(PREFIX + "RUN:STOP", "STOP", wait=True, timeout=5)
-    assert wait_for(lambda: epics.caget(PREFIX + "RUN:STATE", as_string=True) == "ENDED")
+    wait_for(lambda: epics.caget(PREFIX + "RUN:STATE", as_string=True) == "ENDED", 20, "ENDED")
     seq = epics.caget(PREFIX + "DAQ:SEQ", timeout=5)
     assert (seq + 1) % 4 == 0  # quartets
     assert ioc.failed() is None

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from cli_runs import one_error_line, run, run_all
+from support.cli import mupnc, one_error_line, run_all, sqlite_with_schema
 
 from mupnc.ioc.autosave import AutosaveError, RunSnapshot, load, settings_conflict
 from mupnc.sim.source import SourceConfig, WindowSource
@@ -72,8 +72,7 @@ def test_a_skipped_source_has_the_uninterrupted_helicity(pattern: str) -> None:
 def test_the_ioc_command_refuses_unusable_autosave_files(tmp_path) -> None:
     """A corrupt file, an open run saved with other settings or an unwritable folder: one
     line naming the file, exit 2, and no run allocated for nothing."""
-    db = f"sqlite:///{tmp_path / 'runs.db'}"
-    assert run(["--db", db, "db", "upgrade"], tmp_path).returncode == 0
+    db = sqlite_with_schema(tmp_path / "runs.db")
     corrupt = tmp_path / "corrupt.autosave"
     corrupt.write_text('{"run": 1,\n oops}')
     other = tmp_path / "other.autosave"
@@ -89,4 +88,4 @@ def test_the_ioc_command_refuses_unusable_autosave_files(tmp_path) -> None:
     )
     for key, (_, expected) in cases.items():
         assert expected in one_error_line(results[key], 2), key
-    assert "[]" in run(["--db", db, "runs", "--json"], tmp_path).stdout
+    assert "[]" in mupnc("runs", "--json", db=db, cwd=tmp_path, timeout=120).stdout

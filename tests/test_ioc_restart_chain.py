@@ -8,59 +8,35 @@ another run ends the monitored run as ``aborted``."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import epics
 import numpy as np
 import pytest
-from db_writes import sorted_totals
-from sqlalchemy import select
+from db_writes import recorded, sorted_totals
+from support.chains import analysis, chain_of, ioc_scalers
+from support.cli import mupnc_replay
+from support.waiting import wait_for
 
 from mupnc.cli import main
 from mupnc.commands import report
 from mupnc.db import alarms as alarm_store
-from mupnc.db.block_codec import decode
-from mupnc.db.models import RecordedBlock
 from mupnc.db.session import make_engine, transaction
+from mupnc.ioc.autosave import SAVE_PERIOD, load
 from mupnc.offline import reanalyze
-from mupnc.orchestrate import Chain
 from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca
 
 WINDOW_RATE = 240.0  # the default
-NOT_ANALYSIS = {"run", "start", "end", "source", "replay_of", "alarms", "reanalysis"}
-
-
-def analysis(summary: dict) -> dict:
-    """What a replay or reanalysis must give again (not the run's identity or times)."""
-    return {k: v for k, v in summary.items() if k not in NOT_ANALYSIS}
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def recorded_seq(engine, run: int) -> tuple[np.ndarray, set[int]]:
     """Every recorded window's seq in window order, and the streams they came in."""
-    with transaction(engine) as session:
-        rows = session.execute(
-            select(RecordedBlock.stream_id, RecordedBlock.payload)
-            .where(RecordedBlock.run == run)
-            .order_by(RecordedBlock.first_seq)
-        ).all()
-    return np.concatenate([decode(p).seq for _, p in rows]), {s for s, _ in rows}
+    rows = recorded(engine, run)
+    return np.concatenate([block.seq for _, block in rows]), {s for s, _ in rows}
 
 
 def test_a_restarted_ioc_continues_the_run_and_nothing_is_counted_twice(
@@ -70,17 +46,18 @@ def test_a_restarted_ioc_continues_the_run_and_nothing_is_counted_twice(
     autosave = tmp_path / "mupnc.ioc.autosave"
     run = new_run(db, SourceConfig(asymmetry=0.01, muon_rate=1e9, seed=5))
     engine = make_engine(db)
-    chain = Chain(db=db)
     ioc = ["ioc", "--run", str(run), "--asymmetry", "0.01", "--rate", "1e9", "--seed", "5"]
     ioc += ["--prefix", ioc_prefix, "--block-rate", "5", "--autosave", str(autosave)]
     seq_pv = ioc_prefix + "DAQ:SEQ"
-    try:
-        chain.start("ioc", ioc, ca_env["ioc"])
-        chain.start("monitor", ["-v", "monitor", "--prefix", ioc_prefix], ca_env["monitor"])
+    with chain_of(db, ca_env, ioc, ["-v", "monitor", "--prefix", ioc_prefix]) as chain:
         wait_for(lambda: (epics.caget(seq_pv, timeout=1) or -1) > 3 * WINDOW_RATE, 60, "data")
         # A fault switched on by the operator survives the restart (the autosave has it).
         epics.caput(ioc_prefix + "RUN:FAULT:CHARGE_ASYMMETRY", "ON", wait=True, timeout=5)
-        time.sleep(1.5)  # saved at least once since
+        wait_for(
+            lambda: (kept := load(autosave)) is not None and "charge_asymmetry" in kept.faults,
+            10,
+            f"the fault in the autosave (saved every {SAVE_PERIOD:g} s)",
+        )
         chain.signal("ioc", signal.SIGTERM)
         assert chain.wait("ioc", 20) == 0
         saved = json.loads(autosave.read_text())
@@ -99,10 +76,8 @@ def test_a_restarted_ioc_continues_the_run_and_nothing_is_counted_twice(
         epics.caput(ioc_prefix + "RUN:FAULT:CHARGE_ASYMMETRY", "OFF", wait=True, timeout=5)
         assert chain.failed() is None
         assert chain.end_run(), "the monitor did not finish the run cleanly"
-        scalers = np.array([epics.caget(f"{ioc_prefix}DAQ:SCALER:{s}") for s in ("PLUS", "MINUS")])
+        scalers = ioc_scalers(ioc_prefix)
         published_seq = epics.caget(seq_pv, timeout=10)
-    finally:
-        chain.shutdown()
 
     err = capfd.readouterr().err
     assert "continuing run" in err and "the IOC was restarted" in err
@@ -133,17 +108,7 @@ def test_a_restarted_ioc_continues_the_run_and_nothing_is_counted_twice(
 
     # The two-stream recording replays (over CA, at max speed) and reanalyses to the same
     # analysis, down to the one gap of missed windows.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    replay_command = ["replay", str(run), "--speed", "max", "--no-dashboard"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mupnc", "--db", db, *replay_command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
-    replay = int(done.stdout.split()[1])
+    replay, _ = mupnc_replay(db, run, "--speed", "max")
     assert analysis(report(db, replay)) == analysis(summary)
     engine = make_engine(db)
     with transaction(engine) as session:  # one stream replayed: no block counted lost
@@ -164,20 +129,16 @@ def test_a_restarted_ioc_serving_another_run_aborts_the_monitored_one(
 ):
     db = f"sqlite:///{tmp_path / 'new_run.db'}"
     first, second = (new_run(db, SourceConfig(seed=3)) for _ in range(2))
-    chain = Chain(db=db)
     ioc = ["ioc", "--seed", "3", "--prefix", ioc_prefix, "--block-rate", "5"]
     seq_pv = ioc_prefix + "DAQ:SEQ"
-    try:
-        chain.start("ioc", [*ioc, "--run", str(first)], ca_env["ioc"])
-        chain.start("monitor", ["monitor", "--prefix", ioc_prefix], ca_env["monitor"])
+    monitor = ["monitor", "--prefix", ioc_prefix]
+    with chain_of(db, ca_env, [*ioc, "--run", str(first)], monitor) as chain:
         wait_for(lambda: (epics.caget(seq_pv, timeout=1) or -1) > 2 * WINDOW_RATE, 60, "data")
         time.sleep(1.5)
         chain.signal("ioc", signal.SIGTERM)
         assert chain.wait("ioc", 20) == 0
         chain.start("ioc", [*ioc, "--run", str(second)], ca_env["ioc"])
         assert chain.wait("monitor", 60) == 0, "the monitor did not end the run it monitored"
-    finally:
-        chain.shutdown()
 
     assert f"the IOC now serves run {second}" in capfd.readouterr().err
     summary = report(db, first)

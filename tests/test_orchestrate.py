@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.ca
 
@@ -45,17 +45,17 @@ def test_children_stop_when_the_demo_is_killed(tmp_path):
     children: list[int] = []
     try:
         assert demo.stdout.readline().startswith("run ")
-        deadline = time.monotonic() + 30
-        while len(children_of(demo.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: len(children_of(demo.pid)) >= 2, 30, "the IOC and monitor", step=0.2)
         children = children_of(demo.pid)
         assert len(children) == 2, "IOC and monitor should be running"
         demo.send_signal(signal.SIGKILL)  # no clean-up in the parent at all
         demo.wait()
-        deadline = time.monotonic() + 30
-        while any(alive(c) for c in children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(alive(c) for c in children), "a child outlived the demo"
+        wait_for(
+            lambda: not any(alive(c) for c in children),
+            30,
+            "the children to stop (a child outlived the demo)",
+            step=0.2,
+        )
     finally:
         if demo.poll() is None:
             demo.kill()

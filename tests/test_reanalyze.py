@@ -8,6 +8,7 @@ import math
 
 import pytest
 from sqlalchemy import func, select, update
+from support.cli import in_process as cli
 
 from mupnc.cli import main
 from mupnc.db.models import RecordedBlock, Run
@@ -17,15 +18,6 @@ from mupnc.sim.source import SourceConfig
 
 MINIRUN = 150
 NOT_ANALYSIS = {"reanalysis"}
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

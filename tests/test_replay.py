@@ -12,9 +12,6 @@ helicity-sorted database totals exactly.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -23,6 +20,8 @@ import numpy as np
 import pytest
 from db_writes import sorted_totals
 from sqlalchemy import func, select
+from support.chains import analysis, chain_of, ioc_scalers
+from support.cli import mupnc, mupnc_replay
 
 from mupnc.commands import report
 from mupnc.db.models import RecordedBlock
@@ -30,7 +29,6 @@ from mupnc.db.recording_reader import WHOLE_RUN, SeqRange
 from mupnc.db.recording_reader import recorded_blocks as recording
 from mupnc.db.session import make_engine, transaction
 from mupnc.offline import reanalyze
-from mupnc.orchestrate import Chain
 from mupnc.replay import allocate_replay
 from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
@@ -41,12 +39,6 @@ SECONDS = 10
 SPEED = 4.0
 MINIRUN = 100
 SEED = {"MUPNC_BLINDING_SEED": "replay-test-seed"}
-NOT_ANALYSIS = {"run", "start", "end", "source", "replay_of", "alarms", "reanalysis"}
-
-
-def analysis(summary: dict) -> dict:
-    """The report without what differs between a run and its replay by design."""
-    return {k: v for k, v in summary.items() if k not in NOT_ANALYSIS}
 
 
 def recorded_blocks(db: str, run: int) -> int:
@@ -58,23 +50,19 @@ def recorded_blocks(db: str, run: int) -> int:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, ca_env) -> tuple[str, int]:
+    """A blinded live run of SECONDS s (IOC + monitor), ended cleanly."""
     # module-scoped: its own prefix, not the per-test fixture
     prefix = ["--prefix", f"TLIVE{uuid.uuid4().hex[:6].upper()}:"]
-    """A blinded live run of SECONDS s (IOC + monitor), ended cleanly."""
     db = f"sqlite:///{tmp_path_factory.mktemp('replay') / 'replay.db'}"
     config = SourceConfig(asymmetry=0.01, muon_rate=1e9, seed=11)
     run = new_run(db, config, blinded=True, blind_box=0.02)
-    chain = Chain(db=db)
     sim = ["--asymmetry", "0.01", "--rate", "1e9", "--seed", "11", "--blind", "0.02"]
-    try:
-        chain.start("ioc", ["ioc", "--run", str(run), *prefix, *sim], ca_env["ioc"])
-        monitor = ["monitor", "--minirun", str(MINIRUN), *prefix]
-        chain.start("monitor", monitor, {**ca_env["monitor"], **SEED})
+    ioc = ["ioc", "--run", str(run), *prefix, *sim]
+    monitor = ["monitor", "--minirun", str(MINIRUN), *prefix]
+    with chain_of(db, ca_env, ioc, monitor, monitor_env=SEED) as chain:
         time.sleep(SECONDS)
         assert chain.failed() is None
         assert chain.end_run(), "the monitor did not finish the live run cleanly"
-    finally:
-        chain.shutdown()
     return db, run
 
 
@@ -83,11 +71,9 @@ def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env, ioc_prefi
     engine = make_engine(db)
     replay = allocate_replay(engine, run, WHOLE_RUN, SPEED, (None, None))
     updates: list[tuple[float, int]] = []
-    chain = Chain(db=db)
-    try:
-        ioc = ["ioc", "--run", str(replay), "--source", f"replay:{run}", "--speed", str(SPEED)]
-        ioc += ["--prefix", ioc_prefix]
-        chain.start("ioc", ioc, ca_env["ioc"])
+    ioc = ["ioc", "--run", str(replay), "--source", f"replay:{run}", "--speed", str(SPEED)]
+    ioc += ["--prefix", ioc_prefix]
+    with chain_of(db, ca_env, ioc) as chain:
         # Subscribe once the IOC serves (it holds block 1 on until the monitor is ready).
         assert epics.caget(ioc_prefix + "DAQ:RING_DEPTH", timeout=60) is not None
         seq_pv = epics.PV(ioc_prefix + "DAQ:SEQ", auto_monitor=True, form="time")
@@ -98,11 +84,9 @@ def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env, ioc_prefi
         monitor = ["monitor", "--minirun", str(MINIRUN), "--prefix", ioc_prefix]
         chain.start("monitor", monitor, {**ca_env["monitor"], **SEED})
         assert chain.wait("monitor", 120) == 0, "the monitor did not finish the replay"
-        scalers = [epics.caget(f"{ioc_prefix}DAQ:SCALER:{s}") for s in ("PLUS", "MINUS")]
+        scalers = ioc_scalers(ioc_prefix)
         last_seq = epics.caget(ioc_prefix + "DAQ:SEQ", timeout=10)
         seq_pv.clear_callbacks()
-    finally:
-        chain.shutdown()
 
     original, replayed = report(db, run), report(db, replay)
     assert replayed["source"] == "replay" and replayed["replay_of"] == run
@@ -114,7 +98,7 @@ def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env, ioc_prefi
     assert recorded_blocks(db, replay) < 0.6 * recorded_blocks(db, run)
 
     names = [c["name"] for c in replayed["channels"]]
-    np.testing.assert_array_equal(sorted_totals(engine, replay, names), np.array(scalers))
+    np.testing.assert_array_equal(sorted_totals(engine, replay, names), scalers)
 
     # Pace: block 0 goes out at once, the rest once the monitor is ready; time the rest.
     paced = [(t, s) for t, s in updates if s is not None and s >= 0][1:]
@@ -127,24 +111,9 @@ def test_replay_at_4x_is_paced_and_gives_the_same_report(live, ca_env, ioc_prefi
     engine.dispose()
 
 
-def mupnc_replay(db: str, run: int, *options: str) -> tuple[int, str]:
-    """``mupnc replay RUN OPTIONS --no-dashboard`` as a user runs it (its own CA set-up, no
-    EPICS variables of the suite): (the replay's run number, its standard output)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "mupnc", "--db", db, "replay", str(run), *options, "--no-dashboard"],
-        env={**env, **SEED},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
-    return int(done.stdout.split()[1]), done.stdout
-
-
 def test_mupnc_replay_at_max_speed_and_reanalysis_give_the_same_report(live, monkeypatch):
     db, run = live
-    replay, stdout = mupnc_replay(db, run, "--speed", "max")
+    replay, stdout = mupnc_replay(db, run, "--speed", "max", env=SEED)
     assert f"run {replay} (replay of run {run})" in stdout
     original = report(db, run)
     assert analysis(report(db, replay)) == analysis(original)
@@ -169,7 +138,7 @@ def test_mupnc_replay_of_a_time_range_publishes_exactly_its_windows(live):
     """``--from 2 --to 7``: the 20 Hz blocks wholly inside seconds 2..7 of data (windows
     480..1679 at 240 Hz), nothing counted lost, listed by ``runs --json`` as a replay."""
     db, run = live
-    replay, _ = mupnc_replay(db, run, "--from", "2", "--to", "7", "--speed", "max")
+    replay, _ = mupnc_replay(db, run, "--from", "2", "--to", "7", "--speed", "max", env=SEED)
     summary = report(db, replay)
     assert summary["windows"] == 1200 and summary["lost_windows"] == 0
     assert all(count == 0 for count in summary["helicity_errors"].values())
@@ -183,13 +152,8 @@ def test_mupnc_replay_of_a_time_range_publishes_exactly_its_windows(live):
     np.testing.assert_array_equal(sorted_totals(engine, replay, names).sum(axis=0), expected)
     engine.dispose()
 
-    listed = subprocess.run(
-        [sys.executable, "-m", "mupnc", "--db", db, "runs", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    listed = mupnc("runs", "--json", db=db)
+    assert listed.returncode == 0, listed.stderr
     runs = {r["run"]: r for r in json.loads(listed.stdout)}
     assert (runs[replay]["source"], runs[replay]["replay_of"]) == ("replay", run)
     assert (runs[run]["source"], runs[run]["replay_of"]) == ("live", None)

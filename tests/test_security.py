@@ -8,14 +8,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import epics
 import pytest
 from caproto.threading.client import Context
-from cli_runs import MUPNC, one_error_line, run_all
+from support.chains import ioc_process
+from support.cli import MUPNC, mupnc, one_error_line, run_all, sqlite_with_schema
+from support.waiting import wait_for
 
 from mupnc.epics_env import free_port
 
@@ -47,9 +48,7 @@ def listening(pid: int) -> set[tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def schema_db(tmp_path_factory) -> str:
-    db = f"sqlite:///{tmp_path_factory.mktemp('security') / 'sec.db'}"
-    subprocess.run([MUPNC, "--db", db, "db", "upgrade"], check=True, capture_output=True)
-    return db
+    return sqlite_with_schema(tmp_path_factory.mktemp("security") / "sec.db")
 
 
 @pytest.mark.parametrize(
@@ -64,11 +63,14 @@ def test_dashboard_listens_where_it_is_told_and_on_loopback_by_default(schema_db
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not any(p == port for _, p in listening(process.pid)):
+
+        def listens() -> bool:
+            if any(p == port for _, p in listening(process.pid)):
+                return True
             assert process.poll() is None, process.stderr.read()
-            assert time.monotonic() < deadline, "the dashboard never listened"
-            time.sleep(0.2)
+            return False
+
+        wait_for(listens, 60, f"the dashboard to listen on port {port}", step=0.2)
         assert listening(process.pid) == {(address, port)}
     finally:
         process.send_signal(signal.SIGINT)
@@ -109,12 +111,11 @@ def test_no_password_in_output_when_the_database_is_unreachable(tmp_path):
 
 
 @pytest.mark.postgres
+@pytest.mark.ca  # the demo runs its IOC and monitor over Channel Access
 def test_demo_prints_the_database_masked_and_children_never_see_the_password(pg_server, tmp_path):
     url = pg_server.create_database("sec_demo").replace("mupnc@", f"mupnc:{PASSWORD}@", 1)
     assert PASSWORD in url
-    upgrade = subprocess.run(
-        [MUPNC, "-v", "--db", url, "db", "upgrade"], capture_output=True, text=True, timeout=60
-    )
+    upgrade = mupnc("-v", "--db", url, "db", "upgrade")
     assert upgrade.returncode == 0, upgrade.stderr
     assert PASSWORD not in upgrade.stdout + upgrade.stderr and "mupnc:***@" in upgrade.stdout
     demo = subprocess.Popen(
@@ -150,16 +151,8 @@ def test_only_listed_clients_may_write_setpoints(ioc_prefix, ca_env, tmp_path):
     for writers, may_write in ((f"operator@control-room other-{me}", False), (f"x {me}", True)):
         prefix = f"{ioc_prefix[:-1]}{int(may_write)}:"
         log = tmp_path / f"ioc-{int(may_write)}.log"
-        env = {**os.environ, **ca_env["ioc"], "MUPNC_CA_WRITERS": writers}
-        command = [sys.executable, "-m", "mupnc", "--db", f"sqlite:///{tmp_path / 'x.db'}"]
-        command += ["ioc", "--run", "1", "--prefix", prefix]
-        with open(log, "w") as out:
-            ioc = subprocess.Popen(command, env=env, stdout=out, stderr=out)
-        try:
-            deadline = time.monotonic() + 30
-            while epics.caget(prefix + "RUN:STATE", timeout=1) != 1:
-                assert ioc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        env = {**ca_env["ioc"], "MUPNC_CA_WRITERS": writers}
+        with ioc_process(prefix, env, log, f"sqlite:///{tmp_path / 'x.db'}"):
             setpoint = epics.PV(prefix + "BEAM:RATE_SP")
             assert setpoint.wait_for_connection(timeout=5)
             assert setpoint.read_access and setpoint.write_access == may_write
@@ -176,10 +169,11 @@ def test_only_listed_clients_may_write_setpoints(ioc_prefix, ca_env, tmp_path):
                 rogue.write([3e8], wait=False)
                 assert rogue.read(timeout=5).data[0] == 1e8
                 context.disconnect()
-                deadline = time.monotonic() + 10
-                while "not in MUPNC_CA_WRITERS" not in log.read_text():
-                    assert time.monotonic() < deadline, "the refusal was not logged"
-                    time.sleep(0.1)
+                wait_for(
+                    lambda log=log: "not in MUPNC_CA_WRITERS" in log.read_text(),
+                    10,
+                    "the refusal logged",
+                )
             assert setpoint.get(timeout=5, use_monitor=False) == (2e8 if may_write else 1e8)
             # the switches, and the fields of every record (limits, alarm limits, state names)
             for suffix in ("RUN:STOP", "BEAM:RATE_SP.DRVH", "BEAM:RATE.HYST", "BEAM:ON.ONST"):
@@ -188,6 +182,3 @@ def test_only_listed_clients_may_write_setpoints(ioc_prefix, ca_env, tmp_path):
                 assert pv.read_access and pv.write_access == may_write, suffix
                 pv.disconnect()
             setpoint.disconnect()
-        finally:
-            ioc.terminate()
-            ioc.wait(15)
