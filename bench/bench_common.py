@@ -1,9 +1,18 @@
-"""Helpers the benchmark scripts share; importing this module changes no environment."""
+"""Helpers the benchmark scripts share; importing this module changes no CA environment.
+
+It puts ``tests/`` on the import path: the benches share the test-support package
+(``tests/support``: the throw-away PostgreSQL server), which the product does not install.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

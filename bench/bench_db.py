@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_common  # noqa: F401  (tests/ on the path, for support.pg_server)
 from sqlalchemy import insert
 from support.pg_server import PostgresServer, ServerUnavailableError
 
