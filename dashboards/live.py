@@ -90,6 +90,12 @@ def status_html(update: Update, now: datetime) -> str:
     )
 
 
+ESTIMATOR_TEXT = {
+    "counting": "counting: counts summed per spin state, Poisson errors",
+    "integrating": "integrating: per-pattern yields, error from their spread",
+}
+
+
 def _row(key: str, value: str) -> str:
     return f"<tr><th style='text-align:left;padding-right:12px'>{key}</th><td>{value}</td></tr>"
 
@@ -100,9 +106,10 @@ def result_html(update: Update, now: datetime) -> str:
     if run is None:
         return "<b>No run in the database yet.</b>"
     combined = next((c for c in update.channels if c.name == COMBINED), None)
-    value = error = chi2 = None
+    value = error = chi2 = estimator = None
     if combined is not None:
         value, error, chi2 = combined.value, combined.error, combined.chi2_ndf
+        estimator = combined.estimator
     elif latest is not None:
         value, error = latest.value, latest.error
     name = label(run.mode)
@@ -133,12 +140,15 @@ def result_html(update: Update, now: datetime) -> str:
             _row("windows / lost", f"{latest.windows:,} / {latest.lost_windows:,}"),
         ]
         elapsed = (latest.time - run.start).total_seconds()
-        target = run.expected if run.expected is not None else value
+        # a blinded run's projection uses only what the page shows: no injected value
+        target = value if run.blinded or run.expected is None else run.expected
         rows.append(_row("projection", describe(project(elapsed, error, target))))
     else:
         rows.append(_row("projection", describe(None)))
     if run.expected is not None and not run.blinded:
         rows.append(_row("injected", f"{run.expected * unit.scale:.4g} {unit.name}"))
+    if estimator is not None:
+        rows.append(_row("estimator", ESTIMATOR_TEXT.get(estimator, estimator)))
     age = None if latest is None else (now - latest.time).total_seconds()
     rows.append(_row("last update", format_age(age)))
     return head + f"<table>{''.join(rows)}</table>"

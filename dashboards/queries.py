@@ -129,7 +129,10 @@ def cumulative_channels(session: Session, run: int) -> tuple[Channel, ...]:
         )
     ).all()
     return tuple(
-        sorted((Channel(r.channel, r.value, r.error, r.chi2_ndf) for r in rows), key=_channel_order)
+        sorted(
+            (Channel(r.channel, r.value, r.error, r.chi2_ndf, r.estimator) for r in rows),
+            key=_channel_order,
+        )
     )
 
 

@@ -67,6 +67,8 @@ class Channel:
     value: float | None
     error: float | None
     chi2_ndf: float | None = None
+    estimator: str | None = None
+    """Of ``combined``: ``integrating`` or ``counting``."""
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,9 @@ class AsymmetryResult(Base):
     error: Mapped[float | None] = mapped_column(Float)
     n: Mapped[int] = mapped_column(BigInteger)
     chi2_ndf: Mapped[float | None] = mapped_column(Float)
+    estimator: Mapped[str | None] = mapped_column(String(16))
+    """On ``combined`` rows: ``integrating`` or ``counting``
+    (:mod:`mupnc.monitor.analysis.results`)."""
 
 
 class HelicityError(Base):

@@ -49,7 +49,7 @@ def _pattern_size(run: Run) -> int | None:
 
 
 def _result(r: AsymmetryResult | None) -> dict:
-    keys = ("value", "error", "n", "chi2_ndf")
+    keys = ("value", "error", "n", "chi2_ndf", "estimator")
     return dict.fromkeys(keys) if r is None else {k: getattr(r, k) for k in keys}
 
 
@@ -80,7 +80,7 @@ def run_summary(session: Session, number: int) -> dict:
     nulls = {name: results.pop(name) for name in sorted(results) if name.startswith("null")}
     names += sorted(set(results) - set(names))
     alarms = session.scalars(select(Alarm).where(Alarm.run == number).order_by(Alarm.since))
-    return {
+    summary = {
         "run": run.number,
         "state": run.state,
         "source": run.source,
@@ -98,8 +98,8 @@ def run_summary(session: Session, number: int) -> dict:
         "blinded": run.blinded,
         "blinding_checksum": run.blinding_checksum,
         "asymmetry": {k: v for k, v in _result(combined).items() if k != "n"},
-        "charge_asymmetry": None if charge is None else _result(charge),
-        "null_asymmetries": {name: _result(r) for name, r in nulls.items()},
+        "charge_asymmetry": None if charge is None else _measurement(charge),
+        "null_asymmetries": {name: _measurement(r) for name, r in nulls.items()},
         "channels": [
             {"name": name, "value": results[name].value, "error": results[name].error}
             for name in names
@@ -123,8 +123,15 @@ def run_summary(session: Session, number: int) -> dict:
             }
             for a in alarms
         ],
-        "injected_asymmetry": run.config.get("asymmetry"),
     }
+    if not run.blinded:  # a blinded run's injected and expected asymmetries are hidden too
+        summary["injected_asymmetry"] = run.config.get("asymmetry")
+        summary["expected_asymmetry"] = run.expected_asymmetry
+    return summary
+
+
+def _measurement(r: AsymmetryResult) -> dict:
+    return {k: v for k, v in _result(r).items() if k != "estimator"}
 
 
 def helicity_totals(session: Session, number: int, channels: list[str]) -> list[list[int]]:

@@ -2,7 +2,9 @@
 
 Any EPICS tool sees the running result here.  Values are written from the monitor's
 worker thread through :meth:`ResultPublisher.publish`, which hands them to the server's
-event loop (caproto objects are only touched inside that loop).
+event loop (caproto objects are only touched inside that loop).  An undefined result
+(NaN: nothing analysed yet, a spin state without counts, fewer than two miniruns for
+chi2/ndf) is published as NaN with severity INVALID and status UDF, never as a number.
 """
 
 from __future__ import annotations
@@ -12,32 +14,55 @@ import contextlib
 import math
 import threading
 
+from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.asyncio.server import Context
 from caproto.server import PVGroup, pvproperty
 
+from mupnc.monitor.analysis.results import COUNTING, INTEGRATING
 from mupnc.monitor.decoding.stream import ERROR_KINDS
+
+ESTIMATORS = [INTEGRATING.upper(), COUNTING.upper()]
+
+_UNDEFINED = {"status": AlarmStatus.UDF, "severity": AlarmSeverity.INVALID}
+_DEFINED = {"status": AlarmStatus.NO_ALARM, "severity": AlarmSeverity.NO_ALARM}
 
 
 class ResultGroup(PVGroup):
     asym = pvproperty(
-        value=0.0,
+        value=math.nan,
         name="ASYM",
         read_only=True,
         precision=8,
         doc="Running combined physics asymmetry (fraction)",
     )
     asym_err = pvproperty(
-        value=0.0, name="ASYM:ERR", read_only=True, precision=8, doc="Statistical error of ASYM"
+        value=math.nan,
+        name="ASYM:ERR",
+        read_only=True,
+        precision=8,
+        doc="Statistical error of ASYM",
     )
     chi2_ndf = pvproperty(
-        value=0.0, name="CHI2_NDF", read_only=True, precision=3, doc="chi2/ndf of minirun means"
+        value=math.nan,
+        name="CHI2_NDF",
+        read_only=True,
+        precision=3,
+        doc="chi2/ndf of minirun means",
     )
     charge_asym = pvproperty(
-        value=0.0,
+        value=math.nan,
         name="CHARGE_ASYM",
         read_only=True,
         precision=8,
         doc="Beam charge asymmetry (fraction)",
+    )
+    estimator = pvproperty(
+        value=ESTIMATORS[0],
+        enum_strings=ESTIMATORS,
+        dtype=ChannelType.ENUM,
+        name="ESTIMATOR",
+        read_only=True,
+        doc="Estimator of ASYM: per-pattern (integrating) or summed counts (counting)",
     )
     patterns = pvproperty(value=0, name="PATTERNS", read_only=True, doc="Good patterns")
     windows = pvproperty(value=0, name="WINDOWS", read_only=True, doc="Windows decoded")
@@ -81,13 +106,20 @@ class ResultPublisher:
             self._loop.run_until_complete(self._task)
 
     def publish(self, **values) -> None:
-        """Write PV values (keyword = :class:`ResultGroup` attribute); NaN is written as 0."""
+        """Write PV values (keyword = :class:`ResultGroup` attribute); a float that is not
+        finite is written as NaN with INVALID severity and UDF status."""
 
         async def write() -> None:
             for name, value in values.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    value = 0.0
-                await getattr(self.group, name).write(value)
+                pv = getattr(self.group, name)
+                if isinstance(value, float):
+                    defined = math.isfinite(value)
+                    alarm = _DEFINED if defined else _UNDEFINED
+                    await pv.write(value if defined else math.nan, **alarm)
+                elif name == "estimator":
+                    await pv.write(value.upper())
+                else:
+                    await pv.write(value)
 
         self.submit(write())
 

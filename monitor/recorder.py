@@ -85,6 +85,7 @@ def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
             error=_float(m.error),
             n=m.n,
             chi2_ndf=_float(result.chi2_ndf) if name == "combined" else None,
+            estimator=result.estimator if name == "combined" else None,
         )
         for name, m in means
     ]

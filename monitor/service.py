@@ -171,6 +171,7 @@ class OnlineMonitor:
                     asym_err=result.combined.error,
                     chi2_ndf=result.chi2_ndf,
                     charge_asym=result.charge_asymmetry.value,
+                    estimator=result.estimator,
                     patterns=result.patterns_good,
                     windows=decoder.state.windows_released,
                     lost_windows=lost,

@@ -223,7 +223,8 @@ def format_report(s: dict) -> str:
         + (f" ({good:.1f} % of windows)" if good is not None else "")
         + f", miniruns {s['miniruns']}",
         f"  asymmetry {_ppm(a['value'])} +- {_ppm(a['error']).lstrip('+')} ppm"
-        + (f", chi2/ndf {a['chi2_ndf']:.2f}" if a["chi2_ndf"] is not None else ""),
+        + (f", chi2/ndf {a['chi2_ndf']:.2f}" if a["chi2_ndf"] is not None else "")
+        + (f" ({a['estimator']} estimator)" if a.get("estimator") else ""),
     ]
     if s["charge_asymmetry"]:
         q = s["charge_asymmetry"]

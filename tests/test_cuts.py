@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mupnc.monitor.analysis.cuts import LowBeamCut
+from mupnc.monitor.analysis.results import INTEGRATING
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.monitor.decoding import DEFAULT_MINIRUN_PAIRS, minirun_length
@@ -46,7 +47,8 @@ def tripped():
 
 
 def analysed(settings, blocks, cut=None, whole=True) -> RunAnalysis:
-    analysis = RunAnalysis(settings, None, cut)
+    """The JAPAN low-beam cut acts on the integrating estimator (per-pattern yields)."""
+    analysis = RunAnalysis(settings, None, cut, INTEGRATING)
     if whole:
         analysis.feed_blocks(blocks)
     else:

@@ -17,7 +17,7 @@ import pytest
 
 from mupnc.daq.channel_map import Channel, ChannelMap
 from mupnc.monitor.analysis.accumulator import RunAccumulator
-from mupnc.monitor.analysis.results import COMBINED, RunResult, run_result
+from mupnc.monitor.analysis.results import COMBINED, INTEGRATING, RunResult, run_result
 from mupnc.monitor.analysis.statistics import weighted_mean
 from mupnc.monitor.decoding import make_decoder
 from mupnc.monitor.decoding.fast import HelicityDecoder
@@ -33,7 +33,11 @@ def scatter_map(n: int, acceptance: float = 2.5e-4) -> ChannelMap:
 
 
 def simulate(
-    config: SourceConfig, n_windows: int, minirun_patterns: int = 9000, block: int = 500
+    config: SourceConfig,
+    n_windows: int,
+    minirun_patterns: int = 9000,
+    block: int = 500,
+    estimator: str | None = None,
 ) -> tuple[RunAccumulator, RunResult]:
     source = WindowSource(config)
     decoder = HelicityDecoder(config.pattern, config.delay_patterns, source.n_channels)
@@ -42,7 +46,7 @@ def simulate(
         acc.add(decoder.feed(source.next_block_of(block).block))
     acc.add(decoder.flush())
     assert decoder.state.patterns_good == n_windows // source.shape.size
-    return acc, run_result(acc, config.polarization)
+    return acc, run_result(acc, config.polarization, estimator=estimator)
 
 
 def assert_standard_normal(pulls: np.ndarray, mean_tol: float | None = None) -> None:
@@ -114,11 +118,14 @@ def test_minirun_pulls_and_chi2(many_channels) -> None:
 
 def test_a_minirun_of_a_few_patterns_stays_out_of_pulls_and_chi2() -> None:
     """3 quartets into a 6th minirun (a running run just past a minirun boundary): the
-    error of that minirun, from the scatter of 3 patterns, is so uncertain that its pull
+    integrating estimator's error of that minirun, from the scatter of 3 patterns, is so
+    uncertain that its pull
     lies beyond 4 sigma for ~5.7 % of the channels (Student t, 2 dof; 3-sigma band
     +-0.8 % over 8000).  It stays out of the pulls (NaN) and of chi2/ndf, which keep the
     values of the 5 complete miniruns: no false chi2/ndf alarm each time a minirun starts."""
-    acc, result = simulate(PSEUDO_RUNS, 4012, minirun_patterns=200, block=1003)
+    acc, result = simulate(
+        PSEUDO_RUNS, 4012, minirun_patterns=200, block=1003, estimator=INTEGRATING
+    )
     assert [m.patterns_good for m in acc.miniruns] == [200] * 5 + [3]
     names = acc.channel_map.names
     newest = result.miniruns[-1]

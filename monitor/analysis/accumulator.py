@@ -42,8 +42,9 @@ from mupnc.monitor.analysis.statistics import RunningStats, SequentialMoments, W
 from mupnc.monitor.decoding.stream import VARIABLE_PATTERNS, DecodedWindows
 
 PLUS, MINUS = 0, 1
-STATE_VERSION = 2
-"""Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block) is refused."""
+STATE_VERSION = 3
+"""Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block) and 2 (no
+good-pattern sums, no per-pattern combined columns) are refused."""
 BEAM_MONITOR_FRACTION_BITS = 32
 """Beam-monitor integrals are summed exactly as integers of 2**-32 muons."""
 SLICE_VALUES = 1 << 17
@@ -62,10 +63,17 @@ class MinirunSums:
     """Everything one minirun contributes; all sums are cumulative within the minirun.
 
     The per-pattern values (asymmetry per channel, null asymmetries per kind and channel,
-    charge asymmetry, and for A_FB the cross ratio and its nulls) are the columns of one
+    charge asymmetry, and the combined asymmetry with its nulls) are the columns of one
     :class:`SequentialMoments`, read back as :class:`RunningStats` by the properties
     ``channel_asymmetry``, ``null_asymmetry`` (null-kind major), ``charge_asymmetry``,
-    ``cross_ratio`` and ``null_cross_ratio``.
+    ``combined`` and ``null_combined``.  *Combined* is formed per pattern, so noise common
+    to the channels (the beam-monitor normalisation) enters its spread: for A_FB the cross
+    ratio of the summed forward and backward yields, for A_LR the yield asymmetry of the
+    summed scatter yields (Poisson-optimal weights, the channels' counts).
+
+    ``good_counts``, ``good_windows`` and ``good_beam_monitor_fixed`` sum the windows of good
+    patterns only, by helicity: the input of the counting estimator
+    (:mod:`mupnc.monitor.analysis.results`).
     """
 
     index: int
@@ -77,6 +85,9 @@ class MinirunSums:
     beam_monitor_fixed: list[int] = field(init=False)  # by helicity, 2**-32 muons
     undecoded_counts: np.ndarray = field(init=False)  # (c,)
     undecoded_windows: int = 0
+    good_counts: np.ndarray = field(init=False)  # (2, c) counts of good patterns by helicity
+    good_windows: np.ndarray = field(init=False)  # (2,) windows of good patterns by helicity
+    good_beam_monitor_fixed: list[int] = field(init=False)  # by helicity, 2**-32 muons
     patterns_good: int = 0
     moments: SequentialMoments = field(init=False)  # per-pattern values, see above
 
@@ -85,19 +96,26 @@ class MinirunSums:
         self.windows = np.zeros(2, dtype=np.int64)
         self.beam_monitor_fixed = [0, 0]
         self.undecoded_counts = np.zeros(self.n_channels, dtype=np.int64)
+        self.good_counts = np.zeros((2, self.n_channels), dtype=np.int64)
+        self.good_windows = np.zeros(2, dtype=np.int64)
+        self.good_beam_monitor_fixed = [0, 0]
         self.moments = SequentialMoments.empty(sum(self.widths))
 
     @property
     def widths(self) -> list[int]:
-        """Column widths: channel, null (kinds x channels), charge, cross ratio + nulls."""
+        """Column widths: channel, null (kinds x channels), charge, combined + nulls."""
         c, k = self.n_channels, self.n_null
-        return [c, k * c, 1, 1 + k if self.afb else 0]
+        return [c, k * c, 1, 1 + k]
 
     @property
     def beam_monitor(self) -> np.ndarray:
         """(2,) beam-monitor integrals by helicity (muons)."""
-        scale = 1 << BEAM_MONITOR_FRACTION_BITS
-        return np.array([value / scale for value in self.beam_monitor_fixed])
+        return _muons(self.beam_monitor_fixed)
+
+    @property
+    def good_beam_monitor(self) -> np.ndarray:
+        """(2,) beam-monitor integrals of the good patterns by helicity (muons)."""
+        return _muons(self.good_beam_monitor_fixed)
 
     @cached_property
     def pattern_stats(self) -> RunningStats:
@@ -126,13 +144,11 @@ class MinirunSums:
         return self._parts()[2]
 
     @property
-    def cross_ratio(self) -> RunningStats:
-        return self._parts()[3].split([1])[0] if self.afb else RunningStats.empty(1)
+    def combined(self) -> RunningStats:
+        return self._parts()[3].split([1])[0]
 
     @property
-    def null_cross_ratio(self) -> RunningStats:
-        if not self.afb:
-            return RunningStats.empty(self.n_null)
+    def null_combined(self) -> RunningStats:
         return self._parts()[3].split([1, self.n_null])[1]
 
     def state(self) -> dict:
@@ -168,6 +184,11 @@ class MinirunSums:
                 raise ValueError(f"accumulator state: {f.name} has shape {shape}, not {expected}")
             setattr(m, f.name, value)
         return m
+
+
+def _muons(fixed: list[int]) -> np.ndarray:
+    scale = 1 << BEAM_MONITOR_FRACTION_BITS
+    return np.array([value / scale for value in fixed])
 
 
 def walsh_rows(signs: np.ndarray) -> list[int]:
@@ -267,6 +288,7 @@ class RunAccumulator:
             self._walsh = walsh_rows(np.column_stack([shape, *alternates]))
         self._forward = channel_map.indices("forward")
         self._backward = channel_map.indices("backward")
+        self._scatter = channel_map.indices("scatter")
         self.afb = bool(self._forward and self._backward)
         self.miniruns: list[MinirunSums] = [self._new_minirun(0)]
         self.dirty: set[int] = {0}
@@ -370,6 +392,13 @@ class RunAccumulator:
             seq, pattern = d.seq[part], d.pattern_number[part]
         if helicity.size == 0:
             return
+        by_helicity = [helicity == 1, helicity == -1]
+        m.good_counts += np.rint(np.stack(by_helicity).astype(np.float64) @ counts).astype(np.int64)
+        m.good_windows += [np.count_nonzero(mask) for mask in by_helicity]
+        fixed = fixed_beam_monitor(bcm, by_helicity)
+        m.good_beam_monitor_fixed = [
+            a + b for a, b in zip(m.good_beam_monitor_fixed, fixed, strict=True)
+        ]
         yields = np.divide(counts, bcm[:, None], out=counts)
         if self.pattern_size == VARIABLE_PATTERNS:
             sums = self._segment_sums(yields, bcm, helicity, seq, pattern)
@@ -441,6 +470,20 @@ class RunAccumulator:
                 out[:, k * c + 1 + i] = cross_ratio_asymmetry(
                     f_total + f_signed, f_total - f_signed, b_total + b_signed, b_total - b_signed
                 )
+        elif not self._scatter:
+            out[:, k * c + 1 :] = np.nan
+        else:
+            total = last_along(s.total[:, self._scatter], 1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                for i, signed in enumerate(s.signed):
+                    summed = last_along(signed[:, self._scatter], 1)
+                    if s.windows is None:  # balanced
+                        out[:, k * c + 1 + i] = summed / total
+                    else:
+                        n_plus, n_minus = s.windows
+                        out[:, k * c + 1 + i] = yield_asymmetry(
+                            (total + summed) / n_plus[:, i], (total - summed) / n_minus[:, i]
+                        )
         return out
 
     # -- totals over the run -------------------------------------------------------------

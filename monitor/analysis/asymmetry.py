@@ -99,3 +99,40 @@ def pattern_cross_ratio_asymmetry(
 def pattern_charge_asymmetry(beam_monitor: np.ndarray, helicity: np.ndarray) -> np.ndarray:
     """Beam charge asymmetry per pattern: shape (p,)."""
     return yield_asymmetry(*helicity_means(beam_monitor, helicity))
+
+
+def counted_yield_asymmetry(
+    n_plus: np.ndarray, n_minus: np.ndarray, q_plus: float, q_minus: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Yield asymmetry of counts summed per spin state, with its Poisson error.
+
+    ``Y+- = N+- / Q+-`` (counts over beam-monitor integral, muons), ``A = (Y+ - Y-) /
+    (Y+ + Y-)``, ``sigma_A = 2 Y+ Y- / (Y+ + Y-)**2 * sqrt(1/N+ + 1/N-)``  (``(1 - A**2)/2 *
+    sqrt(1/N+ + 1/N-)``; the beam-monitor integrals are taken as exact: a counting run has
+    far more muons than counts).  Undefined (NaN value and error) unless both spin states
+    have counts and beam.
+    """
+    n_plus, n_minus = np.asarray(n_plus, np.float64), np.asarray(n_minus, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y_plus, y_minus = n_plus / q_plus, n_minus / q_minus
+        a = (y_plus - y_minus) / (y_plus + y_minus)
+        error = (1.0 - a * a) / 2.0 * np.sqrt(1.0 / n_plus + 1.0 / n_minus)
+    defined = (n_plus > 0) & (n_minus > 0) & (q_plus > 0) & (q_minus > 0)
+    return np.where(defined, a, np.nan), np.where(defined, error, np.nan)
+
+
+def counted_cross_ratio_asymmetry(
+    f_plus: float, f_minus: float, b_plus: float, b_minus: float
+) -> tuple[float, float]:
+    """Cross-ratio asymmetry of forward/backward counts summed per spin state, with its
+    Poisson error: ``r = sqrt(B+ F- / (B- F+))``, ``A = (r - 1) / (r + 1)``, ``sigma_A =
+    (1 - A**2) / 4 * sqrt(1/F+ + 1/F- + 1/B+ + 1/B-)`` (error propagation of ``ln r``).
+    Beam intensity and detector efficiencies cancel.  Undefined (NaN, NaN) unless all four
+    sums are positive.
+    """
+    counts = np.array([f_plus, f_minus, b_plus, b_minus], dtype=np.float64)
+    if not (counts > 0).all():
+        return float("nan"), float("nan")
+    r = float(np.sqrt(b_plus * f_minus / (b_minus * f_plus)))
+    a = (r - 1.0) / (r + 1.0)
+    return a, (1.0 - a * a) / 4.0 * float(np.sqrt((1.0 / counts).sum()))

@@ -1,9 +1,26 @@
 """Physics results from an accumulator: asymmetries corrected for polarization (pure).
 
 ``physics asymmetry = measured asymmetry / P``, then blinded
-(:mod:`mupnc.monitor.analysis.blinding`;
-identity for unblinded runs).  The combined A_LR is the inverse-variance weighted mean
-over ``scatter`` channels; A_FB comes from the cross ratio.  ``chi2_ndf`` is that of the
+(:mod:`mupnc.monitor.analysis.blinding`; identity for unblinded runs).
+
+Two estimators, chosen per run from its counts (:func:`choose_estimator`):
+
+* ``integrating`` (JAPAN): asymmetries formed per pattern from beam-normalised yields, the
+  run value their mean, the error their RMS over sqrt(n).  Right where every pattern has
+  many counts: it carries any noise (beam-monitor resolution, electronics) in its spread.
+  The combined asymmetry is formed per pattern too (A_LR: the yield asymmetry of the
+  summed scatter yields; A_FB: the cross ratio of the summed forward and backward yields),
+  so noise common to the channels gives the right combined error.
+* ``counting``: below :data:`COUNTING_LIMIT` counts per analysed channel per window, a
+  pattern's ratio is biased or undefined (a pattern without counts has no asymmetry: at
+  the muonic-atom rate most have none).  The asymmetries are then formed from the counts
+  of good patterns summed per spin state over the minirun or run, with Poisson errors
+  (:func:`mupnc.monitor.analysis.asymmetry.counted_yield_asymmetry`,
+  :func:`mupnc.monitor.analysis.asymmetry.counted_cross_ratio_asymmetry`).  Pure Poisson
+  is right there: per window, the beam-monitor noise is far below the counting noise.
+
+An undefined result (no counts in a spin state, nothing analysed yet) is NaN, never 0 or
+±1.  ``chi2_ndf`` is that of the
 minirun means about their weighted mean (NaN with fewer than two miniruns holding data),
 and ``pulls`` are the minirun means' ``(value - weighted mean) / error``; both leave out a
 minirun holding less than half a minirun of patterns (NaN pull,
@@ -21,11 +38,22 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from mupnc.monitor.analysis.accumulator import MinirunSums, RunAccumulator
+from mupnc.monitor.analysis.asymmetry import (
+    counted_cross_ratio_asymmetry,
+    counted_yield_asymmetry,
+)
 from mupnc.monitor.analysis.blinding import ANALYZING_SIGN, UNBLINDED, Blinder
 from mupnc.monitor.analysis.statistics import RunningStats, pulled_miniruns, weighted_mean
 
 COMBINED = "combined"
 """Key of the combined asymmetry in :attr:`RunResult.pulls` and ``channel_chi2_ndf``."""
+INTEGRATING, COUNTING = "integrating", "counting"
+COUNTING_LIMIT = 100.0
+"""Mean counts per analysed channel (scatter, or forward and backward) per good window
+below which a run is analysed by counting.  Above it a pattern's ratio has a relative bias
+below ~1e-3 (a quartet holds > 400 counts per channel) and the integrating estimator is
+exact; below it the counting estimator is (its Poisson error neglects the beam-monitor
+noise, a relative 1e-2 per window at most: < 1 % of the counting error at 100 counts)."""
 
 
 @dataclass(frozen=True)
@@ -54,25 +82,58 @@ class RunResult:
     null: dict[str, Measurement] = field(default_factory=dict)
     blinded: bool = False
     blinding_checksum: str = ""
+    estimator: str = INTEGRATING
     pulls: dict[str, tuple[float, ...]] = field(default_factory=dict)
     channel_chi2_ndf: dict[str, float] = field(default_factory=dict)
     miniruns: tuple[RunResult, ...] = ()
 
 
 def _stats_measurement(stats: RunningStats, column: int) -> tuple[float, float, int]:
-    return float(stats.mean[column]), float(stats.error[column]), int(stats.n[column])
+    n = int(stats.n[column])
+    if n == 0:
+        return math.nan, math.nan, 0
+    return float(stats.mean[column]), float(stats.error[column]), n
 
 
-def _combined(
-    stats: RunningStats, cross: RunningStats, column: int, acc: RunAccumulator
-) -> tuple[float, float, int]:
-    """Combined value of column ``column`` of the cross ratio (A_FB) or of the scatter set."""
-    if acc.channel_map.mode == "afb":
-        return _stats_measurement(cross, column)
-    c = acc.n_channels
-    scatter = [column * c + i for i in acc.channel_map.indices("scatter")]
-    value, error, _ = weighted_mean(stats.mean[scatter], stats.error[scatter])
-    return value, error, int(stats.n[scatter].max()) if scatter else 0
+def analysed_channels(acc: RunAccumulator) -> list[int]:
+    """The channels an asymmetry is formed from: forward and backward (A_FB) or scatter."""
+    cm = acc.channel_map
+    return cm.indices("forward") + cm.indices("backward") if acc.afb else cm.indices("scatter")
+
+
+def choose_estimator(acc: RunAccumulator) -> str:
+    """:data:`COUNTING` below :data:`COUNTING_LIMIT` counts per analysed channel per good
+    window (over the run so far), else :data:`INTEGRATING`."""
+    channels = analysed_channels(acc)
+    counts = sum(int(m.good_counts[:, channels].sum()) for m in acc.miniruns)
+    windows = sum(int(m.good_windows.sum()) for m in acc.miniruns)
+    if not channels or windows == 0:
+        return INTEGRATING
+    return COUNTING if counts / (windows * len(channels)) < COUNTING_LIMIT else INTEGRATING
+
+
+def _counted(sums: MinirunSums | _MergedSums, acc: RunAccumulator) -> tuple[Measurement, dict]:
+    """Combined and per-channel measured asymmetries by counting (see the module doc)."""
+    n_plus, n_minus = sums.good_counts
+    q_plus, q_minus = sums.good_beam_monitor
+    values, errors = counted_yield_asymmetry(n_plus, n_minus, q_plus, q_minus)
+    n = sums.patterns_good
+    channels = {
+        c.name: Measurement(float(values[i]), float(errors[i]), n)
+        for i, c in enumerate(acc.channel_map.channels)
+    }
+    cm = acc.channel_map
+    if acc.afb:
+        f, b = cm.indices("forward"), cm.indices("backward")
+        f_plus, f_minus = (int(x) for x in sums.good_counts[:, f].sum(axis=1))
+        b_plus, b_minus = (int(x) for x in sums.good_counts[:, b].sum(axis=1))
+        value, error = counted_cross_ratio_asymmetry(f_plus, f_minus, b_plus, b_minus)
+    else:
+        scatter = cm.indices("scatter")
+        summed = sums.good_counts[:, scatter].sum(axis=1)
+        a, e = counted_yield_asymmetry(summed[0], summed[1], q_plus, q_minus)
+        value, error = float(a), float(e)
+    return Measurement(value, error, n), channels
 
 
 def _physics(value: float, error: float, n: int, polarization: float) -> Measurement:
@@ -80,15 +141,27 @@ def _physics(value: float, error: float, n: int, polarization: float) -> Measure
 
 
 def minirun_result(
-    m: MinirunSums, acc: RunAccumulator, polarization: float, blinder: Blinder = UNBLINDED
+    m: MinirunSums,
+    acc: RunAccumulator,
+    polarization: float,
+    blinder: Blinder = UNBLINDED,
+    estimator: str | None = None,
 ) -> RunResult:
-    return _result(m, m.patterns_good, acc, polarization, blinder)
+    return _result(m, acc, polarization, blinder, estimator or choose_estimator(acc))
 
 
-def run_result(acc: RunAccumulator, polarization: float, blinder: Blinder = UNBLINDED) -> RunResult:
-    per_minirun = tuple(minirun_result(m, acc, polarization, blinder) for m in acc.miniruns)
-    merged = _MergedSums(acc)
-    result = _result(merged, acc.good_patterns, acc, polarization, blinder)
+def run_result(
+    acc: RunAccumulator,
+    polarization: float,
+    blinder: Blinder = UNBLINDED,
+    estimator: str | None = None,
+) -> RunResult:
+    """The run's result and each minirun's, by ``estimator`` (None: :func:`choose_estimator`)."""
+    estimator = estimator or choose_estimator(acc)
+    per_minirun = tuple(
+        minirun_result(m, acc, polarization, blinder, estimator) for m in acc.miniruns
+    )
+    result = _result(_MergedSums(acc), acc, polarization, blinder, estimator)
     keys = [COMBINED, *acc.channel_map.names]
     pulled = pulled_miniruns([m.patterns_good for m in acc.miniruns], acc.minirun_patterns)
     pulls, chi2 = {}, {}
@@ -113,34 +186,48 @@ def _pick(result: RunResult, key: str) -> Measurement:
 
 
 class _MergedSums:
-    """The run-level running statistics, with the attribute names of :class:`MinirunSums`."""
+    """The run-level statistics and sums, with the attribute names of :class:`MinirunSums`."""
 
     def __init__(self, acc: RunAccumulator) -> None:
         self.channel_asymmetry = acc.run_stats("channel_asymmetry")
-        self.cross_ratio = acc.run_stats("cross_ratio")
+        self.combined = acc.run_stats("combined")
         self.charge_asymmetry = acc.run_stats("charge_asymmetry")
         self.null_asymmetry = acc.run_stats("null_asymmetry")
-        self.null_cross_ratio = acc.run_stats("null_cross_ratio")
+        self.null_combined = acc.run_stats("null_combined")
+        self.good_counts = sum(
+            (m.good_counts for m in acc.miniruns), np.zeros((2, acc.n_channels), np.int64)
+        )
+        self.good_beam_monitor = sum((m.good_beam_monitor for m in acc.miniruns), np.zeros(2))
+        self.patterns_good = acc.good_patterns
 
 
 def _result(
     sums: MinirunSums | _MergedSums,
-    patterns: int,
     acc: RunAccumulator,
     polarization: float,
     blinder: Blinder,
+    estimator: str,
 ) -> RunResult:
-    stats, cross = sums.channel_asymmetry, sums.cross_ratio
-    combined = _physics(*_combined(stats, cross, 0, acc), polarization)
+    if estimator == COUNTING:
+        measured, measured_channels = _counted(sums, acc)
+    else:
+        measured = Measurement(*_stats_measurement(sums.combined, 0))
+        stats = sums.channel_asymmetry
+        measured_channels = {
+            c.name: Measurement(*_stats_measurement(stats, i))
+            for i, c in enumerate(acc.channel_map.channels)
+        }
+    combined = _physics(measured.value, measured.error, measured.n, polarization)
     combined = Measurement(blinder.blind(combined.value), combined.error, combined.n)
     channels = {}
-    mean, error = stats.mean, stats.error  # error is computed on each access
-    for i, c in enumerate(acc.channel_map.channels):
-        m = _physics(float(mean[i]), float(error[i]), int(stats.n[i]), polarization)
-        value = blinder.blind(m.value, ANALYZING_SIGN[c.role])
-        channels[c.name] = Measurement(value, m.error, m.n)
+    for c in acc.channel_map.channels:
+        measured_channel = measured_channels[c.name]
+        m = _physics(
+            measured_channel.value, measured_channel.error, measured_channel.n, polarization
+        )
+        channels[c.name] = Measurement(blinder.blind(m.value, ANALYZING_SIGN[c.role]), m.error, m.n)
     null = {
-        name: Measurement(*_combined(sums.null_asymmetry, sums.null_cross_ratio, k, acc))
+        name: Measurement(*_stats_measurement(sums.null_combined, k))
         for k, name in enumerate(acc.null_names)
     }
     charge = Measurement(*_stats_measurement(sums.charge_asymmetry, 0))
@@ -149,8 +236,9 @@ def _result(
         chi2_ndf=math.nan,
         channels=channels,
         charge_asymmetry=charge,
-        patterns_good=patterns,
+        patterns_good=sums.patterns_good,
         null=null,
         blinded=blinder.blinded,
         blinding_checksum=blinder.checksum,
+        estimator=estimator,
     )

@@ -28,12 +28,15 @@ class RunAnalysis:
     """Decoder, cuts and accumulator for one run's settings (see the module docstring).
 
     ``minirun_patterns`` None takes the scheme's default (:func:`minirun_length`);
-    ``low_beam`` (None: no cut) removes patterns that saw low beam from the analysis.
+    ``low_beam`` (None: no cut) removes patterns that saw low beam from the analysis;
+    ``estimator`` (None: chosen from the counts,
+    :func:`mupnc.monitor.analysis.results.choose_estimator`) forces one.
     """
 
     settings: RunSettings
     minirun_patterns: int | None = None
     low_beam: LowBeamCut | None = None
+    estimator: str | None = None
     decoder: HelicityDecoder | RotatorDecoder = field(init=False)
     acc: RunAccumulator = field(init=False)
 
@@ -66,7 +69,8 @@ class RunAnalysis:
         self.acc.add(decoded if self.low_beam is None else self.low_beam.apply(decoded))
 
     def result(self) -> RunResult:
-        return run_result(self.acc, self.settings.polarization, self.settings.blinder)
+        s = self.settings
+        return run_result(self.acc, s.polarization, s.blinder, self.estimator)
 
     def recordable(self) -> tuple[RunAccumulator, DecoderState, RunResult, int]:
         """What a recorder writes: the accumulator, the decoder's counters, the result and
