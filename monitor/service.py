@@ -22,7 +22,7 @@ from mupnc.daq.channel_map import ChannelMap
 from mupnc.db.models import Run
 from mupnc.db.session import transaction
 from mupnc.monitor.alarms.service import AlarmService
-from mupnc.monitor.analysis.blinding import UNBLINDED, Blinder, run_blinder
+from mupnc.monitor.analysis.blinding import Blinder, ioc_blinder
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.monitor.archiver import SlowControlArchiver
@@ -41,13 +41,14 @@ STATE_POLL_TIMEOUT = 0.5
 def _blinder(ingest: BlockIngest) -> Blinder:
     """The run's blinding: ``RUN:BLIND`` (0/1) and ``RUN:BLIND_BOX`` (fraction, 0 = default)
     from the IOC, the seed from ``MUPNC_BLINDING_SEED`` on the monitor's host (never a PV)."""
+    blind: bool | None
     try:
         blind = int(ingest.caget("RUN:BLIND")) != 0
         box = float(ingest.caget("RUN:BLIND_BOX")) if blind else None
     except ConnectionError:
-        log.warning("the IOC serves no RUN:BLIND: the run is analysed unblinded")
-        return UNBLINDED
-    return run_blinder(blind, os.environ.get("MUPNC_BLINDING_SEED"), box)
+        log.error("RUN:BLIND cannot be read: the run is analysed BLINDED (default box)")
+        blind, box = None, None
+    return ioc_blinder(blind, os.environ.get("MUPNC_BLINDING_SEED"), box)
 
 
 def _first_seq(ingest: BlockIngest) -> int:

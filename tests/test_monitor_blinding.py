@@ -16,6 +16,7 @@ from mupnc.monitor.analysis.blinding import (
     UNBLINDED,
     Blinder,
     blinding_box,
+    ioc_blinder,
     run_blinder,
 )
 from mupnc.monitor.analysis.results import COMBINED, run_result
@@ -128,3 +129,12 @@ def test_blinded_result_shifts_every_physics_asymmetry_only(mode: str) -> None:
     # unblinding with the seed gives the truth back
     assert blinder.unblind(blind.combined.value) == pytest.approx(plain.combined.value, abs=1e-15)
     assert replace(blind.combined, value=plain.combined.value) == plain.combined
+
+
+def test_a_run_whose_blinding_cannot_be_read_is_analysed_blinded() -> None:
+    """RUN:BLIND unreadable (a DAQ that does not serve it, or gone at start): blinded with
+    the default box, never unblinded; readable values are honoured."""
+    unknown = ioc_blinder(None, None)
+    assert unknown.blinded and unknown.box == DEFAULT_BOX and unknown.offset != 0
+    assert ioc_blinder(False, "seed") is UNBLINDED
+    assert ioc_blinder(True, "seed", 1e-3).box == 1e-3

@@ -17,9 +17,9 @@ import pytest
 
 from mupnc.daq.channel_map import Channel, ChannelMap
 from mupnc.monitor.analysis.accumulator import RunAccumulator
-from mupnc.monitor.analysis.results import COMBINED, INTEGRATING, RunResult, run_result
+from mupnc.monitor.analysis.results import COMBINED, COUNTING, INTEGRATING, RunResult, run_result
 from mupnc.monitor.analysis.statistics import weighted_mean
-from mupnc.monitor.decoding import make_decoder
+from mupnc.monitor.decoding import DEFAULT_MINIRUN_PAIRS, make_decoder
 from mupnc.monitor.decoding.fast import HelicityDecoder
 from mupnc.monitor.decoding.stream import ERROR_KINDS, DecodedWindows
 from mupnc.sim.source import SourceConfig, WindowSource
@@ -254,3 +254,32 @@ def test_slow_schemes_pulls_and_null(scheme: str) -> None:
     null = acc.run_stats("null_asymmetry")
     assert acc.null_names == ("null_even_odd",)
     assert_standard_normal(null.mean / null.error)
+
+
+@pytest.mark.parametrize("estimator", [INTEGRATING, COUNTING])
+def test_slow_scheme_miniruns_of_16_pairs_give_unbiased_chi2(estimator: str) -> None:
+    """The slow scheme's default minirun (16 interval pairs), 10 miniruns, 1000 channels as
+    pseudo-runs: chi2/ndf of minirun means averages 1 (3-sigma band: 3 sqrt(2/9)/sqrt(1000)
+    = 0.045).  With each minirun's error from its own 16 patterns it averaged 1.15-1.33."""
+    config = SourceConfig(
+        scheme="slow",
+        flip_period=0.25,
+        ramp_time=0.02,
+        settle_time=0.02,
+        asymmetry=2e-2,
+        polarization=P,
+        muon_rate=2.4e7,
+        channel_map=scatter_map(1000),
+        seed=91,
+    )
+    source = WindowSource(config)
+    decoder = make_decoder("slow", "quartet", 0, source.n_channels)
+    acc = RunAccumulator(source.channel_map, decoder.size, minirun_patterns=DEFAULT_MINIRUN_PAIRS)
+    for _ in range(2 * 16 * 10):  # intervals of 60 windows
+        simulated = source.next_block_of(60)
+        acc.add(decoder.feed(simulated.block, simulated.rotator_readback))
+    acc.add(decoder.flush())
+    assert [m.patterns_good for m in acc.miniruns] == [16] * 10
+    result = run_result(acc, P, estimator=estimator)
+    chi2 = np.array([result.channel_chi2_ndf[name] for name in acc.channel_map.names])
+    assert abs(chi2.mean() - 1) < 3 * math.sqrt(2 / 9) / math.sqrt(chi2.size), chi2.mean()

@@ -91,6 +91,12 @@ def blinding_checksum(seed: str, box: float) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def ioc_blinder(blind: bool | None, seed: str | None, box: float | None = None) -> Blinder:
+    """The blinding of a run as its IOC serves it (``RUN:BLIND``); ``blind`` None (it could
+    not be read) blinds the run with the default box: never analysed unblinded by mistake."""
+    return run_blinder(True if blind is None else blind, seed, box)
+
+
 def run_blinder(blind: bool, seed: str | None, box: float | None = None) -> Blinder:
     """The blinding of a run configured ``blind``: identity for an unblinded run.
 

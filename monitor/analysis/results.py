@@ -24,7 +24,9 @@ An undefined result (no counts in a spin state, nothing analysed yet) is NaN, ne
 minirun means about their weighted mean (NaN with fewer than two miniruns holding data),
 and ``pulls`` are the minirun means' ``(value - weighted mean) / error``; both leave out a
 minirun holding less than half a minirun of patterns (NaN pull,
-:func:`mupnc.monitor.analysis.statistics.pulled_miniruns`).
+:func:`mupnc.monitor.analysis.statistics.pulled_miniruns`).  A minirun's integrating error
+comes from the run's pooled per-pattern spread (:func:`pooled_sd`), so short miniruns
+(the slow schemes' 16 pairs) give unbiased chi2/ndf.
 
 The beam charge asymmetry and the null asymmetries are *measured* asymmetries: neither
 divided by P nor blinded (both should be compatible with 0).
@@ -88,11 +90,31 @@ class RunResult:
     miniruns: tuple[RunResult, ...] = ()
 
 
-def _stats_measurement(stats: RunningStats, column: int) -> tuple[float, float, int]:
+def _stats_measurement(
+    stats: RunningStats, column: int, pooled_sd: np.ndarray | None = None
+) -> tuple[float, float, int]:
+    """Mean, error and count of one column; the error from ``pooled_sd`` when given."""
     n = int(stats.n[column])
     if n == 0:
         return math.nan, math.nan, 0
-    return float(stats.mean[column]), float(stats.error[column]), n
+    error = stats.error[column] if pooled_sd is None else pooled_sd[column] / math.sqrt(n)
+    return float(stats.mean[column]), float(error), n
+
+
+def pooled_sd(acc: RunAccumulator, attribute: str) -> np.ndarray:
+    """Within-minirun pooled standard deviation of the per-pattern values of one
+    :class:`MinirunSums` attribute, per column: ``sqrt(sum m2 / (sum n - miniruns))``.
+
+    A minirun's integrating error is ``pooled_sd / sqrt(n)``, not its own spread over
+    ``sqrt(n)``: the spread of a short minirun (16 interval pairs of the slow schemes, a
+    minirun just begun) is itself uncertain, so its pulls follow Student's t, not a normal,
+    and chi2/ndf of minirun means is inflated (1.33 at 16 pairs).  Pooling within miniruns
+    keeps a real shift between minirun means visible in chi2/ndf."""
+    stats = [getattr(m, attribute) for m in acc.miniruns]
+    m2 = np.sum([s.m2 for s in stats], axis=0)
+    dof = np.sum([np.maximum(s.n - 1, 0) for s in stats], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(dof > 0, np.sqrt(m2 / dof), np.nan)
 
 
 def analysed_channels(acc: RunAccumulator) -> list[int]:
@@ -140,16 +162,6 @@ def _physics(value: float, error: float, n: int, polarization: float) -> Measure
     return Measurement(value / polarization, error / abs(polarization), n)
 
 
-def minirun_result(
-    m: MinirunSums,
-    acc: RunAccumulator,
-    polarization: float,
-    blinder: Blinder = UNBLINDED,
-    estimator: str | None = None,
-) -> RunResult:
-    return _result(m, acc, polarization, blinder, estimator or choose_estimator(acc))
-
-
 def run_result(
     acc: RunAccumulator,
     polarization: float,
@@ -158,8 +170,11 @@ def run_result(
 ) -> RunResult:
     """The run's result and each minirun's, by ``estimator`` (None: :func:`choose_estimator`)."""
     estimator = estimator or choose_estimator(acc)
+    pooled = None
+    if estimator == INTEGRATING:
+        pooled = {name: pooled_sd(acc, name) for name in ("combined", "channel_asymmetry")}
     per_minirun = tuple(
-        minirun_result(m, acc, polarization, blinder, estimator) for m in acc.miniruns
+        _result(m, acc, polarization, blinder, estimator, pooled) for m in acc.miniruns
     )
     result = _result(_MergedSums(acc), acc, polarization, blinder, estimator)
     keys = [COMBINED, *acc.channel_map.names]
@@ -207,14 +222,18 @@ def _result(
     polarization: float,
     blinder: Blinder,
     estimator: str,
+    pooled: dict[str, np.ndarray] | None = None,
 ) -> RunResult:
+    """The result of ``sums``; with ``pooled`` (a minirun of an integrating run), errors from
+    the run's pooled per-pattern spread (:func:`pooled_sd`)."""
     if estimator == COUNTING:
         measured, measured_channels = _counted(sums, acc)
     else:
-        measured = Measurement(*_stats_measurement(sums.combined, 0))
-        stats = sums.channel_asymmetry
+        pooled = pooled or {}
+        measured = Measurement(*_stats_measurement(sums.combined, 0, pooled.get("combined")))
+        stats, sd = sums.channel_asymmetry, pooled.get("channel_asymmetry")
         measured_channels = {
-            c.name: Measurement(*_stats_measurement(stats, i))
+            c.name: Measurement(*_stats_measurement(stats, i, sd))
             for i, c in enumerate(acc.channel_map.channels)
         }
     combined = _physics(measured.value, measured.error, measured.n, polarization)
