@@ -23,7 +23,7 @@ from mupnc.monitor.decoding.stream import ERROR_KINDS
 
 ESTIMATORS = [INTEGRATING.upper(), COUNTING.upper()]
 
-_UNDEFINED = {"status": AlarmStatus.UDF, "severity": AlarmSeverity.INVALID}
+_UNDEFINED = {"status": AlarmStatus.UDF, "severity": AlarmSeverity.INVALID_ALARM}
 _DEFINED = {"status": AlarmStatus.NO_ALARM, "severity": AlarmSeverity.NO_ALARM}
 
 

@@ -249,11 +249,13 @@ def test_sequential_moments_do_not_depend_on_the_blocks() -> None:
 
 
 def test_state_of_an_older_monitor_is_refused_clearly() -> None:
-    """Version 1 states (Welford merged per block) cannot continue bit-identically."""
+    """Version 1 states (Welford merged per block) cannot continue bit-identically, nor
+    version 2 ones (no good-pattern sums, no per-pattern combined columns)."""
     cmap = channel_map("alr")
     state = RunAccumulator(cmap, 4, 100).state()
-    with pytest.raises(ValueError, match=r"version 1 is not 2.*reanalyze the run"):
-        RunAccumulator.from_state(cmap, {**state, "version": 1})
+    for old in (1, 2):
+        with pytest.raises(ValueError, match=rf"version {old} is not 3.*reanalyze the run"):
+            RunAccumulator.from_state(cmap, {**state, "version": old})
     bad = json.loads(json.dumps(state))
     bad["miniruns"][0]["moments"]["open"] = [[0.0], [0.0]]
     with pytest.raises(ValueError, match="sequential moments state"):

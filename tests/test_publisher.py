@@ -38,7 +38,7 @@ def test_undefined_results_are_nan_and_invalid(publisher) -> None:
     served.publish(asym=1.5e-3, asym_err=2e-4, chi2_ndf=math.nan, estimator="counting")
     chi2 = read(f"{prefix}MON:CHI2_NDF")
     assert math.isnan(chi2["value"])
-    assert (chi2["severity"], chi2["status"]) == (AlarmSeverity.INVALID, AlarmStatus.UDF)
+    assert (chi2["severity"], chi2["status"]) == (AlarmSeverity.INVALID_ALARM, AlarmStatus.UDF)
     asym = read(f"{prefix}MON:ASYM")
     assert asym["value"] == 1.5e-3
     assert (asym["severity"], asym["status"]) == (AlarmSeverity.NO_ALARM, AlarmStatus.NO_ALARM)
