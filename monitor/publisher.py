@@ -4,7 +4,9 @@ Any EPICS tool sees the running result here.  Values are written from the monito
 worker thread through :meth:`ResultPublisher.publish`, which hands them to the server's
 event loop (caproto objects are only touched inside that loop).  An undefined result
 (NaN: nothing analysed yet, a spin state without counts, fewer than two miniruns for
-chi2/ndf) is published as NaN with severity INVALID and status UDF, never as a number.
+chi2/ndf) is published as NaN with severity INVALID and status UDF, never as a number;
+each of these PVs has its own caproto alarm instance (``alarm_group``), so one undefined
+value does not mark the others.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ResultGroup(PVGroup):
     asym = pvproperty(
         value=math.nan,
         name="ASYM",
+        alarm_group="ASYM",
         read_only=True,
         precision=8,
         doc="Running combined physics asymmetry (fraction)",
@@ -38,6 +41,7 @@ class ResultGroup(PVGroup):
     asym_err = pvproperty(
         value=math.nan,
         name="ASYM:ERR",
+        alarm_group="ASYM:ERR",
         read_only=True,
         precision=8,
         doc="Statistical error of ASYM",
@@ -45,6 +49,7 @@ class ResultGroup(PVGroup):
     chi2_ndf = pvproperty(
         value=math.nan,
         name="CHI2_NDF",
+        alarm_group="CHI2_NDF",
         read_only=True,
         precision=3,
         doc="chi2/ndf of minirun means",
@@ -52,6 +57,7 @@ class ResultGroup(PVGroup):
     charge_asym = pvproperty(
         value=math.nan,
         name="CHARGE_ASYM",
+        alarm_group="CHARGE_ASYM",
         read_only=True,
         precision=8,
         doc="Beam charge asymmetry (fraction)",

@@ -10,7 +10,6 @@ import uuid
 import epics
 import pytest
 from caproto import AlarmSeverity, AlarmStatus
-from conftest import MONITOR_PORT
 
 from mupnc.monitor.publisher import ResultPublisher
 
@@ -18,9 +17,10 @@ pytestmark = pytest.mark.ca
 
 
 @pytest.fixture
-def publisher(monkeypatch):
-    monkeypatch.setenv("EPICS_CAS_SERVER_PORT", str(MONITOR_PORT))
-    monkeypatch.setenv("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
+def publisher(monkeypatch, ca_env):
+    """A result publisher served by this process on its own CA port (``MONITOR_PORT``)."""
+    for name, value in ca_env["monitor"].items():
+        monkeypatch.setenv(name, value)
     prefix = f"P{uuid.uuid4().hex[:8].upper()}:"
     served = ResultPublisher(prefix)
     yield prefix, served
@@ -34,7 +34,10 @@ def read(name: str) -> dict:
 
 
 def test_undefined_results_are_nan_and_invalid(publisher) -> None:
+    """Before the first result, then with a defined asymmetry and an undefined chi2/ndf
+    (one publisher per test process: its CA port is the process's own)."""
     prefix, served = publisher
+    assert math.isnan(read(f"{prefix}MON:ASYM")["value"])  # nothing published yet
     served.publish(asym=1.5e-3, asym_err=2e-4, chi2_ndf=math.nan, estimator="counting")
     chi2 = read(f"{prefix}MON:CHI2_NDF")
     assert math.isnan(chi2["value"])
@@ -46,8 +49,3 @@ def test_undefined_results_are_nan_and_invalid(publisher) -> None:
     served.publish(chi2_ndf=1.02)
     chi2 = read(f"{prefix}MON:CHI2_NDF")
     assert chi2["value"] == 1.02 and chi2["severity"] == AlarmSeverity.NO_ALARM
-
-
-def test_nothing_published_yet_reads_nan(publisher) -> None:
-    prefix, _ = publisher
-    assert math.isnan(read(f"{prefix}MON:ASYM")["value"])
