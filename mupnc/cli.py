@@ -17,12 +17,15 @@ import sys
 
 from mupnc.daq.channel_map import ChannelMapError
 from mupnc.daq.helicity import PATTERN_SHAPES
+from mupnc.daq.scheme import SCHEMES
 from mupnc.db.block_codec import RecordingError
 from mupnc.db.session import DatabaseURLError, SchemaError, checked_url, database_url
 from mupnc.errors import UsageError
 from mupnc.ioc.autosave import AutosaveError
 from mupnc.monitor.alarms.rules import AlarmRulesError
 from mupnc.orchestrate import follow_parent
+from mupnc.run_file import RunFileError
+from mupnc.sim.detector import PRESETS
 from mupnc.sim.faults import FAULT_KINDS
 from mupnc.sim.source import SourceConfigError
 
@@ -61,6 +64,13 @@ def _injection(text: str) -> tuple[float, str]:
     if not math.isfinite(seconds) or seconds < 0:
         raise argparse.ArgumentTypeError(f"time must be seconds >= 0, got {at!r}")
     return seconds, kind
+
+
+def _polarization(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}")
+    return value
 
 
 def _asymmetry(text: str) -> float:
@@ -161,32 +171,39 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
 
 
 def _simulation_options(p: argparse.ArgumentParser) -> None:
+    """The run's simulation settings: ``--config RUN.toml`` and flags that override it (a
+    flag not given is None: the file's value, else the default named in its help)."""
+    p.add_argument(
+        "--config", metavar="RUN.toml", help="run configuration file (flags override it)"
+    )
     p.add_argument(
         "--mode",
         choices=("alr", "afb"),
-        default="alr",
-        help="A_LR (muon scattering) or A_FB (muonic-atom 2S->1S gamma)",
+        help="A_LR (muon scattering) or A_FB (muonic-atom 2S->1S gamma); default alr",
     )
     p.add_argument(
         "--asymmetry",
         type=_asymmetry,
-        default=1e-3,
         help="physics asymmetry injected, as a fraction (default 1e-3)",
     )
-    p.add_argument("--rate", type=_positive, default=1e8, help="muon rate in Hz (default 1e8)")
+    p.add_argument("--rate", type=_positive, help="muon rate in Hz (default 1e8)")
+    p.add_argument("--polarization", type=_polarization, help="beam polarization (default 0.9)")
+    p.add_argument(
+        "--scheme", choices=SCHEMES, help="spin reversal: fast, slow or kick (default fast)"
+    )
+    p.add_argument("--preset", choices=PRESETS, help="physics preset: flat (default), sm or np")
+    p.add_argument("--momentum", type=_positive, help="beam momentum in MeV/c (default 29)")
     p.add_argument(
         "--pattern",
         choices=list(PATTERN_SHAPES),
-        default="quartet",
         help="helicity pattern (default quartet)",
     )
     p.add_argument(
         "--window-rate",
         type=_positive,
-        default=240.0,
         help="helicity window rate in Hz (default 240)",
     )
-    p.add_argument("--seed", type=_seed, default=1, help="random seed of the simulation")
+    p.add_argument("--seed", type=_seed, help="random seed of the simulation (default 1)")
     p.add_argument("--channel-map", help="channel map TOML file (default: shipped map for --mode)")
 
 
@@ -378,7 +395,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"mupnc: error: --db: {err}\n")
     try:
         return _dispatch(args)
-    except (UsageError, ChannelMapError, SourceConfigError, AlarmRulesError, AutosaveError) as err:
+    except (
+        UsageError,
+        ChannelMapError,
+        SourceConfigError,
+        RunFileError,
+        AlarmRulesError,
+        AutosaveError,
+    ) as err:
         parser.exit(2, f"mupnc: error: {err}\n")
     except (SchemaError, ConnectionError, LookupError) as err:
         print(f"mupnc: error: {err}", file=sys.stderr)

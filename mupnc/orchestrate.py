@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from mupnc.db.session import redacted
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
-from mupnc.runs import new_run, source_config
+from mupnc.runs import new_run, simulation_arguments, source_config
 
 MONITOR_DRAIN_SECONDS = 60.0
 PARENT_ENV = "MUPNC_PARENT_PID"
@@ -173,22 +173,7 @@ def finish(
 def demo(args: argparse.Namespace) -> int:
     config = source_config(args)
     run = new_run(args.db, config)
-    sim = [
-        "--mode",
-        args.mode,
-        "--asymmetry",
-        repr(args.asymmetry),
-        "--rate",
-        repr(args.rate),
-        "--pattern",
-        args.pattern,
-        "--window-rate",
-        repr(args.window_rate),
-        "--seed",
-        str(args.seed),
-    ]
-    if args.channel_map:
-        sim += ["--channel-map", args.channel_map]
+    sim = simulation_arguments(args)
     dashboard = None if args.no_dashboard else args.port
     chain, loopback, interrupted = launch(
         args.db, ["ioc", "--run", str(run), *sim], ["monitor"], dashboard, f"run {run}"

@@ -79,7 +79,7 @@ CONFIG_KEYS = {
     "settle_time": "settle_time",
     "kick_turns": "kick_turns",
 }
-"""Run configuration keys (:func:`mupnc.commands.run_config`) -> :class:`SourceConfig` fields."""
+"""Run configuration keys (:func:`mupnc.runs.run_config`) -> :class:`SourceConfig` fields."""
 
 
 def recorded_config(config: dict, channel_map: dict) -> SourceConfig:

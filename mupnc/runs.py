@@ -5,26 +5,57 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from mupnc.daq.channel_map import load_channel_map
 from mupnc.db.session import ensure_schema, make_engine, require_schema, transaction
 from mupnc.db.store import allocate_run
+from mupnc.run_file import load_run_file
 from mupnc.sim.detector import expected_asymmetry, relative_asymmetries
 from mupnc.sim.source import SourceConfig
 
+FLAGS = {
+    "mode": "mode",
+    "asymmetry": "asymmetry",
+    "rate": "muon_rate",
+    "polarization": "polarization",
+    "scheme": "scheme",
+    "preset": "preset",
+    "momentum": "momentum",
+    "pattern": "pattern",
+    "window_rate": "window_rate",
+    "seed": "seed",
+}
+"""Simulation flags (argparse destinations) -> :class:`SourceConfig` fields."""
+
 
 def source_config(args: argparse.Namespace) -> SourceConfig:
-    """The simulation settings given on the command line."""
-    channel_map = load_channel_map(args.channel_map, args.mode) if args.channel_map else None
-    return SourceConfig(
-        mode=args.mode,
-        asymmetry=args.asymmetry,
-        muon_rate=args.rate,
-        pattern=args.pattern,
-        window_rate=args.window_rate,
-        seed=args.seed,
-        channel_map=channel_map,
+    """The simulation settings of a command: its ``--config`` file, overridden by the flags
+    given (``mupnc.run_file``); defaults for the rest."""
+    fields = load_run_file(args.config) if args.config else {}
+    fields.update(
+        {
+            field: getattr(args, flag)
+            for flag, field in FLAGS.items()
+            if getattr(args, flag) is not None
+        }
     )
+    if args.channel_map:
+        fields["channel_map"] = load_channel_map(args.channel_map, fields.get("mode", "alr"))
+    return SourceConfig(**fields)
+
+
+def simulation_arguments(args: argparse.Namespace) -> list[str]:
+    """The simulation options ``args`` was given, as command-line arguments again (for the
+    IOC a demo starts)."""
+    out = ["--config", str(Path(args.config).resolve())] if args.config else []
+    for flag in FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            out += ["--" + flag.replace("_", "-"), value if isinstance(value, str) else repr(value)]
+    if args.channel_map:
+        out += ["--channel-map", str(Path(args.channel_map).resolve())]
+    return out
 
 
 def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | None = None) -> dict:
@@ -50,7 +81,10 @@ def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | N
         "blind_box": blind_box,
         "scheme": config.scheme,
         "flip_period": config.flip_period,
+        "ramp_time": config.ramp_time,
         "settle_time": config.settle_time,
+        "charge_asymmetry": config.charge_asymmetry,
+        "efficiency_mismatch": config.efficiency_mismatch,
         "kick_turns": list(config.kick_turns),
         "channel_map": json.loads(channel_map.to_json()),
         "expected_asymmetry": expected_asymmetry(

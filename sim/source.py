@@ -147,8 +147,8 @@ def _config_problem(c: SourceConfig) -> str | None:
             f"momentum must be one of the presets {MOMENTUM_PRESETS} MeV/c, got {c.momentum!r}",
         ),
         (
-            _outside(c.polarization, 0.0, 1.0),
-            f"polarization must lie in [0, 1], got {c.polarization!r}",
+            _outside(c.polarization, 1e-6, 1.0),
+            f"polarization must lie in (0, 1], got {c.polarization!r}",
         ),
         (
             _outside(abs(c.asymmetry), 0.0, 0.999),

@@ -1,5 +1,5 @@
-"""Malformed channel maps and alarm rules: the real ``mupnc`` console script exits 2 with one
-line on stderr naming the file and the line, and no traceback."""
+"""Malformed channel maps, alarm rules and run configurations: the real ``mupnc`` console
+script exits 2 with one line on stderr naming the file and the line, and no traceback."""
 
 from __future__ import annotations
 
@@ -91,9 +91,23 @@ ALARM_RULES = [
 ]
 
 
+RUN_FILES = [
+    ("toml-syntax", 'mode = "alr\n', 1, "not valid TOML"),
+    ("unknown-table", '[detectr]\npreset = "sm"\n', 1, "unknown table [detectr]"),
+    ("unknown-key", "[beam]\nrate = 1e8\nbrightness = 3\n", 3, "[beam] brightness: unknown key"),
+    ("unknown-top-key", 'mode = "alr"\nscheme = "slow"\n', 2, "scheme: unknown key"),
+    ("wrong-type", '[beam]\npolarization = "high"\n', 2, "[beam] polarization: must be a number"),
+    ("polarization-above-1", "[beam]\npolarization = 1.2\n", 2, "polarization must lie in"),
+    ("no-dilution", "[detector]\nsignal_fraction = 0.0\n", 2, "signal_fraction must lie in"),
+    ("negative-rate", "[beam]\nrate = -5.0\n", 2, "[beam] rate: muon_rate must lie in"),
+    ("unknown-scheme", '[reversal]\nscheme = "wobble"\n', 2, "scheme must be one of"),
+    ("one-kick-turn", "[reversal]\nkick_turns = [1]\n", 2, "must be two integers"),
+    ("not-yet", "\n[polarimeter]\nenabled = true\n", 2, "[polarimeter] is not supported"),
+]
 MAP = "--channel-map"
 LIST_PVS = ("ioc", "--list-pvs", MAP)
 MONITOR = ("monitor", "--alarm-rules")
+SIM_CONFIG = ("sim", "--windows", "10", "--config")
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -124,6 +138,9 @@ def results(tmp_path_factory) -> dict:
     for case, path in (("missing", folder / "absent.toml"), ("directory", folder / "a-folder")):
         add(("map", case), path, "demo", "--duration", "1", MAP)
     add(("rules", "missing"), folder / "absent-rules.toml", *MONITOR)
+    for case, content, *_ in RUN_FILES:
+        add(("run", case), write(folder / f"run-{case}.toml", content), *SIM_CONFIG)
+    add(("run", "missing"), folder / "absent-run.toml", *SIM_CONFIG)
     add(("map", "valid"), write(folder / "valid.toml", 'mode = "alr"\n' + GOOD_CHANNEL), *LIST_PVS)
     done = run_all(jobs, folder)
     return {key: (files[key], done[key]) for key in jobs}
@@ -177,3 +194,16 @@ def test_missing_alarm_rules_file_is_named(results):
     check_one_line(
         *reversed(results["rules", "missing"]), None, "cannot read the alarm rules: No such file"
     )
+
+
+@pytest.mark.parametrize(
+    ("case", "line", "words"),
+    [(c[0], *c[2:]) for c in RUN_FILES],
+    ids=[c[0] for c in RUN_FILES],
+)
+def test_malformed_run_configuration_names_file_line_and_key(results, case, line, words):
+    check_one_line(*reversed(results["run", case]), line, words)
+
+
+def test_missing_run_configuration_is_named(results):
+    check_one_line(*reversed(results["run", "missing"]), None, "cannot read the run configuration")

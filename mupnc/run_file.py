@@ -1,0 +1,154 @@
+"""Run configuration files (``--config RUN.toml``): the settings of a simulated run in one
+file, stored with the run (flags given beside it override it).
+
+Tables and keys (units as in :class:`mupnc.sim.source.SourceConfig`; every key optional)::
+
+    mode = "alr"              # alr | afb
+    seed = 1
+    [reversal]   scheme (fast|slow|kick), flip_period (s), ramp_time (s), settle_time (s),
+                 kick_turns ([+ state, - state])
+    [helicity]   pattern (pair|quartet|octet|...), window_rate (Hz), delay_patterns
+    [beam]       rate (muons/s), polarization, momentum (MeV/c), charge_asymmetry,
+                 intensity_jitter, bcm_resolution (relative, per window)
+    [detector]   preset (flat|sm|np), asymmetry, z, signal_fraction, efficiency_mismatch,
+                 channel_map (a channel-map file, relative to this one)
+
+An unknown table or key, a value of the wrong type or an unphysical value is refused in
+one line naming the file, the line and the key: ``run.toml, line 4: [beam] polarization:
+polarization must lie in [0, 1], got 1.2``.  Tables of features this version does not
+have (``beamline``, ``polarimeter``, ``modulation``, ``feedback``) are refused by name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from mupnc.daq.channel_map import load_channel_map
+from mupnc.daq.config_file import parse_toml, read_text
+from mupnc.sim.source import SourceConfig, SourceConfigError
+
+
+class RunFileError(ValueError):
+    """A run configuration file that cannot be used; one line naming file, line and key."""
+
+
+_FLOAT, _INT, _STR, _TURNS, _PATH = "a number", "an integer", "a string", "two integers", "a path"
+KEYS: dict[str | None, dict[str, tuple[str, str]]] = {
+    None: {"mode": ("mode", _STR), "seed": ("seed", _INT)},
+    "reversal": {
+        "scheme": ("scheme", _STR),
+        "flip_period": ("flip_period", _FLOAT),
+        "ramp_time": ("ramp_time", _FLOAT),
+        "settle_time": ("settle_time", _FLOAT),
+        "kick_turns": ("kick_turns", _TURNS),
+    },
+    "helicity": {
+        "pattern": ("pattern", _STR),
+        "window_rate": ("window_rate", _FLOAT),
+        "delay_patterns": ("delay_patterns", _INT),
+    },
+    "beam": {
+        "rate": ("muon_rate", _FLOAT),
+        "polarization": ("polarization", _FLOAT),
+        "momentum": ("momentum", _FLOAT),
+        "charge_asymmetry": ("charge_asymmetry", _FLOAT),
+        "intensity_jitter": ("intensity_jitter", _FLOAT),
+        "bcm_resolution": ("bcm_resolution", _FLOAT),
+    },
+    "detector": {
+        "preset": ("preset", _STR),
+        "asymmetry": ("asymmetry", _FLOAT),
+        "z": ("z", _INT),
+        "signal_fraction": ("signal_fraction", _FLOAT),
+        "efficiency_mismatch": ("efficiency_mismatch", _FLOAT),
+        "channel_map": ("channel_map", _PATH),
+    },
+}
+"""(table or None for the top level) -> key -> (:class:`SourceConfig` field, kind)."""
+NOT_YET = ("beamline", "polarimeter", "modulation", "feedback")
+
+
+def load_run_file(path: str | Path) -> dict[str, Any]:
+    """The :class:`SourceConfig` fields set by the file at ``path`` (checked on their own:
+    the file must describe a run that can be simulated)."""
+    text = read_text(path, "run configuration", RunFileError)
+    data = parse_toml(text, str(path), RunFileError)
+    fields: dict[str, Any] = {}
+    where: dict[str, tuple[str | None, str]] = {}
+    for table, key, value in _entries(data, path, text):
+        field, kind = KEYS[table][key]
+        fields[field] = _typed(value, kind, path, text, table, key)
+        where[field] = (table, key)
+    if "channel_map" in fields:
+        map_path = Path(path).parent / fields["channel_map"]
+        fields["channel_map"] = load_channel_map(map_path, fields.get("mode"))
+    try:
+        SourceConfig(**fields)
+    except SourceConfigError as err:
+        field = next((f for f in where if str(err).startswith(f)), None)
+        table, key = where.get(field, (None, "")) if field else (None, "")
+        _fail(path, text, table, key, str(err))
+    return fields
+
+
+def _entries(data: dict, path: str | Path, text: str):
+    for name, value in data.items():
+        if isinstance(value, dict):
+            if name in NOT_YET:
+                _fail(path, text, name, "", f"[{name}] is not supported by this mupnc version")
+            if name not in KEYS:
+                known = ", ".join(f"[{t}]" for t in KEYS if t)
+                _fail(path, text, name, "", f"unknown table [{name}] (known: {known})")
+            for key, item in value.items():
+                if key not in KEYS[name]:
+                    _fail(path, text, name, key, f"unknown key (known: {', '.join(KEYS[name])})")
+                yield name, key, item
+        elif name in KEYS[None]:
+            yield None, name, value
+        else:
+            _fail(path, text, None, name, f"unknown key (known: {', '.join(KEYS[None])})")
+
+
+def _typed(value: object, kind: str, path, text, table: str | None, key: str) -> Any:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == _FLOAT and number and math.isfinite(value):
+        return float(value)
+    if kind == _INT and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind in (_STR, _PATH) and isinstance(value, str) and value:
+        return value
+    integers = isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+    if kind == _TURNS and integers and len(value) == 2:
+        return tuple(value)
+    _fail(path, text, table, key, f"must be {kind}, got {value!r}")
+
+
+def _fail(path, text: str, table: str | None, key: str, message: str):
+    name = f"[{table}] {key}".strip() if table else key
+    prefix = f"{name}: " if name and not message.startswith("[") else ""
+    raise RunFileError(f"{path}, line {_line(text, table, key)}: {prefix}{message}")
+
+
+def _line(text: str, table: str | None, key: str) -> int:
+    """Line (1-based) of ``key`` in ``table`` (its header if ``key`` is empty); 1 if absent."""
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    headers = [i for i, t in enumerate(lines) if re.match(r"^\s*\[", t)]
+    if table is not None:
+        header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
+        found = next((i for i in headers if header.match(lines[i])), None)
+        if found is None:
+            return 1
+        if not key:
+            return found + 1
+        start, end = found + 1, next((i for i in headers if i > found), len(lines))
+    elif headers:
+        end = headers[0]
+    assignment = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+    hit = next((i for i in range(start, end) if assignment.match(lines[i])), None)
+    return 1 if hit is None else hit + 1
