@@ -56,9 +56,7 @@ def run(
         fed_counts.append(block.counts)
         outputs.append(decoder.feed(block))
     outputs.append(decoder.flush())
-    released = DecodedWindows(
-        *(np.concatenate([getattr(o, f) for o in outputs]) for f in DecodedWindows.__slots__)
-    )
+    released = DecodedWindows.concatenate(outputs)
     all_seq, all_hel = np.concatenate(truth_seq).tolist(), np.concatenate(truth_hel).tolist()
     truth = dict(zip(all_seq, all_hel, strict=True))
     return Outcome(

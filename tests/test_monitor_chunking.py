@@ -154,9 +154,7 @@ def analyse(case: Case, source: WindowSource, stream: WindowBlock, cuts, resume_
         acc.add(released[-1])
     released.append(decoder.flush())
     acc.add(released[-1])
-    joined = DecodedWindows(
-        *(np.concatenate([getattr(d, f) for d in released]) for f in DecodedWindows.__slots__)
-    )
+    joined = DecodedWindows.concatenate(released)
     return Analysis(joined, dataclasses.asdict(decoder.state), acc.state(), result_text(acc))
 
 

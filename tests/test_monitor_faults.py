@@ -60,12 +60,7 @@ class Stream:
 
     def finish(self) -> DecodedWindows:
         self.released.append(self.decoder.flush())
-        return DecodedWindows(
-            *(
-                np.concatenate([getattr(d, f) for d in self.released])
-                for f in DecodedWindows.__slots__
-            )
-        )
+        return DecodedWindows.concatenate(self.released)
 
     @property
     def errors(self) -> dict[str, int]:

@@ -73,7 +73,8 @@ class MinirunSums:
 
     ``good_counts``, ``good_windows`` and ``good_beam_monitor_fixed`` sum the windows of good
     patterns only, by helicity: the input of the counting estimator
-    (:mod:`mupnc.monitor.analysis.results`).
+    (:mod:`mupnc.monitor.analysis.results`); ``good_analysing_fixed`` sums their
+    ``analysing_power`` (``P_L / P``), from which the results take the analysing power.
     """
 
     index: int
@@ -88,6 +89,7 @@ class MinirunSums:
     good_counts: np.ndarray = field(init=False)  # (2, c) counts of good patterns by helicity
     good_windows: np.ndarray = field(init=False)  # (2,) windows of good patterns by helicity
     good_beam_monitor_fixed: list[int] = field(init=False)  # by helicity, 2**-32 muons
+    good_analysing_fixed: list[int] = field(init=False)  # sum of P_L / P by helicity, 2**-32
     patterns_good: int = 0
     moments: SequentialMoments = field(init=False)  # per-pattern values, see above
 
@@ -99,6 +101,7 @@ class MinirunSums:
         self.good_counts = np.zeros((2, self.n_channels), dtype=np.int64)
         self.good_windows = np.zeros(2, dtype=np.int64)
         self.good_beam_monitor_fixed = [0, 0]
+        self.good_analysing_fixed = [0, 0]
         self.moments = SequentialMoments.empty(sum(self.widths))
 
     @property
@@ -116,6 +119,11 @@ class MinirunSums:
     def good_beam_monitor(self) -> np.ndarray:
         """(2,) beam-monitor integrals of the good patterns by helicity (muons)."""
         return _muons(self.good_beam_monitor_fixed)
+
+    @property
+    def good_analysing_power(self) -> np.ndarray:
+        """(2,) sums of ``P_L / P`` over the good windows by helicity."""
+        return _muons(self.good_analysing_fixed)
 
     @cached_property
     def pattern_stats(self) -> RunningStats:
@@ -187,6 +195,7 @@ class MinirunSums:
 
 
 def _muons(fixed: list[int]) -> np.ndarray:
+    """Sums kept in fixed point (:func:`fixed_beam_monitor`) as floats."""
     scale = 1 << BEAM_MONITOR_FRACTION_BITS
     return np.array([value / scale for value in fixed])
 
@@ -385,8 +394,9 @@ class RunAccumulator:
         fixed = fixed_beam_monitor(bcm, masks[:2])
         m.beam_monitor_fixed = [a + b for a, b in zip(m.beam_monitor_fixed, fixed, strict=True)]
 
+        power = d.signed_polarization()[part]
         if not good.all():
-            counts, helicity, bcm = counts[good], helicity[good], bcm[good]
+            counts, helicity, bcm, power = counts[good], helicity[good], bcm[good], power[good]
             seq, pattern = d.seq[part][good], d.pattern_number[part][good]
         else:
             seq, pattern = d.seq[part], d.pattern_number[part]
@@ -399,6 +409,8 @@ class RunAccumulator:
         m.good_beam_monitor_fixed = [
             a + b for a, b in zip(m.good_beam_monitor_fixed, fixed, strict=True)
         ]
+        fixed = fixed_beam_monitor(power, by_helicity)
+        m.good_analysing_fixed = [a + b for a, b in zip(m.good_analysing_fixed, fixed, strict=True)]
         yields = np.divide(counts, bcm[:, None], out=counts)
         if self.pattern_size == VARIABLE_PATTERNS:
             sums = self._segment_sums(yields, bcm, helicity, seq, pattern)

@@ -1,7 +1,9 @@
 """Physics results from an accumulator: asymmetries corrected for polarization (pure).
 
-``physics asymmetry = measured asymmetry / P``, then blinded
-(:mod:`mupnc.monitor.analysis.blinding`; identity for unblinded runs).
+``physics asymmetry = measured asymmetry / (P * analysing power)``, then blinded
+(:mod:`mupnc.monitor.analysis.blinding`; identity for unblinded runs).  The analysing
+power (:func:`analysing_power`) is 1 for fast and slow reversal; for the ring kick it is
+measured from the turn readback of the good windows.
 
 Two estimators, chosen per run from its counts (:func:`choose_estimator`):
 
@@ -98,6 +100,8 @@ def _stats_measurement(
     if n == 0:
         return math.nan, math.nan, 0
     error = stats.error[column] if pooled_sd is None else pooled_sd[column] / math.sqrt(n)
+    if not error > 0:  # one pattern, or identical ones: no error, so no value either
+        return math.nan, math.nan, n
     return float(stats.mean[column]), float(error), n
 
 
@@ -158,6 +162,18 @@ def _counted(sums: MinirunSums | _MergedSums, acc: RunAccumulator) -> tuple[Meas
     return Measurement(value, error, n), channels
 
 
+def analysing_power(sums: MinirunSums | _MergedSums) -> float:
+    """How much of the beam polarization P separates the two spin states:
+    ``(<P_L/P>+ - <P_L/P>-) / 2`` over the good windows of each helicity.  1 for fast and
+    slow reversal; for the ring kick ``(cos(phi t+) - cos(phi t-)) / 2`` of the turn
+    readback (0.978 at turns (1, 14) and 12 deg per turn); NaN before any good window."""
+    windows = sums.good_windows.astype(np.float64)
+    if not (windows > 0).all():
+        return math.nan
+    plus, minus = sums.good_analysing_power / windows
+    return float(plus - minus) / 2.0
+
+
 def _physics(value: float, error: float, n: int, polarization: float) -> Measurement:
     return Measurement(value / polarization, error / abs(polarization), n)
 
@@ -213,6 +229,8 @@ class _MergedSums:
             (m.good_counts for m in acc.miniruns), np.zeros((2, acc.n_channels), np.int64)
         )
         self.good_beam_monitor = sum((m.good_beam_monitor for m in acc.miniruns), np.zeros(2))
+        self.good_windows = sum((m.good_windows for m in acc.miniruns), np.zeros(2, np.int64))
+        self.good_analysing_power = sum((m.good_analysing_power for m in acc.miniruns), np.zeros(2))
         self.patterns_good = acc.good_patterns
 
 
@@ -236,14 +254,13 @@ def _result(
             c.name: Measurement(*_stats_measurement(stats, i, sd))
             for i, c in enumerate(acc.channel_map.channels)
         }
-    combined = _physics(measured.value, measured.error, measured.n, polarization)
+    separating = polarization * analysing_power(sums)  # P for fast and slow reversal
+    combined = _physics(measured.value, measured.error, measured.n, separating)
     combined = Measurement(blinder.blind(combined.value), combined.error, combined.n)
     channels = {}
     for c in acc.channel_map.channels:
         measured_channel = measured_channels[c.name]
-        m = _physics(
-            measured_channel.value, measured_channel.error, measured_channel.n, polarization
-        )
+        m = _physics(measured_channel.value, measured_channel.error, measured_channel.n, separating)
         channels[c.name] = Measurement(blinder.blind(m.value, ANALYZING_SIGN[c.role]), m.error, m.n)
     null = {
         name: Measurement(*_stats_measurement(sums.null_combined, k))

@@ -270,6 +270,15 @@ class RotatorDecoder(StreamDecoder):
         self._given_up.difference_update(pair.tolist())
         return helicity, usable & (helicity != 0) & ~np.isin(pair, list(bad_pairs))
 
+    def _analysing_power(self, take: np.ndarray, helicity: np.ndarray) -> np.ndarray | None:
+        """Kick: ``cos(DEGREES_PER_TURN * turns)`` from each window's turn readback (the
+        helicity where no readback came); slow rotator: the helicity (None)."""
+        if self.scheme != "kick":
+            return None
+        turns = self._pending["readback"][take]
+        power = np.cos(np.radians(DEGREES_PER_TURN * turns))
+        return np.where(np.isfinite(turns), power, helicity.astype(np.float64))
+
     def _check_readback(self, info: _Interval, readback: np.ndarray, k: int) -> None:
         """Count and cut an interval whose rotator readback disagrees with its helicity."""
         if info.checked:

@@ -51,6 +51,9 @@ class DecodedWindows:
     ``helicity`` is the actual helicity (+1/-1), or 0 for a window that could not be
     decoded.  ``good`` marks windows of complete, error-free patterns; good windows come
     in whole patterns, so ``counts[good]`` reshapes to ``(patterns, pattern_size, c)``.
+    ``analysing_power`` is the signed longitudinal share of the beam polarization in each
+    window, ``P_L / P``: None means the helicity itself (fast and slow reversal); the ring
+    kick gives ``cos(precession per turn * turns)`` from the turn readback.
     """
 
     seq: np.ndarray
@@ -59,10 +62,30 @@ class DecodedWindows:
     good: np.ndarray
     beam_monitor: np.ndarray
     counts: np.ndarray
+    analysing_power: np.ndarray | None = None
 
     @property
     def n_windows(self) -> int:
         return int(self.seq.size)
+
+    @classmethod
+    def concatenate(cls, parts: list[DecodedWindows]) -> DecodedWindows:
+        """Consecutive releases as one (the analysing power stays None if it is None in
+        every part; elsewhere a None part contributes its helicity)."""
+        arrays = {
+            name: np.concatenate([getattr(p, name) for p in parts])
+            for name in ("seq", "pattern_number", "helicity", "good", "beam_monitor", "counts")
+        }
+        power = None
+        if any(p.analysing_power is not None for p in parts):
+            power = np.concatenate([p.signed_polarization() for p in parts])
+        return cls(**arrays, analysing_power=power)
+
+    def signed_polarization(self) -> np.ndarray:
+        """``P_L / P`` of every window: the analysing power, else the helicity."""
+        if self.analysing_power is None:
+            return self.helicity.astype(np.float64)
+        return self.analysing_power
 
 
 @dataclass
@@ -234,9 +257,14 @@ class StreamDecoder:
             good=good,
             beam_monitor=self._pending["beam_monitor"][take],
             counts=self._pending.counts[take],
+            analysing_power=self._analysing_power(take, helicity),
         )
         self._pending.drop(ready)
         return out
+
+    def _analysing_power(self, take: np.ndarray, helicity: np.ndarray) -> np.ndarray | None:
+        """``P_L / P`` of the released windows ``take`` (see :class:`DecodedWindows`)."""
+        return None
 
     def _overdue(
         self, pattern: np.ndarray, held: np.ndarray, starts: np.ndarray
