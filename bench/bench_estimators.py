@@ -95,7 +95,7 @@ def main() -> int:
         print(
             f"{row['counts_per_window']:>13g} {','.join(row['chosen']):>12} | "
             f"{c['pull_mean']:>+10.3f} {c['pull_width']:>11.3f} | "
-            f"{_text(i['pull_mean'])} {_text(i['pull_width'])} ({i['defined']:.0%})"
+            f"{_text(i['pull_mean'])} {_text(i['pull_width'])} ({i['defined']:.1%})"
         )
     print(f"{time.perf_counter() - started:.0f} s")
     return 0
