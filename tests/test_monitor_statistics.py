@@ -22,6 +22,7 @@ from mupnc.monitor.analysis.results import COMBINED, COUNTING, INTEGRATING, RunR
 from mupnc.monitor.analysis.statistics import weighted_mean
 from mupnc.monitor.decoding import DEFAULT_MINIRUN_PAIRS, make_decoder
 from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import ERROR_KINDS
 from mupnc.sim.source import SourceConfig, WindowSource
 
@@ -56,6 +57,37 @@ def assert_standard_normal(pulls: np.ndarray, mean_tol: float | None = None) -> 
     assert np.isfinite(pulls).all()
     assert abs(pulls.mean()) < (mean_tol or 3 / math.sqrt(n)), pulls.mean()
     assert abs(pulls.std(ddof=1) - 1) < 3 / math.sqrt(2 * (n - 1)), pulls.std(ddof=1)
+
+
+def rotator_run(
+    scheme: str, intervals: int, windows: int, minirun_patterns: int, seed: int, **settings
+) -> tuple[RunAccumulator, HelicityDecoder | RotatorDecoder]:
+    """A slow or kick run of ``intervals`` reversal intervals of ``windows`` windows each,
+    1000 scatter channels (each one pseudo-run) at ~25 counts per window, A_LR = 2e-2."""
+    config = SourceConfig(
+        scheme=scheme,
+        flip_period=windows / 240.0,
+        asymmetry=2e-2,
+        polarization=P,
+        muon_rate=2.4e7,
+        channel_map=scatter_map(1000),
+        seed=seed,
+        **settings,
+    )
+    source = WindowSource(config)
+    decoder = make_decoder(scheme, "quartet", 0, source.n_channels)
+    acc = RunAccumulator(source.channel_map, decoder.size, minirun_patterns)
+    for _ in range(intervals):
+        simulated = source.next_block_of(windows)
+        acc.add(decoder.feed(simulated.block, simulated.rotator_readback))
+    acc.add(decoder.flush())
+    return acc, decoder
+
+
+def channel_pulls(result: RunResult, expected: float) -> np.ndarray:
+    values = np.array([m.value for m in result.channels.values()])
+    errors = np.array([m.error for m in result.channels.values()])
+    return (values - expected) / errors
 
 
 N_PSEUDO = 4000  # 3/sqrt(4000) = 0.047 and 3/sqrt(8000) = 0.034: inside the 0.05 asked for
@@ -226,30 +258,10 @@ def test_slow_schemes_pulls_and_null(scheme: str) -> None:
     """Slow rotator and ring kick, 100 interval pairs, 1000 channels as pseudo-runs:
     per-channel pulls of A_LR and of the even/odd null asymmetry are N(0, 1).  Errors come
     from 100 pattern asymmetries each (t-distribution: width 1.01, inside the band)."""
-    config = SourceConfig(
-        scheme=scheme,
-        flip_period=0.5,
-        ramp_time=0.05,
-        settle_time=0.05,
-        asymmetry=2e-2,
-        polarization=P,
-        muon_rate=2.4e7,
-        channel_map=scatter_map(1000),
-        seed=77,
-    )
-    source = WindowSource(config)
-    decoder = make_decoder(scheme, "quartet", 0, source.n_channels)
-    acc = RunAccumulator(source.channel_map, decoder.size, minirun_patterns=20)
-    for _ in range(200):  # 200 intervals of 120 windows
-        simulated = source.next_block_of(120)
-        acc.add(decoder.feed(simulated.block, simulated.rotator_readback))
-    acc.add(decoder.flush())
+    acc, decoder = rotator_run(scheme, 200, 120, 20, 77, ramp_time=0.05, settle_time=0.05)
     assert decoder.state.errors == dict.fromkeys(ERROR_KINDS, 0)
     assert acc.good_patterns == 100 and len(acc.miniruns) == 5
-    result = run_result(acc, P)
-    values = np.array([m.value for m in result.channels.values()])
-    errors = np.array([m.error for m in result.channels.values()])
-    assert_standard_normal((values - 2e-2) / errors)
+    assert_standard_normal(channel_pulls(run_result(acc, P), 2e-2))
     null = acc.run_stats("null_asymmetry")
     assert acc.null_names == ("null_even_odd",)
     assert_standard_normal(null.mean / null.error)
@@ -260,24 +272,8 @@ def test_slow_scheme_miniruns_of_16_pairs_give_unbiased_chi2(estimator: str) -> 
     """The slow scheme's default minirun (16 interval pairs), 10 miniruns, 1000 channels as
     pseudo-runs: chi2/ndf of minirun means averages 1 (3-sigma band: 3 sqrt(2/9)/sqrt(1000)
     = 0.045).  With each minirun's error from its own 16 patterns it averaged 1.15-1.33."""
-    config = SourceConfig(
-        scheme="slow",
-        flip_period=0.25,
-        ramp_time=0.02,
-        settle_time=0.02,
-        asymmetry=2e-2,
-        polarization=P,
-        muon_rate=2.4e7,
-        channel_map=scatter_map(1000),
-        seed=91,
-    )
-    source = WindowSource(config)
-    decoder = make_decoder("slow", "quartet", 0, source.n_channels)
-    acc = RunAccumulator(source.channel_map, decoder.size, minirun_patterns=DEFAULT_MINIRUN_PAIRS)
-    for _ in range(2 * 16 * 10):  # intervals of 60 windows
-        simulated = source.next_block_of(60)
-        acc.add(decoder.feed(simulated.block, simulated.rotator_readback))
-    acc.add(decoder.flush())
+    pairs = DEFAULT_MINIRUN_PAIRS
+    acc, _ = rotator_run("slow", 2 * pairs * 10, 60, pairs, 91, ramp_time=0.02, settle_time=0.02)
     assert [m.patterns_good for m in acc.miniruns] == [16] * 10
     result = run_result(acc, P, estimator=estimator)
     chi2 = np.array([result.channel_chi2_ndf[name] for name in acc.channel_map.names])
@@ -289,26 +285,7 @@ def test_kick_runs_with_partial_flips_are_unbiased(turns: tuple[int, int]) -> No
     """Ring kick after (1, 14) or (2, 15) turns: the states carry P cos(12 deg t), so the
     spin flip is 0.978 or 0.957 of P; the analysing power measured from the turn readback
     makes 1000 channel pseudo-runs unbiased (dividing by P alone: pulls shifted by 0.3-0.6)."""
-    config = SourceConfig(
-        scheme="kick",
-        kick_turns=turns,
-        flip_period=0.5,
-        ramp_time=0.05,
-        settle_time=0.05,
-        asymmetry=2e-2,
-        polarization=P,
-        muon_rate=2.4e7,
-        channel_map=scatter_map(1000),
-        seed=78,
+    acc, _ = rotator_run(
+        "kick", 200, 120, 20, 78, kick_turns=turns, ramp_time=0.05, settle_time=0.05
     )
-    source = WindowSource(config)
-    decoder = make_decoder("kick", "quartet", 0, source.n_channels)
-    acc = RunAccumulator(source.channel_map, decoder.size, minirun_patterns=20)
-    for _ in range(200):  # 200 intervals of 120 windows
-        simulated = source.next_block_of(120)
-        acc.add(decoder.feed(simulated.block, simulated.rotator_readback))
-    acc.add(decoder.flush())
-    result = run_result(acc, P)
-    values = np.array([m.value for m in result.channels.values()])
-    errors = np.array([m.error for m in result.channels.values()])
-    assert_standard_normal((values - 2e-2) / errors)
+    assert_standard_normal(channel_pulls(run_result(acc, P), 2e-2))
