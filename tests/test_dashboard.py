@@ -304,6 +304,8 @@ def test_result_box_blinding_escaping_and_projection() -> None:
     text = result_html(blinded, now)
     assert "BLINDED" in text and "injected" not in text and "from zero" not in text
     assert "(blinded)" in text
+    # its projection uses what the page shows (10 sigma now), never the injected 5 ppm
+    assert "5 σ reached" in text and "52 s more" not in text
     info = run_html(run_info(state="<b>running</b>", source="<i>sim"), now)
     assert "&lt;b&gt;running&lt;/b&gt;" in info and "<b>running" not in info and "<i>" not in info
     status = status_html(update, now)
@@ -634,3 +636,15 @@ def test_alarm_panel_acknowledges_through_the_feed(engine: Engine, feed: Feed) -
         )
         (transition,) = session.scalars(select(AlarmTransition)).all()
         assert transition.who == "shifter" and transition.alarm_id == first
+
+
+def test_the_report_of_a_blinded_run_hides_what_was_injected(engine: Engine) -> None:
+    """``report --json`` of a blinded run names neither the injected nor the expected
+    asymmetry (either gives |A| away); an unblinded run's report gives both."""
+    from mupnc.db.summary import run_summary
+
+    blinded, plain = new_run(engine, blinded=True), new_run(engine)
+    with Session(engine) as session:
+        hidden, shown = run_summary(session, blinded), run_summary(session, plain)
+    assert "injected_asymmetry" not in hidden and "expected_asymmetry" not in hidden
+    assert shown["injected_asymmetry"] == 5e-6 and shown["expected_asymmetry"] == 5e-6
