@@ -21,8 +21,9 @@ into named :class:`mupnc.monitor.alarms.rules.Observation` entries:
   ``detector.yield_min``/``yield_max`` (counts per beam-monitor muon over the channel
   map's acceptance: 1 for a healthy channel);
 * ``stats.chi2_ndf``, ``stats.chi2_ndf_z`` (its Wilson-Hilferty normal score, N(0, 1) for
-  chi2-distributed minirun means whatever ndf) and ``stats.pull_width`` (standard
-  deviation of the minirun pulls, once ``pull_miniruns`` miniruns have data);
+  chi2-distributed minirun means whatever ndf), ``stats.miniruns`` (miniruns with data)
+  and ``stats.pull_width`` (standard deviation of the minirun pulls, once
+  ``pull_miniruns`` miniruns have data);
 * every watched PV under its name without prefix (value, EPICS severity, connection).
 
 Estimates without enough data are NaN (rules then stay quiet).
@@ -149,6 +150,7 @@ class AlarmInputs:
         pulls = np.array([p for p in result.pulls.get(COMBINED, ()) if math.isfinite(p)])
         obs["stats.chi2_ndf"] = Observation(result.chi2_ndf)
         obs["stats.chi2_ndf_z"] = Observation(chi2_ndf_z(result.chi2_ndf, pulls.size - 1))
+        obs["stats.miniruns"] = Observation(pulls.size)
         enough = pulls.size >= self.inputs["pull_miniruns"]
         obs["stats.pull_width"] = Observation(float(pulls.std(ddof=1)) if enough else math.nan)
         return obs
