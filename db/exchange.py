@@ -107,8 +107,16 @@ def _table(blocks: list[WindowBlock], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+HIDDEN_WHEN_BLINDED = ("asymmetry", "expected_asymmetry", "expected_shape")
+"""Run configuration keys an export of a blinded run leaves out: they give away |A|."""
+
+
 def _run_fields(run: Run) -> dict:
     fields = {name: getattr(run, name) for name in RUN_FIELDS}
+    if run.blinded:
+        config = fields["config"] or {}
+        fields["config"] = {k: v for k, v in config.items() if k not in HIDDEN_WHEN_BLINDED}
+        fields["expected_asymmetry"] = None
     for name in ("start", "end"):
         moment = getattr(run, name)
         fields[name] = None if moment is None else moment.isoformat()

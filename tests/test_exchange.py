@@ -152,3 +152,20 @@ def test_bad_files_are_refused_and_import_nothing(exported, capsys, tmp_path):
     assert code == 2 and "FILE.parquet (recording) or FILE.csv (results)" in err
     assert cli(capsys, "--db", db, "export", "42", str(tmp_path / "x.parquet"))[0] == 1
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_a_blinded_runs_export_carries_no_injected_or_expected_asymmetry(tmp_path):
+    """The injected and expected asymmetries (and the channels' expected shape) give |A|
+    away: an export of a blinded run leaves them out (they were in the file before)."""
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    assert main(["--db", db, "sim", "--seconds", "2", "--asymmetry", "0.02"]) == 0
+    with transaction(make_engine(db)) as session:
+        run = session.get(Run, 1)
+        assert run.config["asymmetry"] == 0.02 and run.expected_asymmetry is not None
+        run.blinded = True
+    assert main(["--db", db, "export", "1", str(tmp_path / "b.parquet")]) == 0
+    metadata = json.loads(pq.read_schema(tmp_path / "b.parquet").metadata[METADATA_KEY])
+    exported = metadata["run"]
+    assert exported["blinded"] and exported["expected_asymmetry"] is None
+    assert not {"asymmetry", "expected_asymmetry", "expected_shape"} & set(exported["config"])
+    assert exported["config"]["polarization"] == 0.9  # the rest of the configuration stays

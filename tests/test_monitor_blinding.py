@@ -12,10 +12,8 @@ from mupnc.daq.channel_map import Channel, ChannelMap
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.blinding import (
     DEFAULT_BOX,
-    DEFAULT_BOX_FRACTION,
     UNBLINDED,
     Blinder,
-    blinding_box,
     ioc_blinder,
     run_blinder,
 )
@@ -62,13 +60,9 @@ def test_bad_blinding_settings_are_refused() -> None:
     for box in (0.0, -1e-3, math.nan, math.inf):
         with pytest.raises(ValueError, match="positive fraction"):
             Blinder.from_seed("s", box)
-    with pytest.raises(ValueError, match="finite"):
-        blinding_box(math.nan)
 
 
 def test_box_and_run_blinder_defaults() -> None:
-    assert blinding_box() == DEFAULT_BOX
-    assert blinding_box(-2e-2) == pytest.approx(DEFAULT_BOX_FRACTION * 2e-2)
     assert run_blinder(False, "seed", 1e-3) is UNBLINDED
     assert run_blinder(True, "seed", 0.0) == Blinder.from_seed("seed", DEFAULT_BOX)
     assert run_blinder(True, "seed", 5e-3) == Blinder.from_seed("seed", 5e-3)

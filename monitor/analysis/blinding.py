@@ -10,9 +10,11 @@ are likelier.  Every reported physics asymmetry (per analysing channel and combi
 cancels in them); the beam charge asymmetry and the null asymmetries are never blinded.
 
 The box: JAPAN blinds PREX-II's ~0.55 ppm with M = 0.15 ppm, about 30 % of the expected
-asymmetry, large against the statistical error of any single run.  mupnc uses
-``box = DEFAULT_BOX_FRACTION * |expected asymmetry|`` (:func:`blinding_box`), or
-``DEFAULT_BOX`` = 1e-3 (the light-new-physics A_LR scale) when no expectation is given.
+asymmetry, large against the statistical error of any single run.  mupnc's box is the one
+given to the IOC (``mupnc ioc --blind BOX``), else ``DEFAULT_BOX`` = 1e-3 (the
+light-new-physics A_LR scale): never derived from the run's injected or expected
+asymmetry, since the box is visible (``RUN:BLIND_BOX``, the run's configuration) and would
+give away |A|.
 
 The checksum identifies a blinding (seed and box) without revealing the offset: a
 SHA-256 digest under a fixed domain tag, independent of the MD5 that gives the offset.
@@ -26,21 +28,11 @@ import math
 import secrets
 from dataclasses import dataclass
 
-DEFAULT_BOX_FRACTION = 0.3
 DEFAULT_BOX = 1e-3
 _CHECKSUM_TAG = b"mupnc-blinding-checksum-v1\0"
 
 ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
 """Sign of the physics asymmetry each channel role sees (as in :mod:`mupnc.sim.source`)."""
-
-
-def blinding_box(expected_asymmetry: float | None = None) -> float:
-    """The default half-width of the blinding box (fraction) for an expected asymmetry."""
-    if expected_asymmetry is None or expected_asymmetry == 0:
-        return DEFAULT_BOX
-    if not math.isfinite(expected_asymmetry):
-        raise ValueError(f"expected asymmetry must be finite, got {expected_asymmetry!r}")
-    return DEFAULT_BOX_FRACTION * abs(expected_asymmetry)
 
 
 @dataclass(frozen=True)
