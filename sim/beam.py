@@ -18,7 +18,15 @@ import numpy as np
 RATE_RANGE = (1e7, 1e11)
 """Muon rates Phi_mu the talk considers, in muons/s."""
 MOMENTUM_PRESETS = (29.0, 50.0, 100.0)
-"""Central momenta in MeV/c: surface muons (29), ARC muons in flight (~50), 100."""
+"""The talk's central momenta in MeV/c: surface muons (29), ARC muons in flight (~50), 100."""
+DEFAULT_MOMENTUM = 29.0
+"""MeV/c: surface muons (pi+ decay at rest gives 29.8 MeV/c)."""
+MOMENTUM_RANGE = (10.0, 500.0)
+"""Beam momenta the simulator accepts, MeV/c.  Below 10 MeV/c (kinetic energy < 0.5 MeV) a
+muon stops in the first micrometres of any window; up to 500 MeV/c the physical models of
+:mod:`mupnc.sim.alr_model` (elastic scattering off a static nucleus, recoil p/M_A <= 5 % for
+carbon, one-photon exchange with a dipole form factor) stay sensible, and the range covers
+today's muon beamlines.  Beyond, quasi-elastic and inelastic scattering take over."""
 
 
 class BeamTrips:
