@@ -22,7 +22,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from mupnc.daq.blocks import WindowBlock, packed_length
 from mupnc.daq.helicity import PATTERN_SHAPES
-from mupnc.daq.scheme import SCHEMES
+from mupnc.daq.scheme import ROTATOR_PATTERNS, SCHEMES
 from mupnc.ioc.autosave import SAVE_PERIOD, AutosaveError, RunSnapshot
 from mupnc.ioc.limits import MAJOR, MINOR, AlarmLimits
 from mupnc.ioc.records import (
@@ -42,6 +42,7 @@ PATTERNS = list(PATTERN_SHAPES)
 RUN_STATES = ["IDLE", "RUNNING", "ENDED"]
 SCHEME_STATES = [name.upper() for name in SCHEMES]
 ROTATOR_STATES = ["PLUS", "MINUS", "RAMPING", "FAULT"]
+ROTATOR_PATTERN_STATES = [name.upper() for name in ROTATOR_PATTERNS]
 SLOW_PERIOD = 0.5
 """Seconds between updates of the slow readbacks (beam rate, rotator state)."""
 RATE_ALARM_FRACTIONS = (0.1, 0.5, 1.5, 2.0, 0.02)
@@ -460,12 +461,21 @@ class HelicityGroup(PVGroup):
     )
     settle_time = analog_readback("SETTLE_TIME", "Settle time after a reversal", "s", 6)
     flip_period = analog_readback("FLIP_PERIOD", "Slow rotator: time between flips", "s", 1)
+    rotator_pattern = enum_readback(
+        "ROTATOR_PATTERN",
+        "Slow/kick: spin states of a pattern",
+        ROTATOR_PATTERN_STATES,
+        ROTATOR_PATTERN_STATES[0],
+    )
     kick_turns = pvproperty(
         value=0,
         name="KICK_TURNS",
         doc="Ring kick: turns of the MINUS state",
         units="turns",
         read_only=True,
+    )
+    kick_precession = analog_readback(
+        "KICK_PRECESSION", "Ring kick: spin precession per turn", "deg", 4
     )
     rotator_setpoint = analog_readback(
         "ROTATOR:SP", "Rotator setpoint (+1/-1; kick: turn number)", "", 0
@@ -482,7 +492,9 @@ class HelicityGroup(PVGroup):
         await self.delay.write(config.delay_patterns)
         await self.settle_time.write(config.settle_time)
         await self.flip_period.write(config.flip_period)
-        await self.kick_turns.write(config.kick_turns[1])
+        await self.rotator_pattern.write(config.rotator_pattern.upper())
+        await self.kick_turns.write(config.kick.turns[1])
+        await self.kick_precession.write(config.degrees_per_turn)
 
     async def follow(self, simulated: SimulatedBlock) -> None:
         """Rotator setpoint, readback and state at the end of the latest block."""
@@ -501,12 +513,12 @@ class HelicityGroup(PVGroup):
 
 def rotator_state(setpoint: float, readback: float, config: SourceConfig) -> str:
     """PLUS/MINUS when the readback is settled on the setpoint, RAMPING while it moves
-    (readback 0), FAULT when it settled elsewhere.  Kick: PLUS is ``kick_turns[0]``
-    turns, MINUS ``kick_turns[1]`` (15 turns: spin rotated by 180 deg)."""
+    (readback 0), FAULT when it settled elsewhere.  Kick: PLUS is ``kick.turns[0]``
+    turns, MINUS ``kick.turns[1]`` (the turns nearest a 180 deg spin rotation by default)."""
     if readback != setpoint:
         return "RAMPING" if readback == 0 and config.scheme == "slow" else "FAULT"
     if config.scheme == "kick":
-        return "PLUS" if readback == config.kick_turns[0] else "MINUS"
+        return "PLUS" if readback == config.kick.turns[0] else "MINUS"
     return "PLUS" if readback > 0 else "MINUS"
 
 

@@ -7,6 +7,7 @@ import json
 import os
 
 from mupnc.daq.channel_map import ChannelMap
+from mupnc.daq.scheme import stored_rotator
 from mupnc.db.models import Run
 from mupnc.monitor.analysis.blinding import UNBLINDED, Blinder, run_blinder
 from mupnc.monitor.analysis.settings import RunSettings
@@ -33,6 +34,7 @@ def run_settings(run: Run, blinder: Blinder = UNBLINDED, first_seq: int = 0) -> 
         blinder=blinder,
         scheme=run.scheme or "fast",
         first_seq=first_seq,
+        rotator=stored_rotator(config),
     )
 
 

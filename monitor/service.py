@@ -19,6 +19,7 @@ import time
 from sqlalchemy import Engine, update
 
 from mupnc.daq.channel_map import ChannelMap
+from mupnc.daq.scheme import RECORDED_ROTATOR, RotatorSettings
 from mupnc.db.models import Run
 from mupnc.db.session import transaction
 from mupnc.monitor.alarms.service import AlarmService
@@ -57,6 +58,17 @@ def _first_seq(ingest: BlockIngest) -> int:
         return int(ingest.caget("RUN:FIRST_SEQ"))
     except ConnectionError:
         return 0
+
+
+def _rotator(ingest: BlockIngest) -> RotatorSettings:
+    """Rotator pattern and kick precession (``HEL:ROTATOR_PATTERN``, ``HEL:KICK_PRECESSION``);
+    for an IOC that does not serve them, those of runs recorded before they existed."""
+    try:
+        pattern = str(ingest.caget("HEL:ROTATOR_PATTERN", as_string=True)).lower()
+        degrees = float(ingest.caget("HEL:KICK_PRECESSION"))
+    except ConnectionError:
+        return RECORDED_ROTATOR
+    return RotatorSettings(pattern, degrees)
 
 
 def _scheme(ingest: BlockIngest) -> str:
@@ -121,6 +133,7 @@ class OnlineMonitor:
             blinder=_blinder(ingest),
             scheme=_scheme(ingest),
             first_seq=_first_seq(ingest),
+            rotator=_rotator(ingest),
         )
 
     def run(self, stop: threading.Event) -> int:

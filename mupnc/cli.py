@@ -138,7 +138,7 @@ def _block_rate(text: str) -> float:
     return value
 
 
-MINIRUN_HELP = "patterns per minirun (default 9000; slow schemes: 16 interval pairs)"
+MINIRUN_HELP = "patterns per minirun (default 9000; slow schemes: 16 rotator patterns)"
 
 
 def _minirun(text: str) -> int:
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     reanalyze.add_argument(
         "--minirun",
         type=_minirun,
-        help="patterns (slow schemes: interval pairs) per minirun (default: the run's own)",
+        help="patterns (slow schemes: rotator patterns) per minirun (default: the run's own)",
     )
     reanalyze.add_argument(
         "--min-beam-rate",
@@ -363,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--asymmetry", type=_asymmetry, help="physics asymmetry (default: the SM value)"
     )
-    plan.add_argument("--sigma", type=_positive, default=1.0, help="significance (default 1)")
+    plan.add_argument(
+        "--sigma", type=_positive, default=5.0, help="significance in sigma (default 5)"
+    )
     plan.add_argument(
         "--polarization", type=_positive, default=1.0, help="beam polarization (default 1)"
     )

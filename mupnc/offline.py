@@ -93,7 +93,7 @@ def reanalyze(
 ) -> dict:
     """The report of ``number`` analysed again from its recording (see the module docstring).
 
-    ``minirun`` None keeps the run's own minirun length (patterns, or interval pairs for
+    ``minirun`` None keeps the run's own minirun length (patterns, or rotator patterns for
     the slow schemes); ``unblind`` drops its blinding; ``min_beam_rate`` (muons/s, None:
     no cut) cuts the patterns that saw less beam (:class:`mupnc.monitor.analysis.cuts.LowBeamCut`).
     """

@@ -49,6 +49,7 @@ from sqlalchemy import Engine
 from mupnc.daq.blocks import PER_WINDOW_FIELDS, WindowBlock
 from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.helicity import pattern_shape
+from mupnc.daq.scheme import stored_rotator
 from mupnc.db.recording_reader import WHOLE_RUN, SeqRange, recorded_blocks, recording_info
 from mupnc.db.session import transaction
 from mupnc.monitor.decoding import make_decoder
@@ -78,6 +79,8 @@ CONFIG_KEYS = {
     "flip_period": "flip_period",
     "settle_time": "settle_time",
     "kick_turns": "kick_turns",
+    "kick_precession": "kick_precession",
+    "rotator_pattern": "rotator_pattern",
 }
 """Run configuration keys (:func:`mupnc.runs.run_config`) -> :class:`SourceConfig` fields."""
 
@@ -85,6 +88,8 @@ CONFIG_KEYS = {
 def recorded_config(config: dict, channel_map: dict) -> SourceConfig:
     """The recorded run's settings as a :class:`SourceConfig` (what the IOC groups publish)."""
     fields = {field: config[key] for key, field in CONFIG_KEYS.items() if key in config}
+    rotator = stored_rotator(config)  # a run recorded before rotator settings: theirs then
+    fields.update(rotator_pattern=rotator.pattern, kick_precession=rotator.degrees_per_turn)
     if "kick_turns" in fields:
         fields["kick_turns"] = tuple(fields["kick_turns"])
     return SourceConfig(**fields, channel_map=ChannelMap.from_json(json.dumps(channel_map)))
@@ -119,7 +124,11 @@ class RecordedSource:
         """Nominal block rate (Hz) of the DAQ layout: its array PVs hold ``capacity`` windows
         (:class:`mupnc.ioc.server.DaqLayout` sizes them for twice the nominal block)."""
         self._decoder = make_decoder(
-            self.config.scheme, self.config.pattern, self.config.delay_patterns, self.n_channels
+            self.config.scheme,
+            self.config.pattern,
+            self.config.delay_patterns,
+            self.n_channels,
+            self.config.rotator,
         )
         self._decoder.state.last_seq = self.first_seq - 1
 

@@ -5,12 +5,16 @@ Tables and keys (units as in :class:`mupnc.sim.source.SourceConfig`; every key o
 
     mode = "alr"              # alr | afb
     seed = 1
-    [reversal]   scheme (fast|slow|kick), flip_period (s), ramp_time (s), settle_time (s),
-                 kick_turns ([+ state, - state])
+    [reversal]   scheme (fast|slow|kick), rotator_pattern (quartet|pair), flip_period (s),
+                 ramp_time (s), settle_time (s), kick_turns ([+ state, - state]),
+                 kick_precession (deg/turn; default: from the momentum)
     [helicity]   pattern (pair|quartet|octet|...), window_rate (Hz), delay_patterns
-    [beam]       rate (muons/s), polarization, momentum (MeV/c), charge_asymmetry,
+    [beam]       rate (muons/s), polarization, momentum (MeV/c, 10-500), charge_asymmetry,
                  intensity_jitter, bcm_resolution (relative, per window)
-    [detector]   preset (flat|sm|np), asymmetry, z, signal_fraction, efficiency_mismatch,
+    [detector]   preset (flat|sm|np), asymmetry, z (target nuclear charge; default 6 for
+                 alr, 36 for afb), mass_number (nucleons; default the element's),
+                 signal_fraction, decay_electron_fraction (afb: share of mu-decay
+                 electrons, <= 1 - signal_fraction), efficiency_mismatch,
                  channel_map (a channel-map file, relative to this one)
 
 An unknown table or key, a value of the wrong type or an unphysical value is refused in
@@ -44,6 +48,8 @@ KEYS: dict[str | None, dict[str, tuple[str, str]]] = {
         "ramp_time": ("ramp_time", _FLOAT),
         "settle_time": ("settle_time", _FLOAT),
         "kick_turns": ("kick_turns", _TURNS),
+        "kick_precession": ("kick_precession", _FLOAT),
+        "rotator_pattern": ("rotator_pattern", _STR),
     },
     "helicity": {
         "pattern": ("pattern", _STR),
@@ -62,7 +68,9 @@ KEYS: dict[str | None, dict[str, tuple[str, str]]] = {
         "preset": ("preset", _STR),
         "asymmetry": ("asymmetry", _FLOAT),
         "z": ("z", _INT),
+        "mass_number": ("mass_number", _FLOAT),
         "signal_fraction": ("signal_fraction", _FLOAT),
+        "decay_electron_fraction": ("decay_electron_fraction", _FLOAT),
         "efficiency_mismatch": ("efficiency_mismatch", _FLOAT),
         "channel_map": ("channel_map", _PATH),
     },

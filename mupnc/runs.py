@@ -11,7 +11,7 @@ from mupnc.daq.channel_map import load_channel_map
 from mupnc.db.session import ensure_schema, make_engine, require_schema, transaction
 from mupnc.db.store import allocate_run
 from mupnc.run_file import load_run_file
-from mupnc.sim.detector import expected_asymmetry, relative_asymmetries
+from mupnc.sim.detector import relative_asymmetries
 from mupnc.sim.source import SourceConfig
 
 FLAGS = {
@@ -85,15 +85,19 @@ def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | N
         "settle_time": config.settle_time,
         "charge_asymmetry": config.charge_asymmetry,
         "efficiency_mismatch": config.efficiency_mismatch,
-        "kick_turns": list(config.kick_turns),
+        "kick_turns": list(config.kick.turns),
+        "kick_precession": config.degrees_per_turn,
+        "rotator_pattern": config.rotator_pattern,
         "channel_map": json.loads(channel_map.to_json()),
-        "expected_asymmetry": expected_asymmetry(
-            channel_map, config.injected_asymmetry, config.preset, config.signal_fraction
-        ),
+        "mass_number": config.mass_number,
+        "decay_electron_fraction": config.decay_electron_fraction,
+        "expected_asymmetry": config.expected_asymmetry,
         "expected_shape": dict(
             zip(
                 channel_map.names,
-                relative_asymmetries(channel_map, config.preset).tolist(),
+                relative_asymmetries(
+                    channel_map, config.preset, kinematics=config.kinematics
+                ).tolist(),
                 strict=True,
             )
         ),

@@ -28,22 +28,35 @@ import numpy as np
 from mupnc.daq.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
 from mupnc.daq.channel_map import MODES, ChannelMap, default_channel_map
 from mupnc.daq.helicity import LFSR_MASK, PATTERN_SHAPES, HelicityGenerator, pattern_shape
-from mupnc.daq.scheme import SCHEMES
-from mupnc.sim.beam import MOMENTUM_PRESETS, RATE_RANGE, BeamTrips, muons_per_window
+from mupnc.daq.scheme import (
+    DEFAULT_ROTATOR_PATTERN,
+    ROTATOR_PATTERNS,
+    SCHEMES,
+    RotatorSequence,
+    RotatorSettings,
+)
+from mupnc.sim.beam import MOMENTUM_RANGE, RATE_RANGE, BeamTrips, muons_per_window
 from mupnc.sim.detector import (
     PRESETS,
+    Kinematics,
     channel_asymmetries,
     channel_efficiencies,
     preset_asymmetry,
+    preset_problem,
+    target_z,
 )
+from mupnc.sim.detector import expected_asymmetry as expected_of_channels
 from mupnc.sim.faults import FaultSwitchboard, fault_bit, unit_uniform
+from mupnc.sim.nucleus import default_mass_number
 from mupnc.sim.reversal import (
     MAX_INTERVAL_WINDOWS,
     WINDOW_RATE_RANGE,
+    KickSettings,
     ReversalClock,
-    check_kick_turns,
+    half_turn_turns,
     interval_windows,
     kick_rotator,
+    precession_per_turn,
     slow_rotator,
     stable_time,
 )
@@ -59,9 +72,10 @@ class SourceConfig:
 
     Units: rates in Hz (muons/s, windows/s, trips/s), times in s, momentum in MeV/c,
     asymmetries and polarization as fractions.  ``asymmetry`` is the physics asymmetry
-    (A_LR at 90 deg or A_FB) used when ``preset`` is ``flat``; ``sm``/``np`` take value and
-    A_LR shape from :mod:`mupnc.sim.detector` (A_FB presets scale with ``z``).  Invalid
-    settings raise :class:`SourceConfigError`.
+    (A_LR at 90 deg or A_FB) used when ``preset`` is ``flat``; ``sm``/``np`` take value,
+    A_LR shape and cross-section weights from the physical models of
+    :mod:`mupnc.sim.detector` at ``momentum`` off the target (``z``, ``mass_number``).
+    Invalid settings raise :class:`SourceConfigError`.
     """
 
     mode: str = "alr"
@@ -84,20 +98,40 @@ class SourceConfig:
     flip_period: float = 10.0
     ramp_time: float = 1.0
     settle_time: float = 0.5
-    kick_turns: tuple[int, int] = (0, 15)
+    kick_turns: tuple[int, int] | None = None
+    """Turns before the kick in the + and - states; None: 0 and the turns nearest 180 deg."""
+    rotator_pattern: str = DEFAULT_ROTATOR_PATTERN
+    kick_precession: float | None = None
+    """Kick: spin precession per turn (deg); None: from ``momentum`` (the ring's)."""
     # detector physics (mupnc.sim.detector)
     preset: str = "flat"
-    z: int = 36
+    z: int | None = None
+    """Nuclear charge of the target; None: the mode's (:data:`mupnc.sim.detector.TARGET_Z`:
+    graphite, 6, for alr; krypton, 36, for afb), filled in at construction."""
+    mass_number: float | None = None
+    """Nucleons per nucleus of the target (a natural isotope mix may be fractional); None:
+    that of the element (:func:`mupnc.sim.nucleus.default_mass_number`), filled in."""
     signal_fraction: float = 1.0
+    decay_electron_fraction: float = 0.0
+    """afb: share of the counts that are muon-decay electrons (asymmetry +1/3, its own
+    analysing power); ``1 - signal_fraction - decay_electron_fraction`` is the unpolarized
+    nP->1S continuum."""
     efficiency_mismatch: float = 0.0
     # beam (mupnc.sim.beam)
     drift_amplitude: float = 0.0
     drift_period: float = 600.0
+    gain_drift: float = 0.0
+    """Linear drift of every detector channel's gain, fraction per hour from the run start
+    (the beam monitor does not see it)."""
     trip_rate: float = 0.0
     trip_duration: float = 5.0
     trip_residual: float = 1e-4
 
     def __post_init__(self) -> None:
+        if self.z is None:
+            object.__setattr__(self, "z", target_z(self.mode))
+        if self.mass_number is None and isinstance(self.z, int) and 1 <= self.z <= 120:
+            object.__setattr__(self, "mass_number", default_mass_number(self.z))
         problem = _config_problem(self)
         if problem:
             raise SourceConfigError(problem)
@@ -110,7 +144,45 @@ class SourceConfig:
         """The physics asymmetry injected (A_LR at 90 deg, or A_FB), before dilution."""
         if self.preset == "flat":
             return self.asymmetry
-        return preset_asymmetry(self.mode, self.preset, self.z)
+        return preset_asymmetry(self.mode, self.preset, self.kinematics)
+
+    @property
+    def kinematics(self) -> Kinematics:
+        """The momentum and target the physical presets are evaluated at."""
+        return Kinematics(self.momentum, self.z, self.mass_number)
+
+    @property
+    def expected_asymmetry(self) -> float:
+        """What the monitor should report (fraction, diluted, count-weighted over the scatter
+        channels; decay electrons included): :func:`mupnc.sim.detector.expected_asymmetry`."""
+        return expected_of_channels(
+            self.resolved_channel_map(),
+            self.injected_asymmetry,
+            self.preset,
+            self.signal_fraction,
+            decay_electron_fraction=self.decay_electron_fraction,
+            kinematics=self.kinematics,
+        )
+
+    @property
+    def degrees_per_turn(self) -> float:
+        """Kick: spin precession per ring turn (deg), ``kick_precession`` or that of a ring
+        at ``momentum``."""
+        if self.kick_precession is not None:
+            return self.kick_precession
+        return precession_per_turn(self.momentum)
+
+    @property
+    def kick(self) -> KickSettings:
+        """Kick: the turns of the two states and the precession per turn."""
+        step = self.degrees_per_turn
+        turns = self.kick_turns if self.kick_turns is not None else (0, half_turn_turns(step))
+        return KickSettings(tuple(turns), step)  # type: ignore[arg-type]
+
+    @property
+    def rotator(self) -> RotatorSettings:
+        """What the monitor must know of this run's slow or kick reversal."""
+        return RotatorSettings(self.rotator_pattern, self.degrees_per_turn)
 
     @property
     def t_stable(self) -> float:
@@ -143,8 +215,9 @@ def _config_problem(c: SourceConfig) -> str | None:
             f"t_settle must lie in [0, 0.9/window_rate] s (T_stable > 0), got {c.t_settle!r}",
         ),
         (
-            c.momentum not in MOMENTUM_PRESETS,
-            f"momentum must be one of the presets {MOMENTUM_PRESETS} MeV/c, got {c.momentum!r}",
+            _outside(c.momentum, *MOMENTUM_RANGE),
+            f"momentum must lie in [{MOMENTUM_RANGE[0]:g}, {MOMENTUM_RANGE[1]:g}] MeV/c,"
+            f" got {c.momentum!r}",
         ),
         (
             _outside(c.polarization, 1e-6, 1.0),
@@ -176,8 +249,22 @@ def _config_problem(c: SourceConfig) -> str | None:
             f"z must be an integer nuclear charge in [1, 120], got {c.z!r}",
         ),
         (
+            _outside(c.mass_number or 0.0, c.z or 0, 3 * (c.z or 0)),
+            f"mass_number must lie in [z, 3 z] = [{c.z}, {3 * (c.z or 0)}] nucleons,"
+            f" got {c.mass_number!r}",
+        ),
+        (
             _outside(c.signal_fraction, 1e-6, 1.0),
             f"signal_fraction must lie in (0, 1], got {c.signal_fraction!r}",
+        ),
+        (
+            c.mode == "alr" and c.decay_electron_fraction != 0,
+            "decay_electron_fraction applies to mode afb only (muonic-atom decay electrons)",
+        ),
+        (
+            _outside(c.decay_electron_fraction, 0.0, 1.0 - c.signal_fraction + 1e-12),
+            "decay_electron_fraction must lie in [0, 1 - signal_fraction] (shares of the"
+            f" counts), got {c.decay_electron_fraction!r}",
         ),
         (
             _outside(abs(c.efficiency_mismatch), 0.0, 0.5),
@@ -190,6 +277,10 @@ def _config_problem(c: SourceConfig) -> str | None:
         (
             _outside(c.drift_period, 1e-3, math.inf),
             f"drift_period must be > 0 s, got {c.drift_period!r}",
+        ),
+        (
+            _outside(abs(c.gain_drift), 0.0, 0.5),
+            f"gain_drift must lie in [-0.5, 0.5] per hour, got {c.gain_drift!r}",
         ),
         (
             _outside(c.trip_rate, 0.0, c.window_rate),
@@ -207,6 +298,9 @@ def _config_problem(c: SourceConfig) -> str | None:
     for bad, message in checks:
         if bad:
             return message
+    weighting = preset_problem(c.resolved_channel_map(), c.preset)
+    if weighting:
+        return weighting
     injected = c.injected_asymmetry
     if abs(c.polarization * injected) * 2 >= 1:
         return f"asymmetry {injected!r} too large for polarization {c.polarization!r}"
@@ -230,8 +324,14 @@ def _reversal_problem(c: SourceConfig) -> str | None:
         return (
             f"ramp + settle gate ({gate:g} s) must be shorter than flip_period {c.flip_period:g} s"
         )
+    if c.rotator_pattern not in ROTATOR_PATTERNS:
+        return (
+            f"rotator_pattern must be one of {tuple(ROTATOR_PATTERNS)}, got {c.rotator_pattern!r}"
+        )
     if c.scheme == "kick":
-        return check_kick_turns(c.kick_turns)
+        if c.kick_precession is not None and _outside(c.kick_precession, 1e-6, 180.0):
+            return f"kick_precession must lie in (0, 180] deg/turn, got {c.kick_precession!r}"
+        return c.kick.problem()
     return None
 
 
@@ -274,6 +374,7 @@ class WindowSource:
         self._polarities = np.empty(0, dtype=np.int8)  # bits of patterns from _polarity_base on
         self._polarity_base = 0
         self._clock = ReversalClock(interval_windows(config.flip_period, config.window_rate))
+        self._sequence = RotatorSequence(config.rotator_pattern)
         self._faults = FaultSwitchboard()
         self._last_helicity = 0  # gate of the window before the block (fast settle)
         self.next_seq = 0
@@ -282,10 +383,20 @@ class WindowSource:
         """Muon rate now (muons/s): the configured one until :meth:`set_muon_rate`."""
         self.beam_switch = True
         self.channel_asymmetry = channel_asymmetries(
-            self.channel_map, config.injected_asymmetry, config.preset, config.signal_fraction
+            self.channel_map,
+            config.injected_asymmetry,
+            config.preset,
+            config.signal_fraction,
+            decay_electron_fraction=config.decay_electron_fraction,
+            kinematics=config.kinematics,
         )
         """Diluted physics asymmetry per channel (counts ~ 1 + P_L * channel_asymmetry)."""
-        efficiency = channel_efficiencies(self.channel_map, config.efficiency_mismatch)
+        efficiency = channel_efficiencies(
+            self.channel_map,
+            config.efficiency_mismatch,
+            shape=config.preset,
+            kinematics=config.kinematics,
+        )
         self._response = np.vstack([efficiency, efficiency * self.channel_asymmetry])
 
     @property
@@ -392,17 +503,17 @@ class WindowSource:
             if cfg.scheme == "slow":
                 rotator = slow_rotator(
                     pattern, phase, cfg.window_rate, cfg.polarization,
-                    cfg.ramp_time, cfg.settle_time, mismatch,
+                    cfg.ramp_time, cfg.settle_time, mismatch, self._sequence,
                 )  # fmt: skip
             else:
                 rotator = kick_rotator(
                     pattern, phase, cfg.window_rate, cfg.polarization,
-                    cfg.kick_turns, cfg.settle_time, mismatch,
+                    cfg.kick, cfg.settle_time, mismatch, self._sequence,
                 )  # fmt: skip
             actual = rotator.state
             reported = actual.copy()
             setpoint, readback, spin = rotator.setpoint, rotator.readback, rotator.polarization
-            pair_sync = (phase == 0) & (pattern % 2 == 0)
+            pair_sync = (phase == 0) & (pattern % self._sequence.size == 0)
             in_gate = rotator.in_gate
             if violation:
                 fault[in_gate] |= fault_bit("settle_violation")
@@ -453,8 +564,11 @@ class WindowSource:
             trip_residual=cfg.trip_residual,
         )
         beam_monitor = muons * (1.0 + cfg.bcm_resolution * rng.standard_normal(n_windows))
+        detected = muons
+        if cfg.gain_drift:  # the detectors' gain drifts; the beam monitor does not see it
+            detected = muons * (1.0 + cfg.gain_drift * seq / (cfg.window_rate * 3600.0))
         # muons * efficiency * (1 + spin * asymmetry) as one (n x 2) @ (2 x c) product
-        counts = rng.poisson(np.column_stack([muons, muons * spin]) @ self._response)
+        counts = rng.poisson(np.column_stack([detected, detected * spin]) @ self._response)
 
         flags = (
             (phase == 0) * np.uint8(FLAG_PATTERN_SYNC)

@@ -26,7 +26,7 @@ CASES = [
     (["demo", "--polarization", "0"], 2, "--polarization: must be a fraction in (0, 1]"),
     (["demo", "--scheme", "wobble"], 2, "--scheme: invalid choice"),
     (["demo", "--preset", "bsm"], 2, "--preset: invalid choice"),
-    (["demo", "--momentum", "42"], 2, "momentum must be one of the presets"),
+    (["demo", "--momentum", "5"], 2, "momentum must lie in [10, 500] MeV/c"),
     (["sim", "--windows", "10", "--config", "{dir}"], 2, "cannot read the run configuration"),
     (["demo", "--seed", "-1"], 2, "--seed: a seed must be an integer >= 0"),
     (["demo", "--port", "70000"], 2, "--port: a TCP port must lie in 1..65535"),

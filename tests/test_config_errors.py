@@ -102,7 +102,45 @@ RUN_FILES = [
     ("negative-rate", "[beam]\nrate = -5.0\n", 2, "[beam] rate: muon_rate must lie in"),
     ("unknown-scheme", '[reversal]\nscheme = "wobble"\n', 2, "scheme must be one of"),
     ("one-kick-turn", "[reversal]\nkick_turns = [1]\n", 2, "must be two integers"),
+    (
+        "rotator-pattern",
+        '[reversal]\nscheme = "slow"\nrotator_pattern = "triplet"\n',
+        3,
+        "[reversal] rotator_pattern: rotator_pattern must be one of",
+    ),
+    (
+        "kick-precession",
+        '[reversal]\nscheme = "kick"\nkick_precession = -12.0\n',
+        3,
+        "kick_precession must lie in (0, 180]",
+    ),
+    (
+        "no-flip-at-29-mev",
+        '[reversal]\nscheme = "kick"\nkick_turns = [0, 15]\n',
+        3,
+        "at 0.435 deg/turn the first must give",
+    ),
     ("not-yet", "\n[polarimeter]\nenabled = true\n", 2, "[polarimeter] is not supported"),
+    ("momentum-range", "[beam]\nmomentum = 5.0\n", 2, "[beam] momentum: momentum must lie in"),
+    (
+        "mass-number-below-z",
+        "[detector]\nz = 36\nmass_number = 20.0\n",
+        3,
+        "[detector] mass_number: mass_number must lie in [z, 3 z]",
+    ),
+    ("mass-number-type", '[detector]\nmass_number = "heavy"\n', 2, "must be a number"),
+    (
+        "decay-electrons-in-alr",
+        "[detector]\ndecay_electron_fraction = 0.1\n",
+        2,
+        "decay_electron_fraction applies to mode afb only",
+    ),
+    (
+        "decay-electrons-and-signal-above-1",
+        'mode = "afb"\n[detector]\nsignal_fraction = 0.9\ndecay_electron_fraction = 0.2\n',
+        4,
+        "[detector] decay_electron_fraction: decay_electron_fraction must lie in [0, 1 - sig",
+    ),
 ]
 MAP = "--channel-map"
 LIST_PVS = ("ioc", "--list-pvs", MAP)

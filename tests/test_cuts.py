@@ -13,7 +13,7 @@ from mupnc.monitor.analysis.cuts import LowBeamCut
 from mupnc.monitor.analysis.results import INTEGRATING
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.analysis.settings import RunSettings
-from mupnc.monitor.decoding import DEFAULT_MINIRUN_PAIRS, minirun_length
+from mupnc.monitor.decoding import DEFAULT_MINIRUN_ROTATOR_PATTERNS, minirun_length
 from mupnc.sim.source import SourceConfig, WindowSource
 
 WINDOW_RATE = 240.0
@@ -109,5 +109,5 @@ def test_a_meaningless_cut_is_refused(rate, window_rate):
 
 def test_minirun_length_applies_to_every_scheme():
     assert minirun_length("fast") == 9000
-    assert minirun_length("slow") == minirun_length("kick") == DEFAULT_MINIRUN_PAIRS
+    assert minirun_length("slow") == minirun_length("kick") == DEFAULT_MINIRUN_ROTATOR_PATTERNS
     assert minirun_length("slow", 4) == minirun_length("fast", 4) == 4

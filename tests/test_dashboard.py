@@ -65,6 +65,7 @@ from mupnc.dashboards.queries import latest_run
 from mupnc.dashboards.records import Channel, MinirunMean, RunInfo, Sample, Snapshot
 from mupnc.db.models import Alarm, AlarmTransition
 from mupnc.db.session import make_engine, transaction
+from mupnc.sim.alr_model import mott_cross_section
 
 
 @pytest.fixture
@@ -256,7 +257,11 @@ def test_channel_pulls_follow_the_a_lr_shape(engine: Engine) -> None:
     with Session(engine) as session:
         info = latest_run(session)
     assert dict(info.shape) == {"fwd_bin": 1.0, "back_bin": 2.0, "bcm": 1.0}
-    assert info.expected == pytest.approx(4e-6 * 0.5 * 1.5)  # diluted, mean shape
+    # diluted, and the count-weighted mean shape: the sm preset weights the bins by the Mott
+    # cross section (29 MeV/c off graphite, the defaults), ~4x more counts at 90 deg
+    forward, backward = (mott_cross_section(cos, 29.0, 6, 12.011) for cos in (0.0, -1.0))
+    mean_shape = (forward * 1.0 + backward * 2.0) / (forward + backward)
+    assert info.expected == pytest.approx(4e-6 * 0.5 * mean_shape)
 
 
 def test_miniruns_good_beam_time_and_decoder_state() -> None:

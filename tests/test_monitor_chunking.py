@@ -25,7 +25,7 @@ from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import DecodedWindows
 from mupnc.sim.source import SourceConfig, WindowSource
 
-SLOW = dict(flip_period=0.05, ramp_time=0.01, settle_time=0.01)  # 12-window intervals
+SLOW = dict(flip_period=0.025, ramp_time=0.004, settle_time=0.004)  # 6-window intervals
 FAULTS = (  # (kind, params), each switched on for a while, one after the other
     ("helicity_flip", {"probability": 0.1}),
     ("stuck_helicity", {"value": 1.0}),
@@ -131,7 +131,7 @@ def decoder_for(case: Case, source: WindowSource):
         return HelicityDecoder(
             config.pattern, config.delay_patterns, n, max_pending_windows=MAX_PENDING
         )
-    return RotatorDecoder(case.scheme, n, max_pending_windows=MAX_PENDING)
+    return RotatorDecoder(case.scheme, n, source.config.rotator, max_pending_windows=MAX_PENDING)
 
 
 def result_text(acc: RunAccumulator) -> str:
@@ -143,7 +143,7 @@ def analyse(case: Case, source: WindowSource, stream: WindowBlock, cuts, resume_
     """Feed ``stream`` cut at ``cuts``; with ``resume_at`` (a cut index) the accumulator is
     checkpointed there (state through JSON) and restored before going on."""
     decoder = decoder_for(case, source)
-    acc = RunAccumulator(source.channel_map, decoder.size, case.minirun)
+    acc = RunAccumulator.for_decoder(source.channel_map, decoder, case.minirun)
     released = []
     edges = [0, *cuts, stream.n_windows]
     for i, (a, b) in enumerate(itertools.pairwise(edges)):
@@ -248,11 +248,12 @@ def test_sequential_moments_do_not_depend_on_the_blocks() -> None:
 
 def test_state_of_an_older_monitor_is_refused_clearly() -> None:
     """Version 1 states (Welford merged per block) cannot continue bit-identically, nor
-    version 2 ones (no good-pattern sums, no per-pattern combined columns)."""
+    version 2 ones (no good-pattern sums, no per-pattern combined columns) or 3 ones (no
+    good-pattern sums by null sign)."""
     cmap = channel_map("alr")
     state = RunAccumulator(cmap, 4, 100).state()
-    for old in (1, 2):
-        with pytest.raises(ValueError, match=rf"version {old} is not 3.*reanalyze the run"):
+    for old in (1, 2, 3):
+        with pytest.raises(ValueError, match=rf"version {old} is not 4.*reanalyze the run"):
             RunAccumulator.from_state(cmap, {**state, "version": old})
     bad = json.loads(json.dumps(state))
     bad["miniruns"][0]["moments"]["open"] = [[0.0], [0.0]]

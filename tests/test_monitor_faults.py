@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mupnc.daq.channel_map import Channel, ChannelMap
+from mupnc.daq.scheme import RotatorSequence
 from mupnc.monitor.decoding import make_decoder
 from mupnc.monitor.decoding.stream import ERROR_KINDS, DecodedWindows
 from mupnc.sim.faults import fault_bit
@@ -42,7 +43,7 @@ class Stream:
             **extra,
         )
         self.source = WindowSource(config)
-        self.decoder = make_decoder(self.scheme, self.pattern, 2, 1)
+        self.decoder = make_decoder(self.scheme, self.pattern, 2, 1, config.rotator)
         self.block = self.source.shape.size if self.scheme == "fast" else INTERVAL
 
     def feed(self, blocks: int, windows: int | None = None) -> None:
@@ -123,8 +124,12 @@ def test_slow_fault_flagged_within_one_reversal(
     scheme: str, kind: str, params: dict, flags: tuple[str, ...]
 ) -> None:
     stream = Stream(scheme)
-    stream.feed(9)  # intervals 0..8; locked since interval 1
+    stream.feed(9)  # intervals 0..8; locked at the first reversal
     assert stream.decoder.locked and all(v == 0 for v in stream.errors.values())
+    if kind == "stuck_helicity":  # stuck on the state interval 9 should not have
+        params = {
+            "value": -float(RotatorSequence(stream.source.config.rotator_pattern).relative(9))
+        }
     stream.source.set_fault(kind, True, **params)
     stream.feed(1)  # interval 9 is faulty (a drifting clock shortens interval 10 on)
     stream.source.set_fault(kind, False)

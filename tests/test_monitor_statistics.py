@@ -20,10 +20,11 @@ from mupnc.daq.channel_map import Channel, ChannelMap
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import COMBINED, COUNTING, INTEGRATING, RunResult, run_result
 from mupnc.monitor.analysis.statistics import weighted_mean
-from mupnc.monitor.decoding import DEFAULT_MINIRUN_PAIRS, make_decoder
+from mupnc.monitor.decoding import DEFAULT_MINIRUN_ROTATOR_PATTERNS, make_decoder
 from mupnc.monitor.decoding.fast import HelicityDecoder
 from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import ERROR_KINDS
+from mupnc.sim.reversal import MAGIC_MOMENTUM, precession_per_turn
 from mupnc.sim.source import SourceConfig, WindowSource
 
 P = 0.9
@@ -75,8 +76,8 @@ def rotator_run(
         **settings,
     )
     source = WindowSource(config)
-    decoder = make_decoder(scheme, "quartet", 0, source.n_channels)
-    acc = RunAccumulator(source.channel_map, decoder.size, minirun_patterns)
+    decoder = make_decoder(scheme, "quartet", 0, source.n_channels, config.rotator)
+    acc = RunAccumulator.for_decoder(source.channel_map, decoder, minirun_patterns)
     for _ in range(intervals):
         simulated = source.next_block_of(windows)
         acc.add(decoder.feed(simulated.block, simulated.rotator_readback))
@@ -253,27 +254,62 @@ def test_null_asymmetry_sees_a_phase_dependent_gain() -> None:
     assert abs(result.combined.value - 1e-3) < 3 * result.combined.error
 
 
-@pytest.mark.parametrize("scheme", ["slow", "kick"])
-def test_slow_schemes_pulls_and_null(scheme: str) -> None:
-    """Slow rotator and ring kick, 100 interval pairs, 1000 channels as pseudo-runs:
-    per-channel pulls of A_LR and of the even/odd null asymmetry are N(0, 1).  Errors come
-    from 100 pattern asymmetries each (t-distribution: width 1.01, inside the band)."""
-    acc, decoder = rotator_run(scheme, 200, 120, 20, 77, ramp_time=0.05, settle_time=0.05)
+@pytest.mark.parametrize(
+    ("scheme", "rotator_pattern"), [("slow", "quartet"), ("kick", "quartet"), ("slow", "pair")]
+)
+def test_slow_schemes_pulls_and_nulls(scheme: str, rotator_pattern: str) -> None:
+    """Slow rotator and ring kick, 100 rotator patterns, 1000 channels as pseudo-runs:
+    per-channel pulls of A_LR and of every null asymmetry are N(0, 1).  Errors come from
+    100 pattern asymmetries each (t-distribution: width 1.01, inside the band)."""
+    span = 4 if rotator_pattern == "quartet" else 2
+    acc, decoder = rotator_run(
+        scheme, 100 * span, 120, 20, 77, ramp_time=0.05, settle_time=0.05,
+        rotator_pattern=rotator_pattern,
+    )  # fmt: skip
     assert decoder.state.errors == dict.fromkeys(ERROR_KINDS, 0)
     assert acc.good_patterns == 100 and len(acc.miniruns) == 5
     assert_standard_normal(channel_pulls(run_result(acc, P), 2e-2))
+    expected = ("null_even_odd", "null_half") if span == 4 else ("null_even_odd",)
+    assert acc.null_names == expected
     null = acc.run_stats("null_asymmetry")
-    assert acc.null_names == ("null_even_odd",)
-    assert_standard_normal(null.mean / null.error)
+    for k in range(len(expected)):
+        part = slice(k * acc.n_channels, (k + 1) * acc.n_channels)
+        assert_standard_normal(null.mean[part] / null.error[part])
+
+
+def test_linear_gain_drift_biases_pairs_and_not_quartets() -> None:
+    """A detector gain drifting by 50 %/h (not seen by the beam monitor), 4 s reversal
+    intervals: the pair pattern (+-) measures A - r T / 2 (r the drift rate, T the interval),
+    13 sigma off; the quartets (+--+/-++-) cancel it and stay within 3 sigma, and their
+    null_half (first two intervals against the last two) sees it: -r T, 26 sigma."""
+    results = {}
+    for pattern, intervals in (("pair", 100), ("quartet", 100)):
+        acc, decoder = rotator_run(
+            "slow", intervals, 960, 10, 5, ramp_time=0.05, settle_time=0.05,
+            rotator_pattern=pattern, gain_drift=0.5,
+        )  # fmt: skip
+        assert decoder.state.errors == dict.fromkeys(ERROR_KINDS, 0)
+        results[pattern] = run_result(acc, P)
+    drift = 0.5 / 3600 * 4.0  # r T: the gain change over one interval
+    pair, quartet = results["pair"].combined, results["quartet"].combined
+    assert (2e-2 - pair.value) / pair.error > 5
+    assert abs(pair.value - (2e-2 - drift / 2 / P)) < 3 * pair.error
+    assert abs(quartet.value - 2e-2) < 3 * quartet.error
+    half = results["quartet"].null["null_half"]
+    assert half.value < 0 and abs(half.value / half.error) > 5
+    assert abs(half.value + drift) < 3 * half.error
 
 
 @pytest.mark.parametrize("estimator", [INTEGRATING, COUNTING])
-def test_slow_scheme_miniruns_of_16_pairs_give_unbiased_chi2(estimator: str) -> None:
-    """The slow scheme's default minirun (16 interval pairs), 10 miniruns, 1000 channels as
-    pseudo-runs: chi2/ndf of minirun means averages 1 (3-sigma band: 3 sqrt(2/9)/sqrt(1000)
-    = 0.045).  With each minirun's error from its own 16 patterns it averaged 1.15-1.33."""
-    pairs = DEFAULT_MINIRUN_PAIRS
-    acc, _ = rotator_run("slow", 2 * pairs * 10, 60, pairs, 91, ramp_time=0.02, settle_time=0.02)
+def test_slow_scheme_default_miniruns_give_unbiased_chi2(estimator: str) -> None:
+    """The slow scheme's default minirun (16 rotator quartets), 10 miniruns, 1000 channels
+    as pseudo-runs: chi2/ndf of minirun means averages 1 (3-sigma band: 3 sqrt(2/9) /
+    sqrt(1000) = 0.045).  With each minirun's error from its own 16 patterns it averaged
+    1.15-1.33."""
+    patterns = DEFAULT_MINIRUN_ROTATOR_PATTERNS
+    acc, _ = rotator_run(
+        "slow", 4 * patterns * 10, 60, patterns, 91, ramp_time=0.02, settle_time=0.02
+    )
     assert [m.patterns_good for m in acc.miniruns] == [16] * 10
     result = run_result(acc, P, estimator=estimator)
     chi2 = np.array([result.channel_chi2_ndf[name] for name in acc.channel_map.names])
@@ -282,10 +318,12 @@ def test_slow_scheme_miniruns_of_16_pairs_give_unbiased_chi2(estimator: str) -> 
 
 @pytest.mark.parametrize("turns", [(1, 14), (2, 15)])
 def test_kick_runs_with_partial_flips_are_unbiased(turns: tuple[int, int]) -> None:
-    """Ring kick after (1, 14) or (2, 15) turns: the states carry P cos(12 deg t), so the
-    spin flip is 0.978 or 0.957 of P; the analysing power measured from the turn readback
-    makes 1000 channel pseudo-runs unbiased (dividing by P alone: pulls shifted by 0.3-0.6)."""
+    """Ring kick at the magic momentum (12.3 deg/turn) after (1, 14) or (2, 15) turns: the
+    states carry P cos(12.3 deg t), so the spin flip is 0.984 or 0.953 of P; the analysing
+    power measured from the turn readback makes 1000 channel pseudo-runs unbiased (dividing
+    by P alone: pulls shifted by 0.2-0.6)."""
     acc, _ = rotator_run(
-        "kick", 200, 120, 20, 78, kick_turns=turns, ramp_time=0.05, settle_time=0.05
-    )
+        "kick", 400, 120, 20, 78, kick_turns=turns, ramp_time=0.05, settle_time=0.05,
+        kick_precession=precession_per_turn(MAGIC_MOMENTUM),
+    )  # fmt: skip
     assert_standard_normal(channel_pulls(run_result(acc, P), 2e-2))

@@ -133,7 +133,8 @@ def test_phase_error_moves_the_phase_off_the_sync_bit() -> None:
 
 @pytest.mark.parametrize("scheme", ["fast", "slow", "kick"])
 def test_rotator_mismatch_readback_differs_and_spin_follows_it(scheme: str) -> None:
-    config = SourceConfig(scheme=scheme, polarization=0.8, **SLOW)
+    kick = {"kick_turns": (0, 15), "kick_precession": 12.0} if scheme == "kick" else {}
+    config = SourceConfig(scheme=scheme, polarization=0.8, **SLOW, **kick)
     clean, bad = twins(config, "rotator_mismatch")
     assert bit_set(bad, "rotator_mismatch").all()
     np.testing.assert_array_equal(bad.rotator_setpoint, clean.rotator_setpoint)

@@ -3,7 +3,7 @@
 A simple estimator, not the monitor: helicity-sorted sums per channel.  Over many seeds
 the pulls (estimate - truth) / error must have mean 0 and width 1 within their own
 statistical tolerance (3 sigma), for A_LR and A_FB from 1e-4 to 0.1, with presets,
-nuisances and dilution.
+nuisances and dilution.  The physical presets' models themselves: tests/test_physics_models.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from mupnc.daq.channel_map import Channel, ChannelMap
-from mupnc.sim.detector import alr_shape
+from mupnc.daq.scheme import RotatorSequence
+from mupnc.monitor.analysis.asymmetry import yield_asymmetry
+from mupnc.sim.detector import Kinematics, alr_shape, scatter_weights
 from mupnc.sim.source import SourceConfig, WindowSource
 
 SEEDS = 200
@@ -67,19 +69,29 @@ def test_alr_recovered_per_channel(asymmetry: float) -> None:
     assert error < asymmetry / 5  # the injected value is really seen, not just consistent
 
 
-@pytest.mark.parametrize("preset", ["sm", "np"])
-def test_alr_presets_follow_cos_theta(preset: str) -> None:
+@pytest.mark.parametrize(("preset", "momentum"), [("sm", 29.0), ("np", 29.0), ("np", 100.0)])
+def test_alr_presets_follow_cos_theta(preset: str, momentum: float) -> None:
+    """Physical presets: each channel sees A0 x shape(cos theta, p), and its counts go as
+    acceptance x Mott weight (expected counts known to the Poisson error of ~1e8 counts)."""
     pulls = []
     for seed in range(SEEDS // 2):
-        plus, minus, source = sorted_sums(quiet(preset=preset, seed=100 + seed))
+        plus, minus, source = sorted_sums(quiet(preset=preset, momentum=momentum, seed=100 + seed))
         total = plus + minus
         a = (plus - minus) / total / POLARIZATION
         err = np.sqrt(1 / total) / POLARIZATION
         cos = np.array([c.cos_theta for c in source.channel_map.channels])
-        truth = source.config.injected_asymmetry * alr_shape(cos, preset)
+        truth = source.config.injected_asymmetry * alr_shape(
+            cos, preset, Kinematics(momentum=momentum)
+        )
         np.testing.assert_allclose(source.channel_asymmetry, truth)
         pulls.append((a - truth) / err)
     check_pulls(np.concatenate(pulls))
+    cmap = source.channel_map
+    weights = scatter_weights(cmap, preset, kinematics=Kinematics(momentum=momentum))
+    rate = source.config.muon_rate * source.config.t_stable * WINDOWS
+    expected = rate * np.array([c.acceptance for c in cmap.channels]) * weights
+    # Poisson: 5 sigma of the smallest channel's relative error bounds all eight channels
+    np.testing.assert_allclose(total, expected, rtol=5 / np.sqrt(expected.min()))
 
 
 def afb_map(forward_acceptance: float, backward_acceptance: float) -> ChannelMap:
@@ -139,8 +151,14 @@ def test_slow_rotator_settled_windows_carry_the_full_asymmetry() -> None:
     plus, minus = counts[settled & (h > 0)].sum(), counts[settled & (h < 0)].sum()
     a = (plus - minus) / (plus + minus) / POLARIZATION
     assert abs(a - 0.02) < 3 / math.sqrt(plus + minus) / POLARIZATION
+    interval = sim.block.pattern_number.astype(np.int64)
+    sequence = RotatorSequence(config.rotator_pattern)
+    previous = sequence.relative(np.maximum(interval - 1, 0))
+    flips = (interval == 0) | (sequence.relative(interval) != previous)  # 0: from the unknown
     ramp = ~settled & (sim.rotator_readback == 0)
-    plus, minus = counts[ramp & (h > 0)].sum(), counts[ramp & (h < 0)].sum()
-    diluted = (plus - minus) / (plus + minus) / POLARIZATION
-    # the spin averages to zero over a symmetric ramp
-    assert abs(diluted) < 3 / math.sqrt(plus + minus) / POLARIZATION + 1e-12
+    for where, expected in ((flips, 0.0), (~flips, 0.02)):
+        # the spin averages to zero over a symmetric ramp; where the state stays, it stays
+        plus, minus = counts[ramp & where & (h > 0)], counts[ramp & where & (h < 0)]
+        asymmetry = yield_asymmetry(plus.mean(), minus.mean()) / POLARIZATION
+        error = 1 / math.sqrt(plus.sum() + minus.sum()) / POLARIZATION
+        assert abs(asymmetry - expected) < 3 * error

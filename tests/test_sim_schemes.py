@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from mupnc.daq.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE
+from mupnc.daq.scheme import RotatorSequence
+from mupnc.sim.reversal import MAGIC_MOMENTUM, precession_per_turn
 from mupnc.sim.source import SimulatedBlock, SourceConfig, SourceConfigError, WindowSource
 
 QUIET = {"intensity_jitter": 0.0, "bcm_resolution": 0.0}
@@ -71,11 +73,26 @@ def slow_config(**kw) -> SourceConfig:
     return SourceConfig(**{**base, **kw})
 
 
-def test_slow_rotator_intervals_ramp_and_settle_gate() -> None:
-    blocks = run(slow_config(), 1000)
+def test_rotator_quartets_are_pseudo_random_and_cancel_a_linear_drift() -> None:
+    """Quartets +--+ / -++- with a pseudo-random polarity: both polarities occur, each
+    quartet is balanced and orthogonal to a linear ramp over its four intervals."""
+    relative = RotatorSequence("quartet").relative(np.arange(4 * 256)).reshape(256, 4)
+    polarity = relative[:, 0]
+    np.testing.assert_array_equal(relative, polarity[:, None] * np.array([1, -1, -1, 1]))
+    assert abs(int(polarity.sum())) < 3 * math.sqrt(256)  # neither polarity dominates
+    assert (polarity[1:] != polarity[:-1]).any() and (polarity[1:] == polarity[:-1]).any()
+    assert (relative @ np.arange(4) == 0).all() and (relative.sum(axis=1) == 0).all()
+    pairs = RotatorSequence("pair").relative(np.arange(8))
+    np.testing.assert_array_equal(pairs, [1, -1] * 4)
+
+
+@pytest.mark.parametrize("rotator_pattern", ["quartet", "pair"])
+def test_slow_rotator_intervals_ramp_and_settle_gate(rotator_pattern: str) -> None:
+    blocks = run(slow_config(rotator_pattern=rotator_pattern), 2000)
     seq = joined(blocks, "seq")
     interval, phase = seq // 200, seq % 200  # 2 s x 100 Hz
-    state = np.where(interval % 2 == 0, 1, -1)
+    sequence = RotatorSequence(rotator_pattern)
+    state = sequence.relative(interval)
     np.testing.assert_array_equal(joined(blocks, "pattern_number"), interval)
     np.testing.assert_array_equal(joined(blocks, "pattern_phase"), phase)
     np.testing.assert_array_equal(joined(blocks, "actual_helicity"), state)
@@ -83,25 +100,30 @@ def test_slow_rotator_intervals_ramp_and_settle_gate() -> None:
     flags = joined(blocks, "flags")
     np.testing.assert_array_equal(flags & FLAG_SETTLE > 0, phase < 50)  # ramp + settle = 0.5 s
     np.testing.assert_array_equal(flags & FLAG_PATTERN_SYNC > 0, phase == 0)
-    np.testing.assert_array_equal(flags & FLAG_PAIR_SYNC > 0, (phase == 0) & (state > 0))
+    first_of_pattern = interval % sequence.size == 0
+    np.testing.assert_array_equal(flags & FLAG_PAIR_SYNC > 0, (phase == 0) & first_of_pattern)
     np.testing.assert_array_equal(joined(blocks, "rotator_setpoint"), state)
     np.testing.assert_array_equal(
         joined(blocks, "rotator_readback"), np.where(phase < 30, 0, state)
     )
     spin = joined(blocks, "polarization")
-    # the spin turns from the old state to the new one during the ramp, then stays
-    np.testing.assert_allclose(spin[phase >= 30], 0.9 * state[phase >= 30])
-    first = phase == 0
+    # where the state changes the spin turns from the old state to the new one during the
+    # ramp, then stays; where it does not, the spin stays throughout
+    flips = (interval == 0) | (sequence.relative(np.maximum(interval - 1, 0)) != state)
+    assert flips.all() if rotator_pattern == "pair" else not flips.all()
+    steady = (phase >= 30) | ~flips
+    np.testing.assert_allclose(spin[steady], 0.9 * state[steady])
+    first = (phase == 0) & flips
     np.testing.assert_allclose(spin[first], -0.9 * state[first] * math.cos(math.pi * 0.5 / 30))
-    assert (np.abs(spin[phase < 30]) < 0.9).all()
+    assert (np.abs(spin[(phase < 30) & flips]) < 0.9).all()
 
 
 def test_kick_turns_give_spin_angle() -> None:
-    config = slow_config(scheme="kick", kick_turns=(0, 14), settle_time=0.1)
-    blocks = run(config, 800)
+    config = slow_config(scheme="kick", kick_turns=(0, 14), settle_time=0.1, kick_precession=12.0)
+    blocks = run(config, 1600)
     seq = joined(blocks, "seq")
     interval, phase = seq // 200, seq % 200
-    turns = np.where(interval % 2 == 0, 0, 14)
+    turns = np.where(RotatorSequence("quartet").relative(interval) > 0, 0, 14)
     np.testing.assert_array_equal(joined(blocks, "rotator_setpoint"), turns)
     np.testing.assert_array_equal(joined(blocks, "rotator_readback"), turns)
     np.testing.assert_allclose(
@@ -112,9 +134,22 @@ def test_kick_turns_give_spin_angle() -> None:
 
 
 def test_fifteen_turns_reverse_the_spin() -> None:
-    blocks = run(slow_config(scheme="kick"), 400)
+    blocks = run(slow_config(scheme="kick", kick_turns=(0, 15), kick_precession=12.0), 800)
     spin = joined(blocks, "polarization")
     np.testing.assert_allclose(spin, 0.9 * joined(blocks, "actual_helicity"), atol=1e-12)
+
+
+def test_precession_per_turn_follows_the_momentum() -> None:
+    """a_mu gamma 360 deg per turn: ~12 deg at the magic momentum (the talk's 15 turns for
+    180 deg), 0.44 deg at 29 MeV/c; the default kick turns are those nearest 180 deg."""
+    assert precession_per_turn(MAGIC_MOMENTUM) == pytest.approx(12.3, abs=0.01)
+    assert precession_per_turn(29.0) == pytest.approx(0.4353, abs=1e-4)
+    assert slow_config(scheme="kick").kick.turns == (0, 414)
+    magic = slow_config(scheme="kick", kick_precession=precession_per_turn(MAGIC_MOMENTUM))
+    assert magic.kick.turns == (0, 15)
+    blocks = run(slow_config(scheme="kick"), 800)
+    spin, helicity = joined(blocks, "polarization"), joined(blocks, "actual_helicity")
+    np.testing.assert_allclose(spin, 0.9 * helicity * np.where(helicity > 0, 1, 0.999995), 1e-6)
 
 
 @pytest.mark.parametrize("scheme", ["fast", "slow", "kick"])
@@ -186,7 +221,8 @@ def test_charge_asymmetry_recovered_from_the_beam_monitor() -> None:
         ({"t_settle": 1 / 240}, "t_settle"),
         ({"muon_rate": 1e6}, "muon_rate"),
         ({"muon_rate": 2e11}, "muon_rate"),
-        ({"momentum": 40.0}, "momentum"),
+        ({"momentum": 5.0}, "momentum"),
+        ({"momentum": 600.0}, "momentum"),
         ({"polarization": 1.2}, "polarization"),
         ({"scheme": "medium"}, "scheme"),
         ({"preset": "bsm"}, "preset"),
@@ -207,12 +243,19 @@ def test_bad_configs_name_the_setting(change: dict, words: str) -> None:
 
 
 def test_presets_and_momenta_accepted() -> None:
-    for momentum in (29.0, 50.0, 100.0):
+    """Momenta in [10, 500] MeV/c; the presets' values come from the physical models
+    (tests/test_physics_models.py): SM A_LR at 90 deg off graphite ~1.4e-7 at 29 MeV/c, growing
+    as p^2; A_FB[SM](Kr) ~ 0.5e-4 (within 20 %), ~ (36/Z)^3 for other targets."""
+    for momentum in (10.0, 29.0, 40.0, 50.0, 100.0, 500.0):
         SourceConfig(momentum=momentum)
-    assert SourceConfig(preset="sm").injected_asymmetry == 1e-4
-    assert SourceConfig(preset="np").injected_asymmetry == 1e-3
-    assert SourceConfig(mode="afb", preset="sm").injected_asymmetry == pytest.approx(0.5e-4)
-    assert SourceConfig(mode="afb", preset="sm", z=30).injected_asymmetry == pytest.approx(
-        0.5e-4 * (36 / 30) ** 3
+    sm = SourceConfig(preset="sm").injected_asymmetry
+    assert sm == pytest.approx(1.45e-7, rel=0.02)
+    assert SourceConfig(preset="sm", momentum=100.0).injected_asymmetry == pytest.approx(
+        sm * (100 / 29) ** 2
     )
+    assert 1e-4 <= SourceConfig(preset="np").injected_asymmetry <= 1e-3
+    afb = SourceConfig(mode="afb", preset="sm").injected_asymmetry
+    assert afb == pytest.approx(0.5e-4, rel=0.2)
+    z30 = SourceConfig(mode="afb", preset="sm", z=30).injected_asymmetry
+    assert z30 == pytest.approx(afb * (36 / 30) ** 3, rel=0.2)  # delta: Q_W / R_c^2 of Zn
     assert 0.005 <= SourceConfig(mode="afb", preset="np").injected_asymmetry <= 0.11

@@ -20,11 +20,13 @@ Patterns come in two kinds:
   phase order, with helicity = pattern polarity x pattern shape.  Every sign column
   (``[1, shape, null...]``) is a Walsh function, so all per-pattern signed yield sums come
   from one fast Walsh-Hadamard transform over the pattern's windows (log2(size) passes);
-* ``pattern_size == 0`` (slow rotator, ring kick): a pattern is one pair of opposite spin
-  states of any length (:mod:`mupnc.monitor.decoding.rotator`); sums are taken over those
-  segments, and
+* ``pattern_size == 0`` (slow rotator, ring kick): a pattern is one rotator pattern of
+  ``rotator_span`` reversal intervals of any length (:mod:`mupnc.monitor.decoding.rotator`:
+  quartets ``+--+``/``-++-``, or pairs ``+-``); sums are taken over those segments, and
   asymmetries use mean yields per helicity, so unequal +/- window numbers do not bias them.
-  The null asymmetry there is that of even against odd sequence numbers.
+  The null asymmetries there are ``null_even_odd`` (even against odd sequence numbers) and,
+  for quartets, ``null_half`` (the first two intervals against the last two: a linear
+  drift, which the quartet's asymmetry cancels, shows up in it).
 """
 
 from __future__ import annotations
@@ -39,22 +41,26 @@ from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.monitor.analysis.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
 from mupnc.monitor.analysis.statistics import RunningStats, SequentialMoments, Workspace
+from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import VARIABLE_PATTERNS, DecodedWindows
 
 PLUS, MINUS = 0, 1
-STATE_VERSION = 3
-"""Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block) and 2 (no
-good-pattern sums, no per-pattern combined columns) are refused."""
+STATE_VERSION = 4
+"""Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block), 2 (no
+good-pattern sums, no per-pattern combined columns) and 3 (no good-pattern sums by null
+sign) are refused."""
 BEAM_MONITOR_FRACTION_BITS = 32
 """Beam-monitor integrals are summed exactly as integers of 2**-32 muons."""
 SLICE_VALUES = 1 << 17
 """Window-channel values :meth:`RunAccumulator.add` works on at a time (about 1 MB)."""
 
 
-def null_names(pattern_size: int) -> tuple[str, ...]:
-    """Names of the null asymmetries accumulated for patterns of ``pattern_size``."""
+def null_names(pattern_size: int, rotator_span: int = 2) -> tuple[str, ...]:
+    """Names of the null asymmetries accumulated for patterns of ``pattern_size`` windows
+    (:data:`VARIABLE_PATTERNS`: rotator patterns of ``rotator_span`` intervals)."""
     if pattern_size == VARIABLE_PATTERNS:
-        return ("null_even_odd",)
+        return ("null_even_odd", "null_half") if rotator_span > 2 else ("null_even_odd",)
     return tuple(alternate_signs(pattern_size))
 
 
@@ -73,7 +79,9 @@ class MinirunSums:
 
     ``good_counts``, ``good_windows`` and ``good_beam_monitor_fixed`` sum the windows of good
     patterns only, by helicity: the input of the counting estimator
-    (:mod:`mupnc.monitor.analysis.results`); ``good_analysing_fixed`` sums their
+    (:mod:`mupnc.monitor.analysis.results`); ``good_null_counts``, ``good_null_windows``
+    and ``good_null_beam_monitor_fixed`` sum them by the sign of each null kind instead
+    (its counting null asymmetries); ``good_analysing_fixed`` sums their
     ``analysing_power`` (``P_L / P``), from which the results take the analysing power.
     """
 
@@ -90,6 +98,9 @@ class MinirunSums:
     good_windows: np.ndarray = field(init=False)  # (2,) windows of good patterns by helicity
     good_beam_monitor_fixed: list[int] = field(init=False)  # by helicity, 2**-32 muons
     good_analysing_fixed: list[int] = field(init=False)  # sum of P_L / P by helicity, 2**-32
+    good_null_counts: np.ndarray = field(init=False)  # (k, 2, c) counts by null sign +/-
+    good_null_windows: np.ndarray = field(init=False)  # (k, 2) windows by null sign
+    good_null_beam_monitor_fixed: list[int] = field(init=False)  # 2k: by kind, then sign
     patterns_good: int = 0
     moments: SequentialMoments = field(init=False)  # per-pattern values, see above
 
@@ -102,6 +113,9 @@ class MinirunSums:
         self.good_windows = np.zeros(2, dtype=np.int64)
         self.good_beam_monitor_fixed = [0, 0]
         self.good_analysing_fixed = [0, 0]
+        self.good_null_counts = np.zeros((self.n_null, 2, self.n_channels), dtype=np.int64)
+        self.good_null_windows = np.zeros((self.n_null, 2), dtype=np.int64)
+        self.good_null_beam_monitor_fixed = [0] * (2 * self.n_null)
         self.moments = SequentialMoments.empty(sum(self.widths))
 
     @property
@@ -119,6 +133,11 @@ class MinirunSums:
     def good_beam_monitor(self) -> np.ndarray:
         """(2,) beam-monitor integrals of the good patterns by helicity (muons)."""
         return _muons(self.good_beam_monitor_fixed)
+
+    @property
+    def good_null_beam_monitor(self) -> np.ndarray:
+        """(k, 2) beam-monitor integrals of the good patterns by null kind and sign (muons)."""
+        return _muons(self.good_null_beam_monitor_fixed).reshape(self.n_null, 2)
 
     @property
     def good_analysing_power(self) -> np.ndarray:
@@ -280,17 +299,25 @@ class RunAccumulator:
     """Consumes :class:`DecodedWindows`; keeps one :class:`MinirunSums` per minirun.
 
     ``pattern_size`` is the number of windows per pattern, or :data:`VARIABLE_PATTERNS`
-    for slow schemes; ``minirun_patterns`` good patterns make a minirun.
+    for slow schemes, whose patterns hold ``rotator_span`` reversal intervals;
+    ``minirun_patterns`` good patterns make a minirun.
     """
 
-    def __init__(self, channel_map: ChannelMap, pattern_size: int, minirun_patterns: int = 9000):
+    def __init__(
+        self,
+        channel_map: ChannelMap,
+        pattern_size: int,
+        minirun_patterns: int = 9000,
+        rotator_span: int = 2,
+    ):
         if minirun_patterns < 2:
             raise ValueError("a minirun needs at least 2 patterns")
         self.channel_map = channel_map
         self.pattern_size = pattern_size
         self.minirun_patterns = minirun_patterns
+        self.rotator_span = rotator_span
         self.n_channels = len(channel_map.channels)
-        self.null_names = null_names(pattern_size)
+        self.null_names = null_names(pattern_size, rotator_span)
         if pattern_size != VARIABLE_PATTERNS:
             shape = _shape_of(pattern_size)
             alternates = list(alternate_signs(pattern_size).values())
@@ -303,6 +330,17 @@ class RunAccumulator:
         self.dirty: set[int] = {0}
         """Miniruns changed since the caller last cleared this set (for incremental writes)."""
         self._work = Workspace()
+
+    @classmethod
+    def for_decoder(
+        cls,
+        channel_map: ChannelMap,
+        decoder: HelicityDecoder | RotatorDecoder,
+        minirun_patterns: int,
+    ) -> RunAccumulator:
+        """An accumulator for the patterns ``decoder`` releases."""
+        span = decoder.span if isinstance(decoder, RotatorDecoder) else 2
+        return cls(channel_map, decoder.size, minirun_patterns, span)
 
     def _new_minirun(self, index: int) -> MinirunSums:
         return MinirunSums(index, self.n_channels, len(self.null_names), self.afb)
@@ -317,6 +355,7 @@ class RunAccumulator:
             "version": STATE_VERSION,
             "channels": self.channel_map.names,
             "pattern_size": self.pattern_size,
+            "rotator_span": self.rotator_span,
             "minirun_patterns": self.minirun_patterns,
             "miniruns": [m.state() for m in self.miniruns],
         }
@@ -336,7 +375,12 @@ class RunAccumulator:
             )
         if list(state["channels"]) != channel_map.names:
             raise ValueError("accumulator state was saved for a different channel map")
-        acc = cls(channel_map, int(state["pattern_size"]), int(state["minirun_patterns"]))
+        acc = cls(
+            channel_map,
+            int(state["pattern_size"]),
+            int(state["minirun_patterns"]),
+            int(state.get("rotator_span", 2)),  # saved before rotator quartets: pairs
+        )
         acc.miniruns = [MinirunSums.from_state(m) for m in state["miniruns"]]
         if [m.index for m in acc.miniruns] != list(range(len(acc.miniruns))) or not acc.miniruns:
             raise ValueError("accumulator state: miniruns must be numbered 0, 1, 2, ...")
@@ -395,11 +439,12 @@ class RunAccumulator:
         m.beam_monitor_fixed = [a + b for a, b in zip(m.beam_monitor_fixed, fixed, strict=True)]
 
         power = d.signed_polarization()[part]
+        position = None if d.pattern_position is None else d.pattern_position[part]
+        seq, pattern = d.seq[part], d.pattern_number[part]
         if not good.all():
             counts, helicity, bcm, power = counts[good], helicity[good], bcm[good], power[good]
-            seq, pattern = d.seq[part][good], d.pattern_number[part][good]
-        else:
-            seq, pattern = d.seq[part], d.pattern_number[part]
+            seq, pattern = seq[good], pattern[good]
+            position = None if position is None else position[good]
         if helicity.size == 0:
             return
         by_helicity = [helicity == 1, helicity == -1]
@@ -411,9 +456,19 @@ class RunAccumulator:
         ]
         fixed = fixed_beam_monitor(power, by_helicity)
         m.good_analysing_fixed = [a + b for a, b in zip(m.good_analysing_fixed, fixed, strict=True)]
+        null_signs = self._null_signs(seq, position)  # (k, n)
+        by_sign = [mask for signs in null_signs for mask in (signs > 0, signs < 0)]
+        if by_sign:
+            sorted_counts = np.rint(np.stack(by_sign).astype(np.float64) @ counts)
+            m.good_null_counts += sorted_counts.astype(np.int64).reshape(m.good_null_counts.shape)
+            m.good_null_windows += np.array([np.count_nonzero(s) for s in by_sign]).reshape(-1, 2)
+            fixed = fixed_beam_monitor(bcm, by_sign)
+            m.good_null_beam_monitor_fixed = [
+                a + b for a, b in zip(m.good_null_beam_monitor_fixed, fixed, strict=True)
+            ]
         yields = np.divide(counts, bcm[:, None], out=counts)
         if self.pattern_size == VARIABLE_PATTERNS:
-            sums = self._segment_sums(yields, bcm, helicity, seq, pattern)
+            sums = self._segment_sums(yields, bcm, helicity, pattern, null_signs)
         else:
             sums = self._fixed_sums(yields, bcm, helicity)
         m.add_patterns(self._pattern_values(sums), self._work)
@@ -431,19 +486,36 @@ class RunAccumulator:
         signed_q = [walsh_q[:, r] for r in self._walsh]
         return _PatternSums(walsh[:, 0], signed, walsh_q[:, 0], signed_q, None)
 
-    def _segment_sums(self, yields, bcm, helicity, seq, pattern) -> _PatternSums:
+    def _null_signs(self, seq: np.ndarray, position: np.ndarray | None) -> np.ndarray:
+        """Sign (+1/-1) of each null kind at each good window, ``(k, n)``: fixed patterns
+        by the window's phase (good windows come in whole patterns, in order); rotator
+        patterns ``null_even_odd`` by the sequence number, ``null_half`` (quartets: + in
+        the first two intervals) by the window's pattern position."""
+        if self.pattern_size != VARIABLE_PATTERNS:
+            phase = np.arange(seq.size) % self.pattern_size
+            alternates = alternate_signs(self.pattern_size)
+            return np.array([alternates[name][phase] for name in self.null_names], np.float64)
+        rows = [np.where(seq % 2 == 0, 1.0, -1.0)]
+        if len(self.null_names) > 1:
+            if position is None:
+                raise ValueError("rotator quartets need each window's pattern position")
+            rows.append(np.where(position < self.rotator_span // 2, 1.0, -1.0))
+        return np.array(rows)
+
+    def _segment_sums(self, yields, bcm, helicity, pattern, null_signs) -> _PatternSums:
+        """Sums over rotator patterns; sign columns ``[1, helicity, null...]``."""
         starts = np.flatnonzero(np.r_[True, pattern[1:] != pattern[:-1]])
-        parity = np.where(seq % 2 == 0, 1.0, -1.0)
-        signs = np.column_stack([np.ones(helicity.size), helicity, parity])  # (n, 3)
-        summed = segment_sums(signs[:, :, None] * yields[:, None, :], starts)  # (p, 3, c)
-        charge = segment_sums(bcm[:, None] * signs, starts)  # (p, 3)
+        signs = np.column_stack([np.ones(helicity.size), helicity, *null_signs])  # (n, k + 1)
+        summed = segment_sums(signs[:, :, None] * yields[:, None, :], starts)  # (p, k + 1, c)
+        charge = segment_sums(bcm[:, None] * signs, starts)  # (p, k + 1)
         n_plus = np.add.reduceat((signs[:, 1:] > 0).astype(np.int64), starts, axis=0)
         n_minus = np.add.reduceat((signs[:, 1:] < 0).astype(np.int64), starts, axis=0)
+        k = signs.shape[1]
         return _PatternSums(
             summed[:, 0],
-            [summed[:, 1], summed[:, 2]],
+            [summed[:, i] for i in range(1, k)],
             charge[:, 0],
-            [charge[:, 1], charge[:, 2]],
+            [charge[:, i] for i in range(1, k)],
             (n_plus, n_minus),
         )
 

@@ -28,10 +28,13 @@ and ``pulls`` are the minirun means' ``(value - weighted mean) / error``; both l
 minirun holding less than half a minirun of patterns (NaN pull,
 :func:`mupnc.monitor.analysis.statistics.pulled_miniruns`).  A minirun's integrating error
 comes from the run's pooled per-pattern spread (:func:`pooled_sd`), so short miniruns
-(the slow schemes' 16 pairs) give unbiased chi2/ndf.
+(the slow schemes' 16 rotator patterns) give unbiased chi2/ndf.
 
 The beam charge asymmetry and the null asymmetries are *measured* asymmetries: neither
-divided by P nor blinded (both should be compatible with 0).
+divided by P nor blinded (both should be compatible with 0).  The combined null
+asymmetries follow the run's estimator: per pattern (integrating), or from the good
+windows' counts summed by the null's sign (counting), so they stay defined at the
+muonic-atom rate.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def pooled_sd(acc: RunAccumulator, attribute: str) -> np.ndarray:
     :class:`MinirunSums` attribute, per column: ``sqrt(sum m2 / (sum n - miniruns))``.
 
     A minirun's integrating error is ``pooled_sd / sqrt(n)``, not its own spread over
-    ``sqrt(n)``: the spread of a short minirun (16 interval pairs of the slow schemes, a
+    ``sqrt(n)``: the spread of a short minirun (16 rotator patterns of the slow schemes, a
     minirun just begun) is itself uncertain, so its pulls follow Student's t, not a normal,
     and chi2/ndf of minirun means is inflated (1.33 at 16 pairs).  Pooling within miniruns
     keeps a real shift between minirun means visible in chi2/ndf."""
@@ -160,6 +163,25 @@ def _counted(sums: MinirunSums | _MergedSums, acc: RunAccumulator) -> tuple[Meas
         a, e = counted_yield_asymmetry(summed[0], summed[1], q_plus, q_minus)
         value, error = float(a), float(e)
     return Measurement(value, error, n), channels
+
+
+def _counted_nulls(sums: MinirunSums | _MergedSums, acc: RunAccumulator) -> dict:
+    """The combined null asymmetries by counting: the counts of the good windows summed by
+    each null kind's sign instead of the helicity (measured asymmetries, not divided by P)."""
+    cm = acc.channel_map
+    out = {}
+    for k, name in enumerate(acc.null_names):
+        counts, (q_plus, q_minus) = sums.good_null_counts[k], sums.good_null_beam_monitor[k]
+        if acc.afb:
+            f_plus, f_minus = (int(x) for x in counts[:, cm.indices("forward")].sum(axis=1))
+            b_plus, b_minus = (int(x) for x in counts[:, cm.indices("backward")].sum(axis=1))
+            value, error = counted_cross_ratio_asymmetry(f_plus, f_minus, b_plus, b_minus)
+        else:
+            summed = counts[:, cm.indices("scatter")].sum(axis=1)
+            a, e = counted_yield_asymmetry(summed[0], summed[1], q_plus, q_minus)
+            value, error = float(a), float(e)
+        out[name] = Measurement(value, error, sums.patterns_good)
+    return out
 
 
 def analysing_power(sums: MinirunSums | _MergedSums) -> float:
@@ -231,6 +253,13 @@ class _MergedSums:
         self.good_beam_monitor = sum((m.good_beam_monitor for m in acc.miniruns), np.zeros(2))
         self.good_windows = sum((m.good_windows for m in acc.miniruns), np.zeros(2, np.int64))
         self.good_analysing_power = sum((m.good_analysing_power for m in acc.miniruns), np.zeros(2))
+        k = len(acc.null_names)
+        self.good_null_counts = sum(
+            (m.good_null_counts for m in acc.miniruns), np.zeros((k, 2, acc.n_channels), np.int64)
+        )
+        self.good_null_beam_monitor = sum(
+            (m.good_null_beam_monitor for m in acc.miniruns), np.zeros((k, 2))
+        )
         self.patterns_good = acc.good_patterns
 
 
@@ -262,10 +291,13 @@ def _result(
         measured_channel = measured_channels[c.name]
         m = _physics(measured_channel.value, measured_channel.error, measured_channel.n, separating)
         channels[c.name] = Measurement(blinder.blind(m.value, ANALYZING_SIGN[c.role]), m.error, m.n)
-    null = {
-        name: Measurement(*_stats_measurement(sums.null_combined, k))
-        for k, name in enumerate(acc.null_names)
-    }
+    if estimator == COUNTING:
+        null = _counted_nulls(sums, acc)
+    else:
+        null = {
+            name: Measurement(*_stats_measurement(sums.null_combined, k))
+            for k, name in enumerate(acc.null_names)
+        }
     charge = Measurement(*_stats_measurement(sums.charge_asymmetry, 0))
     return RunResult(
         combined=combined,

@@ -43,11 +43,11 @@ class RunAnalysis:
     def __post_init__(self) -> None:
         s = self.settings
         self.decoder = make_decoder(
-            s.scheme, s.pattern, s.delay_patterns, len(s.channel_map.channels)
+            s.scheme, s.pattern, s.delay_patterns, len(s.channel_map.channels), s.rotator
         )
         self.decoder.state.last_seq = s.first_seq - 1
         minirun = minirun_length(s.scheme, self.minirun_patterns)
-        self.acc = RunAccumulator(s.channel_map, self.decoder.size, minirun)
+        self.acc = RunAccumulator.for_decoder(s.channel_map, self.decoder, minirun)
 
     @property
     def state(self) -> DecoderState:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mupnc.daq.channel_map import ChannelMap
+from mupnc.daq.scheme import RECORDED_ROTATOR, RotatorSettings
 from mupnc.monitor.analysis.blinding import UNBLINDED, Blinder
 
 
@@ -22,3 +23,6 @@ class RunSettings:
     scheme: str = "fast"
     first_seq: int = 0
     """Sequence number of the run's first window (a replay of a time range starts later)."""
+    rotator: RotatorSettings = RECORDED_ROTATOR
+    """Slow and kick: rotator pattern and precession per turn (an IOC or a recorded run that
+    does not give them: the pairs and 12 deg/turn of mupnc before 0.3)."""

@@ -54,6 +54,8 @@ class DecodedWindows:
     ``analysing_power`` is the signed longitudinal share of the beam polarization in each
     window, ``P_L / P``: None means the helicity itself (fast and slow reversal); the ring
     kick gives ``cos(precession per turn * turns)`` from the turn readback.
+    ``pattern_position`` (slow and kick only) is the index of each window's reversal
+    interval in its rotator pattern (0 .. n - 1; None for the fast scheme).
     """
 
     seq: np.ndarray
@@ -63,6 +65,7 @@ class DecodedWindows:
     beam_monitor: np.ndarray
     counts: np.ndarray
     analysing_power: np.ndarray | None = None
+    pattern_position: np.ndarray | None = None
 
     @property
     def n_windows(self) -> int:
@@ -71,7 +74,8 @@ class DecodedWindows:
     @classmethod
     def concatenate(cls, parts: list[DecodedWindows]) -> DecodedWindows:
         """Consecutive releases as one (the analysing power stays None if it is None in
-        every part; elsewhere a None part contributes its helicity)."""
+        every part; elsewhere a None part contributes its helicity; the pattern positions
+        are those of rotator decoders, None for the fast one)."""
         arrays = {
             name: np.concatenate([getattr(p, name) for p in parts])
             for name in ("seq", "pattern_number", "helicity", "good", "beam_monitor", "counts")
@@ -79,7 +83,9 @@ class DecodedWindows:
         power = None
         if any(p.analysing_power is not None for p in parts):
             power = np.concatenate([p.signed_polarization() for p in parts])
-        return cls(**arrays, analysing_power=power)
+        positions = [p.pattern_position for p in parts if p.pattern_position is not None]
+        position = np.concatenate(positions) if len(positions) == len(parts) else None
+        return cls(**arrays, analysing_power=power, pattern_position=position)
 
     def signed_polarization(self) -> np.ndarray:
         """``P_L / P`` of every window: the analysing power, else the helicity."""
@@ -240,10 +246,11 @@ class StreamDecoder:
         helicity: np.ndarray,
         good: np.ndarray,
         patterns_good: int,
+        position: np.ndarray | None = None,
     ) -> DecodedWindows:
         """Release the held windows where ``ready`` is set, under (monitor) ``pattern``
-        numbers, with their ``helicity`` and ``good`` flags; count them, and
-        ``patterns_good`` good patterns."""
+        numbers, with their ``helicity`` and ``good`` flags (and rotator ``position``s);
+        count them, and ``patterns_good`` good patterns."""
         take = np.flatnonzero(ready)
         if take.size:
             self.state.patterns_good += patterns_good
@@ -258,6 +265,7 @@ class StreamDecoder:
             beam_monitor=self._pending["beam_monitor"][take],
             counts=self._pending.counts[take],
             analysing_power=self._analysing_power(take, helicity),
+            pattern_position=position,
         )
         self._pending.drop(ready)
         return out
