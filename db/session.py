@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -58,6 +59,16 @@ def checked_url(url: str) -> str:
             f"unsupported database {parsed.get_backend_name()!r} in {redacted(url)} ({expected})"
         )
     return url
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The absolute path of the SQLite file ``url`` names if it does not exist (None for an
+    existing file, an in-memory database or another backend)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).expanduser().resolve()
+    return None if path.exists() else path
 
 
 def make_engine(url: str) -> Engine:
@@ -119,8 +130,13 @@ def ensure_schema(engine: Engine) -> None:
 def require_schema(engine: Engine) -> None:
     """Refuse a database whose schema is missing or not at this mupnc's revision.
 
-    Raises :class:`SchemaError` (one line, with the remedy) or ``ConnectionError``.
+    Raises :class:`SchemaError` (one line, with the remedy) or ``ConnectionError``.  A
+    SQLite file that does not exist is refused by its absolute path, not created empty
+    (a mistyped path; the commands that make databases call :func:`ensure_schema`).
     """
+    missing = missing_sqlite_file(str(engine.url))
+    if missing is not None:
+        raise SchemaError(f"no database at {missing} (mistyped? 'mupnc db upgrade' creates one)")
     try:
         with engine.connect() as connection:
             current = migrate.current_revision(connection)

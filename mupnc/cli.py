@@ -19,7 +19,12 @@ from mupnc.daq.channel_map import ChannelMapError
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.daq.scheme import SCHEMES
 from mupnc.db.block_codec import RecordingError
-from mupnc.db.session import DatabaseURLError, SchemaError, checked_url, database_url
+from mupnc.db.session import (
+    DatabaseURLError,
+    SchemaError,
+    checked_url,
+    database_url,
+)
 from mupnc.errors import UsageError
 from mupnc.ioc.autosave import AutosaveError
 from mupnc.monitor.alarms.rules import AlarmRulesError
@@ -29,9 +34,18 @@ from mupnc.sim.detector import PRESETS
 from mupnc.sim.faults import FAULT_KINDS
 from mupnc.sim.source import SourceConfigError
 
+DB_HELP = "database URL (default: $MUPNC_DB, else sqlite:///mupnc.db)"
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+"""What argparse takes for a negative number rather than an option."""
+
 
 class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (``mupnc: error: ...``), exit status 2, no usage dump."""
+    """Argument errors as one line (``mupnc: error: ...``), exit status 2, no usage dump;
+    negative numbers, exponents included (``--asymmetry -5e-5``), are values, not options."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str):
         message = re.sub(r"invalid _\w+ value", "invalid value", message)  # not "_speed"
@@ -207,10 +221,19 @@ def _simulation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel-map", help="channel map TOML file (default: shipped map for --mode)")
 
 
+def _common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """``--db`` and ``--verbose``, before or after the subcommand (a subcommand's own take
+    ``argparse.SUPPRESS``: given there they win, else the top-level value stands)."""
+    parser.add_argument("--db", default=default, help=DB_HELP)
+    flag = {} if default is None else {"default": default}
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress to stderr", **flag
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="mupnc", description=__doc__.splitlines()[0])
-    parser.add_argument("--db", help="database URL (default: $MUPNC_DB, else sqlite:///mupnc.db)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    _common_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="the whole chain on this machine")
@@ -379,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dbp = sub.add_parser("db", help="database administration")
     dbp.add_argument("action", choices=("upgrade",), help="upgrade: create or migrate the schema")
+    for command in sub.choices.values():
+        _common_options(command, argparse.SUPPRESS)
     return parser
 
 
@@ -406,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         AutosaveError,
     ) as err:
         parser.exit(2, f"mupnc: error: {err}\n")
+    except BrokenPipeError:  # e.g. `mupnc report 1 | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (SchemaError, ConnectionError, LookupError) as err:
         print(f"mupnc: error: {err}", file=sys.stderr)
         return 1

@@ -27,6 +27,18 @@ def free_port() -> int:
         return port
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server can listen on TCP ``host:port`` now (as the dashboard binds it,
+    with SO_REUSEADDR: a closed server's lingering connections do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def ca_environment(server_port: int | None, client_ports: list[int], repeater_port: int) -> dict:
     """Environment variables for a process serving on ``server_port`` (if any) and
     reaching the IOCs on ``client_ports``."""

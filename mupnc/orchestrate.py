@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mupnc.db.session import redacted
-from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
+from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port, port_free
+from mupnc.errors import UsageError
 from mupnc.runs import new_run, simulation_arguments, source_config
 
 MONITOR_DRAIN_SECONDS = 60.0
@@ -166,15 +170,41 @@ def finish(
     if not clean:
         print(f"mupnc: error: the monitor did not finish run {run} cleanly", file=sys.stderr)
         return 1
-    print(f"run {run} ended; summary: mupnc --db {redacted(db)} report {run}", flush=True)
+    command = f"{console_command()} --db {shlex.quote(redacted(db))} report {run}"
+    print(f"run {run} ended; summary: {command}", flush=True)
     return 0
 
 
+def console_command() -> str:
+    """How to type ``mupnc`` here: plain ``mupnc`` when it is on the PATH, else the path of
+    this environment's script (relative to the working folder if inside it: after
+    ``make demo``, ``.venv/bin/mupnc``)."""
+    script = Path(sys.executable).with_name("mupnc")
+    if shutil.which("mupnc") == str(script) or not script.exists():
+        return "mupnc"
+    try:
+        return shlex.quote(str(script.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(script))
+
+
+def refuse_port_in_use(port: int | None) -> None:
+    """Refuse a dashboard ``port`` another server listens on (before a run is allocated)."""
+    if port is not None and not port_free(port):
+        raise UsageError(f"--port {port}: in use on this machine (another dashboard?)")
+
+
 def demo(args: argparse.Namespace) -> int:
+    late = [f"{kind}@{at:g}" for at, kind in args.inject if args.duration and at >= args.duration]
+    if late:
+        raise UsageError(
+            f"--inject {', '.join(late)}: after the run's end (--duration {args.duration:g} s)"
+        )
+    dashboard = None if args.no_dashboard else args.port
+    refuse_port_in_use(dashboard)
     config = source_config(args)
     run = new_run(args.db, config)
     sim = simulation_arguments(args)
-    dashboard = None if args.no_dashboard else args.port
     chain, loopback, interrupted = launch(
         args.db, ["ioc", "--run", str(run), *sim], ["monitor"], dashboard, f"run {run}"
     )

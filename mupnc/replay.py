@@ -22,7 +22,7 @@ from tqdm import tqdm
 from mupnc.db.recording_reader import SeqRange, recorded_blocks, recording_info
 from mupnc.db.session import make_engine, require_schema, transaction
 from mupnc.db.store import allocate_run
-from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, finish, launch
+from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, finish, launch, refuse_port_in_use
 
 RUN_COLUMNS = (
     "scheme",
@@ -129,6 +129,8 @@ def replay(args: argparse.Namespace) -> int:
     """``mupnc replay``: IOC (replaying) + monitor (+ dashboard) until the replay ends."""
     from mupnc.monitor.recorded_settings import run_blinding
 
+    dashboard = None if args.no_dashboard else args.port
+    refuse_port_in_use(dashboard)
     engine = make_engine(args.db)
     require_schema(engine)
     seq = seq_range(engine, args.run, args.start, args.stop)
@@ -144,7 +146,6 @@ def replay(args: argparse.Namespace) -> int:
     ioc_args += [] if args.start is None else ["--from", repr(args.start)]
     ioc_args += [] if args.stop is None else ["--to", repr(args.stop)]
     monitor_args = ["monitor"] + ([] if minirun is None else ["--minirun", str(minirun)])
-    dashboard = None if args.no_dashboard else args.port
     headline = f"run {number} (replay of run {args.run})"
     chain, loopback, interrupted = launch(args.db, ioc_args, monitor_args, dashboard, headline)
     monitor, crashed = chain.processes["monitor"], None

@@ -33,6 +33,11 @@ CASES = [
     (["demo", "--inject", "meteor_strike"], 2, "--inject: unknown fault 'meteor_strike'"),
     (["demo", "--inject", "stuck_helicity@-1"], 2, "--inject: time must be seconds >= 0"),
     (["demo", "--inject", "stuck_helicity@soon"], 2, "--inject: invalid value"),
+    (
+        ["demo", "--inject", "stuck_helicity@100", "--duration", "5"],
+        2,
+        "--inject stuck_helicity@100: after the run's end (--duration 5 s)",
+    ),
     (["sim", "--windows", "0"], 2, "--windows: must be a positive integer"),
     (["sim", "--seconds", "-1"], 2, "--seconds: must be a positive number"),
     (["sim"], 2, "one of the arguments --windows --seconds is required"),
@@ -86,7 +91,7 @@ BAD_URLS = [
     ("nonsense", 2, "--db: not a database URL: 'nonsense'"),
     ("mysql://shift:s3cret@localhost/db", 2, "--db: unsupported database 'mysql'"),
     ("postgresql://shift:s3cret@127.0.0.1:port/db", 2, "--db: not a database URL"),
-    ("sqlite:////nonexistent/folder/x.db", 1, "cannot reach database"),
+    ("sqlite:////nonexistent/folder/x.db", 1, "no database at /nonexistent/folder/x.db"),
 ]
 
 

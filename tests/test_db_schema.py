@@ -46,6 +46,8 @@ def test_an_old_schema_is_refused_until_upgraded(engine, db_url):
 
 
 def test_a_missing_schema_is_refused(engine):
+    with engine.connect():  # the database exists (an empty SQLite file): it has no schema
+        pass
     with pytest.raises(SchemaError, match="has no mupnc schema; run 'mupnc db upgrade'"):
         require_schema(engine)
 
