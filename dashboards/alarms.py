@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, not_, select
+from sqlalchemy import and_, not_, or_, select
 from sqlalchemy.orm import Session
 
 from mupnc.dashboards.queries import utc
@@ -43,16 +43,17 @@ class AlarmRecord:
     message: str
     acknowledged: bool
     shelved_until: datetime | None
+    run: int | None = None
+    """The run the alarm belongs to (None: of no run)."""
 
 
-def displayed_alarms(session: Session) -> tuple[AlarmRecord, ...]:
-    """Alarms not (cleared and acknowledged), most severe first, then newest first."""
-    rows = session.scalars(
-        select(Alarm)
-        .where(not_(and_(Alarm.state == CLEARED, Alarm.acknowledged)))
-        .order_by(Alarm.since.desc())
-        .limit(MAX_SHOWN)
-    ).all()
+def displayed_alarms(session: Session, run: int | None = None) -> tuple[AlarmRecord, ...]:
+    """Alarms not (cleared and acknowledged) of run ``run`` and of no run (None: of every
+    run), most severe first, then newest first."""
+    query = select(Alarm).where(not_(and_(Alarm.state == CLEARED, Alarm.acknowledged)))
+    if run is not None:
+        query = query.where(or_(Alarm.run == run, Alarm.run.is_(None)))
+    rows = session.scalars(query.order_by(Alarm.since.desc()).limit(MAX_SHOWN)).all()
     records = [
         AlarmRecord(
             a.id,
@@ -63,6 +64,7 @@ def displayed_alarms(session: Session) -> tuple[AlarmRecord, ...]:
             a.message or "",
             a.acknowledged,
             None if a.shelved_until is None else utc(a.shelved_until),
+            a.run,
         )
         for a in rows
     ]
@@ -96,7 +98,7 @@ def banner_text(alarms: Sequence[AlarmRecord], now: datetime) -> tuple[str, str]
     if top is None:
         return "No active alarms", "NO_ALARM"
     others = sum(1 for a in alarms if a.state != CLEARED and not is_shelved(a, now)) - 1
-    text = f"{top.severity}: {top.name}"
+    text = f"{top.severity}: {top.name}" + ("" if top.run is None else f" (run {top.run})")
     if top.message:
         text += f" — {top.message}"
     text += f" (since {top.since:%H:%M:%S} UTC"

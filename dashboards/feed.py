@@ -184,8 +184,8 @@ class Feed:
         the alarms once (poller thread)."""
         self._run_jobs()
         with Session(self._engine) as session:
-            alarms = displayed_alarms(session)
             info = queries.latest_run(session)
+            alarms = displayed_alarms(session, None if info is None else info.number)
             if info is None:
                 with self._lock:
                     self._alarms = alarms

@@ -67,8 +67,12 @@ def badge(name: str, state: str, detail: str) -> str:
     return f"<span style='{BADGE}background:{colour}'>{text}</span>"
 
 
-def status_html(update: Update, now: datetime) -> str:
-    """Badges for the database, the monitor's snapshots and the slow-control samples."""
+def status_html(update: Update, now: datetime, analysed: datetime | None = None) -> str:
+    """Badges for the database, the monitor's snapshots and the slow-control samples.
+
+    The monitor is LIVE only while it analyses windows: ``analysed`` is the time of the
+    newest snapshot whose decoded windows grew (None: not known, the snapshot's own time);
+    fresh snapshots without new windows (the decoder holding them, or no data) age it."""
     db_age = None if update.polled is None else (now - update.polled).total_seconds()
     db_state = LOST if update.poll_error else freshness(db_age, DATABASE_STALE, DATABASE_LOST)
     db_detail = update.poll_error or f"read {format_age(db_age)}"
@@ -79,6 +83,11 @@ def status_html(update: Update, now: datetime) -> str:
     else:
         mon_state = freshness(snap_age, MONITOR_STALE, MONITOR_LOST)
         mon_detail = f"last result {format_age(snap_age)}"
+        if analysed is not None and latest is not None and analysed < latest.time:
+            window_age = (now - analysed).total_seconds()
+            if window_age >= MONITOR_STALE and mon_state == LIVE:
+                mon_state = STALE
+                mon_detail = f"no window analysed for {format_duration(window_age)}"
     sample = update.latest_sample
     slow_age = None if sample is None else (now - sample.time).total_seconds()
     slow_state = freshness(slow_age, SLOW_STALE, SLOW_LOST)
@@ -200,6 +209,9 @@ class LiveView:
         self.run = Div(name="run_info", width=360)
         self.previous: Snapshot | None = None
         self.latest: Snapshot | None = None
+        self.analysed: datetime | None = None
+        """Time of the newest snapshot whose decoded windows grew."""
+        self.last_windows: int | None = None
         self.layout = column(
             self.disconnected,
             row(self.header, self.status, sizing_mode="stretch_width"),
@@ -220,10 +232,20 @@ class LiveView:
             sizing_mode="stretch_width",
         )
 
+    def _track_analysis(self, update: Update) -> None:
+        """Keep :attr:`analysed`: the time of the newest snapshot whose windows grew."""
+        if update.reset or update.run is None:
+            self.analysed, self.last_windows = None, None
+        for snapshot in update.snapshots:
+            if self.last_windows is None or snapshot.windows > self.last_windows:
+                self.analysed = snapshot.time
+            self.last_windows = snapshot.windows
+
     def apply(self, update: Update, now: datetime) -> None:
         """Show ``update``: reset on a new run, stream new points, refresh boxes and tables."""
         run = update.run
-        self.status.text = status_html(update, now)
+        self._track_analysis(update)
+        self.status.text = status_html(update, now, self.analysed)
         self.alarms.apply(update.alarms, now)
         self.run.text = run_html(run, now)
         if run is None:

@@ -156,6 +156,16 @@ def operator_actions(
     ]
 
 
+def close_run_alarms(session: Session, run: int, now: datetime, reason: str) -> int:
+    """Close every occurrence of ``run`` not closed yet (the run is over: nothing will clear
+    them any more), each with a transition giving ``reason``; returns how many."""
+    alarms = open_alarms(session, run)
+    for alarm in alarms:
+        session.add(_transition(alarm, CLEARED, now, reason, MONITOR))
+        alarm.state, alarm.acknowledged, alarm.shelved_until = CLEARED, True, None
+    return len(alarms)
+
+
 def last_transition_id(session: Session) -> int:
     return session.scalar(select(func.max(AlarmTransition.id))) or 0
 

@@ -21,7 +21,7 @@ from caproto.asyncio.server import Context
 from caproto.server import PVGroup, pvproperty
 
 from mupnc.monitor.analysis.results import COUNTING, INTEGRATING
-from mupnc.monitor.decoding.stream import ERROR_KINDS
+from mupnc.monitor.decoding.stream import ERROR_KINDS, LOCK_STATES
 
 ESTIMATORS = [INTEGRATING.upper(), COUNTING.upper()]
 
@@ -69,6 +69,17 @@ class ResultGroup(PVGroup):
         name="ESTIMATOR",
         read_only=True,
         doc="Estimator of ASYM: per-pattern (integrating) or summed counts (counting)",
+    )
+    decoder = pvproperty(
+        value=LOCK_STATES[1],
+        enum_strings=list(LOCK_STATES),
+        dtype=ChannelType.ENUM,
+        name="DECODER",
+        read_only=True,
+        doc="Helicity decoder: LOCKED, LEARNING or UNLOCKED",
+    )
+    windows_held = pvproperty(
+        value=0, name="WINDOWS_HELD", read_only=True, doc="Windows waiting for their helicity"
     )
     patterns = pvproperty(value=0, name="PATTERNS", read_only=True, doc="Good patterns")
     windows = pvproperty(value=0, name="WINDOWS", read_only=True, doc="Windows decoded")

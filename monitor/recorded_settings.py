@@ -35,6 +35,7 @@ def run_settings(run: Run, blinder: Blinder = UNBLINDED, first_seq: int = 0) -> 
         scheme=run.scheme or "fast",
         first_seq=first_seq,
         rotator=stored_rotator(config),
+        window_rate=config.get("window_rate"),
     )
 
 

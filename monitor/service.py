@@ -71,6 +71,14 @@ def _rotator(ingest: BlockIngest) -> RotatorSettings:
     return RotatorSettings(pattern, degrees)
 
 
+def _window_rate(ingest: BlockIngest) -> float | None:
+    """``HEL:WINDOW_RATE`` (Hz); None for an IOC that does not serve it."""
+    try:
+        return float(ingest.caget("HEL:WINDOW_RATE"))
+    except ConnectionError:
+        return None
+
+
 def _scheme(ingest: BlockIngest) -> str:
     """The reversal scheme (``HEL:SCHEME``); "fast" for an IOC that does not serve it."""
     try:
@@ -134,6 +142,7 @@ class OnlineMonitor:
             scheme=_scheme(ingest),
             first_seq=_first_seq(ingest),
             rotator=_rotator(ingest),
+            window_rate=_window_rate(ingest),
         )
 
     def run(self, stop: threading.Event) -> int:
@@ -188,6 +197,8 @@ class OnlineMonitor:
                     estimator=result.estimator,
                     patterns=result.patterns_good,
                     windows=decoder.state.windows_released,
+                    decoder=decoder.lock_state,
+                    windows_held=decoder.windows_held,
                     lost_windows=lost,
                     helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
                 )
@@ -224,6 +235,8 @@ class OnlineMonitor:
                 log.error("run %d: stopped before the database came back", settings.run)
                 break
         archiver.close()
+        if self.alarms is not None:
+            self.alarms.end_run(final)
         log.info(
             "run %d %s: %d windows, %d lost",
             settings.run,

@@ -129,6 +129,7 @@ class RecordedSource:
             self.config.delay_patterns,
             self.n_channels,
             self.config.rotator,
+            window_rate=self.config.window_rate,
         )
         self._decoder.state.last_seq = self.first_seq - 1
 

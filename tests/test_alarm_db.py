@@ -146,3 +146,26 @@ def test_cli_unknown_alarm_exits_1(engine_run, capsys, args, message) -> None:
     assert main(["--db", url, *args]) == 1
     out = capsys.readouterr().err
     assert message in out and out.count("\n") == 1
+
+
+def test_an_ended_runs_alarms_close_with_it(engine_run, db_url) -> None:
+    """A run's alarms still standing when it ends (an active one and a cleared one never
+    acknowledged) are closed with a transition naming the end, and leave the list of
+    alarms needing attention; another run's stay.  Before, nothing cleared them: they
+    stood forever, even after ``mupnc alarms ack``."""
+    _, engine, first = engine_run
+    second = new_run(db_url, SourceConfig())
+    major, ok = Severity.MAJOR, Severity.NO_ALARM
+    standing = store_run(engine, first, "stuck_helicity", [major])[-1]
+    latched = store_run(engine, first, "phase_error", [major, ok])[-1]
+    other = store_run(engine, second, "beam_trip", [major])[-1]
+    with transaction(engine) as session:
+        assert {a["id"] for a in store.alarm_list(session)} == {standing, latched, other}
+        assert store.close_run_alarms(session, first, T0 + timedelta(hours=1), "run ended") == 2
+    with transaction(engine) as session:
+        assert [a["id"] for a in store.alarm_list(session)] == [other]
+        every = {a["id"]: a for a in store.alarm_list(session, closed=True)}
+        assert every[standing]["state"] == "cleared" and every[standing]["acknowledged"]
+        last = session.query(AlarmTransition).order_by(AlarmTransition.id.desc()).first()
+        assert (last.to_state, last.reason, last.who) == ("cleared", "run ended", "monitor")
+        assert store.close_run_alarms(session, first, T0, "again") == 0

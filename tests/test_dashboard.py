@@ -58,7 +58,7 @@ from mupnc.dashboards.display import (
 )
 from mupnc.dashboards.feed import Feed, Update
 from mupnc.dashboards.history import difference_sigma, make_history, minirun_table
-from mupnc.dashboards.live import make_document, result_html, run_html, status_html
+from mupnc.dashboards.live import LiveView, make_document, result_html, run_html, status_html
 from mupnc.dashboards.panels import ROLLOVER
 from mupnc.dashboards.projection import describe, project
 from mupnc.dashboards.queries import latest_run
@@ -326,6 +326,27 @@ def test_result_box_blinding_escaping_and_projection() -> None:
     assert "monitor: LOST" in status
     ended = Update(run_info(state="ended"), False, [], latest, polled=now)
     assert "monitor: RUN ENDED · last result 3 s ago" in status_html(ended, now)
+    # fresh snapshots, but no window analysed for 20 s (the decoder holding them): not LIVE
+    held = status_html(update, now, analysed=latest.time - timedelta(seconds=17))
+    assert "monitor: STALE · no window analysed for 20 s" in held, held
+    assert "monitor: LIVE" in status_html(update, now, analysed=latest.time)
+
+
+def test_the_live_view_tracks_when_windows_were_last_analysed(tmp_path) -> None:
+    """The shifter page's monitor badge follows the decoded windows, not the snapshots: a
+    monitor writing snapshots every second while it holds every window is not LIVE."""
+    feed = Feed(f"sqlite:///{tmp_path / 'view.db'}")
+    try:
+        view = LiveView(feed)
+        growing = [snap(s, None, None, windows=240 * s) for s in range(3)]
+        view.apply(Update(run_info(), True, growing, growing[-1]), T0 + timedelta(seconds=3))
+        assert view.analysed == growing[-1].time and "monitor: LIVE" in view.status.text
+        held = [snap(s, None, None, windows=480) for s in range(3, 20)]
+        view.apply(Update(run_info(), False, held, held[-1]), T0 + timedelta(seconds=20))
+        assert view.analysed == growing[-1].time
+        assert "monitor: STALE · no window analysed for 18 s" in view.status.text
+    finally:
+        feed.stop()
 
 
 # --- feed against SQLite -------------------------------------------------------------------------
@@ -610,6 +631,23 @@ def test_alarm_list_banner_and_acknowledge(engine: Engine) -> None:
     text, severity = banner_text(alarms, now)
     assert severity == "MAJOR" and "(since 12:05:00 UTC, acknowledged)" in text
     assert banner_text((), now) == ("No active alarms", "NO_ALARM")
+
+
+def test_the_banner_shows_the_current_runs_alarms_and_names_their_run(engine: Engine) -> None:
+    """An old replay's standing MAJOR alarm is not the new run's: the page shows the current
+    run's alarms and those of no run (a disconnected IOC), each with its run named."""
+    old, current = new_run(engine), new_run(engine)
+    add_alarm(engine, "STUCK", "MAJOR", "stuck", since=T0, run=old)
+    mine = add_alarm(engine, "PHASE", "MINOR", "phase", since=T0, run=current)
+    ioc = add_alarm(engine, "IOC", "MINOR", "disconnected", since=T0 + timedelta(seconds=1))
+    with Session(engine) as session:
+        shown = displayed_alarms(session, current)
+        every = displayed_alarms(session)
+    assert {a.id for a in shown} == {mine, ioc} and len(every) == 3
+    text, severity = banner_text(shown, T0 + timedelta(seconds=5))
+    assert severity == "MINOR" and text.startswith("MINOR: IOC — disconnected")
+    text, _ = banner_text(tuple(a for a in shown if a.id == mine), T0 + timedelta(seconds=5))
+    assert text.startswith(f"MINOR: PHASE (run {current}) — phase")
 
 
 def test_alarm_panel_acknowledges_through_the_feed(engine: Engine, feed: Feed) -> None:

@@ -49,3 +49,8 @@ def test_undefined_results_are_nan_and_invalid(publisher) -> None:
     served.publish(chi2_ndf=1.02)
     chi2 = read(f"{prefix}MON:CHI2_NDF")
     assert chi2["value"] == 1.02 and chi2["severity"] == AlarmSeverity.NO_ALARM
+    # the decoder's lock and the windows it holds
+    assert epics.caget(f"{prefix}MON:DECODER", as_string=True, timeout=10) == "LEARNING"
+    served.publish(decoder="UNLOCKED", windows_held=1234)
+    assert epics.caget(f"{prefix}MON:DECODER", as_string=True, timeout=10) == "UNLOCKED"
+    assert epics.caget(f"{prefix}MON:WINDOWS_HELD", timeout=10) == 1234

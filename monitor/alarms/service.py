@@ -27,7 +27,13 @@ from sqlalchemy import Engine
 
 from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.severity import Severity
-from mupnc.db.alarms import last_transition_id, open_alarms, operator_actions, record_transition
+from mupnc.db.alarms import (
+    close_run_alarms,
+    last_transition_id,
+    open_alarms,
+    operator_actions,
+    record_transition,
+)
 from mupnc.db.session import UNREACHABLE, transaction
 from mupnc.monitor.alarms.inputs import INPUT_PVS, AlarmInputs
 from mupnc.monitor.alarms.logic import AlarmStatus, Transition, acknowledge, evaluate, shelve
@@ -72,8 +78,12 @@ class AlarmService:
     def start(
         self, run: int, channel_map: ChannelMap, decoder: DecoderState, counters: IngestCounters
     ) -> None:
-        """Begin watching run ``run`` (restoring its open alarms, if a monitor restarted)."""
+        """Begin watching run ``run`` (restoring its open alarms, if a monitor restarted);
+        nothing of an earlier run carries over."""
         self.run = run
+        self.statuses = {rule.name: AlarmStatus() for rule in self.rules.rules}
+        self._occurrence, self._messages = {}, {}
+        self._changed = set(self.statuses)
         now = time.time()
         self.watch = PvWatch(self.prefix, tuple(dict.fromkeys(INPUT_PVS + self.rules.pvs)))
         acceptance = np.array([c.acceptance for c in channel_map.channels])
@@ -96,6 +106,23 @@ class AlarmService:
             status.shelved_until = row.shelved_until.timestamp()
         self._occurrence[row.name] = row.id
         self._messages[row.name] = row.message
+
+    def end_run(self, how: str) -> None:
+        """The run is over (``how``: ended, aborted): store what is left and close its
+        alarms, which nothing will clear any more (they stay in the history)."""
+        self._store()
+        try:
+            with transaction(self.engine) as session:
+                closed = close_run_alarms(session, self.run, _utc(time.time()), f"run {how}")
+        except UNREACHABLE as err:
+            log.warning("alarms: cannot close the alarms of run %d: %s", self.run, err)
+            return
+        if closed:
+            log.info("alarms: closed %d alarm(s) of run %d (%s)", closed, self.run, how)
+        self.statuses = {rule.name: AlarmStatus() for rule in self.rules.rules}
+        self._occurrence, self._messages = {}, {}
+        self._changed = set(self.statuses)
+        self._publish()
 
     def close(self) -> None:
         """Store what is left and stop watching (safe to call if never started)."""

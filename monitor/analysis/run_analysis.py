@@ -43,7 +43,12 @@ class RunAnalysis:
     def __post_init__(self) -> None:
         s = self.settings
         self.decoder = make_decoder(
-            s.scheme, s.pattern, s.delay_patterns, len(s.channel_map.channels), s.rotator
+            s.scheme,
+            s.pattern,
+            s.delay_patterns,
+            len(s.channel_map.channels),
+            s.rotator,
+            window_rate=s.window_rate,
         )
         self.decoder.state.last_seq = s.first_seq - 1
         minirun = minirun_length(s.scheme, self.minirun_patterns)

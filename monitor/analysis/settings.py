@@ -23,6 +23,8 @@ class RunSettings:
     scheme: str = "fast"
     first_seq: int = 0
     """Sequence number of the run's first window (a replay of a time range starts later)."""
+    window_rate: float | None = None
+    """Helicity windows per second (None: not known, e.g. an IOC that does not serve it)."""
     rotator: RotatorSettings = RECORDED_ROTATOR
     """Slow and kick: rotator pattern and precession per turn (an IOC or a recorded run that
     does not give them: the pairs and 12 deg/turn of mupnc before 0.3)."""

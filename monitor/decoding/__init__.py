@@ -7,8 +7,9 @@ picks the decoder for a scheme, :func:`minirun_length` the minirun length.
 
 from __future__ import annotations
 
+from mupnc.daq.helicity import pattern_shape
 from mupnc.daq.scheme import SCHEMES, RotatorSettings, Scheme
-from mupnc.monitor.decoding.fast import HelicityDecoder
+from mupnc.monitor.decoding.fast import HelicityDecoder, held_windows
 from mupnc.monitor.decoding.rotator import RotatorDecoder
 
 DEFAULT_MINIRUN_PATTERNS = 9000
@@ -25,11 +26,14 @@ def make_decoder(
     n_channels: int,
     rotator: RotatorSettings | None = None,
     settle_windows: int | None = None,
+    window_rate: float | None = None,
 ) -> HelicityDecoder | RotatorDecoder:
-    """The decoder for a reversal scheme: LFSR patterns (fast) or rotator intervals
-    (``rotator`` required for slow and kick)."""
+    """The decoder for a reversal scheme: LFSR patterns (fast; held while learning for a few
+    seconds at ``window_rate`` Hz, :func:`~mupnc.monitor.decoding.fast.held_windows`) or
+    rotator intervals (``rotator`` required for slow and kick)."""
     if scheme == Scheme.FAST:
-        return HelicityDecoder(pattern, delay_patterns, n_channels)
+        held = held_windows(window_rate, pattern_shape(pattern).size)
+        return HelicityDecoder(pattern, delay_patterns, n_channels, max_pending_windows=held)
     if scheme in (Scheme.SLOW, Scheme.KICK):
         if rotator is None:
             raise ValueError(f"the {scheme} scheme's decoder needs the rotator settings")

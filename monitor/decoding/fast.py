@@ -4,11 +4,22 @@ JAPAN semantics (``QwHelicity::PredictHelicity`` and its checks), made lossless:
 
 * Patterns are recognised from the DAQ's pattern number and phase.  Each complete
   pattern yields one reported pattern polarity; 30 consecutive ones give the generator
-  state (*lock*).  Every later polarity is predicted and checked; a mismatch drops the
-  lock and the state is learned again from the next 30 patterns.
+  state (*lock*).  Every later polarity is predicted and checked.
 * A lock is trusted once ``confirm_patterns`` predictions in a row came true (default 30:
   a wrong state, e.g. learned from a flipped report, can predict up to 29 bits right, but
-  not 30 in a row, since the LFSR is linear and maximal-length).  The
+  not 30 in a row, since the LFSR is linear and maximal-length).  Before that, a mismatch
+  drops the lock and the state is learned again from the next 30 patterns.
+* A trusted lock survives isolated mismatches (a flaky report: each one counted as
+  ``prediction_mismatch``, its pattern cut, the windows still sorted by the generator); it
+  is dropped only when the generator itself is contradicted: :data:`CONTRADICTING` of its
+  last :data:`CONTRADICTION_SPAN` predictions missed, what a wrong state (a reseeded board,
+  a changed delay) gives within a few dozen patterns, since it predicts at random, and a
+  board flipping even 20 % of its reports reaches once in 1e4 looks.  After a mismatch the
+  generator's bits count as verified again only once :data:`RECONFIRM_PATTERNS`
+  predictions in a row came true (the windows wait meanwhile): a wrong state does that by
+  chance once in 65,536 tries, so a reseeded board cannot get windows sorted by the old
+  state before it is dropped; a board flipping 5 % of its reports delays them ~25
+  patterns.  The
   actual polarity of pattern ``p`` is generator bit ``p + delay`` (see :mod:`mupnc.daq.helicity`),
   taken from the trusted generator state, never from a raw report, so a flipped
   reported bit cannot mis-sort a window.
@@ -32,6 +43,8 @@ with any error is cut from the asymmetry but its windows are still sorted by hel
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from mupnc.daq.blocks import FLAG_PATTERN_SYNC, FLAG_SETTLE
@@ -43,6 +56,28 @@ from mupnc.daq.helicity import (
     register_from_bits,
 )
 from mupnc.monitor.decoding.stream import DecodedWindows, StreamDecoder, in_order
+
+CONTRADICTION_SPAN = 32
+"""Predictions of a trusted lock judged together (patterns)."""
+CONTRADICTING = 16
+"""Missed predictions among the last :data:`CONTRADICTION_SPAN` that drop a trusted lock."""
+RECONFIRM_PATTERNS = 16
+"""Predictions in a row that must come true after a mismatch before bits count as verified."""
+HOLD_SECONDS = 5.0
+"""Seconds of windows a decoder holds while learning before it gives them up."""
+LEARNING_PATTERNS = 90
+"""Patterns held at least: 30 to learn the generator, 30 to confirm it, 30 to spare."""
+UNKNOWN_RATE_HOLD = 1 << 17
+"""Windows held when the window rate is unknown."""
+
+
+def held_windows(window_rate: float | None, pattern_size: int) -> int:
+    """``max_pending_windows`` for a run at ``window_rate`` Hz: :data:`HOLD_SECONDS` of
+    windows, never fewer than :data:`LEARNING_PATTERNS` patterns (a clean stream locks
+    within that); :data:`UNKNOWN_RATE_HOLD` without a rate."""
+    if window_rate is None or not window_rate > 0:
+        return UNKNOWN_RATE_HOLD
+    return max(round(HOLD_SECONDS * window_rate), LEARNING_PATTERNS * pattern_size)
 
 
 def _generator_bits(anchor: tuple[int, int], indices: np.ndarray) -> np.ndarray:
@@ -70,7 +105,7 @@ class HelicityDecoder(StreamDecoder):
         delay_patterns: int,
         n_channels: int,
         confirm_patterns: int = LFSR_BITS,
-        max_pending_windows: int = 1 << 17,
+        max_pending_windows: int = UNKNOWN_RATE_HOLD,
     ) -> None:
         self.shape = pattern_shape(pattern)
         self.size = int(self.shape.size)
@@ -81,6 +116,10 @@ class HelicityDecoder(StreamDecoder):
         self._lock: tuple[int, int] | None = None  # (pattern index, register after its bit)
         self._lineage = 0  # counts the locks learned (a lock's predictions are its own)
         self._confirmations = 0
+        self._recent_misses: deque[bool] = deque(maxlen=CONTRADICTION_SPAN)
+        self._since_miss = RECONFIRM_PATTERNS  # predictions come true since the last miss
+        self._contradicted = False  # a trusted lock was dropped: the next one starts afresh
+        self._bits_from = 0  # generator bits before this index are not the trusted lock's
         self._verified_through = -1  # generator bits up to this index are trusted
         self._trusted: tuple[int, int] | None = None  # lock that produced the trusted bits
         self._last_closed_pattern = -1
@@ -95,6 +134,14 @@ class HelicityDecoder(StreamDecoder):
     @property
     def locked(self) -> bool:
         return self._lock is not None and self._confirmations >= self.confirm_patterns
+
+    @property
+    def lock_state(self) -> str:
+        """LOCKED (trusted generator), LEARNING (polarities collected or a lock being
+        confirmed) or UNLOCKED (nothing to learn from: no complete clean pattern lately)."""
+        if self.locked:
+            return "LOCKED"
+        return "LEARNING" if self._lock is not None or self._learning else "UNLOCKED"
 
     # -- internals ----------------------------------------------------------------------
 
@@ -202,17 +249,30 @@ class HelicityDecoder(StreamDecoder):
             if (register & 1) == bit:
                 self._confirmations += 1
                 if self._confirmations >= self.confirm_patterns:
-                    self._verified_through = p
-                    self._trusted = self._lock
+                    self._recent_misses.append(False)
+                    self._since_miss += 1
+                    if self._since_miss >= RECONFIRM_PATTERNS:
+                        self._verified_through = p
+                        self._trusted = self._lock
                 return False
             self.state.errors["prediction_mismatch"] += 1
+            if self.locked:  # trusted: an isolated mismatch is the report's, not the lock's
+                self._recent_misses.append(True)
+                self._since_miss = 0
+                if sum(self._recent_misses) < CONTRADICTING:
+                    return True
+                self._contradicted = True
             self._lock, self._confirmations, self._learning = None, 0, []
+            self._recent_misses.clear()
+            self._since_miss = RECONFIRM_PATTERNS
             return True
         if pol == 0 or (self._learning and self._learning[-1][0] != p - 1):
             self._learning = []
         if pol != 0:
             self._learning.append((p, bit))
         if len(self._learning) == LFSR_BITS:
+            if self._contradicted:  # a new generator: it knows nothing of bits before it
+                self._bits_from = max(self._bits_from, self._learning[0][0])
             self._lock = (p, register_from_bits([b for _, b in self._learning]))
             self._lineage += 1
             self._learning = []
@@ -246,12 +306,16 @@ class HelicityDecoder(StreamDecoder):
         self._given_up.update(numbers[verified[at] < numbers + self.delay].tolist())
 
     def _bits(self, first: int, last: int) -> np.ndarray:
-        """Trusted generator bits for indices ``first .. last`` (-1 where unknown)."""
+        """Trusted generator bits for indices ``first .. last`` (-1 where unknown: beyond the
+        verified ones, or before the bits a lock learned after a contradicted one)."""
         out = np.full(last - first + 1, -1, dtype=np.int64)
         known_last = min(last, self._verified_through)
-        if self._trusted is not None and known_last >= first:
-            indices = np.arange(first, known_last + 1)
-            out[: indices.size] = _generator_bits(self._trusted, indices)
+        known_first = max(first, self._bits_from)
+        if self._trusted is not None and known_last >= known_first:
+            indices = np.arange(known_first, known_last + 1)
+            out[known_first - first : known_last - first + 1] = _generator_bits(
+                self._trusted, indices
+            )
         return out
 
     def _true_phase(self, take: np.ndarray, pattern: np.ndarray) -> np.ndarray:

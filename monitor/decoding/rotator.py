@@ -107,6 +107,11 @@ class RotatorDecoder(StreamDecoder):
     def locked(self) -> bool:
         return self._sign is not None
 
+    @property
+    def lock_state(self) -> str:
+        """LOCKED once the sequence's sign is known, LEARNING before."""
+        return "LOCKED" if self.locked else "LEARNING"
+
     # -- closing intervals: checks and learning -------------------------------------------
 
     def _process(self, final: bool) -> DecodedWindows:

@@ -20,6 +20,10 @@ VARIABLE_PATTERNS = 0
 """``size`` (windows per pattern) of the slow-scheme decoder: its patterns are pairs of
 reversal intervals of variable length."""
 
+LOCK_STATES = ("LOCKED", "LEARNING", "UNLOCKED")
+"""A decoder's lock (:attr:`StreamDecoder.lock_state`): predicting every window from a
+verified generator or rotator sequence; learning one; or without one."""
+
 ERROR_KINDS = (
     "prediction_mismatch",  # reported pattern polarity differs from the prediction (patterns)
     "missed_windows",  # gaps in the window sequence number (windows)
@@ -233,6 +237,16 @@ class StreamDecoder:
     def flush(self) -> DecodedWindows:
         """End of run: close the last pattern and release everything still held."""
         return self._process(final=True)
+
+    @property
+    def windows_held(self) -> int:
+        """Windows received and not released yet (waiting for their helicity)."""
+        return len(self._pending)
+
+    @property
+    def lock_state(self) -> str:
+        """One of :data:`LOCK_STATES`."""
+        raise NotImplementedError
 
     def _process(self, final: bool) -> DecodedWindows:
         """Close the patterns that can be closed, release the windows now known (all of
