@@ -24,6 +24,7 @@ from support.waiting import wait_for
 
 from mupnc.cli import main
 from mupnc.db import alarms as store
+from mupnc.db.models import AlarmTransition
 from mupnc.db.session import make_engine, transaction
 from mupnc.monitor.alarms.rules import DEFAULT_RULES, parse_rules
 from mupnc.runs import new_run
@@ -163,11 +164,16 @@ def test_fault_campaign(tmp_path, ca_env, ioc_prefix, capsys) -> None:
 
     hook_text = wait_for(lambda: hook.exists() and hook.read_text(), 5, "the command hook")
     assert hook_text == "beam_switched_off MAJOR\n"
-    standing = open_alarms(engine)
-    assert {"beam_trip", "beam_switched_off"} <= set(standing)
-    assert standing["beam_trip"]["severity"] == "MAJOR"
-    assert standing["rotator_mismatch"]["state"] == "shelved"
-    assert main(["--db", db, "alarms", "--json", "--run", str(run)]) == 0
+    # the run ended: the alarms still standing were closed with it, kept in the history
+    assert open_alarms(engine) == {}
+    ended = {a["name"]: a for a in history(engine) if a["run"] == run}
+    assert {"beam_trip", "beam_switched_off", "rotator_mismatch"} <= set(ended)
+    assert ended["beam_trip"]["severity"] == "MAJOR"
+    assert all(a["state"] == "cleared" and a["acknowledged"] for a in ended.values())
+    with transaction(engine) as session:
+        reasons = {t.reason for t in session.query(AlarmTransition)}
+    assert "run ended" in reasons
+    assert main(["--db", db, "alarms", "--json", "--all", "--run", str(run)]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {"id", "name", "severity", "state", "since", "message", "acknowledged"} <= set(listed[0])
     assert all(datetime.fromisoformat(a["since"]).tzinfo == UTC for a in listed)

@@ -196,7 +196,7 @@ def test_alarm_text_is_not_html_and_acknowledge_writes(served, tmp_path: Path) -
     errors: list[str] = []
     with chromium() as browser:
         page = open_page(browser, f"{url}/", errors)
-        banner = page.get_by_text("MAJOR: DAQ:<i>RATE</i> — rate low <script>")
+        banner = page.get_by_text(f"MAJOR: DAQ:<i>RATE</i> (run {run}) — rate low <script>")
         assert "NOT ACKNOWLEDGED" in banner.inner_text()
         assert page.get_by_text(f"rate low {XSS}", exact=True).count() == 1  # table cell
         assert page.evaluate("() => window.__xss === undefined")
