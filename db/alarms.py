@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, not_, select
+from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from mupnc.db.models import Alarm, AlarmTransition
@@ -34,12 +34,16 @@ def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).isoformat()
 
 
-def alarm_list(session: Session, run: int | None = None, closed: bool = False) -> list[dict]:
+def alarm_list(
+    session: Session, run: int | None = None, closed: bool = False, runless: bool = False
+) -> list[dict]:
     """Alarms newest first as ``alarms --json`` gives them (README, 'JSON for scripts');
-    only those still needing attention unless ``closed``."""
+    only those still needing attention unless ``closed``; of run ``run`` (and, with
+    ``runless``, those of no run) if given."""
     query = select(Alarm).order_by(Alarm.since.desc(), Alarm.id.desc())
     if run is not None:
-        query = query.where(Alarm.run == run)
+        mine = Alarm.run == run
+        query = query.where(or_(mine, Alarm.run.is_(None)) if runless else mine)
     if not closed:
         query = query.where(not_(CLOSED))
     return [
@@ -164,6 +168,16 @@ def close_run_alarms(session: Session, run: int, now: datetime, reason: str) -> 
         session.add(_transition(alarm, CLEARED, now, reason, MONITOR))
         alarm.state, alarm.acknowledged, alarm.shelved_until = CLEARED, True, None
     return len(alarms)
+
+
+def open_elsewhere(session: Session, run: int) -> dict[int, int]:
+    """Runs other than ``run`` with alarms still needing attention: run -> how many."""
+    rows = session.execute(
+        select(Alarm.run, func.count())
+        .where(not_(CLOSED), Alarm.run.is_not(None), Alarm.run != run)
+        .group_by(Alarm.run)
+    ).all()
+    return {int(r): int(n) for r, n in rows}
 
 
 def last_transition_id(session: Session) -> int:

@@ -128,11 +128,14 @@ def monitor(args: argparse.Namespace) -> int:
 
 
 def alarms(args: argparse.Namespace) -> int:
-    """``mupnc alarms``: list (JSON shape in the README's 'JSON for scripts'), acknowledge,
-    shelve."""
+    """``mupnc alarms``: list (JSON shape in the README's 'JSON for scripts': by default the
+    newest run's alarms needing attention and those of no run), acknowledge, shelve."""
     from datetime import UTC, datetime
 
+    from sqlalchemy import func, select
+
     from mupnc.db import alarms as store
+    from mupnc.db.models import Run
 
     now = datetime.now(UTC)
     engine = _engine(args.db)
@@ -148,10 +151,18 @@ def alarms(args: argparse.Namespace) -> int:
         print(f"alarm {args.ids[0]} shelved until {until.isoformat(timespec='seconds')}")
         return 0
     with transaction(engine) as session:
-        listed = store.alarm_list(session, args.run, closed=args.all)
+        newest = session.scalar(select(func.max(Run.number)))
+        current = args.run is None and not args.all and newest is not None
+        if current:  # the newest run's alarms and those of no run
+            listed = store.alarm_list(session, newest, runless=True)
+            elsewhere = store.open_elsewhere(session, newest)
+        else:
+            listed, elsewhere = store.alarm_list(session, args.run, closed=args.all), {}
     if args.json:
         print(json.dumps(listed, indent=2))
         return 0
+    if current:
+        print(f"run {newest} (the newest) and alarms of no run:")
     if not listed:
         print("no alarms" + ("" if args.all else " need attention"))
     for a in listed:
@@ -160,6 +171,8 @@ def alarms(args: argparse.Namespace) -> int:
             f"{a['id']:>5}  {a['severity']:<8} {a['state']:<8} {ack:<16} "
             f"{a['since'][:19]}  run {a['run']}  {a['name']}: {a['message']}"
         )
+    for run, count in sorted(elsewhere.items()):
+        print(f"also open: {count} alarm(s) of run {run} (mupnc alarms --run {run})")
     return 0
 
 

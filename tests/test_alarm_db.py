@@ -169,3 +169,23 @@ def test_an_ended_runs_alarms_close_with_it(engine_run, db_url) -> None:
         last = session.query(AlarmTransition).order_by(AlarmTransition.id.desc()).first()
         assert (last.to_state, last.reason, last.who) == ("cleared", "run ended", "monitor")
         assert store.close_run_alarms(session, first, T0, "again") == 0
+
+
+def test_mupnc_alarms_shows_the_newest_runs_alarms_and_names_the_others(
+    engine_run, db_url, capsys
+) -> None:
+    """A run that ended without its monitor (alarms still open) does not crowd the newest
+    run's list; it is named on a line of its own, and ``--run`` shows it."""
+    _, engine, old = engine_run
+    newest = new_run(db_url, SourceConfig())
+    major = Severity.MAJOR
+    stale = store_run(engine, old, "stuck_helicity", [major])[-1]
+    mine = store_run(engine, newest, "phase_error", [major])[-1]
+    assert main(["--db", db_url, "alarms", "--json"]) == 0
+    assert [a["id"] for a in json.loads(capsys.readouterr().out)] == [mine]
+    assert main(["--db", db_url, "alarms"]) == 0
+    text = capsys.readouterr().out
+    assert f"run {newest} (the newest)" in text and f"run {newest}  phase_error" in text
+    assert f"also open: 1 alarm(s) of run {old} (mupnc alarms --run {old})" in text
+    assert main(["--db", db_url, "alarms", "--json", "--run", str(old)]) == 0
+    assert [a["id"] for a in json.loads(capsys.readouterr().out)] == [stale]
