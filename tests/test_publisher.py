@@ -10,6 +10,7 @@ import uuid
 import epics
 import pytest
 from caproto import AlarmSeverity, AlarmStatus
+from support.waiting import wait_for
 
 from mupnc.monitor.publisher import ResultPublisher
 
@@ -52,5 +53,9 @@ def test_undefined_results_are_nan_and_invalid(publisher) -> None:
     # the decoder's lock and the windows it holds
     assert epics.caget(f"{prefix}MON:DECODER", as_string=True, timeout=10) == "LEARNING"
     served.publish(decoder="UNLOCKED", windows_held=1234)
-    assert epics.caget(f"{prefix}MON:DECODER", as_string=True, timeout=10) == "UNLOCKED"
+    wait_for(  # a client may still hold the previous value for a moment
+        lambda: epics.caget(f"{prefix}MON:DECODER", as_string=True, timeout=10) == "UNLOCKED",
+        10,
+        "MON:DECODER = UNLOCKED",
+    )
     assert epics.caget(f"{prefix}MON:WINDOWS_HELD", timeout=10) == 1234
