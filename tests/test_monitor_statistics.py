@@ -61,17 +61,24 @@ def assert_standard_normal(pulls: np.ndarray, mean_tol: float | None = None) -> 
 
 
 def rotator_run(
-    scheme: str, intervals: int, windows: int, minirun_patterns: int, seed: int, **settings
+    scheme: str,
+    intervals: int,
+    windows: int,
+    minirun_patterns: int,
+    seed: int,
+    channels: int = 1000,
+    **settings,
 ) -> tuple[RunAccumulator, HelicityDecoder | RotatorDecoder]:
     """A slow or kick run of ``intervals`` reversal intervals of ``windows`` windows each,
-    1000 scatter channels (each one pseudo-run) at ~25 counts per window, A_LR = 2e-2."""
+    ``channels`` scatter channels (each one pseudo-run) at ~25 000 / ``channels`` counts per
+    window, A_LR = 2e-2."""
     config = SourceConfig(
         scheme=scheme,
         flip_period=windows / 240.0,
         asymmetry=2e-2,
         polarization=P,
-        muon_rate=2.4e7,
-        channel_map=scatter_map(1000),
+        muon_rate=2.4e7 * 1000 / channels,
+        channel_map=scatter_map(channels),
         seed=seed,
         **settings,
     )
@@ -284,8 +291,8 @@ def test_linear_gain_drift_biases_pairs_and_not_quartets() -> None:
     null_half (first two intervals against the last two) sees it: -r T, 26 sigma."""
     results = {}
     for pattern, intervals in (("pair", 100), ("quartet", 100)):
-        acc, decoder = rotator_run(
-            "slow", intervals, 960, 10, 5, ramp_time=0.05, settle_time=0.05,
+        acc, decoder = rotator_run(  # the combined asymmetry: 20 channels carry the counts
+            "slow", intervals, 960, 10, 5, channels=20, ramp_time=0.05, settle_time=0.05,
             rotator_pattern=pattern, gain_drift=0.5,
         )  # fmt: skip
         assert decoder.state.errors == dict.fromkeys(ERROR_KINDS, 0)
