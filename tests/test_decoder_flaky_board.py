@@ -54,7 +54,7 @@ def test_a_board_flipping_5_percent_of_reports_keeps_the_analysis_going() -> Non
             first_lock = step
         if first_lock is not None:
             assert decoder.lock_state == "LOCKED", f"lock lost at {step * BLOCK / RATE:.1f} s"
-            assert len(decoder._pending) <= 1.5 * RATE, step  # held: at most 1.5 s of windows
+            assert decoder.windows_held <= 1.5 * RATE, step  # held: at most 1.5 s of windows
     assert first_lock is not None and first_lock * BLOCK / RATE < 10.0
     out = DecodedWindows.concatenate([*released, decoder.flush()])
     helicity, cut = np.concatenate(truth), np.concatenate(flipped)
@@ -108,6 +108,6 @@ def test_windows_are_held_a_few_seconds_at_most() -> None:
     decoder = fast_decoder(source)
     for _ in range(int(20 * RATE / BLOCK)):
         decoder.feed(source.next_block_of(BLOCK).block)
-        assert len(decoder._pending) <= held_windows(RATE, 4) + 2 * BLOCK
+        assert decoder.windows_held <= held_windows(RATE, 4) + 2 * BLOCK
     assert decoder.state.windows_undecoded > 10 * RATE
     assert decoder.lock_state == "UNLOCKED" and decoder.windows_held > 0
