@@ -13,8 +13,10 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# setuptools' build-time notices (an editable install of a package-dir layout) are noise
+# for someone who typed `make demo`: silenced; errors still show.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -29,6 +29,14 @@ MAGIC = 0x6D75_0000 | LAYOUT_VERSION  # "mu" in the high 16 bits
 HEADER = 5
 PER_WINDOW_FIELDS = 7
 
+NO_CONSUMER = -2
+"""``DAQ:CONSUMED`` until a consumer first writes it."""
+CONSUMER_READY = -1
+"""``DAQ:CONSUMED`` written by a consumer that is ready and has taken no block yet."""
+CONSUMER_HAS_RUN = -3
+"""``DAQ:CONSUMED`` written by a consumer that has taken every block of the ended run (a
+stopping IOC waits for it, :meth:`mupnc.ioc.server.IOCGroup.finish`)."""
+
 FLAG_PATTERN_SYNC = 1
 """Set on the first window of each pattern (the helicity board's pattern-sync bit)."""
 FLAG_PAIR_SYNC = 2

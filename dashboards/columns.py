@@ -181,13 +181,16 @@ def good_beam_seconds(run: RunInfo, patterns_good: int) -> float | None:
 
 
 def decoder_state(previous: Snapshot | None, latest: Snapshot | None, run_state: str) -> str:
-    """The helicity decoder as seen from the last two snapshots.
-
+    """The helicity decoder: as the monitor reports it (``locked``, ``unlocked``,
+    ``learning · N windows held``), else as seen from the last two snapshots —
     ``locked``: good patterns grow; ``not locked``: windows arrive without good patterns;
     ``no new windows``: nothing arrived; ``waiting``: no snapshot pair yet.
     """
     if run_state in ("ended", "aborted"):
         return f"run {run_state}"
+    if latest is not None and latest.decoder is not None:
+        held = f" · {latest.windows_held:,} windows held" if latest.windows_held else ""
+        return latest.decoder.lower() + held
     if previous is None or latest is None:
         return "waiting"
     if latest.patterns_good > previous.patterns_good:

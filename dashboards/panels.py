@@ -80,6 +80,14 @@ def whisker(source: ColumnDataSource, colour: str) -> Whisker:
     )
 
 
+DECODER_COLOURS = {
+    "locked": "#1a7f1a",
+    "learning": "#b07800",
+    "unlocked": "#c00000",
+    "not locked": "#c00000",
+}
+
+
 class AsymmetryPlot:
     """Running asymmetry with error bars, the cumulative mean ± σ band, zero and expected lines.
 
@@ -417,7 +425,7 @@ class HelicityPanel:
         rotator: Sequence[Sample] = (),
     ):
         state = cols.decoder_state(previous, latest, run.state)
-        colour = {"locked": "#1a7f1a", "not locked": "#c00000"}.get(state, "#555")
+        colour = DECODER_COLOURS.get(state.split(" · ")[0], "#555")
         rate = f"{run.window_rate:g} Hz" if run.window_rate else "?"
         delay = "?" if run.delay_patterns is None else f"{run.delay_patterns} patterns"
         self.state.text = (

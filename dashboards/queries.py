@@ -110,6 +110,8 @@ def snapshot_rows(session: Session, run: int, after_id: int = 0) -> list[tuple[i
                 r.value,
                 r.error,
                 r.charge_asymmetry,
+                r.decoder,
+                r.windows_held,
             ),
         )
         for r in rows

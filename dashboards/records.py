@@ -57,6 +57,9 @@ class Snapshot:
     value: float | None
     error: float | None
     charge_asymmetry: float | None = None
+    decoder: str | None = None
+    """The decoder's lock: LOCKED, LEARNING, UNLOCKED (None: a monitor that did not say)."""
+    windows_held: int | None = None
 
 
 @dataclass(frozen=True)

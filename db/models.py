@@ -89,6 +89,14 @@ class Run(Base):
     lost_windows: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=-1)
     """Sequence number of the last window written; a restarted monitor resumes after it."""
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    """Why an ended or aborted run stopped (e.g. "the IOC ended the run", "closed by alice")."""
+    monitor_token: Mapped[str | None] = mapped_column(String(32))
+    """The lease of the monitor analysing the run (:mod:`mupnc.db.lease`); None: no monitor."""
+    monitor_host: Mapped[str | None] = mapped_column(String(255))
+    monitor_pid: Mapped[int | None]
+    heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Last flush of the run's monitor (renews the lease)."""
 
 
 class Minirun(Base):
@@ -164,6 +172,10 @@ class ResultSnapshot(Base):
     value: Mapped[float | None] = mapped_column(Float)
     error: Mapped[float | None] = mapped_column(Float)
     charge_asymmetry: Mapped[float | None] = mapped_column(Float)
+    decoder: Mapped[str | None] = mapped_column(String(16))
+    """Helicity decoder state: LOCKED, LEARNING or UNLOCKED."""
+    windows_held: Mapped[int | None] = mapped_column(BigInteger)
+    """Windows the decoder holds while it learns the helicity sequence."""
 
 
 class MonitorCheckpoint(Base):

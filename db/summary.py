@@ -4,10 +4,13 @@ fractions)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mupnc.daq.helicity import pattern_shape
+from mupnc.db.lease import LEASE_SECONDS, OPEN_STATES, monitor_alive
 from mupnc.db.models import (
     CUMULATIVE,
     Alarm,
@@ -23,8 +26,10 @@ def _iso(t) -> str | None:
     return None if t is None else t.isoformat()
 
 
-def run_list(session: Session) -> list[dict]:
-    """Every run, oldest first: ``runs --json``."""
+def run_list(session: Session, now: datetime) -> list[dict]:
+    """Every run, oldest first: ``runs --json``.  ``monitor`` is ``"live"`` while a monitor
+    holds the run's lease, ``"gone"`` for an open run (starting, running) without one — a
+    run stuck open, which ``mupnc run close`` ends — else null."""
     return [
         {
             "run": r.number,
@@ -36,9 +41,22 @@ def run_list(session: Session) -> list[dict]:
             "end": _iso(r.end),
             "mode": r.mode,
             "lost_windows": r.lost_windows,
+            "end_reason": r.end_reason,
+            "monitor": _monitor(r, now),
+            "monitor_host": r.monitor_host,
+            "monitor_pid": r.monitor_pid,
+            "heartbeat": _iso(r.heartbeat),
         }
         for r in session.scalars(select(Run).order_by(Run.number))
     ]
+
+
+def _monitor(run: Run, now: datetime) -> str | None:
+    if monitor_alive(run, now):
+        return "live"
+    if run.state in OPEN_STATES and now - run.start > timedelta(seconds=LEASE_SECONDS):
+        return "gone"
+    return None
 
 
 def _pattern_size(run: Run) -> int | None:
@@ -88,6 +106,7 @@ def run_summary(session: Session, number: int) -> dict:
         "mode": run.mode,
         "start": _iso(run.start),
         "end": _iso(run.end),
+        "end_reason": run.end_reason,
         "pattern": run.pattern or run.config.get("pattern"),
         "scheme": run.scheme,
         "windows": run.windows,

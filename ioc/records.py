@@ -45,6 +45,7 @@ from caproto.server.server import (
     PvpropertyInteger,
 )
 
+from mupnc.daq.blocks import CONSUMER_HAS_RUN, CONSUMER_READY, NO_CONSUMER
 from mupnc.daq.severity import Severity
 from mupnc.ioc.limits import AlarmLimits, check_limits
 
@@ -250,12 +251,13 @@ class EnumSetpoint(_RefusesBadPuts, PvpropertyEnum):
 class BlockAcknowledgement(_RefusesBadPuts, PvpropertyInteger):
     """The number of the last block a consumer took: -1 (ready, none yet) up to the block
     its group is publishing, one past the group's ``block_number`` PV (the DAQ writes that
-    number after the block, so a quick consumer may acknowledge a block before it)."""
+    number after the block, so a quick consumer may acknowledge a block before it); -3
+    once it has the whole ended run (:data:`mupnc.daq.blocks.CONSUMER_HAS_RUN`)."""
 
     def check_put(self, value: str | float) -> None:
         number = _index(value, "a block number")
         newest = int(self.group.block_number.value) + 1
-        if not -1 <= number <= newest:
+        if not (CONSUMER_READY <= number <= newest or number == CONSUMER_HAS_RUN):
             raise PutRefusedError(f"block {number} is not one published (-1..{newest})")
 
 
@@ -329,7 +331,7 @@ def enum_setpoint(name: str, doc: str, states: list[str], value: str) -> pvprope
 def block_acknowledgement(name: str, doc: str) -> pvproperty:
     """A writable LONG PV for a consumer's acknowledgement (:class:`BlockAcknowledgement`);
     -2 until the first consumer writes."""
-    return pvproperty(value=-2, name=name, doc=doc, dtype=BlockAcknowledgement)
+    return pvproperty(value=NO_CONSUMER, name=name, doc=doc, dtype=BlockAcknowledgement)
 
 
 class EnumReadback(PvpropertyEnumRO):

@@ -20,7 +20,12 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from mupnc.daq.blocks import WindowBlock, packed_length
+from mupnc.daq.blocks import (
+    CONSUMER_HAS_RUN,
+    NO_CONSUMER,
+    WindowBlock,
+    packed_length,
+)
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.daq.scheme import ROTATOR_PATTERNS, SCHEMES
 from mupnc.ioc.autosave import SAVE_PERIOD, AutosaveError, RunSnapshot
@@ -53,7 +58,10 @@ RING_SECONDS = 20.0
 RING_BYTES = 512 * 2**20
 """Memory the ring of read-back blocks may take; bounds its depth for large blocks."""
 DRAIN_TIMEOUT = 2.0
-"""Seconds a stopping IOC waits for its consumer to take the last block published."""
+"""Seconds a halting IOC waits for its consumer to take the last block published."""
+FINISH_TIMEOUT = 10.0
+"""Seconds a finishing IOC waits for its consumer to take the whole ended run (the
+monitor looks at RUN:STATE once a second, then drains the ring)."""
 
 
 def new_stream_id() -> int:
@@ -205,17 +213,31 @@ class MupncIOCBase(PVGroup):
         continues it with whole patterns); give the consumer up to :data:`DRAIN_TIMEOUT` s
         to take the last block, then autosave."""
         self.halted = True
+        await self._stop_publishing(DRAIN_TIMEOUT, last_block_taken=True)
+        self.save()
+
+    async def finish(self) -> None:
+        """End the run and wait, at most :data:`FINISH_TIMEOUT` s, until the consumer has
+        all of it (``DAQ:CONSUMED`` = :data:`mupnc.daq.blocks.CONSUMER_HAS_RUN`) or if none
+        ever connected: how an IOC without autosave stops (SIGTERM, SIGHUP)."""
+        await self._stop_publishing(FINISH_TIMEOUT, last_block_taken=False)
+
+    async def _stop_publishing(self, timeout: float, last_block_taken: bool) -> None:
+        """Stop on the next pattern boundary and wait, at most ``timeout`` s, for the last
+        block and for the consumer to be done: it has the ended run, or none ever connected,
+        or (``last_block_taken``) it took the last block published."""
         self.ending.set()
-        deadline = time.monotonic() + DRAIN_TIMEOUT
+        deadline = time.monotonic() + timeout
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.published_all.wait(), DRAIN_TIMEOUT)
+            await asyncio.wait_for(self.published_all.wait(), timeout)
         daq = getattr(self, "daq", None)
         while daq is not None and time.monotonic() < deadline:
-            consumed, published = daq.consumed.value, daq.block_number.value
-            if consumed == -2 or consumed >= published:  # no consumer, or it has them all
+            consumed = daq.consumed.value
+            if consumed in (NO_CONSUMER, CONSUMER_HAS_RUN):
+                break
+            if last_block_taken and consumed >= daq.block_number.value:
                 break
             await asyncio.sleep(0.02)
-        self.save()
 
     async def _show_operator_settings(self, beam, run) -> None:
         """The setpoints a restarted IOC took over from its autosave (:func:`_continue_run`)."""

@@ -1,20 +1,23 @@
 """Flow control of a replay: the monitor tells the IOC which block it has taken.
 
 The monitor writes ``{prefix}DAQ:CONSUMED`` = number of the last block it ingested (-1:
-ready, none yet).  A replaying IOC (:mod:`mupnc.replay_source`) starts when its consumer is ready
-and never runs so far ahead of that number that its ring would overwrite a block not yet
-taken, so at any speed no block of a replay is lost; a live IOC ignores the PV.  Writes
-are rate-limited to one per :data:`MIN_INTERVAL`; while a newer number waits to be
-written the monitor polls with :data:`PENDING_WAIT`, so the IOC is never held back long.
+ready, none yet; -3: it has the whole ended run, which a stopping IOC waits for).  A
+replaying IOC (:mod:`mupnc.replay_source`) starts when its consumer is ready and never
+runs so far ahead of that number that its ring would overwrite a block not yet taken, so
+at any speed no block of a replay is lost; a live IOC ignores the PV.  Writes are
+rate-limited to one per :data:`MIN_INTERVAL`; while a newer number waits to be written
+the monitor polls with :data:`PENDING_WAIT`, so the IOC is never held back long.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 import epics
 
+from mupnc.daq.blocks import CONSUMER_HAS_RUN
 from mupnc.monitor.ingest import CA_FAILURES
 
 MIN_INTERVAL = 0.01
@@ -52,3 +55,10 @@ class ConsumerAck:
             except CA_FAILURES:  # the IOC went away meanwhile: the next call writes it
                 return
             self._sent, self._last_put = last_block, now
+
+    def finish(self, timeout: float = 2.0) -> None:
+        """Say the consumer has every block of the ended run
+        (:data:`mupnc.daq.blocks.CONSUMER_HAS_RUN`): a stopping IOC waits for it."""
+        if self._pv.wait_for_connection(timeout):
+            with contextlib.suppress(*CA_FAILURES):  # the IOC is gone already: nobody waits
+                self._pv.put(CONSUMER_HAS_RUN, wait=True, timeout=timeout)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
+from collections.abc import Sequence
 
 import epics
 import numpy as np
@@ -28,21 +30,50 @@ from epics.ca import ChannelAccessException, ChannelAccessGetFailure
 
 from mupnc.daq.blocks import HEADER, BlockFormatError, WindowBlock
 from mupnc.monitor.ingest_counters import IngestCounters
+from mupnc.monitor.stop import StoppedError
 
 log = logging.getLogger("mupnc.monitor.ingest")
 
 CA_FAILURES = (ChannelAccessException, ChannelAccessGetFailure)
 """What pyepics raises when a channel goes away during a get."""
 
+OPTIONAL_PV_TIMEOUT = 2.0
+"""Seconds :meth:`BlockIngest.optional_values` waits, all PVs together, for an IOC to
+answer (one that serves a PV answers on a quiet loopback in milliseconds)."""
+
 RING_READ_BATCH = 32
 """Ring slots a refill reads at once: their round trips overlap (13-16x faster than one at a
 time, ``bench/bench_refill.py``); libca holds at most this many blocks at a time."""
 
 
+def optional_values(
+    names: Sequence[str], as_string: bool = False, timeout: float = OPTIONAL_PV_TIMEOUT
+) -> dict[str, object]:
+    """Values of PVs an IOC may not serve, looked up in parallel within one overall
+    ``timeout`` (s); a PV that does not answer is absent from the result."""
+    if not names:
+        return {}
+    try:
+        values = epics.caget_many(
+            list(names), as_string=as_string, timeout=timeout, connection_timeout=timeout
+        )
+    except CA_FAILURES as err:  # the IOC went away during the lookup
+        raise ConnectionError(f"no answer from the IOC: {err}") from None
+    return {n: v for n, v in zip(names, values, strict=True) if v is not None}
+
+
 class BlockIngest:
     """Subscribes to ``{prefix}DAQ:BLOCK`` and delivers blocks in order, without gaps."""
 
-    def __init__(self, prefix: str, timeout: float = 5.0, connect_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        timeout: float = 5.0,
+        connect_timeout: float = 60.0,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Wait (at most ``connect_timeout`` s, or until ``stop`` is set:
+        :class:`mupnc.monitor.stop.StoppedError`) for the IOC, then subscribe."""
         self.prefix = prefix
         self.timeout = timeout
         self.counters = IngestCounters()
@@ -55,19 +86,25 @@ class BlockIngest:
         self._stream: int | None = None
         self._next_block = 0
         self._last_seq = -1
-        self.ring_depth = self._wait_for_ioc(connect_timeout)
+        self.ring_depth = self._wait_for_ioc(connect_timeout, stop)
         self._pv = epics.PV(
             prefix + "DAQ:BLOCK", auto_monitor=True, callback=self._on_block, form="native"
         )
 
-    def _wait_for_ioc(self, connect_timeout: float) -> int:
+    def _wait_for_ioc(self, connect_timeout: float, stop: threading.Event | None) -> int:
+        name = self.prefix + "DAQ:RING_DEPTH"
+        pv = epics.PV(name, auto_monitor=False)
         deadline = time.monotonic() + connect_timeout
-        while True:
-            depth = epics.caget(self.prefix + "DAQ:RING_DEPTH", timeout=1.0)
-            if depth is not None:
-                return int(depth)
+        while not pv.wait_for_connection(timeout=0.5):
+            if stop is not None and stop.is_set():
+                raise StoppedError("stopped while waiting for the IOC")
             if time.monotonic() > deadline:
-                raise ConnectionError(f"no IOC answers for {self.prefix}DAQ:RING_DEPTH")
+                raise ConnectionError(f"no IOC answers for {name}")
+            log.info("waiting for the IOC (%s)", name)
+        depth = pv.get(timeout=self.timeout)
+        if depth is None:
+            raise ConnectionError(f"no answer from PV {name}")
+        return int(depth)
 
     def caget(self, suffix: str, **kwargs):
         """The PV's value; ``ConnectionError`` if the IOC does not answer."""
@@ -79,6 +116,13 @@ class BlockIngest:
         if value is None:
             raise ConnectionError(f"no answer from PV {self.prefix}{suffix}")
         return value
+
+    def optional_values(
+        self, suffixes: Sequence[str], as_string: bool = False, timeout: float = OPTIONAL_PV_TIMEOUT
+    ) -> dict[str, object]:
+        """:func:`optional_values` of this IOC's PVs, by suffix."""
+        values = optional_values([self.prefix + s for s in suffixes], as_string, timeout)
+        return {s: values[self.prefix + s] for s in suffixes if self.prefix + s in values}
 
     def _on_block(self, value=None, **_kwargs) -> None:
         # Inside libca: record and return, nothing else.

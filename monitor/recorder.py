@@ -10,7 +10,9 @@ twice: the accumulator comes back from its saved state, and the windows the deco
 still holding (ingested, helicity not yet known) are fed again from the recording.
 
 If the database cannot be reached, a flush keeps everything in memory, says so in the log
-and is retried by the next one.
+and is retried by the next one.  A monitor's recorder holds the run's lease
+(:mod:`mupnc.db.lease`): each flush renews it in its transaction, and writes nothing if it
+was lost; the run's last flush releases it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session
 from mupnc.daq.blocks import WindowBlock
 from mupnc.daq.channel_map import ChannelMap
 from mupnc.db.block_codec import decode, encode
+from mupnc.db.lease import MonitorHolder, renew
 from mupnc.db.models import (
     CUMULATIVE,
     AsymmetryResult,
@@ -147,9 +150,11 @@ def _tail(block: WindowBlock, n: int) -> WindowBlock:
 class RunRecorder:
     """Everything the monitor writes for one run (see the module docstring)."""
 
-    def __init__(self, engine: Engine, run: int) -> None:
+    def __init__(self, engine: Engine, run: int, holder: MonitorHolder | None = None) -> None:
         self.engine = engine
         self.run = run
+        self.holder = holder
+        """The lease this recorder renews at every flush (None: no lease, e.g. offline)."""
         self.stream_id = 0
         self.next_block = 0
         """Number of the first block not yet handed to :meth:`add_blocks`."""
@@ -178,12 +183,19 @@ class RunRecorder:
         result: RunResult,
         lost_windows: int,
         state: str,
+        end_reason: str | None = None,
+        decoder_lock: tuple[str, int] | None = None,
     ) -> bool:
         """Write everything since the last flush atomically; False if the database could
-        not be reached (nothing is lost: the next flush writes it)."""
+        not be reached (nothing is lost: the next flush writes it).  ``end_reason`` says
+        why an ended or aborted run stopped; ``decoder_lock`` is the decoder's
+        ``(lock_state, windows_held)`` for the snapshot.  Raises
+        :class:`mupnc.db.lease.LeaseLostError` (nothing written) if the lease was taken over."""
         try:
             with transaction(self.engine) as session:
-                self._write(session, acc, decoder, result, lost_windows, state)
+                self._write(
+                    session, acc, decoder, result, lost_windows, state, end_reason, decoder_lock
+                )
         except UNREACHABLE as err:
             self._failures += 1
             if self._failures % RETRY_LOG_EVERY == 1:
@@ -214,9 +226,10 @@ class RunRecorder:
         result: RunResult,
         lost_windows: int,
         state: str,
+        end_reason: str | None = None,
     ) -> None:
         """What :meth:`flush` writes, in the caller's transaction (e.g. with the run's row)."""
-        self._write(session, acc, decoder, result, lost_windows, state)
+        self._write(session, acc, decoder, result, lost_windows, state, end_reason)
         self._written(acc)
 
     def _written(self, acc: RunAccumulator) -> None:
@@ -232,6 +245,8 @@ class RunRecorder:
         result: RunResult,
         lost_windows: int,
         state: str,
+        end_reason: str | None = None,
+        decoder_lock: tuple[str, int] | None = None,
     ) -> None:
         run, names = self.run, acc.channel_map.names
         minirun_rows, count_rows, result_rows = [], [], []
@@ -250,6 +265,8 @@ class RunRecorder:
         result_rows += _result_rows(run, CUMULATIVE, result)
         error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
         now = datetime.now(UTC)
+        if self.holder is not None:
+            renew(session, run, self.holder, now)
         blocks = [{**row, "run": run} for row in self._blocks]  # run may be renumbered
         upsert(session, RecordedBlock, blocks, ("run", "stream_id", "block_number"))
         upsert(session, Minirun, minirun_rows, ("run", "index"))
@@ -278,6 +295,8 @@ class RunRecorder:
                 value=_float(result.combined.value),
                 error=_float(result.combined.error),
                 charge_asymmetry=_float(result.charge_asymmetry.value),
+                decoder=None if decoder_lock is None else decoder_lock[0],
+                windows_held=None if decoder_lock is None else decoder_lock[1],
             )
         )
         values = dict(
@@ -287,7 +306,7 @@ class RunRecorder:
             last_seq=decoder.last_seq,
         )
         if state in ("ended", "aborted"):
-            values["end"] = now
+            values.update(end=now, end_reason=end_reason, monitor_token=None)
         session.execute(update(Run).where(Run.number == run).values(**values))
 
     def resume(

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, update
 
 from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.scheme import RECORDED_ROTATOR, RotatorSettings
+from mupnc.db.lease import MonitorHolder, take
 from mupnc.db.models import Run
 from mupnc.db.session import transaction
 from mupnc.monitor.alarms.service import AlarmService
@@ -32,6 +34,7 @@ from mupnc.monitor.flow import ConsumerAck
 from mupnc.monitor.ingest import BlockIngest
 from mupnc.monitor.publisher import ResultPublisher
 from mupnc.monitor.recorder import RunRecorder
+from mupnc.monitor.stop import StoppedError, StopRequest
 
 log = logging.getLogger("mupnc.monitor")
 
@@ -39,52 +42,64 @@ STATE_POLL_TIMEOUT = 0.5
 """Seconds the once-per-flush look at RUN:STATE waits for an unreachable IOC."""
 
 
-def _blinder(ingest: BlockIngest) -> Blinder:
+REQUIRED_PVS = ("RUN:NUMBER", "HEL:PATTERN", "HEL:DELAY", "BEAM:POLARIZATION", "DAQ:CHANNEL_MAP")
+"""Run settings every DAQ serves (``docs/daq-contract.md``)."""
+OPTIONAL_PVS = (
+    "RUN:BLIND",
+    "RUN:BLIND_BOX",
+    "RUN:FIRST_SEQ",
+    "HEL:SCHEME",
+    "HEL:ROTATOR_PATTERN",
+    "HEL:KICK_PRECESSION",
+    "HEL:WINDOW_RATE",
+)
+"""Run settings an IOC may not serve (an older or outside DAQ): each has a default."""
+AS_STRING = ("HEL:PATTERN", "DAQ:CHANNEL_MAP", "HEL:SCHEME", "HEL:ROTATOR_PATTERN")
+"""Settings read as text (enums by name, the channel map's char waveform)."""
+
+
+def _setting_values(ingest: BlockIngest) -> dict:
+    """Every run setting the IOC serves, looked up in parallel within one short timeout
+    (twice: numbers, then the text of those that answered); ``ConnectionError`` naming a
+    required one that did not answer."""
+    values = ingest.optional_values(REQUIRED_PVS + OPTIONAL_PVS)
+    values.update(ingest.optional_values([n for n in AS_STRING if n in values], as_string=True))
+    for name in REQUIRED_PVS:
+        if name not in values:
+            raise ConnectionError(f"no answer from PV {ingest.prefix}{name}")
+    missing = [name for name in OPTIONAL_PVS if name not in values]
+    if missing:
+        log.info("the IOC does not serve %s: defaults used", ", ".join(missing))
+    return values
+
+
+def _blinder(values: dict) -> Blinder:
     """The run's blinding: ``RUN:BLIND`` (0/1) and ``RUN:BLIND_BOX`` (fraction, 0 = default)
     from the IOC, the seed from ``MUPNC_BLINDING_SEED`` on the monitor's host (never a PV)."""
-    blind: bool | None
-    try:
-        blind = int(ingest.caget("RUN:BLIND")) != 0
-        box = float(ingest.caget("RUN:BLIND_BOX")) if blind else None
-    except ConnectionError:
+    blind = None if "RUN:BLIND" not in values else int(values["RUN:BLIND"]) != 0
+    box = values.get("RUN:BLIND_BOX")
+    if blind is None or (blind and box is None):
         log.error("RUN:BLIND cannot be read: the run is analysed BLINDED (default box)")
         blind, box = None, None
-    return ioc_blinder(blind, os.environ.get("MUPNC_BLINDING_SEED"), box)
+    return ioc_blinder(blind, os.environ.get("MUPNC_BLINDING_SEED"), box if blind else None)
 
 
-def _first_seq(ingest: BlockIngest) -> int:
-    """``RUN:FIRST_SEQ``; 0 for an IOC that does not serve it."""
-    try:
-        return int(ingest.caget("RUN:FIRST_SEQ"))
-    except ConnectionError:
-        return 0
-
-
-def _rotator(ingest: BlockIngest) -> RotatorSettings:
+def _rotator(values: dict) -> RotatorSettings:
     """Rotator pattern and kick precession (``HEL:ROTATOR_PATTERN``, ``HEL:KICK_PRECESSION``);
     for an IOC that does not serve them, those of runs recorded before they existed."""
-    try:
-        pattern = str(ingest.caget("HEL:ROTATOR_PATTERN", as_string=True)).lower()
-        degrees = float(ingest.caget("HEL:KICK_PRECESSION"))
-    except ConnectionError:
+    if "HEL:ROTATOR_PATTERN" not in values or "HEL:KICK_PRECESSION" not in values:
         return RECORDED_ROTATOR
-    return RotatorSettings(pattern, degrees)
+    return RotatorSettings(
+        values["HEL:ROTATOR_PATTERN"].lower(), float(values["HEL:KICK_PRECESSION"])
+    )
 
 
-def _window_rate(ingest: BlockIngest) -> float | None:
-    """``HEL:WINDOW_RATE`` (Hz); None for an IOC that does not serve it."""
+def _run_state(ingest: BlockIngest) -> str | None:
+    """RUN:STATE; None while the IOC does not answer within :data:`STATE_POLL_TIMEOUT`."""
     try:
-        return float(ingest.caget("HEL:WINDOW_RATE"))
+        return ingest.caget("RUN:STATE", as_string=True, timeout=STATE_POLL_TIMEOUT)
     except ConnectionError:
         return None
-
-
-def _scheme(ingest: BlockIngest) -> str:
-    """The reversal scheme (``HEL:SCHEME``); "fast" for an IOC that does not serve it."""
-    try:
-        return str(ingest.caget("HEL:SCHEME", as_string=True)).lower()
-    except ConnectionError:
-        return "fast"
 
 
 class _RunStateWatch:
@@ -110,49 +125,98 @@ class _RunStateWatch:
         return state
 
 
+MonitorOutputs = tuple[ResultPublisher | None, AlarmService | None]
+
+
 class OnlineMonitor:
+    """Monitors one run of the IOC at ``prefix`` into ``engine``.
+
+    ``outputs`` starts the result PVs and the alarm service once this monitor holds the
+    run's lease (:mod:`mupnc.db.lease`), so a refused second monitor serves nothing."""
+
     def __init__(
         self,
         prefix: str,
         engine: Engine,
         minirun_patterns: int | None = None,
         flush_interval: float = 1.0,
-        publisher: ResultPublisher | None = None,
-        alarms: AlarmService | None = None,
+        outputs: Callable[[], MonitorOutputs] | None = None,
     ) -> None:
         self.prefix = prefix
         self.engine = engine
         self.minirun_patterns = minirun_patterns
         self.flush_interval = flush_interval
-        self.publisher = publisher
-        self.alarms = alarms
+        self.outputs = outputs
 
-    def _wait_for_run(self, ingest: BlockIngest, stop: threading.Event) -> RunSettings:
-        while not stop.is_set():
-            if ingest.caget("RUN:STATE", as_string=True) in ("RUNNING", "ENDED"):
-                break
-            stop.wait(0.2)
+    def _wait_for_run(self, ingest: BlockIngest, stop: StopRequest) -> RunSettings:
+        while _run_state(ingest) not in ("RUNNING", "ENDED"):
+            if stop.wait(0.2):
+                raise StoppedError("stopped while waiting for the IOC to start a run")
+        values = _setting_values(ingest)
         return RunSettings(
-            run=int(ingest.caget("RUN:NUMBER")),
-            pattern=str(ingest.caget("HEL:PATTERN", as_string=True)),
-            delay_patterns=int(ingest.caget("HEL:DELAY")),
-            polarization=float(ingest.caget("BEAM:POLARIZATION")),
-            channel_map=ChannelMap.from_json(ingest.caget("DAQ:CHANNEL_MAP", as_string=True)),
-            blinder=_blinder(ingest),
-            scheme=_scheme(ingest),
-            first_seq=_first_seq(ingest),
-            rotator=_rotator(ingest),
-            window_rate=_window_rate(ingest),
+            run=int(values["RUN:NUMBER"]),
+            pattern=str(values["HEL:PATTERN"]),
+            delay_patterns=int(values["HEL:DELAY"]),
+            polarization=float(values["BEAM:POLARIZATION"]),
+            channel_map=ChannelMap.from_json(values["DAQ:CHANNEL_MAP"]),
+            blinder=_blinder(values),
+            scheme=str(values.get("HEL:SCHEME", "fast")).lower(),
+            first_seq=int(values.get("RUN:FIRST_SEQ", 0)),
+            rotator=_rotator(values),
+            window_rate=float(values["HEL:WINDOW_RATE"]) if "HEL:WINDOW_RATE" in values else None,
         )
 
-    def run(self, stop: threading.Event) -> int:
-        """Monitor one run until the IOC ends it (or ``stop`` is set); returns the run number."""
-        ingest = BlockIngest(self.prefix)
-        settings = self._wait_for_run(ingest, stop)
+    def run(self, stop: StopRequest) -> int | None:
+        """Monitor one run until the IOC ends it or ``stop`` is set; returns the run number
+        (None: stopped before the IOC began a run).
+
+        The run is left ``ended`` (the IOC ended it) or ``aborted`` with the reason: this
+        monitor was stopped (a later monitor resumes the run while the IOC still serves it),
+        or the IOC was restarted into another run.  Raises :class:`mupnc.db.lease.LeaseHeldError`
+        if another live monitor holds the run."""
+        try:
+            ingest = BlockIngest(self.prefix, stop=stop)
+            settings = self._wait_for_run(ingest, stop)
+        except StoppedError as why:
+            log.info("%s (%s)", why, stop.reason)
+            return None
+        except ConnectionError as err:
+            if not stop.is_set():
+                raise
+            log.info("stopped (%s) while the IOC went away: %s", stop.reason, err)
+            return None
+        holder = MonitorHolder()
+        with transaction(self.engine) as session:
+            take(session, settings.run, holder, datetime.now(UTC))
+        publisher, alarms = self.outputs() if self.outputs is not None else (None, None)
+        try:
+            self._monitor(
+                ingest,
+                settings,
+                RunRecorder(self.engine, settings.run, holder),
+                stop,
+                publisher,
+                alarms,
+            )
+        finally:
+            if alarms is not None:
+                alarms.close()
+            if publisher is not None:
+                publisher.close()
+        return settings.run
+
+    def _monitor(
+        self,
+        ingest: BlockIngest,
+        settings: RunSettings,
+        recorder: RunRecorder,
+        stop: StopRequest,
+        publisher: ResultPublisher | None,
+        alarms: AlarmService | None,
+    ) -> None:
         ingest.run = settings.run
         analysis = RunAnalysis(settings, self.minirun_patterns)
         decoder = analysis.decoder
-        recorder = RunRecorder(self.engine, settings.run)
         resumed = recorder.resume(settings.channel_map, decoder)
         if resumed is not None:
             analysis.acc = resumed
@@ -163,19 +227,22 @@ class OnlineMonitor:
                 .where(Run.number == settings.run)
                 .values(
                     state="running",
+                    end=None,
+                    end_reason=None,
                     blinded=settings.blinder.blinded,
                     blinding_checksum=settings.blinder.checksum or None,
                 )
             )
         log.info(
-            "monitoring run %d (%s, delay %d patterns, %d channels)",
+            "monitoring run %d (%s, delay %d patterns, %d channels)%s",
             settings.run,
             settings.pattern,
             settings.delay_patterns,
             len(settings.channel_map.channels),
+            "" if resumed is None else ", resumed",
         )
-        if self.alarms is not None:
-            self.alarms.start(settings.run, settings.channel_map, decoder.state, ingest.counters)
+        if alarms is not None:
+            alarms.start(settings.run, settings.channel_map, decoder.state, ingest.counters)
         archiver = SlowControlArchiver(self.prefix)
 
         def ingested(blocks: list) -> None:
@@ -183,12 +250,13 @@ class OnlineMonitor:
             for block in blocks:
                 analysis.feed(block)
 
-        def flush(state: str) -> bool:
+        def flush(state: str, reason: str | None = None) -> bool:
             acc, _, result, lost = recordable = analysis.recordable()
             recorder.add_samples(archiver.drain())
-            written = recorder.flush(*recordable, state)
-            if self.publisher is not None:
-                self.publisher.publish(
+            lock = (decoder.lock_state, decoder.windows_held)
+            written = recorder.flush(*recordable, state, reason, lock)
+            if publisher is not None:
+                publisher.publish(
                     run=settings.run,
                     asym=result.combined.value,
                     asym_err=result.combined.error,
@@ -202,46 +270,48 @@ class OnlineMonitor:
                     lost_windows=lost,
                     helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
                 )
-            if self.alarms is not None:
-                self.alarms.evaluate(decoder.state, ingest.counters, acc, result)
+            if alarms is not None:
+                alarms.evaluate(decoder.state, ingest.counters, acc, result)
             return written
 
         ack = ConsumerAck(self.prefix)  # a replaying IOC paces itself by it
         ack.send(recorder.next_block - 1)
         next_flush = time.monotonic() + self.flush_interval
         ioc_state = _RunStateWatch(ingest)
-        final = "ended"
+        final, reason = "ended", "the IOC ended the run"
         while not stop.is_set():
             ingested(ingest.next_blocks(ack.wait))
             ack.send(recorder.next_block - 1)
             if ingest.new_run is not None:
-                final = "aborted"  # the IOC was restarted into another run
+                final, reason = "aborted", f"the IOC was restarted into run {ingest.new_run}"
                 break
             if time.monotonic() >= next_flush:
                 next_flush += self.flush_interval
                 if ioc_state.poll() == "ENDED":
                     break
                 flush("running")
-        else:
-            flush("running")  # stopped mid-run: leave the run open for a restarted monitor
-            archiver.close()
-            return settings.run
-        if final == "ended":  # everything the IOC published is still in its ring; take it all
+        else:  # left open for a later monitor: the windows still held are not given up
+            final = "aborted"
+            reason = f"monitor stopped ({stop.reason}); a new monitor resumes the run"
+        if final == "ended":  # everything the IOC published is still in its ring: take it all
             last_block = int(ingest.caget("DAQ:BLOCK_NUMBER"))
             ingested(ingest.next_blocks(wait=0.05) + ingest.catch_up(last_block))
-        analysis.finish()
-        while not flush(final):  # the database is unreachable: keep trying
+        if not stop.is_set():
+            analysis.finish()
+        while not flush(final, reason):  # the database is unreachable: keep trying
             if stop.wait(self.flush_interval):
                 log.error("run %d: stopped before the database came back", settings.run)
                 break
+        if final == "ended":
+            ack.finish()
         archiver.close()
-        if self.alarms is not None:
-            self.alarms.end_run(final)
+        if alarms is not None:
+            alarms.end_run(final)
         log.info(
-            "run %d %s: %d windows, %d lost",
+            "run %d %s (%s): %d windows, %d lost",
             settings.run,
             final,
+            reason,
             decoder.state.windows_released,
             decoder.state.errors["missed_windows"],
         )
-        return settings.run

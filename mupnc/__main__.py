@@ -1,5 +1,5 @@
 import sys
 
-from mupnc.cli import main
+from mupnc.entry import run
 
-sys.exit(main())
+sys.exit(run())

@@ -19,6 +19,7 @@ from mupnc.daq.channel_map import ChannelMapError
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.daq.scheme import SCHEMES
 from mupnc.db.block_codec import RecordingError
+from mupnc.db.lease import LeaseHeldError, LeaseLostError
 from mupnc.db.session import (
     DatabaseURLError,
     SchemaError,
@@ -372,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--json", action="store_true", help="machine-readable output")
 
+    run = sub.add_parser("run", help="run administration")
+    run_actions = run.add_subparsers(dest="action", required=True, metavar="ACTION")
+    close = run_actions.add_parser(
+        "close", help="end an open run whose processes are gone (state aborted)"
+    )
+    close.add_argument("run", type=int, help="run number")
+    close.add_argument("--reason", help="why (stored with the run)")
+    close.add_argument(
+        "--who", default=os.environ.get("USER", "shifter"), help="operator name (default $USER)"
+    )
+    _common_options(close, argparse.SUPPRESS)
+
     report = sub.add_parser("report", help="prompt summary of a run")
     report.add_argument("run", type=int, help="run number")
     report.add_argument("--json", action="store_true", help="machine-readable output")
@@ -434,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `mupnc report 1 | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (SchemaError, ConnectionError, LookupError) as err:
+    except (SchemaError, ConnectionError, LookupError, LeaseHeldError, LeaseLostError) as err:
         print(f"mupnc: error: {err}", file=sys.stderr)
         return 1
     except RecordingError as err:  # in the database: a run-time failure, not bad input
@@ -458,6 +471,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "runs":
         return commands.list_runs(args.db, as_json=args.json)
+    if args.command == "run":
+        return commands.close_run(args.db, args.run, args.reason, args.who)
     if args.command == "report":
         summary = commands.report(args.db, args.run)
         print(json.dumps(summary, indent=2) if args.json else commands.format_report(summary))

@@ -8,8 +8,6 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 from pathlib import Path
 
 from mupnc.db.migrate import head_revision
@@ -21,6 +19,7 @@ from mupnc.db.session import (
     transaction,
 )
 from mupnc.db.summary import run_list, run_summary
+from mupnc.orchestrate import PARENT_ENV
 from mupnc.runs import new_run, run_config, source_config
 from mupnc.sim.source import SourceConfig
 
@@ -40,10 +39,10 @@ def db_upgrade(url: str) -> int:
 
 
 def ioc(args: argparse.Namespace) -> int:
-    from mupnc.ioc.main import quiet_backlog_notes, serve
+    from mupnc.ioc.main import quiet_caproto_notes, serve
     from mupnc.ioc.server import GROUPS, build_ioc
 
-    quiet_backlog_notes()
+    quiet_caproto_notes()
     if args.source is not None:
         from mupnc.replay import replay_ioc
 
@@ -103,27 +102,25 @@ def _autosaved_run(args: argparse.Namespace, config: SourceConfig):
 
 
 def monitor(args: argparse.Namespace) -> int:
+    """``mupnc monitor``: one run of the IOC, until the IOC ends it or a signal stops it
+    (:mod:`mupnc.signals`); refused if another live monitor holds the run."""
     from mupnc.monitor.alarms.pvs import alarm_pv_group
     from mupnc.monitor.alarms.rules import load_rules
     from mupnc.monitor.alarms.service import AlarmService
     from mupnc.monitor.publisher import ResultPublisher
     from mupnc.monitor.service import OnlineMonitor
+    from mupnc.signals import stop_on_signals
 
+    stop = stop_on_signals()
     rules = load_rules(args.alarm_rules)
     engine = _engine(args.db)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    alarm_pvs = alarm_pv_group(args.prefix, [rule.name for rule in rules.rules])
-    publisher = ResultPublisher(args.prefix, extra_groups=(alarm_pvs,))
-    alarms = AlarmService(args.prefix, engine, rules, publisher, alarm_pvs)
-    try:
-        OnlineMonitor(args.prefix, engine, args.minirun, publisher=publisher, alarms=alarms).run(
-            stop
-        )
-    finally:
-        alarms.close()
-        publisher.close()
+
+    def outputs() -> tuple[ResultPublisher, AlarmService]:
+        alarm_pvs = alarm_pv_group(args.prefix, [rule.name for rule in rules.rules])
+        publisher = ResultPublisher(args.prefix, extra_groups=(alarm_pvs,))
+        return publisher, AlarmService(args.prefix, engine, rules, publisher, alarm_pvs)
+
+    OnlineMonitor(args.prefix, engine, args.minirun, outputs=outputs).run(stop)
     return 0
 
 
@@ -182,24 +179,65 @@ def dashboard(args: argparse.Namespace) -> int:
     _engine(args.db)
     origins = [f"127.0.0.1:{args.port}", f"localhost:{args.port}"]
     origins += args.allow_websocket_origin or []
-    print(f"dashboard: http://{args.address}:{args.port}/", flush=True)
+    if PARENT_ENV not in os.environ:  # a demo or replay prints the address itself
+        print(f"dashboard: http://{args.address}:{args.port}/", flush=True)
     serve(args.db, port=args.port, address=args.address, allow_websocket_origin=origins)
     return 0
 
 
 def list_runs(url: str, as_json: bool) -> int:
+    """``mupnc runs``: every run; an open run whose monitor is gone is flagged, with the
+    command that ends it."""
+    from datetime import UTC, datetime
+
     with transaction(_engine(url)) as session:
-        runs = run_list(session)
+        runs = run_list(session, datetime.now(UTC))
     if as_json:
         print(json.dumps(runs, indent=2))
         return 0
     print(f"{'run':>5}  {'state':8}  {'source':6}  {'mode':4}  {'windows':>10}  start")
+    stuck = []
     for r in runs:
         replay = f"  (replay of {r['replay_of']})" if r["replay_of"] is not None else ""
+        note = ""
+        if r["monitor"] == "gone":
+            note, stuck = "  NO MONITOR", [*stuck, r["run"]]
+        elif r["state"] == "aborted" and r["end_reason"]:
+            note = f"  ({r['end_reason']})"
         print(
             f"{r['run']:>5}  {r['state']:8}  {r['source']:6}  {r['mode']:4}  "
-            f"{r['windows']:>10}  {r['start']}{replay}"
+            f"{r['windows']:>10}  {r['start']}{replay}{note}"
         )
+    for run in stuck:
+        print(f"run {run} is open but no monitor is alive: 'mupnc run close {run}' ends it")
+    return 0
+
+
+def close_run(url: str, number: int, reason: str | None, who: str) -> int:
+    """``mupnc run close RUN``: end an open run whose processes are gone (``aborted``, with
+    the reason and who closed it); refused while a monitor holds the run."""
+    from datetime import UTC, datetime
+
+    from mupnc.db.lease import end_run, holder_text, monitor_alive
+    from mupnc.db.models import Run
+    from mupnc.errors import UsageError
+
+    now = datetime.now(UTC)
+    with transaction(_engine(url)) as session:
+        run = session.get(Run, number)
+        if run is None:
+            raise LookupError(f"run {number} is not in the database")
+        if monitor_alive(run, now):
+            raise UsageError(
+                f"run {number} is monitored by {holder_text(run, now)}: stop that monitor "
+                "(Ctrl-C), which ends the run"
+            )
+        text = f"closed by {who}" + (f": {reason}" if reason else "")
+        if not end_run(session, number, "aborted", text, now):
+            raise UsageError(
+                f"run {number} is {run.state} already ({run.end_reason or 'no reason'})"
+            )
+    print(f"run {number} aborted ({text})")
     return 0
 
 

@@ -78,7 +78,8 @@ def simulate(args: argparse.Namespace) -> int:
         state = "aborted"
     analysis.feed_blocks(unanalysed)
     analysis.finish()
-    if not recorder.flush(*analysis.recordable(), state):
+    reason = "simulated offline" if state == "ended" else "mupnc sim interrupted"
+    if not recorder.flush(*analysis.recordable(), state, reason):
         raise ConnectionError(f"run {number}: the database could not be reached to end the run")
     print(f"run {number}", flush=True)
     return 130 if state == "aborted" else 0
@@ -118,7 +119,9 @@ def reanalyze(
     Base.metadata.create_all(memory)
     with transaction(memory) as session:
         session.add(Run(**columns))
-    RunRecorder(memory, number).flush(*analysis.recordable(), columns["state"])
+    RunRecorder(memory, number).flush(
+        *analysis.recordable(), columns["state"], columns["end_reason"]
+    )
     with transaction(memory) as session:
         summary = run_summary(session, number)
     memory.dispose()
@@ -184,5 +187,5 @@ def import_recording(url: str, path: str) -> tuple[int, int]:
             session, **imported_run(metadata, Path(path), blinder.checksum or None)
         )
         recorder.run = number
-        recorder.write(session, *analysis.recordable(), "ended")
+        recorder.write(session, *analysis.recordable(), "ended", f"imported from {Path(path).name}")
     return number, windows

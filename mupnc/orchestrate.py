@@ -1,8 +1,12 @@
-"""``mupnc demo``: IOCs, monitor and dashboard as child processes on loopback.
+"""``mupnc demo`` and ``mupnc replay``: IOCs, monitor and dashboard as child processes on
+loopback.
 
 Children run in their own sessions, so Ctrl-C reaches only this process, which then
 stops them in order: end the run (SIGINT to the IOC), let the monitor drain every block
-and finish, then stop the IOC and the dashboard.
+and finish, then stop the IOC and the dashboard.  Whatever stops the chain — SIGINT,
+SIGTERM or SIGHUP at any moment, start-up included, a child that dies, a second signal
+(everything killed at once) — the run is left ``ended`` or ``aborted`` with the reason
+(:class:`ChainedRun`).
 """
 
 from __future__ import annotations
@@ -14,15 +18,22 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from mupnc.db.session import redacted
+from sqlalchemy import select
+
+from mupnc.db.lease import end_run
+from mupnc.db.models import Run
+from mupnc.db.session import make_engine, redacted, transaction
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port, port_free
 from mupnc.errors import UsageError
+from mupnc.monitor.stop import StopRequest
 from mupnc.runs import new_run, simulation_arguments, source_config
+from mupnc.signals import StopNow, stop_on_signals
 
 MONITOR_DRAIN_SECONDS = 60.0
 PARENT_ENV = "MUPNC_PARENT_PID"
@@ -93,13 +104,23 @@ class Chain:
             monitor_rc = self.wait("monitor", 10)
         return monitor_rc == 0
 
-    def shutdown(self) -> None:
-        """Stop every child process (SIGTERM, then SIGKILL after 10 s)."""
-        for name, process in self.processes.items():
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every child process: SIGTERM to all, SIGKILL to those still running after
+        ``timeout`` s."""
+        for name in self.processes:
             self.signal(name, signal.SIGTERM)
-            if self.wait(name, 10) is None:
+        deadline = time.monotonic() + timeout
+        for name in self.processes:
+            self.wait(name, max(0.0, deadline - time.monotonic()))
+        self.kill()
+
+    def kill(self) -> None:
+        """Stop every child process at once (SIGKILL)."""
+        for process in self.processes.values():
+            if process.poll() is None:
                 process.kill()
-                process.wait()
+        for process in self.processes.values():
+            process.wait()
 
 
 def inject_fault(kind: str, loopback: Loopback, prefix: str = "MUPNC:") -> None:
@@ -136,43 +157,115 @@ class Loopback:
         self._sink.close()
 
 
-def launch(
-    db: str, ioc: list[str], monitor: list[str], dashboard_port: int | None, headline: str
-) -> tuple[Chain, Loopback, threading.Event]:
-    """Start IOC, monitor and (unless ``dashboard_port`` is None) dashboard on a private
-    loopback; print ``headline``, the dashboard address and the database URL.  Returns the
-    chain, its CA set-up and an event set by SIGINT/SIGTERM."""
-    loopback = Loopback()
-    chain = Chain(db=db)
-    chain.start("ioc", ioc, loopback.environment(loopback.ioc_port))
-    chain.start("monitor", monitor, loopback.environment(loopback.monitor_port))
-    if dashboard_port is not None:
-        chain.start("dashboard", ["dashboard", "--port", str(dashboard_port)], {})
-    print(headline, flush=True)
-    if dashboard_port is not None:
-        print(f"dashboard http://127.0.0.1:{dashboard_port}/", flush=True)
-    print(f"database {redacted(db)}", flush=True)
-    interrupted = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
-    return chain, loopback, interrupted
+class ChainedRun:
+    """A run taken through a :class:`Chain` (demo, replay), always ended: :meth:`close`
+    leaves it ``ended`` (the IOC ended it and the monitor finished) or ``aborted`` with
+    the reason, whatever stopped the chain."""
+
+    def __init__(self, db: str, run: int, stop: StopRequest) -> None:
+        self.db, self.run, self.stop = db, run, stop
+        self.chain = Chain(db=db)
+        self.loopback: Loopback | None = None
+        self.abort_reason: str | None = None
+
+    def launch(
+        self, ioc: list[str], monitor: list[str], dashboard_port: int | None, headline: str
+    ) -> None:
+        """Start IOC, monitor and (unless ``dashboard_port`` is None) dashboard on a private
+        loopback; print ``headline``, the dashboard address and the database URL.  Nothing
+        is started if a stop signal came first."""
+        if self.stop.is_set():
+            return
+        self.loopback = loopback = Loopback()
+        self.chain.start("ioc", ioc, loopback.environment(loopback.ioc_port))
+        self.chain.start("monitor", monitor, loopback.environment(loopback.monitor_port))
+        if dashboard_port is not None:
+            self.chain.start("dashboard", ["dashboard", "--port", str(dashboard_port)], {})
+        print(headline, flush=True)
+        if dashboard_port is not None:
+            print(f"dashboard http://127.0.0.1:{dashboard_port}/", flush=True)
+        print(f"database {redacted(self.db)}", flush=True)
+
+    def watch(self, done: Callable[[], bool]) -> None:
+        """Return when ``done()`` (called five times a second), a stop signal, or a child
+        process that exited by itself (then the run is aborted, naming it)."""
+        while not self.stop.is_set() and not done():
+            crashed = self.chain.failed()
+            if crashed and not done():
+                status = self.chain.processes[crashed].returncode
+                self.abort_reason = f"the {crashed} process stopped unexpectedly (exit {status})"
+                return
+            self.stop.wait(0.2)
+
+    def end_run(self) -> None:
+        """End the run through the IOC and let the monitor drain it; if the monitor never
+        took the run (stopped during start-up), nothing is waited for."""
+        if self.abort_reason is not None:
+            return
+        why = self.stop.reason if self.stop.is_set() else "the chain stopped"
+        if not self.chain.processes:
+            self.abort_reason = f"stopped ({why}) during start-up"
+            return
+        if run_state(self.db, self.run) == "starting":
+            self.abort_reason = f"stopped ({why}) before the monitor began the run"
+            return
+        if not self.chain.end_run():
+            self.abort_reason = f"the monitor did not finish the run in {MONITOR_DRAIN_SECONDS:g} s"
+
+    def close(self) -> tuple[str, str | None]:
+        """Stop every child (at once on a second signal), end the run if it is still open,
+        and say how it ended; returns the run's state and end reason."""
+        try:
+            self.chain.shutdown()
+        except StopNow:
+            self.chain.kill()
+        if self.loopback is not None:
+            self.loopback.close()
+        why = self.stop.reason if self.stop.is_set() else "the chain stopped"
+        state, reason = settle_run(self.db, self.run, self.abort_reason or f"stopped ({why})")
+        if state == "ended":
+            command = f"{console_command()} --db {shlex.quote(redacted(self.db))} report {self.run}"
+            print(f"run {self.run} ended; summary: {command}", flush=True)
+        else:
+            print(f"mupnc: error: run {self.run} {state}: {reason}", file=sys.stderr, flush=True)
+        return state, reason
+
+    def kill(self) -> None:
+        """A second stop signal: every child at once."""
+        self.abort_reason = self.abort_reason or f"stopped at once (a second {self.stop.reason})"
+        self.chain.kill()
+
+    def status(self, state: str) -> int:
+        """The command's exit status: 0 ended, 130 stopped by a signal, else 1."""
+        if state == "ended" and self.abort_reason is None:
+            return 0
+        return 130 if self.stop.is_set() else 1
 
 
-def finish(
-    chain: Chain, loopback: Loopback, crashed: str | None, clean: bool, run: int, db: str
-) -> int:
-    """Stop the chain and say how the run ended; the command's exit status."""
-    chain.shutdown()
-    loopback.close()
-    if crashed:
-        print(f"mupnc: error: the {crashed} process stopped unexpectedly", file=sys.stderr)
-        return 1
-    if not clean:
-        print(f"mupnc: error: the monitor did not finish run {run} cleanly", file=sys.stderr)
-        return 1
-    command = f"{console_command()} --db {shlex.quote(redacted(db))} report {run}"
-    print(f"run {run} ended; summary: {command}", flush=True)
-    return 0
+def run_state(db: str, run: int) -> str | None:
+    """The run's state in the database (None if it is not there)."""
+    engine = make_engine(db)
+    try:
+        with transaction(engine) as session:
+            return session.scalar(select(Run.state).where(Run.number == run))
+    finally:
+        engine.dispose()
+
+
+def settle_run(db: str, run: int, reason: str) -> tuple[str, str | None]:
+    """End ``run`` as ``aborted`` with ``reason`` unless it ended; an aborted run gets
+    ``reason`` (the chain's view: its monitor only saw that it was stopped).  Returns the
+    run's state and end reason."""
+    engine = make_engine(db)
+    try:
+        with transaction(engine) as session:
+            end_run(session, run, "aborted", reason, datetime.now(UTC))
+            row = session.get(Run, run)
+            if row.state == "aborted":
+                row.end_reason = reason
+            return row.state, row.end_reason
+    finally:
+        engine.dispose()
 
 
 def console_command() -> str:
@@ -195,6 +288,7 @@ def refuse_port_in_use(port: int | None) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
+    stop = stop_on_signals()
     late = [f"{kind}@{at:g}" for at, kind in args.inject if args.duration and at >= args.duration]
     if late:
         raise UsageError(
@@ -203,22 +297,24 @@ def demo(args: argparse.Namespace) -> int:
     dashboard = None if args.no_dashboard else args.port
     refuse_port_in_use(dashboard)
     config = source_config(args)
-    run = new_run(args.db, config)
+    chained = ChainedRun(args.db, new_run(args.db, config), stop)
     sim = simulation_arguments(args)
-    chain, loopback, interrupted = launch(
-        args.db, ["ioc", "--run", str(run), *sim], ["monitor"], dashboard, f"run {run}"
-    )
-    started = time.monotonic()
-    deadline = started + args.duration if args.duration else None
     injections = sorted(args.inject)
-    crashed = None
-    while not interrupted.is_set():
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        crashed = chain.failed()
-        if crashed:
-            break
-        while injections and time.monotonic() - started >= injections[0][0]:
-            inject_fault(injections.pop(0)[1], loopback)
-        interrupted.wait(0.2)
-    return finish(chain, loopback, crashed, chain.end_run(), run, args.db)
+    started = time.monotonic()
+
+    def done() -> bool:
+        elapsed = time.monotonic() - started
+        while injections and elapsed >= injections[0][0] and chained.loopback is not None:
+            inject_fault(injections.pop(0)[1], chained.loopback)
+        return bool(args.duration) and elapsed >= args.duration
+
+    try:
+        ioc = ["ioc", "--run", str(chained.run), *sim]
+        chained.launch(ioc, ["monitor"], dashboard, f"run {chained.run}")
+        started = time.monotonic()
+        chained.watch(done)
+        chained.end_run()
+    except StopNow:
+        chained.kill()
+    state, _ = chained.close()
+    return chained.status(state)

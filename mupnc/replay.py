@@ -22,7 +22,8 @@ from tqdm import tqdm
 from mupnc.db.recording_reader import SeqRange, recorded_blocks, recording_info
 from mupnc.db.session import make_engine, require_schema, transaction
 from mupnc.db.store import allocate_run
-from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, finish, launch, refuse_port_in_use
+from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, ChainedRun, refuse_port_in_use
+from mupnc.signals import StopNow, stop_on_signals
 
 RUN_COLUMNS = (
     "scheme",
@@ -129,6 +130,7 @@ def replay(args: argparse.Namespace) -> int:
     """``mupnc replay``: IOC (replaying) + monitor (+ dashboard) until the replay ends."""
     from mupnc.monitor.recorded_settings import run_blinding
 
+    stop = stop_on_signals()
     dashboard = None if args.no_dashboard else args.port
     refuse_port_in_use(dashboard)
     engine = make_engine(args.db)
@@ -146,16 +148,19 @@ def replay(args: argparse.Namespace) -> int:
     ioc_args += [] if args.start is None else ["--from", repr(args.start)]
     ioc_args += [] if args.stop is None else ["--to", repr(args.stop)]
     monitor_args = ["monitor"] + ([] if minirun is None else ["--minirun", str(minirun)])
-    headline = f"run {number} (replay of run {args.run})"
-    chain, loopback, interrupted = launch(args.db, ioc_args, monitor_args, dashboard, headline)
-    monitor, crashed = chain.processes["monitor"], None
-    while not interrupted.is_set() and monitor.poll() is None:
-        exited = [n for n, p in chain.processes.items() if n != "monitor" and p.poll() is not None]
-        crashed = exited[0] if exited else None
-        if crashed:
-            break
-        interrupted.wait(0.2)
-    clean = monitor.poll() == 0 if not (interrupted.is_set() or crashed) else chain.end_run()
-    clean = clean and chain.wait("monitor", MONITOR_DRAIN_SECONDS) == 0
-    status = finish(chain, loopback, crashed, clean, number, args.db)
-    return 130 if status == 0 and interrupted.is_set() else status
+    chained = ChainedRun(args.db, number, stop)
+    try:
+        chained.launch(
+            ioc_args, monitor_args, dashboard, f"run {number} (replay of run {args.run})"
+        )
+        monitor = chained.chain.processes.get("monitor")
+        chained.watch(lambda: monitor is not None and monitor.poll() is not None)
+        if stop.is_set() or chained.abort_reason is not None:
+            chained.end_run()
+        elif chained.chain.wait("monitor", MONITOR_DRAIN_SECONDS) != 0:
+            chained.abort_reason = "the monitor did not finish the replay cleanly"
+    except StopNow:
+        chained.kill()
+    state, _ = chained.close()
+    status = chained.status(state)
+    return 130 if status == 0 and stop.is_set() else status  # a replay cut short

@@ -20,7 +20,7 @@ from mupnc.db.models import AsymmetryResult, Run
 from mupnc.db.recording_reader import recorded_blocks
 from mupnc.db.session import make_engine, transaction
 
-NOT_ANALYSIS = {"run", "start", "end"}
+NOT_ANALYSIS = {"run", "start", "end", "end_reason"}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import numpy as np
 from mupnc.orchestrate import Chain
 from support.waiting import wait_for
 
-NOT_ANALYSIS = {"run", "start", "end", "source", "replay_of", "alarms", "reanalysis"}
+NOT_ANALYSIS = {"run", "start", "end", "end_reason", "source", "replay_of", "alarms", "reanalysis"}
 
 
 def analysis(summary: dict) -> dict:
