@@ -1,13 +1,15 @@
 """The whole test suite on a busy machine: every core kept busy by a spinning process while
 ``pytest`` runs the suite, several times in a row.
 
-    python bench/bench_loaded_suite.py [--runs 3] [--busy N] [-- PYTEST ARGS]
+    python3 bench/bench_loaded_suite.py [--runs 3] [--busy N] [--log-dir DIR] [COMMAND...]
 
 ``--busy`` spinning processes (default: one per core, ``os.cpu_count()``) run at normal
-priority for the whole study, like a `stress --cpu N` load.  Prints, per run, the exit
-status, the wall time and the pytest summary line, then the load the busy loops held
-(their CPU seconds over the wall time).  Exit status 1 if any run failed.  Run it from a
-clone whose ``.venv`` is set up (``make test`` once).
+priority for the whole study, like a `stress --cpu N` load.  COMMAND (default
+``bash .ci/run``: what CI runs, set-up included) runs ``--runs`` times in a row in the
+working folder, its output kept in ``DIR/run-K.log``.  Prints, per run, the exit status,
+the wall time and the last line of the output (pytest's summary), the failed tests, then
+the load the busy loops held (their CPU seconds over the wall time).  Exit status 1 if
+any run failed.  Run it in a fresh clone, as CI does.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="suite runs in a row (default 3)")
     parser.add_argument("--busy", type=int, default=os.cpu_count(), help="spinning processes")
-    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    parser.add_argument("--log-dir", type=Path, default=Path("."), help="where run-K.log goes")
+    parser.add_argument("command", nargs="*", help="what to run (default: bash .ci/run)")
     args = parser.parse_args()
-    pytest = Path(sys.executable).with_name("pytest")
+    command = args.command or ["bash", ".ci/run"]
     loops = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
     for loop in loops:
         loop.start()
@@ -47,11 +50,8 @@ def main() -> int:
     try:
         for k in range(1, args.runs + 1):
             t0 = time.monotonic()
-            done = subprocess.run(
-                [str(pytest), "-q", "-p", "no:cacheprovider", *args.pytest_args],
-                capture_output=True,
-                text=True,
-            )
+            done = subprocess.run(command, capture_output=True, text=True)
+            (args.log_dir / f"run-{k}.log").write_text(done.stdout + done.stderr)
             summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "?"
             failed += done.returncode != 0
             print(

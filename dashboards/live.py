@@ -83,6 +83,8 @@ def status_html(update: Update, now: datetime, analysed: datetime | None = None)
     else:
         mon_state = freshness(snap_age, MONITOR_STALE, MONITOR_LOST)
         mon_detail = f"last result {format_age(snap_age)}"
+        if mon_state == LOST and run is not None:
+            mon_detail += f"; run {run.number} still open (mupnc runs, mupnc run close)"
         if analysed is not None and latest is not None and analysed < latest.time:
             window_age = (now - analysed).total_seconds()
             if window_age >= MONITOR_STALE and mon_state == LIVE:

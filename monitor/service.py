@@ -43,7 +43,7 @@ STATE_POLL_TIMEOUT = 0.5
 
 
 REQUIRED_PVS = ("RUN:NUMBER", "HEL:PATTERN", "HEL:DELAY", "BEAM:POLARIZATION", "DAQ:CHANNEL_MAP")
-"""Run settings every DAQ serves (``docs/daq-contract.md``)."""
+"""Run settings every DAQ serves (``mupnc ioc --list-pvs`` lists them)."""
 OPTIONAL_PVS = (
     "RUN:BLIND",
     "RUN:BLIND_BOX",

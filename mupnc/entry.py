@@ -1,5 +1,6 @@
 """The ``mupnc`` console script (and ``python -m mupnc``): a Ctrl-C that comes while the
-command is still loading exits quietly with status 130, like one that comes later."""
+command is still loading exits quietly with status 130, like one that comes later; a
+signal that comes once the command is done is ignored."""
 
 from __future__ import annotations
 
@@ -11,3 +12,7 @@ def run() -> int:
         return main()
     except KeyboardInterrupt:
         return 130
+    finally:
+        from mupnc.signals import ignore_stop_signals
+
+        ignore_stop_signals()

@@ -33,7 +33,7 @@ from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port, port_f
 from mupnc.errors import UsageError
 from mupnc.monitor.stop import StopRequest
 from mupnc.runs import new_run, simulation_arguments, source_config
-from mupnc.signals import StopNow, stop_on_signals
+from mupnc.signals import StopNow, ignore_stop_signals, stop_on_signals
 
 MONITOR_DRAIN_SECONDS = 60.0
 PARENT_ENV = "MUPNC_PARENT_PID"
@@ -219,6 +219,7 @@ class ChainedRun:
             self.chain.shutdown()
         except StopNow:
             self.chain.kill()
+        ignore_stop_signals()  # every child is gone: nothing may stop the run's ending now
         if self.loopback is not None:
             self.loopback.close()
         why = self.stop.reason if self.stop.is_set() else "the chain stopped"

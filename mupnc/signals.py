@@ -28,3 +28,10 @@ def stop_on_signals() -> StopRequest:
     for sig in STOP_SIGNALS:
         signal.signal(sig, handle)
     return stop
+
+
+def ignore_stop_signals() -> None:
+    """From now on :data:`STOP_SIGNALS` are ignored: the command is finishing (ending its
+    run, exiting) and a late signal must not cut that short or change its exit status."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

@@ -282,6 +282,12 @@ def test_miniruns_good_beam_time_and_decoder_state() -> None:
     assert decoder_state(stuck, stuck, "running") == "no new windows"
     assert decoder_state(None, b, "running") == "waiting"
     assert decoder_state(a, b, "ended") == "run ended"
+    # As the monitor reports it: a flaky board leaves it locked, learning holds windows.
+    reported = snap(4, 0, 1, patterns_good=20, windows=120, decoder="LOCKED", windows_held=0)
+    assert decoder_state(stuck, reported, "running") == "locked"
+    learning = snap(5, 0, 1, decoder="LEARNING", windows_held=1234)
+    assert decoder_state(a, learning, "running") == "learning · 1,234 windows held"
+    assert decoder_state(a, snap(6, 0, 1, decoder="UNLOCKED"), "running") == "unlocked"
 
 
 def test_result_box_blinding_escaping_and_projection() -> None:
@@ -323,7 +329,7 @@ def test_result_box_blinding_escaping_and_projection() -> None:
     lost = Update(run_info(), False, [], latest, poll_error="OperationalError: <locked>")
     status = status_html(lost, now + timedelta(seconds=60))
     assert "database: LOST" in status and "&lt;locked&gt;" in status and "<locked>" not in status
-    assert "monitor: LOST" in status
+    assert "monitor: LOST" in status and "run 7 still open (mupnc runs, mupnc run close)" in status
     ended = Update(run_info(state="ended"), False, [], latest, polled=now)
     assert "monitor: RUN ENDED · last result 3 s ago" in status_html(ended, now)
     # fresh snapshots, but no window analysed for 20 s (the decoder holding them): not LIVE
