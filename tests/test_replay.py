@@ -12,7 +12,6 @@ helicity-sorted database totals exactly.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import epics
@@ -22,6 +21,7 @@ from db_writes import sorted_totals
 from sqlalchemy import func, select
 from support.chains import analysis, chain_of, ioc_scalers
 from support.cli import mupnc, mupnc_replay
+from support.waiting import wait_for
 
 from mupnc.commands import report
 from mupnc.db.models import RecordedBlock
@@ -50,7 +50,7 @@ def recorded_blocks(db: str, run: int) -> int:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, ca_env) -> tuple[str, int]:
-    """A blinded live run of SECONDS s (IOC + monitor), ended cleanly."""
+    """A blinded live run of SECONDS s of data (IOC + monitor), ended cleanly."""
     # module-scoped: its own prefix, not the per-test fixture
     prefix = ["--prefix", f"TLIVE{uuid.uuid4().hex[:6].upper()}:"]
     db = f"sqlite:///{tmp_path_factory.mktemp('replay') / 'replay.db'}"
@@ -60,7 +60,12 @@ def live(tmp_path_factory, ca_env) -> tuple[str, int]:
     ioc = ["ioc", "--run", str(run), *prefix, *sim]
     monitor = ["monitor", "--minirun", str(MINIRUN), *prefix]
     with chain_of(db, ca_env, ioc, monitor, monitor_env=SEED) as chain:
-        time.sleep(SECONDS)
+        # SECONDS of data, however long a loaded machine takes to start the IOC
+        wait_for(
+            lambda: (epics.caget(prefix[1] + "DAQ:SEQ", timeout=1) or 0) >= SECONDS * 240,
+            120,
+            f"{SECONDS} s of windows",
+        )
         assert chain.failed() is None
         assert chain.end_run(), "the monitor did not finish the live run cleanly"
     return db, run
