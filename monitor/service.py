@@ -110,12 +110,14 @@ class _RunStateWatch:
         self.unreachable_since: float | None = None
 
     def poll(self) -> str | None:
-        try:
-            state = self.ingest.caget("RUN:STATE", as_string=True, timeout=STATE_POLL_TIMEOUT)
-        except ConnectionError as err:
+        state = _run_state(self.ingest)
+        if state is None:
             if self.unreachable_since is None:
                 self.unreachable_since = time.monotonic()
-                log.error("%s: the IOC is unreachable; waiting for it to come back", err)
+                log.error(
+                    "the IOC is unreachable (RUN:STATE gave no answer in %g s); waiting for it",
+                    STATE_POLL_TIMEOUT,
+                )
             return None
         if self.unreachable_since is not None:
             log.warning(

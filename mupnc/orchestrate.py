@@ -233,7 +233,9 @@ class ChainedRun:
 
     def kill(self) -> None:
         """A second stop signal: every child at once."""
-        self.abort_reason = self.abort_reason or f"stopped at once (a second {self.stop.reason})"
+        self.abort_reason = (
+            self.abort_reason or f"stopped at once by a second signal (first: {self.stop.reason})"
+        )
         self.chain.kill()
 
     def status(self, state: str) -> int:
