@@ -30,7 +30,7 @@ test: $(STAMP) typecheck
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q -m "not ca and not browser and not postgres" -n $(CHECK_WORKERS) --dist loadfile
+	$(BIN)/pytest -q -m "not ca and not browser and not postgres and not pseudo_runs" -n $(CHECK_WORKERS) --dist loadfile
 
 # mypy on the pure core (docs/architecture.md).  The folders install as mupnc.*, so mypy
 # reads them through a tree of links with that layout.

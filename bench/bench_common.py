@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
@@ -17,9 +18,12 @@ if str(TESTS) not in sys.path:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def write_channel_map(folder: Path, n_channels: int, acceptance: float = 1e-5) -> Path:
+def write_channel_map(
+    folder: Path, n_channels: int, acceptance: float = 1e-5, beam_monitors: bool = False
+) -> Path:
     """An A_LR channel map of ``n_channels`` scatter channels spread evenly in cos(theta),
-    each with ``acceptance`` (fraction of the muon rate it counts)."""
+    each with ``acceptance`` (fraction of the muon rate it counts); with ``beam_monitors``
+    also the five beam position monitors of the shipped maps (the regression's input)."""
     path = folder / f"alr_{n_channels}.toml"
     lines = ['mode = "alr"']
     for i in range(n_channels):
@@ -31,7 +35,11 @@ def write_channel_map(folder: Path, n_channels: int, acceptance: float = 1e-5) -
             f"cos_theta = {cos_theta:.6f}",
             f"acceptance = {acceptance:g}",
         ]
-    path.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if beam_monitors:
+        shipped = resources.files("mupnc.daq").joinpath("channel_maps/alr.toml").read_text()
+        text += shipped[shipped.index("# Beam position monitors") :]
+    path.write_text(text)
     return path
 
 

@@ -103,7 +103,7 @@ class Soak:
             "monitor": ca_environment(MONITOR_PORT, PORTS, REPEATER_PORT),
             "dashboard": ca_environment(None, PORTS, REPEATER_PORT),
         }
-        channel_map = write_channel_map(folder, args.channels)
+        channel_map = write_channel_map(folder, args.channels, beam_monitors=True)
         self.ioc_args = ["ioc", "--prefix", PREFIX, "--channel-map", str(channel_map)]
         self.ioc_args += ["--window-rate", str(args.window_rate), "--rate", "1e10"]
         self.ioc_args += ["--asymmetry", "1e-3", "--seed", "11"]

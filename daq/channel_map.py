@@ -6,7 +6,14 @@ role and its acceptance.  Roles:
 * ``scatter``: an A_LR counter (muon scattering), with its ``cos_theta`` bin centre;
 * ``forward`` / ``backward``: A_FB gamma detectors.  "Forward" is downstream along the
   beam axis, so for helicity +1 it sees gammas at theta < pi/2 from the muon spin;
-* ``monitor``: a counter that carries no physics asymmetry (luminosity, background).
+* ``monitor``: a counter that carries no physics asymmetry (luminosity, background);
+* ``bpm``: a beam position monitor, not a detector: its word per window is the beam's
+  position on one ``axis`` (``x`` or ``y``) at ``z`` metres along the beam from the
+  target (negative upstream), as a signed integer in ``unit`` (``nm``, ``um`` or ``mm``),
+  measured with ``resolution`` (same unit) over a linear ``range`` (+- that, same unit;
+  default 10 mm).  A monitor at a place of horizontal ``dispersion`` D (metres) reads
+  ``x + 1000 D dp/p`` mm, from which the momentum offset follows
+  (:mod:`mupnc.daq.beamline`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,7 +30,10 @@ from typing import NoReturn
 
 from mupnc.daq.config_file import parse_toml, read_text
 
-ROLES = ("scatter", "forward", "backward", "monitor")
+ROLES = ("scatter", "forward", "backward", "monitor", "bpm")
+BPM_UNITS = {"nm": 1e-6, "um": 1e-3, "mm": 1.0}
+"""Units a beam position monitor reports in, as millimetres per count."""
+DEFAULT_BPM_RANGE_MM = 10.0
 MODES = ("alr", "afb")
 
 
@@ -36,6 +47,17 @@ class Channel:
     role: str
     acceptance: float
     cos_theta: float | None = None
+    axis: str | None = None  # bpm: "x" or "y"
+    z: float | None = None  # bpm: metres along the beam from the target
+    dispersion: float = 0.0  # bpm: metres
+    unit: str | None = None  # bpm: unit of one count
+    resolution: float | None = None  # bpm: in its unit
+    range: float | None = None  # bpm: half-width of the linear range, in its unit
+
+    @property
+    def mm_per_count(self) -> float:
+        """Millimetres per count of a beam position monitor."""
+        return BPM_UNITS[self.unit or "nm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +73,27 @@ class ChannelMap:
         """Column indices of the channels with ``role``."""
         return [i for i, c in enumerate(self.channels) if c.role == role]
 
+    @property
+    def detector_columns(self) -> list[int]:
+        """Column indices of the detector channels (every role but ``bpm``)."""
+        return [i for i, c in enumerate(self.channels) if c.role != "bpm"]
+
+    def detectors(self) -> ChannelMap:
+        """The map of the detector channels alone (what asymmetries are formed from)."""
+        if not self.indices("bpm"):
+            return self
+        return ChannelMap(self.mode, tuple(c for c in self.channels if c.role != "bpm"))
+
     def to_json(self) -> str:
-        return json.dumps({"mode": self.mode, "channels": [asdict(c) for c in self.channels]})
+        channels = [
+            {
+                k: v
+                for k, v in asdict(c).items()
+                if v is not None and (c.role == "bpm" or k not in _BPM_KEYS)
+            }
+            for c in self.channels
+        ]
+        return json.dumps({"mode": self.mode, "channels": channels})
 
     @classmethod
     def from_json(cls, text: str) -> ChannelMap:
@@ -61,6 +102,8 @@ class ChannelMap:
 
 _TOP_KEYS = ("mode", "channels")
 _CHANNEL_KEYS = ("name", "role", "acceptance", "cos_theta")
+_REQUIRED = ("name", "role", "acceptance")
+_BPM_KEYS = ("axis", "z", "dispersion", "unit", "resolution", "range")
 
 
 def load_channel_map(path: str | Path, mode: str | None = None) -> ChannelMap:
@@ -147,9 +190,11 @@ def _validated(data: dict, source: _Source) -> ChannelMap:
             source.fail(f"{label}: {message}", key, i)
 
         for key in entry:
-            if key not in _CHANNEL_KEYS:
-                fail(f"unknown key {key!r} (expected {', '.join(_CHANNEL_KEYS)})", key)
-        for key in ("name", "role", "acceptance"):
+            if key not in _CHANNEL_KEYS + _BPM_KEYS:
+                known = ", ".join(_CHANNEL_KEYS + _BPM_KEYS)
+                fail(f"unknown key {key!r} (expected {known})", key)
+        required = ("name", "role") if entry.get("role") == "bpm" else _REQUIRED
+        for key in required:
             if key not in entry:
                 fail(f"'{key}' is missing", key)
         if not isinstance(name, str) or not name:
@@ -159,6 +204,12 @@ def _validated(data: dict, source: _Source) -> ChannelMap:
         role = entry["role"]
         if role not in ROLES:
             fail(f"'role' must be one of {ROLES}, got {role!r}", "role")
+        if role == "bpm":
+            channels.append(_bpm(name, entry, fail))
+            continue
+        for key in _BPM_KEYS:
+            if key in entry:
+                fail(f"{key!r} is a key of beam position monitors (role 'bpm') only", key)
         acceptance = entry["acceptance"]
         if not _number(acceptance) or not 0 <= acceptance <= 1:
             fail(f"'acceptance' must be a number in [0, 1], got {acceptance!r}", "acceptance")
@@ -171,3 +222,36 @@ def _validated(data: dict, source: _Source) -> ChannelMap:
         if role not in {c.role for c in channels}:
             source.fail(f"mode {mode!r} needs a channel with role {role!r}")
     return ChannelMap(mode=mode, channels=tuple(channels))
+
+
+def _bpm(name: str, entry: dict, fail: Callable[[str, str], NoReturn]) -> Channel:
+    """A beam position monitor's channel (keys in the module docstring)."""
+    for key in ("axis", "z", "resolution"):
+        if entry.get(key) is None:
+            fail(f"'{key}' is missing (a beam position monitor needs axis, z and resolution)", key)
+    if entry["axis"] not in ("x", "y"):
+        fail(f"'axis' must be 'x' or 'y', got {entry['axis']!r}", "axis")
+    unit = entry.get("unit", "nm")
+    if unit not in BPM_UNITS:
+        fail(f"'unit' must be one of {tuple(BPM_UNITS)}, got {unit!r}", "unit")
+    for key in ("z", "dispersion"):
+        if key in entry and not _number(entry[key]):
+            fail(f"{key!r} must be a number (metres), got {entry[key]!r}", key)
+    for key in ("resolution", "range"):
+        if key in entry and (not _number(entry[key]) or entry[key] <= 0):
+            fail(f"{key!r} must be a positive number (in {unit}), got {entry[key]!r}", key)
+    if entry.get("acceptance", 0) != 0:
+        fail("'acceptance' is for detectors; a beam position monitor has none", "acceptance")
+    if entry.get("dispersion", 0.0) and entry["axis"] != "x":
+        fail("'dispersion' is horizontal: only an axis 'x' monitor has one", "dispersion")
+    return Channel(
+        name,
+        "bpm",
+        0.0,
+        axis=entry["axis"],
+        z=float(entry["z"]),
+        dispersion=float(entry.get("dispersion", 0.0)),
+        unit=unit,
+        resolution=float(entry["resolution"]),
+        range=float(entry.get("range", DEFAULT_BPM_RANGE_MM / BPM_UNITS[unit])),
+    )

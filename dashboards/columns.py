@@ -12,15 +12,18 @@ from datetime import datetime
 
 import numpy as np
 
+from mupnc.daq.beamline import DISPLAY, SLOPE_DISPLAY
 from mupnc.daq.helicity import pattern_shape
 from mupnc.dashboards.display import Unit, pull_colours, pulls
 from mupnc.dashboards.records import (
     CHARGE,
     COMBINED,
+    BeamDifference,
     Channel,
     MinirunMean,
     RunInfo,
     Sample,
+    Slope,
     Snapshot,
 )
 from mupnc.monitor.analysis.blinding import ANALYZING_SIGN
@@ -59,6 +62,50 @@ def asymmetry_columns(
     y = np.array([s.value for s in usable], dtype=float) * unit.scale
     e = np.array([s.error for s in usable], dtype=float) * unit.scale
     return {"x": _seconds(usable, start), "y": y, "lo": y - e, "hi": y + e}
+
+
+def regressed_columns(
+    snapshots: Sequence[Snapshot], start: datetime, unit: Unit
+) -> dict[str, np.ndarray]:
+    """The running regressed asymmetry as :func:`asymmetry_columns` gives the raw one."""
+    usable = [s for s in snapshots if s.regressed is not None and s.regressed_error is not None]
+    y = np.array([s.regressed for s in usable], dtype=float) * unit.scale
+    e = np.array([s.regressed_error for s in usable], dtype=float) * unit.scale
+    return {"x": _seconds(usable, start), "y": y, "lo": y - e, "hi": y + e}
+
+
+BEAM_DIFFERENCE_KEYS = ("variable", "value", "error", "width", "unit", "pull")
+
+
+def beam_difference_columns(differences: Sequence[BeamDifference]) -> dict[str, list]:
+    """The beam panel's table: each variable's difference, error and width in the unit a
+    shift reads (nm, nrad, ppb) and the difference in its errors (``pull``; NaN undefined)."""
+    out: dict[str, list] = {k: [] for k in BEAM_DIFFERENCE_KEYS}
+    nan = float("nan")
+    for d in differences:
+        unit, factor = DISPLAY.get(d.variable, (d.unit, 1.0))
+        value = nan if d.value is None else d.value * factor
+        error = nan if d.error is None else d.error * factor
+        out["variable"].append(d.variable)
+        out["value"].append(value)
+        out["error"].append(error)
+        out["width"].append(nan if d.width is None else d.width * factor)
+        out["unit"].append(unit)
+        out["pull"].append(value / error if error and error > 0 else nan)
+    return out
+
+
+def slope_columns(slopes: Sequence[Slope], variable: str) -> dict[str, np.ndarray]:
+    """Slopes on one variable by minirun (``x``) with error bars, in the unit a shift reads
+    (:data:`mupnc.daq.beamline.SLOPE_DISPLAY`); undefined slopes are left out."""
+    factor = SLOPE_DISPLAY[variable][1]
+    usable = [
+        s for s in slopes if s.variable == variable and s.value is not None and s.error is not None
+    ]
+    y = np.array([s.value for s in usable], dtype=float) * factor
+    e = np.array([s.error for s in usable], dtype=float) * factor
+    x = np.array([s.minirun for s in usable], dtype=float)
+    return {"x": x, "y": y, "lo": y - e, "hi": y + e}
 
 
 def beam_columns(

@@ -27,7 +27,14 @@ from sqlalchemy.orm import Session
 
 from mupnc.dashboards import queries
 from mupnc.dashboards.alarms import AlarmRecord, displayed_alarms
-from mupnc.dashboards.records import Channel, MinirunMean, RunInfo, Sample, Snapshot
+from mupnc.dashboards.records import (
+    BeamDifference,
+    Channel,
+    MinirunMean,
+    RunInfo,
+    Sample,
+    Snapshot,
+)
 from mupnc.db.session import make_engine, redacted, transaction
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,10 @@ class Update:
     latest_sample: Sample | None = None
     rotator: tuple[Sample, ...] = ()
     """Newest spin-rotator state, setpoint and readback samples (see queries.ROTATOR_PVS)."""
+    beam: tuple[BeamDifference, ...] = ()
+    """The run's helicity-correlated beam differences."""
+    regressed: Channel | None = None
+    """The run's combined regressed asymmetry (None: nothing regressed)."""
 
 
 Job = Callable[[Session], object]
@@ -111,6 +122,8 @@ class Feed:
         self._miniruns: tuple[MinirunMean, ...] = ()
         self._errors: tuple[tuple[str, int], ...] = ()
         self._rotator: tuple[Sample, ...] = ()
+        self._beam: tuple[BeamDifference, ...] = ()
+        self._regressed: Channel | None = None
         self._alarms: tuple[AlarmRecord, ...] = ()
         self._jobs: queue.SimpleQueue[tuple[Job, Done]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -200,6 +213,8 @@ class Feed:
             miniruns = queries.minirun_means(session, info.number)
             errors = queries.helicity_errors(session, info.number)
             rotator = queries.rotator_samples(session, info.start)
+            beam = queries.beam_differences(session, info.number)
+            regressed = queries.regressed_result(session, info.number)
         if rows:
             self._last_id = rows[-1][0]
         if samples:
@@ -213,6 +228,7 @@ class Feed:
             self._run = info
             self._channels, self._miniruns, self._errors = channels, miniruns, errors
             self._rotator = rotator
+            self._beam, self._regressed = beam, regressed
             self._alarms = alarms
             self._polled, self._poll_error = datetime.now(UTC), None
 
@@ -251,6 +267,8 @@ class Feed:
                 samples,
                 self._samples.newest,
                 self._rotator,
+                self._beam,
+                self._regressed,
             )
 
     @property

@@ -3,8 +3,10 @@
 Pick a run (or open ``/history?run=N&ref=M``): the per-minirun combined asymmetry with error
 bars versus minirun index, the running asymmetry versus time, the whole-run result with
 χ²/ndf, a minirun table with coloured pulls, and the same curves of a reference run overlaid
-with the difference of the two results in standard deviations.  Reads the database on
-demand through one engine per process; runs are small enough to read in the event loop.
+with the difference of the two results in standard deviations; below, the combined
+asymmetry's regression slopes on each beam variable, minirun by minirun, with errors.
+Reads the database on demand through one engine per process; runs are small enough to
+read in the event loop.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from bokeh.plotting import figure
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from mupnc.daq.beamline import BEAM_VARIABLES, SLOPE_DISPLAY
 from mupnc.dashboards import queries
-from mupnc.dashboards.columns import asymmetry_columns, minirun_columns
+from mupnc.dashboards.columns import asymmetry_columns, minirun_columns, slope_columns
 from mupnc.dashboards.display import (
     PPM,
     Unit,
@@ -45,7 +48,7 @@ from mupnc.dashboards.display import (
     y_range,
 )
 from mupnc.dashboards.panels import SETTLED_FRACTION, TOOLS, label, whisker
-from mupnc.dashboards.records import COMBINED, Channel, MinirunMean, RunInfo, Snapshot
+from mupnc.dashboards.records import COMBINED, Channel, MinirunMean, RunInfo, Slope, Snapshot
 
 NONE = "none"
 HEADER = "<b style='font-size:18px'>mupnc run history</b> · <a href='/'>live shifter page</a>"
@@ -62,6 +65,7 @@ class RunRecord:
     combined: Channel | None
     miniruns: tuple[MinirunMean, ...]
     snapshots: tuple[Snapshot, ...]
+    slopes: tuple[Slope, ...] = ()
 
 
 def load_run(engine: Engine, number: int) -> RunRecord | None:
@@ -76,6 +80,7 @@ def load_run(engine: Engine, number: int) -> RunRecord | None:
             next((c for c in channels if c.name == COMBINED), None),
             queries.minirun_means(session, number),
             tuple(s for _, s in queries.snapshot_rows(session, number)),
+            queries.minirun_slopes(session, number),
         )
 
 
@@ -237,6 +242,24 @@ class HistoryView:
             height=320,
             index_position=None,
         )
+        self.slopes = {
+            v: ColumnDataSource(slope_columns((), v), name=f"slopes_{v}") for v in BEAM_VARIABLES
+        }
+        self.slope_plots = []
+        for variable, source in self.slopes.items():
+            plot = figure(
+                title=f"slope on {variable}",
+                name=f"slope_plot_{variable}",
+                x_axis_label="minirun",
+                y_axis_label=f"∂A/∂{variable} ({SLOPE_DISPLAY[variable][0]})",
+                height=220,
+                width=260,
+                tools=TOOLS,
+            )
+            plot.add_layout(Span(location=0, dimension="width", line_color="black"))
+            plot.add_layout(whisker(source, "green"))
+            plot.scatter("x", "y", source=source, color="green", size=5)
+            self.slope_plots.append(plot)
         self.pick.on_change("value", lambda _attr, _old, _new: self.show())
         self.reference.on_change("value", lambda _attr, _old, _new: self.show())
         self.layout = column(
@@ -245,6 +268,8 @@ class HistoryView:
             self.summary,
             row(self.minirun_plot, self.table, sizing_mode="stretch_width"),
             self.running_plot,
+            Div(text="<b>Regression slopes of the combined asymmetry</b>, each minirun's own"),
+            row(*self.slope_plots, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
 
@@ -295,6 +320,8 @@ class HistoryView:
         self.summary.text = summary_html(record, reference, unit)
         self._fit(self.minirun_plot, (self.miniruns, self.ref_miniruns), self.mean.location, 0.0)
         self._fit(self.running_plot, (self.running, self.ref_running), None, SETTLED_FRACTION)
+        for variable, source in self.slopes.items():
+            source.data = slope_columns(record.slopes, variable)
 
     @staticmethod
     def _fit(plot, sources, line: float | None, fraction: float) -> None:

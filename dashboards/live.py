@@ -3,8 +3,8 @@
 Each browser session streams what its :class:`~mupnc.dashboards.feed.Feed` cursor has not seen from
 a 1 s periodic callback inside ``doc.hold("combine")``.  Layout, top to bottom: status strip
 (feeds, server connection), alarm banner, running asymmetry beside the result box, channels /
-pull histogram / helicity state, the alarm table, beam strip charts beside the run
-information.
+pull histogram / helicity state, the alarm table, beam strip charts beside the
+helicity-correlated beam differences and the run information.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from mupnc.dashboards.display import (
 from mupnc.dashboards.feed import Feed, Update
 from mupnc.dashboards.panels import (
     AsymmetryPlot,
+    BeamPanel,
     BeamStrip,
     ChannelTable,
     HelicityPanel,
@@ -136,6 +137,10 @@ def result_html(update: Update, now: datetime) -> str:
     rows = []
     if value is not None and error and not run.blinded:
         rows.append(_row("significance", f"{abs(value) / error:.1f} σ from zero"))
+    regressed = update.regressed
+    if regressed is not None:
+        text = format_asymmetry(regressed.value, regressed.error, unit)
+        rows.append(_row("regressed", text + " (beam differences corrected)"))
     completed = max(0, len(update.miniruns) - (run.state == "running"))
     rows.append(
         _row(
@@ -203,6 +208,7 @@ class LiveView:
         )
         self.asymmetry = AsymmetryPlot()
         self.beam = BeamStrip()
+        self.beam_differences = BeamPanel()
         self.channels = ChannelTable()
         self.pulls = PullHistogram()
         self.helicity = HelicityPanel()
@@ -230,7 +236,11 @@ class LiveView:
                 sizing_mode="stretch_width",
             ),
             self.alarms.layout,
-            row(self.beam.layout, self.run, sizing_mode="stretch_width"),
+            row(
+                self.beam.layout,
+                column(self.beam_differences.layout, self.run),
+                sizing_mode="stretch_width",
+            ),
             sizing_mode="stretch_width",
         )
 
@@ -261,6 +271,8 @@ class LiveView:
         self.asymmetry.apply(run, update.snapshots, update.reset)
         self.beam.apply(run, update.snapshots, update.samples, update.reset)
         self.channels.apply(run, update.channels)
+        raw = next((c for c in update.channels if c.name == COMBINED), None)
+        self.beam_differences.apply(update.beam, raw, update.regressed)
         self.pulls.apply(update.miniruns, run.state == "running")
         self.helicity.apply(run, self.previous, self.latest, update.helicity_errors, update.rotator)
         self.box.text = result_html(update, now)

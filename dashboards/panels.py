@@ -44,7 +44,14 @@ from mupnc.dashboards.display import (
     unit_gaussian,
     y_range,
 )
-from mupnc.dashboards.records import Channel, MinirunMean, RunInfo, Sample, Snapshot
+from mupnc.dashboards.records import (
+    BeamDifference,
+    Channel,
+    MinirunMean,
+    RunInfo,
+    Sample,
+    Snapshot,
+)
 from mupnc.monitor.decoding.stream import ERROR_KINDS
 
 ROLLOVER = 20000
@@ -89,7 +96,8 @@ DECODER_COLOURS = {
 
 
 class AsymmetryPlot:
-    """Running asymmetry with error bars, the cumulative mean ± σ band, zero and expected lines.
+    """Running asymmetry with error bars, the cumulative mean ± σ band, zero and expected
+    lines; the regressed asymmetry (corrected for the beam differences) in green beside it.
 
     The y range follows the data (error bars and lines included) until the shifter pans or
     zooms; the reset tool or the toggle turns following back on.
@@ -98,6 +106,7 @@ class AsymmetryPlot:
     def __init__(self) -> None:
         self.unit = PPM
         self.source = ColumnDataSource(_empty(cols.ASYMMETRY_KEYS), name="asym_source")
+        self.regressed = ColumnDataSource(_empty(cols.ASYMMETRY_KEYS), name="regressed_source")
         self.band = ColumnDataSource(_empty(("x", "lower", "upper")), name="band_source")
         self.y_range = Range1d(-1, 1, name="asym_y_range")
         self.plot = figure(
@@ -133,7 +142,13 @@ class AsymmetryPlot:
         )
         self.plot.add_layout(self.expected)
         self.plot.add_layout(whisker(self.source, "navy"))
-        self.plot.scatter("x", "y", source=self.source, size=5, color="navy")
+        self.plot.scatter("x", "y", source=self.source, size=5, color="navy", legend_label="raw")
+        self.plot.add_layout(whisker(self.regressed, "green"))
+        self.plot.scatter(
+            "x", "y", source=self.regressed, size=5, color="green", marker="diamond",
+            legend_label="regressed",
+        )  # fmt: skip
+        self.plot.legend.location = "top_left"
         self.follow = Toggle(label="auto y-range", active=True, width=120)
         self.follow.on_change("active", lambda _attr, _old, _new: self._fit())
         for event in (PanStart, MouseWheel):
@@ -157,18 +172,24 @@ class AsymmetryPlot:
             self.expected.visible = self.expected_value is not None
             self.unit = self._unit(snapshots, None)
             self.source.data = cols.asymmetry_columns(snapshots, run.start, self.unit)
+            self.regressed.data = cols.regressed_columns(snapshots, run.start, self.unit)
         elif snapshots:
             unit = self._unit(snapshots, self.unit)
             if unit != self.unit:
                 ratio = unit.scale / self.unit.scale
-                self.source.data = {
-                    k: np.asarray(v) * (1 if k == "x" else ratio)
-                    for k, v in self.source.data.items()
-                }
+                for source in (self.source, self.regressed):
+                    source.data = {
+                        k: np.asarray(v) * (1 if k == "x" else ratio)
+                        for k, v in source.data.items()
+                    }
                 self.unit = unit
-            new = cols.asymmetry_columns(snapshots, run.start, self.unit)
-            if len(new["x"]):
-                self.source.stream(new, rollover=ROLLOVER)
+            for source, columns in (
+                (self.source, cols.asymmetry_columns),
+                (self.regressed, cols.regressed_columns),
+            ):
+                new = columns(snapshots, run.start, self.unit)
+                if len(new["x"]):
+                    source.stream(new, rollover=ROLLOVER)
         if not (reset or snapshots):
             return
         self.plot.yaxis.axis_label = f"{label(run.mode)} ({self.unit.name})"
@@ -204,6 +225,66 @@ class AsymmetryPlot:
         start, end = y_range(lo[keep], hi[keep], lines)
         if (self.y_range.start, self.y_range.end) != (start, end):
             self.y_range.update(start=start, end=end)
+
+
+class BeamPanel:
+    """The helicity-correlated beam: each variable's running difference ± error and width
+    (nm, nrad, ppb), and how far the regression moves the asymmetry, in raw errors."""
+
+    def __init__(self) -> None:
+        self.shown: tuple = ()
+        self.source = ColumnDataSource(
+            cols.beam_difference_columns(()), name="beam_difference_source"
+        )
+        number = NumberFormatter(format="0.0", nan_format="–")
+        pull = NumberFormatter(format="+0.0", nan_format="–")
+        self.table = DataTable(
+            source=self.source,
+            columns=[
+                TableColumn(field="variable", title="variable", formatter=StringFormatter()),
+                TableColumn(field="value", title="difference", formatter=number),
+                TableColumn(field="error", title="± error", formatter=number),
+                TableColumn(field="width", title="width", formatter=number),
+                TableColumn(field="unit", title="unit", formatter=StringFormatter()),
+                TableColumn(field="pull", title="diff / error", formatter=pull),
+            ],
+            height=170,
+            width=440,
+            index_position=None,
+            name="beam_difference_table",
+        )
+        self.correction = Div(name="regression_correction", width=440)
+        self.layout = column(
+            Div(text="<b>Helicity-correlated beam</b> ((mean+ − mean−)/2 at the target)"),
+            self.table,
+            self.correction,
+        )
+
+    def apply(
+        self,
+        differences: tuple[BeamDifference, ...],
+        raw: Channel | None,
+        regressed: Channel | None,
+    ) -> None:
+        if (differences, raw, regressed) == self.shown:
+            return
+        self.shown = (differences, raw, regressed)
+        self.source.data = cols.beam_difference_columns(differences)
+        self.correction.text = correction_html(raw, regressed)
+
+
+def correction_html(raw: Channel | None, regressed: Channel | None) -> str:
+    """The regression's correction in raw errors, or why there is none."""
+    if raw is None or regressed is None or raw.value is None or regressed.value is None:
+        return "regression: <i>none yet (no beam monitors, or no minirun regressed)</i>"
+    if not raw.error:
+        return "regression: <i>no raw error yet</i>"
+    shift = (raw.value - regressed.value) / raw.error
+    colour = "#c00000" if abs(shift) >= 5 else ("#b07800" if abs(shift) >= 3 else "#1a7f1a")
+    return (
+        f"regression moves the asymmetry by <b style='color:{colour}'>{shift:+.1f} σ</b>"
+        " (raw − regressed, in raw errors)"
+    )
 
 
 class BeamStrip:

@@ -11,13 +11,17 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mupnc.daq.beamline import BEAM_VARIABLES
 from mupnc.dashboards.records import (
     CHARGE,
     COMBINED,
+    REGRESSED,
+    BeamDifference,
     Channel,
     MinirunMean,
     RunInfo,
     Sample,
+    Slope,
     Snapshot,
 )
 from mupnc.db.models import (
@@ -25,10 +29,12 @@ from mupnc.db.models import (
     AsymmetryResult,
     HelicityError,
     Minirun,
+    RegressionSlope,
     ResultSnapshot,
     Run,
     SlowControlSample,
 )
+from mupnc.db.models import BeamDifference as BeamDifferenceRow
 
 BEAM_RATE_PV = "BEAM:RATE"
 """Suffix of the muon-rate PV (Hz) whose archived samples feed the beam strip chart."""
@@ -49,7 +55,7 @@ def run_info(run: Run) -> RunInfo:
     """The run's columns, falling back to its configuration for what older rows lack."""
     config = run.config or {}
     channel_map = run.channel_map or config.get("channel_map") or {}
-    channels = channel_map.get("channels", [])
+    channels = [c for c in channel_map.get("channels", []) if c.get("role") != "bpm"]  # detectors
     roles = tuple((c["name"], c["role"]) for c in channels)
     expected_shape = config.get("expected_shape") or {}
     shape = tuple((c["name"], float(expected_shape.get(c["name"], 1.0))) for c in channels)
@@ -112,6 +118,8 @@ def snapshot_rows(session: Session, run: int, after_id: int = 0) -> list[tuple[i
                 r.charge_asymmetry,
                 r.decoder,
                 r.windows_held,
+                r.regressed,
+                r.regressed_error,
             ),
         )
         for r in rows
@@ -124,10 +132,13 @@ def _channel_order(channel: Channel) -> tuple[int, str]:
 
 
 def cumulative_channels(session: Session, run: int) -> tuple[Channel, ...]:
-    """Whole-run results per channel; detector channels by name, then combined and charge."""
+    """Whole-run results per channel; detector channels by name, then combined and charge
+    (the regressed ones: :func:`regressed_result`)."""
     rows = session.scalars(
         select(AsymmetryResult).where(
-            AsymmetryResult.run == run, AsymmetryResult.minirun == CUMULATIVE
+            AsymmetryResult.run == run,
+            AsymmetryResult.minirun == CUMULATIVE,
+            AsymmetryResult.channel.not_like(f"{REGRESSED}%"),
         )
     ).all()
     return tuple(
@@ -136,6 +147,46 @@ def cumulative_channels(session: Session, run: int) -> tuple[Channel, ...]:
             key=_channel_order,
         )
     )
+
+
+def regressed_result(session: Session, run: int) -> Channel | None:
+    """The run's combined regressed asymmetry (None: nothing regressed)."""
+    row = session.scalars(
+        select(AsymmetryResult).where(
+            AsymmetryResult.run == run,
+            AsymmetryResult.minirun == CUMULATIVE,
+            AsymmetryResult.channel == REGRESSED,
+        )
+    ).first()
+    return None if row is None else Channel(row.channel, row.value, row.error, row.chi2_ndf)
+
+
+def beam_differences(session: Session, run: int) -> tuple[BeamDifference, ...]:
+    """The run's helicity-correlated beam differences, in :data:`BEAM_VARIABLES` order."""
+    rows = session.scalars(
+        select(BeamDifferenceRow).where(
+            BeamDifferenceRow.run == run, BeamDifferenceRow.minirun == CUMULATIVE
+        )
+    ).all()
+    order = {name: i for i, name in enumerate(BEAM_VARIABLES)}
+    return tuple(
+        BeamDifference(r.variable, r.value, r.error, r.width, r.unit, r.n)
+        for r in sorted(rows, key=lambda r: order.get(r.variable, len(order)))
+    )
+
+
+def minirun_slopes(session: Session, run: int, channel: str = COMBINED) -> tuple[Slope, ...]:
+    """The slopes of ``channel``'s asymmetry on each beam variable, minirun by minirun."""
+    rows = session.scalars(
+        select(RegressionSlope)
+        .where(
+            RegressionSlope.run == run,
+            RegressionSlope.channel == channel,
+            RegressionSlope.minirun != CUMULATIVE,
+        )
+        .order_by(RegressionSlope.minirun, RegressionSlope.id)
+    ).all()
+    return tuple(Slope(r.minirun, r.variable, r.value, r.error) for r in rows)
 
 
 def minirun_means(session: Session, run: int) -> tuple[MinirunMean, ...]:

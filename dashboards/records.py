@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-COMBINED, CHARGE = "combined", "charge"
-"""Result names of the combined detector asymmetry and of the beam-charge asymmetry."""
+COMBINED, CHARGE, REGRESSED = "combined", "charge", "regressed"
+"""Result names of the combined detector asymmetry, of the beam-charge asymmetry and of the
+combined regressed asymmetry."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Snapshot:
     decoder: str | None = None
     """The decoder's lock: LOCKED, LEARNING, UNLOCKED (None: a monitor that did not say)."""
     windows_held: int | None = None
+    regressed: float | None = None
+    """The combined asymmetry corrected by the regression on the beam differences."""
+    regressed_error: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,5 +94,28 @@ class MinirunMean:
 
     index: int
     patterns_good: int
+    value: float | None
+    error: float | None
+
+
+@dataclass(frozen=True)
+class BeamDifference:
+    """A beam variable's helicity-correlated difference, ``(mean+ - mean-) / 2``, over the
+    run (or a minirun), in ``unit`` (mm, mrad, "" for dp/p)."""
+
+    variable: str
+    value: float | None
+    error: float | None
+    width: float | None
+    unit: str
+    n: int
+
+
+@dataclass(frozen=True)
+class Slope:
+    """The combined asymmetry's slope on a beam variable in one minirun (fraction per unit)."""
+
+    minirun: int
+    variable: str
     value: float | None
     error: float | None

@@ -28,6 +28,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 CUMULATIVE = -1
+REGRESSED = "regressed"
+"""Channel name of the combined regressed asymmetry in :class:`AsymmetryResult` (a
+channel's is ``regressed:CHANNEL``)."""
 
 
 class UTCDateTime(TypeDecorator):
@@ -110,6 +113,10 @@ class Minirun(Base):
     state: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The accumulator's sums and moments of this minirun (zlib-compressed JSON), so that a
     restarted monitor continues exactly (:mod:`mupnc.monitor.recorder`)."""
+    patterns_beam_cut: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Patterns cut because a beam position monitor read beyond its range."""
+    regression_note: Mapped[str | None] = mapped_column(Text)
+    """Why this minirun was not regressed (None if it was)."""
 
 
 class HelicityCounts(Base):
@@ -130,7 +137,9 @@ class HelicityCounts(Base):
 
 
 class AsymmetryResult(Base):
-    """Physics asymmetry (polarization-corrected) of a channel, ``combined`` or ``charge``."""
+    """Physics asymmetry (polarization-corrected) of a channel, ``combined`` or ``charge``;
+    the regressed ones beside them as ``regressed`` (combined, with the chi2/ndf of its
+    minirun values) and ``regressed:CHANNEL``."""
 
     __tablename__ = "asymmetry_results"
     __table_args__ = (UniqueConstraint("run", "minirun", "channel"),)
@@ -146,6 +155,43 @@ class AsymmetryResult(Base):
     estimator: Mapped[str | None] = mapped_column(String(16))
     """On ``combined`` rows: ``integrating`` or ``counting``
     (:mod:`mupnc.monitor.analysis.results`)."""
+
+
+class BeamDifference(Base):
+    """The helicity-correlated difference of one beam variable, ``(mean+ - mean-) / 2``,
+    in a minirun (or :data:`CUMULATIVE`), in ``unit`` (:data:`mupnc.daq.beamline.UNITS`)."""
+
+    __tablename__ = "beam_differences"
+    __table_args__ = (UniqueConstraint("run", "minirun", "variable"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    minirun: Mapped[int]
+    variable: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[float | None] = mapped_column(Float)
+    width: Mapped[float | None] = mapped_column(Float)
+    """RMS of the per-pattern differences."""
+    n: Mapped[int] = mapped_column(BigInteger)
+    unit: Mapped[str] = mapped_column(String(8))
+
+
+class RegressionSlope(Base):
+    """The slope of a channel's (or ``combined``) measured asymmetry on one beam variable's
+    difference, fraction per unit of the variable, in a minirun (or :data:`CUMULATIVE`:
+    pooled over the run's miniruns)."""
+
+    __tablename__ = "regression_slopes"
+    __table_args__ = (UniqueConstraint("run", "minirun", "channel", "variable"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    minirun: Mapped[int]
+    channel: Mapped[str] = mapped_column(String(64))
+    variable: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class HelicityError(Base):
@@ -175,6 +221,9 @@ class ResultSnapshot(Base):
     decoder: Mapped[str | None] = mapped_column(String(16))
     """Helicity decoder state: LOCKED, LEARNING or UNLOCKED."""
     windows_held: Mapped[int | None] = mapped_column(BigInteger)
+    regressed: Mapped[float | None] = mapped_column(Float)
+    """The combined regressed asymmetry then (None: nothing regressed)."""
+    regressed_error: Mapped[float | None] = mapped_column(Float)
     """Windows the decoder holds while it learns the helicity sequence."""
 
 

@@ -13,11 +13,14 @@ from mupnc.daq.helicity import pattern_shape
 from mupnc.db.lease import LEASE_SECONDS, OPEN_STATES, monitor_alive
 from mupnc.db.models import (
     CUMULATIVE,
+    REGRESSED,
     Alarm,
     AsymmetryResult,
+    BeamDifference,
     HelicityCounts,
     HelicityError,
     Minirun,
+    RegressionSlope,
     Run,
 )
 
@@ -85,6 +88,12 @@ def run_summary(session: Session, number: int) -> dict:
         )
     }
     combined, charge = results.pop("combined", None), results.pop("charge", None)
+    regressed = results.pop(REGRESSED, None)
+    regressed_channels = {
+        name.split(":", 1)[1]: results.pop(name)
+        for name in list(results)
+        if name.startswith(f"{REGRESSED}:")
+    }
     patterns_good, miniruns = session.execute(
         select(func.coalesce(func.sum(Minirun.patterns_good), 0), func.count(Minirun.id)).where(
             Minirun.run == number
@@ -94,10 +103,16 @@ def run_summary(session: Session, number: int) -> dict:
     size = _pattern_size(run)
     good_percent = 100.0 * patterns_good * size / run.windows if size and run.windows else None
     channel_map = run.channel_map or run.config.get("channel_map") or {}
-    names = [c["name"] for c in channel_map.get("channels", [])]
+    names = [c["name"] for c in channel_map.get("channels", []) if c.get("role") != "bpm"]
     nulls = {name: results.pop(name) for name in sorted(results) if name.startswith("null")}
     names += sorted(set(results) - set(names))
     alarms = session.scalars(select(Alarm).where(Alarm.run == number).order_by(Alarm.since))
+    beam_cut, notes = session.execute(
+        select(
+            func.coalesce(func.sum(Minirun.patterns_beam_cut), 0),
+            func.count(Minirun.regression_note),
+        ).where(Minirun.run == number)
+    ).one()
     summary = {
         "run": run.number,
         "state": run.state,
@@ -143,10 +158,61 @@ def run_summary(session: Session, number: int) -> dict:
             for a in alarms
         ],
     }
+    summary.update(_beam(session, number, regressed, regressed_channels, names))
+    summary["patterns_beam_cut"] = int(beam_cut)
+    summary["miniruns_not_regressed"] = int(notes)
     if not run.blinded:  # a blinded run's injected and expected asymmetries are hidden too
         summary["injected_asymmetry"] = run.config.get("asymmetry")
         summary["expected_asymmetry"] = run.expected_asymmetry
     return summary
+
+
+def _beam(
+    session: Session,
+    number: int,
+    regressed: AsymmetryResult | None,
+    regressed_channels: dict[str, AsymmetryResult],
+    names: list[str],
+) -> dict:
+    """``regressed``, ``regressed_channels``, ``beam`` and ``slopes`` of a run's report."""
+    differences = session.scalars(
+        select(BeamDifference)
+        .where(BeamDifference.run == number, BeamDifference.minirun == CUMULATIVE)
+        .order_by(BeamDifference.id)
+    )
+    slopes = session.scalars(
+        select(RegressionSlope)
+        .where(RegressionSlope.run == number, RegressionSlope.minirun == CUMULATIVE)
+        .order_by(RegressionSlope.id)
+    )
+    return {
+        "regressed": None
+        if regressed is None
+        else {k: v for k, v in _result(regressed).items() if k not in ("n", "estimator")},
+        "regressed_channels": [
+            {
+                "name": name,
+                "value": regressed_channels[name].value,
+                "error": regressed_channels[name].error,
+            }
+            for name in names
+            if name in regressed_channels
+        ],
+        "beam": {
+            d.variable: {
+                "diff": d.value,
+                "error": d.error,
+                "width": d.width,
+                "unit": d.unit,
+                "n": d.n,
+            }
+            for d in differences
+        },
+        "slopes": [
+            {"channel": s.channel, "variable": s.variable, "value": s.value, "error": s.error}
+            for s in slopes
+        ],
+    }
 
 
 def _measurement(r: AsymmetryResult) -> dict:

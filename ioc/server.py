@@ -71,11 +71,13 @@ def new_stream_id() -> int:
 
 @dataclass(frozen=True)
 class DaqLayout:
-    """Sizes of the DAQ's array PVs for one configuration."""
+    """Sizes of the DAQ's array PVs for one configuration; ``scaler_columns``: the channels
+    with helicity-gated scalers (the detectors; a beam position monitor has none)."""
 
     n_channels: int
     block_rate: float
     window_rate: float
+    scaler_columns: tuple[int, ...]
 
     @property
     def nominal_windows(self) -> int:
@@ -133,7 +135,12 @@ def build_ioc(
         )
         if snapshot is not None and snapshot.incarnation > 0:
             _continue_run(source, snapshot)
-    layout = DaqLayout(source.n_channels, block_rate, config.window_rate)
+    layout = DaqLayout(
+        source.n_channels,
+        block_rate,
+        config.window_rate,
+        tuple(source.channel_map.detector_columns),
+    )
     channel_map_json = source.channel_map.to_json()
     members: dict[str, SubGroup] = {}
     if "beam" in groups:
@@ -310,7 +317,7 @@ class MupncIOCBase(PVGroup):
 def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]:
     """A DAQ group class whose array PVs are sized for ``layout``."""
     zeros = [0.0] * layout.block_length
-    counts = [0.0] * layout.n_channels
+    counts = [0.0] * len(layout.scaler_columns)
     attrs = {
         "block": pvproperty(
             value=zeros,
@@ -347,18 +354,18 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
         "scaler_plus": pvproperty(
             value=counts,
             name="SCALER:PLUS",
-            max_length=layout.n_channels,
+            max_length=len(layout.scaler_columns),
             read_only=True,
             units="counts",
-            doc="Cumulative counts per channel, actual helicity +1",
+            doc="Cumulative counts per detector channel, actual helicity +1",
         ),
         "scaler_minus": pvproperty(
             value=counts,
             name="SCALER:MINUS",
-            max_length=layout.n_channels,
+            max_length=len(layout.scaler_columns),
             read_only=True,
             units="counts",
-            doc="Cumulative counts per channel, actual helicity -1",
+            doc="Cumulative counts per detector channel, actual helicity -1",
         ),
         "consumed": block_acknowledgement(
             "CONSUMED",
@@ -389,21 +396,21 @@ class DaqGroupBase(PVGroup):
 
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
-        self.scalers = np.zeros((2, self.parent.layout.n_channels))
-        """Counts by actual helicity (+1, -1) per channel since the run started."""
+        self.scalers = np.zeros((2, len(self.parent.layout.scaler_columns)))
+        """Counts by actual helicity (+1, -1) per detector channel since the run started."""
         autosave = self.parent.autosave
         if autosave is not None and autosave[1].incarnation > 0:
             self.scalers[:] = autosave[1].scaler_plus, autosave[1].scaler_minus
 
     async def publish_block(self, simulated: SimulatedBlock) -> None:
         """Publish a simulated block, its scalers gated by the actual helicity."""
-        counts, hel = simulated.block.counts, simulated.actual_helicity
+        counts, hel = simulated.detector_counts, simulated.actual_helicity
         await self.publish(
             simulated.block, counts[hel > 0].sum(axis=0), counts[hel < 0].sum(axis=0)
         )
 
     async def gate_scalers(self, plus: np.ndarray, minus: np.ndarray) -> None:
-        """Add counts per channel to the helicity +1 and -1 scalers and publish them."""
+        """Add counts per detector channel to the helicity +1 and -1 scalers and publish them."""
         self.scalers[0] += plus
         self.scalers[1] += minus
         await self.scaler_plus.write(self.scalers[0])

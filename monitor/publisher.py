@@ -7,6 +7,15 @@ event loop (caproto objects are only touched inside that loop).  An undefined re
 chi2/ndf) is published as NaN with severity INVALID and status UDF, never as a number;
 each of these PVs has its own caproto alarm instance (``alarm_group``), so one undefined
 value does not mark the others.
+
+The beam (``{prefix}MON:BEAM:...``, :func:`beam_group`): per beam variable V (X, Y, XP,
+YP, DPP) its helicity-correlated difference ``BEAM:V:DIFF``, ``:ERR`` and ``:WIDTH`` in
+the unit a shift reads (nm, nrad, ppb: the EGU field), and the slopes of every detector
+channel's measured asymmetry on it, then the combined one's, as arrays ``BEAM:V:SLOPES``
+and ``:SLOPES:ERR`` (fraction per mm, mrad or unit dp/p; the channel order of
+``BEAM:SLOPE_CHANNELS``); the regressed asymmetry ``ASYM:REG``, ``:ERR``, ``:CHI2_NDF`` and
+``ASYM:REG:SHIFT``, the correction ``(raw - regressed) / raw error``; ``BEAM:CUT``, the
+patterns cut for a monitor beyond its range.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.asyncio.server import Context
 from caproto.server import PVGroup, pvproperty
 
-from mupnc.monitor.analysis.results import COUNTING, INTEGRATING
+from mupnc.daq.beamline import BEAM_VARIABLES, DISPLAY, UNITS
+from mupnc.monitor.analysis.results import COMBINED, COUNTING, INTEGRATING, RunResult
 from mupnc.monitor.decoding.stream import ERROR_KINDS, LOCK_STATES
 
 ESTIMATORS = [INTEGRATING.upper(), COUNTING.upper()]
@@ -96,12 +106,121 @@ class ResultGroup(PVGroup):
     )
 
 
+MAX_SLOPE_CHANNELS = 1024
+"""Channels (and the combined asymmetry) the slope arrays hold at most."""
+SLOPE_NAME_CHARS = 8192
+"""Characters of ``BEAM:SLOPE_CHANNELS`` (MOLLER's 512 names of 8 characters take 4.6 k)."""
+
+
+def _scalar(name: str, doc: str, units: str = "", precision: int = 8) -> pvproperty:
+    return pvproperty(
+        value=math.nan,
+        name=name,
+        alarm_group=name,
+        read_only=True,
+        precision=precision,
+        units=units,
+        doc=doc,
+    )
+
+
+def _array(name: str, doc: str) -> pvproperty:
+    return pvproperty(
+        value=[math.nan],
+        name=name,
+        max_length=MAX_SLOPE_CHANNELS,
+        read_only=True,
+        doc=doc,
+    )
+
+
+def beam_group(prefix: str) -> PVGroup:
+    """The beam and regression PVs (module docstring) under ``{prefix}MON:``."""
+    attrs = {
+        "asym_reg": _scalar("ASYM:REG", "Regressed combined physics asymmetry (fraction)"),
+        "asym_reg_err": _scalar("ASYM:REG:ERR", "Statistical error of ASYM:REG"),
+        "asym_reg_chi2_ndf": _scalar(
+            "ASYM:REG:CHI2_NDF", "chi2/ndf of the miniruns' regressed values", precision=3
+        ),
+        "asym_reg_shift": _scalar(
+            "ASYM:REG:SHIFT",
+            "Regression correction in raw errors: (raw - regressed) / error",
+            units="sigma",
+            precision=2,
+        ),
+        "beam_cut": pvproperty(
+            value=0,
+            name="BEAM:CUT",
+            read_only=True,
+            doc="Patterns cut: a beam monitor out of range",
+        ),
+        "slope_channels": pvproperty(
+            value="",
+            name="BEAM:SLOPE_CHANNELS",
+            dtype=ChannelType.CHAR,
+            max_length=SLOPE_NAME_CHARS,
+            read_only=True,
+            doc="Channel names of the slope arrays, comma-separated (combined last)",
+        ),
+    }
+    for variable in BEAM_VARIABLES:
+        key, unit = variable.upper(), DISPLAY[variable][0]
+        per = UNITS[variable] or "unit dp/p"
+        attrs[f"{variable}_diff"] = _scalar(
+            f"BEAM:{key}:DIFF", f"Helicity-correlated difference of {variable}", unit, 2
+        )
+        attrs[f"{variable}_diff_err"] = _scalar(
+            f"BEAM:{key}:DIFF:ERR", f"Error of BEAM:{key}:DIFF", unit, 2
+        )
+        attrs[f"{variable}_diff_width"] = _scalar(
+            f"BEAM:{key}:DIFF:WIDTH", f"RMS of the per-pattern differences of {variable}", unit, 2
+        )
+        attrs[f"{variable}_slopes"] = _array(
+            f"BEAM:{key}:SLOPES", f"Asymmetry slopes on {variable} (fraction per {per})"
+        )
+        attrs[f"{variable}_slopes_err"] = _array(
+            f"BEAM:{key}:SLOPES:ERR", f"Errors of BEAM:{key}:SLOPES"
+        )
+    return type("BeamGroup", (PVGroup,), attrs)(prefix=prefix + "MON:")
+
+
+def beam_values(result: RunResult, channels: list[str]) -> dict:
+    """The :func:`beam_group` values of a run result (``channels``: detector names)."""
+    values: dict = {"beam_cut": result.patterns_beam_cut}
+    regressed = result.regressed
+    if regressed is not None:
+        raw = result.combined
+        shift = (raw.value - regressed.value) / raw.error if raw.error > 0 else math.nan
+        values.update(
+            asym_reg=regressed.value,
+            asym_reg_err=regressed.error,
+            asym_reg_chi2_ndf=result.regressed_chi2_ndf,
+            asym_reg_shift=shift,
+        )
+    names = [*channels, COMBINED]
+    values["slope_channels"] = ",".join(names)
+    for variable in BEAM_VARIABLES:
+        difference = result.beam.get(variable)
+        factor = DISPLAY[variable][1]
+        if difference is not None:
+            values[f"{variable}_diff"] = difference.value * factor
+            values[f"{variable}_diff_err"] = difference.error * factor
+            values[f"{variable}_diff_width"] = difference.width * factor
+        slopes = [result.slopes.get((name, variable)) for name in names]
+        if any(s is not None for s in slopes):
+            values[f"{variable}_slopes"] = [math.nan if s is None else s.value for s in slopes]
+            values[f"{variable}_slopes_err"] = [math.nan if s is None else s.error for s in slopes]
+    return values
+
+
 class ResultPublisher:
-    """Serves a :class:`ResultGroup` on this process's CA server port."""
+    """Serves a :class:`ResultGroup` and the :func:`beam_group` on this process's CA server
+    port."""
 
     def __init__(self, prefix: str, extra_groups: tuple[PVGroup, ...] = ()) -> None:
         self.group = ResultGroup(prefix=prefix + "MON:")
-        self.extra_groups = extra_groups  # served beside the results (e.g. alarm PVs)
+        self.beam = beam_group(prefix)
+        self.extra_groups = (self.beam, *extra_groups)  # served beside the results
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="result-pvs", daemon=True)
@@ -123,12 +242,13 @@ class ResultPublisher:
             self._loop.run_until_complete(self._task)
 
     def publish(self, **values) -> None:
-        """Write PV values (keyword = :class:`ResultGroup` attribute); a float that is not
-        finite is written as NaN with INVALID severity and UDF status."""
+        """Write PV values (keyword = an attribute of :class:`ResultGroup` or of the
+        :func:`beam_group`); a float that is not finite is written as NaN with INVALID
+        severity and UDF status."""
 
         async def write() -> None:
             for name, value in values.items():
-                pv = getattr(self.group, name)
+                pv = getattr(self.group, name, None) or getattr(self.beam, name)
                 if isinstance(value, float):
                     defined = math.isfinite(value)
                     alarm = _DEFINED if defined else _UNDEFINED

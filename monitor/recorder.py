@@ -28,18 +28,22 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
+from mupnc.daq.beamline import UNITS
 from mupnc.daq.blocks import WindowBlock
 from mupnc.daq.channel_map import ChannelMap
 from mupnc.db.block_codec import decode, encode
 from mupnc.db.lease import MonitorHolder, renew
 from mupnc.db.models import (
     CUMULATIVE,
+    REGRESSED,
     AsymmetryResult,
+    BeamDifference,
     HelicityCounts,
     HelicityError,
     Minirun,
     MonitorCheckpoint,
     RecordedBlock,
+    RegressionSlope,
     ResultSnapshot,
     Run,
     SlowControlSample,
@@ -72,13 +76,18 @@ def _unpack_state(data: bytes) -> dict:
 
 def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
     """One row per channel, ``combined`` (with the chi2/ndf of minirun means), ``charge``
-    and each null asymmetry (measured, never blinded); no value without a pattern."""
+    and each null asymmetry (measured, never blinded), and the regressed ones
+    (``regressed``, ``regressed:CHANNEL``); no value without a pattern."""
     means = [
         *result.channels.items(),
         ("combined", result.combined),
         ("charge", result.charge_asymmetry),
         *result.null.items(),
     ]
+    if result.regressed is not None:
+        means += [(REGRESSED, result.regressed)]
+        means += [(f"{REGRESSED}:{k}", m) for k, m in result.regressed_channels.items()]
+    chi2 = {"combined": result.chi2_ndf, REGRESSED: result.regressed_chi2_ndf}
     return [
         dict(
             run=run,
@@ -87,11 +96,41 @@ def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
             value=_float(m.value) if m.n else None,
             error=_float(m.error),
             n=m.n,
-            chi2_ndf=_float(result.chi2_ndf) if name == "combined" else None,
+            chi2_ndf=_float(chi2[name]) if name in chi2 else None,
             estimator=result.estimator if name == "combined" else None,
         )
         for name, m in means
     ]
+
+
+def _beam_rows(run: int, minirun: int, result: RunResult) -> tuple[list[dict], list[dict]]:
+    """The beam differences and the regression slopes of a minirun (or the run)."""
+    differences = [
+        dict(
+            run=run,
+            minirun=minirun,
+            variable=name,
+            value=_float(d.value),
+            error=_float(d.error),
+            width=_float(d.width),
+            n=d.n,
+            unit=UNITS[name],
+        )
+        for name, d in result.beam.items()
+    ]
+    slopes = [
+        dict(
+            run=run,
+            minirun=minirun,
+            channel=channel,
+            variable=variable,
+            value=_float(m.value),
+            error=_float(m.error),
+            n=m.n,
+        )
+        for (channel, variable), m in result.slopes.items()
+    ]
+    return differences, slopes
 
 
 def _count_rows(run: int, m: MinirunSums, names: list[str]) -> list[dict]:
@@ -249,20 +288,29 @@ class RunRecorder:
         decoder_lock: tuple[str, int] | None = None,
     ) -> None:
         run, names = self.run, acc.channel_map.names
-        minirun_rows, count_rows, result_rows = [], [], []
+        minirun_rows, count_rows, result_rows, difference_rows, slope_rows = [], [], [], [], []
         for index in sorted(acc.dirty):
             m = acc.miniruns[index]
+            own = result.miniruns[index]
             minirun_rows.append(
                 dict(
                     run=run,
                     index=index,
                     patterns_good=m.patterns_good,
                     state=_pack_state(m.state()),
+                    patterns_beam_cut=m.patterns_beam_cut,
+                    regression_note=own.regression_skipped or None,
                 )
             )
             count_rows += _count_rows(run, m, names)
-            result_rows += _result_rows(run, index, result.miniruns[index])  # blinded alike
+            result_rows += _result_rows(run, index, own)  # blinded alike
+            differences, slopes = _beam_rows(run, index, own)
+            difference_rows += differences
+            slope_rows += slopes
         result_rows += _result_rows(run, CUMULATIVE, result)
+        differences, slopes = _beam_rows(run, CUMULATIVE, result)
+        difference_rows += differences
+        slope_rows += slopes
         error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
         now = datetime.now(UTC)
         if self.holder is not None:
@@ -272,6 +320,8 @@ class RunRecorder:
         upsert(session, Minirun, minirun_rows, ("run", "index"))
         upsert(session, HelicityCounts, count_rows, ("run", "minirun", "channel", "helicity"))
         upsert(session, AsymmetryResult, result_rows, ("run", "minirun", "channel"))
+        upsert(session, BeamDifference, difference_rows, ("run", "minirun", "variable"))
+        upsert(session, RegressionSlope, slope_rows, ("run", "minirun", "channel", "variable"))
         upsert(session, HelicityError, error_rows, ("run", "kind"))
         if self._samples:
             session.execute(insert(SlowControlSample), self._samples)
@@ -297,6 +347,10 @@ class RunRecorder:
                 charge_asymmetry=_float(result.charge_asymmetry.value),
                 decoder=None if decoder_lock is None else decoder_lock[0],
                 windows_held=None if decoder_lock is None else decoder_lock[1],
+                regressed=None if result.regressed is None else _float(result.regressed.value),
+                regressed_error=None
+                if result.regressed is None
+                else _float(result.regressed.error),
             )
         )
         values = dict(

@@ -32,7 +32,7 @@ from mupnc.monitor.archiver import SlowControlArchiver
 from mupnc.monitor.decoding.stream import ERROR_KINDS
 from mupnc.monitor.flow import ConsumerAck
 from mupnc.monitor.ingest import BlockIngest
-from mupnc.monitor.publisher import ResultPublisher
+from mupnc.monitor.publisher import ResultPublisher, beam_values
 from mupnc.monitor.recorder import RunRecorder
 from mupnc.monitor.stop import StoppedError, StopRequest
 
@@ -271,6 +271,7 @@ class OnlineMonitor:
                     windows_held=decoder.windows_held,
                     lost_windows=lost,
                     helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
+                    **beam_values(result, acc.channel_map.names),
                 )
             if alarms is not None:
                 alarms.evaluate(decoder.state, ingest.counters, acc, result)

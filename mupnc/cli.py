@@ -15,6 +15,7 @@ import re
 import socket
 import sys
 
+from mupnc.daq.beamline import BEAM_VARIABLES
 from mupnc.daq.channel_map import ChannelMapError
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.daq.scheme import SCHEMES
@@ -154,6 +155,22 @@ def _block_rate(text: str) -> float:
 
 
 MINIRUN_HELP = "patterns per minirun (default 9000; slow schemes: 16 rotator patterns)"
+
+
+def _beam_variables(text: str) -> tuple[str, ...]:
+    """``--regress``: comma-separated beam variables, or ``none``."""
+    if text.strip() == "none":
+        return ()
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in BEAM_VARIABLES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown beam variable {unknown[0] if unknown else text!r}"
+            f" (known: {', '.join(BEAM_VARIABLES)}, or none)"
+        )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a beam variable is named twice in {text!r}")
+    return names
 
 
 def _minirun(text: str) -> int:
@@ -327,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reanalyze.add_argument(
         "--unblind", action="store_true", help="report the true values of a blinded run"
+    )
+    reanalyze.add_argument(
+        "--regress",
+        type=_beam_variables,
+        metavar="VAR,...",
+        help="beam variables the regressed asymmetry is corrected for: x, y, xp, yp, dpp, or"
+        " 'none' (default: every one the run's beam monitors measure)",
     )
 
     export = sub.add_parser("export", help="export a run: recording (.parquet), results (.csv)")

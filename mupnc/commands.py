@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+from mupnc.daq.beamline import DISPLAY
 from mupnc.db.migrate import head_revision
 from mupnc.db.session import (
     create_schema,
@@ -261,6 +262,9 @@ def format_reanalysis(s: dict) -> str:
     )
     if cut is not None:
         settings += f", low-beam cut < {cut:.3g} muons/s: {r['patterns_cut']['low_beam']} patterns"
+    regress = r["regress"]
+    if regress is not None:
+        settings += f", regressed on {', '.join(regress) or 'nothing'}"
     return format_report(s) + "\n" + settings
 
 
@@ -277,6 +281,7 @@ def format_report(s: dict) -> str:
         + (f", chi2/ndf {a['chi2_ndf']:.2f}" if a["chi2_ndf"] is not None else "")
         + (f" ({a['estimator']} estimator)" if a.get("estimator") else ""),
     ]
+    lines += _beam_lines(s)
     if s["charge_asymmetry"]:
         q = s["charge_asymmetry"]
         lines.append(f"  charge asymmetry {_ppm(q['value'])} +- {_ppm(q['error']).lstrip('+')} ppm")
@@ -294,6 +299,38 @@ def format_report(s: dict) -> str:
         for x in s["alarms"]
     ]
     return "\n".join(lines)
+
+
+def _beam_lines(s: dict) -> list[str]:
+    """The regressed asymmetry, the size of its correction and the beam differences."""
+    lines = []
+    a, r = s["asymmetry"], s.get("regressed")
+    if r and r["value"] is not None:
+        shift = ""
+        if a["value"] is not None and a["error"]:
+            shift = f", correction {(a['value'] - r['value']) / a['error']:+.1f} sigma of the raw"
+        lines.append(
+            f"  regressed {_ppm(r['value'])} +- {_ppm(r['error']).lstrip('+')} ppm"
+            + (f", chi2/ndf {r['chi2_ndf']:.2f}" if r["chi2_ndf"] is not None else "")
+            + shift
+        )
+    elif r:
+        lines.append("  regressed: undefined (no minirun could be regressed)")
+    if s.get("miniruns_not_regressed"):
+        lines.append(f"  miniruns not regressed: {s['miniruns_not_regressed']}")
+    if s.get("beam"):
+        parts = []
+        for name, d in s["beam"].items():
+            unit, factor = DISPLAY[name]
+            if d["diff"] is None or d["error"] is None:
+                parts.append(f"{name} n/a")
+            else:
+                diff, error = d["diff"] * factor, d["error"] * factor
+                parts.append(f"{name} {diff:+.1f} +- {error:.1f} {unit}")
+        lines.append("  beam differences: " + ", ".join(parts))
+    if s.get("patterns_beam_cut"):
+        lines.append(f"  patterns cut for a beam monitor out of range: {s['patterns_beam_cut']}")
+    return lines
 
 
 def plan(args: argparse.Namespace) -> int:
@@ -355,7 +392,7 @@ def _recorded(args: argparse.Namespace) -> int:
         return replay.replay(args)
     if args.command == "reanalyze":
         summary = offline.reanalyze(
-            args.db, args.run, args.minirun, args.unblind, args.min_beam_rate
+            args.db, args.run, args.minirun, args.unblind, args.min_beam_rate, args.regress
         )
         print(json.dumps(summary, indent=2) if args.json else format_reanalysis(summary))
         return 0

@@ -29,7 +29,9 @@ from mupnc.db.models import Base, Run
 from mupnc.db.recording_reader import BATCH_BLOCKS, recorded_blocks, recording_info
 from mupnc.db.session import make_engine, require_schema, transaction
 from mupnc.db.summary import run_summary
+from mupnc.errors import UsageError
 from mupnc.monitor.analysis.cuts import LowBeamCut
+from mupnc.monitor.analysis.results import chosen_variables
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.recorded_settings import run_blinding, run_settings
 from mupnc.monitor.recorder import RunRecorder
@@ -91,12 +93,15 @@ def reanalyze(
     minirun: int | None,
     unblind: bool,
     min_beam_rate: float | None = None,
+    regress: tuple[str, ...] | None = None,
 ) -> dict:
     """The report of ``number`` analysed again from its recording (see the module docstring).
 
     ``minirun`` None keeps the run's own minirun length (patterns, or rotator patterns for
     the slow schemes); ``unblind`` drops its blinding; ``min_beam_rate`` (muons/s, None:
-    no cut) cuts the patterns that saw less beam (:class:`mupnc.monitor.analysis.cuts.LowBeamCut`).
+    no cut) cuts the patterns that saw less beam (:class:`mupnc.monitor.analysis.cuts.LowBeamCut`);
+    ``regress`` names the beam variables to regress on (None: every one measured; empty:
+    none), and one the run does not measure is a usage error.
     """
     engine = make_engine(url)
     require_schema(engine)
@@ -110,7 +115,11 @@ def reanalyze(
     blinder = settings.blinder
     columns.update(blinded=blinder.blinded, blinding_checksum=blinder.checksum or None)
     low_beam = None if min_beam_rate is None else LowBeamCut(min_beam_rate, window_rate)
-    analysis = RunAnalysis(settings, minirun or info.minirun_patterns, low_beam)
+    analysis = RunAnalysis(settings, minirun or info.minirun_patterns, low_beam, regress=regress)
+    try:
+        chosen_variables(analysis.acc, regress)
+    except ValueError as err:
+        raise UsageError(f"run {number}: {err}") from None
     for batch in recorded_blocks(engine, number):
         analysis.feed_blocks(batch)
     analysis.finish()
@@ -131,6 +140,7 @@ def reanalyze(
         "unblinded": unblind,
         "min_beam_rate": min_beam_rate,
         "patterns_cut": {"low_beam": 0 if low_beam is None else low_beam.patterns_cut},
+        "regress": None if regress is None else list(regress),
     }
     return summary
 

@@ -138,14 +138,15 @@ class RecordedSource:
         return len(self.channel_map.channels)
 
     def batches(self):
-        """Batches of recorded blocks with the scaler counts (per channel, decoded helicity
+        """Batches of recorded blocks with the scaler counts (per detector, decoded helicity
         +1/-1) to add once the batch's last window is out: ``(blocks, (plus, minus))``."""
         for batch in recorded_blocks(self.engine, self.run, self.seq):
-            yield batch, _gated(self._decoder.feed(WindowBlock.concatenate(batch)))
+            released = self._decoder.feed(WindowBlock.concatenate(batch))
+            yield batch, _gated(released, self.channel_map.detector_columns)
 
     def final_scalers(self) -> tuple[np.ndarray, np.ndarray]:
         """Scaler counts of the windows the decoder held until the end."""
-        return _gated(self._decoder.flush())
+        return _gated(self._decoder.flush(), self.channel_map.detector_columns)
 
     # Setpoints and fault switches: a recording cannot be changed.
 
@@ -195,8 +196,9 @@ def _published(group: list[WindowBlock], number: int, stream_id: int) -> WindowB
     return replace(block, block_number=number, stream_id=stream_id)
 
 
-def _gated(released) -> tuple[np.ndarray, np.ndarray]:
-    counts, helicity = released.counts, released.helicity
+def _gated(released, detectors: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of the ``detectors`` columns summed by decoded helicity +1 and -1."""
+    counts, helicity = released.counts[:, detectors], released.helicity
     return counts[helicity == 1].sum(axis=0), counts[helicity == -1].sum(axis=0)
 
 

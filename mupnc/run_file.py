@@ -16,11 +16,16 @@ Tables and keys (units as in :class:`mupnc.sim.source.SourceConfig`; every key o
                  signal_fraction, decay_electron_fraction (afb: share of mu-decay
                  electrons, <= 1 - signal_fraction), efficiency_mismatch,
                  channel_map (a channel-map file, relative to this one)
+    [beamline.V] for each beam variable V (x, y in mm; xp, yp in mrad; dpp a fraction):
+                 jitter (rms per window), hc_difference ((V+ - V-)/2), drift (rms of the
+                 slow part), drift_time (s); defaults in :mod:`mupnc.sim.beamline`
+    [beamline.sensitivity]  CHANNEL = { V = fractional yield change per unit, ... }, and
+                 ``default`` for every detector channel without an entry
 
 An unknown table or key, a value of the wrong type or an unphysical value is refused in
 one line naming the file, the line and the key: ``run.toml, line 4: [beam] polarization:
 polarization must lie in [0, 1], got 1.2``.  Tables of features this version does not
-have (``beamline``, ``polarimeter``, ``modulation``, ``feedback``) are refused by name.
+have (``polarimeter``, ``modulation``, ``feedback``) are refused by name.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mupnc.daq.channel_map import load_channel_map
+from mupnc.daq.beamline import BEAM_VARIABLES
+from mupnc.daq.channel_map import ChannelMap, default_channel_map, load_channel_map
 from mupnc.daq.config_file import parse_toml, read_text
+from mupnc.sim.beamline import SENSITIVITY_DEFAULT, BeamlineConfig
 from mupnc.sim.source import SourceConfig, SourceConfigError
 
 
@@ -76,7 +83,8 @@ KEYS: dict[str | None, dict[str, tuple[str, str]]] = {
     },
 }
 """(table or None for the top level) -> key -> (:class:`SourceConfig` field, kind)."""
-NOT_YET = ("beamline", "polarimeter", "modulation", "feedback")
+NOT_YET = ("polarimeter", "modulation", "feedback")
+BEAMLINE_KEYS = ("jitter", "hc_difference", "drift", "drift_time")
 
 
 def load_run_file(path: str | Path) -> dict[str, Any]:
@@ -93,6 +101,9 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
     if "channel_map" in fields:
         map_path = Path(path).parent / fields["channel_map"]
         fields["channel_map"] = load_channel_map(map_path, fields.get("mode"))
+    if "beamline" in data:
+        channel_map = fields.get("channel_map") or default_channel_map(fields.get("mode", "alr"))
+        fields["beamline"] = _beamline(data["beamline"], channel_map, path, text)
     try:
         SourceConfig(**fields)
     except SourceConfigError as err:
@@ -104,11 +115,13 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
 
 def _entries(data: dict, path: str | Path, text: str):
     for name, value in data.items():
+        if name == "beamline":
+            continue  # :func:`_beamline`
         if isinstance(value, dict):
             if name in NOT_YET:
                 _fail(path, text, name, "", f"[{name}] is not supported by this mupnc version")
             if name not in KEYS:
-                known = ", ".join(f"[{t}]" for t in KEYS if t)
+                known = ", ".join([*(f"[{t}]" for t in KEYS if t), "[beamline]"])
                 _fail(path, text, name, "", f"unknown table [{name}] (known: {known})")
             for key, item in value.items():
                 if key not in KEYS[name]:
@@ -118,6 +131,72 @@ def _entries(data: dict, path: str | Path, text: str):
             yield None, name, value
         else:
             _fail(path, text, None, name, f"unknown key (known: {', '.join(KEYS[None])})")
+
+
+def _beamline(data: object, channel_map: ChannelMap, path, text: str) -> BeamlineConfig:
+    """The ``[beamline]`` tables, checked against the channel map."""
+    if not isinstance(data, dict):
+        _fail(path, text, None, "beamline", "must be tables [beamline.x], [beamline.sensitivity]")
+    variables: dict[str, dict[str, float]] = {}
+    sensitivity: dict[str, dict[str, float]] = {}
+    known = ", ".join([*BEAM_VARIABLES, "sensitivity"])
+    for name, table in data.items():
+        where = f"beamline.{name}"
+        if name not in (*BEAM_VARIABLES, "sensitivity"):
+            _fail(
+                path, text, where, "", f"[{where}]: unknown beam variable {name!r} (known: {known})"
+            )
+        if not isinstance(table, dict):
+            _fail(path, text, "beamline", name, f"must be a table [{where}], got {table!r}")
+        if name != "sensitivity":
+            for key, value in table.items():
+                if key not in BEAMLINE_KEYS:
+                    _fail(
+                        path, text, where, key, f"unknown key (known: {', '.join(BEAMLINE_KEYS)})"
+                    )
+                number = _typed(value, _FLOAT, path, text, where, key)
+                if key != "hc_difference" and (number < 0 or (key == "drift_time" and number == 0)):
+                    _fail(
+                        path,
+                        text,
+                        where,
+                        key,
+                        f"must be {'> 0' if key == 'drift_time' else '>= 0'}, got {value!r}",
+                    )
+            variables[name] = {key: float(value) for key, value in table.items()}
+            continue
+        roles = {c.name: c.role for c in channel_map.channels}
+        for channel, entry in table.items():
+            if channel != SENSITIVITY_DEFAULT and channel not in roles:
+                _fail(path, text, where, channel, f"the channel map has no channel {channel!r}")
+            if roles.get(channel) == "bpm":
+                _fail(
+                    path,
+                    text,
+                    where,
+                    channel,
+                    f"{channel!r} is a beam position monitor, not a detector",
+                )
+            if not isinstance(entry, dict):
+                _fail(
+                    path,
+                    text,
+                    where,
+                    channel,
+                    f"must be a table {{ x = 1e-3, ... }}, got {entry!r}",
+                )
+            for variable, value in entry.items():
+                if variable not in BEAM_VARIABLES:
+                    _fail(
+                        path,
+                        text,
+                        where,
+                        channel,
+                        f"unknown beam variable {variable!r} (known: {', '.join(BEAM_VARIABLES)})",
+                    )
+                _typed(value, _FLOAT, path, text, where, channel)
+            sensitivity[channel] = {variable: float(value) for variable, value in entry.items()}
+    return BeamlineConfig(variables, sensitivity)
 
 
 def _typed(value: object, kind: str, path, text, table: str | None, key: str) -> Any:

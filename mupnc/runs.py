@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
+from mupnc.daq.beamline import BEAM_VARIABLES
 from mupnc.daq.channel_map import load_channel_map
 from mupnc.db.session import ensure_schema, make_engine, require_schema, transaction
 from mupnc.db.store import allocate_run
@@ -64,6 +66,7 @@ def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | N
     ``expected_asymmetry`` is what the monitor should report (fraction, diluted, averaged
     over the scatter channels' shape); ``expected_shape`` each channel's ``A[c] / A0``."""
     channel_map = config.resolved_channel_map()
+    detectors = channel_map.detectors()
     return {
         "mode": config.mode,
         "asymmetry": config.injected_asymmetry,
@@ -92,16 +95,26 @@ def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | N
         "mass_number": config.mass_number,
         "decay_electron_fraction": config.decay_electron_fraction,
         "expected_asymmetry": config.expected_asymmetry,
+        "beamline": beamline_config(config),
         "expected_shape": dict(
             zip(
-                channel_map.names,
+                detectors.names,
                 relative_asymmetries(
-                    channel_map, config.preset, kinematics=config.kinematics
+                    detectors, config.preset, kinematics=config.kinematics
                 ).tolist(),
                 strict=True,
             )
         ),
     }
+
+
+def beamline_config(config: SourceConfig) -> dict:
+    """The beam line as simulated: each variable's jitter, drift and helicity-correlated
+    difference (units of :data:`mupnc.daq.beamline.UNITS`) and the sensitivities given."""
+    variables = {
+        name: asdict(config.beamline.variable(name, config.scheme)) for name in BEAM_VARIABLES
+    }
+    return {"variables": variables, "sensitivity": config.beamline.sensitivity}
 
 
 def new_run(

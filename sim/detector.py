@@ -15,6 +15,8 @@ The mean count of channel ``c`` in a window with signed longitudinal beam polari
   channels efficiency ``1 + m/2`` and the backward ones ``1 - m/2`` (acceptance mismatch
   comes from the channel map's ``acceptance`` entries); both cancel in the cross ratio.
 * ``monitor`` channels: no asymmetry, weight 1.
+* ``bpm`` channels are beam position monitors, not detectors: every array here has one
+  entry per *detector* channel (:meth:`mupnc.daq.channel_map.ChannelMap.detectors`).
 * ``D`` = ``signal_fraction``: the asymmetric signal's share of the counts.  In A_FB mode
   ``f_e`` = ``decay_electron_fraction`` is the share of muon-decay electrons, with their own
   asymmetry ``A_e`` = :data:`mupnc.sim.muonic_atom.DECAY_ELECTRON_ASYMMETRY` (+1/3 for mu-);
@@ -73,7 +75,7 @@ NP_PRESET_BENCHMARK = {"alr": "v100", "afb": "v10"}
 mode: ``v100`` spans the talk's A_LR figure (1e-6...1e-3 at 29 and 100 MeV/c), ``v10`` gives
 the talk's A_FB reference point (0.1 for krypton)."""
 
-_ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0}
+_ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0, "bpm": 0.0}
 _EFFICIENCY_SIGN = {"forward": 0.5, "backward": -0.5}
 
 
@@ -162,6 +164,7 @@ def relative_asymmetries(
 ) -> np.ndarray:
     """``A[c] / A0`` of the module docstring: the A_LR shape at each scatter channel's
     cos theta, 1 for every other role."""
+    channel_map = channel_map.detectors()
     cos, scatter = _scatter_bins(channel_map)
     z, a = kinematics.nucleus(channel_map.mode)
     shaped = alr_shape(cos, shape, Kinematics(kinematics.momentum, z, a))
@@ -176,6 +179,7 @@ def scatter_weights(
 ) -> np.ndarray:
     """``weight[c]`` of the module docstring: for a physical preset, the Mott cross section at
     each scatter channel's cos theta over its mean across the scatter channels; 1 otherwise."""
+    channel_map = channel_map.detectors()
     cos, scatter = _scatter_bins(channel_map)
     weights = np.ones(cos.size)
     if shape not in PHYSICAL_PRESETS or not scatter.any():
@@ -197,6 +201,7 @@ def channel_asymmetries(
 ) -> np.ndarray:
     """``channel_asymmetry[c]`` of the module docstring, one per channel (``asymmetry`` is
     ``A0``)."""
+    channel_map = channel_map.detectors()
     sign = np.array([_ANALYZING_SIGN[c.role] for c in channel_map.channels])
     relative = relative_asymmetries(channel_map, shape, kinematics=kinematics)
     diluted = sign * asymmetry * relative * signal_fraction
@@ -216,6 +221,7 @@ def channel_efficiencies(
 ) -> np.ndarray:
     """Counts per incident muon of each channel: acceptance x relative efficiency (x the
     cross-section weight of a physical preset)."""
+    channel_map = channel_map.detectors()
     efficiency = np.array(
         [
             c.acceptance * (1.0 + _EFFICIENCY_SIGN.get(c.role, 0.0) * efficiency_mismatch)
@@ -239,6 +245,7 @@ def expected_asymmetry(
     """The asymmetry the monitor should report for a simulated run (fraction; module
     docstring): A_LR the count-weighted mean of the scatter channels' ``A[c] D``, A_FB
     ``A0 D + f_e A_e``."""
+    channel_map = channel_map.detectors()
     relative = relative_asymmetries(channel_map, shape, kinematics=kinematics)
     _, scatter = _scatter_bins(channel_map)
     mean = 1.0

@@ -4,13 +4,16 @@ Everything is vectorized over the windows of a block and the channels of the map
 only Python loops are the LFSR (seven bits per step) and one iteration per beam trip.
 Physics per window ``w`` and channel ``c``::
 
-    counts[w, c] ~ Poisson(muons[w] * efficiency[c] * (1 + P_L[w] * channel_asymmetry[c]))
+    counts[w, c] ~ Poisson(muons[w] * efficiency[c] * (1 + P_L[w] * channel_asymmetry[c])
+                           * (1 + sum_v sensitivity[v, c] * beam[w, v]))
 
 with ``muons`` from :mod:`mupnc.sim.beam` (integrated over the gate T_stable of
 :mod:`mupnc.sim.reversal`), ``P_L`` the signed longitudinal polarization of the reversal scheme
 (:mod:`mupnc.sim.reversal`; ``h * P`` for fast reversal) and ``efficiency``/``channel_asymmetry``
-from :mod:`mupnc.sim.detector`.  Faults (:mod:`mupnc.sim.faults`) are switched with
-:meth:`WindowSource.set_fault` and recorded per window in :attr:`SimulatedBlock.fault`.
+from :mod:`mupnc.sim.detector`; the beam variables at the target ``beam`` and the words of
+the beam position monitors (the map's ``bpm`` channels) from :mod:`mupnc.sim.beamline`.
+Faults (:mod:`mupnc.sim.faults`) are switched with :meth:`WindowSource.set_fault` and
+recorded per window in :attr:`SimulatedBlock.fault`.
 
 Truth conventions: ``actual_helicity`` is the helicity *gate* (+1/-1) the source was set
 to, what the IOC's helicity-gated scalers use; ``polarization`` is the spin the muons
@@ -36,6 +39,7 @@ from mupnc.daq.scheme import (
     RotatorSettings,
 )
 from mupnc.sim.beam import MOMENTUM_RANGE, RATE_RANGE, BeamTrips, muons_per_window
+from mupnc.sim.beamline import BeamlineConfig, SimulatedBeamline
 from mupnc.sim.detector import (
     PRESETS,
     Kinematics,
@@ -75,7 +79,8 @@ class SourceConfig:
     (A_LR at 90 deg or A_FB) used when ``preset`` is ``flat``; ``sm``/``np`` take value,
     A_LR shape and cross-section weights from the physical models of
     :mod:`mupnc.sim.detector` at ``momentum`` off the target (``z``, ``mass_number``).
-    Invalid settings raise :class:`SourceConfigError`.
+    The channel map's beam position monitors read the beam of ``beamline``.  Invalid
+    settings raise :class:`SourceConfigError`.
     """
 
     mode: str = "alr"
@@ -126,6 +131,8 @@ class SourceConfig:
     trip_rate: float = 0.0
     trip_duration: float = 5.0
     trip_residual: float = 1e-4
+    beamline: BeamlineConfig = field(default_factory=BeamlineConfig)
+    """Beam variables at the target and detector sensitivities (:mod:`mupnc.sim.beamline`)."""
 
     def __post_init__(self) -> None:
         if self.z is None:
@@ -156,7 +163,7 @@ class SourceConfig:
         """What the monitor should report (fraction, diluted, count-weighted over the scatter
         channels; decay electrons included): :func:`mupnc.sim.detector.expected_asymmetry`."""
         return expected_of_channels(
-            self.resolved_channel_map(),
+            self.resolved_channel_map().detectors(),
             self.injected_asymmetry,
             self.preset,
             self.signal_fraction,
@@ -301,6 +308,9 @@ def _config_problem(c: SourceConfig) -> str | None:
     weighting = preset_problem(c.resolved_channel_map(), c.preset)
     if weighting:
         return weighting
+    beamline = c.beamline.problem(c.resolved_channel_map())
+    if beamline:
+        return f"beamline {beamline}"
     injected = c.injected_asymmetry
     if abs(c.polarization * injected) * 2 >= 1:
         return f"asymmetry {injected!r} too large for polarization {c.polarization!r}"
@@ -354,6 +364,10 @@ class SimulatedBlock:
     """False inside a beam trip."""
     muons: np.ndarray
     """True muons integrated in the window."""
+    beam: np.ndarray
+    """Beam variables at the target, ``(n, 5)`` (:data:`mupnc.daq.beamline.BEAM_VARIABLES`)."""
+    detector_counts: np.ndarray
+    """The detector channels' columns of ``block.counts`` (without the beam monitors)."""
 
 
 class WindowSource:
@@ -368,9 +382,19 @@ class WindowSource:
         self.shape = pattern_shape(config.pattern)
         self._generator = HelicityGenerator(config.helicity_seed)
         entropy = config.seed if incarnation == 0 else [config.seed, incarnation]
-        physics, trips = np.random.SeedSequence(entropy).spawn(2)
+        physics, trips, beamline = np.random.SeedSequence(entropy).spawn(3)
         self._rng = np.random.Generator(np.random.PCG64(physics))
         self._trips = BeamTrips(np.random.Generator(np.random.PCG64(trips)))
+        self.detectors = self.channel_map.detectors()
+        self._detector_columns = self.channel_map.detector_columns
+        self._bpm_columns = self.channel_map.indices("bpm")
+        self.beamline = SimulatedBeamline(
+            config.beamline,
+            self.channel_map,
+            config.scheme,
+            config.window_rate,
+            np.random.Generator(np.random.PCG64(beamline)),
+        )
         self._polarities = np.empty(0, dtype=np.int8)  # bits of patterns from _polarity_base on
         self._polarity_base = 0
         self._clock = ReversalClock(interval_windows(config.flip_period, config.window_rate))
@@ -383,16 +407,16 @@ class WindowSource:
         """Muon rate now (muons/s): the configured one until :meth:`set_muon_rate`."""
         self.beam_switch = True
         self.channel_asymmetry = channel_asymmetries(
-            self.channel_map,
+            self.detectors,
             config.injected_asymmetry,
             config.preset,
             config.signal_fraction,
             decay_electron_fraction=config.decay_electron_fraction,
             kinematics=config.kinematics,
         )
-        """Diluted physics asymmetry per channel (counts ~ 1 + P_L * channel_asymmetry)."""
+        """Diluted physics asymmetry per detector channel (counts ~ 1 + P_L * channel_asymmetry)."""
         efficiency = channel_efficiencies(
-            self.channel_map,
+            self.detectors,
             config.efficiency_mismatch,
             shape=config.preset,
             kinematics=config.kinematics,
@@ -568,7 +592,17 @@ class WindowSource:
         if cfg.gain_drift:  # the detectors' gain drifts; the beam monitor does not see it
             detected = muons * (1.0 + cfg.gain_drift * seq / (cfg.window_rate * 3600.0))
         # muons * efficiency * (1 + spin * asymmetry) as one (n x 2) @ (2 x c) product
-        counts = rng.poisson(np.column_stack([detected, detected * spin]) @ self._response)
+        expected = np.column_stack([detected, detected * spin]) @ self._response
+        beam = self.beamline.beam(seq, actual)
+        if self.beamline.sensitivity.any():
+            expected *= self.beamline.yield_factor(beam)
+        detector_counts = rng.poisson(expected)
+        if self._bpm_columns:
+            counts = np.empty((n_windows, self.n_channels), dtype=np.int64)
+            counts[:, self._detector_columns] = detector_counts
+            counts[:, self._bpm_columns] = self.beamline.monitor_words(beam)
+        else:
+            counts = detector_counts
 
         flags = (
             (phase == 0) * np.uint8(FLAG_PATTERN_SYNC)
@@ -608,4 +642,6 @@ class WindowSource:
             polarization=spin[keep],
             beam_on=beam_on[keep],
             muons=muons[keep],
+            beam=beam[keep],
+            detector_counts=detector_counts[keep],
         )

@@ -21,6 +21,8 @@ from mupnc.sim.source import SourceConfig, WindowSource
 
 CONFIG = SourceConfig(muon_rate=1e8, seed=11, pattern="quartet", delay_patterns=2)
 CHANNEL_MAP = CONFIG.resolved_channel_map()
+DETECTORS = CHANNEL_MAP.detector_columns
+"""Columns of the detector channels (the map's beam position monitors have no scalers)."""
 WINDOWS_PER_BLOCK = 12
 N_BLOCKS = 200
 MINIRUN_PATTERNS = 60
@@ -28,14 +30,15 @@ FLUSH_EVERY = 10
 
 
 def simulate() -> tuple[list[WindowBlock], np.ndarray]:
-    """The blocks of a run and the helicity-gated scaler totals, shape (2, channels)."""
+    """The blocks of a run and the helicity-gated scaler totals, shape (2, detectors)."""
     source = WindowSource(CONFIG)
-    blocks, scalers = [], np.zeros((2, len(CHANNEL_MAP.channels)), np.int64)
+    blocks, scalers = [], np.zeros((2, len(DETECTORS)), np.int64)
     for _ in range(N_BLOCKS):
         s = source.next_block_of(WINDOWS_PER_BLOCK)
         blocks.append(s.block)
-        scalers[0] += s.block.counts[s.actual_helicity == 1].sum(axis=0)
-        scalers[1] += s.block.counts[s.actual_helicity == -1].sum(axis=0)
+        counts = s.block.counts[:, DETECTORS]
+        scalers[0] += counts[s.actual_helicity == 1].sum(axis=0)
+        scalers[1] += counts[s.actual_helicity == -1].sum(axis=0)
     return blocks, scalers
 
 
@@ -81,7 +84,7 @@ def sorted_totals(engine, run: int, names: list[str] | None = None) -> np.ndarra
     ``names`` (default: the channel map of :data:`CONFIG`)."""
     with transaction(engine) as session:
         return np.array(
-            helicity_totals(session, run, CHANNEL_MAP.names if names is None else names)
+            helicity_totals(session, run, CHANNEL_MAP.detectors().names if names is None else names)
         )
 
 

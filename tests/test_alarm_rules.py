@@ -23,6 +23,7 @@ from mupnc.monitor.analysis.statistics import RunningStats
 from mupnc.monitor.decoding import make_decoder
 from mupnc.monitor.decoding.stream import ERROR_KINDS
 from mupnc.monitor.ingest_counters import IngestCounters
+from mupnc.sim.beamline import BeamlineConfig
 from mupnc.sim.source import SourceConfig, WindowSource
 
 N, MINOR, MAJOR, INVALID = Severity.NO_ALARM, Severity.MINOR, Severity.MAJOR, Severity.INVALID
@@ -56,7 +57,7 @@ def test_shipped_rules_cover_every_alarm_class_with_guidance() -> None:
         r.input.removeprefix("helicity_errors.") for r in rules.rules if r.kind == "counter"
     }
     assert {"prediction_mismatch", "stuck_helicity", "phase_error", "missed_windows"} <= counters
-    assert counters - {"blocks_lost", "blocks_malformed"} <= set(ERROR_KINDS)
+    assert counters - {"blocks_lost", "blocks_malformed", "beam.patterns_cut"} <= set(ERROR_KINDS)
     assert rules["pv_disconnected"].pvs and set(rules["pv_disconnected"].pvs) <= set(rules.pvs)
 
 
@@ -194,11 +195,11 @@ def test_chi2_score_is_standard_normal_for_any_ndf() -> None:
 class SimulatedMonitor:
     """A simulated run decoded and accumulated in-process, observed once per simulated second."""
 
-    def __init__(self, seed: int = 21) -> None:
-        self.source = WindowSource(SourceConfig(seed=seed))
+    def __init__(self, seed: int = 21, config: SourceConfig | None = None) -> None:
+        self.source = WindowSource(config or SourceConfig(seed=seed))
         self.decoder = make_decoder("fast", "quartet", 2, self.source.n_channels)
         self.acc = RunAccumulator(self.source.channel_map, self.decoder.size, 9000)
-        acceptance = [c.acceptance for c in self.source.channel_map.channels]
+        acceptance = [c.acceptance for c in self.source.channel_map.detectors().channels]
         self.inputs = AlarmInputs(dict(INPUT_DEFAULTS), np.array(acceptance), 0.0)
         self.pvs = {
             "BEAM:ON": Observation("ON"),
@@ -240,3 +241,41 @@ def test_recent_estimates_see_gate_and_charge_faults() -> None:
     assert abs(q.value - 1e-3) < 3 * q.error and q.error < 3e-4
     sim.pvs["BEAM:RATE_SP"] = Observation(2e8)  # a new setpoint restarts the beam clock
     assert sim.seconds(1)["beam.on_for"].value == 0
+
+
+def test_beam_observations_see_differences_corrections_cuts_and_a_stuck_monitor() -> None:
+    """A 30 um position difference seen at 10 %/mm by every detector: the difference passes
+    its 10 um spec, the regression moves the asymmetry by > 5 raw errors; a monitor beyond
+    its range is a cut pattern; a monitor that stops changing is stuck."""
+    rules = load_rules()
+    beam = BeamlineConfig({"x": {"hc_difference": 0.03}}, {"default": {"x": 0.1}})
+    sim = SimulatedMonitor(config=SourceConfig(seed=22, muon_rate=1e10, beamline=beam))
+    obs = sim.seconds(40)
+    assert abs(obs["beam.x.diff"].value - 0.03) < 3 * obs["beam.x.diff"].error
+    assert read(rules["beam_difference_x"], obs).severity == MINOR
+    assert read(rules["beam_difference_y"], obs).severity == Severity.NO_ALARM
+    assert obs["regression.shift"].value > 5
+    assert read(rules["regression_correction"], obs).severity == MINOR
+    assert obs["beam.monitors_stuck"].value == 0 and obs["beam.patterns_cut"].value == 0
+    assert obs["regression.not_regressed"].value == 0
+
+    column = sim.source.channel_map.names.index("bpm_a_x")
+    next_block = sim.source.next_block_of
+
+    def stuck(n: int):
+        simulated = next_block(n)
+        simulated.block.counts[:, column] = 123456
+        return simulated
+
+    sim.source.next_block_of = stuck
+    obs = sim.seconds(12)
+    assert obs["beam.monitors_stuck"].value == 1
+    assert read(rules["beam_monitor_stuck"], obs).severity == MAJOR
+
+    def beyond(n: int):
+        simulated = next_block(n)
+        simulated.block.counts[::100, column] = 20_000_000  # 20 mm: beyond the 10 mm range
+        return simulated
+
+    sim.source.next_block_of = beyond
+    assert sim.seconds(2)["beam.patterns_cut"].value > 0

@@ -697,3 +697,37 @@ def test_the_report_of_a_blinded_run_hides_what_was_injected(engine: Engine) -> 
         hidden, shown = run_summary(session, blinded), run_summary(session, plain)
     assert "injected_asymmetry" not in hidden and "expected_asymmetry" not in hidden
     assert shown["injected_asymmetry"] == 5e-6 and shown["expected_asymmetry"] == 5e-6
+
+
+def test_the_beam_panel_regressed_series_and_slopes_of_a_steered_run(tmp_path: Path) -> None:
+    """The documented steered-beam run (docs/examples/hc-beam.toml) on the shifter page: the
+    beam table in nm, nrad and ppb, the regressed series beside the raw one, the correction
+    in sigma; on the history page the slopes per minirun."""
+    from mupnc.cli import main
+
+    db = f"sqlite:///{tmp_path / 'hc.db'}"
+    config = str(Path(__file__).parents[1] / "docs" / "examples" / "hc-beam.toml")
+    sim = ["sim", "--config", config, "--seconds", "120", "--minirun", "15", "--seed", "4"]
+    assert main(["--db", db, *sim]) == 0
+    feed = Feed(db)
+    feed.poll()
+    doc = Document()
+    make_document(doc, feed)
+    table = by_name(doc, "beam_difference_source").data
+    assert table["variable"] == ["x", "y", "xp", "yp", "dpp"]
+    assert table["unit"] == ["nm", "nm", "nrad", "nrad", "ppb"]
+    x, error = table["value"][0], table["error"][0]
+    assert abs(x - 20_000) < 3 * error and table["pull"][0] > 10
+    raw, regressed = by_name(doc, "asym_source").data, by_name(doc, "regressed_source").data
+    assert len(regressed["x"]) > 0 and len(regressed["x"]) <= len(raw["x"])
+    correction = by_name(doc, "regression_correction").text
+    assert "σ" in correction and "regression moves the asymmetry by" in correction
+    assert "regressed" in by_name(doc, "result_box").text
+
+    history = Document()
+    make_history(history, make_engine(db))
+    slopes = by_name(history, "slopes_x").data
+    assert len(slopes["x"]) >= 2 and (np.asarray(slopes["hi"]) > np.asarray(slopes["lo"])).all()
+    plot = by_name(history, "slope_plot_x")
+    assert plot.yaxis[0].axis_label == "∂A/∂x (ppm/µm)"
+    feed._engine.dispose()

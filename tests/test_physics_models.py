@@ -170,7 +170,7 @@ def test_mott_weights_of_the_default_map(momentum: float, low: float) -> None:
     """Backward and forward-most bins of daq/channel_maps/alr.toml (cos theta -0.875 and
     +0.875) differ by the Rutherford ((1 + 0.875)/(1 - 0.875))^2 = 225 at least; the Mott
     factor and the form factor (q up to 2p) only widen it: 279 at 29 MeV/c, 1700 at 100."""
-    cmap = default_channel_map("alr")
+    cmap = default_channel_map("alr").detectors()
     weights = scatter_weights(cmap, "sm", kinematics=Kinematics(momentum=momentum))
     assert weights.mean() == pytest.approx(1.0)  # overall scale stays the map's
     cos = np.array([c.cos_theta for c in cmap.channels])
@@ -182,7 +182,7 @@ def test_mott_weights_of_the_default_map(momentum: float, low: float) -> None:
 
 def test_flat_preset_is_the_channel_map_alone() -> None:
     """``flat``: the same numbers as before the physical models, bit for bit."""
-    cmap = default_channel_map("afb")
+    cmap = default_channel_map("afb").detectors()
     sign = np.array([-1.0 if c.role == "forward" else 1.0 for c in cmap.channels])
     np.testing.assert_array_equal(
         channel_asymmetries(cmap, 0.01, "flat", 0.3), sign * 0.01 * np.ones(2) * 0.3
@@ -253,9 +253,9 @@ def test_afb_np_presets() -> None:
 
 
 def sorted_counts(config: SourceConfig, windows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Counts per channel summed over windows of actual helicity +1 and -1."""
+    """Counts per detector channel summed over windows of actual helicity +1 and -1."""
     sim = WindowSource(config).next_block_of(windows)
-    counts, h = sim.block.counts, sim.actual_helicity
+    counts, h = sim.detector_counts, sim.actual_helicity
     return counts[h > 0].sum(axis=0), counts[h < 0].sum(axis=0)
 
 
@@ -266,7 +266,7 @@ def test_simulated_alr_run_measures_the_expected_asymmetry() -> None:
         preset="np", momentum=100.0, muon_rate=1e11, polarization=0.8, intensity_jitter=0.0
     )
     plus, minus = sorted_counts(config, 2000)
-    scatter = config.resolved_channel_map().indices("scatter")
+    scatter = config.resolved_channel_map().detectors().indices("scatter")
     n_plus, n_minus = plus[scatter].sum(), minus[scatter].sum()
     measured = (n_plus - n_minus) / (n_plus + n_minus) / config.polarization
     error = 1 / math.sqrt(n_plus + n_minus) / config.polarization
@@ -309,7 +309,7 @@ def test_simulated_afb_run_with_decay_electrons() -> None:
 
 def test_sm_preset_channel_asymmetries_are_the_model() -> None:
     config = SourceConfig(preset="sm", momentum=50.0)
-    cos = np.array([c.cos_theta for c in config.resolved_channel_map().channels])
+    cos = np.array([c.cos_theta for c in config.resolved_channel_map().detectors().channels])
     np.testing.assert_allclose(
         WindowSource(config).channel_asymmetry, alr_asymmetry(cos, 50.0, *CARBON), rtol=1e-12
     )

@@ -12,7 +12,7 @@ import pytest
 from caproto import AlarmSeverity, AlarmStatus
 from support.waiting import wait_for
 
-from mupnc.monitor.publisher import ResultPublisher
+from mupnc.monitor.publisher import ResultPublisher, beam_values
 
 pytestmark = pytest.mark.ca
 
@@ -59,3 +59,46 @@ def test_undefined_results_are_nan_and_invalid(publisher) -> None:
         "MON:DECODER = UNLOCKED",
     )
     assert epics.caget(f"{prefix}MON:WINDOWS_HELD", timeout=10) == 1234
+
+    # the beam: differences in the unit a shift reads, the regressed asymmetry, the slopes
+    result = steered_result()
+    names = ["scat_0", "scat_1"]
+    served.publish(**beam_values(result, names))
+    x = read(f"{prefix}MON:BEAM:X:DIFF")
+    assert abs(x["value"] - 1e6 * result.beam["x"].value) < 1e-6
+    assert units(f"{prefix}MON:BEAM:X:DIFF") == "nm"
+    assert units(f"{prefix}MON:BEAM:DPP:DIFF") == "ppb"
+    regressed = read(f"{prefix}MON:ASYM:REG")
+    assert regressed["value"] == result.regressed.value
+    assert regressed["severity"] == AlarmSeverity.NO_ALARM
+    shift = (result.combined.value - result.regressed.value) / result.combined.error
+    assert read(f"{prefix}MON:ASYM:REG:SHIFT")["value"] == pytest.approx(shift)
+    slopes = epics.caget(f"{prefix}MON:BEAM:X:SLOPES", timeout=10)
+    assert len(slopes) == 3 and slopes[-1] == pytest.approx(result.slopes[("combined", "x")].value)
+    channels = epics.caget(f"{prefix}MON:BEAM:SLOPE_CHANNELS", as_string=True, timeout=10)
+    assert channels == "scat_0,scat_1,combined"
+
+
+def units(name: str) -> str:
+    data = epics.PV(name, form="ctrl").get_with_metadata(timeout=10)
+    assert data is not None, f"{name} did not answer"
+    return data["units"]
+
+
+def steered_result():
+    """A short simulated run whose beam is steered 20 um by the spin state."""
+    from mupnc.monitor.analysis.run_analysis import RunAnalysis
+    from mupnc.monitor.analysis.settings import RunSettings
+    from mupnc.sim.beamline import BeamlineConfig
+    from mupnc.sim.source import ChannelMap, SourceConfig, WindowSource
+
+    shipped = SourceConfig().resolved_channel_map()
+    two = ChannelMap("alr", (*shipped.channels[:2], *shipped.channels[8:]))
+    beam = BeamlineConfig({"x": {"hc_difference": 0.02}}, {"default": {"x": 0.1}})
+    config = SourceConfig(channel_map=two, beamline=beam, muon_rate=1e10, seed=2)
+    source = WindowSource(config)
+    settings = RunSettings(1, "quartet", 2, config.polarization, two)
+    analysis = RunAnalysis(settings)
+    analysis.feed(source.next_block_of(4000).block)
+    analysis.finish()
+    return analysis.result()

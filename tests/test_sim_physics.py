@@ -28,7 +28,7 @@ def sorted_sums(config: SourceConfig) -> tuple[np.ndarray, np.ndarray, WindowSou
     """Counts per channel summed over windows of actual helicity +1 and -1."""
     source = WindowSource(config)
     sim = source.next_block_of(WINDOWS)
-    counts, h = sim.block.counts, sim.actual_helicity
+    counts, h = sim.detector_counts, sim.actual_helicity
     return counts[h > 0].sum(axis=0), counts[h < 0].sum(axis=0), source
 
 
@@ -79,14 +79,14 @@ def test_alr_presets_follow_cos_theta(preset: str, momentum: float) -> None:
         total = plus + minus
         a = (plus - minus) / total / POLARIZATION
         err = np.sqrt(1 / total) / POLARIZATION
-        cos = np.array([c.cos_theta for c in source.channel_map.channels])
+        cos = np.array([c.cos_theta for c in source.detectors.channels])
         truth = source.config.injected_asymmetry * alr_shape(
             cos, preset, Kinematics(momentum=momentum)
         )
         np.testing.assert_allclose(source.channel_asymmetry, truth)
         pulls.append((a - truth) / err)
     check_pulls(np.concatenate(pulls))
-    cmap = source.channel_map
+    cmap = source.detectors
     weights = scatter_weights(cmap, preset, kinematics=Kinematics(momentum=momentum))
     rate = source.config.muon_rate * source.config.t_stable * WINDOWS
     expected = rate * np.array([c.acceptance for c in cmap.channels]) * weights
@@ -123,7 +123,7 @@ def test_afb_cross_ratio_gives_the_diluted_asymmetry(asymmetry: float) -> None:
             seed=seed,
         )
         plus, minus, source = sorted_sums(config)
-        roles = {c.role: i for i, c in enumerate(source.channel_map.channels)}
+        roles = {c.role: i for i, c in enumerate(source.detectors.channels)}
         f, b = roles["forward"], roles["backward"]
         r = math.sqrt(plus[b] * minus[f] / (minus[b] * plus[f]))
         measured = (r - 1) / (r + 1)
@@ -147,7 +147,7 @@ def test_slow_rotator_settled_windows_carry_the_full_asymmetry() -> None:
     source = WindowSource(config)
     sim = source.next_block_of(240 * 40)
     settled = (sim.block.flags & 4) == 0
-    h, counts = sim.actual_helicity, sim.block.counts.sum(axis=1)
+    h, counts = sim.actual_helicity, sim.detector_counts.sum(axis=1)
     plus, minus = counts[settled & (h > 0)].sum(), counts[settled & (h < 0)].sum()
     a = (plus - minus) / (plus + minus) / POLARIZATION
     assert abs(a - 0.02) < 3 / math.sqrt(plus + minus) / POLARIZATION

@@ -180,7 +180,7 @@ def test_beam_trips_drop_the_rate_for_their_duration() -> None:
     np.testing.assert_allclose(muons[~on], nominal * config.trip_residual)
     # counts during trips: Poisson around the residual rate, 3 sigma
     expected = muons[~on].sum() * 8 * 2.5e-4
-    assert abs(joined(blocks, "counts")[~on].sum() - expected) < 3 * math.sqrt(expected)
+    assert abs(joined(blocks, "detector_counts")[~on].sum() - expected) < 3 * math.sqrt(expected)
     assert expected < 1e-3 * muons[on].sum() * 8 * 2.5e-4
     # off periods last trip_duration (480 windows) unless the run ends inside one
     edges = np.flatnonzero(np.diff(np.concatenate([[1], on.astype(int), [1]])))

@@ -24,6 +24,13 @@ into named :class:`mupnc.monitor.alarms.rules.Observation` entries:
   chi2-distributed minirun means whatever ndf), ``stats.miniruns`` (miniruns with data)
   and ``stats.pull_width`` (standard deviation of the minirun pulls, once
   ``pull_miniruns`` miniruns have data);
+* the beam: ``beam.<variable>.diff`` (the run's helicity-correlated difference of x, y,
+  xp, yp, dpp with its error, in mm, mrad or a fraction), ``beam.patterns_cut``
+  (cumulative: patterns cut for a monitor beyond its range), ``beam.monitors_stuck``
+  (monitors whose word did not change over the last ``yield_window`` seconds of windows),
+  ``regression.shift`` (``(raw - regressed) / raw error`` of the combined asymmetry) and
+  ``regression.not_regressed`` (miniruns of at least half a minirun's patterns that
+  could not be regressed: degenerate beam differences);
 * every watched PV under its name without prefix (value, EPICS severity, connection).
 
 Estimates without enough data are NaN (rules then stay quiet).
@@ -60,6 +67,7 @@ class Sums:
     beam_monitor: float  # over decoded windows
     windows: int  # decoded windows
     counts: np.ndarray  # (c,) detector counts over decoded windows
+    monitor_changes: np.ndarray  # (k,) per beam position monitor
 
     @classmethod
     def of(cls, acc: RunAccumulator, now: float) -> Sums:
@@ -70,6 +78,10 @@ class Sums:
             beam_monitor=float(sum(m.beam_monitor.sum() for m in acc.miniruns)),
             windows=int(sum(m.windows.sum() for m in acc.miniruns)),
             counts=acc.sorted_counts().sum(axis=0).astype(np.float64),
+            monitor_changes=sum(
+                (m.monitor_changes for m in acc.miniruns),
+                np.zeros(len(acc.beamline.columns), np.int64),
+            ),
         )
 
 
@@ -147,12 +159,33 @@ class AlarmInputs:
         low, high = self._yields(sums)
         obs["detector.yield_min"], obs["detector.yield_max"] = Observation(low), Observation(high)
 
+        obs.update(self._beam(sums, acc, result))
+
         pulls = np.array([p for p in result.pulls.get(COMBINED, ()) if math.isfinite(p)])
         obs["stats.chi2_ndf"] = Observation(result.chi2_ndf)
         obs["stats.chi2_ndf_z"] = Observation(chi2_ndf_z(result.chi2_ndf, pulls.size - 1))
         obs["stats.miniruns"] = Observation(pulls.size)
         enough = pulls.size >= self.inputs["pull_miniruns"]
         obs["stats.pull_width"] = Observation(float(pulls.std(ddof=1)) if enough else math.nan)
+        return obs
+
+    def _beam(self, sums: Sums, acc: RunAccumulator, result: RunResult) -> dict[str, Observation]:
+        """The beam and regression observations (module docstring)."""
+        obs = {
+            f"beam.{name}.diff": Observation(d.value, d.error) for name, d in result.beam.items()
+        }
+        obs["beam.patterns_cut"] = Observation(result.patterns_beam_cut)
+        old = self._before(sums.time, self.inputs["yield_window"])
+        stuck = math.nan
+        if old is not None and sums.windows > old.windows:
+            stuck = float(np.count_nonzero(sums.monitor_changes == old.monitor_changes))
+        obs["beam.monitors_stuck"] = Observation(stuck)
+        shift = math.nan
+        if result.regressed is not None and result.combined.error > 0:
+            shift = (result.combined.value - result.regressed.value) / result.combined.error
+        obs["regression.shift"] = Observation(shift)
+        full = [r for r in result.miniruns if 2 * r.patterns_good >= acc.minirun_patterns]
+        obs["regression.not_regressed"] = Observation(sum(1 for r in full if r.regression_skipped))
         return obs
 
     def _beam_on_for(self, now: float, pvs: dict[str, Observation]) -> float:

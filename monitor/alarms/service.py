@@ -86,7 +86,7 @@ class AlarmService:
         self._changed = set(self.statuses)
         now = time.time()
         self.watch = PvWatch(self.prefix, tuple(dict.fromkeys(INPUT_PVS + self.rules.pvs)))
-        acceptance = np.array([c.acceptance for c in channel_map.channels])
+        acceptance = np.array([c.acceptance for c in channel_map.detectors().channels])
         self.inputs = AlarmInputs(self.rules.inputs, acceptance, now)
         self._counters = self._counter_values(decoder, counters)
         try:

@@ -27,29 +27,43 @@ Patterns come in two kinds:
   The null asymmetries there are ``null_even_odd`` (even against odd sequence numbers) and,
   for quartets, ``null_half`` (the first two intervals against the last two: a linear
   drift, which the quartet's asymmetry cancels, shows up in it).
+
+**The beam.** The map's beam position monitors (``bpm`` channels) are not detectors: the
+accumulator forms asymmetries from the detector channels alone (:attr:`channel_map` is
+the detector map) and takes the beam variables at the target from the monitors
+(:class:`mupnc.daq.beamline.BeamLine`).  A pattern with a window in which a monitor read
+beyond its range is cut, like a low-beam pattern, and counted (``patterns_beam_cut``).
+Per good pattern it keeps the helicity-correlated difference of every beam variable,
+``(mean in + windows - mean in - windows) / 2``, among the per-pattern columns, and feeds
+the regression sums (:class:`mupnc.monitor.analysis.regression.CrossMoments`) of every
+detector channel and of the combined groups (the scatter sum; the forward and backward
+sums) against those differences.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
 
+from mupnc.daq.beamline import BeamLine
 from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.monitor.analysis.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
+from mupnc.monitor.analysis.regression import CrossMoments
 from mupnc.monitor.analysis.statistics import RunningStats, SequentialMoments, Workspace
 from mupnc.monitor.decoding.fast import HelicityDecoder
 from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import VARIABLE_PATTERNS, DecodedWindows
 
 PLUS, MINUS = 0, 1
-STATE_VERSION = 4
+STATE_VERSION = 5
 """Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block), 2 (no
-good-pattern sums, no per-pattern combined columns) and 3 (no good-pattern sums by null
-sign) are refused."""
+good-pattern sums, no per-pattern combined columns), 3 (no good-pattern sums by null
+sign) and 4 (no beam differences and regression sums) are refused."""
 BEAM_MONITOR_FRACTION_BITS = 32
 """Beam-monitor integrals are summed exactly as integers of 2**-32 muons."""
 SLICE_VALUES = 1 << 17
@@ -83,12 +97,20 @@ class MinirunSums:
     and ``good_null_beam_monitor_fixed`` sum them by the sign of each null kind instead
     (its counting null asymmetries); ``good_analysing_fixed`` sums their
     ``analysing_power`` (``P_L / P``), from which the results take the analysing power.
+    ``beam_difference`` (a fifth group of per-pattern columns) holds the beam variables'
+    differences; ``regression`` the regression sums of the ``n_targets`` targets (detector
+    channels, then the combined groups) on them; ``patterns_beam_cut`` the patterns cut
+    for a beam monitor out of range; ``monitor_changes`` counts, per beam position
+    monitor, the released windows whose word differs from the window's before (a stuck
+    monitor stops counting).
     """
 
     index: int
     n_channels: int
     n_null: int = 0
     afb: bool = False
+    n_beam: int = 0
+    n_targets: int = 0
     counts: np.ndarray = field(init=False)  # (2, c) detector counts by helicity
     windows: np.ndarray = field(init=False)  # (2,) windows by helicity
     beam_monitor_fixed: list[int] = field(init=False)  # by helicity, 2**-32 muons
@@ -102,7 +124,11 @@ class MinirunSums:
     good_null_windows: np.ndarray = field(init=False)  # (k, 2) windows by null sign
     good_null_beam_monitor_fixed: list[int] = field(init=False)  # 2k: by kind, then sign
     patterns_good: int = 0
+    patterns_beam_cut: int = 0
+    n_monitors: int = 0
+    monitor_changes: np.ndarray = field(init=False)  # (k,) per beam position monitor
     moments: SequentialMoments = field(init=False)  # per-pattern values, see above
+    regression: CrossMoments = field(init=False)
 
     def __post_init__(self) -> None:
         self.counts = np.zeros((2, self.n_channels), dtype=np.int64)
@@ -117,12 +143,14 @@ class MinirunSums:
         self.good_null_windows = np.zeros((self.n_null, 2), dtype=np.int64)
         self.good_null_beam_monitor_fixed = [0] * (2 * self.n_null)
         self.moments = SequentialMoments.empty(sum(self.widths))
+        self.regression = CrossMoments.empty(self.n_beam, self.n_targets)
+        self.monitor_changes = np.zeros(self.n_monitors, dtype=np.int64)
 
     @property
     def widths(self) -> list[int]:
-        """Column widths: channel, null (kinds x channels), charge, combined + nulls."""
+        """Column widths: channel, null (kinds x channels), charge, combined + nulls, beam."""
         c, k = self.n_channels, self.n_null
-        return [c, k * c, 1, 1 + k]
+        return [c, k * c, 1, 1 + k, self.n_beam]
 
     @property
     def beam_monitor(self) -> np.ndarray:
@@ -178,12 +206,17 @@ class MinirunSums:
     def null_combined(self) -> RunningStats:
         return self._parts()[3].split([1, self.n_null])[1]
 
+    @property
+    def beam_difference(self) -> RunningStats:
+        """Per-pattern helicity-correlated differences of the beam variables."""
+        return self._parts()[4]
+
     def state(self) -> dict:
         """Every field as plain JSON-able values (see :meth:`RunAccumulator.state`)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, SequentialMoments):
+            if isinstance(value, SequentialMoments | CrossMoments):
                 value = value.state()
             elif isinstance(value, np.ndarray):
                 value = value.tolist()
@@ -192,13 +225,19 @@ class MinirunSums:
 
     @classmethod
     def from_state(cls, state: dict) -> MinirunSums:
-        m = cls(int(state["index"]), int(state["n_channels"]), int(state["n_null"]), state["afb"])
-        for f in fields(m)[4:]:  # after index, n_channels, n_null, afb
+        scalars = ("index", "n_channels", "n_null", "afb", "n_beam", "n_targets")
+        given = {name: state[name] for name in scalars}
+        m = cls(**given, n_monitors=len(state["monitor_changes"]))
+        for f in fields(m)[len(scalars) :]:
             current = getattr(m, f.name)
             value: object  # of the field's own type
             if isinstance(current, SequentialMoments):
                 value = SequentialMoments.from_state(state[f.name])
                 shape, expected = value.n.shape, current.n.shape
+            elif isinstance(current, CrossMoments):
+                value = CrossMoments.from_state(state[f.name])
+                shape = (value.variables, value.targets)
+                expected = (current.variables, current.targets)
             elif isinstance(current, np.ndarray):
                 value = np.array(state[f.name], dtype=current.dtype)
                 shape, expected = value.shape, current.shape
@@ -312,21 +351,33 @@ class RunAccumulator:
     ):
         if minirun_patterns < 2:
             raise ValueError("a minirun needs at least 2 patterns")
-        self.channel_map = channel_map
+        self.beamline = BeamLine.of(channel_map)
+        self.channel_map = channel_map.detectors()
+        """The detector channels (asymmetries are formed from these alone)."""
+        self._detector_columns = _columns(channel_map.detector_columns, self.beamline.columns)
         self.pattern_size = pattern_size
         self.minirun_patterns = minirun_patterns
         self.rotator_span = rotator_span
-        self.n_channels = len(channel_map.channels)
+        self.n_channels = len(self.channel_map.channels)
         self.null_names = null_names(pattern_size, rotator_span)
         if pattern_size != VARIABLE_PATTERNS:
             shape = _shape_of(pattern_size)
             alternates = list(alternate_signs(pattern_size).values())
             self._walsh = walsh_rows(np.column_stack([shape, *alternates]))
-        self._forward = channel_map.indices("forward")
-        self._backward = channel_map.indices("backward")
-        self._scatter = channel_map.indices("scatter")
+        detectors = self.channel_map
+        self._forward = detectors.indices("forward")
+        self._backward = detectors.indices("backward")
+        self._scatter = detectors.indices("scatter")
         self.afb = bool(self._forward and self._backward)
+        self.target_groups = (
+            {"forward": self._forward, "backward": self._backward}
+            if self.afb
+            else ({"scatter": self._scatter} if self._scatter else {})
+        )
+        """The combined groups regressed beside the channels (channel indices each)."""
         self.miniruns: list[MinirunSums] = [self._new_minirun(0)]
+        self.last_monitor_words: list[int] | None = None
+        """Beam position monitor words of the last released window (for ``monitor_changes``)."""
         self.dirty: set[int] = {0}
         """Miniruns changed since the caller last cleared this set (for incremental writes)."""
         self._work = Workspace()
@@ -343,7 +394,15 @@ class RunAccumulator:
         return cls(channel_map, decoder.size, minirun_patterns, span)
 
     def _new_minirun(self, index: int) -> MinirunSums:
-        return MinirunSums(index, self.n_channels, len(self.null_names), self.afb)
+        return MinirunSums(
+            index,
+            self.n_channels,
+            len(self.null_names),
+            self.afb,
+            len(self.beamline.variables),
+            self.n_channels + len(self.target_groups),
+            n_monitors=len(self.beamline.columns),
+        )
 
     def state(self) -> dict:
         """Everything needed to continue accumulating exactly where this left off.
@@ -354,6 +413,8 @@ class RunAccumulator:
         return {
             "version": STATE_VERSION,
             "channels": self.channel_map.names,
+            "beam_monitors": list(self.beamline.names),
+            "last_monitor_words": self.last_monitor_words,
             "pattern_size": self.pattern_size,
             "rotator_span": self.rotator_span,
             "minirun_patterns": self.minirun_patterns,
@@ -373,7 +434,10 @@ class RunAccumulator:
                 f"accumulator state version {state.get('version')!r} is not {STATE_VERSION} "
                 "(saved by another monitor version; reanalyze the run from its recording)"
             )
-        if list(state["channels"]) != channel_map.names:
+        monitors = [channel_map.channels[i].name for i in channel_map.indices("bpm")]
+        if list(state["channels"]) != channel_map.detectors().names or (
+            list(state["beam_monitors"]) != monitors
+        ):
             raise ValueError("accumulator state was saved for a different channel map")
         acc = cls(
             channel_map,
@@ -382,10 +446,19 @@ class RunAccumulator:
             int(state.get("rotator_span", 2)),  # saved before rotator quartets: pairs
         )
         acc.miniruns = [MinirunSums.from_state(m) for m in state["miniruns"]]
+        acc.last_monitor_words = state["last_monitor_words"]
         if [m.index for m in acc.miniruns] != list(range(len(acc.miniruns))) or not acc.miniruns:
             raise ValueError("accumulator state: miniruns must be numbered 0, 1, 2, ...")
-        expected = (acc.n_channels, len(acc.null_names), acc.afb)
-        if any((m.n_channels, m.n_null, m.afb) != expected for m in acc.miniruns):
+        expected = (
+            acc.n_channels,
+            len(acc.null_names),
+            acc.afb,
+            len(acc.beamline.variables),
+            acc.n_channels + len(acc.target_groups),
+        )
+        if any(
+            (m.n_channels, m.n_null, m.afb, m.n_beam, m.n_targets) != expected for m in acc.miniruns
+        ):
             raise ValueError("accumulator state: channel layout differs from the channel map")
         acc.dirty = set(range(len(acc.miniruns)))
         return acc
@@ -400,6 +473,8 @@ class RunAccumulator:
         n = decoded.n_windows
         if n == 0:
             return
+        changes = self._monitor_changes(decoded)
+        decoded, beam_cut = self._beam_monitor_cut(decoded)
         # good patterns released before each window's own pattern (non-decreasing: patterns
         # are released whole and in order)
         pattern = decoded.pattern_number
@@ -410,6 +485,10 @@ class RunAccumulator:
         bounds = np.searchsorted(minirun, np.arange(first, last + 2))
         starts = np.flatnonzero(np.r_[True, pattern[1:] != pattern[:-1]])  # of patterns
         step = max(1, SLICE_VALUES // self.n_channels)
+        while len(self.miniruns) <= first:
+            self.miniruns.append(self._new_minirun(len(self.miniruns)))
+        self.miniruns[first].patterns_beam_cut += beam_cut
+        self.miniruns[first].monitor_changes += changes
         for index, start, stop in zip(
             range(first, last + 1), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True
         ):
@@ -422,9 +501,35 @@ class RunAccumulator:
             for a, b in itertools.pairwise(edges):  # slices end on pattern boundaries
                 self._add_to(self.miniruns[index], decoded, slice(a, b))
 
+    def _monitor_changes(self, decoded: DecodedWindows) -> np.ndarray:
+        """Per beam position monitor, the windows whose word differs from the one before."""
+        if not self.beamline.columns:
+            return np.zeros(0, dtype=np.int64)
+        words = decoded.counts[:, list(self.beamline.columns)]
+        before = words[:1] if self.last_monitor_words is None else [self.last_monitor_words]
+        previous = np.concatenate([before, words[:-1]])
+        self.last_monitor_words = [int(w) for w in words[-1]]
+        return np.count_nonzero(words != previous, axis=0).astype(np.int64)
+
+    def _beam_monitor_cut(self, decoded: DecodedWindows) -> tuple[DecodedWindows, int]:
+        """``decoded`` with the good patterns in which a beam monitor read beyond its range
+        marked not good, and how many they are."""
+        if not self.beamline.columns:
+            return decoded, 0
+        beyond = decoded.good & self.beamline.out_of_range(decoded.counts)
+        if not beyond.any():
+            return decoded, 0
+        cut = np.unique(decoded.pattern_number[beyond])
+        good = decoded.good & ~np.isin(decoded.pattern_number, cut)
+        return dataclasses.replace(decoded, good=good), int(cut.size)
+
     def _add_to(self, m: MinirunSums, d: DecodedWindows, part: slice) -> None:
         counts = self._work.take("counts", (part.stop - part.start, self.n_channels))
-        np.copyto(counts, d.counts[part])
+        window_counts = d.counts[part]
+        beam = self.beamline.at_target(window_counts) if m.n_beam else None
+        if self._detector_columns is not None:
+            window_counts = window_counts[:, self._detector_columns]
+        np.copyto(counts, window_counts)
         helicity, bcm, good = d.helicity[part], d.beam_monitor[part], d.good[part]
         # helicity sorting: one matrix product; float64 sums of integers are exact < 2**53
         masks = [helicity == 1, helicity == -1, helicity == 0]
@@ -445,6 +550,7 @@ class RunAccumulator:
             counts, helicity, bcm, power = counts[good], helicity[good], bcm[good], power[good]
             seq, pattern = seq[good], pattern[good]
             position = None if position is None else position[good]
+            beam = None if beam is None else beam[good]
         if helicity.size == 0:
             return
         by_helicity = [helicity == 1, helicity == -1]
@@ -469,15 +575,43 @@ class RunAccumulator:
         yields = np.divide(counts, bcm[:, None], out=counts)
         if self.pattern_size == VARIABLE_PATTERNS:
             sums = self._segment_sums(yields, bcm, helicity, pattern, null_signs)
+            beam_sums = (
+                None if beam is None else self._segment_sums(beam, bcm, helicity, pattern, [])
+            )
         else:
-            sums = self._fixed_sums(yields, bcm, helicity)
-        m.add_patterns(self._pattern_values(sums), self._work)
+            sums = self._fixed_sums(yields, bcm, helicity, self._work)
+            # the beam's own buffers: ``sums`` holds views of the workspace's
+            beam_sums = None if beam is None else self._fixed_sums(beam, bcm, helicity, None)
+        values = self._pattern_values(sums)
+        if beam_sums is not None:
+            differences = _half_difference_and_sum(beam_sums, self.pattern_size)[0]
+            values[:, -m.n_beam :] = differences
+            m.regression.add(differences, *self._regression_targets(sums))
+        m.add_patterns(values, self._work)
 
-    def _fixed_sums(self, yields: np.ndarray, bcm: np.ndarray, helicity: np.ndarray):
+    def _regression_targets(self, s: _PatternSums) -> tuple[np.ndarray, np.ndarray]:
+        """Per pattern ``u`` and ``w`` of every detector channel, then of each combined
+        group (:attr:`target_groups`): half the difference and half the sum of the mean
+        yields by helicity (:mod:`mupnc.monitor.analysis.regression`)."""
+        groups = [
+            (last_along(s.total[:, idx], 1), last_along(s.signed[0][:, idx], 1))
+            for idx in self.target_groups.values()
+        ]
+        total = np.column_stack([s.total, *(t for t, _ in groups)])
+        signed = np.column_stack([s.signed[0], *(g for _, g in groups)])
+        windows = None if s.windows is None else (s.windows[0][:, :1], s.windows[1][:, :1])
+        sums = _PatternSums(total, [signed], s.total_q, [], windows)
+        return _half_difference_and_sum(sums, self.pattern_size)
+
+    def _fixed_sums(
+        self, yields: np.ndarray, bcm: np.ndarray, helicity: np.ndarray, work: Workspace | None
+    ) -> _PatternSums:
+        """Sums over fixed-size patterns; sign columns ``[helicity, null...]`` (``work``:
+        scratch the result's arrays live in)."""
         size = self.pattern_size
         p = helicity.size // size
         polarity = helicity[::size].astype(np.float64)  # the shape's first window is +1
-        walsh = walsh_transform(yields.reshape(p, size, self.n_channels), self._work)
+        walsh = walsh_transform(yields.reshape(p, size, yields.shape[1]), work)
         walsh_q = walsh_transform(bcm.reshape(p, size, 1))[:, :, 0]
         helicity_row = self._walsh[0]
         walsh[:, helicity_row] *= polarity[:, None]
@@ -582,6 +716,27 @@ class RunAccumulator:
         for m in self.miniruns[1:]:
             stats = stats.merge(getattr(m, attribute))
         return stats
+
+
+def _columns(detectors: list[int], monitors: tuple[int, ...]) -> slice | list[int] | None:
+    """How to take the detector columns out of a block's counts: None (all of them), a
+    slice (one run of columns: a view, no copy) or their indices."""
+    if not monitors:
+        return None
+    if detectors == list(range(detectors[0], detectors[-1] + 1)):
+        return slice(detectors[0], detectors[-1] + 1)
+    return detectors
+
+
+def _half_difference_and_sum(s: _PatternSums, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pattern and column, ``(mean+ - mean-) / 2`` and ``(mean+ + mean-) / 2`` of the
+    summed values by helicity (``signed[0]``); ``size`` windows per balanced pattern."""
+    total, signed = s.total, s.signed[0]
+    if s.windows is None:  # balanced: size / 2 windows in each state
+        return signed / size, total / size
+    n_plus, n_minus = s.windows[0][:, :1], s.windows[1][:, :1]
+    plus, minus = (total + signed) / (2 * n_plus), (total - signed) / (2 * n_minus)
+    return (plus - minus) / 2.0, (plus + minus) / 2.0
 
 
 def _shape_of(size: int) -> np.ndarray:

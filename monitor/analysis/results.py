@@ -49,8 +49,18 @@ from mupnc.monitor.analysis.asymmetry import (
     counted_cross_ratio_asymmetry,
     counted_yield_asymmetry,
 )
+from mupnc.monitor.analysis.beam_results import (
+    BeamDifference,
+    beam_differences,
+    regressed,
+)
 from mupnc.monitor.analysis.blinding import ANALYZING_SIGN, UNBLINDED, Blinder
-from mupnc.monitor.analysis.statistics import RunningStats, pulled_miniruns, weighted_mean
+from mupnc.monitor.analysis.statistics import (
+    Measurement,
+    RunningStats,
+    pulled_miniruns,
+    weighted_mean,
+)
 
 COMBINED = "combined"
 """Key of the combined asymmetry in :attr:`RunResult.pulls` and ``channel_chi2_ndf``."""
@@ -64,13 +74,6 @@ noise, a relative 1e-2 per window at most: < 1 % of the counting error at 100 co
 
 
 @dataclass(frozen=True)
-class Measurement:
-    value: float
-    error: float
-    n: int
-
-
-@dataclass(frozen=True)
 class RunResult:
     """A run's (or a minirun's) results; asymmetries are plain fractions.
 
@@ -79,6 +82,16 @@ class RunResult:
     each minirun's mean, in minirun order (NaN for a minirun without data), and
     ``channel_chi2_ndf`` the same keys to chi2/ndf of those minirun means.  ``miniruns``
     holds each minirun's own result (same blinding), empty in a minirun's result.
+
+    The beam (:mod:`mupnc.monitor.analysis.beam_results`): ``beam`` maps each measured beam
+    variable to its helicity-correlated difference; ``regressed`` (None when no variable
+    is regressed) and ``regressed_channels`` are the physics asymmetries corrected by the
+    regression on ``regressed_variables``, each minirun with its own slopes, a run's value
+    the weighted mean of its miniruns' (``regressed_chi2_ndf``); ``slopes`` maps (channel or
+    :data:`COMBINED`, variable) to the measured asymmetry's slope (fraction per unit; a
+    run's pooled over its miniruns); ``regression_skipped`` says which miniruns were not
+    regressed and why; ``patterns_beam_cut`` counts patterns cut for a beam monitor out of
+    its range.
     """
 
     combined: Measurement
@@ -93,6 +106,14 @@ class RunResult:
     pulls: dict[str, tuple[float, ...]] = field(default_factory=dict)
     channel_chi2_ndf: dict[str, float] = field(default_factory=dict)
     miniruns: tuple[RunResult, ...] = ()
+    beam: dict[str, BeamDifference] = field(default_factory=dict)
+    regressed: Measurement | None = None
+    regressed_chi2_ndf: float = math.nan
+    regressed_channels: dict[str, Measurement] = field(default_factory=dict)
+    regressed_variables: tuple[str, ...] = ()
+    slopes: dict[tuple[str, str], Measurement] = field(default_factory=dict)
+    regression_skipped: str = ""
+    patterns_beam_cut: int = 0
 
 
 def _stats_measurement(
@@ -205,16 +226,29 @@ def run_result(
     polarization: float,
     blinder: Blinder = UNBLINDED,
     estimator: str | None = None,
+    regress: tuple[str, ...] | None = None,
 ) -> RunResult:
-    """The run's result and each minirun's, by ``estimator`` (None: :func:`choose_estimator`)."""
+    """The run's result and each minirun's, by ``estimator`` (None: :func:`choose_estimator`),
+    regressed on the beam variables ``regress`` (None: every one the monitors measure; an
+    empty tuple: none)."""
     estimator = estimator or choose_estimator(acc)
     pooled = None
     if estimator == INTEGRATING:
         pooled = {name: pooled_sd(acc, name) for name in ("combined", "channel_asymmetry")}
+    chosen = chosen_variables(acc, regress)
     per_minirun = tuple(
-        _result(m, acc, polarization, blinder, estimator, pooled) for m in acc.miniruns
+        _with_beam(
+            _result(m, acc, polarization, blinder, estimator, pooled),
+            m,
+            acc,
+            chosen,
+            polarization,
+            blinder,
+        )
+        for m in acc.miniruns
     )
     result = _result(_MergedSums(acc), acc, polarization, blinder, estimator)
+    result = _run_beam(result, per_minirun, acc, chosen)
     keys = [COMBINED, *acc.channel_map.names]
     pulled = pulled_miniruns([m.patterns_good for m in acc.miniruns], acc.minirun_patterns)
     pulls, chi2 = {}, {}
@@ -232,6 +266,104 @@ def run_result(
         channel_chi2_ndf=chi2,
         miniruns=per_minirun,
     )
+
+
+def chosen_variables(acc: RunAccumulator, regress: tuple[str, ...] | None) -> list[int]:
+    """Indices of the beam variables to regress on; ``ValueError`` names one the run's
+    monitors do not measure."""
+    measured = acc.beamline.variables
+    if regress is None:
+        return list(range(len(measured)))
+    for name in regress:
+        if name not in measured:
+            known = ", ".join(measured) or "none: the channel map has no beam position monitors"
+            raise ValueError(
+                f"beam variable {name!r} is not measured in this run (measured: {known})"
+            )
+    return [measured.index(name) for name in regress]
+
+
+def _with_beam(
+    result: RunResult,
+    m: MinirunSums,
+    acc: RunAccumulator,
+    chosen: list[int],
+    polarization: float,
+    blinder: Blinder,
+) -> RunResult:
+    """A minirun's result with its beam differences and its own regression."""
+    variables = acc.beamline.variables
+    beam = beam_differences(m.beam_difference, variables)
+    if not chosen:
+        return replace(result, beam=beam, patterns_beam_cut=m.patterns_beam_cut)
+    fit = regressed(
+        m.regression.central(), acc.channel_map.names, list(acc.target_groups), variables, chosen
+    )
+    separating = polarization * analysing_power(m)
+    combined = _physics(fit.combined.value, fit.combined.error, fit.combined.n, separating)
+    channels = {}
+    for c in acc.channel_map.channels:
+        own = fit.channels[c.name]
+        physics = _physics(own.value, own.error, own.n, separating)
+        channels[c.name] = replace(
+            physics, value=blinder.blind(physics.value, ANALYZING_SIGN[c.role])
+        )
+    return replace(
+        result,
+        beam=beam,
+        regressed=replace(combined, value=blinder.blind(combined.value)),
+        regressed_channels=channels,
+        regressed_variables=tuple(variables[i] for i in chosen),
+        slopes=fit.slopes,
+        regression_skipped=fit.skipped,
+        patterns_beam_cut=m.patterns_beam_cut,
+    )
+
+
+def _run_beam(
+    result: RunResult, per_minirun: tuple[RunResult, ...], acc: RunAccumulator, chosen: list[int]
+) -> RunResult:
+    """The run's beam differences, regressed asymmetries (weighted means of the miniruns')
+    and pooled slopes."""
+    variables = acc.beamline.variables
+    beam = beam_differences(acc.run_stats("beam_difference"), variables)
+    cut = sum(m.patterns_beam_cut for m in acc.miniruns)
+    if not chosen:
+        return replace(result, beam=beam, patterns_beam_cut=cut)
+    pooled = acc.miniruns[0].regression.central()
+    for m in acc.miniruns[1:]:
+        pooled = pooled.merge(m.regression.central())
+    fit = regressed(pooled, acc.channel_map.names, list(acc.target_groups), variables, chosen)
+    n = sum(r.regressed.n for r in per_minirun if r.regressed is not None)
+
+    combined, chi2 = _minirun_mean([r.regressed for r in per_minirun], n)
+    channels = {
+        name: _minirun_mean([r.regressed_channels.get(name) for r in per_minirun], n)[0]
+        for name in acc.channel_map.names
+    }
+    skipped = [r.regression_skipped for r in per_minirun if r.regression_skipped]
+    note = ""
+    if skipped:
+        note = f"{len(skipped)} of {len(per_minirun)} miniruns not regressed (last: {skipped[-1]})"
+    return replace(
+        result,
+        beam=beam,
+        regressed=combined,
+        regressed_chi2_ndf=chi2,
+        regressed_channels=channels,
+        regressed_variables=tuple(variables[i] for i in chosen),
+        slopes=fit.slopes,
+        regression_skipped=note,
+        patterns_beam_cut=cut,
+    )
+
+
+def _minirun_mean(measurements: list[Measurement | None], n: int) -> tuple[Measurement, float]:
+    """Weighted mean of the miniruns' values (None: a minirun without one) and its chi2/ndf."""
+    values = np.array([math.nan if m is None else m.value for m in measurements])
+    errors = np.array([math.nan if m is None else m.error for m in measurements])
+    value, error, chi2 = weighted_mean(values, errors)
+    return Measurement(value, error, n), chi2
 
 
 def _pick(result: RunResult, key: str) -> Measurement:

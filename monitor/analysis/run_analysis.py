@@ -30,13 +30,16 @@ class RunAnalysis:
     ``minirun_patterns`` None takes the scheme's default (:func:`minirun_length`);
     ``low_beam`` (None: no cut) removes patterns that saw low beam from the analysis;
     ``estimator`` (None: chosen from the counts,
-    :func:`mupnc.monitor.analysis.results.choose_estimator`) forces one.
+    :func:`mupnc.monitor.analysis.results.choose_estimator`) forces one; ``regress`` names
+    the beam variables the regressed asymmetries are corrected for (None: every one the
+    beam monitors measure; empty: none).
     """
 
     settings: RunSettings
     minirun_patterns: int | None = None
     low_beam: LowBeamCut | None = None
     estimator: str | None = None
+    regress: tuple[str, ...] | None = None
     decoder: HelicityDecoder | RotatorDecoder = field(init=False)
     acc: RunAccumulator = field(init=False)
 
@@ -75,7 +78,7 @@ class RunAnalysis:
 
     def result(self) -> RunResult:
         s = self.settings
-        return run_result(self.acc, s.polarization, s.blinder, self.estimator)
+        return run_result(self.acc, s.polarization, s.blinder, self.estimator, self.regress)
 
     def recordable(self) -> tuple[RunAccumulator, DecoderState, RunResult, int]:
         """What a recorder writes: the accumulator, the decoder's counters, the result and

@@ -18,6 +18,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """A value with its error and the number of patterns behind it (NaN: undefined)."""
+
+    value: float
+    error: float
+    n: int
+
+
 @dataclass
 class RunningStats:
     """Count, mean and sum of squared deviations (``m2``) of samples, per column."""
@@ -160,6 +169,37 @@ def in_order(start: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def grouped_sums(
+    sums: np.ndarray, open_: np.ndarray, rows: int, terms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Column sums of a stream of rows, in an order fixed by the stream alone.
+
+    Rows are summed in groups of :data:`GROUP_SAMPLES` counted from the stream's first
+    row: within a group left to right starting from 0, then the group sums left to
+    right.  ``sums`` holds the complete groups, ``open_`` the group still filling, after
+    ``rows`` rows; returns both once the rows ``terms`` are appended (complete groups of
+    ``terms`` are summed together, vectorized)."""
+    size, k = terms.shape[0], GROUP_SAMPLES
+    done = 0
+    filled = rows % k
+    if filled:  # continue the open group
+        done = min(size, k - filled)
+        open_ = in_order(open_, terms[:done])
+        if filled + done == k:
+            sums, open_ = sums + open_, np.zeros_like(open_)
+    full = (size - done) // k
+    if full:
+        groups = terms[done : done + full * k].reshape(full, k, -1)
+        group_sums = np.zeros((full, terms.shape[1]))
+        for j in range(k):  # left to right within each group, all groups at once
+            group_sums += groups[:, j]
+        sums = in_order(sums, group_sums)
+        done += full * k
+    if done < size:  # a new open group
+        open_ = in_order(np.zeros_like(open_), terms[done:])
+    return sums, open_
+
+
 @dataclass(eq=False)
 class SequentialMoments:
     """Moments of a stream of samples per column, the same to the last bit however the
@@ -219,26 +259,7 @@ class SequentialMoments:
 
     def _grouped(self, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(sums, open)`` once ``terms`` (rows of d and d**2) are appended."""
-        size, k = terms.shape[0], GROUP_SAMPLES
-        sums, open_ = self.sums.reshape(-1), self.open.reshape(-1)
-        done = 0
-        filled = self.rows % k
-        if filled:  # continue the open group
-            done = min(size, k - filled)
-            open_ = in_order(open_, terms[:done])
-            if filled + done == k:
-                sums, open_ = sums + open_, np.zeros_like(open_)
-        full = (size - done) // k
-        if full:
-            groups = terms[done : done + full * k].reshape(full, k, -1)
-            group_sums = np.zeros((full, terms.shape[1]))
-            for j in range(k):  # left to right within each group, all groups at once
-                group_sums += groups[:, j]
-            sums = in_order(sums, group_sums)
-            done += full * k
-        if done < size:  # a new open group
-            open_ = in_order(np.zeros_like(open_), terms[done:])
-        return sums, open_
+        return grouped_sums(self.sums.reshape(-1), self.open.reshape(-1), self.rows, terms)
 
     def stats(self) -> RunningStats:
         """The moments as :class:`RunningStats` (count, mean, m2)."""
