@@ -110,6 +110,11 @@ class BeamLine:
             out += readings[:, j, None] * self.matrix[:, j]
         return out
 
+    def noise_covariance(self) -> np.ndarray:
+        """Per-window covariance of the variables that the monitors' resolution alone gives,
+        ``(variables, variables)`` in :data:`UNITS` squared."""
+        return (self.matrix * self.resolution_mm**2) @ self.matrix.T
+
     def out_of_range(self, counts: np.ndarray) -> np.ndarray:
         """Windows in which a monitor read beyond its linear range, ``(n,)`` bool."""
         words = np.abs(counts[:, list(self.columns)].astype(np.float64))

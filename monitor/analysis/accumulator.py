@@ -586,7 +586,8 @@ class RunAccumulator:
         if beam_sums is not None:
             differences = _half_difference_and_sum(beam_sums, self.pattern_size)[0]
             values[:, -m.n_beam :] = differences
-            m.regression.add(differences, *self._regression_targets(sums))
+            noise = _resolution_factor(beam_sums, self.pattern_size)
+            m.regression.add(differences, *self._regression_targets(sums), noise)
         m.add_patterns(values, self._work)
 
     def _regression_targets(self, s: _PatternSums) -> tuple[np.ndarray, np.ndarray]:
@@ -737,6 +738,16 @@ def _half_difference_and_sum(s: _PatternSums, size: int) -> tuple[np.ndarray, np
     n_plus, n_minus = s.windows[0][:, :1], s.windows[1][:, :1]
     plus, minus = (total + signed) / (2 * n_plus), (total - signed) / (2 * n_minus)
     return (plus - minus) / 2.0, (plus + minus) / 2.0
+
+
+def _resolution_factor(s: _PatternSums, size: int) -> np.ndarray:
+    """Per pattern ``(1/n+ + 1/n-) / 4``: the variance of a half difference of two means of
+    independent windows, per unit window variance (``1 / size`` for balanced patterns)."""
+    if s.windows is None:
+        return np.full(s.total.shape[0], 1.0 / size)
+    n_plus, n_minus = s.windows[0][:, 0], s.windows[1][:, 0]
+    with np.errstate(divide="ignore"):
+        return (1.0 / n_plus + 1.0 / n_minus) / 4.0
 
 
 def _shape_of(size: int) -> np.ndarray:

@@ -70,11 +70,14 @@ def regressed(
     groups: list[str],
     variables: tuple[str, ...],
     chosen: list[int],
+    resolution: np.ndarray | None = None,
 ) -> Regressed:
     """The regression of every target on the variables ``chosen`` (indices into
     ``variables``); targets are ``channels`` then ``groups`` (``scatter``, or ``forward``
-    and ``backward``)."""
-    r = regress(moments.select(chosen))
+    and ``backward``); ``resolution``: the monitors' per-window noise covariance of all
+    ``variables`` (:meth:`mupnc.daq.beamline.BeamLine.noise_covariance`)."""
+    noise = None if resolution is None else resolution[np.ix_(chosen, chosen)]
+    r = regress(moments.select(chosen), noise)
     c = len(channels)
     names = [variables[i] for i in chosen]
     per_channel = {

@@ -297,7 +297,12 @@ def _with_beam(
     if not chosen:
         return replace(result, beam=beam, patterns_beam_cut=m.patterns_beam_cut)
     fit = regressed(
-        m.regression.central(), acc.channel_map.names, list(acc.target_groups), variables, chosen
+        m.regression.central(),
+        acc.channel_map.names,
+        list(acc.target_groups),
+        variables,
+        chosen,
+        acc.beamline.noise_covariance(),
     )
     separating = polarization * analysing_power(m)
     combined = _physics(fit.combined.value, fit.combined.error, fit.combined.n, separating)
@@ -333,7 +338,14 @@ def _run_beam(
     pooled = acc.miniruns[0].regression.central()
     for m in acc.miniruns[1:]:
         pooled = pooled.merge(m.regression.central())
-    fit = regressed(pooled, acc.channel_map.names, list(acc.target_groups), variables, chosen)
+    fit = regressed(
+        pooled,
+        acc.channel_map.names,
+        list(acc.target_groups),
+        variables,
+        chosen,
+        acc.beamline.noise_covariance(),
+    )
     n = sum(r.regressed.n for r in per_minirun if r.regressed is not None)
 
     combined, chi2 = _minirun_mean([r.regressed for r in per_minirun], n)
