@@ -21,12 +21,13 @@ Slow and kick: the order of the spin states over the reversal intervals ``k = 0,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
-from mupnc.daq.helicity import lfsr30_bits
+from mupnc.daq.helicity import lfsr30_bits, pattern_shape
 
 
 class Scheme(StrEnum):
@@ -112,3 +113,25 @@ def stored_rotator(config: dict) -> RotatorSettings:
         str(config.get("rotator_pattern", RECORDED_ROTATOR.pattern)),
         float(config.get("kick_precession", RECORDED_ROTATOR.degrees_per_turn)),
     )
+
+
+def interval_windows(flip_period: float, window_rate: float) -> int:
+    """DAQ windows per reversal interval of ``flip_period`` s at ``window_rate`` Hz."""
+    return max(1, round(flip_period * window_rate))
+
+
+def pattern_windows(scheme: str | None, pattern: str, config: Mapping) -> int | None:
+    """DAQ windows per helicity pattern of a run: the fast ``pattern``'s windows, or (slow,
+    kick) the rotator pattern's intervals times the windows per interval, from the run's
+    stored ``config`` (``rotator_pattern``, ``flip_period``, ``window_rate``).  A run without
+    a ``scheme`` was recorded before the slow schemes existed (fast).  None when the run
+    does not say."""
+    try:
+        if scheme is None or scheme == Scheme.FAST:
+            return int(pattern_shape(pattern).size)
+        intervals = len(ROTATOR_PATTERNS[stored_rotator(config).pattern])
+        return intervals * interval_windows(
+            float(config["flip_period"]), float(config["window_rate"])
+        )
+    except (KeyError, ValueError, TypeError):
+        return None

@@ -13,7 +13,6 @@ from datetime import datetime
 import numpy as np
 
 from mupnc.daq.beamline import DISPLAY, SLOPE_DISPLAY
-from mupnc.daq.helicity import pattern_shape
 from mupnc.dashboards.display import Unit, pull_colours, pulls
 from mupnc.dashboards.records import (
     CHARGE,
@@ -32,14 +31,6 @@ from mupnc.monitor.analysis.statistics import pulled_miniruns
 NULL_PREFIX = "null_"
 """Null asymmetries (``null_half``, ``null_even_odd``) are expected at zero, like the charge
 asymmetry and any row whose role has no :data:`ANALYZING_SIGN`."""
-
-
-def pattern_windows(pattern: str) -> int | None:
-    """Helicity windows per pattern of a named shape (None if the name is unknown)."""
-    try:
-        return int(pattern_shape(pattern).size)
-    except ValueError:
-        return None
 
 
 ASYMMETRY_KEYS = ("x", "y", "lo", "hi")
@@ -112,11 +103,12 @@ def beam_columns(
     snapshots: Sequence[Snapshot],
     previous: Snapshot | None,
     start: datetime,
-    pattern: str,
+    pattern_windows: int | None,
     unit: Unit,
 ) -> dict[str, np.ndarray]:
     """Strip-chart columns: decoded and good window rates (Hz) between consecutive snapshots,
-    and the running beam charge asymmetry (NaN when unknown).
+    and the running beam charge asymmetry (NaN when unknown); ``pattern_windows``: DAQ
+    windows per pattern (:attr:`RunInfo.pattern_windows`).
 
     ``previous`` is the snapshot before ``snapshots[0]`` (None at the start of a run: the first
     snapshot then gives no rate and is left out).
@@ -126,7 +118,7 @@ def beam_columns(
         return {k: np.empty(0) for k in BEAM_KEYS}
     dt = np.diff(_seconds(chain, start))
     windows = np.diff([s.windows for s in chain]).astype(float)
-    size = pattern_windows(pattern) or math.nan  # good windows unknown for an unknown shape
+    size = pattern_windows or math.nan  # good windows unknown for an unknown shape
     good = np.diff([s.patterns_good for s in chain]).astype(float) * size
     with np.errstate(divide="ignore", invalid="ignore"):
         window_rate = np.where(dt > 0, windows / dt, np.nan)
@@ -221,10 +213,9 @@ def minirun_columns(miniruns: Sequence[MinirunMean], unit: Unit) -> dict[str, np
 
 def good_beam_seconds(run: RunInfo, patterns_good: int) -> float | None:
     """Beam time in good patterns: patterns × windows per pattern / window rate (s)."""
-    size = pattern_windows(run.pattern)
-    if not run.window_rate or size is None:
+    if not run.window_rate or run.pattern_windows is None:
         return None
-    return patterns_good * size / run.window_rate
+    return patterns_good * run.pattern_windows / run.window_rate
 
 
 def decoder_state(previous: Snapshot | None, latest: Snapshot | None, run_state: str) -> str:

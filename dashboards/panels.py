@@ -351,7 +351,7 @@ class BeamStrip:
             self.source.data = data
             self.unit = unit
             self.charge.yaxis.axis_label = f"A_Q ({unit.name})"
-        new = cols.beam_columns(snapshots, self.previous, run.start, run.pattern, self.unit)
+        new = cols.beam_columns(snapshots, self.previous, run.start, run.pattern_windows, self.unit)
         self.previous = snapshots[-1]
         if len(new["x"]):
             self.source.stream(new, rollover=ROLLOVER)

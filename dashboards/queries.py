@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mupnc.daq.beamline import BEAM_VARIABLES
+from mupnc.daq.scheme import pattern_windows
 from mupnc.dashboards.records import (
     CHARGE,
     COMBINED,
@@ -60,6 +61,8 @@ def run_info(run: Run) -> RunInfo:
     expected_shape = config.get("expected_shape") or {}
     shape = tuple((c["name"], float(expected_shape.get(c["name"], 1.0))) for c in channels)
     delay = run.delay_patterns if run.delay_patterns is not None else config.get("delay_patterns")
+    scheme = run.scheme or config.get("scheme")
+    pattern = str(run.pattern or config.get("pattern", "?"))
     return RunInfo(
         number=run.number,
         state=run.state,
@@ -71,13 +74,14 @@ def run_info(run: Run) -> RunInfo:
         expected=run.expected_asymmetry,
         windows=run.windows or 0,
         lost_windows=run.lost_windows or 0,
-        pattern=str(run.pattern or config.get("pattern", "?")),
+        pattern=pattern,
         window_rate=_float(config.get("window_rate")),
         polarization=_float(config.get("polarization")),
         muon_rate=_float(config.get("muon_rate")),
         delay_patterns=None if delay is None else int(delay),
-        scheme=str(run.scheme or config.get("scheme", "?")),
+        scheme=str(scheme or "?"),
         roles=roles,
+        pattern_windows=pattern_windows(scheme, pattern, config),
         shape=shape,
         replay_of=run.replay_of,
     )

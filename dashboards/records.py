@@ -35,6 +35,9 @@ class RunInfo:
     scheme: str
     roles: tuple[tuple[str, str], ...]
     """(channel name, role) from the run's channel map."""
+    pattern_windows: int | None
+    """DAQ windows per helicity pattern (a slow or kick run's state is a reversal interval of
+    many windows; :func:`mupnc.daq.scheme.pattern_windows`); None when the run does not say."""
     shape: tuple[tuple[str, float], ...] = ()
     """(channel name, relative asymmetry ``A[c] / A0``) stored with a simulated run (the A_LR
     preset's shape at each channel's cos theta; 1 for a flat preset and for other roles)."""

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mupnc.daq.helicity import pattern_shape
+from mupnc.daq.scheme import pattern_windows
 from mupnc.db.lease import LEASE_SECONDS, OPEN_STATES, monitor_alive
 from mupnc.db.models import (
     CUMULATIVE,
@@ -62,13 +62,6 @@ def _monitor(run: Run, now: datetime) -> str | None:
     return None
 
 
-def _pattern_size(run: Run) -> int | None:
-    try:
-        return int(pattern_shape(run.pattern or run.config.get("pattern", "")).size)
-    except (KeyError, ValueError):
-        return None
-
-
 def _result(r: AsymmetryResult | None) -> dict:
     keys = ("value", "error", "n", "chi2_ndf", "estimator")
     return dict.fromkeys(keys) if r is None else {k: getattr(r, k) for k in keys}
@@ -100,7 +93,10 @@ def run_summary(session: Session, number: int) -> dict:
         )
     ).one()
     patterns_good, miniruns = int(patterns_good), int(miniruns)  # PostgreSQL sums: Decimal
-    size = _pattern_size(run)
+    config = run.config or {}
+    size = pattern_windows(
+        run.scheme or config.get("scheme"), run.pattern or config.get("pattern", ""), config
+    )
     good_percent = 100.0 * patterns_good * size / run.windows if size and run.windows else None
     channel_map = run.channel_map or run.config.get("channel_map") or {}
     names = [c["name"] for c in channel_map.get("channels", []) if c.get("role") != "bpm"]

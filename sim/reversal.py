@@ -83,11 +83,6 @@ def kick_polarization(
     return polarization * kick_analysing_power(turns, degrees_per_turn)
 
 
-def interval_windows(flip_period: float, window_rate: float) -> int:
-    """Windows per reversal interval."""
-    return max(1, round(flip_period * window_rate))
-
-
 @dataclass
 class ReversalClock:
     """Position in the sequence of reversal intervals (slow and kick schemes).

@@ -37,6 +37,7 @@ from mupnc.daq.scheme import (
     SCHEMES,
     RotatorSequence,
     RotatorSettings,
+    interval_windows,
 )
 from mupnc.sim.beam import MOMENTUM_RANGE, RATE_RANGE, BeamTrips, muons_per_window
 from mupnc.sim.beamline import BeamlineConfig, SimulatedBeamline
@@ -58,7 +59,6 @@ from mupnc.sim.reversal import (
     KickSettings,
     ReversalClock,
     half_turn_turns,
-    interval_windows,
     kick_rotator,
     precession_per_turn,
     slow_rotator,

@@ -4,6 +4,7 @@ behaviour of the shifter and history pages (no browser; see test_dashboard_brows
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def run_info(**kw) -> RunInfo:
         delay_patterns=8,
         scheme="fast",
         roles=(("det0", "scatter"), ("fwd", "forward"), ("bcm", "monitor")),
+        pattern_windows=4,
     )
     return RunInfo(**(fields | kw))
 
@@ -208,12 +210,12 @@ def test_beam_columns_rates_from_consecutive_snapshots() -> None:
     a = snap(1, 0, 1, windows=240, patterns_good=50, charge_asymmetry=1e-6)
     b = snap(3, 0, 1, windows=720, patterns_good=150, charge_asymmetry=2e-6)
     c = snap(4, 0, 1, windows=960, patterns_good=150, charge_asymmetry=None)
-    cols = beam_columns([b, c], a, T0, "quartet", PPM)
+    cols = beam_columns([b, c], a, T0, 4, PPM)
     np.testing.assert_allclose(cols["x"], [3, 4])
     np.testing.assert_allclose(cols["window_rate"], [240, 240])
     np.testing.assert_allclose(cols["good_rate"], [200, 0])  # 100 quartets in 2 s
     np.testing.assert_allclose(cols["charge"], [2, np.nan])
-    assert len(beam_columns([a], None, T0, "quartet", PPM)["x"]) == 0
+    assert len(beam_columns([a], None, T0, 4, PPM)["x"]) == 0
 
 
 def test_channel_pulls_against_expectation_by_role() -> None:
@@ -723,6 +725,10 @@ def test_the_beam_panel_regressed_series_and_slopes_of_a_steered_run(tmp_path: P
     correction = by_name(doc, "regression_correction").text
     assert "σ" in correction and "regression moves the asymmetry by" in correction
     assert "regressed" in by_name(doc, "result_box").text
+    good_beam = re.search(
+        r"good-beam time</th><td>(1\d\d s|2 min)<", by_name(doc, "result_box").text
+    )
+    assert good_beam, "a rotator interval is 0.5 s of windows: about 120 s of good beam"
 
     history = Document()
     make_history(history, make_engine(db))

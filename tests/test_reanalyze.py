@@ -181,6 +181,8 @@ def test_the_report_carries_the_beam_and_reanalysis_regresses_to_the_last_bit(st
     slope = next(s for s in report["slopes"] if (s["channel"], s["variable"]) == ("combined", "x"))
     assert abs(slope["value"] - 0.1) < 3 * slope["error"]
     assert len(report["regressed_channels"]) == 8 and report["patterns_beam_cut"] == 0
+    # a rotator pattern's state is a 0.5 s interval of 120 windows, not one window
+    assert 95 < report["patterns_good_percent"] <= 100
     again = json.loads(cli(capsys, "--db", db, "reanalyze", str(run), "--json")[1])
     for key in ("asymmetry", "regressed", "regressed_channels", "beam", "slopes"):
         assert again[key] == report[key], key
