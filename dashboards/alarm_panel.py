@@ -13,7 +13,6 @@ from bokeh.layouts import column, row
 from bokeh.models import (
     Button,
     ColumnDataSource,
-    DataTable,
     Div,
     StringFormatter,
     TableColumn,
@@ -22,6 +21,7 @@ from bokeh.models import (
 
 from mupnc.dashboards.alarms import SEVERITY_STYLE, AlarmRecord, acknowledge, banner_text
 from mupnc.dashboards.feed import Feed
+from mupnc.dashboards.tables import live_table
 
 TABLE_HEADER, TABLE_ROW = 30, 26
 """Alarm table height in pixels: header plus one row per alarm (1 to 8 rows)."""
@@ -53,8 +53,8 @@ class AlarmPanel:
         self.banner = Div(name="alarm_banner", render_as_text=True, sizing_mode="stretch_width")
         self.source = ColumnDataSource(alarm_columns(()), name="alarm_source")
         severity = StringFormatter(background_color="colour", text_color="ink")
-        self.table = DataTable(
-            source=self.source,
+        self.table = live_table(
+            self.source,
             columns=[
                 TableColumn(field="severity", title="severity", formatter=severity, width=80),
                 TableColumn(field="name", title="alarm", width=160),

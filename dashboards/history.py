@@ -21,7 +21,6 @@ from bokeh.layouts import column, row
 from bokeh.models import (
     Button,
     ColumnDataSource,
-    DataTable,
     Div,
     NumberFormatter,
     Range1d,
@@ -49,6 +48,7 @@ from mupnc.dashboards.display import (
 )
 from mupnc.dashboards.panels import SETTLED_FRACTION, TOOLS, label, whisker
 from mupnc.dashboards.records import COMBINED, Channel, MinirunMean, RunInfo, Slope, Snapshot
+from mupnc.dashboards.tables import live_table
 
 NONE = "none"
 HEADER = "<b style='font-size:18px'>mupnc run history</b> · <a href='/'>live shifter page</a>"
@@ -221,8 +221,8 @@ class HistoryView:
         number = NumberFormatter(format="0.000", nan_format="–")
         self.value_column = TableColumn(field="value", title="A (ppm)", formatter=number)
         self.error_column = TableColumn(field="error", title="σ (ppm)", formatter=number)
-        self.table = DataTable(
-            source=self.table_source,
+        self.table = live_table(
+            self.table_source,
             columns=[
                 TableColumn(field="index", title="minirun"),
                 TableColumn(

@@ -17,7 +17,6 @@ from bokeh.models import (
     Band,
     ColumnDataSource,
     DataRange1d,
-    DataTable,
     Div,
     LinearAxis,
     NumberFormatter,
@@ -52,6 +51,7 @@ from mupnc.dashboards.records import (
     Sample,
     Snapshot,
 )
+from mupnc.dashboards.tables import live_table
 from mupnc.monitor.decoding.stream import ERROR_KINDS
 
 ROLLOVER = 20000
@@ -238,8 +238,8 @@ class BeamPanel:
         )
         number = NumberFormatter(format="0.0", nan_format="–")
         pull = NumberFormatter(format="+0.0", nan_format="–")
-        self.table = DataTable(
-            source=self.source,
+        self.table = live_table(
+            self.source,
             columns=[
                 TableColumn(field="variable", title="variable", formatter=StringFormatter()),
                 TableColumn(field="value", title="difference", formatter=number),
@@ -301,10 +301,16 @@ class BeamStrip:
         self.rate = figure(
             title="Beam: helicity window rate",
             y_axis_label="rate (Hz)",
+            name="window_rate_plot",
             **common,
         )
-        self.rate.line("x", "window_rate", source=self.source, color="navy", legend_label="decoded")
-        self.rate.line("x", "good_rate", source=self.source, color="green", legend_label="good")
+        decoded = self.rate.line(
+            "x", "window_rate", source=self.source, color="navy", legend_label="decoded"
+        )
+        good = self.rate.line(
+            "x", "good_rate", source=self.source, color="green", legend_label="good"
+        )
+        self.rate.y_range.renderers = [decoded, good]  # not the muon rate (MHz, right axis)
         self.rate.extra_y_ranges = {"muons": DataRange1d(renderers=[])}
         self.rate.add_layout(
             LinearAxis(y_range_name="muons", axis_label="muon rate (MHz)"), "right"
@@ -368,8 +374,8 @@ class ChannelTable:
         self.value = TableColumn(field="value", title="A (ppm)", formatter=number)
         self.error = TableColumn(field="error", title="σ (ppm)", formatter=number)
         pull = NumberFormatter(format="+0.00", nan_format="–", background_color="colour")
-        self.table = DataTable(
-            source=self.source,
+        self.table = live_table(
+            self.source,
             columns=[
                 TableColumn(field="channel", title="channel", formatter=StringFormatter()),
                 TableColumn(field="role", title="role", formatter=StringFormatter()),
@@ -484,8 +490,8 @@ class HelicityPanel:
             name="helicity_errors",
         )
         count = NumberFormatter(format="0,0", background_color="colour")
-        self.table = DataTable(
-            source=self.source,
+        self.table = live_table(
+            self.source,
             columns=[
                 TableColumn(field="kind", title="helicity errors (must be zero)"),
                 TableColumn(field="count", title="count", formatter=count),

@@ -133,6 +133,84 @@ def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
     assert errors == []
 
 
+def rendered_beam_x(page) -> str:
+    """The horizontal beam difference as the page's beam table draws it."""
+    cells = page.locator(".slick-cell").all_inner_texts()
+    row = next(i for i in range(len(cells) - 4) if cells[i] == "x" and cells[i + 4] == "nm")
+    return cells[row + 1]
+
+
+@pytest.mark.ca  # the demo chain with a steered beam
+def test_a_steered_beam_demo_shows_raw_off_regressed_on_and_the_beam_panel(tmp_path: Path) -> None:
+    """``mupnc demo --config docs/examples/hc-beam.toml``: a spin rotator steers the beam
+    20 um, which biases the raw A_LR by 2.2e-3; in Chromium the raw series is many sigma off
+    the injected 1e-3, the regressed series on it (once its error is below 400 ppm), and the
+    beam panel shows the 20 um in nm.  300 s is an upper bound: SIGINT ends the demo."""
+    port, db = free_port(), f"sqlite:///{tmp_path / 'hc.db'}"
+    config = str(Path(__file__).parents[1] / "docs" / "examples" / "hc-beam.toml")
+    args = ["--config", config, "--duration", "300", "--seed", "5", "--port", str(port)]
+    log = (tmp_path / "demo.log").open("w")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "mupnc", "--db", db, "demo", *args],
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    errors: list[str] = []
+    try:
+        wait_listening(port, demo)
+        with chromium() as browser:
+            page = open_page(browser, f"http://127.0.0.1:{port}/", errors)
+            regressed = f"{MODEL}('regressed_source').data"
+            page.wait_for_function(f"() => {regressed}.x.length >= 1", timeout=120_000)
+            label = page.evaluate(f"() => {MODEL}('asym_plot').left[0].axis_label")
+            scale = {"A_LR (ppm)": 1e6, "A_LR (%)": 1e2}[label]
+            injected = 1e-3 * scale
+            # until the steering's 2.2e-3 bias is over 5 sigma of the regressed asymmetry
+            error = f"({regressed}.hi.at(-1) - {regressed}.lo.at(-1)) / 2"
+            page.wait_for_function(f"() => {error} < {0.4 * injected}", timeout=150_000)
+            page.wait_for_function(IDLE_JS, timeout=30_000)
+
+            def pull(source: str) -> float:
+                data = f"{MODEL}('{source}').data"
+                y, lo, hi = page.evaluate(
+                    f"() => ['y', 'lo', 'hi'].map(k => {data}[k][{data}[k].length - 1])"
+                )
+                return (y - injected) / ((hi - lo) / 2)
+
+            assert pull("asym_source") > 5, "the raw asymmetry carries the steering's bias"
+            assert abs(pull("regressed_source")) < 3, "the regressed one is on the injected"
+            beam = page.evaluate(f"() => {MODEL}('beam_difference_source').data")
+            assert beam["variable"][0] == "x" and beam["unit"][0] == "nm"
+            assert abs(beam["value"][0] - 20_000) < 3 * beam["error"][0]
+            # the table on the screen follows its data (BokehJS redraws a table only when its
+            # number of rows changes, unless told to)
+            first = rendered_beam_x(page)
+
+            def redrawn() -> bool:
+                shown = rendered_beam_x(page)
+                value = page.evaluate(f"() => {MODEL}('beam_difference_source').data.value[0]")
+                return shown != first and shown == f"{value:.1f}"
+
+            wait_for(redrawn, 30, "the beam table to show its latest data", step=0.2)
+            # the window-rate axis (240 Hz) is not stretched to the muon rate (1e4 MHz, right)
+            top = page.evaluate(f"() => {MODEL}('window_rate_plot').y_range.end")
+            assert 240 < top < 1000, top
+            correction = page.evaluate(f"() => {MODEL}('regression_correction').text")
+            assert "regression moves the asymmetry by" in correction and "σ" in correction
+            shot = tmp_path / "steered.png"
+            page.screenshot(path=shot, full_page=True)
+            print(f"steered-beam screenshot: {shot}")
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(120) == 0, (tmp_path / "demo.log").read_text()[-2000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        log.close()
+    assert errors == []
+
+
 @pytest.fixture
 def served(tmp_path: Path):
     """A dashboard server in a thread on a fresh SQLite database: (url, engine)."""
