@@ -61,7 +61,7 @@ def muons_per_window(
     jitter: float,
     drift_amplitude: float,
     drift_period: float,
-    charge_asymmetry: float,
+    charge_asymmetry: float | np.ndarray,
     trip_residual: float,
 ) -> np.ndarray:
     """True muons integrated in each window (formula in the module docstring).

@@ -116,13 +116,21 @@ class SimulatedBeamline:
         self._rng = rng
         self._drift_phase = rng.uniform(0, 2 * np.pi, (len(BEAM_VARIABLES), len(DRIFT_PERIODS)))
 
-    def beam(self, seq: np.ndarray, helicity: np.ndarray) -> np.ndarray:
-        """Beam variables at the target, ``(n, 5)`` in :data:`BEAM_VARIABLES` order."""
+    def beam(
+        self,
+        seq: np.ndarray,
+        helicity: np.ndarray,
+        steering: dict[str, np.ndarray | float] | None = None,
+    ) -> np.ndarray:
+        """Beam variables at the target, ``(n, 5)`` in :data:`BEAM_VARIABLES` order;
+        ``steering``: helicity-correlated differences added by the source's actuators
+        (variable -> ``(v+ - v-)/2`` per window or one for all, the variable's unit)."""
         t = seq / self.window_rate
         out = self._rng.standard_normal((seq.size, len(self.variables)))
+        steering = steering or {}
         for i, v in enumerate(self.variables):
             out[:, i] *= v.jitter
-            out[:, i] += helicity * v.hc_difference
+            out[:, i] += helicity * (v.hc_difference + steering.get(BEAM_VARIABLES[i], 0.0))
             if v.drift:
                 waves = [
                     np.sin(2 * np.pi * t / (v.drift_time * period) + phase)

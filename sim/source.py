@@ -39,6 +39,7 @@ from mupnc.daq.scheme import (
     RotatorSettings,
     interval_windows,
 )
+from mupnc.sim.actuators import ActuatorsConfig, HelicityActuators
 from mupnc.sim.beam import MOMENTUM_RANGE, RATE_RANGE, BeamTrips, muons_per_window
 from mupnc.sim.beamline import BeamlineConfig, SimulatedBeamline
 from mupnc.sim.detector import (
@@ -133,6 +134,8 @@ class SourceConfig:
     trip_residual: float = 1e-4
     beamline: BeamlineConfig = field(default_factory=BeamlineConfig)
     """Beam variables at the target and detector sensitivities (:mod:`mupnc.sim.beamline`)."""
+    actuators: ActuatorsConfig = field(default_factory=ActuatorsConfig)
+    """The source's helicity-correlated actuators (:mod:`mupnc.sim.actuators`)."""
 
     def __post_init__(self) -> None:
         if self.z is None:
@@ -311,6 +314,9 @@ def _config_problem(c: SourceConfig) -> str | None:
     beamline = c.beamline.problem(c.resolved_channel_map())
     if beamline:
         return f"beamline {beamline}"
+    actuators = c.actuators.problem()
+    if actuators:
+        return f"actuators {actuators}"
     injected = c.injected_asymmetry
     if abs(c.polarization * injected) * 2 >= 1:
         return f"asymmetry {injected!r} too large for polarization {c.polarization!r}"
@@ -382,7 +388,7 @@ class WindowSource:
         self.shape = pattern_shape(config.pattern)
         self._generator = HelicityGenerator(config.helicity_seed)
         entropy = config.seed if incarnation == 0 else [config.seed, incarnation]
-        physics, trips, beamline = np.random.SeedSequence(entropy).spawn(3)
+        physics, trips, beamline, actuators = np.random.SeedSequence(entropy).spawn(4)
         self._rng = np.random.Generator(np.random.PCG64(physics))
         self._trips = BeamTrips(np.random.Generator(np.random.PCG64(trips)))
         self.detectors = self.channel_map.detectors()
@@ -395,6 +401,10 @@ class WindowSource:
             config.window_rate,
             np.random.Generator(np.random.PCG64(beamline)),
         )
+        self.actuators = HelicityActuators(
+            config.actuators, config.window_rate, np.random.Generator(np.random.PCG64(actuators))
+        )
+        """Setpoints of the helicity-correlated actuators (:meth:`HelicityActuators.set`)."""
         self._polarities = np.empty(0, dtype=np.int8)  # bits of patterns from _polarity_base on
         self._polarity_base = 0
         self._clock = ReversalClock(interval_windows(config.flip_period, config.window_rate))
@@ -584,7 +594,8 @@ class WindowSource:
             jitter=cfg.intensity_jitter,
             drift_amplitude=cfg.drift_amplitude,
             drift_period=cfg.drift_period,
-            charge_asymmetry=charge["value"] if charge else cfg.charge_asymmetry,
+            charge_asymmetry=(charge["value"] if charge else cfg.charge_asymmetry)
+            + self.actuators.effect("charge", seq),
             trip_residual=cfg.trip_residual,
         )
         beam_monitor = muons * (1.0 + cfg.bcm_resolution * rng.standard_normal(n_windows))
@@ -593,7 +604,8 @@ class WindowSource:
             detected = muons * (1.0 + cfg.gain_drift * seq / (cfg.window_rate * 3600.0))
         # muons * efficiency * (1 + spin * asymmetry) as one (n x 2) @ (2 x c) product
         expected = np.column_stack([detected, detected * spin]) @ self._response
-        beam = self.beamline.beam(seq, actual)
+        steering = {name: self.actuators.effect(name, seq) for name in ("x", "y")}
+        beam = self.beamline.beam(seq, actual, steering)
         if self.beamline.sensitivity.any():
             expected *= self.beamline.yield_factor(beam)
         detector_counts = rng.poisson(expected)

@@ -88,6 +88,16 @@ class RunningStats:
             m2 = self.m2 + other.m2 + np.where(n > 0, delta**2 * self.n * other.n / n, 0.0)
         return RunningStats(n=n, mean=mean, m2=m2)
 
+    def since(self, earlier: RunningStats) -> RunningStats:
+        """Statistics of the samples added after ``earlier`` (the inverse of :meth:`merge`:
+        ``a.merge(b).since(a)`` is ``b`` up to rounding)."""
+        n = self.n - earlier.n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, (self.n * self.mean - earlier.n * earlier.mean) / n, 0.0)
+            delta = mean - earlier.mean
+            m2 = np.where(n > 0, self.m2 - earlier.m2 - delta**2 * earlier.n * n / self.n, 0.0)
+        return RunningStats(n=n, mean=mean, m2=np.maximum(m2, 0.0))
+
     @property
     def variance(self) -> np.ndarray:
         """Sample variance (n - 1 denominator); NaN with fewer than two samples."""

@@ -1,0 +1,137 @@
+"""Feedback loops (pure): the integral law closed around the simulator's actuators."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mupnc.monitor.analysis.run_analysis import RunAnalysis
+from mupnc.monitor.analysis.settings import RunSettings
+from mupnc.monitor.analysis.statistics import RunningStats
+from mupnc.monitor.feedback.loop import (
+    DEFAULTS,
+    FeedbackLoop,
+    LoopSettings,
+    loop_inputs,
+)
+from mupnc.sim.actuators import ActuatorLimitError, ActuatorsConfig
+from mupnc.sim.beamline import BeamlineConfig
+from mupnc.sim.source import SourceConfig, WindowSource
+
+QUIET_BEAM = dict(muon_rate=1e8, intensity_jitter=1e-4)
+"""A source whose charge asymmetry is measured to ~70 ppm per quartet (BCM 1e-4)."""
+CHARGE = LoopSettings(mode="on", patterns=1000, max_error=20.0, clamp=3000.0)
+
+
+def closed_loop(config: SourceConfig, loops: list[FeedbackLoop], windows: int, block: int = 960):
+    """Simulate ``windows`` windows in blocks, the loops acting on the simulator's
+    actuators after every block as the monitor does after every flush; returns the
+    analysis, the actions, and the charge-asymmetry totals at half time."""
+    source = WindowSource(config)
+    analysis = RunAnalysis(
+        RunSettings(1, config.pattern, config.delay_patterns, config.polarization,
+                    config.resolved_channel_map()),
+        minirun_patterns=10**6,
+    )  # fmt: skip
+    actions, half = [], None
+    for start in range(0, windows, block):
+        analysis.feed(source.next_block_of(block).block)
+        for loop in loops:
+            for action in loop.update(loop_inputs(analysis.acc, loop.name), start / 240):
+                actions.append(action)
+                if loop.settings.mode == "on":
+                    source.actuators.set(action.actuator, action.after)
+        if half is None and start >= windows // 2:
+            half = analysis.acc.run_stats("charge_asymmetry")
+    return analysis, actions, half, source
+
+
+def test_since_is_the_inverse_of_merge():
+    rng = np.random.default_rng(1)
+    a, b = RunningStats.of(rng.normal(size=(50, 3))), RunningStats.of(rng.normal(size=(70, 3)))
+    back = a.merge(b).since(a)
+    for k in ("n", "mean", "m2"):
+        np.testing.assert_allclose(getattr(back, k), getattr(b, k), rtol=1e-12)
+
+
+def test_charge_feedback_drives_a_1000_ppm_charge_asymmetry_to_zero():
+    """A 1000 ppm charge asymmetry; the true actuator slope is 0.8 of the loop's calibration
+    and drifts 2 %: the cumulative charge asymmetry over the last half of the run is zero
+    within 3 sigma, and every setpoint stays inside the clamp."""
+    config = SourceConfig(
+        charge_asymmetry=1e-3,
+        seed=3,
+        actuators=ActuatorsConfig({"charge": {"slope": 0.8}}),
+        **QUIET_BEAM,
+    )
+    loop = FeedbackLoop("charge", CHARGE)
+    analysis, actions, half, source = closed_loop(config, [loop], 120 * 960)
+    last_half = analysis.acc.run_stats("charge_asymmetry").since(half)
+    assert abs(last_half.mean[0]) < 3 * last_half.error[0], (last_half.mean, last_half.error)
+    assert last_half.error[0] < 5e-6  # a test that means something: 1000 ppm is 200 sigma
+    acted = [a for a in actions if a.acted]
+    assert len(acted) >= 3 and all(abs(a.after) <= CHARGE.clamp for a in actions)
+    assert source.actuators.setpoints["charge"] == pytest.approx(-1000 / 0.8, rel=0.05)
+    # converged: the first decision sees 1000 ppm, the last ones noise
+    assert actions[0].value == pytest.approx(1000, rel=0.05)
+    assert abs(actions[-1].value) < 3 * actions[-1].error and not loop.not_converged
+
+
+@pytest.mark.parametrize("mode", ["off", "dry_run"])
+def test_feedback_off_or_in_dry_run_changes_no_setpoint(mode):
+    config = SourceConfig(charge_asymmetry=1e-3, seed=4, **QUIET_BEAM)
+    loop = FeedbackLoop("charge", replace(CHARGE, mode=mode))
+    _, actions, _, source = closed_loop(config, [loop], 30 * 960)
+    assert source.actuators.setpoints["charge"] == 0.0 and loop.setpoints["charge"] == 0.0
+    if mode == "off":
+        assert actions == []
+    else:  # computed every time from the unchanged setpoint, never applied
+        assert len(actions) >= 5 and all(
+            a.dry_run and a.reason.startswith("dry run") for a in actions
+        )
+        assert all(a.after == pytest.approx(-a.value) for a in actions)
+
+
+def test_position_feedback_drives_a_steered_beam_back():
+    """A rotator steering the beam 20 um in x and -5 um in y; the position loop (x and y)
+    brings both differences to zero within 3 sigma over the last half."""
+    beamline = BeamlineConfig({"x": {"hc_difference": 0.02}, "y": {"hc_difference": -0.005}})
+    config = SourceConfig(seed=5, beamline=beamline, **QUIET_BEAM)
+    settings = replace(DEFAULTS["position"], mode="on", patterns=1000)
+    loop = FeedbackLoop("position", settings)
+    _, actions, _, source = closed_loop(config, [loop], 60 * 960)
+    assert source.actuators.setpoints["x"] == pytest.approx(-20, abs=1)
+    assert source.actuators.setpoints["y"] == pytest.approx(5, abs=1)
+    last = actions[-2:]
+    assert {a.actuator for a in last} == {"x", "y"}
+    assert all(abs(a.value) < 3 * a.error for a in last)
+
+
+def test_a_loop_held_at_its_clamp_is_saturated_and_does_not_converge():
+    config = SourceConfig(charge_asymmetry=1e-3, seed=6, **QUIET_BEAM)
+    settings = replace(CHARGE, clamp=300.0, converge_actions=3)
+    loop = FeedbackLoop("charge", settings)
+    _, actions, _, source = closed_loop(config, [loop], 30 * 960)
+    assert source.actuators.setpoints["charge"] == -300.0
+    assert actions[-1].saturated and not actions[-1].acted and loop.not_converged
+
+
+def test_an_actuator_refuses_a_setpoint_beyond_its_limit():
+    source = WindowSource(SourceConfig(actuators=ActuatorsConfig({"charge": {"limit": 100.0}})))
+    with pytest.raises(ActuatorLimitError, match=r"charge setpoint 150\.0 ppm beyond its limit"):
+        source.actuators.set("charge", 150.0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (LoopSettings(gain=0.0), "gain: must be > 0, got 0.0"),
+        (LoopSettings(gain=-1.0), "gain: must be > 0"),
+        (LoopSettings(dead_band=50.0, clamp=20.0), "clamp: 20 moves the input by at most 20"),
+        (LoopSettings(mode="maybe"), "mode: must be one of off, dry_run, on"),
+    ],
+)
+def test_unusable_loop_settings_are_named(settings, message):
+    assert message in settings.problem("charge")
