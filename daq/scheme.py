@@ -106,7 +106,7 @@ RECORDED_ROTATOR = RotatorSettings(RECORDED_ROTATOR_PATTERN, RECORDED_DEGREES_PE
 """The rotator of a run recorded before rotator patterns and momentum-derived precession."""
 
 
-def stored_rotator(config: dict) -> RotatorSettings:
+def stored_rotator(config: Mapping) -> RotatorSettings:
     """The rotator settings of a stored run configuration (keys ``rotator_pattern`` and
     ``kick_precession``); those a key is missing from were recorded before it existed."""
     return RotatorSettings(
