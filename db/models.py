@@ -194,6 +194,33 @@ class RegressionSlope(Base):
     n: Mapped[int] = mapped_column(BigInteger)
 
 
+class FeedbackAction(Base):
+    """One decision of a feedback loop on one actuator (:mod:`mupnc.monitor.feedback.loop`):
+    the input over ``patterns`` good patterns (``value`` ± ``error``: ppm for the charge
+    loop, um for the position loop), the setpoint ``before`` and ``after`` (the actuator's
+    unit), whether it ``acted``, was ``saturated`` at the clamp or a ``dry_run``, and why.
+    ``window_end`` is the run's good patterns at the decision (a restarted monitor resumes
+    the loop from the last row)."""
+
+    __tablename__ = "feedback_actions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    loop: Mapped[str] = mapped_column(String(16))
+    actuator: Mapped[str] = mapped_column(String(16))
+    patterns: Mapped[int] = mapped_column(BigInteger)
+    window_end: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[float | None] = mapped_column(Float)
+    before: Mapped[float] = mapped_column(Float)
+    after: Mapped[float] = mapped_column(Float)
+    acted: Mapped[bool]
+    saturated: Mapped[bool]
+    dry_run: Mapped[bool]
+    reason: Mapped[str] = mapped_column(Text)
+
+
 class HelicityError(Base):
     __tablename__ = "helicity_errors"
     __table_args__ = (UniqueConstraint("run", "kind"),)

@@ -17,6 +17,7 @@ from mupnc.db.models import (
     Alarm,
     AsymmetryResult,
     BeamDifference,
+    FeedbackAction,
     HelicityCounts,
     HelicityError,
     Minirun,
@@ -155,12 +156,37 @@ def run_summary(session: Session, number: int) -> dict:
         ],
     }
     summary.update(_beam(session, number, regressed, regressed_channels, names))
+    summary["feedback"] = _feedback(session, number, run.config or {})
     summary["patterns_beam_cut"] = int(beam_cut)
     summary["miniruns_not_regressed"] = int(notes)
     if not run.blinded:  # a blinded run's injected and expected asymmetries are hidden too
         summary["injected_asymmetry"] = run.config.get("asymmetry")
         summary["expected_asymmetry"] = run.expected_asymmetry
     return summary
+
+
+def _feedback(session: Session, number: int, config: dict) -> dict:
+    """``feedback``: per loop configured or that decided (:mod:`mupnc.monitor.feedback`),
+    its configured ``mode``, the setpoint changes applied (``actions``), its ``decisions``,
+    the ``last_setpoint`` (a number for the charge loop, ppm; ``{"x", "y"}`` in um for the
+    position loop) and whether its last decision was ``saturated`` at the clamp."""
+    rows = session.scalars(
+        select(FeedbackAction).where(FeedbackAction.run == number).order_by(FeedbackAction.id)
+    ).all()
+    configured = config.get("feedback") or {}
+    out: dict[str, dict] = {}
+    for loop in sorted({*configured, *(r.loop for r in rows)}):
+        mine = [r for r in rows if r.loop == loop]
+        last = {r.actuator: r for r in mine}
+        setpoints = {a: r.before if r.dry_run else r.after for a, r in last.items()}
+        out[loop] = {
+            "mode": configured.get(loop, {}).get("mode", "off"),
+            "actions": sum(r.acted and not r.dry_run for r in mine),
+            "decisions": len({r.window_end for r in mine}),
+            "last_setpoint": setpoints.get(loop) if loop == "charge" else setpoints or None,
+            "saturated": any(r.saturated for r in last.values()),
+        }
+    return out
 
 
 def _beam(

@@ -117,6 +117,20 @@ class BlockIngest:
             raise ConnectionError(f"no answer from PV {self.prefix}{suffix}")
         return value
 
+    def put_setpoint(self, suffix: str, value: float) -> None:
+        """Write a setpoint and read it back: ``ConnectionError`` if the IOC does not answer,
+        ``ValueError`` if it keeps another value (it refused the put)."""
+        name = self.prefix + suffix
+        try:
+            done = epics.caput(name, value, wait=True, timeout=self.timeout)
+        except CA_FAILURES as err:
+            raise ConnectionError(f"no answer from PV {name}: {err}") from None
+        if done is None:
+            raise ConnectionError(f"no answer from PV {name}")
+        held = self.caget(suffix, use_monitor=False)
+        if not abs(float(held) - value) <= 1e-9 * max(1.0, abs(value)):
+            raise ValueError(f"{name} refused {value:g} (holds {float(held):g})")
+
     def optional_values(
         self, suffixes: Sequence[str], as_string: bool = False, timeout: float = OPTIONAL_PV_TIMEOUT
     ) -> dict[str, object]:

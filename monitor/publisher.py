@@ -32,6 +32,8 @@ from caproto.server import PVGroup, pvproperty
 from mupnc.daq.beamline import BEAM_VARIABLES, DISPLAY, UNITS
 from mupnc.monitor.analysis.results import COMBINED, COUNTING, INTEGRATING, RunResult
 from mupnc.monitor.decoding.stream import ERROR_KINDS, LOCK_STATES
+from mupnc.monitor.feedback.pvs import feedback_pv_group, write_feedback_pvs
+from mupnc.monitor.feedback.service import FeedbackRequests, FeedbackService
 
 ESTIMATORS = [INTEGRATING.upper(), COUNTING.upper()]
 
@@ -214,13 +216,17 @@ def beam_values(result: RunResult, channels: list[str]) -> dict:
 
 
 class ResultPublisher:
-    """Serves a :class:`ResultGroup` and the :func:`beam_group` on this process's CA server
+    """Serves a :class:`ResultGroup`, the :func:`beam_group` and the feedback PVs
+    (:func:`mupnc.monitor.feedback.pvs.feedback_pv_group`) on this process's CA server
     port."""
 
     def __init__(self, prefix: str, extra_groups: tuple[PVGroup, ...] = ()) -> None:
         self.group = ResultGroup(prefix=prefix + "MON:")
         self.beam = beam_group(prefix)
-        self.extra_groups = (self.beam, *extra_groups)  # served beside the results
+        self.feedback_requests = FeedbackRequests()
+        """Mode switches put to ``MON:FB:<LOOP>:MODE``, for the worker thread."""
+        self.feedback = feedback_pv_group(prefix, self.feedback_requests)
+        self.extra_groups = (self.beam, self.feedback, *extra_groups)  # beside the results
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="result-pvs", daemon=True)
@@ -259,6 +265,10 @@ class ResultPublisher:
                     await pv.write(value)
 
         self.submit(write())
+
+    def publish_feedback(self, service: FeedbackService) -> None:
+        """The feedback loops' PVs (:mod:`mupnc.monitor.feedback.pvs`)."""
+        self.submit(write_feedback_pvs(self.feedback, service))
 
     def submit(self, coroutine) -> None:
         """Run a coroutine (PV writes) in the server's loop and wait for it."""

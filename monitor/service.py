@@ -30,6 +30,7 @@ from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.monitor.archiver import SlowControlArchiver
 from mupnc.monitor.decoding.stream import ERROR_KINDS
+from mupnc.monitor.feedback.service import FeedbackService
 from mupnc.monitor.flow import ConsumerAck
 from mupnc.monitor.ingest import BlockIngest
 from mupnc.monitor.publisher import ResultPublisher, beam_values
@@ -128,6 +129,7 @@ class _RunStateWatch:
 
 
 MonitorOutputs = tuple[ResultPublisher | None, AlarmService | None]
+"""The result PVs (with the feedback switches, :class:`FeedbackRequests`) and the alarms."""
 
 
 class OnlineMonitor:
@@ -246,6 +248,8 @@ class OnlineMonitor:
         if alarms is not None:
             alarms.start(settings.run, settings.channel_map, decoder.state, ingest.counters)
         archiver = SlowControlArchiver(self.prefix)
+        feedback = FeedbackService(self.engine, settings.run, ingest.put_setpoint)
+        requests = publisher.feedback_requests if publisher is not None else None
 
         def ingested(blocks: list) -> None:
             recorder.add_blocks(blocks)
@@ -273,8 +277,12 @@ class OnlineMonitor:
                     helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
                     **beam_values(result, acc.channel_map.names),
                 )
+            if state == "running":
+                feedback.update(acc, requests)
+            if publisher is not None:
+                publisher.publish_feedback(feedback)
             if alarms is not None:
-                alarms.evaluate(decoder.state, ingest.counters, acc, result)
+                alarms.evaluate(decoder.state, ingest.counters, acc, result, feedback)
             return written
 
         ack = ConsumerAck(self.prefix)  # a replaying IOC paces itself by it

@@ -30,6 +30,7 @@ from mupnc.db.session import (
 from mupnc.errors import UsageError
 from mupnc.ioc.autosave import AutosaveError
 from mupnc.monitor.alarms.rules import AlarmRulesError
+from mupnc.monitor.feedback.loop import LOOPS
 from mupnc.orchestrate import follow_parent
 from mupnc.run_file import RunFileError
 from mupnc.sim.detector import PRESETS
@@ -367,6 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--alarm-rules", metavar="FILE", help="alarm rules TOML (default: the shipped rules)"
     )
 
+    feedback = sub.add_parser(
+        "feedback", help="switch a feedback loop of the running monitor (off, dry-run, on)"
+    )
+    feedback.add_argument("loop", choices=LOOPS, help="the loop")
+    feedback.add_argument(
+        "mode", choices=("off", "dry-run", "on"), help="dry-run: decide and record, write nothing"
+    )
+    feedback.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
+
     alarms = sub.add_parser("alarms", help="alarm list and operator actions")
     alarms.add_argument(
         "action", nargs="?", choices=("ack", "shelve"), help="acknowledge or shelve alarms"
@@ -509,6 +519,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.ioc(args)
     if args.command == "monitor":
         return commands.monitor(args)
+    if args.command == "feedback":
+        return commands.feedback(args)
     if args.command == "alarms":
         _check_alarm_arguments(args)
         return commands.alarms(args)

@@ -20,8 +20,9 @@ from mupnc.db.session import (
     transaction,
 )
 from mupnc.db.summary import run_list, run_summary
+from mupnc.errors import UsageError
 from mupnc.orchestrate import PARENT_ENV
-from mupnc.runs import new_run, run_config, source_config
+from mupnc.runs import new_run, run_config, run_feedback, source_config
 from mupnc.sim.source import SourceConfig
 
 log = logging.getLogger("mupnc")
@@ -72,7 +73,10 @@ def ioc(args: argparse.Namespace) -> int:
 
 def _new_ioc_run(args: argparse.Namespace, config: SourceConfig) -> int:
     blinded = args.blind is not None
-    return new_run(args.db, config, create=False, blinded=blinded, blind_box=args.blind)
+    feedback = run_feedback(args, config)
+    return new_run(
+        args.db, config, create=False, blinded=blinded, blind_box=args.blind, feedback=feedback
+    )
 
 
 def _autosaved_run(args: argparse.Namespace, config: SourceConfig):
@@ -122,6 +126,28 @@ def monitor(args: argparse.Namespace) -> int:
         return publisher, AlarmService(args.prefix, engine, rules, publisher, alarm_pvs)
 
     OnlineMonitor(args.prefix, engine, args.minirun, outputs=outputs).run(stop)
+    return 0
+
+
+def feedback(args: argparse.Namespace) -> int:
+    """``mupnc feedback LOOP MODE``: put the mode to the running monitor's
+    ``MON:FB:<LOOP>:MODE`` PV and wait until the monitor shows it (its next flush)."""
+    import time
+
+    import epics
+
+    name = f"{args.prefix}MON:FB:{args.loop.upper()}:MODE"
+    mode = args.mode.replace("-", "_").upper()
+    if epics.caput(name, mode, wait=True, timeout=5) is None:
+        raise UsageError(
+            f"no monitor answers at {name}: is `mupnc monitor --prefix {args.prefix}` running?"
+        )
+    deadline = time.monotonic() + 10
+    while epics.caget(name, as_string=True, use_monitor=False, timeout=2) != mode:
+        if time.monotonic() > deadline:
+            raise UsageError(f"{name}: the monitor did not take {mode} within 10 s")
+        time.sleep(0.2)
+    print(f"feedback {args.loop}: {args.mode}")
     return 0
 
 
@@ -282,6 +308,16 @@ def format_report(s: dict) -> str:
         + (f" ({a['estimator']} estimator)" if a.get("estimator") else ""),
     ]
     lines += _beam_lines(s)
+    for loop, f in (s.get("feedback") or {}).items():
+        setpoint = f["last_setpoint"]
+        if isinstance(setpoint, dict):
+            shown = ", ".join(f"{a} {v:+.3g} um" for a, v in setpoint.items())
+        else:
+            shown = "none" if setpoint is None else f"{setpoint:+.4g} ppm"
+        lines.append(
+            f"  feedback {loop}: {f['mode']}, {f['actions']} actions in {f['decisions']}"
+            f" decisions, setpoint {shown}" + (", SATURATED at its clamp" if f["saturated"] else "")
+        )
     if s["charge_asymmetry"]:
         q = s["charge_asymmetry"]
         lines.append(f"  charge asymmetry {_ppm(q['value'])} +- {_ppm(q['error']).lstrip('+')} ppm")

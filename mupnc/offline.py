@@ -33,6 +33,7 @@ from mupnc.errors import UsageError
 from mupnc.monitor.analysis.cuts import LowBeamCut
 from mupnc.monitor.analysis.results import chosen_variables
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
+from mupnc.monitor.feedback.service import SETPOINT_PVS, FeedbackService, Writer
 from mupnc.monitor.recorded_settings import run_blinding, run_settings
 from mupnc.monitor.recorder import RunRecorder
 from mupnc.sim.source import WindowSource
@@ -43,20 +44,21 @@ FLUSH_SECONDS = 1.0
 
 def simulate(args: argparse.Namespace) -> int:
     """Simulate, analyse and record a run (source "sim"); prints its number."""
-    from mupnc.runs import new_run, source_config
+    from mupnc.runs import new_run, run_feedback, source_config
 
     config = source_config(args)
     wanted = args.windows if args.windows is not None else args.seconds * config.window_rate
     size = int(pattern_shape(config.pattern).size)
     total = max(1, math.ceil(wanted / size)) * size  # a run ends on a pattern boundary
     per_block = max(1, math.ceil(config.window_rate / args.block_rate))
-    number = new_run(args.db, config, source="sim")
+    number = new_run(args.db, config, source="sim", feedback=run_feedback(args, config))
     engine = make_engine(args.db)
     with transaction(engine) as session:
         settings = run_settings(session.get(Run, number))
     source = WindowSource(config, stream_id=int(time.time()) & 0x7FFFFFFF)
     analysis = RunAnalysis(settings, args.minirun)
     recorder = RunRecorder(engine, number)
+    feedback = FeedbackService(engine, number, simulated_setpoints(source))
     next_flush = time.monotonic() + FLUSH_SECONDS
     state = "ended"
     unanalysed: list = []  # blocks recorded, not yet fed to the analysis
@@ -68,9 +70,10 @@ def simulate(args: argparse.Namespace) -> int:
                 recorder.add_blocks([block])
                 unanalysed.append(block)
                 bar.update(n)
-                if len(unanalysed) * per_block >= config.window_rate:
+                if len(unanalysed) * per_block >= config.window_rate:  # a second of data
                     analysis.feed_blocks(unanalysed)
                     unanalysed = []
+                    feedback.update(analysis.acc)  # the loops act on the next blocks
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + FLUSH_SECONDS
                     analysis.feed_blocks(unanalysed)
@@ -85,6 +88,17 @@ def simulate(args: argparse.Namespace) -> int:
         raise ConnectionError(f"run {number}: the database could not be reached to end the run")
     print(f"run {number}", flush=True)
     return 130 if state == "aborted" else 0
+
+
+def simulated_setpoints(source: WindowSource) -> Writer:
+    """A feedback writer acting on the simulator's actuators directly (``mupnc sim``: no
+    IOC); a setpoint beyond an actuator's limit is refused as the IOC would."""
+    by_pv = {pv: actuator for actuator, pv in SETPOINT_PVS.items()}
+
+    def write(suffix: str, value: float) -> None:
+        source.actuators.set(by_pv[suffix], value)
+
+    return write
 
 
 def reanalyze(

@@ -32,7 +32,7 @@ from mupnc.db.session import make_engine, redacted, transaction
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port, port_free
 from mupnc.errors import UsageError
 from mupnc.monitor.stop import StopRequest
-from mupnc.runs import new_run, simulation_arguments, source_config
+from mupnc.runs import new_run, run_feedback, simulation_arguments, source_config
 from mupnc.signals import StopNow, ignore_stop_signals, stop_on_signals
 
 MONITOR_DRAIN_SECONDS = 60.0
@@ -300,7 +300,9 @@ def demo(args: argparse.Namespace) -> int:
     dashboard = None if args.no_dashboard else args.port
     refuse_port_in_use(dashboard)
     config = source_config(args)
-    chained = ChainedRun(args.db, new_run(args.db, config), stop)
+    chained = ChainedRun(
+        args.db, new_run(args.db, config, feedback=run_feedback(args, config)), stop
+    )
     sim = simulation_arguments(args)
     injections = sorted(args.inject)
     started = time.monotonic()

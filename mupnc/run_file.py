@@ -21,23 +21,34 @@ Tables and keys (units as in :class:`mupnc.sim.source.SourceConfig`; every key o
                  slow part), drift_time (s); defaults in :mod:`mupnc.sim.beamline`
     [beamline.sensitivity]  CHANNEL = { V = fractional yield change per unit, ... }, and
                  ``default`` for every detector channel without an entry
+    [actuators.A] the source's helicity-correlated actuators, A = charge (setpoint ppm),
+                 x, y (setpoints um): slope (effect per setpoint unit), limit, noise,
+                 drift, drift_time (s); :mod:`mupnc.sim.actuators`
+    [feedback.L] the monitor's feedback loops, L = charge or position (x and y):
+                 enabled, dry_run (booleans), gain, patterns (good patterns per
+                 decision), max_error and dead_band (ppm; um), clamp (setpoint unit),
+                 slope (input per setpoint unit), converge_actions;
+                 :mod:`mupnc.monitor.feedback.loop` (:func:`load_feedback`)
 
 An unknown table or key, a value of the wrong type or an unphysical value is refused in
 one line naming the file, the line and the key: ``run.toml, line 4: [beam] polarization:
 polarization must lie in [0, 1], got 1.2``.  Tables of features this version does not
-have (``polarimeter``, ``modulation``, ``feedback``) are refused by name.
+have (``polarimeter``, ``modulation``) are refused by name.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mupnc.daq.beamline import BEAM_VARIABLES
+from mupnc.daq.beamline import BEAM_VARIABLES, BeamLine
 from mupnc.daq.channel_map import ChannelMap, default_channel_map, load_channel_map
 from mupnc.daq.config_file import parse_toml, read_text
+from mupnc.monitor.feedback.loop import DEFAULTS, LOOP_ACTUATORS, LOOPS, LoopSettings
+from mupnc.sim.actuators import ACTUATOR_KEYS, ACTUATORS, ActuatorsConfig
 from mupnc.sim.beamline import SENSITIVITY_DEFAULT, BeamlineConfig
 from mupnc.sim.source import SourceConfig, SourceConfigError
 
@@ -83,7 +94,20 @@ KEYS: dict[str | None, dict[str, tuple[str, str]]] = {
     },
 }
 """(table or None for the top level) -> key -> (:class:`SourceConfig` field, kind)."""
-NOT_YET = ("polarimeter", "modulation", "feedback")
+NOT_YET = ("polarimeter", "modulation")
+SECTIONS = ("beamline", "actuators", "feedback")
+"""Tables of named tables, read by functions of their own."""
+FEEDBACK_KEYS: dict[str, str] = {
+    "enabled": "a boolean",
+    "dry_run": "a boolean",
+    "gain": _FLOAT,
+    "patterns": _INT,
+    "max_error": _FLOAT,
+    "dead_band": _FLOAT,
+    "clamp": _FLOAT,
+    "slope": _FLOAT,
+    "converge_actions": _INT,
+}
 BEAMLINE_KEYS = ("jitter", "hc_difference", "drift", "drift_time")
 
 
@@ -104,6 +128,8 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
     if "beamline" in data:
         channel_map = fields.get("channel_map") or default_channel_map(fields.get("mode", "alr"))
         fields["beamline"] = _beamline(data["beamline"], channel_map, path, text)
+    if "actuators" in data:
+        fields["actuators"] = _actuators(data["actuators"], path, text)
     try:
         SourceConfig(**fields)
     except SourceConfigError as err:
@@ -115,13 +141,13 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
 
 def _entries(data: dict, path: str | Path, text: str):
     for name, value in data.items():
-        if name == "beamline":
-            continue  # :func:`_beamline`
+        if name in SECTIONS:
+            continue  # :func:`_beamline`, :func:`_actuators`, :func:`load_feedback`
         if isinstance(value, dict):
             if name in NOT_YET:
                 _fail(path, text, name, "", f"[{name}] is not supported by this mupnc version")
             if name not in KEYS:
-                known = ", ".join([*(f"[{t}]" for t in KEYS if t), "[beamline]"])
+                known = ", ".join([*(f"[{t}]" for t in KEYS if t), *(f"[{t}]" for t in SECTIONS)])
                 _fail(path, text, name, "", f"unknown table [{name}] (known: {known})")
             for key, item in value.items():
                 if key not in KEYS[name]:
@@ -197,6 +223,83 @@ def _beamline(data: object, channel_map: ChannelMap, path, text: str) -> Beamlin
                 _typed(value, _FLOAT, path, text, where, channel)
             sensitivity[channel] = {variable: float(value) for variable, value in entry.items()}
     return BeamlineConfig(variables, sensitivity)
+
+
+def _named_tables(data: object, section: str, names: tuple[str, ...], path, text: str) -> dict:
+    """``[section.NAME]`` tables, ``NAME`` one of ``names``."""
+    if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
+        _fail(path, text, None, section, f"must be tables [{section}.{names[0]}], ...")
+    for name in data:
+        if name not in names:
+            where = f"{section}.{name}"
+            _fail(
+                path,
+                text,
+                where,
+                "",
+                f"[{where}]: unknown name {name!r} (known: {', '.join(names)})",
+            )
+    return data
+
+
+def _actuators(data: object, path, text: str) -> ActuatorsConfig:
+    """The ``[actuators.A]`` tables (:mod:`mupnc.sim.actuators`)."""
+    given: dict[str, dict[str, float]] = {}
+    for name, table in _named_tables(data, "actuators", ACTUATORS, path, text).items():
+        where = f"actuators.{name}"
+        for key, value in table.items():
+            if key not in ACTUATOR_KEYS:
+                _fail(path, text, where, key, f"unknown key (known: {', '.join(ACTUATOR_KEYS)})")
+            given.setdefault(name, {})[key] = _typed(value, _FLOAT, path, text, where, key)
+        problem = ActuatorsConfig({name: given.get(name, {})}).problem()
+        if problem:  # "charge.slope must be ..."
+            name_key, message = problem.split(" ", 1)
+            _fail(path, text, where, name_key.split(".", 1)[1], message)
+    return ActuatorsConfig(given)
+
+
+def load_feedback(path: str | Path, channel_map: ChannelMap) -> dict[str, LoopSettings]:
+    """The ``[feedback.L]`` tables of the run file at ``path``: each loop's settings (the
+    loop's :data:`~mupnc.monitor.feedback.loop.DEFAULTS` for keys not given; loops not
+    mentioned are absent), checked against the beam monitors of ``channel_map``."""
+    text = read_text(path, "run configuration", RunFileError)
+    data = parse_toml(text, str(path), RunFileError)
+    if "feedback" not in data:
+        return {}
+    measured = BeamLine.of(channel_map).variables
+    out: dict[str, LoopSettings] = {}
+    for loop, table in _named_tables(data["feedback"], "feedback", LOOPS, path, text).items():
+        where = f"feedback.{loop}"
+        fields: dict[str, Any] = {}
+        enabled, dry_run = False, False
+        for key, value in table.items():
+            kind = FEEDBACK_KEYS.get(key)
+            if kind is None:
+                _fail(path, text, where, key, f"unknown key (known: {', '.join(FEEDBACK_KEYS)})")
+            if kind == "a boolean":
+                if not isinstance(value, bool):
+                    _fail(path, text, where, key, f"must be a boolean, got {value!r}")
+                enabled, dry_run = (value, dry_run) if key == "enabled" else (enabled, value)
+            else:
+                fields[key] = _typed(value, kind, path, text, where, key)
+        mode = ("dry_run" if dry_run else "on") if enabled else "off"
+        settings = replace(DEFAULTS[loop], mode=mode, **fields)
+        problem = settings.problem(loop)
+        if problem:
+            key, _, message = problem.partition(": ")
+            _fail(path, text, where, key, message)
+        missing = [v for v in LOOP_ACTUATORS[loop] if loop != "charge" and v not in measured]
+        if missing:
+            _fail(
+                path,
+                text,
+                where,
+                "",
+                f"[{where}]: the beam line measures no {', '.join(missing)} (no beam position"
+                " monitors for it in the channel map)",
+            )
+        out[loop] = settings
+    return out
 
 
 def _typed(value: object, kind: str, path, text, table: str | None, key: str) -> Any:

@@ -12,7 +12,9 @@ from mupnc.daq.beamline import BEAM_VARIABLES
 from mupnc.daq.channel_map import load_channel_map
 from mupnc.db.session import ensure_schema, make_engine, require_schema, transaction
 from mupnc.db.store import allocate_run
-from mupnc.run_file import load_run_file
+from mupnc.monitor.feedback.loop import LoopSettings
+from mupnc.run_file import load_feedback, load_run_file
+from mupnc.sim.actuators import ACTUATORS
 from mupnc.sim.detector import relative_asymmetries
 from mupnc.sim.source import SourceConfig
 
@@ -47,6 +49,12 @@ def source_config(args: argparse.Namespace) -> SourceConfig:
     return SourceConfig(**fields)
 
 
+def run_feedback(args: argparse.Namespace, config: SourceConfig) -> dict[str, LoopSettings]:
+    """The feedback loops of a command's ``--config`` file (``[feedback.L]``), checked
+    against the run's channel map; none without a file."""
+    return load_feedback(args.config, config.resolved_channel_map()) if args.config else {}
+
+
 def simulation_arguments(args: argparse.Namespace) -> list[str]:
     """The simulation options ``args`` was given, as command-line arguments again (for the
     IOC a demo starts)."""
@@ -60,9 +68,15 @@ def simulation_arguments(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | None = None) -> dict:
+def run_config(
+    config: SourceConfig,
+    blinded: bool = False,
+    blind_box: float | None = None,
+    feedback: dict[str, LoopSettings] | None = None,
+) -> dict:
     """The run configuration stored with the run (JSON-serializable); ``blind_box`` is the
-    box a blinded run was given (0: the monitor's default), which a replay serves again.
+    box a blinded run was given (0: the monitor's default), which a replay serves again;
+    ``feedback`` the loops the monitor runs (:mod:`mupnc.monitor.feedback.loop`).
     ``expected_asymmetry`` is what the monitor should report (fraction, diluted, averaged
     over the scatter channels' shape); ``expected_shape`` each channel's ``A[c] / A0``."""
     channel_map = config.resolved_channel_map()
@@ -96,6 +110,8 @@ def run_config(config: SourceConfig, blinded: bool = False, blind_box: float | N
         "decay_electron_fraction": config.decay_electron_fraction,
         "expected_asymmetry": config.expected_asymmetry,
         "beamline": beamline_config(config),
+        "actuators": {name: asdict(config.actuators.actuator(name)) for name in ACTUATORS},
+        "feedback": {loop: asdict(settings) for loop, settings in (feedback or {}).items()},
         "expected_shape": dict(
             zip(
                 detectors.names,
@@ -124,6 +140,7 @@ def new_run(
     create: bool = True,
     blinded: bool = False,
     blind_box: float | None = None,
+    feedback: dict[str, LoopSettings] | None = None,
 ) -> int:
     """Allocate a run (source "live": taken through the IOCs; "sim": made offline by
     ``mupnc sim``); with ``create`` a database without any schema gets one (an existing
@@ -131,5 +148,5 @@ def new_run(
     engine = make_engine(url)
     (ensure_schema if create else require_schema)(engine)
     with transaction(engine) as session:
-        settings = run_config(config, blinded, blind_box)
+        settings = run_config(config, blinded, blind_box, feedback)
         return allocate_run(session, source=source, mode=config.mode, config=settings)

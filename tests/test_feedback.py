@@ -135,3 +135,80 @@ def test_an_actuator_refuses_a_setpoint_beyond_its_limit():
 )
 def test_unusable_loop_settings_are_named(settings, message):
     assert message in settings.problem("charge")
+
+
+NO_BPMS = 'mode = "alr"\n[[channels]]\nname = "s"\nrole = "scatter"\nacceptance = 1e-4\n'
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            "[feedback.charge]\nenabled = true\ngain = 0.0\n",
+            "line 3: [feedback.charge] gain: must be > 0",
+        ),
+        ("[feedback.charge]\ngain = -0.5\n", "line 2: [feedback.charge] gain: must be > 0"),
+        (
+            "[feedback.charge]\ndead_band = 50.0\nclamp = 20.0\n",
+            "[feedback.charge] clamp: 20 moves the input by at most 20 ppm, not beyond the"
+            " dead band 50 ppm",
+        ),
+        (
+            "[feedback.energy]\nenabled = true\n",
+            "[feedback.energy]: unknown name 'energy' (known: charge, position)",
+        ),
+        (
+            "[feedback.charge]\nenabled = 'yes'\n",
+            "line 2: [feedback.charge] enabled: must be a boolean",
+        ),
+        ("[feedback.charge]\nwobble = 1\n", "line 2: [feedback.charge] wobble: unknown key"),
+        (
+            '[detector]\nchannel_map = "map.toml"\n[feedback.position]\nenabled = true\n',
+            "[feedback.position]: the beam line measures no x, y",
+        ),
+        (
+            "[actuators.charge]\nslope = 0.0\n",
+            "line 2: [actuators.charge] slope: must be a finite non-zero",
+        ),
+        ("[actuators.z]\nslope = 1.0\n", "[actuators.z]: unknown name 'z' (known: charge, x, y)"),
+    ],
+)
+def test_a_bad_feedback_or_actuator_section_is_refused_in_one_line(
+    tmp_path, capsys, section, message
+):
+    """Through the command line: exit 2, one line naming file, line and key; no run made."""
+    from mupnc.cli import main
+
+    (tmp_path / "map.toml").write_text(NO_BPMS)
+    path = tmp_path / "run.toml"
+    path.write_text(section)
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--db", db, "sim", "--config", str(path), "--seconds", "1"])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and str(path) in err and message in err, err
+    assert "run 1" not in out
+
+
+def test_sim_runs_the_charge_loop_and_the_report_gives_its_actions(tmp_path, capsys):
+    """``mupnc sim`` closes the configured loop around the simulator's actuators; the report
+    (text and JSON) gives the loop's actions and last setpoint."""
+    import json
+
+    from mupnc.cli import main
+
+    path = tmp_path / "fb.toml"
+    path.write_text(
+        "[beam]\ncharge_asymmetry = 1e-3\nintensity_jitter = 1e-4\n"
+        "[feedback.charge]\nenabled = true\npatterns = 1000\nclamp = 3000.0\n"
+    )
+    db = f"sqlite:///{tmp_path / 'fb.db'}"
+    assert main(["--db", db, "sim", "--config", str(path), "--seconds", "100", "--seed", "2"]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "report", "1", "--json"]) == 0
+    feedback = json.loads(capsys.readouterr().out)["feedback"]["charge"]
+    assert feedback["mode"] == "on" and feedback["actions"] >= 3 and not feedback["saturated"]
+    assert feedback["last_setpoint"] == pytest.approx(-1000, abs=30)
+    assert main(["--db", db, "report", "1"]) == 0
+    assert "feedback charge: on, " in capsys.readouterr().out

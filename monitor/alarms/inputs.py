@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,7 @@ from mupnc.monitor.alarms.rules import Observation
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import COMBINED, RunResult
 from mupnc.monitor.decoding.stream import DecoderState
+from mupnc.monitor.feedback.loop import Action, FeedbackLoop
 from mupnc.monitor.ingest_counters import IngestCounters
 
 BEAM_PVS = ("BEAM:ON", "BEAM:TRIP", "BEAM:RATE", "BEAM:RATE_SP")
@@ -258,3 +260,19 @@ class AlarmInputs:
         muons = sums.beam_monitor - old.beam_monitor
         relative = (sums.counts - old.counts)[use] / muons / self.acceptance[use]
         return float(relative.min()), float(relative.max())
+
+
+def feedback_observations(
+    loops: Iterable[FeedbackLoop], last: Mapping[str, list[Action]]
+) -> dict[str, Observation]:
+    """Per feedback loop L: ``feedback.L.saturated`` (1 when its last decision held a
+    setpoint at the clamp) and ``feedback.L.not_converged`` (1 when its input stayed
+    beyond three of its errors for its ``converge_actions`` decisions in a row); 0 for a
+    loop that is off."""
+    out = {}
+    for loop in loops:
+        on = loop.settings.mode != "off"
+        saturated = on and any(a.saturated for a in last.get(loop.name, []))
+        out[f"feedback.{loop.name}.saturated"] = Observation(float(saturated))
+        out[f"feedback.{loop.name}.not_converged"] = Observation(float(on and loop.not_converged))
+    return out

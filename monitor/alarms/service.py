@@ -35,7 +35,7 @@ from mupnc.db.alarms import (
     record_transition,
 )
 from mupnc.db.session import UNREACHABLE, transaction
-from mupnc.monitor.alarms.inputs import INPUT_PVS, AlarmInputs
+from mupnc.monitor.alarms.inputs import INPUT_PVS, AlarmInputs, feedback_observations
 from mupnc.monitor.alarms.logic import AlarmStatus, Transition, acknowledge, evaluate, shelve
 from mupnc.monitor.alarms.pv_watch import PvWatch
 from mupnc.monitor.alarms.pvs import write_alarm_pvs
@@ -43,6 +43,7 @@ from mupnc.monitor.alarms.rules import AlarmRule, RuleSet
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import RunResult
 from mupnc.monitor.decoding.stream import DecoderState
+from mupnc.monitor.feedback.service import FeedbackService
 from mupnc.monitor.ingest_counters import IngestCounters
 
 log = logging.getLogger("mupnc.monitor.alarms")
@@ -140,11 +141,14 @@ class AlarmService:
         counters: IngestCounters,
         acc: RunAccumulator,
         result: RunResult,
+        feedback: FeedbackService | None = None,
     ) -> None:
         """One evaluation of every rule (see the module docstring)."""
         now = time.time()
         self._operator_actions(now)
         observations = self.inputs.observe(now, decoder, counters, acc, result, self.watch.latest())
+        if feedback is not None:
+            observations.update(feedback_observations(feedback.loops.values(), feedback.last))
         values = self._counter_values(decoder, counters)
         increase = {k: int(v - self._counters.get(k, 0)) for k, v in values.items()}
         self._counters = values

@@ -131,7 +131,8 @@ class Action:
 @dataclass
 class FeedbackLoop:
     """A loop's state: its ``setpoints`` (what the actuators were last set to), the input
-    totals at the start of the current window, and the actions so far."""
+    totals at the start of the current window, and the ``actions`` applied so far (a dry
+    run's are not)."""
 
     name: str
     settings: LoopSettings
@@ -180,8 +181,8 @@ class FeedbackLoop:
         ]
         beyond = any(abs(a.value) > 3 * a.error for a in actions)
         self.unconverged = self.unconverged + 1 if beyond else 0
-        self.actions += sum(a.acted for a in actions)
         if self.settings.mode == "on":
+            self.actions += sum(a.acted for a in actions)
             for a in actions:
                 self.setpoints[a.actuator] = a.after
         return actions

@@ -1,0 +1,41 @@
+"""Feedback actions: every decision of a feedback loop.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-06
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "feedback_actions",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("run", sa.Integer(), sa.ForeignKey("runs.number"), nullable=False),
+        sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("loop", sa.String(16), nullable=False),
+        sa.Column("actuator", sa.String(16), nullable=False),
+        sa.Column("patterns", sa.BigInteger(), nullable=False),
+        sa.Column("window_end", sa.BigInteger(), nullable=False),
+        sa.Column("value", sa.Float()),
+        sa.Column("error", sa.Float()),
+        sa.Column("before", sa.Float(), nullable=False),
+        sa.Column("after", sa.Float(), nullable=False),
+        sa.Column("acted", sa.Boolean(), nullable=False),
+        sa.Column("saturated", sa.Boolean(), nullable=False),
+        sa.Column("dry_run", sa.Boolean(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+    )
+    op.create_index("ix_feedback_actions_run", "feedback_actions", ["run"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_feedback_actions_run", "feedback_actions")
+    op.drop_table("feedback_actions")
