@@ -279,3 +279,41 @@ def test_beam_observations_see_differences_corrections_cuts_and_a_stuck_monitor(
 
     sim.source.next_block_of = beyond
     assert sim.seconds(2)["beam.patterns_cut"].value > 0
+
+
+def test_a_saturated_or_unconverged_feedback_loop_is_alarmed_and_an_off_one_is_not() -> None:
+    """The charge loop clamped at 300 ppm against a 1000 ppm charge asymmetry: its
+    decisions are saturated (MAJOR) and after three of them beyond 3 sigma it has not
+    converged (MINOR); the same loop off raises neither."""
+    from dataclasses import replace
+
+    from mupnc.monitor.alarms.inputs import feedback_observations
+    from mupnc.monitor.analysis.run_analysis import RunAnalysis
+    from mupnc.monitor.analysis.settings import RunSettings
+    from mupnc.monitor.feedback.loop import FeedbackLoop, LoopSettings, loop_inputs
+    from mupnc.sim.source import WindowSource
+
+    rules = load_rules()
+    config = SourceConfig(charge_asymmetry=1e-3, seed=6, muon_rate=1e8, intensity_jitter=1e-4)
+    source = WindowSource(config)
+    analysis = RunAnalysis(
+        RunSettings(1, "quartet", 2, 0.9, config.resolved_channel_map()), minirun_patterns=10**6
+    )
+    settings = LoopSettings(mode="on", patterns=1000, clamp=300.0, converge_actions=3)
+    loop, off = (
+        FeedbackLoop("charge", settings),
+        FeedbackLoop("charge", replace(settings, mode="off")),
+    )
+    last: list = []
+    for _ in range(30):
+        analysis.feed(source.next_block_of(960).block)
+        actions = loop.update(loop_inputs(analysis.acc, "charge"), 0.0)
+        last = actions or last
+        for action in actions:
+            source.actuators.set("charge", action.after)
+    obs = feedback_observations([loop], {"charge": last})
+    assert read(rules["feedback_charge_saturated"], obs).severity == MAJOR
+    assert read(rules["feedback_charge_not_converged"], obs).severity == MINOR
+    quiet = feedback_observations([off], {"charge": last})
+    assert read(rules["feedback_charge_saturated"], quiet).severity == Severity.NO_ALARM
+    assert read(rules["feedback_charge_not_converged"], quiet).severity == Severity.NO_ALARM
