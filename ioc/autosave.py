@@ -10,7 +10,9 @@ and when the IOC stops) what a new IOC process needs to carry on with the same r
   counts them as missed (``missed_windows``, an alarm);
 * the helicity-gated scalers (counts by helicity +1/-1, per channel) and the last window
   they include;
-* the operator's settings: muon-rate setpoint, beam switch, faults switched on;
+* the operator's settings: muon-rate setpoint, beam switch, faults switched on, the
+  setpoints of the source's helicity-correlated actuators (a file written before they
+  existed has none: all 0);
 * the run settings (:func:`mupnc.commands.run_config`): a restart with other settings is
   refused rather than mixed into the run.
 
@@ -51,6 +53,9 @@ class RunSnapshot:
     muon_rate: float | None = None
     beam_on: bool = True
     faults: dict[str, dict[str, float]] = field(default_factory=dict)
+    actuators: dict[str, float] = field(default_factory=dict)
+    """Setpoints of the helicity-correlated actuators by name (:mod:`mupnc.sim.actuators`;
+    ppm, um); one not saved is 0."""
     ended: bool = False
 
     def resume_seq(self, now: float, window_rate: float, pattern_size: int) -> int:

@@ -219,11 +219,30 @@ class _RefusesBadPuts:
 
 
 class NumericSetpoint(_RefusesBadPuts, PvpropertyDouble):
-    """Writable analog setpoint (``ao``); DRVL..DRVH are the control limits."""
+    """Writable analog setpoint (``ao``); DRVL..DRVH are the control limits.
+
+    :meth:`check_put` enforces the channel's control limits (``lower_ctrl_limit``,
+    ``upper_ctrl_limit``: DBR_CTRL, and caproto's .LOPR/.HOPR fields); the .DRVL/.DRVH
+    fields show them (caproto links those fields to nothing), and a client's put to them
+    changes no limit."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.field_inst.engineering_units._data["value"] = self.units
+        self._show_drive_limits()
+
+    def _show_drive_limits(self) -> None:
+        fields = self.field_inst
+        fields.drive_low_limit._data["value"] = self.lower_ctrl_limit
+        fields.drive_high_limit._data["value"] = self.upper_ctrl_limit
+
+    def preset_drive_limits(self, low: float, high: float) -> None:
+        """Accept only ``low..high`` (the PV's units; also its display range), set before
+        the IOC serves: no update is published."""
+        self._data.update(
+            lower_ctrl_limit=low, upper_ctrl_limit=high, lower_disp_limit=low, upper_disp_limit=high
+        )
+        self._show_drive_limits()
 
     def check_put(self, value: str | float) -> None:
         number = _number(value)

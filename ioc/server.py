@@ -31,11 +31,18 @@ from mupnc.daq.scheme import ROTATOR_PATTERNS, SCHEMES
 from mupnc.ioc.autosave import SAVE_PERIOD, AutosaveError, RunSnapshot
 from mupnc.ioc.limits import MAJOR, MINOR, AlarmLimits
 from mupnc.ioc.records import (
+    PutRefusedError,
     analog_readback,
     block_acknowledgement,
     enum_readback,
     enum_setpoint,
     numeric_setpoint,
+)
+from mupnc.sim.actuators import (
+    ACTUATORS,
+    DEFAULT_LIMIT,
+    SETPOINT_UNITS,
+    ActuatorLimitError,
 )
 from mupnc.sim.beam import RATE_RANGE
 from mupnc.sim.faults import FAULT_KINDS
@@ -134,7 +141,7 @@ def build_ioc(
             config, new_stream_id(), incarnation=snapshot.incarnation if snapshot else 0
         )
         if snapshot is not None and snapshot.incarnation > 0:
-            _continue_run(source, snapshot)
+            _continue_run(source, snapshot, autosave[0])
     layout = DaqLayout(
         source.n_channels,
         block_rate,
@@ -164,13 +171,24 @@ def build_ioc(
     )
 
 
-def _continue_run(source: WindowSource, snapshot: RunSnapshot) -> None:
-    """Set up ``source`` to carry on the run in ``snapshot`` from where the clock is now."""
+def _continue_run(source: WindowSource, snapshot: RunSnapshot, path: Path) -> None:
+    """Set up ``source`` to carry on the run in ``snapshot`` (saved in ``path``) from where
+    the clock is now; :class:`AutosaveError` if a saved actuator setpoint is unusable."""
     if snapshot.muon_rate is not None:
         source.set_muon_rate(snapshot.muon_rate)
     source.set_beam_on(snapshot.beam_on)
     for kind, params in snapshot.faults.items():
         source.set_fault(kind, True, **params)
+    for name, setpoint in snapshot.actuators.items():
+        if name not in ACTUATORS:
+            raise AutosaveError(f"autosave file {path}: unknown actuator {name!r}")
+        try:
+            source.actuators.set(name, setpoint)
+        except (ActuatorLimitError, TypeError) as err:
+            raise AutosaveError(
+                f"autosave file {path}: {err}; give the run's settings, or remove the file "
+                "for a new run"
+            ) from None
     config = source.config
     size = source.shape.size if config.scheme == "fast" else 1
     resume = snapshot.resume_seq(time.time(), config.window_rate, size)
@@ -252,6 +270,8 @@ class MupncIOCBase(PVGroup):
         if beam is not None:
             await beam.rate_setpoint.write(source.muon_rate)
             await beam.beam_on.write("ON" if source.beam_switch else "OFF")
+            for name, setpoint in source.actuators.setpoints.items():
+                await beam.actuator_setpoint(name).write(setpoint)  # and its readback
         if run is not None:
             for kind in source.active_faults:
                 await getattr(run, f"fault_{kind}").write("ON")
@@ -268,6 +288,9 @@ class MupncIOCBase(PVGroup):
         snapshot.muon_rate = self.source.muon_rate
         snapshot.beam_on = self.source.beam_switch
         snapshot.faults = self.source.active_faults
+        actuators = getattr(self.source, "actuators", None)
+        if actuators is not None:
+            snapshot.actuators = dict(actuators.setpoints)
         try:
             snapshot.save(path)
         except AutosaveError as err:  # keep publishing; a restart then loses more
@@ -430,8 +453,9 @@ class DaqGroupBase(PVGroup):
         await self.block_number.write(block.block_number)
 
 
-class BeamGroup(PVGroup):
-    """The muon beam line (simulated): rate setpoint and readback, momentum, polarization."""
+class BeamControl(PVGroup):
+    """The muon beam line (simulated): rate setpoint and readback, momentum, polarization,
+    and the source's helicity-correlated actuators (:func:`_actuator_pvs`)."""
 
     rate_setpoint = numeric_setpoint(
         "RATE_SP", "Muon rate setpoint", 1e8, *RATE_RANGE, "Hz", precision=3
@@ -450,6 +474,15 @@ class BeamGroup(PVGroup):
     beam_on = enum_setpoint("ON", "Beam on/off switch", ["OFF", "ON"], "ON")
     trip = enum_readback("TRIP", "Beam trip status", ["OK", "TRIPPED"], "OK")
 
+    def __init__(self, *args, **kw) -> None:
+        """The actuators' setpoints accept ± the limits of this run's configuration (the
+        source's ``config.actuators``), in force before the IOC serves its first client."""
+        super().__init__(*args, **kw)
+        configured = self.parent.source.config.actuators
+        for name in ACTUATORS:
+            limit = configured.actuator(name).limit
+            self.actuator_setpoint(name).preset_drive_limits(-limit, limit)
+
     @rate_setpoint.putter
     async def rate_setpoint(self, instance, value: float) -> None:
         self.parent.source.set_muon_rate(value)
@@ -458,6 +491,25 @@ class BeamGroup(PVGroup):
     @beam_on.putter
     async def beam_on(self, instance, value: str) -> None:
         self.parent.source.set_beam_on(value == "ON")
+
+    def actuator_setpoint(self, name: str):
+        """The setpoint PV ``HC:<NAME>_SP`` of actuator ``name``."""
+        return getattr(self, f"hc_{name}_setpoint")
+
+    async def set_actuator(self, name: str, setpoint: float) -> None:
+        """Apply a setpoint (ppm, um) to the source's actuator ``name`` from its next
+        block and show it on the readback ``HC:<NAME>``; refused beyond its limit, and by
+        a source without actuators (a replay: the recording cannot be changed)."""
+        actuators = getattr(self.parent.source, "actuators", None)
+        if actuators is None:
+            raise PutRefusedError(
+                "a replay cannot set the source's actuators: the recording is fixed"
+            )
+        try:
+            actuators.set(name, float(setpoint))
+        except ActuatorLimitError as err:
+            raise PutRefusedError(str(err)) from None
+        await getattr(self, f"hc_{name}").write(float(setpoint))
 
     async def _follow_setpoint(self, rate: float) -> None:
         """Readback alarm limits follow the setpoint (see :data:`RATE_ALARM_FRACTIONS`)."""
@@ -477,6 +529,46 @@ class BeamGroup(PVGroup):
         tripped = not bool(np.all(simulated.beam_on))
         if (self.trip.value == "TRIPPED") != tripped:
             await self.trip.write("TRIPPED" if tripped else "OK")
+
+
+ACTUATOR_MEANINGS = {
+    "charge": "helicity-correlated intensity-asymmetry actuator",
+    "x": "helicity-correlated position-difference actuator, x at the target",
+    "y": "helicity-correlated position-difference actuator, y at the target",
+}
+"""What each actuator of :data:`mupnc.sim.actuators.ACTUATORS` is, for its PVs' docs (whose
+first 40 characters, the records' DESC, start "HC <name> actuator ...")."""
+
+
+def _actuator_pvs() -> dict[str, pvproperty]:
+    """``BEAM:HC:<NAME>_SP`` (writable, ppm or um, within ± the run's limit, set in
+    :meth:`BeamControl.__init__`) and its readback ``BEAM:HC:<NAME>``, per actuator."""
+    pvs = {}
+    for name in ACTUATORS:
+        units, limit, meaning = SETPOINT_UNITS[name], DEFAULT_LIMIT[name], ACTUATOR_MEANINGS[name]
+        setpoint = numeric_setpoint(
+            f"HC:{name.upper()}_SP",
+            f"HC {name} actuator setpoint ({meaning})",
+            0.0,
+            -limit,
+            limit,
+            units,
+        )
+
+        async def put(group, instance, value, name=name):
+            await group.set_actuator(name, value)
+
+        pvs[f"hc_{name}_setpoint"] = setpoint.putter(put)
+        pvs[f"hc_{name}"] = analog_readback(
+            f"HC:{name.upper()}",
+            f"HC {name} actuator readback: the setpoint the source applies ({meaning})",
+            units,
+        )
+    return pvs
+
+
+BeamGroup = type("BeamGroup", (BeamControl,), _actuator_pvs())
+"""The beam line plus the actuators' setpoints and readbacks ``BEAM:HC:*``."""
 
 
 class HelicityGroup(PVGroup):

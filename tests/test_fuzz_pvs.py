@@ -37,7 +37,7 @@ from support.chains import ioc_process
 from support.waiting import wait_for
 
 from mupnc.cli import build_parser
-from mupnc.daq.blocks import WindowBlock
+from mupnc.daq.blocks import CONSUMER_HAS_RUN, WindowBlock
 from mupnc.ioc.server import build_ioc
 from mupnc.runs import source_config
 from mupnc.sim.faults import FAULT_KINDS
@@ -90,6 +90,8 @@ class Target:
             return self.low <= number <= self.high
         upper = len(self.states) - 1 if self.kind == "enum" else LONG_MAX_VALID
         lower = 0 if self.kind == "enum" else -1
+        if self.kind == "long" and number == CONSUMER_HAS_RUN:  # a consumer with the whole run
+            return True
         return number.is_integer() and lower <= number <= upper
 
 
