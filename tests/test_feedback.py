@@ -212,3 +212,42 @@ def test_sim_runs_the_charge_loop_and_the_report_gives_its_actions(tmp_path, cap
     assert feedback["last_setpoint"] == pytest.approx(-1000, abs=30)
     assert main(["--db", db, "report", "1"]) == 0
     assert "feedback charge: on, " in capsys.readouterr().out
+
+
+def test_a_restarted_monitor_resumes_each_loop_at_its_last_setpoint(tmp_path):
+    """The loops' state lives in the database: a new service for the same run (a
+    restarted monitor) starts at the setpoint the last decision left, with its count of
+    actions, and its first decision continues from there (no jump back to 0)."""
+    from mupnc.db.session import make_engine
+    from mupnc.monitor.feedback.service import FeedbackService
+    from mupnc.offline import simulated_setpoints
+    from mupnc.runs import new_run
+
+    db = f"sqlite:///{tmp_path / 'resume.db'}"
+    config = SourceConfig(charge_asymmetry=1e-3, seed=8, **QUIET_BEAM)
+    run = new_run(db, config, source="sim", feedback={"charge": CHARGE})
+    engine = make_engine(db)
+    source = WindowSource(config)
+    analysis = RunAnalysis(
+        RunSettings(run, config.pattern, config.delay_patterns, config.polarization,
+                    config.resolved_channel_map()),
+        minirun_patterns=10**6,
+    )  # fmt: skip
+
+    def run_for(service: FeedbackService, blocks: int) -> None:
+        for _ in range(blocks):
+            analysis.feed(source.next_block_of(960).block)
+            service.update(analysis.acc)
+
+    first = FeedbackService(engine, run, simulated_setpoints(source))
+    run_for(first, 25)
+    left = dict(first.loops["charge"].setpoints)
+    assert left["charge"] < -900 and first.loops["charge"].actions >= 3
+
+    again = FeedbackService(engine, run, simulated_setpoints(source))
+    assert again.loops["charge"].setpoints == left
+    assert again.loops["charge"].actions == first.loops["charge"].actions
+    run_for(again, 10)
+    resumed = again.last["charge"][0]
+    assert resumed.before == left["charge"] and abs(resumed.value) < 5 * resumed.error
+    engine.dispose()

@@ -81,21 +81,18 @@ class FeedbackService:
         with transaction(engine) as session:
             row = session.get(Run, run)
             config, replay = row.config, row.source == "replay"
-            last = _last_actions(session, run)
+            resumed = _last_setpoints(session, run)
         self.loops: dict[str, FeedbackLoop] = {}
         for loop, settings in configured_loops(config).items():
             if replay and settings.mode != "off":  # the recorded beam cannot be steered
                 log.warning("feedback %s off: run %d replays a recorded run", loop, run)
                 settings = replace(settings, mode="off")
-            rows = last.get(loop, [])
+            setpoints = resumed.get(loop, {})
             self.loops[loop] = FeedbackLoop(
-                loop,
-                settings,
-                setpoints={r.actuator: r.after if not r.dry_run else r.before for r in rows},
-                actions=_acted(engine, run, loop),
+                loop, settings, setpoints=dict(setpoints), actions=_acted(engine, run, loop)
             )
-            if rows:
-                log.info("feedback %s resumed at %s", loop, self.loops[loop].setpoints)
+            if setpoints:
+                log.info("feedback %s resumed at %s", loop, setpoints)
         self.last: dict[str, list[Action]] = {loop: [] for loop in LOOPS}
 
     def set_mode(self, loop: str, mode: str) -> None:
@@ -168,16 +165,17 @@ class FeedbackService:
             )
 
 
-def _last_actions(session, run: int) -> dict[str, list[FeedbackAction]]:
-    """Per loop, the last stored decision on each of its actuators."""
+def _last_setpoints(session, run: int) -> dict[str, dict[str, float]]:
+    """Per loop, the setpoint each of its actuators was left at by its last stored decision
+    (a dry run's left it where it was)."""
     newest = (
         select(func.max(FeedbackAction.id))
         .where(FeedbackAction.run == run)
         .group_by(FeedbackAction.loop, FeedbackAction.actuator)
     )
-    out: dict[str, list[FeedbackAction]] = {}
+    out: dict[str, dict[str, float]] = {}
     for row in session.scalars(select(FeedbackAction).where(FeedbackAction.id.in_(newest))):
-        out.setdefault(row.loop, []).append(row)
+        out.setdefault(row.loop, {})[row.actuator] = row.before if row.dry_run else row.after
     return out
 
 
