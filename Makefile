@@ -34,7 +34,7 @@ check: $(STAMP)
 
 # mypy on the pure core (docs/architecture.md).  The folders install as mupnc.*, so mypy
 # reads them through a tree of links with that layout.
-TYPED := -p mupnc.daq -p mupnc.sim -p mupnc.monitor.analysis -p mupnc.monitor.decoding -p mupnc.monitor.feedback \
+TYPED := -p mupnc.daq -p mupnc.sim -p mupnc.monitor.analysis -p mupnc.monitor.decoding -m mupnc.monitor.feedback.loop \
 	-m mupnc.monitor.alarms.logic -m mupnc.monitor.alarms.rules -m mupnc.monitor.alarms.inputs -m mupnc.monitor.alarms.budget \
 	-m mupnc.monitor.ingest_counters -m mupnc.ioc.limits -m mupnc.dashboards.records \
 	-m mupnc.dashboards.display -m mupnc.dashboards.columns -m mupnc.dashboards.projection \

@@ -13,12 +13,24 @@ from datetime import datetime
 import numpy as np
 
 from mupnc.daq.beamline import DISPLAY, SLOPE_DISPLAY
-from mupnc.dashboards.display import Unit, pull_colours, pulls
+from mupnc.dashboards.display import (
+    FEEDBACK_MODES,
+    PPM,
+    Unit,
+    format_setpoint,
+    format_with_error,
+    pull_colours,
+    pulls,
+)
 from mupnc.dashboards.records import (
     CHARGE,
     COMBINED,
+    FEEDBACK_INPUT_UNITS,
+    SETPOINT_UNITS,
     BeamDifference,
     Channel,
+    FeedbackDecision,
+    FeedbackLoop,
     MinirunMean,
     RunInfo,
     Sample,
@@ -236,3 +248,141 @@ def decoder_state(previous: Snapshot | None, latest: Snapshot | None, run_state:
     if latest.windows > previous.windows:
         return "not locked"
     return "no new windows"
+
+
+# --- feedback ------------------------------------------------------------------------------------
+
+DECISION_ROWS = 10
+"""Decisions in the feedback table (the newest)."""
+DECISION_KEYS = (
+    "time", "loop", "actuator", "input", "value", "error", "setpoint", "before", "after",
+    "state", "colour", "reason",
+)  # fmt: skip
+SETPOINT_KEYS = ("x", "y", "proposed", "colour")
+DECISION_COLOURS = {
+    "saturated": "#ffb0b0",
+    "dry run": "#ffe9a0",
+    "applied": "#c8efc8",
+    "no change": "white",
+}
+"""Cell background of a decision's state (saturated wins over dry run)."""
+
+
+def decision_state(decision: FeedbackDecision) -> tuple[str, str]:
+    """A decision in words and its cell colour: ``applied``, ``dry run`` (computed, not
+    written; ``dry run · no change`` if it would not have changed the setpoint) or ``no
+    change`` (error too large, dead band, write refused), with ``· SATURATED`` when held at
+    the clamp."""
+    text = "dry run" if decision.dry_run else "applied" if decision.acted else "no change"
+    colour = DECISION_COLOURS[text]
+    if decision.dry_run and not decision.acted:
+        text += " · no change"
+    if decision.saturated:
+        text, colour = text + " · SATURATED", DECISION_COLOURS["saturated"]
+    return text, colour
+
+
+def decision_columns(
+    decisions: Sequence[FeedbackDecision], rows: int = DECISION_ROWS
+) -> dict[str, list]:
+    """The feedback table: the newest ``rows`` decisions, newest first; time of day (UTC),
+    the input ``value ± error`` and the setpoint ``before → after`` with their units (and
+    the numbers, NaN undefined), the state (:func:`decision_state`) and the reason."""
+    out: dict[str, list] = {k: [] for k in DECISION_KEYS}
+    nan = float("nan")
+    for d in list(decisions)[::-1][:rows]:
+        unit = FEEDBACK_INPUT_UNITS.get(d.loop, "?")
+        setpoint_unit = SETPOINT_UNITS.get(d.actuator, "?")
+        state, colour = decision_state(d)
+        out["time"].append(f"{d.time:%H:%M:%S}")
+        out["loop"].append(d.loop)
+        out["actuator"].append(d.actuator)
+        out["input"].append(format_with_error(d.value, d.error, unit))
+        out["value"].append(nan if d.value is None else d.value)
+        out["error"].append(nan if d.error is None else d.error)
+        out["setpoint"].append(
+            f"{format_setpoint(d.before)} → {format_setpoint(d.after)} {setpoint_unit}"
+        )
+        out["before"].append(d.before)
+        out["after"].append(d.after)
+        out["state"].append(state)
+        out["colour"].append(colour)
+        out["reason"].append(d.reason)
+    return out
+
+
+SETPOINT_MARKERS = {"applied": "#1f77b4", "dry run": "white", "saturated": "#c00000"}
+"""Marker fill of a decision on the setpoint plot: applied (or no change), dry run (hollow:
+the setpoint it would have set), saturated."""
+
+
+def setpoint_columns(
+    decisions: Sequence[FeedbackDecision], start: datetime, actuator: str, leading: bool
+) -> dict[str, np.ndarray | list]:
+    """``actuator``'s setpoint history versus time since ``start`` (s): ``y`` the setpoint
+    the actuator holds after each decision (a dry run's is unchanged), ``proposed`` the one
+    the decision computed, ``colour`` its marker (:data:`SETPOINT_MARKERS`).  With
+    ``leading`` (the first decisions shown) a point at ``x = 0`` holds the setpoint the
+    first one found."""
+    mine = [d for d in decisions if d.actuator == actuator]
+    x = [(d.time - start).total_seconds() for d in mine]
+    y = [d.applied for d in mine]
+    proposed = [d.after for d in mine]
+    colour = [
+        SETPOINT_MARKERS["saturated" if d.saturated else "dry run" if d.dry_run else "applied"]
+        for d in mine
+    ]
+    if leading and mine:
+        x, y = [0.0, *x], [mine[0].before, *y]
+        proposed, colour = [mine[0].before, *proposed], [SETPOINT_MARKERS["applied"], *colour]
+    return {
+        "x": np.array(x, dtype=float),
+        "y": np.array(y, dtype=float),
+        "proposed": np.array(proposed, dtype=float),
+        "colour": colour,
+    }
+
+
+def _defined_charge_input(d: FeedbackDecision) -> bool:
+    return (
+        d.loop == CHARGE
+        and d.value is not None
+        and d.error is not None
+        and math.isfinite(d.value)
+        and math.isfinite(d.error)
+    )
+
+
+def feedback_input_columns(
+    decisions: Sequence[FeedbackDecision], start: datetime, unit: Unit
+) -> dict[str, np.ndarray]:
+    """The charge loop's inputs (the charge asymmetry over each decision's window, ppm) in
+    ``unit`` with error bars ``lo``..``hi`` versus time since ``start`` (s), as
+    :func:`asymmetry_columns` gives the running asymmetry; undefined inputs left out."""
+    usable = [d for d in decisions if _defined_charge_input(d)]
+    scale = unit.scale / PPM.scale
+    y = np.array([d.value for d in usable], dtype=float) * scale
+    e = np.array([d.error for d in usable], dtype=float) * scale
+    x = np.array([(d.time - start).total_seconds() for d in usable], dtype=float)
+    return {"x": x, "y": y, "lo": y - e, "hi": y + e}
+
+
+def charge_input_size(decisions: Sequence[FeedbackDecision]) -> float | None:
+    """The newest charge-loop input's size, ``max(|value|, error)``, as a fraction (for the
+    unit of the charge plot); None without a defined one."""
+    usable = [d for d in decisions if _defined_charge_input(d)]
+    if not usable:
+        return None
+    newest = usable[-1]
+    return max(abs(float(newest.value or 0.0)), float(newest.error or 0.0)) / PPM.scale
+
+
+def loop_mode(loop: FeedbackLoop) -> tuple[str, str]:
+    """The mode to show for ``loop`` (as configured, or as last switched at run time) and a
+    note (empty if none)."""
+    if loop.mode is None:
+        decided = ("dry_run" if any(d.dry_run for d in loop.last) else "on") if loop.last else "off"
+        return decided, "not in the run configuration"
+    if loop.mode not in FEEDBACK_MODES:
+        return "off", f"unknown mode {loop.mode!r}"
+    return loop.mode, ""

@@ -182,3 +182,31 @@ def format_duration(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def format_with_error(value: float | None, error: float | None, unit: str) -> str:
+    """``value ± error unit`` of a number already in ``unit``, to two significant digits of
+    the error (``undefined`` without a finite value and error)."""
+    if value is None or error is None or not (math.isfinite(value) and math.isfinite(error)):
+        return "undefined"
+    digits = max(0, 1 - math.floor(math.log10(error))) if error > 0 else 2
+    return f"{value:+.{digits}f} ± {error:.{digits}f} {unit}"
+
+
+def format_setpoint(value: float) -> str:
+    """A setpoint to four significant digits, whole numbers from 1000 on: ``-998.8``,
+    ``+3000``, ``+1.235``, ``0``."""
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    digits = min(4, max(0, 3 - math.floor(math.log10(abs(value)))))
+    return f"{value:+.{digits}f}"
+
+
+FEEDBACK_MODES = {
+    "off": ("OFF", "#777"),
+    "dry_run": ("DRY RUN", "#b07800"),
+    "on": ("ON", "#1a7f1a"),
+}
+"""A feedback loop's mode -> its label and badge colour."""

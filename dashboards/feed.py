@@ -1,9 +1,10 @@
 """One database poller per process, shared by every dashboard session.
 
 A background thread with its own engine reads, about once a second, the newest run, its new
-``result_snapshots`` rows and beam-rate slow-control samples (ids greater than the last
-seen), its cumulative and per-minirun results, its helicity errors and the standing alarms
-into a lock-protected store that numbers snapshots and samples with increasing sequence
+``result_snapshots`` rows, beam-rate slow-control samples and feedback decisions (ids
+greater than the last seen), its cumulative and per-minirun results, its helicity errors, its
+feedback loops and the standing alarms
+into a lock-protected store that numbers snapshots, samples and decisions with increasing sequence
 numbers.  Each browser session holds a cursor
 here and asks for the rows since its last sequence number; the poller never touches a Bokeh
 document.  The store also says when the database last answered, so a page can show a lost
@@ -30,6 +31,8 @@ from mupnc.dashboards.alarms import AlarmRecord, displayed_alarms
 from mupnc.dashboards.records import (
     BeamDifference,
     Channel,
+    FeedbackDecision,
+    FeedbackLoop,
     MinirunMean,
     RunInfo,
     Sample,
@@ -66,6 +69,10 @@ class Update:
     """The run's helicity-correlated beam differences."""
     regressed: Channel | None = None
     """The run's combined regressed asymmetry (None: nothing regressed)."""
+    feedback: tuple[FeedbackLoop, ...] = ()
+    """The run's feedback loops: configured, or that decided (none: no feedback)."""
+    decisions: list[FeedbackDecision] = field(default_factory=list)
+    """Feedback decisions not shown yet (all held after a reset), oldest first."""
 
 
 Job = Callable[[Session], object]
@@ -77,6 +84,7 @@ class _Cursor:
     run: int | None = None
     seq: int = 0
     sample_seq: int = 0
+    decision_seq: int = 0
 
 
 T = TypeVar("T")
@@ -117,6 +125,8 @@ class Feed:
         self._lock = threading.Lock()
         self._snapshots: _Stream[Snapshot] = _Stream(maxlen)
         self._samples: _Stream[Sample] = _Stream(maxlen)
+        self._decisions: _Stream[FeedbackDecision] = _Stream(maxlen)
+        self._loops: tuple[FeedbackLoop, ...] = ()
         self._run: RunInfo | None = None
         self._channels: tuple[Channel, ...] = ()
         self._miniruns: tuple[MinirunMean, ...] = ()
@@ -130,7 +140,7 @@ class Feed:
         self._polled: datetime | None = None
         self._poll_error: str | None = None
         self._cursors: dict[str, _Cursor] = {}
-        self._last_id = self._last_sample_id = 0  # poller thread only
+        self._last_id = self._last_sample_id = self._last_decision_id = 0  # poller thread only
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -193,8 +203,8 @@ class Feed:
                 done(result, None)
 
     def poll(self) -> None:
-        """Run queued writes, then read the newest run's new snapshots, results, errors and
-        the alarms once (poller thread)."""
+        """Run queued writes, then read the newest run's new snapshots, results, errors,
+        feedback decisions and loops, and the alarms once (poller thread)."""
         self._run_jobs()
         with Session(self._engine) as session:
             info = queries.latest_run(session)
@@ -215,16 +225,25 @@ class Feed:
             rotator = queries.rotator_samples(session, info.start)
             beam = queries.beam_differences(session, info.number)
             regressed = queries.regressed_result(session, info.number)
+            decisions = queries.feedback_actions(
+                session, info.number, 0 if new_run else self._last_decision_id
+            )
+            loops = queries.feedback_loops(session, info.number)
         if rows:
             self._last_id = rows[-1][0]
         if samples:
             self._last_sample_id = samples[-1][0]
+        if decisions:
+            self._last_decision_id = decisions[-1][0]
         with self._lock:
             if new_run:
                 self._snapshots.items.clear()
                 self._samples.items.clear()
+                self._decisions.items.clear()
             self._snapshots.extend([snapshot for _, snapshot in rows])
             self._samples.extend([sample for _, sample in samples])
+            self._decisions.extend([decision for _, decision in decisions])
+            self._loops = loops
             self._run = info
             self._channels, self._miniruns, self._errors = channels, miniruns, errors
             self._rotator = rotator
@@ -243,16 +262,18 @@ class Feed:
             self._cursors.pop(session, None)
 
     def since(self, session: str) -> Update:
-        """The snapshots and samples after ``session``'s last sequence numbers; advances its
-        cursor."""
+        """The snapshots, samples and feedback decisions after ``session``'s last sequence
+        numbers; advances its cursor."""
         with self._lock:
             cursor = self._cursors[session]
             run = self._run
             reset = run is not None and cursor.run != run.number
             snapshots = self._snapshots.after(0 if reset else cursor.seq)
             samples = self._samples.after(0 if reset else cursor.sample_seq)
+            decisions = self._decisions.after(0 if reset else cursor.decision_seq)
             cursor.run = None if run is None else run.number
             cursor.seq, cursor.sample_seq = self._snapshots.seq, self._samples.seq
+            cursor.decision_seq = self._decisions.seq
             return Update(
                 run,
                 reset,
@@ -269,6 +290,8 @@ class Feed:
                 self._rotator,
                 self._beam,
                 self._regressed,
+                self._loops,
+                decisions,
             )
 
     @property

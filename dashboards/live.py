@@ -4,7 +4,8 @@ Each browser session streams what its :class:`~mupnc.dashboards.feed.Feed` curso
 a 1 s periodic callback inside ``doc.hold("combine")``.  Layout, top to bottom: status strip
 (feeds, server connection), alarm banner, running asymmetry beside the result box, channels /
 pull histogram / helicity state, the alarm table, beam strip charts beside the
-helicity-correlated beam differences and the run information.
+helicity-correlated beam differences and the run information, and the feedback loops (one
+line when the run has none).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mupnc.dashboards.display import (
     magnitude,
 )
 from mupnc.dashboards.feed import Feed, Update
+from mupnc.dashboards.feedback_panel import FeedbackPanel
 from mupnc.dashboards.panels import (
     AsymmetryPlot,
     BeamPanel,
@@ -213,6 +215,7 @@ class LiveView:
         self.pulls = PullHistogram()
         self.helicity = HelicityPanel()
         self.alarms = AlarmPanel(feed)
+        self.feedback = FeedbackPanel()
         self.box = Div(name="result_box", width=360)
         self.run = Div(name="run_info", width=360)
         self.previous: Snapshot | None = None
@@ -241,6 +244,7 @@ class LiveView:
                 column(self.beam_differences.layout, self.run),
                 sizing_mode="stretch_width",
             ),
+            self.feedback.layout,
             sizing_mode="stretch_width",
         )
 
@@ -269,7 +273,8 @@ class LiveView:
             before = update.snapshots[-2] if len(update.snapshots) > 1 else self.latest
             self.previous, self.latest = before, update.snapshots[-1]
         self.asymmetry.apply(run, update.snapshots, update.reset)
-        self.beam.apply(run, update.snapshots, update.samples, update.reset)
+        self.beam.apply(run, update.snapshots, update.samples, update.reset, update.decisions)
+        self.feedback.apply(run, update.feedback, update.decisions, update.reset)
         self.channels.apply(run, update.channels)
         raw = next((c for c in update.channels if c.name == COMBINED), None)
         self.beam_differences.apply(update.beam, raw, update.regressed)

@@ -46,6 +46,7 @@ from mupnc.dashboards.display import (
 from mupnc.dashboards.records import (
     BeamDifference,
     Channel,
+    FeedbackDecision,
     MinirunMean,
     RunInfo,
     Sample,
@@ -289,11 +290,14 @@ def correction_html(raw: Channel | None, regressed: Channel | None) -> str:
 
 class BeamStrip:
     """Strip charts of the last ten minutes: window rates, the muon rate from slow-control
-    samples (right axis, when archived) and the beam charge asymmetry."""
+    samples (right axis, when archived) and the beam charge asymmetry, running, with the
+    charge feedback's input over each of its windows (error bars) when the loop decides."""
 
     def __init__(self) -> None:
         self.unit = PPM
         self.previous: Snapshot | None = None
+        self.input_size = 0.0
+        """Size of the newest charge feedback input (fraction; 0: none)."""
         self.source = ColumnDataSource(_empty(cols.BEAM_KEYS), name="beam_source")
         self.muons = ColumnDataSource(_empty(cols.SAMPLE_KEYS), name="muon_rate_source")
         x_range = DataRange1d(follow="end", follow_interval=STRIP_WINDOW, range_padding=0)
@@ -332,35 +336,77 @@ class BeamStrip:
             title="Beam charge asymmetry (running)",
             x_axis_label="time since run start (s)",
             y_axis_label="A_Q (ppm)",
+            name="charge_strip_plot",
             **common,
         )
         self.charge.add_layout(Span(location=0, dimension="width", line_color="black"))
-        self.charge.line("x", "charge", source=self.source, color="purple")
+        self.charge.line(
+            "x", "charge", source=self.source, color="purple", legend_label="running A_Q"
+        )
+        self.feedback = ColumnDataSource(_empty(cols.ASYMMETRY_KEYS), name="feedback_input_source")
+        self.charge.add_layout(whisker(self.feedback, "darkorange"))
+        self.charge.scatter(
+            "x", "y", source=self.feedback, size=6, color="darkorange",
+            legend_label="charge feedback input (per window)",
+        )  # fmt: skip
+        self.charge.legend.location = "top_right"
+        self.charge.legend.background_fill_alpha = 0.6
+        self.charge.legend.visible = False  # until the charge loop decides
         self.layout = column(self.rate, self.charge, sizing_mode="stretch_width")
 
     def apply(
-        self, run: RunInfo, snapshots: Sequence[Snapshot], samples: Sequence[Sample], reset: bool
+        self,
+        run: RunInfo,
+        snapshots: Sequence[Snapshot],
+        samples: Sequence[Sample],
+        reset: bool,
+        decisions: Sequence[FeedbackDecision] = (),
     ) -> None:
+        """Reset for a new run or stream ``snapshots``, ``samples`` and the charge loop's
+        ``decisions`` (their inputs); rescale if the unit of A_Q changes (it reads the
+        newest running A_Q and the newest input)."""
         if reset:
             self.previous = None
+            self.input_size = 0.0
             self.source.data = _empty(cols.BEAM_KEYS)
+            self.feedback.data = _empty(cols.ASYMMETRY_KEYS)
             self.muons.data = cols.sample_columns(samples, run.start, 1e-6)
         elif samples:
             self.muons.stream(cols.sample_columns(samples, run.start, 1e-6), rollover=ROLLOVER)
-        if not snapshots:
-            return
-        size = magnitude([s.charge_asymmetry for s in snapshots[-1:]])
+        size = cols.charge_input_size(decisions)
+        if size is not None:
+            self.input_size = size
+        if snapshots or size is not None:
+            newest = snapshots[-1] if snapshots else self.previous
+            self._choose_unit(None if newest is None else newest.charge_asymmetry)
+        if snapshots:
+            new = cols.beam_columns(
+                snapshots, self.previous, run.start, run.pattern_windows, self.unit
+            )
+            self.previous = snapshots[-1]
+            if len(new["x"]):
+                self.source.stream(new, rollover=ROLLOVER)
+        inputs = cols.feedback_input_columns(decisions, run.start, self.unit)
+        if len(inputs["x"]):
+            self.feedback.stream(inputs, rollover=ROLLOVER)
+        self.charge.legend.visible = len(self.feedback.data["x"]) > 0
+
+    def _choose_unit(self, charge: float | None) -> None:
+        """Rescale the charge plot if the running A_Q and the feedback input read better in
+        another unit."""
+        size = magnitude([charge, self.input_size])
         unit = choose_unit(size, self.unit) if size else self.unit
-        if unit != self.unit:
-            data = dict(self.source.data)
-            data["charge"] = np.asarray(data["charge"]) * (unit.scale / self.unit.scale)
-            self.source.data = data
-            self.unit = unit
-            self.charge.yaxis.axis_label = f"A_Q ({unit.name})"
-        new = cols.beam_columns(snapshots, self.previous, run.start, run.pattern_windows, self.unit)
-        self.previous = snapshots[-1]
-        if len(new["x"]):
-            self.source.stream(new, rollover=ROLLOVER)
+        if unit == self.unit:
+            return
+        ratio = unit.scale / self.unit.scale
+        data = dict(self.source.data)
+        data["charge"] = np.asarray(data["charge"]) * ratio
+        self.source.data = data
+        self.feedback.data = {
+            k: np.asarray(v) * (1 if k == "x" else ratio) for k, v in self.feedback.data.items()
+        }
+        self.unit = unit
+        self.charge.yaxis.axis_label = f"A_Q ({unit.name})"
 
 
 class ChannelTable:

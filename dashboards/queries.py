@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
 from mupnc.daq.beamline import BEAM_VARIABLES
@@ -16,18 +16,23 @@ from mupnc.daq.scheme import pattern_windows
 from mupnc.dashboards.records import (
     CHARGE,
     COMBINED,
+    FEEDBACK_ACTUATORS,
     REGRESSED,
     BeamDifference,
     Channel,
+    FeedbackDecision,
+    FeedbackLoop,
     MinirunMean,
     RunInfo,
     Sample,
     Slope,
     Snapshot,
 )
+from mupnc.db.feedback import current_feedback_modes
 from mupnc.db.models import (
     CUMULATIVE,
     AsymmetryResult,
+    FeedbackAction,
     HelicityError,
     Minirun,
     RegressionSlope,
@@ -253,3 +258,98 @@ def beam_rate_samples(
         .limit(MAX_SAMPLES)
     ).all()
     return [(r.id, Sample(utc(r.time), r.pv, r.value, r.severity)) for r in rows]
+
+
+def _decision(row: FeedbackAction) -> FeedbackDecision:
+    return FeedbackDecision(
+        time=utc(row.time),
+        loop=row.loop,
+        actuator=row.actuator,
+        patterns=int(row.patterns),
+        window_end=int(row.window_end),
+        value=row.value,
+        error=row.error,
+        before=float(row.before),
+        after=float(row.after),
+        acted=bool(row.acted),
+        saturated=bool(row.saturated),
+        dry_run=bool(row.dry_run),
+        reason=row.reason,
+    )
+
+
+def feedback_actions(
+    session: Session, run: int, after_id: int = 0
+) -> list[tuple[int, FeedbackDecision]]:
+    """(row id, decision) of ``run``'s feedback loops with ids above ``after_id``, oldest
+    first."""
+    rows = session.scalars(
+        select(FeedbackAction)
+        .where(FeedbackAction.run == run, FeedbackAction.id > after_id)
+        .order_by(FeedbackAction.id)
+    ).all()
+    return [(r.id, _decision(r)) for r in rows]
+
+
+def _configured_loops(config: dict | None) -> dict[str, dict]:
+    """The run configuration's ``feedback`` tables (loop -> settings), known loops only."""
+    given = (config or {}).get("feedback") or {}
+    return {loop: dict(given[loop] or {}) for loop in FEEDBACK_ACTUATORS if loop in given}
+
+
+def feedback_loops(session: Session, run: int) -> tuple[FeedbackLoop, ...]:
+    """Every loop of ``run`` that its configuration names or that decided, in
+    :data:`FEEDBACK_ACTUATORS` order: configured mode and clamp, the setpoint changes
+    applied, the decisions (one per window, whatever the actuators; as ``report`` counts
+    them) and the last decision on each actuator."""
+    row = session.get(Run, run)
+    configured = _configured_loops(None if row is None else row.config)
+    modes = current_feedback_modes(session, run, None if row is None else row.config)
+    applied = case((FeedbackAction.acted & ~FeedbackAction.dry_run, 1), else_=0)
+    counts = {
+        loop: (int(actions or 0), int(decisions))
+        for loop, actions, decisions in session.execute(
+            select(
+                FeedbackAction.loop,
+                func.sum(applied),
+                func.count(distinct(FeedbackAction.window_end)),
+            )
+            .where(FeedbackAction.run == run)
+            .group_by(FeedbackAction.loop)
+        )
+    }
+    newest = (
+        select(func.max(FeedbackAction.id))
+        .where(FeedbackAction.run == run)
+        .group_by(FeedbackAction.loop, FeedbackAction.actuator)
+    )
+    last: dict[str, list[FeedbackDecision]] = {}
+    for action in session.scalars(
+        select(FeedbackAction).where(FeedbackAction.id.in_(newest)).order_by(FeedbackAction.id)
+    ):
+        last.setdefault(action.loop, []).append(_decision(action))
+    loops = []
+    for loop in FEEDBACK_ACTUATORS:
+        if loop not in configured and loop not in counts:
+            continue
+        settings = configured.get(loop)
+        order = FEEDBACK_ACTUATORS[loop]
+        mine = sorted(
+            last.get(loop, []),
+            key=lambda d: order.index(d.actuator) if d.actuator in order else len(order),
+        )
+        actions, decisions = counts.get(loop, (0, 0))
+        loops.append(
+            FeedbackLoop(
+                loop=loop,
+                mode=modes.get(loop),
+                clamp=None if settings is None else _float(settings.get("clamp")),
+                patterns=None
+                if settings is None or settings.get("patterns") is None
+                else int(settings["patterns"]),
+                actions=actions,
+                decisions=decisions,
+                last=tuple(mine),
+            )
+        )
+    return tuple(loops)

@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from mupnc.monitor.feedback.loop import INPUT_UNITS, LOOP_ACTUATORS
+from mupnc.monitor.feedback.loop import SETPOINT_UNITS as LOOP_SETPOINT_UNITS
+
 COMBINED, CHARGE, REGRESSED = "combined", "charge", "regressed"
 """Result names of the combined detector asymmetry, of the beam-charge asymmetry and of the
 combined regressed asymmetry."""
@@ -122,3 +125,59 @@ class Slope:
     variable: str
     value: float | None
     error: float | None
+
+
+FEEDBACK_ACTUATORS = LOOP_ACTUATORS
+"""Feedback loop -> the actuators it drives (:mod:`mupnc.monitor.feedback.loop`)."""
+FEEDBACK_INPUT_UNITS = {loop: unit.replace("um", "µm") for loop, unit in INPUT_UNITS.items()}
+"""A loop's input unit as the page names it: the charge asymmetry in ppm, the position
+differences in µm (the monitor writes ``um``)."""
+SETPOINT_UNITS = {name: unit.replace("um", "µm") for name, unit in LOOP_SETPOINT_UNITS.items()}
+"""An actuator's setpoint unit as the page names it."""
+
+
+@dataclass(frozen=True)
+class FeedbackDecision:
+    """One decision of a feedback loop on one actuator (a ``feedback_actions`` row).
+
+    Unlike the asymmetries elsewhere, in the loop's own units: the input ``value`` ±
+    ``error`` over ``patterns`` good patterns in :data:`FEEDBACK_INPUT_UNITS` (ppm, µm), the
+    setpoint ``before`` and ``after`` in :data:`SETPOINT_UNITS`.  A dry run's ``after`` is
+    the setpoint it would have set (the actuator kept ``before``); ``saturated``: held at
+    the clamp; ``window_end``: the run's good patterns at the decision."""
+
+    time: datetime
+    loop: str
+    actuator: str
+    patterns: int
+    window_end: int
+    value: float | None
+    error: float | None
+    before: float
+    after: float
+    acted: bool
+    saturated: bool
+    dry_run: bool
+    reason: str
+
+    @property
+    def applied(self) -> float:
+        """The setpoint the actuator holds after this decision (a dry run changes none)."""
+        return self.before if self.dry_run else self.after
+
+
+@dataclass(frozen=True)
+class FeedbackLoop:
+    """A loop of a run: its configured ``mode`` (``off``, ``dry_run``, ``on``; None when the
+    run's configuration does not name the loop although it decided), its ``clamp``
+    (setpoint unit; None if not configured) and ``patterns`` per decision, the setpoint
+    changes applied (``actions``), its ``decisions`` and the ``last`` decision (one per
+    actuator; empty before the first)."""
+
+    loop: str
+    mode: str | None
+    clamp: float | None
+    patterns: int | None
+    actions: int
+    decisions: int
+    last: tuple[FeedbackDecision, ...] = ()

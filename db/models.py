@@ -221,6 +221,20 @@ class FeedbackAction(Base):
     reason: Mapped[str] = mapped_column(Text)
 
 
+class FeedbackModeChange(Base):
+    """A feedback loop switched at run time (``MON:FB:<LOOP>:MODE``, ``mupnc feedback``) to
+    ``mode`` (``off``, ``dry_run``, ``on``); the run's configuration gives the mode before
+    the first."""
+
+    __tablename__ = "feedback_mode_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    loop: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(16))
+
+
 class HelicityError(Base):
     __tablename__ = "helicity_errors"
     __table_args__ = (UniqueConstraint("run", "kind"),)

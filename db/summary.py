@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mupnc.daq.scheme import pattern_windows
+from mupnc.db.feedback import current_feedback_modes
 from mupnc.db.lease import LEASE_SECONDS, OPEN_STATES, monitor_alive
 from mupnc.db.models import (
     CUMULATIVE,
@@ -167,20 +168,22 @@ def run_summary(session: Session, number: int) -> dict:
 
 def _feedback(session: Session, number: int, config: dict) -> dict:
     """``feedback``: per loop configured or that decided (:mod:`mupnc.monitor.feedback`),
-    its configured ``mode``, the setpoint changes applied (``actions``), its ``decisions``,
-    the ``last_setpoint`` (a number for the charge loop, ppm; ``{"x", "y"}`` in um for the
-    position loop) and whether its last decision was ``saturated`` at the clamp."""
+    its ``mode`` now (configured, or as last switched at run time), the setpoint changes
+    applied (``actions``), its ``decisions``, the ``last_setpoint`` (a number for the
+    charge loop, ppm; ``{"x", "y"}`` in um for the position loop) and whether its last
+    decision was ``saturated`` at the clamp."""
     rows = session.scalars(
         select(FeedbackAction).where(FeedbackAction.run == number).order_by(FeedbackAction.id)
     ).all()
     configured = config.get("feedback") or {}
+    modes = current_feedback_modes(session, number, config)
     out: dict[str, dict] = {}
     for loop in sorted({*configured, *(r.loop for r in rows)}):
         mine = [r for r in rows if r.loop == loop]
         last = {r.actuator: r for r in mine}
         setpoints = {a: r.before if r.dry_run else r.after for a, r in last.items()}
         out[loop] = {
-            "mode": configured.get(loop, {}).get("mode", "off"),
+            "mode": modes.get(loop, "off"),
             "actions": sum(r.acted and not r.dry_run for r in mine),
             "decisions": len({r.window_end for r in mine}),
             "last_setpoint": setpoints.get(loop) if loop == "charge" else setpoints or None,

@@ -20,7 +20,14 @@ MAY_IMPORT = {
     "ioc": {"daq", "sim", "ioc"},
     "db": {"daq", "db"},
     "monitor": {"daq", "db", "monitor"},
-    "dashboards": {"daq", "db", "monitor.analysis", "monitor.decoding", "dashboards"},
+    "dashboards": {
+        "daq",
+        "db",
+        "monitor.analysis",
+        "monitor.decoding",
+        "monitor.feedback",
+        "dashboards",
+    },
 }
 """Rooms (or sub-rooms) each room may import; the front door ``mupnc`` may import all."""
 

@@ -250,4 +250,9 @@ def test_a_restarted_monitor_resumes_each_loop_at_its_last_setpoint(tmp_path):
     run_for(again, 10)
     resumed = again.last["charge"][0]
     assert resumed.before == left["charge"] and abs(resumed.value) < 5 * resumed.error
+
+    again.set_mode("charge", "dry_run")  # a switch at run time is stored and resumed too
+    third = FeedbackService(engine, run, simulated_setpoints(source))
+    assert third.loops["charge"].settings.mode == "dry_run"
+    assert third.loops["charge"].setpoints == again.loops["charge"].setpoints
     engine.dispose()

@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 
-from mupnc.db.models import FeedbackAction, Run
+from mupnc.db.feedback import current_feedback_modes
+from mupnc.db.models import FeedbackAction, FeedbackModeChange, Run
 from mupnc.db.session import transaction
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.feedback.loop import (
@@ -82,8 +83,10 @@ class FeedbackService:
             row = session.get(Run, run)
             config, replay = row.config, row.source == "replay"
             resumed = _last_setpoints(session, run)
+            modes = current_feedback_modes(session, run, config)
         self.loops: dict[str, FeedbackLoop] = {}
         for loop, settings in configured_loops(config).items():
+            settings = replace(settings, mode=modes.get(loop, settings.mode))
             if replay and settings.mode != "off":  # the recorded beam cannot be steered
                 log.warning("feedback %s off: run %d replays a recorded run", loop, run)
                 settings = replace(settings, mode="off")
@@ -96,14 +99,20 @@ class FeedbackService:
         self.last: dict[str, list[Action]] = {loop: [] for loop in LOOPS}
 
     def set_mode(self, loop: str, mode: str) -> None:
+        """Switch a loop at run time; the switch is stored (the report and the page show
+        the mode now)."""
         self.loops[loop].set_mode(mode)
+        with transaction(self.engine) as session:
+            session.add(
+                FeedbackModeChange(run=self.run, time=datetime.now(UTC), loop=loop, mode=mode)
+            )
         log.warning("feedback %s switched to %s", loop, mode)
 
     def update(self, acc: RunAccumulator, requests: FeedbackRequests | None = None) -> list[Action]:
         """One look after a flush: apply the mode switches asked for, then let every loop
         that is not off decide; returns the decisions (stored and written)."""
-        for loop, mode in (requests.take() if requests else {}).items():
-            self.set_mode(loop, mode)
+        for name, mode in (requests.take() if requests else {}).items():
+            self.set_mode(name, mode)
         now = datetime.now(UTC)
         decided: list[Action] = []
         for loop in self.loops.values():

@@ -1,4 +1,4 @@
-"""Feedback actions: every decision of a feedback loop.
+"""Feedback actions (every decision of a feedback loop) and run-time mode switches.
 
 Revision ID: 0008
 Revises: 0007
@@ -34,8 +34,19 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
     )
     op.create_index("ix_feedback_actions_run", "feedback_actions", ["run"])
+    op.create_table(
+        "feedback_mode_changes",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("run", sa.Integer(), sa.ForeignKey("runs.number"), nullable=False),
+        sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("loop", sa.String(16), nullable=False),
+        sa.Column("mode", sa.String(16), nullable=False),
+    )
+    op.create_index("ix_feedback_mode_changes_run", "feedback_mode_changes", ["run"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_feedback_mode_changes_run", "feedback_mode_changes")
+    op.drop_table("feedback_mode_changes")
     op.drop_index("ix_feedback_actions_run", "feedback_actions")
     op.drop_table("feedback_actions")
