@@ -211,6 +211,59 @@ def test_a_steered_beam_demo_shows_raw_off_regressed_on_and_the_beam_panel(tmp_p
     assert errors == []
 
 
+@pytest.mark.ca  # the demo chain with charge feedback
+def test_the_charge_feedback_demo_drives_the_charge_asymmetry_to_zero(tmp_path: Path) -> None:
+    """``mupnc demo --config docs/examples/feedback.toml``: the monitor's charge loop drives
+    a 1000 ppm charge asymmetry to zero; in Chromium the feedback panel shows the loop ON,
+    its decisions in the table, the setpoint history and the inputs converging."""
+    port, db = free_port(), f"sqlite:///{tmp_path / 'feedback.db'}"
+    config = str(Path(__file__).parents[1] / "docs" / "examples" / "feedback.toml")
+    args = ["--config", config, "--duration", "300", "--seed", "5", "--port", str(port)]
+    log = (tmp_path / "demo.log").open("w")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "mupnc", "--db", db, "demo", *args],
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    errors: list[str] = []
+    try:
+        wait_listening(port, demo)
+        with chromium() as browser:
+            page = open_page(browser, f"http://127.0.0.1:{port}/", errors)
+            inputs = f"{MODEL}('feedback_input_source').data"
+            # four decisions, the last one's input within 3 sigma of zero
+            converged = (
+                f"() => {inputs}.y.length >= 4 && Math.abs({inputs}.y.at(-1))"
+                f" < 3 * ({inputs}.hi.at(-1) - {inputs}.lo.at(-1)) / 2"
+            )
+            page.wait_for_function(converged, timeout=240_000)
+            page.wait_for_function(IDLE_JS, timeout=30_000)
+            data = page.evaluate(f"() => {inputs}")
+            first, last = data["y"][0], data["y"][-1]
+            label = page.evaluate(f"() => {MODEL}('charge_strip_plot').left[0].axis_label")
+            scale = {"A_Q (ppm)": 1.0, "A_Q (%)": 1e-4, "A_Q (ppb)": 1e3}[label]
+            assert abs(first / scale - 1000) < 100, first  # the first window: 1000 ppm
+            state = page.evaluate(f"() => {MODEL}('feedback_state').text")
+            assert ">ON</span>" in state and "SATURATED" not in state
+            setpoints = page.evaluate(f"() => {MODEL}('feedback_setpoint_charge').data.y")
+            assert abs(setpoints[-1] + 1000 / 0.8) < 0.1 * 1000 / 0.8, setpoints
+            cells = page.locator(".slick-cell").all_inner_texts()
+            assert any(c.startswith("applied") for c in cells), "the decisions table is drawn"
+            assert abs(last) < abs(first) / 20
+            shot = tmp_path / "feedback.png"
+            page.screenshot(path=shot, full_page=True)
+            print(f"feedback screenshot: {shot}")
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(120) == 0, (tmp_path / "demo.log").read_text()[-2000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        log.close()
+    assert errors == []
+
+
 @pytest.fixture
 def served(tmp_path: Path):
     """A dashboard server in a thread on a fresh SQLite database: (url, engine)."""
