@@ -42,8 +42,8 @@ class Actuator:
     slope: float = 1.0
     limit: float = 0.0
     noise: float = 0.01
-    drift: float = 0.02
-    drift_time: float = 900.0
+    drift: float = 0.005
+    drift_time: float = 3600.0
 
     def problem(self, name: str) -> str | None:
         """What makes this actuator unusable (None if nothing); names the key."""
