@@ -58,8 +58,8 @@ def test_since_is_the_inverse_of_merge():
 
 def test_charge_feedback_drives_a_1000_ppm_charge_asymmetry_to_zero():
     """A 1000 ppm charge asymmetry; the true actuator slope is 0.8 of the loop's calibration
-    and drifts (0.5 % per hour): the cumulative charge asymmetry over the last half of the run is zero
-    within 3 sigma, and every setpoint stays inside the clamp."""
+    and drifts (0.5 % per hour): the cumulative charge asymmetry over the last half of the
+    run is zero within 3 sigma, and every setpoint stays inside the clamp."""
     config = SourceConfig(
         charge_asymmetry=1e-3,
         seed=3,
