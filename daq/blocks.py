@@ -43,6 +43,9 @@ FLAG_PAIR_SYNC = 2
 """Set on the first window of each pair of windows (pair-sync bit)."""
 FLAG_SETTLE = 4
 """Window inside the spin rotator's ramp/settle gate: helicity not stable, cut from analysis."""
+FLAG_MODULATION = 8
+"""Window inside a beam-modulation cycle (the coils move the beam): its whole pattern is cut
+from the main analysis; the monitor uses it for the sensitivities."""
 
 
 class BlockFormatError(ValueError):

@@ -13,7 +13,13 @@ role and its acceptance.  Roles:
   measured with ``resolution`` (same unit) over a linear ``range`` (+- that, same unit;
   default 10 mm).  A monitor at a place of horizontal ``dispersion`` D (metres) reads
   ``x + 1000 D dp/p`` mm, from which the momentum offset follows
-  (:mod:`mupnc.daq.beamline`).
+  (:mod:`mupnc.daq.beamline`);
+* ``coil``: a beam-modulation coil's current readback, not a detector: its word per window
+  is the coil's current as a signed integer in ``unit`` (``uA`` or ``mA``; default ``uA``).
+  The coils move the beam by known amounts in the windows flagged
+  :data:`mupnc.daq.blocks.FLAG_MODULATION`.
+
+The roles of :data:`NOT_DETECTORS` have no acceptance, no scaler and no asymmetry.
 """
 
 from __future__ import annotations
@@ -30,9 +36,14 @@ from typing import NoReturn
 
 from mupnc.daq.config_file import parse_toml, read_text
 
-ROLES = ("scatter", "forward", "backward", "monitor", "bpm")
+ROLES = ("scatter", "forward", "backward", "monitor", "bpm", "coil")
+NOT_DETECTORS = ("bpm", "coil")
+"""Roles of channels that are not detectors: no acceptance, no scaler, no asymmetry."""
 BPM_UNITS = {"nm": 1e-6, "um": 1e-3, "mm": 1.0}
 """Units a beam position monitor reports in, as millimetres per count."""
+COIL_UNITS = {"uA": 1e-3, "mA": 1.0}
+"""Units a modulation coil's current readback reports in, as milliamperes per count."""
+DEFAULT_COIL_UNIT = "uA"
 DEFAULT_BPM_RANGE_MM = 10.0
 MODES = ("alr", "afb")
 
@@ -50,7 +61,7 @@ class Channel:
     axis: str | None = None  # bpm: "x" or "y"
     z: float | None = None  # bpm: metres along the beam from the target
     dispersion: float = 0.0  # bpm: metres
-    unit: str | None = None  # bpm: unit of one count
+    unit: str | None = None  # bpm, coil: unit of one count
     resolution: float | None = None  # bpm: in its unit
     range: float | None = None  # bpm: half-width of the linear range, in its unit
 
@@ -58,6 +69,11 @@ class Channel:
     def mm_per_count(self) -> float:
         """Millimetres per count of a beam position monitor."""
         return BPM_UNITS[self.unit or "nm"]
+
+    @property
+    def ma_per_count(self) -> float:
+        """Milliamperes per count of a modulation coil's current readback."""
+        return COIL_UNITS[self.unit or DEFAULT_COIL_UNIT]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +90,27 @@ class ChannelMap:
         return [i for i, c in enumerate(self.channels) if c.role == role]
 
     @property
+    def coils(self) -> list[int]:
+        """Column indices of the modulation coils (role ``coil``)."""
+        return self.indices("coil")
+
+    @property
     def detector_columns(self) -> list[int]:
-        """Column indices of the detector channels (every role but ``bpm``)."""
-        return [i for i, c in enumerate(self.channels) if c.role != "bpm"]
+        """Column indices of the detector channels (every role but :data:`NOT_DETECTORS`)."""
+        return [i for i, c in enumerate(self.channels) if c.role not in NOT_DETECTORS]
 
     def detectors(self) -> ChannelMap:
         """The map of the detector channels alone (what asymmetries are formed from)."""
-        if not self.indices("bpm"):
+        if all(c.role not in NOT_DETECTORS for c in self.channels):
             return self
-        return ChannelMap(self.mode, tuple(c for c in self.channels if c.role != "bpm"))
+        return ChannelMap(self.mode, tuple(c for c in self.channels if c.role not in NOT_DETECTORS))
 
     def to_json(self) -> str:
         channels = [
             {
                 k: v
                 for k, v in asdict(c).items()
-                if v is not None and (c.role == "bpm" or k not in _BPM_KEYS)
+                if v is not None and (k not in _BPM_KEYS or k in _ROLE_KEYS.get(c.role, ()))
             }
             for c in self.channels
         ]
@@ -104,6 +125,9 @@ _TOP_KEYS = ("mode", "channels")
 _CHANNEL_KEYS = ("name", "role", "acceptance", "cos_theta")
 _REQUIRED = ("name", "role", "acceptance")
 _BPM_KEYS = ("axis", "z", "dispersion", "unit", "resolution", "range")
+_COIL_KEYS = ("unit",)
+_ROLE_KEYS = {"bpm": _BPM_KEYS, "coil": _COIL_KEYS}
+"""Keys of the roles that are not detectors (all of them in :data:`_BPM_KEYS`)."""
 
 
 def load_channel_map(path: str | Path, mode: str | None = None) -> ChannelMap:
@@ -193,7 +217,7 @@ def _validated(data: dict, source: _Source) -> ChannelMap:
             if key not in _CHANNEL_KEYS + _BPM_KEYS:
                 known = ", ".join(_CHANNEL_KEYS + _BPM_KEYS)
                 fail(f"unknown key {key!r} (expected {known})", key)
-        required = ("name", "role") if entry.get("role") == "bpm" else _REQUIRED
+        required = ("name", "role") if entry.get("role") in NOT_DETECTORS else _REQUIRED
         for key in required:
             if key not in entry:
                 fail(f"'{key}' is missing", key)
@@ -207,9 +231,12 @@ def _validated(data: dict, source: _Source) -> ChannelMap:
         if role == "bpm":
             channels.append(_bpm(name, entry, fail))
             continue
+        if role == "coil":
+            channels.append(_coil(name, entry, fail))
+            continue
         for key in _BPM_KEYS:
             if key in entry:
-                fail(f"{key!r} is a key of beam position monitors (role 'bpm') only", key)
+                fail(f"{key!r} is a key of {_keyed_by(key)} only", key)
         acceptance = entry["acceptance"]
         if not _number(acceptance) or not 0 <= acceptance <= 1:
             fail(f"'acceptance' must be a number in [0, 1], got {acceptance!r}", "acceptance")
@@ -224,6 +251,28 @@ def _validated(data: dict, source: _Source) -> ChannelMap:
     return ChannelMap(mode=mode, channels=tuple(channels))
 
 
+def _keyed_by(key: str) -> str:
+    """The roles a key of :data:`_BPM_KEYS` belongs to, in words."""
+    if key in _COIL_KEYS:
+        return "beam position monitors and modulation coils (roles 'bpm', 'coil')"
+    return "beam position monitors (role 'bpm')"
+
+
+def _coil(name: str, entry: dict, fail: Callable[[str, str], NoReturn]) -> Channel:
+    """A modulation coil's current readback (keys in the module docstring)."""
+    for key in _BPM_KEYS:
+        if key in entry and key not in _COIL_KEYS:
+            fail(f"{key!r} is a key of beam position monitors (role 'bpm'), not of coils", key)
+    unit = entry.get("unit", DEFAULT_COIL_UNIT)
+    if not isinstance(unit, str) or unit not in COIL_UNITS:
+        fail(f"'unit' must be one of {tuple(COIL_UNITS)}, got {unit!r}", "unit")
+    if entry.get("acceptance", 0) != 0:
+        fail("'acceptance' is for detectors; a modulation coil has none", "acceptance")
+    if "cos_theta" in entry:
+        fail("'cos_theta' is for detectors; a modulation coil has none", "cos_theta")
+    return Channel(name, "coil", 0.0, unit=unit)
+
+
 def _bpm(name: str, entry: dict, fail: Callable[[str, str], NoReturn]) -> Channel:
     """A beam position monitor's channel (keys in the module docstring)."""
     for key in ("axis", "z", "resolution"):
@@ -232,7 +281,7 @@ def _bpm(name: str, entry: dict, fail: Callable[[str, str], NoReturn]) -> Channe
     if entry["axis"] not in ("x", "y"):
         fail(f"'axis' must be 'x' or 'y', got {entry['axis']!r}", "axis")
     unit = entry.get("unit", "nm")
-    if unit not in BPM_UNITS:
+    if not isinstance(unit, str) or unit not in BPM_UNITS:
         fail(f"'unit' must be one of {tuple(BPM_UNITS)}, got {unit!r}", "unit")
     for key in ("z", "dispersion"):
         if key in entry and not _number(entry[key]):

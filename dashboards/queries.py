@@ -12,6 +12,7 @@ from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
 from mupnc.daq.beamline import BEAM_VARIABLES
+from mupnc.daq.channel_map import NOT_DETECTORS
 from mupnc.daq.scheme import pattern_windows
 from mupnc.dashboards.records import (
     CHARGE,
@@ -61,7 +62,7 @@ def run_info(run: Run) -> RunInfo:
     """The run's columns, falling back to its configuration for what older rows lack."""
     config = run.config or {}
     channel_map = run.channel_map or config.get("channel_map") or {}
-    channels = [c for c in channel_map.get("channels", []) if c.get("role") != "bpm"]  # detectors
+    channels = [c for c in channel_map.get("channels", []) if c.get("role") not in NOT_DETECTORS]
     roles = tuple((c["name"], c["role"]) for c in channels)
     expected_shape = config.get("expected_shape") or {}
     shape = tuple((c["name"], float(expected_shape.get(c["name"], 1.0))) for c in channels)

@@ -12,7 +12,7 @@ column               type      meaning
 ``pattern_number``   int64     helicity pattern (fast) or reversal interval (slow, kick)
 ``pattern_phase``    int16     window's place in its pattern, as published
 ``reported_helicity``int8      +1/-1 as reported by the helicity board (delayed)
-``flags``            uint8     bit 0 pattern sync, bit 1 pair sync, bit 2 settle gate
+``flags``            uint8     bits 0-3: pattern sync, pair sync, settle gate, modulation
 ``rotator_readback`` int16     spin reverser readback (+1/-1, 0 ramping; kick: turn)
 ``beam_monitor``     float64   beam-monitor integral of the window, muons
 ``counts_<channel>`` int64     detector counts of each channel, in channel-map order

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mupnc.daq.channel_map import NOT_DETECTORS
 from mupnc.daq.scheme import pattern_windows
 from mupnc.db.feedback import current_feedback_modes
 from mupnc.db.lease import LEASE_SECONDS, OPEN_STATES, monitor_alive
@@ -101,7 +102,9 @@ def run_summary(session: Session, number: int) -> dict:
     )
     good_percent = 100.0 * patterns_good * size / run.windows if size and run.windows else None
     channel_map = run.channel_map or run.config.get("channel_map") or {}
-    names = [c["name"] for c in channel_map.get("channels", []) if c.get("role") != "bpm"]
+    names = [
+        c["name"] for c in channel_map.get("channels", []) if c.get("role") not in NOT_DETECTORS
+    ]
     nulls = {name: results.pop(name) for name in sorted(results) if name.startswith("null")}
     names += sorted(set(results) - set(names))
     alarms = session.scalars(select(Alarm).where(Alarm.run == number).order_by(Alarm.since))

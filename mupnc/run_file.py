@@ -24,6 +24,14 @@ Tables and keys (units as in :class:`mupnc.sim.source.SourceConfig`; every key o
     [actuators.A] the source's helicity-correlated actuators, A = charge (setpoint ppm),
                  x, y (setpoints um): slope (effect per setpoint unit), limit, noise,
                  drift, drift_time (s); :mod:`mupnc.sim.actuators`
+    [modulation] beam modulation by coils: enabled (boolean, default false), period (s
+                 between cycle starts, 60), coil_time (s each coil is driven, 2; the coils
+                 one after the other, n x coil_time < period), shape (sine|step), frequency
+                 (Hz, sine, 5), amplitude (mA, 100), stuck (coils whose current shows but
+                 whose beam does not move); :mod:`mupnc.sim.modulation`
+    [modulation.response]  COIL = { V = change per mA, ... } (V as in [beamline]; mm,
+                 mrad, fraction): the coils of a cycle in order, each a coil channel of
+                 the channel map; replaces the default coil_1 ... coil_5 as a whole
     [feedback.L] the monitor's feedback loops, L = charge or position (x and y):
                  enabled, dry_run (booleans), gain, patterns (good patterns per
                  decision), max_error and dead_band (ppm; um), clamp (setpoint unit),
@@ -33,7 +41,7 @@ Tables and keys (units as in :class:`mupnc.sim.source.SourceConfig`; every key o
 An unknown table or key, a value of the wrong type or an unphysical value is refused in
 one line naming the file, the line and the key: ``run.toml, line 4: [beam] polarization:
 polarization must lie in [0, 1], got 1.2``.  Tables of features this version does not
-have (``polarimeter``, ``modulation``) are refused by name.
+have (``polarimeter``) are refused by name.
 """
 
 from __future__ import annotations
@@ -45,11 +53,17 @@ from pathlib import Path
 from typing import Any
 
 from mupnc.daq.beamline import BEAM_VARIABLES, BeamLine
-from mupnc.daq.channel_map import ChannelMap, default_channel_map, load_channel_map
+from mupnc.daq.channel_map import (
+    NOT_DETECTORS,
+    ChannelMap,
+    default_channel_map,
+    load_channel_map,
+)
 from mupnc.daq.config_file import parse_toml, read_text
 from mupnc.monitor.feedback.loop import DEFAULTS, LOOP_ACTUATORS, LOOPS, LoopSettings
 from mupnc.sim.actuators import ACTUATOR_KEYS, ACTUATORS, ActuatorsConfig
 from mupnc.sim.beamline import SENSITIVITY_DEFAULT, BeamlineConfig
+from mupnc.sim.modulation import MODULATION_KEYS, ModulationConfig
 from mupnc.sim.source import SourceConfig, SourceConfigError
 
 
@@ -94,8 +108,8 @@ KEYS: dict[str | None, dict[str, tuple[str, str]]] = {
     },
 }
 """(table or None for the top level) -> key -> (:class:`SourceConfig` field, kind)."""
-NOT_YET = ("polarimeter", "modulation")
-SECTIONS = ("beamline", "actuators", "feedback")
+NOT_YET = ("polarimeter",)
+SECTIONS = ("beamline", "actuators", "feedback", "modulation")
 """Tables of named tables, read by functions of their own."""
 FEEDBACK_KEYS: dict[str, str] = {
     "enabled": "a boolean",
@@ -130,9 +144,14 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
         fields["beamline"] = _beamline(data["beamline"], channel_map, path, text)
     if "actuators" in data:
         fields["actuators"] = _actuators(data["actuators"], path, text)
+    if "modulation" in data:
+        channel_map = fields.get("channel_map") or default_channel_map(fields.get("mode", "alr"))
+        fields["modulation"] = _modulation(data["modulation"], channel_map, path, text)
     try:
         SourceConfig(**fields)
     except SourceConfigError as err:
+        if "modulation" in fields and str(err).startswith("modulation "):
+            _modulation_fail(path, text, str(err).removeprefix("modulation "), data["modulation"])
         field = next((f for f in where if str(err).startswith(f)), None)
         table, key = where.get(field, (None, "")) if field else (None, "")
         _fail(path, text, table, key, str(err))
@@ -142,7 +161,7 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
 def _entries(data: dict, path: str | Path, text: str):
     for name, value in data.items():
         if name in SECTIONS:
-            continue  # :func:`_beamline`, :func:`_actuators`, :func:`load_feedback`
+            continue  # _beamline, _actuators, _modulation, load_feedback
         if isinstance(value, dict):
             if name in NOT_YET:
                 _fail(path, text, name, "", f"[{name}] is not supported by this mupnc version")
@@ -195,14 +214,9 @@ def _beamline(data: object, channel_map: ChannelMap, path, text: str) -> Beamlin
         for channel, entry in table.items():
             if channel != SENSITIVITY_DEFAULT and channel not in roles:
                 _fail(path, text, where, channel, f"the channel map has no channel {channel!r}")
-            if roles.get(channel) == "bpm":
-                _fail(
-                    path,
-                    text,
-                    where,
-                    channel,
-                    f"{channel!r} is a beam position monitor, not a detector",
-                )
+            if roles.get(channel) in NOT_DETECTORS:
+                what = "a beam position monitor" if roles[channel] == "bpm" else "a modulation coil"
+                _fail(path, text, where, channel, f"{channel!r} is {what}, not a detector")
             if not isinstance(entry, dict):
                 _fail(
                     path,
@@ -256,6 +270,85 @@ def _actuators(data: object, path, text: str) -> ActuatorsConfig:
             name_key, message = problem.split(" ", 1)
             _fail(path, text, where, name_key.split(".", 1)[1], message)
     return ActuatorsConfig(given)
+
+
+def _modulation(data: object, channel_map: ChannelMap, path, text: str) -> ModulationConfig:
+    """The ``[modulation]`` table and its ``[modulation.response]`` (:mod:`mupnc.sim.modulation`),
+    checked against the coils of the channel map."""
+    if not isinstance(data, dict):
+        _fail(path, text, None, "modulation", "must be a table [modulation]")
+    fields: dict[str, Any] = {}
+    known = ", ".join([*MODULATION_KEYS, "response"])
+    for key, value in data.items():
+        if key == "response":
+            fields["response"] = _modulation_response(value, path, text)
+        elif key not in MODULATION_KEYS:
+            _fail(path, text, "modulation", key, f"unknown key (known: {known})")
+        elif key == "enabled":
+            if not isinstance(value, bool):
+                _fail(path, text, "modulation", key, f"must be a boolean, got {value!r}")
+            fields[key] = value
+        elif key == "shape":
+            fields[key] = _typed(value, _STR, path, text, "modulation", key)
+        elif key == "stuck":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                _fail(path, text, "modulation", key, f"must be a list of coil names, got {value!r}")
+            fields[key] = tuple(value)
+        else:
+            fields[key] = _typed(value, _FLOAT, path, text, "modulation", key)
+    config = ModulationConfig(**fields)
+    problem = config.problem(channel_map)
+    if problem:
+        _modulation_fail(path, text, problem, data)
+    return config
+
+
+def _modulation_response(data: object, path, text: str) -> dict[str, dict[str, float]]:
+    """``[modulation.response]``: ``COIL = { V = change per mA, ... }``."""
+    table = "modulation.response"
+    if not isinstance(data, dict) or not data:
+        _fail(
+            path, text, "modulation", "response", "must be a table [modulation.response] of coils"
+        )
+    response: dict[str, dict[str, float]] = {}
+    for coil, entry in data.items():
+        if not isinstance(entry, dict):
+            _fail(path, text, table, coil, f"must be a table {{ x = 1e-3, ... }}, got {entry!r}")
+        for variable, value in entry.items():
+            if variable not in BEAM_VARIABLES:
+                _fail(
+                    path,
+                    text,
+                    table,
+                    coil,
+                    f"unknown beam variable {variable!r} (known: {', '.join(BEAM_VARIABLES)})",
+                )
+            _typed(value, _FLOAT, path, text, table, coil)
+        response[coil] = {variable: float(value) for variable, value in entry.items()}
+    return response
+
+
+def _modulation_fail(path, text: str, problem: str, table: dict):
+    """Refuse a :meth:`ModulationConfig.problem` (``KEY ...`` or ``response.COIL: ...``) at
+    the line of its key in the ``[modulation]`` ``table`` of the file: the period's for a
+    cycle too long for it when only the period is given; the table's header for a key the
+    file does not give."""
+    response = table.get("response")
+    coils = list(response) if isinstance(response, dict) else []
+    named = [f"response.{c}" for c in coils if problem.startswith(f"response.{c}")]
+    match = re.match(r"\w+", problem)
+    key = max(named, key=len) if named else match.group() if match else ""
+    message = problem[len(key) + 2 :] if problem[len(key) :].startswith(": ") else problem
+    if key.startswith("response."):
+        coil = key.split(".", 1)[1]
+        if re.search(r"^\s*\[\s*modulation\.response\s*\]", text, re.MULTILINE):
+            _fail(path, text, "modulation.response", coil, message)
+        _fail(path, text, "modulation", "response", f"{coil}: {message}")
+    if key == "coil_time" and key not in table and "period" in table:
+        key = "period"
+    if key not in table:
+        _fail(path, text, "modulation", "", f"[modulation] {problem}")
+    _fail(path, text, "modulation", key, message)
 
 
 def load_feedback(path: str | Path, channel_map: ChannelMap) -> dict[str, LoopSettings]:

@@ -111,6 +111,7 @@ def run_config(
         "expected_asymmetry": config.expected_asymmetry,
         "beamline": beamline_config(config),
         "actuators": {name: asdict(config.actuators.actuator(name)) for name in ACTUATORS},
+        "modulation": asdict(config.modulation) | {"stuck": list(config.modulation.stuck)},
         "feedback": {loop: asdict(settings) for loop, settings in (feedback or {}).items()},
         "expected_shape": dict(
             zip(

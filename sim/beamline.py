@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mupnc.daq.beamline import BEAM_VARIABLES, BeamLine
-from mupnc.daq.channel_map import ChannelMap
+from mupnc.daq.channel_map import NOT_DETECTORS, ChannelMap
 
 DEFAULT_JITTER = {"x": 0.02, "y": 0.02, "xp": 0.005, "yp": 0.005, "dpp": 1e-5}
 """Beam jitter per window at the target: 20 um, 5 urad, 1e-5 in dp/p."""
@@ -43,6 +43,8 @@ slow 2 um, kick 5 um in x (the kicked beam leaves on another orbit)."""
 DRIFT_PERIODS = (1.0, 1.7, 2.9)
 SENSITIVITY_DEFAULT = "default"
 """Key of ``[beamline.sensitivity]`` for every detector channel without an entry."""
+_WHAT = {"bpm": "a beam position monitor", "coil": "a modulation coil"}
+"""The channels that are not detectors, in words."""
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,16 @@ class BeamlineConfig:
 
     def problem(self, channel_map: ChannelMap) -> str | None:
         """What makes this section unusable with ``channel_map`` (None if nothing): a
-        sensitivity for a channel the map does not have, or for a beam position monitor."""
+        sensitivity for a channel the map does not have, or for one that is not a detector
+        (a beam position monitor or a modulation coil)."""
         names = {c.name: c.role for c in channel_map.channels}
         for channel in self.sensitivity:
             if channel == SENSITIVITY_DEFAULT:
                 continue
             if channel not in names:
                 return f"sensitivity.{channel}: the channel map has no channel {channel!r}"
-            if names[channel] == "bpm":
-                return f"sensitivity.{channel}: {channel!r} is a beam position monitor"
+            if names[channel] in NOT_DETECTORS:
+                return f"sensitivity.{channel}: {channel!r} is {_WHAT[names[channel]]}"
         return None
 
 

@@ -75,7 +75,14 @@ NP_PRESET_BENCHMARK = {"alr": "v100", "afb": "v10"}
 mode: ``v100`` spans the talk's A_LR figure (1e-6...1e-3 at 29 and 100 MeV/c), ``v10`` gives
 the talk's A_FB reference point (0.1 for krypton)."""
 
-_ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0, "bpm": 0.0}
+_ANALYZING_SIGN = {
+    "scatter": 1.0,
+    "backward": 1.0,
+    "forward": -1.0,
+    "monitor": 0.0,
+    "bpm": 0.0,
+    "coil": 0.0,
+}
 _EFFICIENCY_SIGN = {"forward": 0.5, "backward": -0.5}
 
 

@@ -12,6 +12,10 @@ with ``muons`` from :mod:`mupnc.sim.beam` (integrated over the gate T_stable of
 (:mod:`mupnc.sim.reversal`; ``h * P`` for fast reversal) and ``efficiency``/``channel_asymmetry``
 from :mod:`mupnc.sim.detector`; the beam variables at the target ``beam`` and the words of
 the beam position monitors (the map's ``bpm`` channels) from :mod:`mupnc.sim.beamline`.
+Beam modulation (:mod:`mupnc.sim.modulation`, off by default) adds the coils' push to
+``beam`` in its cycles (before the monitors read the beam and the detectors respond),
+flags those windows :data:`~mupnc.daq.blocks.FLAG_MODULATION` and writes the coil
+currents to the map's ``coil`` channels (0 without modulation).
 Faults (:mod:`mupnc.sim.faults`) are switched with :meth:`WindowSource.set_fault` and
 recorded per window in :attr:`SimulatedBlock.fault`.
 
@@ -28,7 +32,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mupnc.daq.blocks import FLAG_PAIR_SYNC, FLAG_PATTERN_SYNC, FLAG_SETTLE, WindowBlock
+from mupnc.daq.blocks import (
+    FLAG_MODULATION,
+    FLAG_PAIR_SYNC,
+    FLAG_PATTERN_SYNC,
+    FLAG_SETTLE,
+    WindowBlock,
+)
 from mupnc.daq.channel_map import MODES, ChannelMap, default_channel_map
 from mupnc.daq.helicity import LFSR_MASK, PATTERN_SHAPES, HelicityGenerator, pattern_shape
 from mupnc.daq.scheme import (
@@ -53,6 +63,7 @@ from mupnc.sim.detector import (
 )
 from mupnc.sim.detector import expected_asymmetry as expected_of_channels
 from mupnc.sim.faults import FaultSwitchboard, fault_bit, unit_uniform
+from mupnc.sim.modulation import BeamModulation, ModulationConfig
 from mupnc.sim.nucleus import default_mass_number
 from mupnc.sim.reversal import (
     MAX_INTERVAL_WINDOWS,
@@ -136,6 +147,8 @@ class SourceConfig:
     """Beam variables at the target and detector sensitivities (:mod:`mupnc.sim.beamline`)."""
     actuators: ActuatorsConfig = field(default_factory=ActuatorsConfig)
     """The source's helicity-correlated actuators (:mod:`mupnc.sim.actuators`)."""
+    modulation: ModulationConfig = field(default_factory=ModulationConfig)
+    """Beam modulation by coils (:mod:`mupnc.sim.modulation`; off by default)."""
 
     def __post_init__(self) -> None:
         if self.z is None:
@@ -317,10 +330,31 @@ def _config_problem(c: SourceConfig) -> str | None:
     actuators = c.actuators.problem()
     if actuators:
         return f"actuators {actuators}"
+    modulation = _modulation_problem(c)
+    if modulation:
+        return f"modulation {modulation}"
     injected = c.injected_asymmetry
     if abs(c.polarization * injected) * 2 >= 1:
         return f"asymmetry {injected!r} too large for polarization {c.polarization!r}"
     return _reversal_problem(c) if c.scheme != "fast" else None
+
+
+def _modulation_problem(c: SourceConfig) -> str | None:
+    """Why the beam modulation cannot run, or ``None`` (starts with the key)."""
+    m = c.modulation
+    if not isinstance(m, ModulationConfig):
+        return f"must be a ModulationConfig, got {m!r}"
+    problem = m.problem(c.resolved_channel_map())
+    if problem or not m.enabled:
+        return problem
+    if m.shape == "sine" and not m.frequency < c.window_rate / 2:
+        return (
+            f"frequency {m.frequency:g} Hz must be below half the window rate"
+            f" ({c.window_rate / 2:g} Hz)"
+        )
+    if m.coil_time * c.window_rate < 2:
+        return f"coil_time {m.coil_time:g} s must hold at least 2 windows"
+    return None
 
 
 def _reversal_problem(c: SourceConfig) -> str | None:
@@ -371,9 +405,13 @@ class SimulatedBlock:
     muons: np.ndarray
     """True muons integrated in the window."""
     beam: np.ndarray
-    """Beam variables at the target, ``(n, 5)`` (:data:`mupnc.daq.beamline.BEAM_VARIABLES`)."""
+    """Beam variables at the target, ``(n, 5)`` (:data:`mupnc.daq.beamline.BEAM_VARIABLES`),
+    the coils' push included."""
     detector_counts: np.ndarray
-    """The detector channels' columns of ``block.counts`` (without the beam monitors)."""
+    """The detector channels' columns of ``block.counts`` (without beam monitors and coils)."""
+    coil_current: np.ndarray
+    """Modulation coil currents, ``(n, coils)`` mA in the order of
+    :attr:`mupnc.sim.modulation.ModulationConfig.coils` (zeros when modulation is off)."""
 
 
 class WindowSource:
@@ -394,6 +432,9 @@ class WindowSource:
         self.detectors = self.channel_map.detectors()
         self._detector_columns = self.channel_map.detector_columns
         self._bpm_columns = self.channel_map.indices("bpm")
+        self.modulation = BeamModulation(config.modulation, self.channel_map, config.window_rate)
+        """The beam-modulation schedule and coils (no random draws)."""
+        self._coil_columns = self.modulation.coil_columns
         self.beamline = SimulatedBeamline(
             config.beamline,
             self.channel_map,
@@ -605,14 +646,17 @@ class WindowSource:
         # muons * efficiency * (1 + spin * asymmetry) as one (n x 2) @ (2 x c) product
         expected = np.column_stack([detected, detected * spin]) @ self._response
         steering = {name: self.actuators.effect(name, seq) for name in ("x", "y")}
-        beam = self.beamline.beam(seq, actual, steering)
+        modulated, coil_current = self.modulation.schedule(seq)
+        beam = self.modulation.moved(self.beamline.beam(seq, actual, steering), coil_current)
         if self.beamline.sensitivity.any():
             expected *= self.beamline.yield_factor(beam)
         detector_counts = rng.poisson(expected)
-        if self._bpm_columns:
+        if self._bpm_columns or self._coil_columns:
             counts = np.empty((n_windows, self.n_channels), dtype=np.int64)
             counts[:, self._detector_columns] = detector_counts
-            counts[:, self._bpm_columns] = self.beamline.monitor_words(beam)
+            if self._bpm_columns:
+                counts[:, self._bpm_columns] = self.beamline.monitor_words(beam)
+            counts[:, self._coil_columns] = self.modulation.words(coil_current)
         else:
             counts = detector_counts
 
@@ -620,6 +664,7 @@ class WindowSource:
             (phase == 0) * np.uint8(FLAG_PATTERN_SYNC)
             | pair_sync * np.uint8(FLAG_PAIR_SYNC)
             | in_gate * np.uint8(FLAG_SETTLE)
+            | modulated * np.uint8(FLAG_MODULATION)
         )
 
         keep: slice | np.ndarray = slice(None)  # every window published, no copies
@@ -656,4 +701,5 @@ class WindowSource:
             muons=muons[keep],
             beam=beam[keep],
             detector_counts=detector_counts[keep],
+            coil_current=coil_current[keep],
         )

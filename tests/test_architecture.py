@@ -43,6 +43,7 @@ PURE_CORE = (
     "mupnc.sim.beamline",
     "mupnc.sim.detector",
     "mupnc.sim.faults",
+    "mupnc.sim.modulation",
     "mupnc.sim.reversal",
     "mupnc.sim.source",
     "mupnc.ioc.limits",

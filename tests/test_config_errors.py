@@ -71,6 +71,20 @@ CHANNEL_MAPS = [
         "'acceptance' must be a number",
     ),
     (
+        "coil-with-acceptance",
+        'mode = "alr"\n'
+        + GOOD_CHANNEL
+        + '[[channels]]\nname = "c"\nrole = "coil"\nacceptance = 0.1\n',
+        9,
+        "channel 'c': 'acceptance' is for detectors; a modulation coil has none",
+    ),
+    (
+        "coil-unit",
+        'mode = "alr"\n' + GOOD_CHANNEL + '[[channels]]\nname = "c"\nrole = "coil"\nunit = "A"\n',
+        9,
+        "channel 'c': 'unit' must be one of ('uA', 'mA'), got 'A'",
+    ),
+    (
         "role-needed-for-mode",
         'mode = "afb"\n' + GOOD_CHANNEL.replace("scatter", "forward"),
         1,
@@ -121,6 +135,18 @@ RUN_FILES = [
         "at 0.435 deg/turn the first must give",
     ),
     ("not-yet", "\n[polarimeter]\nenabled = true\n", 2, "[polarimeter] is not supported"),
+    (
+        "modulation-coil-time",
+        "[modulation]\nenabled = true\nperiod = 8.0\n",
+        3,
+        "[modulation] period: a cycle of 5 coils x 2 s = 10 s must be shorter than the period",
+    ),
+    (
+        "modulation-unknown-coil",
+        "[modulation]\nenabled = true\n[modulation.response]\ncoil_6 = { x = 1e-3 }\n",
+        4,
+        "[modulation.response] coil_6: the channel map has no coil channel 'coil_6'",
+    ),
     ("momentum-range", "[beam]\nmomentum = 5.0\n", 2, "[beam] momentum: momentum must lie in"),
     (
         "mass-number-below-z",

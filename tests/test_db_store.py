@@ -73,7 +73,7 @@ def test_run_configuration_alarms_and_slow_controls_round_trip(engine):
         assert (run.pattern, run.delay_patterns) == ("quartet", 2)
         assert run.slow_controls == {"BEAM:MOMENTUM": 29.0, "HEL:DELAY": 2}
         roles = [c["role"] for c in run.channel_map["channels"]]
-        assert roles == ["forward", "backward"] + ["bpm"] * 5
+        assert roles == ["forward", "backward"] + ["bpm"] * 5 + ["coil"] * 5
         assert run.start.tzinfo is not None
         history = session.scalars(select(AlarmTransition).order_by(AlarmTransition.time)).all()
         assert [(h.from_state, h.to_state, h.who) for h in history] == [

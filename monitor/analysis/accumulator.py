@@ -38,6 +38,19 @@ Per good pattern it keeps the helicity-correlated difference of every beam varia
 the regression sums (:class:`mupnc.monitor.analysis.regression.CrossMoments`) of every
 detector channel and of the combined groups (the scatter sum; the forward and backward
 sums) against those differences.
+
+**Beam modulation.** A pattern holding a window flagged
+:data:`mupnc.daq.blocks.FLAG_MODULATION` (the coils move the beam) is cut from every
+good-pattern sum, before the beam-monitor cut, and counted (``patterns_modulation``, in
+the minirun its windows fall in); like a low-beam pattern, its windows stay in the
+helicity-sorted counts of all released windows.  Cycles are the contiguous stretches of
+flagged windows in the released stream, numbered from 0 as they start
+(``modulation_cycles``).  A flagged window whose pattern the decoder (and the low-beam
+cut) passed, with the beam monitor above 0 and every beam position monitor in range, feeds
+:class:`mupnc.monitor.analysis.modulation.ModulationSums` of its minirun: its cycle, the
+coil currents (the map's ``coil`` channels, mA), the beam variables at the target and the
+normalised yields ``counts / beam monitor`` of every detector channel and combined group
+(the regression's targets).
 """
 
 from __future__ import annotations
@@ -50,9 +63,11 @@ from functools import cached_property
 import numpy as np
 
 from mupnc.daq.beamline import BeamLine
+from mupnc.daq.blocks import FLAG_MODULATION
 from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.monitor.analysis.asymmetry import alternate_signs, cross_ratio_asymmetry, yield_asymmetry
+from mupnc.monitor.analysis.modulation import ModulationSums
 from mupnc.monitor.analysis.regression import CrossMoments
 from mupnc.monitor.analysis.statistics import RunningStats, SequentialMoments, Workspace
 from mupnc.monitor.decoding.fast import HelicityDecoder
@@ -60,10 +75,11 @@ from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import VARIABLE_PATTERNS, DecodedWindows
 
 PLUS, MINUS = 0, 1
-STATE_VERSION = 5
+STATE_VERSION = 6
 """Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block), 2 (no
 good-pattern sums, no per-pattern combined columns), 3 (no good-pattern sums by null
-sign) and 4 (no beam differences and regression sums) are refused."""
+sign), 4 (no beam differences and regression sums) and 5 (no modulation cut and sums: its
+good-pattern sums may hold modulation windows) are refused."""
 BEAM_MONITOR_FRACTION_BITS = 32
 """Beam-monitor integrals are summed exactly as integers of 2**-32 muons."""
 SLICE_VALUES = 1 << 17
@@ -102,7 +118,8 @@ class MinirunSums:
     channels, then the combined groups) on them; ``patterns_beam_cut`` the patterns cut
     for a beam monitor out of range; ``monitor_changes`` counts, per beam position
     monitor, the released windows whose word differs from the window's before (a stuck
-    monitor stops counting).
+    monitor stops counting); ``patterns_modulation`` the patterns cut for a modulation
+    window; ``modulation`` the modulation sums of the ``n_coils`` coils (module docstring).
     """
 
     index: int
@@ -111,6 +128,7 @@ class MinirunSums:
     afb: bool = False
     n_beam: int = 0
     n_targets: int = 0
+    n_coils: int = 0
     counts: np.ndarray = field(init=False)  # (2, c) detector counts by helicity
     windows: np.ndarray = field(init=False)  # (2,) windows by helicity
     beam_monitor_fixed: list[int] = field(init=False)  # by helicity, 2**-32 muons
@@ -125,10 +143,12 @@ class MinirunSums:
     good_null_beam_monitor_fixed: list[int] = field(init=False)  # 2k: by kind, then sign
     patterns_good: int = 0
     patterns_beam_cut: int = 0
+    patterns_modulation: int = 0
     n_monitors: int = 0
     monitor_changes: np.ndarray = field(init=False)  # (k,) per beam position monitor
     moments: SequentialMoments = field(init=False)  # per-pattern values, see above
     regression: CrossMoments = field(init=False)
+    modulation: ModulationSums = field(init=False)
 
     def __post_init__(self) -> None:
         self.counts = np.zeros((2, self.n_channels), dtype=np.int64)
@@ -145,6 +165,7 @@ class MinirunSums:
         self.moments = SequentialMoments.empty(sum(self.widths))
         self.regression = CrossMoments.empty(self.n_beam, self.n_targets)
         self.monitor_changes = np.zeros(self.n_monitors, dtype=np.int64)
+        self.modulation = ModulationSums.empty(self.n_coils, self.n_beam, self.n_targets)
 
     @property
     def widths(self) -> list[int]:
@@ -216,7 +237,7 @@ class MinirunSums:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, SequentialMoments | CrossMoments):
+            if isinstance(value, SequentialMoments | CrossMoments | ModulationSums):
                 value = value.state()
             elif isinstance(value, np.ndarray):
                 value = value.tolist()
@@ -225,7 +246,7 @@ class MinirunSums:
 
     @classmethod
     def from_state(cls, state: dict) -> MinirunSums:
-        scalars = ("index", "n_channels", "n_null", "afb", "n_beam", "n_targets")
+        scalars = ("index", "n_channels", "n_null", "afb", "n_beam", "n_targets", "n_coils")
         given = {name: state[name] for name in scalars}
         m = cls(**given, n_monitors=len(state["monitor_changes"]))
         for f in fields(m)[len(scalars) :]:
@@ -238,6 +259,10 @@ class MinirunSums:
                 value = CrossMoments.from_state(state[f.name])
                 shape = (value.variables, value.targets)
                 expected = (current.variables, current.targets)
+            elif isinstance(current, ModulationSums):
+                value = ModulationSums.from_state(state[f.name])
+                shape = (value.coils, value.variables, value.targets)
+                expected = (current.coils, current.variables, current.targets)
             elif isinstance(current, np.ndarray):
                 value = np.array(state[f.name], dtype=current.dtype)
                 shape, expected = value.shape, current.shape
@@ -354,7 +379,13 @@ class RunAccumulator:
         self.beamline = BeamLine.of(channel_map)
         self.channel_map = channel_map.detectors()
         """The detector channels (asymmetries are formed from these alone)."""
-        self._detector_columns = _columns(channel_map.detector_columns, self.beamline.columns)
+        self._detector_columns = _columns(channel_map.detector_columns, len(channel_map.channels))
+        self.coil_columns = channel_map.coils
+        """Columns of the modulation coils' current readbacks (role ``coil``)."""
+        self.coil_names = tuple(channel_map.channels[i].name for i in self.coil_columns)
+        self._ma_per_count = np.array(
+            [channel_map.channels[i].ma_per_count for i in self.coil_columns], dtype=np.float64
+        )
         self.pattern_size = pattern_size
         self.minirun_patterns = minirun_patterns
         self.rotator_span = rotator_span
@@ -378,6 +409,10 @@ class RunAccumulator:
         self.miniruns: list[MinirunSums] = [self._new_minirun(0)]
         self.last_monitor_words: list[int] | None = None
         """Beam position monitor words of the last released window (for ``monitor_changes``)."""
+        self.modulation_cycles = 0
+        """Modulation cycles begun so far (the next one's index)."""
+        self.last_modulated = False
+        """Whether the last released window was a modulation window (a cycle goes on)."""
         self.dirty: set[int] = {0}
         """Miniruns changed since the caller last cleared this set (for incremental writes)."""
         self._work = Workspace()
@@ -401,6 +436,7 @@ class RunAccumulator:
             self.afb,
             len(self.beamline.variables),
             self.n_channels + len(self.target_groups),
+            len(self.coil_columns),
             n_monitors=len(self.beamline.columns),
         )
 
@@ -414,7 +450,10 @@ class RunAccumulator:
             "version": STATE_VERSION,
             "channels": self.channel_map.names,
             "beam_monitors": list(self.beamline.names),
+            "coils": list(self.coil_names),
             "last_monitor_words": self.last_monitor_words,
+            "modulation_cycles": self.modulation_cycles,
+            "last_modulated": self.last_modulated,
             "pattern_size": self.pattern_size,
             "rotator_span": self.rotator_span,
             "minirun_patterns": self.minirun_patterns,
@@ -435,8 +474,11 @@ class RunAccumulator:
                 "(saved by another monitor version; reanalyze the run from its recording)"
             )
         monitors = [channel_map.channels[i].name for i in channel_map.indices("bpm")]
-        if list(state["channels"]) != channel_map.detectors().names or (
-            list(state["beam_monitors"]) != monitors
+        coils = [channel_map.channels[i].name for i in channel_map.coils]
+        if (
+            list(state["channels"]) != channel_map.detectors().names
+            or list(state["beam_monitors"]) != monitors
+            or list(state["coils"]) != coils
         ):
             raise ValueError("accumulator state was saved for a different channel map")
         acc = cls(
@@ -447,6 +489,8 @@ class RunAccumulator:
         )
         acc.miniruns = [MinirunSums.from_state(m) for m in state["miniruns"]]
         acc.last_monitor_words = state["last_monitor_words"]
+        acc.modulation_cycles = int(state["modulation_cycles"])
+        acc.last_modulated = bool(state["last_modulated"])
         if [m.index for m in acc.miniruns] != list(range(len(acc.miniruns))) or not acc.miniruns:
             raise ValueError("accumulator state: miniruns must be numbered 0, 1, 2, ...")
         expected = (
@@ -455,9 +499,11 @@ class RunAccumulator:
             acc.afb,
             len(acc.beamline.variables),
             acc.n_channels + len(acc.target_groups),
+            len(acc.coil_columns),
         )
         if any(
-            (m.n_channels, m.n_null, m.afb, m.n_beam, m.n_targets) != expected for m in acc.miniruns
+            (m.n_channels, m.n_null, m.afb, m.n_beam, m.n_targets, m.n_coils) != expected
+            for m in acc.miniruns
         ):
             raise ValueError("accumulator state: channel layout differs from the channel map")
         acc.dirty = set(range(len(acc.miniruns)))
@@ -474,6 +520,9 @@ class RunAccumulator:
         if n == 0:
             return
         changes = self._monitor_changes(decoded)
+        modulated, cycle = self._modulation_windows(decoded)
+        feed = self._modulation_feed(decoded, modulated)
+        decoded, modulation_cut = self._modulation_cut(decoded, modulated)
         decoded, beam_cut = self._beam_monitor_cut(decoded)
         # good patterns released before each window's own pattern (non-decreasing: patterns
         # are released whole and in order)
@@ -499,7 +548,11 @@ class RunAccumulator:
             cuts = starts[at[at < starts.size]]
             edges = np.unique(np.r_[start, cuts[cuts < stop], stop]).tolist()
             for a, b in itertools.pairwise(edges):  # slices end on pattern boundaries
-                self._add_to(self.miniruns[index], decoded, slice(a, b))
+                self._add_to(self.miniruns[index], decoded, slice(a, b), feed, cycle)
+        if modulation_cut.size:  # each cut pattern in the minirun its windows fall in
+            at = minirun[np.searchsorted(pattern, modulation_cut)]
+            for index, cut in zip(*np.unique(at, return_counts=True), strict=True):
+                self.miniruns[int(index)].patterns_modulation += int(cut)
 
     def _monitor_changes(self, decoded: DecodedWindows) -> np.ndarray:
         """Per beam position monitor, the windows whose word differs from the one before."""
@@ -510,6 +563,52 @@ class RunAccumulator:
         previous = np.concatenate([before, words[:-1]])
         self.last_monitor_words = [int(w) for w in words[-1]]
         return np.count_nonzero(words != previous, axis=0).astype(np.int64)
+
+    def _modulation_windows(self, decoded: DecodedWindows) -> tuple[np.ndarray, np.ndarray]:
+        """Which windows are modulation windows, and each one's cycle index (-1 for the
+        others): a cycle begins at a modulation window that follows another window."""
+        flags = decoded.window_flags().astype(np.int64)
+        modulated = (flags & FLAG_MODULATION) != 0
+        begins = modulated & ~np.r_[self.last_modulated, modulated[:-1]]
+        cycle = np.where(modulated, self.modulation_cycles - 1 + np.cumsum(begins), -1)
+        self.modulation_cycles += int(begins.sum())
+        self.last_modulated = bool(modulated[-1])
+        return modulated, cycle
+
+    def _modulation_feed(self, decoded: DecodedWindows, modulated: np.ndarray) -> np.ndarray:
+        """The modulation windows that feed the modulation sums (module docstring)."""
+        if not self.coil_columns or not modulated.any():
+            return np.zeros(decoded.n_windows, dtype=bool)
+        feed = modulated & decoded.good & (decoded.beam_monitor > 0)
+        if self.beamline.columns:
+            feed &= ~self.beamline.out_of_range(decoded.counts)
+        return feed
+
+    def _modulation_cut(
+        self, decoded: DecodedWindows, modulated: np.ndarray
+    ) -> tuple[DecodedWindows, np.ndarray]:
+        """``decoded`` with the good patterns holding a modulation window marked not good,
+        and those patterns' numbers."""
+        hit = decoded.good & modulated
+        if not hit.any():
+            return decoded, np.zeros(0, dtype=np.int64)
+        cut = np.unique(decoded.pattern_number[hit])
+        good = decoded.good & ~np.isin(decoded.pattern_number, cut)
+        return dataclasses.replace(decoded, good=good), cut
+
+    def _add_modulation(
+        self, m: MinirunSums, d: DecodedWindows, rows: np.ndarray, cycle: np.ndarray
+    ) -> None:
+        """Feed the modulation windows ``rows`` of ``d`` (cycles ``cycle``) to ``m``."""
+        window_counts = d.counts[rows]
+        current = window_counts[:, self.coil_columns] * self._ma_per_count
+        beam = self.beamline.at_target(window_counts)
+        if self._detector_columns is not None:
+            window_counts = window_counts[:, self._detector_columns]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            yields = window_counts / d.beam_monitor[rows, None]
+        groups = [last_along(yields[:, idx], 1) for idx in self.target_groups.values()]
+        m.modulation.add(cycle, current, beam, np.column_stack([yields, *groups]))
 
     def _beam_monitor_cut(self, decoded: DecodedWindows) -> tuple[DecodedWindows, int]:
         """``decoded`` with the good patterns in which a beam monitor read beyond its range
@@ -523,7 +622,17 @@ class RunAccumulator:
         good = decoded.good & ~np.isin(decoded.pattern_number, cut)
         return dataclasses.replace(decoded, good=good), int(cut.size)
 
-    def _add_to(self, m: MinirunSums, d: DecodedWindows, part: slice) -> None:
+    def _add_to(
+        self,
+        m: MinirunSums,
+        d: DecodedWindows,
+        part: slice,
+        feed: np.ndarray | None = None,
+        cycle: np.ndarray | None = None,
+    ) -> None:
+        if feed is not None and cycle is not None and feed[part].any():
+            rows = part.start + np.flatnonzero(feed[part])
+            self._add_modulation(m, d, rows, cycle[rows])
         counts = self._work.take("counts", (part.stop - part.start, self.n_channels))
         window_counts = d.counts[part]
         beam = self.beamline.at_target(window_counts) if m.n_beam else None
@@ -719,10 +828,10 @@ class RunAccumulator:
         return stats
 
 
-def _columns(detectors: list[int], monitors: tuple[int, ...]) -> slice | list[int] | None:
-    """How to take the detector columns out of a block's counts: None (all of them), a
-    slice (one run of columns: a view, no copy) or their indices."""
-    if not monitors:
+def _columns(detectors: list[int], channels: int) -> slice | list[int] | None:
+    """How to take the detector columns out of a block's ``channels`` columns of counts:
+    None (all of them), a slice (one run of columns: a view, no copy) or their indices."""
+    if len(detectors) == channels:
         return None
     if detectors == list(range(detectors[0], detectors[-1] + 1)):
         return slice(detectors[0], detectors[-1] + 1)

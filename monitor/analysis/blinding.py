@@ -31,7 +31,14 @@ from dataclasses import dataclass
 DEFAULT_BOX = 1e-3
 _CHECKSUM_TAG = b"mupnc-blinding-checksum-v1\0"
 
-ANALYZING_SIGN = {"scatter": 1.0, "backward": 1.0, "forward": -1.0, "monitor": 0.0, "bpm": 0.0}
+ANALYZING_SIGN = {
+    "scatter": 1.0,
+    "backward": 1.0,
+    "forward": -1.0,
+    "monitor": 0.0,
+    "bpm": 0.0,
+    "coil": 0.0,
+}
 """Sign of the physics asymmetry each channel role sees (as in :mod:`mupnc.sim.source`)."""
 
 

@@ -35,6 +35,16 @@ divided by P nor blinded (both should be compatible with 0).  The combined null
 asymmetries follow the run's estimator: per pattern (integrating), or from the good
 windows' counts summed by the null's sign (counting), so they stay defined at the
 muonic-atom rate.
+
+Beam modulation (:mod:`mupnc.monitor.analysis.modulation`): the sensitivities of every
+cycle, and the run's (their weighted mean), correct each minirun and the run alike:
+``A_dit = A_raw - sum_v beta_v dX_v`` on the patterns of the regression sums (``A_raw`` the
+ratio of mean half-difference and mean half-sum yields, as the regression's), then divided
+by P and blinded as the regressed asymmetries.  The run's value is corrected from the run's
+pooled sums (not a mean of the miniruns': the error of ``beta`` is common to all of them).
+Each cycle's regression-minus-dithering slopes compare it with the regression of the
+minirun its windows came with (the slopes nearest in time), when the regression is on every
+measured variable (a regression on fewer variables has other slopes).
 """
 
 from __future__ import annotations
@@ -55,6 +65,15 @@ from mupnc.monitor.analysis.beam_results import (
     regressed,
 )
 from mupnc.monitor.analysis.blinding import ANALYZING_SIGN, UNBLINDED, Blinder
+from mupnc.monitor.analysis.modulation import (
+    DitherCycle,
+    Dithering,
+    Layout,
+    dither,
+    dithered_moments,
+    merge_cycles,
+)
+from mupnc.monitor.analysis.regression import CentralMoments
 from mupnc.monitor.analysis.statistics import (
     Measurement,
     RunningStats,
@@ -92,6 +111,15 @@ class RunResult:
     run's pooled over its miniruns); ``regression_skipped`` says which miniruns were not
     regressed and why; ``patterns_beam_cut`` counts patterns cut for a beam monitor out of
     its range.
+
+    Beam modulation (:mod:`mupnc.monitor.analysis.modulation`): ``dithered`` (None when the
+    run has no modulation cycle) and ``dithered_channels`` are the physics asymmetries
+    corrected with the run's dithering sensitivities ``dither_sensitivities`` (by channel or
+    :data:`COMBINED` and variable, fraction per unit; NaN and ``dither_skipped`` when no
+    cycle is usable; a minirun's result leaves them out); ``dither_cycles`` holds every
+    cycle's own analysis (a minirun's result: the cycles that came with its windows), with
+    its regression-minus-dithering slopes; ``patterns_modulation`` counts patterns cut for a
+    modulation window.
     """
 
     combined: Measurement
@@ -114,6 +142,12 @@ class RunResult:
     slopes: dict[tuple[str, str], Measurement] = field(default_factory=dict)
     regression_skipped: str = ""
     patterns_beam_cut: int = 0
+    dithered: Measurement | None = None
+    dithered_channels: dict[str, Measurement] = field(default_factory=dict)
+    dither_sensitivities: dict[tuple[str, str], Measurement] = field(default_factory=dict)
+    dither_cycles: tuple[DitherCycle, ...] = ()
+    dither_skipped: str = ""
+    patterns_modulation: int = 0
 
 
 def _stats_measurement(
@@ -236,19 +270,31 @@ def run_result(
     if estimator == INTEGRATING:
         pooled = {name: pooled_sd(acc, name) for name in ("combined", "channel_asymmetry")}
     chosen = chosen_variables(acc, regress)
+    dithering = modulation_analysis(acc)
     per_minirun = tuple(
-        _with_beam(
-            _result(m, acc, polarization, blinder, estimator, pooled),
+        _with_dithering(
+            _with_beam(
+                _result(m, acc, polarization, blinder, estimator, pooled),
+                m,
+                acc,
+                chosen,
+                polarization,
+                blinder,
+            ),
             m,
             acc,
-            chosen,
-            polarization,
+            dithering,
+            polarization * analysing_power(m),
             blinder,
         )
         for m in acc.miniruns
     )
-    result = _result(_MergedSums(acc), acc, polarization, blinder, estimator)
+    merged = _MergedSums(acc)
+    result = _result(merged, acc, polarization, blinder, estimator)
     result = _run_beam(result, per_minirun, acc, chosen)
+    result, per_minirun = _run_dithering(
+        result, per_minirun, acc, dithering, polarization * analysing_power(merged), blinder
+    )
     keys = [COMBINED, *acc.channel_map.names]
     pulled = pulled_miniruns([m.patterns_good for m in acc.miniruns], acc.minirun_patterns)
     pulls, chi2 = {}, {}
@@ -368,6 +414,121 @@ def _run_beam(
         regression_skipped=note,
         patterns_beam_cut=cut,
     )
+
+
+def modulation_analysis(acc: RunAccumulator) -> Dithering | None:
+    """Every modulation cycle of the run and the run's sensitivities (None: the run has no
+    coils, or no cycle yet); a cycle's minirun is the first holding its windows."""
+    if not acc.coil_columns:
+        return None
+    cycles: dict = {}
+    minirun_of: dict[int, int] = {}
+    for m in acc.miniruns:
+        own = m.modulation.moments()
+        for cycle in own:
+            minirun_of.setdefault(cycle, m.index)
+        cycles = merge_cycles(cycles, own)
+    if not cycles:
+        return None
+    layout = Layout(
+        acc.coil_names,
+        acc.beamline.variables,
+        tuple(acc.channel_map.names),
+        tuple(acc.target_groups),
+    )
+    return dither(cycles, layout, minirun_of)
+
+
+def _dithered_result(
+    result: RunResult,
+    moments: CentralMoments,
+    acc: RunAccumulator,
+    dithering: Dithering,
+    separating: float,
+    blinder: Blinder,
+) -> RunResult:
+    """``result`` with the dithering-corrected physics asymmetries of ``moments``."""
+    fit = dithered_moments(moments, dithering)
+    combined = _physics(fit.combined.value, fit.combined.error, fit.combined.n, separating)
+    channels = {}
+    for c in acc.channel_map.channels:
+        own = _physics(*_fields(fit.channels[c.name]), separating)
+        channels[c.name] = replace(own, value=blinder.blind(own.value, ANALYZING_SIGN[c.role]))
+    return replace(
+        result,
+        dithered=replace(combined, value=blinder.blind(combined.value)),
+        dithered_channels=channels,
+        dither_skipped=fit.skipped,
+    )
+
+
+def _fields(m: Measurement) -> tuple[float, float, int]:
+    return m.value, m.error, m.n
+
+
+def _with_dithering(
+    result: RunResult,
+    m: MinirunSums,
+    acc: RunAccumulator,
+    dithering: Dithering | None,
+    separating: float,
+    blinder: Blinder,
+) -> RunResult:
+    """A minirun's result with its modulation cut and, if the run has cycles, its
+    dithering-corrected asymmetries (the run's sensitivities)."""
+    result = replace(result, patterns_modulation=m.patterns_modulation)
+    if dithering is None:
+        return result
+    result = _dithered_result(result, m.regression.central(), acc, dithering, separating, blinder)
+    return replace(result, dither_cycles=tuple(c for c in dithering.cycles if c.minirun == m.index))
+
+
+def _run_dithering(
+    result: RunResult,
+    per_minirun: tuple[RunResult, ...],
+    acc: RunAccumulator,
+    dithering: Dithering | None,
+    separating: float,
+    blinder: Blinder,
+) -> tuple[RunResult, tuple[RunResult, ...]]:
+    """The run's dithering-corrected asymmetries (from its pooled regression sums), its
+    sensitivities and cycles with their regression-minus-dithering slopes; the miniruns'
+    results with those cycles."""
+    result = replace(result, patterns_modulation=sum(m.patterns_modulation for m in acc.miniruns))
+    if dithering is None:
+        return result, per_minirun
+    pooled = acc.miniruns[0].regression.central()
+    for m in acc.miniruns[1:]:
+        pooled = pooled.merge(m.regression.central())
+    result = _dithered_result(result, pooled, acc, dithering, separating, blinder)
+    cycles = tuple(_compared(c, per_minirun, acc) for c in dithering.cycles)
+    per_minirun = tuple(
+        replace(r, dither_cycles=tuple(c for c in cycles if c.minirun == i))
+        for i, r in enumerate(per_minirun)
+    )
+    return replace(
+        result, dither_sensitivities=dithering.sensitivities(), dither_cycles=cycles
+    ), per_minirun
+
+
+def _compared(
+    cycle: DitherCycle, per_minirun: tuple[RunResult, ...], acc: RunAccumulator
+) -> DitherCycle:
+    """``cycle`` with regression minus dithering slopes, the regression of its minirun's
+    (none when the regression is not on every measured variable)."""
+    if not 0 <= cycle.minirun < len(per_minirun):
+        return cycle
+    regression = per_minirun[cycle.minirun]
+    if regression.regressed_variables != acc.beamline.variables:
+        return cycle
+    difference = {}
+    for key, dit in cycle.sensitivities.items():
+        reg = regression.slopes.get(key)
+        if reg is not None:
+            difference[key] = Measurement(
+                reg.value - dit.value, math.hypot(reg.error, dit.error), reg.n
+            )
+    return replace(cycle, regression_difference=difference)
 
 
 def _minirun_mean(measurements: list[Measurement | None], n: int) -> tuple[Measurement, float]:

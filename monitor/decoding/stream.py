@@ -59,7 +59,8 @@ class DecodedWindows:
     window, ``P_L / P``: None means the helicity itself (fast and slow reversal); the ring
     kick gives ``cos(precession per turn * turns)`` from the turn readback.
     ``pattern_position`` (slow and kick only) is the index of each window's reversal
-    interval in its rotator pattern (0 .. n - 1; None for the fast scheme).
+    interval in its rotator pattern (0 .. n - 1; None for the fast scheme).  ``flags`` are
+    the windows' DAQ flags (:mod:`mupnc.daq.blocks`; None: not known, taken as none set).
     """
 
     seq: np.ndarray
@@ -70,6 +71,7 @@ class DecodedWindows:
     counts: np.ndarray
     analysing_power: np.ndarray | None = None
     pattern_position: np.ndarray | None = None
+    flags: np.ndarray | None = None
 
     @property
     def n_windows(self) -> int:
@@ -79,7 +81,8 @@ class DecodedWindows:
     def concatenate(cls, parts: list[DecodedWindows]) -> DecodedWindows:
         """Consecutive releases as one (the analysing power stays None if it is None in
         every part; elsewhere a None part contributes its helicity; the pattern positions
-        are those of rotator decoders, None for the fast one)."""
+        are those of rotator decoders, None for the fast one; flags are None only if None in
+        every part, elsewhere a None part has none set)."""
         arrays = {
             name: np.concatenate([getattr(p, name) for p in parts])
             for name in ("seq", "pattern_number", "helicity", "good", "beam_monitor", "counts")
@@ -89,7 +92,16 @@ class DecodedWindows:
             power = np.concatenate([p.signed_polarization() for p in parts])
         positions = [p.pattern_position for p in parts if p.pattern_position is not None]
         position = np.concatenate(positions) if len(positions) == len(parts) else None
-        return cls(**arrays, analysing_power=power, pattern_position=position)
+        flags = None
+        if any(p.flags is not None for p in parts):
+            flags = np.concatenate([p.window_flags() for p in parts])
+        return cls(**arrays, analysing_power=power, pattern_position=position, flags=flags)
+
+    def window_flags(self) -> np.ndarray:
+        """The DAQ flags of every window (zeros where not known)."""
+        if self.flags is None:
+            return np.zeros(self.n_windows, dtype=np.uint8)
+        return self.flags
 
     def signed_polarization(self) -> np.ndarray:
         """``P_L / P`` of every window: the analysing power, else the helicity."""
@@ -280,6 +292,7 @@ class StreamDecoder:
             counts=self._pending.counts[take],
             analysing_power=self._analysing_power(take, helicity),
             pattern_position=position,
+            flags=self._pending["flags"][take].astype(np.uint8),
         )
         self._pending.drop(ready)
         return out
