@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 CUMULATIVE = -1
 REGRESSED = "regressed"
+DITHERED = "dithered"
 """Channel name of the combined regressed asymmetry in :class:`AsymmetryResult` (a
 channel's is ``regressed:CHANNEL``)."""
 
@@ -114,6 +115,7 @@ class Minirun(Base):
     """The accumulator's sums and moments of this minirun (zlib-compressed JSON), so that a
     restarted monitor continues exactly (:mod:`mupnc.monitor.recorder`)."""
     patterns_beam_cut: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    patterns_modulation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Patterns cut because a beam position monitor read beyond its range."""
     regression_note: Mapped[str | None] = mapped_column(Text)
     """Why this minirun was not regressed (None if it was)."""

@@ -15,6 +15,7 @@ from mupnc.db.feedback import current_feedback_modes
 from mupnc.db.lease import LEASE_SECONDS, OPEN_STATES, monitor_alive
 from mupnc.db.models import (
     CUMULATIVE,
+    DITHERED,
     REGRESSED,
     Alarm,
     AsymmetryResult,
@@ -90,6 +91,12 @@ def run_summary(session: Session, number: int) -> dict:
         for name in list(results)
         if name.startswith(f"{REGRESSED}:")
     }
+    dithered = results.pop(DITHERED, None)
+    dithered_channels = {
+        name.split(":", 1)[1]: results.pop(name)
+        for name in list(results)
+        if name.startswith(f"{DITHERED}:")
+    }
     patterns_good, miniruns = session.execute(
         select(func.coalesce(func.sum(Minirun.patterns_good), 0), func.count(Minirun.id)).where(
             Minirun.run == number
@@ -108,10 +115,11 @@ def run_summary(session: Session, number: int) -> dict:
     nulls = {name: results.pop(name) for name in sorted(results) if name.startswith("null")}
     names += sorted(set(results) - set(names))
     alarms = session.scalars(select(Alarm).where(Alarm.run == number).order_by(Alarm.since))
-    beam_cut, notes = session.execute(
+    beam_cut, notes, modulation = session.execute(
         select(
             func.coalesce(func.sum(Minirun.patterns_beam_cut), 0),
             func.count(Minirun.regression_note),
+            func.coalesce(func.sum(Minirun.patterns_modulation), 0),
         ).where(Minirun.run == number)
     ).one()
     summary = {
@@ -162,11 +170,28 @@ def run_summary(session: Session, number: int) -> dict:
     summary.update(_beam(session, number, regressed, regressed_channels, names))
     summary["feedback"] = _feedback(session, number, run.config or {})
     summary["patterns_beam_cut"] = int(beam_cut)
+    summary["patterns_modulation"] = int(modulation)
+    summary["dithered"] = (
+        None if dithered is None else {"value": dithered.value, "error": dithered.error}
+    )
+    summary["dithered_channels"] = [
+        {
+            "name": name,
+            "value": dithered_channels[name].value,
+            "error": dithered_channels[name].error,
+        }
+        for name in names
+        if name in dithered_channels
+    ]
     summary["miniruns_not_regressed"] = int(notes)
     if not run.blinded:  # a blinded run's injected and expected asymmetries are hidden too
         summary["injected_asymmetry"] = run.config.get("asymmetry")
         summary["expected_asymmetry"] = run.expected_asymmetry
     return summary
+
+
+def _value_error(r: AsymmetryResult) -> dict:
+    return {"value": r.value, "error": r.error}
 
 
 def _feedback(session: Session, number: int, config: dict) -> dict:

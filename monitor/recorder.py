@@ -35,6 +35,7 @@ from mupnc.db.block_codec import decode, encode
 from mupnc.db.lease import MonitorHolder, renew
 from mupnc.db.models import (
     CUMULATIVE,
+    DITHERED,
     REGRESSED,
     AsymmetryResult,
     BeamDifference,
@@ -76,17 +77,21 @@ def _unpack_state(data: bytes) -> dict:
 
 def _result_rows(run: int, minirun: int, result: RunResult) -> list[dict]:
     """One row per channel, ``combined`` (with the chi2/ndf of minirun means), ``charge``
-    and each null asymmetry (measured, never blinded), and the regressed ones
-    (``regressed``, ``regressed:CHANNEL``); no value without a pattern."""
+    and each null asymmetry (measured, never blinded), the regressed ones (``regressed``,
+    ``regressed:CHANNEL``) and the dithering-corrected ones (``dithered``,
+    ``dithered:CHANNEL``); no value without a pattern."""
     means = [
         *result.channels.items(),
         ("combined", result.combined),
         ("charge", result.charge_asymmetry),
         *result.null.items(),
     ]
-    if result.regressed is not None:
-        means += [(REGRESSED, result.regressed)]
-        means += [(f"{REGRESSED}:{k}", m) for k, m in result.regressed_channels.items()]
+    for kind, combined, channels in (
+        (REGRESSED, result.regressed, result.regressed_channels),
+        (DITHERED, result.dithered, result.dithered_channels),
+    ):
+        if combined is not None:
+            means += [(kind, combined), *((f"{kind}:{k}", m) for k, m in channels.items())]
     chi2 = {"combined": result.chi2_ndf, REGRESSED: result.regressed_chi2_ndf}
     return [
         dict(
@@ -299,6 +304,7 @@ class RunRecorder:
                     patterns_good=m.patterns_good,
                     state=_pack_state(m.state()),
                     patterns_beam_cut=m.patterns_beam_cut,
+                    patterns_modulation=m.patterns_modulation,
                     regression_note=own.regression_skipped or None,
                 )
             )

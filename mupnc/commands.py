@@ -354,6 +354,17 @@ def _beam_lines(s: dict) -> list[str]:
         lines.append("  regressed: undefined (no minirun could be regressed)")
     if s.get("miniruns_not_regressed"):
         lines.append(f"  miniruns not regressed: {s['miniruns_not_regressed']}")
+    d = s.get("dithered")
+    if d is not None or s.get("patterns_modulation"):
+        shown = (
+            "undefined (no usable modulation cycle)"
+            if d is None or d["value"] is None
+            else f"{_ppm(d['value'])} +- {_ppm(d['error']).lstrip('+')} ppm"
+        )
+        lines.append(
+            f"  dithered {shown} ({s.get('patterns_modulation', 0)} patterns in modulation"
+            " cycles, cut from the asymmetry)"
+        )
     if s.get("beam"):
         parts = []
         for name, d in s["beam"].items():

@@ -1,4 +1,5 @@
-"""Feedback actions (every decision of a feedback loop) and run-time mode switches.
+"""Feedback actions (every decision of a feedback loop) and run-time mode switches; the
+patterns of a minirun cut for beam modulation.
 
 Revision ID: 0008
 Revises: 0007
@@ -15,6 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("miniruns") as batch:
+        batch.add_column(
+            sa.Column("patterns_modulation", sa.BigInteger(), nullable=False, server_default="0")
+        )
     op.create_table(
         "feedback_actions",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -46,6 +51,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("miniruns") as batch:
+        batch.drop_column("patterns_modulation")
     op.drop_index("ix_feedback_mode_changes_run", "feedback_mode_changes")
     op.drop_table("feedback_mode_changes")
     op.drop_index("ix_feedback_actions_run", "feedback_actions")
