@@ -317,3 +317,18 @@ def test_a_saturated_or_unconverged_feedback_loop_is_alarmed_and_an_off_one_is_n
     quiet = feedback_observations([off], {"charge": last})
     assert read(rules["feedback_charge_saturated"], quiet).severity == Severity.NO_ALARM
     assert read(rules["feedback_charge_not_converged"], quiet).severity == Severity.NO_ALARM
+
+
+def test_a_stuck_modulation_coil_is_alarmed_within_one_cycle() -> None:
+    """coil_3's current shows but the beam does not follow: its first cycle (12 s into the
+    run, five 2 s coils) names it dead and the alarm is MAJOR; with every coil working the
+    same cycle raises nothing."""
+    from mupnc.sim.modulation import ModulationConfig
+
+    rules = load_rules()
+    for stuck, severity in ((("coil_3",), MAJOR), ((), Severity.NO_ALARM)):
+        modulation = ModulationConfig(enabled=True, period=12.0, stuck=stuck)
+        sim = SimulatedMonitor(config=SourceConfig(seed=23, muon_rate=1e10, modulation=modulation))
+        obs = sim.seconds(23)  # the first cycle ends at 22 s
+        assert obs["modulation.dead_coils"].value == len(stuck)
+        assert read(rules["modulation_coil_dead"], obs).severity == severity

@@ -31,6 +31,8 @@ into named :class:`mupnc.monitor.alarms.rules.Observation` entries:
   ``regression.shift`` (``(raw - regressed) / raw error`` of the combined asymmetry) and
   ``regression.not_regressed`` (miniruns of at least half a minirun's patterns that
   could not be regressed: degenerate beam differences);
+* beam modulation: ``modulation.dead_coils`` (coils of the latest cycle that were driven
+  but did not move the beam, :mod:`mupnc.monitor.analysis.modulation`);
 * every watched PV under its name without prefix (value, EPICS severity, connection).
 
 Estimates without enough data are NaN (rules then stay quiet).
@@ -188,6 +190,10 @@ class AlarmInputs:
         obs["regression.shift"] = Observation(shift)
         full = [r for r in result.miniruns if 2 * r.patterns_good >= acc.minirun_patterns]
         obs["regression.not_regressed"] = Observation(sum(1 for r in full if r.regression_skipped))
+        last_cycle = result.dither_cycles[-1] if result.dither_cycles else None
+        obs["modulation.dead_coils"] = Observation(
+            float(len(last_cycle.dead_coils)) if last_cycle is not None else 0.0
+        )
         return obs
 
     def _beam_on_for(self, now: float, pvs: dict[str, Observation]) -> float:
