@@ -15,7 +15,9 @@ channel's measured asymmetry on it, then the combined one's, as arrays ``BEAM:V:
 and ``:SLOPES:ERR`` (fraction per mm, mrad or unit dp/p; the channel order of
 ``BEAM:SLOPE_CHANNELS``); the regressed asymmetry ``ASYM:REG``, ``:ERR``, ``:CHI2_NDF`` and
 ``ASYM:REG:SHIFT``, the correction ``(raw - regressed) / raw error``; ``BEAM:CUT``, the
-patterns cut for a monitor beyond its range.
+patterns cut for a monitor beyond its range.  Beam modulation: the dithering-corrected
+asymmetry ``ASYM:DIT`` and ``:ERR``, the cycles fitted ``DIT:CYCLES``, the patterns cut for
+them ``DIT:PATTERNS_CUT`` and the dead coils of the latest complete cycle ``DIT:DEAD_COILS``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from caproto.asyncio.server import Context
 from caproto.server import PVGroup, pvproperty
 
 from mupnc.daq.beamline import BEAM_VARIABLES, DISPLAY, UNITS
+from mupnc.monitor.analysis.modulation import latest_complete_cycle
 from mupnc.monitor.analysis.results import COMBINED, COUNTING, INTEGRATING, RunResult
 from mupnc.monitor.decoding.stream import ERROR_KINDS, LOCK_STATES
 from mupnc.monitor.feedback.pvs import feedback_pv_group, write_feedback_pvs
@@ -156,6 +159,25 @@ def beam_group(prefix: str) -> PVGroup:
             read_only=True,
             doc="Patterns cut: a beam monitor out of range",
         ),
+        "asym_dit": _scalar("ASYM:DIT", "Dithering-corrected combined physics asymmetry"),
+        "asym_dit_err": _scalar("ASYM:DIT:ERR", "Statistical error of ASYM:DIT"),
+        "dit_cycles": pvproperty(
+            value=0, name="DIT:CYCLES", read_only=True, doc="Beam-modulation cycles fitted"
+        ),
+        "dit_patterns_cut": pvproperty(
+            value=0,
+            name="DIT:PATTERNS_CUT",
+            read_only=True,
+            doc="Patterns cut from the asymmetry: in a modulation cycle",
+        ),
+        "dit_dead_coils": pvproperty(
+            value="",
+            name="DIT:DEAD_COILS",
+            dtype=ChannelType.CHAR,
+            max_length=SLOPE_NAME_CHARS,
+            read_only=True,
+            doc="Coils of the latest complete cycle that did not move the beam (comma-separated)",
+        ),
         "slope_channels": pvproperty(
             value="",
             name="BEAM:SLOPE_CHANNELS",
@@ -189,6 +211,14 @@ def beam_group(prefix: str) -> PVGroup:
 def beam_values(result: RunResult, channels: list[str]) -> dict:
     """The :func:`beam_group` values of a run result (``channels``: detector names)."""
     values: dict = {"beam_cut": result.patterns_beam_cut}
+    latest = latest_complete_cycle(result.dither_cycles)
+    values.update(
+        dit_cycles=len(result.dither_cycles),
+        dit_patterns_cut=result.patterns_modulation,
+        dit_dead_coils=",".join(latest.dead_coils) if latest is not None else "",
+    )
+    if result.dithered is not None:
+        values.update(asym_dit=result.dithered.value, asym_dit_err=result.dithered.error)
     regressed = result.regressed
     if regressed is not None:
         raw = result.combined

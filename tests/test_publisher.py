@@ -78,6 +78,26 @@ def test_undefined_results_are_nan_and_invalid(publisher) -> None:
     channels = epics.caget(f"{prefix}MON:BEAM:SLOPE_CHANNELS", as_string=True, timeout=10)
     assert channels == "scat_0,scat_1,combined"
 
+    # beam modulation: the dithered asymmetry, the cycles, the patterns cut
+    modulated = steered_result(stuck=())
+    assert len(modulated.dither_cycles) >= 3 and math.isfinite(modulated.dithered.value)
+    served.publish(**beam_values(modulated, names))
+    assert read(f"{prefix}MON:ASYM:DIT")["value"] == modulated.dithered.value
+    assert read(f"{prefix}MON:ASYM:DIT:ERR")["value"] == modulated.dithered.error
+    assert epics.caget(f"{prefix}MON:DIT:CYCLES", timeout=10) == len(modulated.dither_cycles)
+    cut = epics.caget(f"{prefix}MON:DIT:PATTERNS_CUT", timeout=10)
+    assert cut == modulated.patterns_modulation > 0
+    # a stuck coil leaves four coils for five variables: named, and no dithered number
+    stuck = steered_result(stuck=("coil_3",))
+    served.publish(**beam_values(stuck, names))
+    wait_for(
+        lambda: epics.caget(f"{prefix}MON:DIT:DEAD_COILS", as_string=True, timeout=10) == "coil_3",
+        10,
+        "MON:DIT:DEAD_COILS = coil_3",
+    )
+    undefined = read(f"{prefix}MON:ASYM:DIT")
+    assert math.isnan(undefined["value"]) and undefined["status"] == AlarmStatus.UDF
+
 
 def units(name: str) -> str:
     data = epics.PV(name, form="ctrl").get_with_metadata(timeout=10)
@@ -85,17 +105,24 @@ def units(name: str) -> str:
     return data["units"]
 
 
-def steered_result():
-    """A short simulated run whose beam is steered 20 um by the spin state."""
+def steered_result(stuck: tuple[str, ...] | None = None):
+    """A short simulated run whose beam is steered 20 um by the spin state; with ``stuck``
+    beam modulation too (cycles every 4 s of five 0.5 s coils, those coils stuck)."""
     from mupnc.monitor.analysis.run_analysis import RunAnalysis
     from mupnc.monitor.analysis.settings import RunSettings
     from mupnc.sim.beamline import BeamlineConfig
+    from mupnc.sim.modulation import ModulationConfig
     from mupnc.sim.source import ChannelMap, SourceConfig, WindowSource
 
     shipped = SourceConfig().resolved_channel_map()
     two = ChannelMap("alr", (*shipped.channels[:2], *shipped.channels[8:]))
     beam = BeamlineConfig({"x": {"hc_difference": 0.02}}, {"default": {"x": 0.1}})
-    config = SourceConfig(channel_map=two, beamline=beam, muon_rate=1e10, seed=2)
+    modulation = ModulationConfig(
+        enabled=stuck is not None, period=4.0, coil_time=0.5, stuck=stuck or ()
+    )
+    config = SourceConfig(
+        channel_map=two, beamline=beam, muon_rate=1e10, seed=2, modulation=modulation
+    )
     source = WindowSource(config)
     settings = RunSettings(1, "quartet", 2, config.polarization, two)
     analysis = RunAnalysis(settings)

@@ -31,8 +31,8 @@ into named :class:`mupnc.monitor.alarms.rules.Observation` entries:
   ``regression.shift`` (``(raw - regressed) / raw error`` of the combined asymmetry) and
   ``regression.not_regressed`` (miniruns of at least half a minirun's patterns that
   could not be regressed: degenerate beam differences);
-* beam modulation: ``modulation.dead_coils`` (coils of the latest cycle that were driven
-  but did not move the beam, :mod:`mupnc.monitor.analysis.modulation`);
+* beam modulation: ``modulation.dead_coils`` (coils of the latest complete cycle that
+  were driven but did not move the beam, :mod:`mupnc.monitor.analysis.modulation`);
 * every watched PV under its name without prefix (value, EPICS severity, connection).
 
 Estimates without enough data are NaN (rules then stay quiet).
@@ -49,6 +49,7 @@ import numpy as np
 
 from mupnc.monitor.alarms.rules import Observation
 from mupnc.monitor.analysis.accumulator import RunAccumulator
+from mupnc.monitor.analysis.modulation import latest_complete_cycle
 from mupnc.monitor.analysis.results import COMBINED, RunResult
 from mupnc.monitor.decoding.stream import DecoderState
 from mupnc.monitor.feedback.loop import Action, FeedbackLoop
@@ -190,9 +191,9 @@ class AlarmInputs:
         obs["regression.shift"] = Observation(shift)
         full = [r for r in result.miniruns if 2 * r.patterns_good >= acc.minirun_patterns]
         obs["regression.not_regressed"] = Observation(sum(1 for r in full if r.regression_skipped))
-        last_cycle = result.dither_cycles[-1] if result.dither_cycles else None
+        latest = latest_complete_cycle(result.dither_cycles)
         obs["modulation.dead_coils"] = Observation(
-            float(len(last_cycle.dead_coils)) if last_cycle is not None else 0.0
+            float(len(latest.dead_coils)) if latest is not None else 0.0
         )
         return obs
 

@@ -521,6 +521,15 @@ class DitherCycle:
     regression_difference: dict[tuple[str, str], Measurement] = field(default_factory=dict)
 
 
+def latest_complete_cycle(cycles: tuple[DitherCycle, ...]) -> DitherCycle | None:
+    """The latest cycle in which every coil was driven long enough to be fitted (a cycle
+    still in progress, or cut by the end of the run, is not one); None before the first."""
+    for cycle in reversed(cycles):
+        if cycle.windows and min(cycle.windows.values()) >= MIN_COIL_WINDOWS:
+            return cycle
+    return None
+
+
 @dataclass(frozen=True)
 class Dithering:
     """A run's modulation analysis: every cycle's fit, and the sensitivities averaged over
