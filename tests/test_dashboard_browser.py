@@ -140,14 +140,13 @@ def rendered_beam_x(page) -> str:
     return cells[row + 1]
 
 
-@pytest.mark.ca  # the demo chain with a steered beam
-def test_a_steered_beam_demo_shows_raw_off_regressed_on_and_the_beam_panel(tmp_path: Path) -> None:
-    """``mupnc demo --config docs/examples/hc-beam.toml``: a spin rotator steers the beam
-    20 um, which biases the raw A_LR by 2.2e-3; in Chromium the raw series is many sigma off
-    the injected 1e-3, the regressed series on it (once its error is below 400 ppm), and the
-    beam panel shows the 20 um in nm.  300 s is an upper bound: SIGINT ends the demo."""
-    port, db = free_port(), f"sqlite:///{tmp_path / 'hc.db'}"
-    config = str(Path(__file__).parents[1] / "docs" / "examples" / "hc-beam.toml")
+@contextmanager
+def example_demo(tmp_path: Path, example: str) -> Iterator:
+    """The shifter page of ``mupnc demo --config docs/examples/EXAMPLE`` in Chromium (300 s
+    at most: SIGINT ends the demo, which must then end its run cleanly); yields the page.
+    No console error on the page."""
+    port, db = free_port(), f"sqlite:///{tmp_path / 'demo.db'}"
+    config = str(Path(__file__).parents[1] / "docs" / "examples" / example)
     args = ["--config", config, "--duration", "300", "--seed", "5", "--port", str(port)]
     log = (tmp_path / "demo.log").open("w")
     demo = subprocess.Popen(
@@ -160,47 +159,7 @@ def test_a_steered_beam_demo_shows_raw_off_regressed_on_and_the_beam_panel(tmp_p
     try:
         wait_listening(port, demo)
         with chromium() as browser:
-            page = open_page(browser, f"http://127.0.0.1:{port}/", errors)
-            regressed = f"{MODEL}('regressed_source').data"
-            page.wait_for_function(f"() => {regressed}.x.length >= 1", timeout=120_000)
-            label = page.evaluate(f"() => {MODEL}('asym_plot').left[0].axis_label")
-            scale = {"A_LR (ppm)": 1e6, "A_LR (%)": 1e2}[label]
-            injected = 1e-3 * scale
-            # until the steering's 2.2e-3 bias is over 5 sigma of the regressed asymmetry
-            error = f"({regressed}.hi.at(-1) - {regressed}.lo.at(-1)) / 2"
-            page.wait_for_function(f"() => {error} < {0.4 * injected}", timeout=150_000)
-            page.wait_for_function(IDLE_JS, timeout=30_000)
-
-            def pull(source: str) -> float:
-                data = f"{MODEL}('{source}').data"
-                y, lo, hi = page.evaluate(
-                    f"() => ['y', 'lo', 'hi'].map(k => {data}[k][{data}[k].length - 1])"
-                )
-                return (y - injected) / ((hi - lo) / 2)
-
-            assert pull("asym_source") > 5, "the raw asymmetry carries the steering's bias"
-            assert abs(pull("regressed_source")) < 3, "the regressed one is on the injected"
-            beam = page.evaluate(f"() => {MODEL}('beam_difference_source').data")
-            assert beam["variable"][0] == "x" and beam["unit"][0] == "nm"
-            assert abs(beam["value"][0] - 20_000) < 3 * beam["error"][0]
-            # the table on the screen follows its data (BokehJS redraws a table only when its
-            # number of rows changes, unless told to)
-            first = rendered_beam_x(page)
-
-            def redrawn() -> bool:
-                shown = rendered_beam_x(page)
-                value = page.evaluate(f"() => {MODEL}('beam_difference_source').data.value[0]")
-                return shown != first and shown == f"{value:.1f}"
-
-            wait_for(redrawn, 30, "the beam table to show its latest data", step=0.2)
-            # the window-rate axis (240 Hz) is not stretched to the muon rate (1e4 MHz, right)
-            top = page.evaluate(f"() => {MODEL}('window_rate_plot').y_range.end")
-            assert 240 < top < 1000, top
-            correction = page.evaluate(f"() => {MODEL}('regression_correction').text")
-            assert "regression moves the asymmetry by" in correction and "σ" in correction
-            shot = tmp_path / "steered.png"
-            page.screenshot(path=shot, full_page=True)
-            print(f"steered-beam screenshot: {shot}")
+            yield open_page(browser, f"http://127.0.0.1:{port}/", errors)
         demo.send_signal(signal.SIGINT)
         assert demo.wait(120) == 0, (tmp_path / "demo.log").read_text()[-2000:]
     finally:
@@ -209,6 +168,55 @@ def test_a_steered_beam_demo_shows_raw_off_regressed_on_and_the_beam_panel(tmp_p
             demo.wait()
         log.close()
     assert errors == []
+
+
+@pytest.mark.ca  # the demo chain with a steered beam
+def test_a_steered_beam_demo_shows_raw_off_regressed_on_and_the_beam_panel(tmp_path: Path) -> None:
+    """``mupnc demo --config docs/examples/hc-beam.toml``: a spin rotator steers the beam
+    20 um, which biases the raw A_LR by 2.2e-3; in Chromium the raw series is many sigma off
+    the injected 1e-3, the regressed series on it (once its error is below 400 ppm), and the
+    beam panel shows the 20 um in nm.  300 s is an upper bound: SIGINT ends the demo."""
+    with example_demo(tmp_path, "hc-beam.toml") as page:
+        regressed = f"{MODEL}('regressed_source').data"
+        page.wait_for_function(f"() => {regressed}.x.length >= 1", timeout=120_000)
+        label = page.evaluate(f"() => {MODEL}('asym_plot').left[0].axis_label")
+        scale = {"A_LR (ppm)": 1e6, "A_LR (%)": 1e2}[label]
+        injected = 1e-3 * scale
+        # until the steering's 2.2e-3 bias is over 5 sigma of the regressed asymmetry
+        error = f"({regressed}.hi.at(-1) - {regressed}.lo.at(-1)) / 2"
+        page.wait_for_function(f"() => {error} < {0.4 * injected}", timeout=150_000)
+        page.wait_for_function(IDLE_JS, timeout=30_000)
+
+        def pull(source: str) -> float:
+            data = f"{MODEL}('{source}').data"
+            y, lo, hi = page.evaluate(
+                f"() => ['y', 'lo', 'hi'].map(k => {data}[k][{data}[k].length - 1])"
+            )
+            return (y - injected) / ((hi - lo) / 2)
+
+        assert pull("asym_source") > 5, "the raw asymmetry carries the steering's bias"
+        assert abs(pull("regressed_source")) < 3, "the regressed one is on the injected"
+        beam = page.evaluate(f"() => {MODEL}('beam_difference_source').data")
+        assert beam["variable"][0] == "x" and beam["unit"][0] == "nm"
+        assert abs(beam["value"][0] - 20_000) < 3 * beam["error"][0]
+        # the table on the screen follows its data (BokehJS redraws a table only when its
+        # number of rows changes, unless told to)
+        first = rendered_beam_x(page)
+
+        def redrawn() -> bool:
+            shown = rendered_beam_x(page)
+            value = page.evaluate(f"() => {MODEL}('beam_difference_source').data.value[0]")
+            return shown != first and shown == f"{value:.1f}"
+
+        wait_for(redrawn, 30, "the beam table to show its latest data", step=0.2)
+        # the window-rate axis (240 Hz) is not stretched to the muon rate (1e4 MHz, right)
+        top = page.evaluate(f"() => {MODEL}('window_rate_plot').y_range.end")
+        assert 240 < top < 1000, top
+        correction = page.evaluate(f"() => {MODEL}('regression_correction').text")
+        assert "regression moves the asymmetry by" in correction and "σ" in correction
+        shot = tmp_path / "steered.png"
+        page.screenshot(path=shot, full_page=True)
+        print(f"steered-beam screenshot: {shot}")
 
 
 @pytest.mark.ca  # the demo chain with charge feedback
@@ -216,52 +224,30 @@ def test_the_charge_feedback_demo_drives_the_charge_asymmetry_to_zero(tmp_path: 
     """``mupnc demo --config docs/examples/feedback.toml``: the monitor's charge loop drives
     a 1000 ppm charge asymmetry to zero; in Chromium the feedback panel shows the loop ON,
     its decisions in the table, the setpoint history and the inputs converging."""
-    port, db = free_port(), f"sqlite:///{tmp_path / 'feedback.db'}"
-    config = str(Path(__file__).parents[1] / "docs" / "examples" / "feedback.toml")
-    args = ["--config", config, "--duration", "300", "--seed", "5", "--port", str(port)]
-    log = (tmp_path / "demo.log").open("w")
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "mupnc", "--db", db, "demo", *args],
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    errors: list[str] = []
-    try:
-        wait_listening(port, demo)
-        with chromium() as browser:
-            page = open_page(browser, f"http://127.0.0.1:{port}/", errors)
-            inputs = f"{MODEL}('feedback_input_source').data"
-            # four decisions, the last one's input within 3 sigma of zero
-            converged = (
-                f"() => {inputs}.y.length >= 4 && Math.abs({inputs}.y.at(-1))"
-                f" < 3 * ({inputs}.hi.at(-1) - {inputs}.lo.at(-1)) / 2"
-            )
-            page.wait_for_function(converged, timeout=240_000)
-            page.wait_for_function(IDLE_JS, timeout=30_000)
-            data = page.evaluate(f"() => {inputs}")
-            first, last = data["y"][0], data["y"][-1]
-            label = page.evaluate(f"() => {MODEL}('charge_strip_plot').left[0].axis_label")
-            scale = {"A_Q (ppm)": 1.0, "A_Q (%)": 1e-4, "A_Q (ppb)": 1e3}[label]
-            assert abs(first / scale - 1000) < 100, first  # the first window: 1000 ppm
-            state = page.evaluate(f"() => {MODEL}('feedback_state').text")
-            assert ">ON</span>" in state and "SATURATED" not in state
-            setpoints = page.evaluate(f"() => {MODEL}('feedback_setpoint_charge').data.y")
-            assert abs(setpoints[-1] + 1000 / 0.8) < 0.1 * 1000 / 0.8, setpoints
-            cells = page.locator(".slick-cell").all_inner_texts()
-            assert any(c.startswith("applied") for c in cells), "the decisions table is drawn"
-            assert abs(last) < abs(first) / 20
-            shot = tmp_path / "feedback.png"
-            page.screenshot(path=shot, full_page=True)
-            print(f"feedback screenshot: {shot}")
-        demo.send_signal(signal.SIGINT)
-        assert demo.wait(120) == 0, (tmp_path / "demo.log").read_text()[-2000:]
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-        log.close()
-    assert errors == []
+    with example_demo(tmp_path, "feedback.toml") as page:
+        inputs = f"{MODEL}('feedback_input_source').data"
+        # four decisions, the last one's input within 3 sigma of zero
+        converged = (
+            f"() => {inputs}.y.length >= 4 && Math.abs({inputs}.y.at(-1))"
+            f" < 3 * ({inputs}.hi.at(-1) - {inputs}.lo.at(-1)) / 2"
+        )
+        page.wait_for_function(converged, timeout=240_000)
+        page.wait_for_function(IDLE_JS, timeout=30_000)
+        data = page.evaluate(f"() => {inputs}")
+        first, last = data["y"][0], data["y"][-1]
+        label = page.evaluate(f"() => {MODEL}('charge_strip_plot').left[0].axis_label")
+        scale = {"A_Q (ppm)": 1.0, "A_Q (%)": 1e-4, "A_Q (ppb)": 1e3}[label]
+        assert abs(first / scale - 1000) < 100, first  # the first window: 1000 ppm
+        state = page.evaluate(f"() => {MODEL}('feedback_state').text")
+        assert ">ON</span>" in state and "SATURATED" not in state
+        setpoints = page.evaluate(f"() => {MODEL}('feedback_setpoint_charge').data.y")
+        assert abs(setpoints[-1] + 1000 / 0.8) < 0.1 * 1000 / 0.8, setpoints
+        cells = page.locator(".slick-cell").all_inner_texts()
+        assert any(c.startswith("applied") for c in cells), "the decisions table is drawn"
+        assert abs(last) < abs(first) / 20
+        shot = tmp_path / "feedback.png"
+        page.screenshot(path=shot, full_page=True)
+        print(f"feedback screenshot: {shot}")
 
 
 @pytest.fixture
