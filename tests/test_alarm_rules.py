@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from support.simulated import settings_of
 
 from mupnc.daq.severity import Severity
 from mupnc.monitor.alarms.inputs import AlarmInputs, chi2_ndf_z, recent_mean
@@ -289,16 +290,13 @@ def test_a_saturated_or_unconverged_feedback_loop_is_alarmed_and_an_off_one_is_n
 
     from mupnc.monitor.alarms.inputs import feedback_observations
     from mupnc.monitor.analysis.run_analysis import RunAnalysis
-    from mupnc.monitor.analysis.settings import RunSettings
     from mupnc.monitor.feedback.loop import FeedbackLoop, LoopSettings, loop_inputs
     from mupnc.sim.source import WindowSource
 
     rules = load_rules()
     config = SourceConfig(charge_asymmetry=1e-3, seed=6, muon_rate=1e8, intensity_jitter=1e-4)
     source = WindowSource(config)
-    analysis = RunAnalysis(
-        RunSettings(1, "quartet", 2, 0.9, config.resolved_channel_map()), minirun_patterns=10**6
-    )
+    analysis = RunAnalysis(settings_of(config), minirun_patterns=10**6)
     settings = LoopSettings(mode="on", patterns=1000, clamp=300.0, converge_actions=3)
     loop, off = (
         FeedbackLoop("charge", settings),

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from support.simulated import settings_of
 
 from mupnc.daq.beamline import BEAM_VARIABLES, BeamLine
 from mupnc.daq.channel_map import ChannelMap, ChannelMapError, default_channel_map, load_channel_map
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
-from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.run_file import RunFileError, load_run_file
 from mupnc.sim.beamline import BeamlineConfig
 from mupnc.sim.source import SourceConfig, WindowSource
@@ -20,17 +20,7 @@ BPM = 'role = "bpm"\naxis = "x"\nz = -4.0\nunit = "nm"\nresolution = 1000\n'
 
 def _analysed(config: SourceConfig, windows: int, block: int = 960, **options) -> RunAnalysis:
     source = WindowSource(config)
-    settings = RunSettings(
-        run=1,
-        pattern=config.pattern,
-        delay_patterns=config.delay_patterns,
-        polarization=config.polarization,
-        channel_map=config.resolved_channel_map(),
-        scheme=config.scheme,
-        rotator=config.rotator,
-        window_rate=config.window_rate,
-    )
-    analysis = RunAnalysis(settings, **options)
+    analysis = RunAnalysis(settings_of(config), **options)
     while source.next_seq < windows:
         analysis.feed(source.next_block_of(min(block, windows - source.next_seq)).block)
     analysis.finish()
@@ -235,8 +225,7 @@ def test_regression_does_not_depend_on_how_the_windows_are_cut_into_blocks():
     config = SourceConfig(mode="afb", muon_rate=1e9, scheme="fast", beamline=HC_X, seed=9)
     source = WindowSource(config)
     blocks = [source.next_block_of(37).block for _ in range(260)]
-    settings = RunSettings(1, config.pattern, config.delay_patterns, config.polarization,
-                           config.resolved_channel_map())  # fmt: skip
+    settings = settings_of(config)
     one_by_one, at_once = RunAnalysis(settings, 500), RunAnalysis(settings, 500)
     for block in blocks:
         one_by_one.feed(block)

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from support.simulated import settings_of
 
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
-from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.monitor.analysis.statistics import RunningStats
 from mupnc.monitor.feedback.loop import (
     DEFAULTS,
@@ -30,11 +30,7 @@ def closed_loop(config: SourceConfig, loops: list[FeedbackLoop], windows: int, b
     actuators after every block as the monitor does after every flush; returns the
     analysis, the actions, and the charge-asymmetry totals at half time."""
     source = WindowSource(config)
-    analysis = RunAnalysis(
-        RunSettings(1, config.pattern, config.delay_patterns, config.polarization,
-                    config.resolved_channel_map()),
-        minirun_patterns=10**6,
-    )  # fmt: skip
+    analysis = RunAnalysis(settings_of(config), minirun_patterns=10**6)
     actions, half = [], None
     for start in range(0, windows, block):
         analysis.feed(source.next_block_of(block).block)
@@ -228,11 +224,7 @@ def test_a_restarted_monitor_resumes_each_loop_at_its_last_setpoint(tmp_path):
     run = new_run(db, config, source="sim", feedback={"charge": CHARGE})
     engine = make_engine(db)
     source = WindowSource(config)
-    analysis = RunAnalysis(
-        RunSettings(run, config.pattern, config.delay_patterns, config.polarization,
-                    config.resolved_channel_map()),
-        minirun_patterns=10**6,
-    )  # fmt: skip
+    analysis = RunAnalysis(settings_of(config, run), minirun_patterns=10**6)
 
     def run_for(service: FeedbackService, blocks: int) -> None:
         for _ in range(blocks):
