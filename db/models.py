@@ -196,6 +196,46 @@ class RegressionSlope(Base):
     n: Mapped[int] = mapped_column(BigInteger)
 
 
+class ModulationCycle(Base):
+    """One beam-modulation cycle (:mod:`mupnc.monitor.analysis.modulation`): the minirun its
+    windows came with, the windows fitted (all coils), the ``dead_coils`` (comma-separated
+    names; empty: none) and why it gave no sensitivities (``skipped``; None: it did)."""
+
+    __tablename__ = "modulation_cycles"
+    __table_args__ = (UniqueConstraint("run", "cycle"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    cycle: Mapped[int]
+    minirun: Mapped[int]
+    windows: Mapped[int] = mapped_column(BigInteger)
+    coils: Mapped[int]
+    """Coils driven long enough to be fitted."""
+    dead_coils: Mapped[str] = mapped_column(String(256))
+    skipped: Mapped[str | None] = mapped_column(Text)
+
+
+class DitherSensitivity(Base):
+    """A channel's (or ``combined``) dithering sensitivity to one beam variable, fraction
+    per unit of the variable, in one modulation ``cycle`` (or :data:`CUMULATIVE`: the run's
+    weighted mean of its usable cycles), and the regression's slope minus it
+    (``difference``; None when not compared: the regression is not on every variable)."""
+
+    __tablename__ = "dither_sensitivities"
+    __table_args__ = (UniqueConstraint("run", "cycle", "channel", "variable"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    cycle: Mapped[int]
+    channel: Mapped[str] = mapped_column(String(64))
+    variable: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(BigInteger)
+    difference: Mapped[float | None] = mapped_column(Float)
+    difference_error: Mapped[float | None] = mapped_column(Float)
+
+
 class FeedbackAction(Base):
     """One decision of a feedback loop on one actuator (:mod:`mupnc.monitor.feedback.loop`):
     the input over ``patterns`` good patterns (``value`` ± ``error``: ppm for the charge

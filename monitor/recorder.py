@@ -39,9 +39,11 @@ from mupnc.db.models import (
     REGRESSED,
     AsymmetryResult,
     BeamDifference,
+    DitherSensitivity,
     HelicityCounts,
     HelicityError,
     Minirun,
+    ModulationCycle,
     MonitorCheckpoint,
     RecordedBlock,
     RegressionSlope,
@@ -52,7 +54,9 @@ from mupnc.db.models import (
 from mupnc.db.session import UNREACHABLE, transaction, unreachable_message
 from mupnc.db.store import upsert
 from mupnc.monitor.analysis.accumulator import MINUS, PLUS, MinirunSums, RunAccumulator
+from mupnc.monitor.analysis.modulation import MIN_COIL_WINDOWS
 from mupnc.monitor.analysis.results import RunResult
+from mupnc.monitor.analysis.statistics import Measurement
 from mupnc.monitor.decoding.fast import HelicityDecoder
 from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import DecoderState
@@ -136,6 +140,57 @@ def _beam_rows(run: int, minirun: int, result: RunResult) -> tuple[list[dict], l
         for (channel, variable), m in result.slopes.items()
     ]
     return differences, slopes
+
+
+def _sensitivity_rows(
+    run: int,
+    cycle: int,
+    sensitivities: dict[tuple[str, str], Measurement],
+    differences: dict[tuple[str, str], Measurement],
+) -> list[dict]:
+    rows = []
+    for (channel, variable), m in sensitivities.items():
+        d = differences.get((channel, variable))
+        rows.append(
+            dict(
+                run=run,
+                cycle=cycle,
+                channel=channel,
+                variable=variable,
+                value=_float(m.value),
+                error=_float(m.error),
+                n=m.n,
+                difference=None if d is None else _float(d.value),
+                difference_error=None if d is None else _float(d.error),
+            )
+        )
+    return rows
+
+
+def _modulation_rows(run: int, result: RunResult, acc: RunAccumulator) -> tuple[list, list]:
+    """The modulation cycles with windows in a changed minirun (a cycle may span two) and
+    their sensitivities, then the run's sensitivities as cycle :data:`CUMULATIVE`."""
+    touched = {cycle for i in acc.dirty for cycle, _ in acc.miniruns[i].modulation.cells}
+    cycles, sensitivities = [], []
+    for c in result.dither_cycles:
+        if c.cycle not in touched:
+            continue
+        cycles.append(
+            dict(
+                run=run,
+                cycle=c.cycle,
+                minirun=c.minirun,
+                windows=sum(c.windows.values()),
+                coils=sum(1 for n in c.windows.values() if n >= MIN_COIL_WINDOWS),
+                dead_coils=",".join(c.dead_coils),
+                skipped=c.skipped or None,
+            )
+        )
+        sensitivities += _sensitivity_rows(run, c.cycle, c.sensitivities, c.regression_difference)
+    sensitivities += _sensitivity_rows(
+        run, CUMULATIVE, result.dither_sensitivities, result.dither_difference
+    )
+    return cycles, sensitivities
 
 
 def _count_rows(run: int, m: MinirunSums, names: list[str]) -> list[dict]:
@@ -317,6 +372,7 @@ class RunRecorder:
         differences, slopes = _beam_rows(run, CUMULATIVE, result)
         difference_rows += differences
         slope_rows += slopes
+        cycle_rows, sensitivity_rows = _modulation_rows(run, result, acc)
         error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
         now = datetime.now(UTC)
         if self.holder is not None:
@@ -328,6 +384,10 @@ class RunRecorder:
         upsert(session, AsymmetryResult, result_rows, ("run", "minirun", "channel"))
         upsert(session, BeamDifference, difference_rows, ("run", "minirun", "variable"))
         upsert(session, RegressionSlope, slope_rows, ("run", "minirun", "channel", "variable"))
+        upsert(session, ModulationCycle, cycle_rows, ("run", "cycle"))
+        upsert(
+            session, DitherSensitivity, sensitivity_rows, ("run", "cycle", "channel", "variable")
+        )
         upsert(session, HelicityError, error_rows, ("run", "kind"))
         if self._samples:
             session.execute(insert(SlowControlSample), self._samples)

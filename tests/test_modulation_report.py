@@ -1,11 +1,26 @@
 """Beam modulation in the record: ``mupnc sim`` stores the dithering-corrected asymmetry and
-the patterns cut for the cycles; ``report`` and ``reanalyze`` give them."""
+the patterns cut for the cycles, ``report`` and ``reanalyze`` give them; the monitor's
+recorder stores every cycle and its sensitivities."""
 
 from __future__ import annotations
 
 import json
+import math
+
+from sqlalchemy import select
+from support.simulated import settings_of
 
 from mupnc.cli import main
+from mupnc.db.models import CUMULATIVE, DitherSensitivity, ModulationCycle
+from mupnc.db.session import transaction
+from mupnc.db.store import allocate_run
+from mupnc.monitor.analysis.beam_results import COMBINED
+from mupnc.monitor.analysis.run_analysis import RunAnalysis
+from mupnc.monitor.recorder import RunRecorder
+from mupnc.runs import run_config
+from mupnc.sim.beamline import BeamlineConfig
+from mupnc.sim.modulation import ModulationConfig
+from mupnc.sim.source import SourceConfig, WindowSource
 
 STEERED = """\
 mode = "alr"
@@ -46,3 +61,61 @@ def test_the_report_gives_the_dithered_asymmetry_where_the_raw_one_is_off(tmp_pa
     )
     assert main(["--db", db, "report", "1"]) == 0
     assert "patterns in modulation cycles, cut from the asymmetry" in capsys.readouterr().out
+
+
+def test_the_record_holds_every_cycle_as_it_was_last_analysed(engine):
+    """Flushed every second (mid-cycle) with miniruns of 100 good patterns: the
+    stored cycles and sensitivities equal the end-of-run analysis, every one; the run's
+    combined sensitivity to x sits on the simulated 0.1 / mm with its regression minus
+    dithering difference (Chan/Pébay slopes of the same run) within 3 sigma of zero."""
+    config = SourceConfig(
+        muon_rate=1e10,
+        beamline=BeamlineConfig({"x": {"hc_difference": 0.02}}, {"default": {"x": 0.1}}),
+        modulation=ModulationConfig(enabled=True, period=3.0, coil_time=0.5),
+        seed=21,
+    )
+    with transaction(engine) as session:
+        run = allocate_run(session, source="sim", mode="alr", config=run_config(config))
+    analysis = RunAnalysis(settings_of(config, run), 100)
+    recorder = RunRecorder(engine, run)
+    source = WindowSource(config)
+    for _ in range(30):  # 30 x 240 windows: cycles from 3 s, 6 s, 9 s... (8 complete)
+        analysis.feed(source.next_block_of(240).block)
+        assert recorder.flush(*analysis.recordable(), "running")
+    analysis.finish()
+    assert recorder.flush(*analysis.recordable(), "ended")
+    result = analysis.result()
+    with transaction(engine) as session:
+        cycles = session.scalars(
+            select(ModulationCycle)
+            .where(ModulationCycle.run == run)
+            .order_by(ModulationCycle.cycle)
+        ).all()
+        rows = session.scalars(select(DitherSensitivity).where(DitherSensitivity.run == run)).all()
+        stored = {(r.cycle, r.channel, r.variable): r for r in rows}
+        assert [(c.cycle, c.minirun, c.windows, c.dead_coils, c.skipped or "") for c in cycles] == [
+            (c.cycle, c.minirun, sum(c.windows.values()), "", c.skipped)
+            for c in result.dither_cycles
+        ]
+        assert len({c.minirun for c in cycles}) > 1
+        assert sum(c.coils == 5 for c in cycles) >= 8
+        analysed = [
+            (c.cycle, c.sensitivities, c.regression_difference) for c in result.dither_cycles
+        ]
+        analysed.append((CUMULATIVE, result.dither_sensitivities, result.dither_difference))
+        assert len(stored) == sum(len(s) for _, s, _ in analysed)
+        for cycle, sensitivities, differences in analysed:
+            for key, m in sensitivities.items():
+                row = stored[(cycle, *key)]
+                assert (row.value, row.error, row.n) == (_nan(m.value), _nan(m.error), m.n)
+                d = differences.get(key)
+                assert (row.difference, row.difference_error) == (
+                    (None, None) if d is None else (_nan(d.value), _nan(d.error))
+                )
+        run_x = stored[(CUMULATIVE, COMBINED, "x")]
+        assert abs(run_x.value - 0.1) < 3 * run_x.error
+        assert abs(run_x.difference) < 3 * run_x.difference_error
+
+
+def _nan(x: float) -> float | None:
+    return None if math.isnan(x) else x

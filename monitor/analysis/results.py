@@ -118,8 +118,9 @@ class RunResult:
     :data:`COMBINED` and variable, fraction per unit; NaN and ``dither_skipped`` when no
     cycle is usable; a minirun's result leaves them out); ``dither_cycles`` holds every
     cycle's own analysis (a minirun's result: the cycles that came with its windows), with
-    its regression-minus-dithering slopes; ``patterns_modulation`` counts patterns cut for a
-    modulation window.
+    its regression-minus-dithering slopes, and ``dither_difference`` the run's (its pooled
+    regression slopes minus its sensitivities); ``patterns_modulation`` counts patterns cut
+    for a modulation window.
     """
 
     combined: Measurement
@@ -146,6 +147,7 @@ class RunResult:
     dithered_channels: dict[str, Measurement] = field(default_factory=dict)
     dither_sensitivities: dict[tuple[str, str], Measurement] = field(default_factory=dict)
     dither_cycles: tuple[DitherCycle, ...] = ()
+    dither_difference: dict[tuple[str, str], Measurement] = field(default_factory=dict)
     dither_skipped: str = ""
     patterns_modulation: int = 0
 
@@ -506,29 +508,41 @@ def _run_dithering(
         replace(r, dither_cycles=tuple(c for c in cycles if c.minirun == i))
         for i, r in enumerate(per_minirun)
     )
+    sensitivities = dithering.sensitivities()
     return replace(
-        result, dither_sensitivities=dithering.sensitivities(), dither_cycles=cycles
+        result,
+        dither_sensitivities=sensitivities,
+        dither_cycles=cycles,
+        dither_difference=_slope_difference(sensitivities, result, acc),
     ), per_minirun
 
 
 def _compared(
     cycle: DitherCycle, per_minirun: tuple[RunResult, ...], acc: RunAccumulator
 ) -> DitherCycle:
-    """``cycle`` with regression minus dithering slopes, the regression of its minirun's
-    (none when the regression is not on every measured variable)."""
+    """``cycle`` with regression minus dithering slopes, the regression of its minirun's."""
     if not 0 <= cycle.minirun < len(per_minirun):
         return cycle
-    regression = per_minirun[cycle.minirun]
+    difference = _slope_difference(cycle.sensitivities, per_minirun[cycle.minirun], acc)
+    return replace(cycle, regression_difference=difference)
+
+
+def _slope_difference(
+    sensitivities: dict[tuple[str, str], Measurement], regression: RunResult, acc: RunAccumulator
+) -> dict[tuple[str, str], Measurement]:
+    """Regression minus dithering slopes by (channel or :data:`COMBINED`, variable), errors
+    in quadrature (the regression's patterns and the modulation windows are disjoint);
+    none when the regression is not on every measured variable (it has other slopes)."""
     if regression.regressed_variables != acc.beamline.variables:
-        return cycle
+        return {}
     difference = {}
-    for key, dit in cycle.sensitivities.items():
+    for key, dit in sensitivities.items():
         reg = regression.slopes.get(key)
         if reg is not None:
             difference[key] = Measurement(
                 reg.value - dit.value, math.hypot(reg.error, dit.error), reg.n
             )
-    return replace(cycle, regression_difference=difference)
+    return difference
 
 
 def _minirun_mean(measurements: list[Measurement | None], n: int) -> tuple[Measurement, float]:
