@@ -29,9 +29,11 @@ from mupnc.dashboards.records import (
     SETPOINT_UNITS,
     BeamDifference,
     Channel,
+    DitherSlope,
     FeedbackDecision,
     FeedbackLoop,
     MinirunMean,
+    Modulation,
     RunInfo,
     Sample,
     Slope,
@@ -386,3 +388,59 @@ def loop_mode(loop: FeedbackLoop) -> tuple[str, str]:
     if loop.mode not in FEEDBACK_MODES:
         return "off", f"unknown mode {loop.mode!r}"
     return loop.mode, ""
+
+
+SENSITIVITY_KEYS = (
+    "variable", "unit", "cycle", "cycle_error", "run", "run_error", "difference",
+    "difference_error", "pull",
+)  # fmt: skip
+
+
+def _scaled(value: float | None, factor: float) -> float:
+    return math.nan if value is None else value * factor
+
+
+def sensitivity_columns(modulation: Modulation | None) -> dict[str, list]:
+    """The modulation panel's table, a row per beam variable in the unit a shift reads
+    (:data:`mupnc.daq.beamline.SLOPE_DISPLAY`): the combined sensitivity of the newest
+    usable cycle and of the run, and the run's regression minus dithering slope with its
+    error and in its errors (``pull``); NaN where undefined."""
+    out: dict[str, list] = {k: [] for k in SENSITIVITY_KEYS}
+    if modulation is None:
+        return out
+    usable = [c for c in modulation.cycles if c.usable]
+    latest = {s.variable: s for s in usable[-1].sensitivities} if usable else {}
+    run = {s.variable: s for s in modulation.run}
+    none = DitherSlope("", None, None)
+    for variable in [v for v in SLOPE_DISPLAY if v in run or v in latest]:
+        unit, factor = SLOPE_DISPLAY[variable]
+        own, total = latest.get(variable, none), run.get(variable, none)
+        difference = _scaled(total.difference, factor)
+        error = _scaled(total.difference_error, factor)
+        out["variable"].append(variable)
+        out["unit"].append(unit)
+        out["cycle"].append(_scaled(own.value, factor))
+        out["cycle_error"].append(_scaled(own.error, factor))
+        out["run"].append(_scaled(total.value, factor))
+        out["run_error"].append(_scaled(total.error, factor))
+        out["difference"].append(difference)
+        out["difference_error"].append(error)
+        out["pull"].append(difference / error if error > 0 else math.nan)
+    return out
+
+
+def difference_pull_columns(modulation: Modulation | None, variable: str) -> dict[str, np.ndarray]:
+    """Regression minus dithering slopes on ``variable`` per usable cycle (``x``: the cycle
+    number), in their errors (``y``); cycles without a comparison are left out."""
+    x, y = [], []
+    for cycle in () if modulation is None else modulation.cycles:
+        for s in cycle.sensitivities:
+            if (
+                cycle.usable
+                and s.variable == variable
+                and s.difference is not None
+                and s.difference_error
+            ):
+                x.append(cycle.cycle)
+                y.append(s.difference / s.difference_error)
+    return {"x": np.array(x, dtype=float), "y": np.array(y, dtype=float)}

@@ -3,7 +3,7 @@
 A background thread with its own engine reads, about once a second, the newest run, its new
 ``result_snapshots`` rows, beam-rate slow-control samples and feedback decisions (ids
 greater than the last seen), its cumulative and per-minirun results, its helicity errors, its
-feedback loops and the standing alarms
+feedback loops, its modulation cycles and the standing alarms
 into a lock-protected store that numbers snapshots, samples and decisions with increasing sequence
 numbers.  Each browser session holds a cursor
 here and asks for the rows since its last sequence number; the poller never touches a Bokeh
@@ -34,10 +34,12 @@ from mupnc.dashboards.records import (
     FeedbackDecision,
     FeedbackLoop,
     MinirunMean,
+    Modulation,
     RunInfo,
     Sample,
     Snapshot,
 )
+from mupnc.db.models import DITHERED
 from mupnc.db.session import make_engine, redacted, transaction
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,11 @@ class Update:
     """The run's feedback loops: configured, or that decided (none: no feedback)."""
     decisions: list[FeedbackDecision] = field(default_factory=list)
     """Feedback decisions not shown yet (all held after a reset), oldest first."""
+    modulation: Modulation | None = None
+    """The run's beam-modulation cycles and sensitivities (None: no cycle yet)."""
+    dithered: Channel | None = None
+    """The run's combined asymmetry corrected with the dithering sensitivities (None: no
+    modulation cycle)."""
 
 
 Job = Callable[[Session], object]
@@ -134,6 +141,8 @@ class Feed:
         self._rotator: tuple[Sample, ...] = ()
         self._beam: tuple[BeamDifference, ...] = ()
         self._regressed: Channel | None = None
+        self._modulation: Modulation | None = None
+        self._dithered: Channel | None = None
         self._alarms: tuple[AlarmRecord, ...] = ()
         self._jobs: queue.SimpleQueue[tuple[Job, Done]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -224,11 +233,13 @@ class Feed:
             errors = queries.helicity_errors(session, info.number)
             rotator = queries.rotator_samples(session, info.start)
             beam = queries.beam_differences(session, info.number)
-            regressed = queries.regressed_result(session, info.number)
+            regressed = queries.corrected_result(session, info.number)
+            dithered = queries.corrected_result(session, info.number, DITHERED)
             decisions = queries.feedback_actions(
                 session, info.number, 0 if new_run else self._last_decision_id
             )
             loops = queries.feedback_loops(session, info.number)
+            modulation = queries.modulation(session, info)
         if rows:
             self._last_id = rows[-1][0]
         if samples:
@@ -248,6 +259,7 @@ class Feed:
             self._channels, self._miniruns, self._errors = channels, miniruns, errors
             self._rotator = rotator
             self._beam, self._regressed = beam, regressed
+            self._modulation, self._dithered = modulation, dithered
             self._alarms = alarms
             self._polled, self._poll_error = datetime.now(UTC), None
 
@@ -292,6 +304,8 @@ class Feed:
                 self._regressed,
                 self._loops,
                 decisions,
+                self._modulation,
+                self._dithered,
             )
 
     @property

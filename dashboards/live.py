@@ -4,8 +4,8 @@ Each browser session streams what its :class:`~mupnc.dashboards.feed.Feed` curso
 a 1 s periodic callback inside ``doc.hold("combine")``.  Layout, top to bottom: status strip
 (feeds, server connection), alarm banner, running asymmetry beside the result box, channels /
 pull histogram / helicity state, the alarm table, beam strip charts beside the
-helicity-correlated beam differences and the run information, and the feedback loops (one
-line when the run has none).
+helicity-correlated beam differences and the run information, the feedback loops and the
+beam modulation (one line each when the run has none).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from mupnc.dashboards.display import (
 )
 from mupnc.dashboards.feed import Feed, Update
 from mupnc.dashboards.feedback_panel import FeedbackPanel
+from mupnc.dashboards.modulation_panel import ModulationPanel
 from mupnc.dashboards.panels import (
     AsymmetryPlot,
     BeamPanel,
@@ -143,6 +144,10 @@ def result_html(update: Update, now: datetime) -> str:
     if regressed is not None:
         text = format_asymmetry(regressed.value, regressed.error, unit)
         rows.append(_row("regressed", text + " (beam differences corrected)"))
+    dithered = update.dithered
+    if dithered is not None:
+        text = format_asymmetry(dithered.value, dithered.error, unit)
+        rows.append(_row("dithered", text + " (corrected with the coils' sensitivities)"))
     completed = max(0, len(update.miniruns) - (run.state == "running"))
     rows.append(
         _row(
@@ -216,6 +221,7 @@ class LiveView:
         self.helicity = HelicityPanel()
         self.alarms = AlarmPanel(feed)
         self.feedback = FeedbackPanel()
+        self.modulation = ModulationPanel()
         self.box = Div(name="result_box", width=360)
         self.run = Div(name="run_info", width=360)
         self.previous: Snapshot | None = None
@@ -245,6 +251,7 @@ class LiveView:
                 sizing_mode="stretch_width",
             ),
             self.feedback.layout,
+            self.modulation.layout,
             sizing_mode="stretch_width",
         )
 
@@ -275,6 +282,7 @@ class LiveView:
         self.asymmetry.apply(run, update.snapshots, update.reset)
         self.beam.apply(run, update.snapshots, update.samples, update.reset, update.decisions)
         self.feedback.apply(run, update.feedback, update.decisions, update.reset)
+        self.modulation.apply(update.modulation)
         self.channels.apply(run, update.channels)
         raw = next((c for c in update.channels if c.name == COMBINED), None)
         self.beam_differences.apply(update.beam, raw, update.regressed)

@@ -21,9 +21,12 @@ from mupnc.dashboards.records import (
     REGRESSED,
     BeamDifference,
     Channel,
+    DitherSlope,
     FeedbackDecision,
     FeedbackLoop,
     MinirunMean,
+    Modulation,
+    ModulationCycle,
     RunInfo,
     Sample,
     Slope,
@@ -32,7 +35,9 @@ from mupnc.dashboards.records import (
 from mupnc.db.feedback import current_feedback_modes
 from mupnc.db.models import (
     CUMULATIVE,
+    DITHERED,
     AsymmetryResult,
+    DitherSensitivity,
     FeedbackAction,
     HelicityError,
     Minirun,
@@ -42,10 +47,13 @@ from mupnc.db.models import (
     SlowControlSample,
 )
 from mupnc.db.models import BeamDifference as BeamDifferenceRow
+from mupnc.db.models import ModulationCycle as ModulationCycleRow
 
 BEAM_RATE_PV = "BEAM:RATE"
 """Suffix of the muon-rate PV (Hz) whose archived samples feed the beam strip chart."""
 MAX_SAMPLES = 5000
+MAX_CYCLES = 500
+"""Newest modulation cycles a page reads (a cycle every 30 s: four hours)."""
 _LAST_CHANNELS = (COMBINED, CHARGE)
 
 
@@ -143,12 +151,13 @@ def _channel_order(channel: Channel) -> tuple[int, str]:
 
 def cumulative_channels(session: Session, run: int) -> tuple[Channel, ...]:
     """Whole-run results per channel; detector channels by name, then combined and charge
-    (the regressed ones: :func:`regressed_result`)."""
+    (not the corrected ones: the regressed, :func:`corrected_result`, and the dithered)."""
     rows = session.scalars(
         select(AsymmetryResult).where(
             AsymmetryResult.run == run,
             AsymmetryResult.minirun == CUMULATIVE,
             AsymmetryResult.channel.not_like(f"{REGRESSED}%"),
+            AsymmetryResult.channel.not_like(f"{DITHERED}%"),
         )
     ).all()
     return tuple(
@@ -159,13 +168,15 @@ def cumulative_channels(session: Session, run: int) -> tuple[Channel, ...]:
     )
 
 
-def regressed_result(session: Session, run: int) -> Channel | None:
-    """The run's combined regressed asymmetry (None: nothing regressed)."""
+def corrected_result(session: Session, run: int, kind: str = REGRESSED) -> Channel | None:
+    """The run's combined asymmetry corrected for the beam differences, ``kind``
+    :data:`~mupnc.db.models.REGRESSED` or :data:`~mupnc.db.models.DITHERED` (None: not
+    corrected)."""
     row = session.scalars(
         select(AsymmetryResult).where(
             AsymmetryResult.run == run,
             AsymmetryResult.minirun == CUMULATIVE,
-            AsymmetryResult.channel == REGRESSED,
+            AsymmetryResult.channel == kind,
         )
     ).first()
     return None if row is None else Channel(row.channel, row.value, row.error, row.chi2_ndf)
@@ -354,3 +365,45 @@ def feedback_loops(session: Session, run: int) -> tuple[FeedbackLoop, ...]:
             )
         )
     return tuple(loops)
+
+
+def modulation(session: Session, run: RunInfo) -> Modulation | None:
+    """The run's newest :data:`MAX_CYCLES` modulation cycles with their combined
+    sensitivities, and the run's (None: no cycle came)."""
+    rows = session.scalars(
+        select(ModulationCycleRow)
+        .where(ModulationCycleRow.run == run.number)
+        .order_by(ModulationCycleRow.cycle.desc())
+        .limit(MAX_CYCLES)
+    ).all()
+    if not rows:
+        return None
+    first = rows[-1].cycle
+    slopes = session.scalars(
+        select(DitherSensitivity)
+        .where(
+            DitherSensitivity.run == run.number,
+            DitherSensitivity.channel == COMBINED,
+            (DitherSensitivity.cycle >= first) | (DitherSensitivity.cycle == CUMULATIVE),
+        )
+        .order_by(DitherSensitivity.cycle, DitherSensitivity.id)
+    ).all()
+    order = {name: i for i, name in enumerate(BEAM_VARIABLES)}
+    by_cycle: dict[int, list[DitherSlope]] = {}
+    for s in sorted(slopes, key=lambda s: (s.cycle, order.get(s.variable, len(order)))):
+        by_cycle.setdefault(s.cycle, []).append(
+            DitherSlope(s.variable, s.value, s.error, s.difference, s.difference_error)
+        )
+    cycles = tuple(
+        ModulationCycle(
+            r.cycle,
+            r.minirun,
+            r.windows,
+            r.coils,
+            tuple(name for name in r.dead_coils.split(",") if name),
+            r.skipped or "",
+            tuple(by_cycle.get(r.cycle, ())),
+        )
+        for r in reversed(rows)
+    )
+    return Modulation(cycles, tuple(by_cycle.get(CUMULATIVE, ())))

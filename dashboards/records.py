@@ -181,3 +181,44 @@ class FeedbackLoop:
     actions: int
     decisions: int
     last: tuple[FeedbackDecision, ...] = ()
+
+
+@dataclass(frozen=True)
+class DitherSlope:
+    """The combined asymmetry's dithering sensitivity to one beam variable (fraction per
+    unit of the variable) and the regression's slope minus it (None: not compared)."""
+
+    variable: str
+    value: float | None
+    error: float | None
+    difference: float | None = None
+    difference_error: float | None = None
+
+
+@dataclass(frozen=True)
+class ModulationCycle:
+    """One beam-modulation cycle: the minirun it came with, its windows, the coils driven
+    long enough to be fitted, the dead ones, why it gave no sensitivities (``skipped``,
+    empty when it did) and the combined sensitivities (:class:`DitherSlope`)."""
+
+    cycle: int
+    minirun: int
+    windows: int
+    coils: int
+    dead_coils: tuple[str, ...]
+    skipped: str
+    sensitivities: tuple[DitherSlope, ...]
+
+    @property
+    def usable(self) -> bool:
+        return not self.skipped
+
+
+@dataclass(frozen=True)
+class Modulation:
+    """A run's beam modulation: its newest ``cycles`` (oldest first, at least one) and the
+    run's combined sensitivities, averaged over the usable cycles (``run``; empty before
+    the first)."""
+
+    cycles: tuple[ModulationCycle, ...]
+    run: tuple[DitherSlope, ...] = ()

@@ -250,6 +250,41 @@ def test_the_charge_feedback_demo_drives_the_charge_asymmetry_to_zero(tmp_path: 
         print(f"feedback screenshot: {shot}")
 
 
+@pytest.mark.ca  # the demo chain with modulation cycles and charge feedback
+def test_the_modulation_demo_shows_sensitivities_beside_the_charge_feedback(tmp_path: Path) -> None:
+    """``mupnc demo --config docs/examples/modulation.toml``: both slow-control loops.  In
+    Chromium, once two cycles (every 30 s) are usable and the charge loop has decided four
+    times: the modulation panel shows the run's combined sensitivities on the simulated
+    +100 ppm/um in x and -50 in y within 3 sigma, regression and dithering within 3 sigma
+    of each other, the table drawn; the charge feedback's last input within 3 sigma of 0."""
+    with example_demo(tmp_path, "modulation.toml") as page:
+        state = f"{MODEL}('modulation_state').text"
+        page.wait_for_function(f"() => /[2-9] usable|\\d\\d usable/.test({state})", timeout=150_000)
+        inputs = f"{MODEL}('feedback_input_source').data"
+        converged = (
+            f"() => {inputs}.y.length >= 4 && Math.abs({inputs}.y.at(-1))"
+            f" < 3 * ({inputs}.hi.at(-1) - {inputs}.lo.at(-1)) / 2"
+        )
+        page.wait_for_function(converged, timeout=150_000)
+        page.wait_for_function(IDLE_JS, timeout=30_000)
+        text = page.evaluate(f"() => {state}")
+        assert "5 coils fitted" in text and "DEAD" not in text, text
+        table = page.evaluate(f"() => {MODEL}('modulation_sensitivity_source').data")
+        row = {v: i for i, v in enumerate(table["variable"])}
+        for variable, truth in (("x", 100.0), ("y", -50.0)):
+            i = row[variable]
+            assert table["unit"][i] == "ppm/µm"
+            assert abs(table["run"][i] - truth) < 3 * table["run_error"][i], (variable, table)
+            assert abs(table["pull"][i]) < 3, (variable, table)
+        cells = page.locator(".slick-cell").all_inner_texts()
+        assert "ppm/µm" in cells, "the sensitivity table is drawn"
+        points = page.evaluate(f"() => {MODEL}('modulation_difference_x').data.x.length")
+        assert points >= 2
+        shot = tmp_path / "modulation.png"
+        page.screenshot(path=shot, full_page=True)
+        print(f"modulation screenshot: {shot}")
+
+
 @pytest.fixture
 def served(tmp_path: Path):
     """A dashboard server in a thread on a fresh SQLite database: (url, engine)."""
