@@ -330,3 +330,20 @@ def test_a_stuck_modulation_coil_is_alarmed_within_one_cycle() -> None:
         obs = sim.seconds(23)  # the first cycle ends at 22 s
         assert obs["modulation.dead_coils"].value == len(stuck)
         assert read(rules["modulation_coil_dead"], obs).severity == severity
+
+
+def test_a_cycle_whose_coils_do_not_determine_the_beam_is_alarmed() -> None:
+    """coil_2 set to move the beam as coil_1 does: y and y' then move with coil_4 alone, the
+    first cycle's responses are ill-conditioned and it gives no sensitivities; the alarm is
+    MINOR (no coil is dead: that alarm stays quiet); with the default coils nothing."""
+    from mupnc.sim.modulation import ModulationConfig, default_response
+
+    rules = load_rules()
+    twin = default_response() | {"coil_2": default_response()["coil_1"]}
+    for response, severity in ((twin, MINOR), (default_response(), Severity.NO_ALARM)):
+        modulation = ModulationConfig(enabled=True, period=12.0, response=response)
+        sim = SimulatedMonitor(config=SourceConfig(seed=24, muon_rate=1e10, modulation=modulation))
+        obs = sim.seconds(23)  # the first cycle ends at 22 s
+        assert obs["modulation.dead_coils"].value == 0
+        assert read(rules["modulation_cycle_unusable"], obs).severity == severity
+        assert read(rules["modulation_coil_dead"], obs).severity == Severity.NO_ALARM

@@ -32,7 +32,9 @@ into named :class:`mupnc.monitor.alarms.rules.Observation` entries:
   ``regression.not_regressed`` (miniruns of at least half a minirun's patterns that
   could not be regressed: degenerate beam differences);
 * beam modulation: ``modulation.dead_coils`` (coils of the latest complete cycle that
-  were driven but did not move the beam, :mod:`mupnc.monitor.analysis.modulation`);
+  were driven but did not move the beam, :mod:`mupnc.monitor.analysis.modulation`) and
+  ``modulation.cycle_unusable`` (1 when that cycle gave no sensitivities for another
+  reason: the coils' responses ill-conditioned, a beam variable no coil moves);
 * every watched PV under its name without prefix (value, EPICS severity, connection).
 
 Estimates without enough data are NaN (rules then stay quiet).
@@ -195,6 +197,8 @@ class AlarmInputs:
         obs["modulation.dead_coils"] = Observation(
             float(len(latest.dead_coils)) if latest is not None else 0.0
         )
+        unusable = latest is not None and bool(latest.skipped) and not latest.dead_coils
+        obs["modulation.cycle_unusable"] = Observation(float(unusable))
         return obs
 
     def _beam_on_for(self, now: float, pvs: dict[str, Observation]) -> float:
