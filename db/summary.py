@@ -20,10 +20,12 @@ from mupnc.db.models import (
     Alarm,
     AsymmetryResult,
     BeamDifference,
+    DitherSensitivity,
     FeedbackAction,
     HelicityCounts,
     HelicityError,
     Minirun,
+    ModulationCycle,
     RegressionSlope,
     Run,
 )
@@ -183,6 +185,7 @@ def run_summary(session: Session, number: int) -> dict:
         for name in names
         if name in dithered_channels
     ]
+    summary["modulation"] = _modulation(session, number)
     summary["miniruns_not_regressed"] = int(notes)
     if not run.blinded:  # a blinded run's injected and expected asymmetries are hidden too
         summary["injected_asymmetry"] = run.config.get("asymmetry")
@@ -192,6 +195,38 @@ def run_summary(session: Session, number: int) -> dict:
 
 def _value_error(r: AsymmetryResult) -> dict:
     return {"value": r.value, "error": r.error}
+
+
+def _modulation(session: Session, number: int) -> dict:
+    """``modulation``: the run's beam-modulation ``cycles``, how many were ``usable``, the
+    coils dead in any (``dead_coils``), and the run's ``sensitivities`` (per channel and
+    ``combined``, and beam variable: fraction per unit of the variable) with the regression
+    minus dithering slope ``difference`` (null where not compared)."""
+    cycles = session.scalars(
+        select(ModulationCycle).where(ModulationCycle.run == number).order_by(ModulationCycle.cycle)
+    ).all()
+    sensitivities = session.scalars(
+        select(DitherSensitivity)
+        .where(DitherSensitivity.run == number, DitherSensitivity.cycle == CUMULATIVE)
+        .order_by(DitherSensitivity.id)
+    ).all()
+    dead = {name for c in cycles for name in c.dead_coils.split(",") if name}
+    return {
+        "cycles": len(cycles),
+        "usable": sum(c.skipped is None for c in cycles),
+        "dead_coils": sorted(dead),
+        "sensitivities": [
+            {
+                "channel": r.channel,
+                "variable": r.variable,
+                "value": r.value,
+                "error": r.error,
+                "difference": r.difference,
+                "difference_error": r.difference_error,
+            }
+            for r in sensitivities
+        ],
+    }
 
 
 def _feedback(session: Session, number: int, config: dict) -> dict:

@@ -53,11 +53,19 @@ def test_the_report_gives_the_dithered_asymmetry_where_the_raw_one_is_off(tmp_pa
     # cycles at 20 s and 40 s, 10 s each: 20 s of quartets at 240 Hz (60 a second), and
     # at most a pattern more at each edge of a cycle
     assert 1200 <= report["patterns_modulation"] <= 1204
+    modulation = report["modulation"]
+    assert (modulation["cycles"], modulation["usable"], modulation["dead_coils"]) == (2, 2, [])
+    combined = {s["variable"]: s for s in modulation["sensitivities"] if s["channel"] == "combined"}
+    x = combined["x"]
+    assert abs(x["value"] - 0.1) < 3 * x["error"]  # the steering is seen at 10 % per mm
+    assert abs(x["difference"]) < 3 * x["difference_error"]  # regression agrees
+    assert len(modulation["sensitivities"]) == 9 * 5  # 8 channels and combined, 5 variables
     assert main(["--db", db, "reanalyze", "1", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert (
         again["dithered"] == dithered
         and again["patterns_modulation"] == report["patterns_modulation"]
+        and again["modulation"] == modulation
     )
     assert main(["--db", db, "report", "1"]) == 0
     assert "patterns in modulation cycles, cut from the asymmetry" in capsys.readouterr().out
