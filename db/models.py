@@ -215,6 +215,26 @@ class ModulationCycle(Base):
     skipped: Mapped[str | None] = mapped_column(Text)
 
 
+class CoilResponse(Base):
+    """One coil's response in one modulation cycle: a beam variable's change per mA of
+    the coil's current (``kind`` ``beam``; the variable's unit per mA) or a detector
+    channel's (or combined group's: ``scatter``, ``forward``, ``backward``) fractional yield
+    change per mA (``kind`` ``detector``), over the coil's ``n`` windows."""
+
+    __tablename__ = "coil_responses"
+    __table_args__ = (UniqueConstraint("run", "cycle", "coil", "kind", "target"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    cycle: Mapped[int]
+    coil: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    target: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
 class DitherSensitivity(Base):
     """A channel's (or ``combined``) dithering sensitivity to one beam variable, fraction
     per unit of the variable, in one modulation ``cycle`` (or :data:`CUMULATIVE`: the run's

@@ -39,6 +39,7 @@ from mupnc.db.models import (
     REGRESSED,
     AsymmetryResult,
     BeamDifference,
+    CoilResponse,
     DitherSensitivity,
     HelicityCounts,
     HelicityError,
@@ -54,7 +55,7 @@ from mupnc.db.models import (
 from mupnc.db.session import UNREACHABLE, transaction, unreachable_message
 from mupnc.db.store import upsert
 from mupnc.monitor.analysis.accumulator import MINUS, PLUS, MinirunSums, RunAccumulator
-from mupnc.monitor.analysis.modulation import MIN_COIL_WINDOWS
+from mupnc.monitor.analysis.modulation import MIN_COIL_WINDOWS, DitherCycle
 from mupnc.monitor.analysis.results import RunResult
 from mupnc.monitor.analysis.statistics import Measurement
 from mupnc.monitor.decoding.fast import HelicityDecoder
@@ -167,11 +168,29 @@ def _sensitivity_rows(
     return rows
 
 
-def _modulation_rows(run: int, result: RunResult, acc: RunAccumulator) -> tuple[list, list]:
-    """The modulation cycles with windows in a changed minirun (a cycle may span two) and
-    their sensitivities, then the run's sensitivities as cycle :data:`CUMULATIVE`."""
+def _response_rows(run: int, cycle: DitherCycle) -> list[dict]:
+    return [
+        dict(
+            run=run,
+            cycle=cycle.cycle,
+            coil=coil,
+            kind=kind,
+            target=target,
+            value=_float(m.value),
+            error=_float(m.error),
+            n=m.n,
+        )
+        for kind, responses in (("beam", cycle.response), ("detector", cycle.detector_response))
+        for (coil, target), m in responses.items()
+    ]
+
+
+def _modulation_rows(run: int, result: RunResult, acc: RunAccumulator) -> tuple[list, list, list]:
+    """The modulation cycles with windows in a changed minirun (a cycle may span two), their
+    coils' responses and their sensitivities, then the run's sensitivities as cycle
+    :data:`CUMULATIVE`."""
     touched = {cycle for i in acc.dirty for cycle, _ in acc.miniruns[i].modulation.cells}
-    cycles, sensitivities = [], []
+    cycles, responses, sensitivities = [], [], []
     for c in result.dither_cycles:
         if c.cycle not in touched:
             continue
@@ -186,11 +205,12 @@ def _modulation_rows(run: int, result: RunResult, acc: RunAccumulator) -> tuple[
                 skipped=c.skipped or None,
             )
         )
+        responses += _response_rows(run, c)
         sensitivities += _sensitivity_rows(run, c.cycle, c.sensitivities, c.regression_difference)
     sensitivities += _sensitivity_rows(
         run, CUMULATIVE, result.dither_sensitivities, result.dither_difference
     )
-    return cycles, sensitivities
+    return cycles, responses, sensitivities
 
 
 def _count_rows(run: int, m: MinirunSums, names: list[str]) -> list[dict]:
@@ -372,7 +392,7 @@ class RunRecorder:
         differences, slopes = _beam_rows(run, CUMULATIVE, result)
         difference_rows += differences
         slope_rows += slopes
-        cycle_rows, sensitivity_rows = _modulation_rows(run, result, acc)
+        cycle_rows, response_rows, sensitivity_rows = _modulation_rows(run, result, acc)
         error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
         now = datetime.now(UTC)
         if self.holder is not None:
@@ -385,6 +405,7 @@ class RunRecorder:
         upsert(session, BeamDifference, difference_rows, ("run", "minirun", "variable"))
         upsert(session, RegressionSlope, slope_rows, ("run", "minirun", "channel", "variable"))
         upsert(session, ModulationCycle, cycle_rows, ("run", "cycle"))
+        upsert(session, CoilResponse, response_rows, ("run", "cycle", "coil", "kind", "target"))
         upsert(
             session, DitherSensitivity, sensitivity_rows, ("run", "cycle", "channel", "variable")
         )

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from support.simulated import settings_of
 
 from mupnc.cli import main
-from mupnc.db.models import CUMULATIVE, DitherSensitivity, ModulationCycle
+from mupnc.db.models import CUMULATIVE, CoilResponse, DitherSensitivity, ModulationCycle
 from mupnc.db.session import transaction
 from mupnc.db.store import allocate_run
 from mupnc.monitor.analysis.beam_results import COMBINED
@@ -73,7 +73,7 @@ def test_the_report_gives_the_dithered_asymmetry_where_the_raw_one_is_off(tmp_pa
 
 def test_the_record_holds_every_cycle_as_it_was_last_analysed(engine):
     """Flushed every second (mid-cycle) with miniruns of 100 good patterns: the
-    stored cycles and sensitivities equal the end-of-run analysis, every one; the run's
+    stored cycles, responses and sensitivities equal the end-of-run analysis; the run's
     combined sensitivity to x sits on the simulated 0.1 / mm with its regression minus
     dithering difference (Chan/Pébay slopes of the same run) within 3 sigma of zero."""
     config = SourceConfig(
@@ -120,6 +120,21 @@ def test_the_record_holds_every_cycle_as_it_was_last_analysed(engine):
                 assert (row.difference, row.difference_error) == (
                     (None, None) if d is None else (_nan(d.value), _nan(d.error))
                 )
+        responses = session.scalars(select(CoilResponse).where(CoilResponse.run == run)).all()
+        by_key = {(r.cycle, r.kind, r.coil, r.target): r for r in responses}
+        expected = [
+            ((c.cycle, kind, *key), m)
+            for c in result.dither_cycles
+            for kind, table in (("beam", c.response), ("detector", c.detector_response))
+            for key, m in table.items()
+        ]
+        assert len(by_key) == len(expected) == len(result.dither_cycles) * 5 * (5 + 9)
+        for key, m in expected:
+            assert (by_key[key].value, by_key[key].error, by_key[key].n) == (
+                _nan(m.value), _nan(m.error), m.n,
+            )  # fmt: skip
+        coil_1_x = by_key[(0, "beam", "coil_1", "x")]  # 1 um per mA (sim/modulation.py)
+        assert abs(coil_1_x.value - 1e-3) < 3 * coil_1_x.error
         run_x = stored[(CUMULATIVE, COMBINED, "x")]
         assert abs(run_x.value - 0.1) < 3 * run_x.error
         assert abs(run_x.difference) < 3 * run_x.difference_error

@@ -1,5 +1,5 @@
-"""Beam-modulation cycles and dithering sensitivities (per cycle and for the run), with the
-regression-minus-dithering slope differences.
+"""Beam-modulation cycles, the coils' responses per cycle and the dithering sensitivities
+(per cycle and for the run), with the regression-minus-dithering slope differences.
 
 Revision ID: 0009
 Revises: 0008
@@ -30,6 +30,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_modulation_cycles_run", "modulation_cycles", ["run"])
     op.create_table(
+        "coil_responses",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("run", sa.Integer(), sa.ForeignKey("runs.number"), nullable=False),
+        sa.Column("cycle", sa.Integer(), nullable=False),
+        sa.Column("coil", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("target", sa.String(64), nullable=False),
+        sa.Column("value", sa.Float()),
+        sa.Column("error", sa.Float()),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.UniqueConstraint("run", "cycle", "coil", "kind", "target"),
+    )
+    op.create_index("ix_coil_responses_run", "coil_responses", ["run"])
+    op.create_table(
         "dither_sensitivities",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("run", sa.Integer(), sa.ForeignKey("runs.number"), nullable=False),
@@ -48,4 +62,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("dither_sensitivities")
+    op.drop_table("coil_responses")
     op.drop_table("modulation_cycles")
