@@ -245,17 +245,26 @@ def beam_values(result: RunResult, channels: list[str]) -> dict:
     return values
 
 
+def result_pv_groups(
+    prefix: str, requests: FeedbackRequests
+) -> tuple[ResultGroup, PVGroup, PVGroup]:
+    """The PV groups every monitor serves under ``{prefix}MON:``: the results, the
+    :func:`beam_group` and the feedback PVs (mode puts go to ``requests``); ``mupnc pvs``
+    lists them."""
+    return (
+        ResultGroup(prefix=prefix + "MON:"),
+        beam_group(prefix),
+        feedback_pv_group(prefix, requests),
+    )
+
+
 class ResultPublisher:
-    """Serves a :class:`ResultGroup`, the :func:`beam_group` and the feedback PVs
-    (:func:`mupnc.monitor.feedback.pvs.feedback_pv_group`) on this process's CA server
-    port."""
+    """Serves the :func:`result_pv_groups` on this process's CA server port."""
 
     def __init__(self, prefix: str, extra_groups: tuple[PVGroup, ...] = ()) -> None:
-        self.group = ResultGroup(prefix=prefix + "MON:")
-        self.beam = beam_group(prefix)
         self.feedback_requests = FeedbackRequests()
         """Mode switches put to ``MON:FB:<LOOP>:MODE``, for the worker thread."""
-        self.feedback = feedback_pv_group(prefix, self.feedback_requests)
+        self.group, self.beam, self.feedback = result_pv_groups(prefix, self.feedback_requests)
         self.extra_groups = (self.beam, self.feedback, *extra_groups)  # beside the results
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()

@@ -310,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _replay_options(ioc)
 
+    pvs = sub.add_parser("pvs", help="list every PV of the IOC and the monitor")
+    _simulation_options(pvs)
+    pvs.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
+    pvs.add_argument(
+        "--block-rate",
+        type=_block_rate,
+        default=20.0,
+        help="the IOC's window blocks per second, which sets its ring's depth (default 20)",
+    )
+    pvs.add_argument(
+        "--alarm-rules", metavar="FILE", help="alarm rules TOML (default: the shipped rules)"
+    )
+
     simulate = sub.add_parser("sim", help="simulate and record a run offline, at full speed")
     _simulation_options(simulate)
     length = simulate.add_mutually_exclusive_group(required=True)
@@ -519,6 +532,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.ioc(args)
     if args.command == "monitor":
         return commands.monitor(args)
+    if args.command == "pvs":
+        return commands.pvs(args)
     if args.command == "feedback":
         return commands.feedback(args)
     if args.command == "alarms":

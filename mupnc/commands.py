@@ -52,12 +52,10 @@ def ioc(args: argparse.Namespace) -> int:
     config = source_config(args)
     groups = GROUPS if args.group == "all" else (args.group,)
     if args.list_pvs:
-        group = build_ioc(args.prefix, config, 0, args.block_rate, groups)
-        print("PV\ttype\tunits\tmeaning")
-        for name, channel in group.pvdb.items():
-            access = "" if channel.pvspec.read_only else " (writable)"
-            units = getattr(channel, "units", "")
-            print(f"{name}\t{channel.data_type.name}{access}\t{units}\t{channel.pvspec.doc}")
+        from mupnc.pv_list import IOC, format_lines, ioc_channels, pv_lines
+
+        pvdb = ioc_channels(args.prefix, config, args.block_rate, groups)
+        print("\n".join(format_lines(pv_lines({IOC: pvdb}), with_server=False)))
         return 0
     autosave = _autosaved_run(args, config) if args.autosave else None
     run = autosave[1].run if autosave else args.run
@@ -104,6 +102,21 @@ def _autosaved_run(args: argparse.Namespace, config: SourceConfig):
     snapshot = RunSnapshot(run=run, settings=settings, first_seq=0, epoch=math.nan, next_seq=0)
     snapshot.save(path)
     return path, snapshot
+
+
+def pvs(args: argparse.Namespace) -> int:
+    """``mupnc pvs``: every PV of the IOC and of the monitor, numbered families folded
+    (:mod:`mupnc.pv_list`)."""
+    from mupnc.ioc.server import GROUPS
+    from mupnc.monitor.alarms.rules import load_rules
+    from mupnc.pv_list import IOC, MONITOR, format_lines, ioc_channels, monitor_channels, pv_lines
+
+    servers = {
+        IOC: ioc_channels(args.prefix, source_config(args), args.block_rate, GROUPS),
+        MONITOR: monitor_channels(args.prefix, load_rules(args.alarm_rules)),
+    }
+    print("\n".join(format_lines(pv_lines(servers), with_server=True)))
+    return 0
 
 
 def monitor(args: argparse.Namespace) -> int:
