@@ -15,6 +15,7 @@ import re
 import socket
 import sys
 
+from mupnc.attach import CA_PORTS
 from mupnc.daq.beamline import BEAM_VARIABLES
 from mupnc.daq.channel_map import ChannelMapError
 from mupnc.daq.helicity import PATTERN_SHAPES
@@ -130,6 +131,17 @@ def _port(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a TCP port must lie in 1..65535, got {text!r}")
+    return value
+
+
+def _ca_port(text: str) -> int:
+    """``--ca-port``: the IOC's CA server port; the monitor's is the next one."""
+    value = int(text)
+    if not CA_PORTS[0] <= value <= CA_PORTS[1]:
+        raise argparse.ArgumentTypeError(
+            f"must lie in {CA_PORTS[0]}..{CA_PORTS[1]} (the IOC serves on PORT, the monitor "
+            f"on PORT+1), got {text!r}"
+        )
     return value
 
 
@@ -260,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=_positive, help="stop by itself after S seconds")
     demo.add_argument("--port", type=_port, default=5006, help="dashboard port (default 5006)")
     demo.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    demo.add_argument(
+        "--ca-port",
+        type=_ca_port,
+        metavar="PORT",
+        help="Channel Access server ports: the IOC on PORT, the monitor on PORT+1 (default: "
+        "free ports chosen at start; both are printed)",
+    )
     demo.add_argument(
         "--inject",
         type=_injection,

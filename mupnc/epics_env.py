@@ -39,6 +39,17 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def udp_port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether no socket holds UDP ``host:port`` now (a CA server's search port; a
+    ``caRepeater`` on 5065 holds its port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def ca_environment(server_port: int | None, client_ports: list[int], repeater_port: int) -> dict:
     """Environment variables for a process serving on ``server_port`` (if any) and
     reaching the IOCs on ``client_ports``."""

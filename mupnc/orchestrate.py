@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from mupnc.attach import attach_lines, fixed_ca_ports
 from mupnc.db.lease import end_run
 from mupnc.db.models import Run
 from mupnc.db.session import make_engine, redacted, transaction
@@ -36,6 +37,8 @@ from mupnc.runs import new_run, run_feedback, simulation_arguments, source_confi
 from mupnc.signals import StopNow, ignore_stop_signals, stop_on_signals
 
 MONITOR_DRAIN_SECONDS = 60.0
+PREFIX = "MUPNC:"
+"""PV prefix of a demo's or replay's IOC and monitor (their default)."""
 PARENT_ENV = "MUPNC_PARENT_PID"
 """Set for every child of a :class:`Chain`: the child stops (SIGTERM) when this parent
 dies, even by SIGKILL (see :func:`follow_parent`)."""
@@ -123,7 +126,7 @@ class Chain:
             process.wait()
 
 
-def inject_fault(kind: str, loopback: Loopback, prefix: str = "MUPNC:") -> None:
+def inject_fault(kind: str, loopback: Loopback, prefix: str = PREFIX) -> None:
     """Switch on the IOC's fault switch ``RUN:FAULT:<KIND>`` (shift training, checks)."""
     from caproto import ChannelType
     from caproto.sync.client import write
@@ -137,13 +140,16 @@ def inject_fault(kind: str, loopback: Loopback, prefix: str = "MUPNC:") -> None:
 @dataclass
 class Loopback:
     """A private loopback Channel Access set-up: a server port for the IOC process, one for
-    the monitor's result PVs, and a repeater port whose beacons are absorbed."""
+    the monitor's result PVs (free ports unless given), and a repeater port whose beacons
+    are absorbed."""
 
     ioc_port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
     repeater_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
+        while self.repeater_port in self.ports:  # a free port may be a given one, unbound yet
+            self.repeater_port = free_port()
         self._sink = BeaconSink(self.repeater_port)
 
     @property
@@ -169,19 +175,28 @@ class ChainedRun:
         self.abort_reason: str | None = None
 
     def launch(
-        self, ioc: list[str], monitor: list[str], dashboard_port: int | None, headline: str
+        self,
+        ioc: list[str],
+        monitor: list[str],
+        dashboard_port: int | None,
+        headline: str,
+        ca_ports: list[int] | None = None,
     ) -> None:
         """Start IOC, monitor and (unless ``dashboard_port`` is None) dashboard on a private
-        loopback; print ``headline``, the dashboard address and the database URL.  Nothing
-        is started if a stop signal came first."""
+        loopback, the IOC and the monitor on ``ca_ports`` (default: free ports); print
+        ``headline``, how to attach a CA client (:func:`mupnc.attach.attach_lines`), the
+        dashboard address and the database URL.  Nothing is started if a stop signal came
+        first."""
         if self.stop.is_set():
             return
-        self.loopback = loopback = Loopback()
+        self.loopback = loopback = Loopback(*ca_ports) if ca_ports else Loopback()
         self.chain.start("ioc", ioc, loopback.environment(loopback.ioc_port))
         self.chain.start("monitor", monitor, loopback.environment(loopback.monitor_port))
         if dashboard_port is not None:
             self.chain.start("dashboard", ["dashboard", "--port", str(dashboard_port)], {})
         print(headline, flush=True)
+        for line in attach_lines(loopback.ports, PREFIX, f"{console_command()} pvs"):
+            print(line, flush=True)
         if dashboard_port is not None:
             print(f"dashboard http://127.0.0.1:{dashboard_port}/", flush=True)
         print(f"database {redacted(self.db)}", flush=True)
@@ -299,6 +314,7 @@ def demo(args: argparse.Namespace) -> int:
         )
     dashboard = None if args.no_dashboard else args.port
     refuse_port_in_use(dashboard)
+    ca_ports = None if args.ca_port is None else fixed_ca_ports(args.ca_port, dashboard)
     config = source_config(args)
     chained = ChainedRun(
         args.db, new_run(args.db, config, feedback=run_feedback(args, config)), stop
@@ -315,7 +331,7 @@ def demo(args: argparse.Namespace) -> int:
 
     try:
         ioc = ["ioc", "--run", str(chained.run), *sim]
-        chained.launch(ioc, ["monitor"], dashboard, f"run {chained.run}")
+        chained.launch(ioc, ["monitor"], dashboard, f"run {chained.run}", ca_ports)
         started = time.monotonic()
         chained.watch(done)
         chained.end_run()

@@ -1,0 +1,73 @@
+"""Attaching EPICS clients (``caget``, ``camonitor``, Phoebus) to a running demo.
+
+A demo serves Channel Access on loopback from two processes, each on a port of its own:
+the IOC on the base port and the monitor's result PVs on the next one (``--ca-port
+PORT``: PORT and PORT+1; by default two free ports).  :func:`attach_lines` says where,
+with the environment that reaches both and a ``caget`` of one PV of each.
+"""
+
+from __future__ import annotations
+
+from mupnc.epics_env import port_free, udp_port_free
+from mupnc.errors import UsageError
+
+CA_PORTS = (1024, 65534)
+"""The base ports ``--ca-port`` takes: unprivileged, with room for the monitor's PORT+1."""
+CA_ROLES = ("IOC", "monitor")
+"""The demo's CA servers, in port order from the base port."""
+EXAMPLE_PVS = ("RUN:NUMBER", "MON:ASYM")
+"""The PVs of the printed ``caget`` example (after the prefix): one of the IOC, one of the
+monitor, so the example shows that both servers answer."""
+
+
+def fixed_ca_ports(base: int, dashboard_port: int | None) -> list[int]:
+    """The ports ``--ca-port base`` asks for, one per :data:`CA_ROLES`; a one-line
+    :class:`UsageError` if one is the dashboard's or already in use (TCP or UDP) on
+    127.0.0.1 (a CA server there would otherwise move to a random port unannounced)."""
+    ports = [base + i for i in range(len(CA_ROLES))]
+    roles = dict(zip(ports, CA_ROLES, strict=True))
+    if dashboard_port in roles:
+        raise UsageError(
+            f"--ca-port {base}: port {dashboard_port} (the {roles[dashboard_port]}'s) is the "
+            "dashboard's"
+        )
+    for port, role in roles.items():
+        if not port_free(port):
+            raise UsageError(
+                f"--ca-port {base}: 127.0.0.1:{port} (the {role}'s) is in use on this machine"
+            )
+        if not udp_port_free(port):  # e.g. a caRepeater, which takes UDP 5065 by default
+            raise UsageError(
+                f"--ca-port {base}: UDP 127.0.0.1:{port} (the {role}'s) is in use on this "
+                "machine (a caRepeater?)"
+            )
+    return ports
+
+
+def address_list(ports: list[int]) -> str:
+    """``EPICS_CA_ADDR_LIST`` reaching a CA server on each of ``ports`` on loopback."""
+    return " ".join(f"127.0.0.1:{port}" for port in ports)
+
+
+def attach_environment(ports: list[int]) -> str:
+    """The environment assignments that point a CA client at ``ports`` (shell syntax)."""
+    return f'EPICS_CA_AUTO_ADDR_LIST=NO EPICS_CA_ADDR_LIST="{address_list(ports)}"'
+
+
+def attach_lines(ports: list[int], prefix: str, list_command: str) -> list[str]:
+    """What a demo prints at start: each CA server's role and address, the environment
+    that reaches them, a one-line ``caget`` that works as printed, and the command that
+    lists every PV (``list_command``)."""
+    env = attach_environment(ports)
+    example = " ".join(prefix + pv for pv in EXAMPLE_PVS)
+    width = max(len(role) for role in CA_ROLES)
+    servers = [
+        f"CA server  {role:<{width}}  127.0.0.1:{port}"
+        for role, port in zip(CA_ROLES, ports, strict=True)
+    ]
+    return [
+        *servers,
+        f"attach     export {env}",
+        f"example    {env} caget {example}",
+        f"every PV   {list_command}",
+    ]

@@ -1,0 +1,48 @@
+"""``mupnc demo --ca-port PORT`` refuses, in one line and before any run is made, ports it
+could not serve on as printed: the IOC's PORT or the monitor's PORT+1 held by another
+process (TCP, or UDP as a caRepeater holds 5065), or given to the dashboard."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from support.cli import mupnc, one_error_line, run_all, sqlite_with_schema
+
+from mupnc.epics_env import free_port, port_free, udp_port_free
+
+
+def free_pair() -> int:
+    """A port P with P and P+1 free on loopback (TCP and UDP)."""
+    while True:
+        base = free_port()
+        if base < 65535 and all(port_free(p) and udp_port_free(p) for p in (base, base + 1)):
+            return base
+
+
+def test_ca_ports_in_use_are_refused_before_a_run_is_made(tmp_path) -> None:
+    db = sqlite_with_schema(tmp_path / "d.db")
+    base = free_pair()
+    demo = ["--db", db, "demo", "--no-dashboard", "--duration", "5", "--ca-port", str(base)]
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+    ):
+        tcp.bind(("127.0.0.1", base))
+        tcp.listen()
+        udp.bind(("127.0.0.1", base + 1))
+        dashboard = [*demo[:3], "--port", str(base + 1), *demo[4:]]  # not --no-dashboard
+        done = run_all({"tcp": (demo, None), "dashboard": (dashboard, None)}, tmp_path)
+        tcp.close()
+        udp_only = run_all({"udp": (demo, None)}, tmp_path)["udp"]
+    assert one_error_line(done["tcp"], 2) == (
+        f"mupnc: error: --ca-port {base}: 127.0.0.1:{base} (the IOC's) is in use on this machine"
+    )
+    assert one_error_line(done["dashboard"], 2) == (
+        f"mupnc: error: --ca-port {base}: port {base + 1} (the monitor's) is the dashboard's"
+    )
+    assert one_error_line(udp_only, 2) == (
+        f"mupnc: error: --ca-port {base}: UDP 127.0.0.1:{base + 1} (the monitor's) is in use "
+        "on this machine (a caRepeater?)"
+    )
+    assert json.loads(mupnc("runs", "--json", db=db).stdout) == []
