@@ -75,11 +75,12 @@ from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import VARIABLE_PATTERNS, DecodedWindows
 
 PLUS, MINUS = 0, 1
-STATE_VERSION = 6
+STATE_VERSION = 7
 """Layout of :meth:`RunAccumulator.state`; version 1 (Welford merges per block), 2 (no
 good-pattern sums, no per-pattern combined columns), 3 (no good-pattern sums by null
-sign), 4 (no beam differences and regression sums) and 5 (no modulation cut and sums: its
-good-pattern sums may hold modulation windows) are refused."""
+sign), 4 (no beam differences and regression sums), 5 (no modulation cut and sums: its
+good-pattern sums may hold modulation windows) and 6 (A_FB modulation sums without the
+cross-ratio target) are refused."""
 BEAM_MONITOR_FRACTION_BITS = 32
 """Beam-monitor integrals are summed exactly as integers of 2**-32 muons."""
 SLICE_VALUES = 1 << 17
@@ -165,7 +166,8 @@ class MinirunSums:
         self.moments = SequentialMoments.empty(sum(self.widths))
         self.regression = CrossMoments.empty(self.n_beam, self.n_targets)
         self.monitor_changes = np.zeros(self.n_monitors, dtype=np.int64)
-        self.modulation = ModulationSums.empty(self.n_coils, self.n_beam, self.n_targets)
+        targets = self.n_targets + (1 if self.afb and self.n_targets else 0)  # cross ratio
+        self.modulation = ModulationSums.empty(self.n_coils, self.n_beam, targets)
 
     @property
     def widths(self) -> list[int]:
@@ -608,6 +610,9 @@ class RunAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             yields = window_counts / d.beam_monitor[rows, None]
         groups = [last_along(yields[:, idx], 1) for idx in self.target_groups.values()]
+        if self.afb:  # the cross-ratio target (mupnc.monitor.analysis.modulation.CROSS_RATIO)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                groups.append(np.sqrt(groups[1] / groups[0]))
         m.modulation.add(cycle, current, beam, np.column_stack([yields, *groups]))
 
     def _beam_monitor_cut(self, decoded: DecodedWindows) -> tuple[DecodedWindows, int]:

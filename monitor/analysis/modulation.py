@@ -54,14 +54,19 @@ That is conservative: ``A_raw``'s spread holds the beam noise the correction tak
 (dithered pulls of width 0.94 in the simulator at 1e10 muons/s, 20 um jitter).
 The combined asymmetry is the scatter sum's (A_LR) or the cross ratio of the corrected
 forward and backward sums (A_FB), as :func:`mupnc.monitor.analysis.beam_results.regressed`
-combines, its error treating the two as independent (conservative); the combined
-sensitivities are the scatter sum's, or ``(beta_backward - beta_forward) / 2``.
+combines.  The combined sensitivities are the scatter sum's, or (A_FB) those of the target
+:data:`CROSS_RATIO`, ``sqrt(Y_backward / Y_forward)``, whose fractional change is
+``(D_backward - D_forward) / 2``: fitted as a target of its own, its sensitivities
+``~ (beta_backward - beta_forward) / 2`` get errors that keep the forward and backward
+ones' correlation (the beam jitter that ``H`` measures moves both; treated as independent
+they were twice too large).  The A_FB combined error is the raw parts' (forward and
+backward counts independent) and the cross-ratio target's correction in quadrature.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -80,11 +85,20 @@ MIN_SIGNIFICANCE = 10.0
 errors of ``beta`` hold to ~10 %)."""
 
 
+CROSS_RATIO = "cross_ratio"
+"""The A_FB target ``sqrt(Y_backward / Y_forward)`` of the summed group yields: its
+fractional change is ``(D_backward - D_forward) / 2``, the combined asymmetry's, so its
+sensitivities carry the combined's errors with the forward and backward ones' correlation
+(the beam jitter measured with ``H`` moves both)."""
+AFB_GROUPS = ("forward", "backward")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Names of what the modulation analysis sees: ``coils`` (the channel map's coil
     channels, in order), beam ``variables``, detector ``channels`` and combined ``groups``
-    (``scatter``, or ``forward`` and ``backward``); the targets are channels then groups."""
+    (``scatter``, or ``forward`` and ``backward``); the targets are channels, groups and,
+    for A_FB, :data:`CROSS_RATIO`."""
 
     coils: tuple[str, ...]
     variables: tuple[str, ...]
@@ -93,7 +107,8 @@ class Layout:
 
     @property
     def targets(self) -> tuple[str, ...]:
-        return self.channels + self.groups
+        cross = (CROSS_RATIO,) if self.groups == AFB_GROUPS else ()
+        return self.channels + self.groups + cross
 
 
 # -- sums ------------------------------------------------------------------------------------
@@ -603,22 +618,26 @@ def _weighted_mean(
 def _named_sensitivities(
     beta: np.ndarray, error: np.ndarray, layout: Layout, n: int
 ) -> dict[tuple[str, str], Measurement]:
-    c = len(layout.channels)
     out = {
         (channel, variable): Measurement(float(beta[i, j]), float(error[i, j]), n)
         for j, channel in enumerate(layout.channels)
         for i, variable in enumerate(layout.variables)
     }
+    j = _combined_target(layout)
     for i, variable in enumerate(layout.variables):
-        if layout.groups == ("scatter",):
-            value, err = float(beta[i, c]), float(error[i, c])
-        elif layout.groups == ("forward", "backward"):
-            value = float((beta[i, c + 1] - beta[i, c]) / 2)
-            err = float(math.hypot(error[i, c], error[i, c + 1]) / 2)
-        else:
-            value, err = math.nan, math.nan
-        out[(COMBINED, variable)] = Measurement(value, err, n)
+        value, err = (math.nan, math.nan) if j is None else (beta[i, j], error[i, j])
+        out[(COMBINED, variable)] = Measurement(float(value), float(err), n)
     return out
+
+
+def _combined_target(layout: Layout) -> int | None:
+    """The target whose sensitivities are the combined asymmetry's: the scatter sum (A_LR)
+    or :data:`CROSS_RATIO` (A_FB); None without groups."""
+    if layout.groups == ("scatter",):
+        return len(layout.channels)
+    if layout.groups == AFB_GROUPS:
+        return layout.targets.index(CROSS_RATIO)
+    return None
 
 
 def _named_cycle(f: CycleFit, layout: Layout, minirun: int) -> DitherCycle:
@@ -665,15 +684,17 @@ def dithered(
     differences: np.ndarray,
     dithering: Dithering,
 ) -> Dithered:
-    """``A_dit = A_raw - sum_v beta_v dX_v`` per target (``raw``, ``raw_error`` ``(targets,)``
-    measured asymmetries over ``n`` patterns; ``differences`` ``(variables,)`` the mean beam
-    differences over the same patterns), and combined (module docstring)."""
+    """``A_dit = A_raw - sum_v beta_v dX_v`` per channel and group (``raw``, ``raw_error``
+    ``(channels + groups,)`` measured asymmetries over ``n`` patterns; ``differences``
+    ``(variables,)`` the mean beam differences over the same patterns), and combined
+    (module docstring)."""
     layout = dithering.layout
     raw, raw_error = np.asarray(raw, np.float64), np.asarray(raw_error, np.float64)
     dx = np.asarray(differences, np.float64)
-    value = raw - dx @ dithering.beta
-    variance = raw_error**2 + np.einsum("v,mvw,w->m", dx, dithering.covariance, dx)
-    error = np.sqrt(variance)
+    k = raw.size  # the cross-ratio target has no raw asymmetry of its own
+    correction = np.einsum("v,mvw,w->m", dx, dithering.covariance, dx)
+    value = raw - dx @ dithering.beta[:, :k]
+    error = np.sqrt(raw_error**2 + correction[:k])
     c = len(layout.channels)
     channels = {
         name: Measurement(float(value[j]), float(error[j]), n)
@@ -681,8 +702,12 @@ def dithered(
     }
     if layout.groups == ("scatter",):
         combined = Measurement(float(value[c]), float(error[c]), n)
-    elif layout.groups == ("forward", "backward"):
-        combined = _cross_combined(value[c], error[c], value[c + 1], error[c + 1], n)
+    elif layout.groups == AFB_GROUPS:
+        # the cross ratio of the corrected sums; the raw parts' errors independent (counts
+        # in separate detectors), the correction's from the cross-ratio target's
+        raw_part = _cross_combined(value[c], raw_error[c], value[c + 1], raw_error[c + 1], n)
+        j = layout.targets.index(CROSS_RATIO)
+        combined = replace(raw_part, error=math.hypot(raw_part.error, math.sqrt(correction[j])))
     else:
         combined = Measurement(math.nan, math.nan, n)
     return Dithered(
