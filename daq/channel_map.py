@@ -7,6 +7,12 @@ role and its acceptance.  Roles:
 * ``forward`` / ``backward``: A_FB gamma detectors.  "Forward" is downstream along the
   beam axis, so for helicity +1 it sees gammas at theta < pi/2 from the muon spin;
 * ``monitor``: a counter that carries no physics asymmetry (luminosity, background);
+* ``pol_forward`` / ``pol_backward``: the muon polarimeter's decay-positron counters,
+  forward and backward of the stopping region along the spin of helicity +1 (so for
+  helicity +1 the forward one counts ``1 + a P`` and the backward one ``1 - a P``, ``P``
+  the polarization and ``a`` their energy-averaged ``analysing_power``, default 1/3;
+  :mod:`mupnc.monitor.analysis.polarimetry`).  Counted like detectors, but their
+  asymmetry measures the beam's polarization, not physics;
 * ``bpm``: a beam position monitor, not a detector: its word per window is the beam's
   position on one ``axis`` (``x`` or ``y``) at ``z`` metres along the beam from the
   target (negative upstream), as a signed integer in ``unit`` (``nm``, ``um`` or ``mm``),
@@ -36,9 +42,13 @@ from typing import NoReturn
 
 from mupnc.daq.config_file import parse_toml, read_text
 
-ROLES = ("scatter", "forward", "backward", "monitor", "bpm", "coil")
+ROLES = ("scatter", "forward", "backward", "monitor", "pol_forward", "pol_backward", "bpm", "coil")
 NOT_DETECTORS = ("bpm", "coil")
 """Roles of channels that are not detectors: no acceptance, no scaler, no asymmetry."""
+POLARIMETER_ROLES = ("pol_forward", "pol_backward")
+"""Roles of the polarimeter's counters: detectors whose asymmetry is the polarization's."""
+DEFAULT_ANALYSING_POWER = 1 / 3
+"""Decay positrons' analysing power averaged over their energy spectrum (V-A)."""
 BPM_UNITS = {"nm": 1e-6, "um": 1e-3, "mm": 1.0}
 """Units a beam position monitor reports in, as millimetres per count."""
 COIL_UNITS = {"uA": 1e-3, "mA": 1.0}
@@ -64,6 +74,7 @@ class Channel:
     unit: str | None = None  # bpm, coil: unit of one count
     resolution: float | None = None  # bpm: in its unit
     range: float | None = None  # bpm: half-width of the linear range, in its unit
+    analysing_power: float | None = None  # pol_forward, pol_backward: in (0, 1]
 
     @property
     def mm_per_count(self) -> float:
@@ -122,7 +133,7 @@ class ChannelMap:
 
 
 _TOP_KEYS = ("mode", "channels")
-_CHANNEL_KEYS = ("name", "role", "acceptance", "cos_theta")
+_CHANNEL_KEYS = ("name", "role", "acceptance", "cos_theta", "analysing_power")
 _REQUIRED = ("name", "role", "acceptance")
 _BPM_KEYS = ("axis", "z", "dispersion", "unit", "resolution", "range")
 _COIL_KEYS = ("unit",)
@@ -243,11 +254,29 @@ def _validated(data: dict, source: _Source) -> ChannelMap:
         cos_theta = entry.get("cos_theta")
         if cos_theta is not None and (not _number(cos_theta) or not -1 <= cos_theta <= 1):
             fail(f"'cos_theta' must be a number in [-1, 1], got {cos_theta!r}", "cos_theta")
-        channels.append(Channel(name, role, float(acceptance), cos_theta))
+        power = entry.get("analysing_power")
+        if role in POLARIMETER_ROLES:
+            power = DEFAULT_ANALYSING_POWER if power is None else power
+            if not _number(power) or not 0 < power <= 1:
+                fail(
+                    f"'analysing_power' must be a number in (0, 1], got {power!r}",
+                    "analysing_power",
+                )
+            power = float(power)
+        elif power is not None:
+            fail("'analysing_power' is a key of polarimeter counters only", "analysing_power")
+        channels.append(Channel(name, role, float(acceptance), cos_theta, analysing_power=power))
     needed = ("scatter",) if mode == "alr" else ("forward", "backward")
+    roles = {c.role for c in channels}
     for role in needed:
-        if role not in {c.role for c in channels}:
+        if role not in roles:
             source.fail(f"mode {mode!r} needs a channel with role {role!r}")
+    if roles & set(POLARIMETER_ROLES) and not roles >= set(POLARIMETER_ROLES):
+        source.fail(
+            "a polarimeter needs both directions: channels of role 'pol_forward' and 'pol_backward'"
+        )
+    if len({c.analysing_power for c in channels if c.role in POLARIMETER_ROLES}) > 1:
+        source.fail("the polarimeter's counters must share one 'analysing_power'")
     return ChannelMap(mode=mode, channels=tuple(channels))
 
 

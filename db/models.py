@@ -256,6 +256,36 @@ class DitherSensitivity(Base):
     difference_error: Mapped[float | None] = mapped_column(Float)
 
 
+class PolarizationResult(Base):
+    """The beam polarization the muon polarimeter measured in a minirun (or
+    :data:`CUMULATIVE`: the run), :mod:`mupnc.monitor.analysis.polarimetry`: per spin state
+    (signed; ``plus`` for helicity +1), the effective one the physics asymmetries are
+    divided by, the flip quality ``|P+| - |P-|``, the balance the counts give under a
+    complete flip and the counters' counts.  The run's row also holds the combined
+    asymmetry divided by the configured polarization (``configured_value``/``_error``)."""
+
+    __tablename__ = "polarization_results"
+    __table_args__ = (UniqueConstraint("run", "minirun"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run: Mapped[int] = mapped_column(ForeignKey("runs.number"), index=True)
+    minirun: Mapped[int]
+    plus: Mapped[float | None] = mapped_column(Float)
+    plus_error: Mapped[float | None] = mapped_column(Float)
+    minus: Mapped[float | None] = mapped_column(Float)
+    minus_error: Mapped[float | None] = mapped_column(Float)
+    effective: Mapped[float | None] = mapped_column(Float)
+    effective_error: Mapped[float | None] = mapped_column(Float)
+    flip_quality: Mapped[float | None] = mapped_column(Float)
+    flip_quality_error: Mapped[float | None] = mapped_column(Float)
+    balance_measured: Mapped[float | None] = mapped_column(Float)
+    forward_counts: Mapped[int] = mapped_column(BigInteger)
+    backward_counts: Mapped[int] = mapped_column(BigInteger)
+    n: Mapped[int] = mapped_column(BigInteger)
+    configured_value: Mapped[float | None] = mapped_column(Float)
+    configured_error: Mapped[float | None] = mapped_column(Float)
+
+
 class FeedbackAction(Base):
     """One decision of a feedback loop on one actuator (:mod:`mupnc.monitor.feedback.loop`):
     the input over ``patterns`` good patterns (``value`` ± ``error``: ppm for the charge

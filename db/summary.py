@@ -26,6 +26,7 @@ from mupnc.db.models import (
     HelicityError,
     Minirun,
     ModulationCycle,
+    PolarizationResult,
     RegressionSlope,
     Run,
 )
@@ -186,6 +187,7 @@ def run_summary(session: Session, number: int) -> dict:
         if name in dithered_channels
     ]
     summary["modulation"] = _modulation(session, number)
+    summary["polarization"] = _polarization(session, number)
     summary["miniruns_not_regressed"] = int(notes)
     if not run.blinded:  # a blinded run's injected and expected asymmetries are hidden too
         summary["injected_asymmetry"] = run.config.get("asymmetry")
@@ -195,6 +197,55 @@ def run_summary(session: Session, number: int) -> dict:
 
 def _value_error(r: AsymmetryResult) -> dict:
     return {"value": r.value, "error": r.error}
+
+
+def _polarization(session: Session, number: int) -> dict | None:
+    """``polarization`` (None without a polarimeter): the run's measured ``plus`` and
+    ``minus`` (signed, per spin state), ``effective`` (what the physics asymmetries are
+    divided by: ``source`` says ``measured``), ``flip_quality`` (``|P+| - |P-|``) and
+    ``flip_quality_sigma``, ``balance_measured`` (under a complete flip),
+    ``asymmetry_configured_polarization`` (the combined asymmetry divided by the configured
+    polarization instead) and each minirun's ``plus``, ``minus``, ``effective`` and
+    ``flip_quality_sigma``."""
+    rows = session.scalars(
+        select(PolarizationResult)
+        .where(PolarizationResult.run == number)
+        .order_by(PolarizationResult.minirun)
+    ).all()
+    run = next((r for r in rows if r.minirun == CUMULATIVE), None)
+    if run is None:
+        return None
+
+    def pair(value: float | None, error: float | None) -> dict:
+        return {"value": value, "error": error}
+
+    def sigma(r: PolarizationResult) -> float | None:
+        if r.flip_quality is None or not r.flip_quality_error:
+            return None
+        return r.flip_quality / r.flip_quality_error
+
+    return {
+        "source": "measured",
+        "plus": pair(run.plus, run.plus_error),
+        "minus": pair(run.minus, run.minus_error),
+        "effective": pair(run.effective, run.effective_error),
+        "flip_quality": pair(run.flip_quality, run.flip_quality_error),
+        "flip_quality_sigma": sigma(run),
+        "balance_measured": run.balance_measured,
+        "counts": {"forward": run.forward_counts, "backward": run.backward_counts},
+        "asymmetry_configured_polarization": pair(run.configured_value, run.configured_error),
+        "miniruns": [
+            {
+                "minirun": r.minirun,
+                "plus": pair(r.plus, r.plus_error),
+                "minus": pair(r.minus, r.minus_error),
+                "effective": pair(r.effective, r.effective_error),
+                "flip_quality_sigma": sigma(r),
+            }
+            for r in rows
+            if r.minirun != CUMULATIVE
+        ],
+    }
 
 
 def _modulation(session: Session, number: int) -> dict:

@@ -46,6 +46,7 @@ from mupnc.db.models import (
     Minirun,
     ModulationCycle,
     MonitorCheckpoint,
+    PolarizationResult,
     RecordedBlock,
     RegressionSlope,
     ResultSnapshot,
@@ -166,6 +167,35 @@ def _sensitivity_rows(
             )
         )
     return rows
+
+
+def _polarization_row(run: int, minirun: int, result: RunResult) -> list[dict]:
+    """The measured polarization of a minirun's (or the run's) result; none without a
+    polarimeter."""
+    p = result.polarization
+    if p is None:
+        return []
+    configured = result.configured_combined
+    return [
+        dict(
+            run=run,
+            minirun=minirun,
+            plus=_float(p.plus.value),
+            plus_error=_float(p.plus.error),
+            minus=_float(p.minus.value),
+            minus_error=_float(p.minus.error),
+            effective=_float(p.effective.value),
+            effective_error=_float(p.effective.error),
+            flip_quality=_float(p.flip_quality.value),
+            flip_quality_error=_float(p.flip_quality.error),
+            balance_measured=_float(p.balance_measured),
+            forward_counts=p.forward,
+            backward_counts=p.backward,
+            n=p.plus.n,
+            configured_value=None if configured is None else _float(configured.value),
+            configured_error=None if configured is None else _float(configured.error),
+        )
+    ]
 
 
 def _response_rows(run: int, cycle: DitherCycle) -> list[dict]:
@@ -369,6 +399,7 @@ class RunRecorder:
     ) -> None:
         run, names = self.run, acc.channel_map.names
         minirun_rows, count_rows, result_rows, difference_rows, slope_rows = [], [], [], [], []
+        polarization_rows: list[dict] = []
         for index in sorted(acc.dirty):
             m = acc.miniruns[index]
             own = result.miniruns[index]
@@ -388,10 +419,12 @@ class RunRecorder:
             differences, slopes = _beam_rows(run, index, own)
             difference_rows += differences
             slope_rows += slopes
+            polarization_rows += _polarization_row(run, index, own)
         result_rows += _result_rows(run, CUMULATIVE, result)
         differences, slopes = _beam_rows(run, CUMULATIVE, result)
         difference_rows += differences
         slope_rows += slopes
+        polarization_rows += _polarization_row(run, CUMULATIVE, result)
         cycle_rows, response_rows, sensitivity_rows = _modulation_rows(run, result, acc)
         error_rows = [dict(run=run, kind=k, count=v) for k, v in decoder.errors.items()]
         now = datetime.now(UTC)
@@ -404,6 +437,7 @@ class RunRecorder:
         upsert(session, AsymmetryResult, result_rows, ("run", "minirun", "channel"))
         upsert(session, BeamDifference, difference_rows, ("run", "minirun", "variable"))
         upsert(session, RegressionSlope, slope_rows, ("run", "minirun", "channel", "variable"))
+        upsert(session, PolarizationResult, polarization_rows, ("run", "minirun"))
         upsert(session, ModulationCycle, cycle_rows, ("run", "cycle"))
         upsert(session, CoilResponse, response_rows, ("run", "cycle", "coil", "kind", "target"))
         upsert(

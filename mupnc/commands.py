@@ -390,7 +390,34 @@ def _beam_lines(s: dict) -> list[str]:
         lines.append("  beam differences: " + ", ".join(parts))
     if s.get("patterns_beam_cut"):
         lines.append(f"  patterns cut for a beam monitor out of range: {s['patterns_beam_cut']}")
-    return lines
+    return lines + _polarization_lines(s.get("polarization"))
+
+
+def _measured(m: dict, digits: int = 4) -> str:
+    if m["value"] is None or m["error"] is None:
+        return "undefined"
+    return f"{m['value']:+.{digits}f} +- {m['error']:.{digits}f}"
+
+
+def _polarization_lines(p: dict | None) -> list[str]:
+    """The measured polarization per spin state, the effective one the asymmetries are
+    divided by, the flip quality and the asymmetry with the configured polarization."""
+    if p is None:
+        return []
+    sigma = p["flip_quality_sigma"]
+    configured = p["asymmetry_configured_polarization"]
+    return [
+        f"  polarization (measured, divides the asymmetries): effective "
+        f"{_measured(p['effective'])}; P+ {_measured(p['plus'])}, P- {_measured(p['minus'])}",
+        f"  flip quality |P+| - |P-| {_measured(p['flip_quality'])}"
+        + ("" if sigma is None else f" ({sigma:+.1f} sigma)"),
+        "  with the configured polarization instead: "
+        + (
+            "undefined"
+            if configured["value"] is None
+            else f"{_ppm(configured['value'])} +- {_ppm(configured['error']).lstrip('+')} ppm"
+        ),
+    ]
 
 
 def plan(args: argparse.Namespace) -> int:

@@ -32,6 +32,14 @@ Tables and keys (units as in :class:`mupnc.sim.source.SourceConfig`; every key o
     [modulation.response]  COIL = { V = change per mA, ... } (V as in [beamline]; mm,
                  mrad, fraction): the coils of a cycle in order, each a coil channel of
                  the channel map; replaces the default coil_1 ... coil_5 as a whole
+    [polarimeter] the muon polarimeter and the spin it measures: enabled (boolean, default
+                 false: no counters), analysing_power (1/3), polarization_minus (the -
+                 state's signed polarization; default -polarization), acceptance (positrons
+                 counted per muon per counter, 1e-3), balance (the backward counter's true
+                 efficiency relative to the map's, 1), background (counts/s per counter),
+                 dead_time (s), depolarization (fraction per hour), fault_at (s) with
+                 fault_polarization_minus (the - state's polarization from then on);
+                 :mod:`mupnc.sim.polarimeter`
     [feedback.L] the monitor's feedback loops, L = charge or position (x and y):
                  enabled, dry_run (booleans), gain, patterns (good patterns per
                  decision), max_error and dead_band (ppm; um), clamp (setpoint unit),
@@ -40,8 +48,7 @@ Tables and keys (units as in :class:`mupnc.sim.source.SourceConfig`; every key o
 
 An unknown table or key, a value of the wrong type or an unphysical value is refused in
 one line naming the file, the line and the key: ``run.toml, line 4: [beam] polarization:
-polarization must lie in [0, 1], got 1.2``.  Tables of features this version does not
-have (``polarimeter``) are refused by name.
+polarization must lie in [0, 1], got 1.2``.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from mupnc.monitor.feedback.loop import DEFAULTS, LOOP_ACTUATORS, LOOPS, LoopSet
 from mupnc.sim.actuators import ACTUATOR_KEYS, ACTUATORS, ActuatorsConfig
 from mupnc.sim.beamline import SENSITIVITY_DEFAULT, BeamlineConfig
 from mupnc.sim.modulation import MODULATION_KEYS, ModulationConfig
+from mupnc.sim.polarimeter import POLARIMETER_KEYS, PolarimeterConfig
 from mupnc.sim.source import SourceConfig, SourceConfigError
 
 
@@ -108,8 +116,7 @@ KEYS: dict[str | None, dict[str, tuple[str, str]]] = {
     },
 }
 """(table or None for the top level) -> key -> (:class:`SourceConfig` field, kind)."""
-NOT_YET = ("polarimeter",)
-SECTIONS = ("beamline", "actuators", "feedback", "modulation")
+SECTIONS = ("beamline", "actuators", "feedback", "modulation", "polarimeter")
 """Tables of named tables, read by functions of their own."""
 FEEDBACK_KEYS: dict[str, str] = {
     "enabled": "a boolean",
@@ -147,6 +154,8 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
     if "modulation" in data:
         channel_map = fields.get("channel_map") or default_channel_map(fields.get("mode", "alr"))
         fields["modulation"] = _modulation(data["modulation"], channel_map, path, text)
+    if "polarimeter" in data:
+        fields["polarimeter"] = _polarimeter(data["polarimeter"], path, text)
     try:
         SourceConfig(**fields)
     except SourceConfigError as err:
@@ -161,10 +170,8 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
 def _entries(data: dict, path: str | Path, text: str):
     for name, value in data.items():
         if name in SECTIONS:
-            continue  # _beamline, _actuators, _modulation, load_feedback
+            continue  # _beamline, _actuators, _modulation, _polarimeter, load_feedback
         if isinstance(value, dict):
-            if name in NOT_YET:
-                _fail(path, text, name, "", f"[{name}] is not supported by this mupnc version")
             if name not in KEYS:
                 known = ", ".join([*(f"[{t}]" for t in KEYS if t), *(f"[{t}]" for t in SECTIONS)])
                 _fail(path, text, name, "", f"unknown table [{name}] (known: {known})")
@@ -300,6 +307,29 @@ def _modulation(data: object, channel_map: ChannelMap, path, text: str) -> Modul
     problem = config.problem(channel_map)
     if problem:
         _modulation_fail(path, text, problem, data)
+    return config
+
+
+def _polarimeter(data: object, path, text: str) -> PolarimeterConfig:
+    """The ``[polarimeter]`` table (:mod:`mupnc.sim.polarimeter`)."""
+    if not isinstance(data, dict):
+        _fail(path, text, None, "polarimeter", "must be a table [polarimeter]")
+    fields: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in POLARIMETER_KEYS:
+            known = ", ".join(POLARIMETER_KEYS)
+            _fail(path, text, "polarimeter", key, f"unknown key (known: {known})")
+        if key == "enabled":
+            if not isinstance(value, bool):
+                _fail(path, text, "polarimeter", key, f"must be a boolean, got {value!r}")
+            fields[key] = value
+        else:
+            fields[key] = _typed(value, _FLOAT, path, text, "polarimeter", key)
+    config = PolarimeterConfig(**fields)
+    problem = config.problem()
+    if problem:
+        key = problem.split(" ", 1)[0]
+        _fail(path, text, "polarimeter", key if key in data else "", problem)
     return config
 
 

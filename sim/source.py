@@ -15,7 +15,9 @@ the beam position monitors (the map's ``bpm`` channels) from :mod:`mupnc.sim.bea
 Beam modulation (:mod:`mupnc.sim.modulation`, off by default) adds the coils' push to
 ``beam`` in its cycles (before the monitors read the beam and the detectors respond),
 flags those windows :data:`~mupnc.daq.blocks.FLAG_MODULATION` and writes the coil
-currents to the map's ``coil`` channels (0 without modulation).
+currents to the map's ``coil`` channels (0 without modulation).  The polarimeter
+(:mod:`mupnc.sim.polarimeter`, off by default) sets the ``-`` state's polarization (``P_L``)
+and counts decay positrons in its ``pol_forward``/``pol_backward`` channels.
 Faults (:mod:`mupnc.sim.faults`) are switched with :meth:`WindowSource.set_fault` and
 recorded per window in :attr:`SimulatedBlock.fault`.
 
@@ -65,6 +67,7 @@ from mupnc.sim.detector import expected_asymmetry as expected_of_channels
 from mupnc.sim.faults import FaultSwitchboard, fault_bit, unit_uniform
 from mupnc.sim.modulation import BeamModulation, ModulationConfig
 from mupnc.sim.nucleus import default_mass_number
+from mupnc.sim.polarimeter import PolarimeterConfig, SimulatedPolarimeter
 from mupnc.sim.reversal import (
     MAX_INTERVAL_WINDOWS,
     WINDOW_RATE_RANGE,
@@ -149,6 +152,9 @@ class SourceConfig:
     """The source's helicity-correlated actuators (:mod:`mupnc.sim.actuators`)."""
     modulation: ModulationConfig = field(default_factory=ModulationConfig)
     """Beam modulation by coils (:mod:`mupnc.sim.modulation`; off by default)."""
+    polarimeter: PolarimeterConfig = field(default_factory=PolarimeterConfig)
+    """The muon polarimeter and the ``-`` state's polarization (:mod:`mupnc.sim.polarimeter`;
+    off by default: no counters, the spin ``+-polarization``)."""
 
     def __post_init__(self) -> None:
         if self.z is None:
@@ -160,7 +166,9 @@ class SourceConfig:
             raise SourceConfigError(problem)
 
     def resolved_channel_map(self) -> ChannelMap:
-        return self.channel_map or default_channel_map(self.mode)
+        """The channel map (the mode's shipped one by default) with the polarimeter's
+        counters when it is enabled."""
+        return self.polarimeter.channel_map(self.channel_map or default_channel_map(self.mode))
 
     @property
     def injected_asymmetry(self) -> float:
@@ -333,6 +341,9 @@ def _config_problem(c: SourceConfig) -> str | None:
     modulation = _modulation_problem(c)
     if modulation:
         return f"modulation {modulation}"
+    polarimeter = c.polarimeter.problem()
+    if polarimeter:
+        return f"polarimeter {polarimeter}"
     injected = c.injected_asymmetry
     if abs(c.polarization * injected) * 2 >= 1:
         return f"asymmetry {injected!r} too large for polarization {c.polarization!r}"
@@ -472,6 +483,12 @@ class WindowSource:
             shape=config.preset,
             kinematics=config.kinematics,
         )
+        self.polarimeter = SimulatedPolarimeter(
+            config.polarimeter, config.polarization, self.detectors
+        )
+        """The spin truth of each window and the polarimeter's counters."""
+        self.channel_asymmetry = self.polarimeter.asymmetries(self.channel_asymmetry)
+        efficiency = self.polarimeter.efficiencies(efficiency)
         self._response = np.vstack([efficiency, efficiency * self.channel_asymmetry])
 
     @property
@@ -593,6 +610,7 @@ class WindowSource:
             if violation:
                 fault[in_gate] |= fault_bit("settle_violation")
                 in_gate = np.zeros(n_windows, dtype=bool)
+        spin = self.polarimeter.spin(spin, seq / cfg.window_rate)
         self._last_helicity = int(actual[-1])
         if mismatch:
             fault |= fault_bit("rotator_mismatch")
@@ -650,7 +668,7 @@ class WindowSource:
         beam = self.modulation.moved(self.beamline.beam(seq, actual, steering), coil_current)
         if self.beamline.sensitivity.any():
             expected *= self.beamline.yield_factor(beam)
-        detector_counts = rng.poisson(expected)
+        detector_counts = self.polarimeter.counted(rng.poisson(expected), gate_time, rng)
         if self._bpm_columns or self._coil_columns:
             counts = np.empty((n_windows, self.n_channels), dtype=np.int64)
             counts[:, self._detector_columns] = detector_counts

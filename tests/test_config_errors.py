@@ -134,7 +134,19 @@ RUN_FILES = [
         3,
         "at 0.435 deg/turn the first must give",
     ),
-    ("not-yet", "\n[polarimeter]\nenabled = true\n", 2, "[polarimeter] is not supported"),
+    (
+        "polarimeter-analysing-power",
+        "\n[polarimeter]\nenabled = true\nanalysing_power = 1.5\n",
+        4,
+        "[polarimeter] analysing_power: analysing_power must lie in (0, 1], got 1.5",
+    ),
+    (
+        "polarimeter-fault-alone",
+        "[polarimeter]\nenabled = true\nfault_at = 30.0\n",
+        3,
+        "fault_at and fault_polarization_minus go together",
+    ),
+    ("polarimeter-unknown-key", "[polarimeter]\nalpha = 0.3\n", 2, "alpha: unknown key"),
     (
         "modulation-coil-time",
         "[modulation]\nenabled = true\nperiod = 8.0\n",

@@ -36,6 +36,8 @@ ANALYZING_SIGN = {
     "backward": 1.0,
     "forward": -1.0,
     "monitor": 0.0,
+    "pol_forward": 0.0,
+    "pol_backward": 0.0,
     "bpm": 0.0,
     "coil": 0.0,
 }

@@ -3,7 +3,8 @@
 ``physics asymmetry = measured asymmetry / (P * analysing power)``, then blinded
 (:mod:`mupnc.monitor.analysis.blinding`; identity for unblinded runs).  The analysing
 power (:func:`analysing_power`) is 1 for fast and slow reversal; for the ring kick it is
-measured from the turn readback of the good windows.
+measured from the turn readback of the good windows.  A run with a polarimeter divides by
+the polarization it measures instead (:class:`SpinSeparation`).
 
 Two estimators, chosen per run from its counts (:func:`choose_estimator`):
 
@@ -54,6 +55,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from mupnc.daq.channel_map import POLARIMETER_ROLES
 from mupnc.monitor.analysis.accumulator import MinirunSums, RunAccumulator
 from mupnc.monitor.analysis.asymmetry import (
     counted_cross_ratio_asymmetry,
@@ -72,6 +74,12 @@ from mupnc.monitor.analysis.modulation import (
     dither,
     dithered_moments,
     merge_cycles,
+)
+from mupnc.monitor.analysis.polarimetry import (
+    Polarimeter,
+    Polarization,
+    measure,
+    with_scale_error,
 )
 from mupnc.monitor.analysis.regression import CentralMoments
 from mupnc.monitor.analysis.statistics import (
@@ -121,6 +129,14 @@ class RunResult:
     its regression-minus-dithering slopes, and ``dither_difference`` the run's (its pooled
     regression slopes minus its sensitivities); ``patterns_modulation`` counts patterns cut
     for a modulation window.
+
+    Polarimetry (:mod:`mupnc.monitor.analysis.polarimetry`; a run whose channel map has the
+    polarimeter's counters): ``polarization`` is the measured one (the run's, or a
+    minirun's own), and every physics asymmetry of the run and its miniruns is divided by
+    the run's measured effective polarization (``polarization_source`` ``measured``; the
+    run's combined, regressed and dithered asymmetries carry that division's error);
+    ``configured_combined`` is the combined asymmetry divided by the configured
+    polarization instead, for comparison.  Without counters: ``configured``.
     """
 
     combined: Measurement
@@ -150,6 +166,9 @@ class RunResult:
     dither_difference: dict[tuple[str, str], Measurement] = field(default_factory=dict)
     dither_skipped: str = ""
     patterns_modulation: int = 0
+    polarization: Polarization | None = None
+    polarization_source: str = "configured"
+    configured_combined: Measurement | None = None
 
 
 def _stats_measurement(
@@ -257,6 +276,27 @@ def _physics(value: float, error: float, n: int, polarization: float) -> Measure
     return Measurement(value / polarization, error / abs(polarization), n)
 
 
+@dataclass(frozen=True)
+class SpinSeparation:
+    """How much polarization separates the two spin states in the detectors' asymmetries:
+    the ``measured`` effective polarization when the run's polarimeter gives one (it sees
+    the spin the muons had, a kick's precession included), else the ``configured``
+    polarization times the reversal's :func:`analysing_power` of the sums."""
+
+    configured: float
+    measured: Measurement | None = None
+
+    @property
+    def source(self) -> str:
+        """``measured`` or ``configured``: what the physics asymmetries are divided by."""
+        return "configured" if self.measured is None else "measured"
+
+    def of(self, sums: MinirunSums | _MergedSums) -> float:
+        if self.measured is not None:
+            return self.measured.value
+        return self.configured * analysing_power(sums)
+
+
 def run_result(
     acc: RunAccumulator,
     polarization: float,
@@ -273,31 +313,46 @@ def run_result(
         pooled = {name: pooled_sd(acc, name) for name in ("combined", "channel_asymmetry")}
     chosen = chosen_variables(acc, regress)
     dithering = modulation_analysis(acc)
+    merged = _MergedSums(acc)
+    polarimeter = Polarimeter.of(acc.channel_map)
+    measured = None
+    if polarimeter is not None:
+        measured = measure(merged.good_counts, polarimeter, merged.patterns_good)
+    separation = _separation(polarization, measured)
     per_minirun = tuple(
         _with_dithering(
             _with_beam(
-                _result(m, acc, polarization, blinder, estimator, pooled),
+                _result(m, acc, separation, blinder, estimator, pooled),
                 m,
                 acc,
                 chosen,
-                polarization,
+                separation,
                 blinder,
             ),
             m,
             acc,
             dithering,
-            polarization * analysing_power(m),
+            separation.of(m),
             blinder,
         )
         for m in acc.miniruns
     )
-    merged = _MergedSums(acc)
-    result = _result(merged, acc, polarization, blinder, estimator)
+    if polarimeter is not None:
+        per_minirun = tuple(
+            replace(r, polarization=measure(m.good_counts, polarimeter, m.patterns_good))
+            for r, m in zip(per_minirun, acc.miniruns, strict=True)
+        )
+    result = _result(merged, acc, separation, blinder, estimator)
     result = _run_beam(result, per_minirun, acc, chosen)
     result, per_minirun = _run_dithering(
-        result, per_minirun, acc, dithering, polarization * analysing_power(merged), blinder
+        result, per_minirun, acc, dithering, separation.of(merged), blinder
     )
-    keys = [COMBINED, *acc.channel_map.names]
+    if measured is not None:
+        result = _with_polarization(result, measured, separation, merged, acc, blinder, estimator)
+        counters = {c.name for c in acc.channel_map.channels if c.role in POLARIMETER_ROLES}
+        result = _without(result, counters)
+        per_minirun = tuple(_without(r, counters) for r in per_minirun)
+    keys = [COMBINED, *result.channels]
     pulled = pulled_miniruns([m.patterns_good for m in acc.miniruns], acc.minirun_patterns)
     pulls, chi2 = {}, {}
     for key in keys:
@@ -313,6 +368,68 @@ def run_result(
         pulls=pulls,
         channel_chi2_ndf=chi2,
         miniruns=per_minirun,
+    )
+
+
+def _separation(configured: float, measured: Polarization | None) -> SpinSeparation:
+    """The measured effective polarization when the run has a polarimeter (NaN while it
+    has no counts or shows no separation: the physics asymmetries are then undefined,
+    never divided by the configured value behind the shift's back)."""
+    if measured is None:
+        return SpinSeparation(configured)
+    effective = measured.effective
+    if not effective.value > 0:
+        effective = Measurement(math.nan, math.nan, effective.n)
+    return SpinSeparation(configured, effective)
+
+
+def _with_polarization(
+    result: RunResult,
+    measured: Polarization,
+    separation: SpinSeparation,
+    merged: _MergedSums,
+    acc: RunAccumulator,
+    blinder: Blinder,
+    estimator: str,
+) -> RunResult:
+    """The run's result divided by the measured polarization: its polarimetry, the error
+    of the division added to the run's combined, regressed and dithered asymmetries, and
+    the combined asymmetry as the configured polarization would give it."""
+    scale = separation.measured
+    assert scale is not None
+    configured = _result(merged, acc, SpinSeparation(separation.configured), blinder, estimator)
+
+    def scaled(m: Measurement | None) -> Measurement | None:
+        return None if m is None else with_scale_error(m, scale)
+
+    return replace(
+        result,
+        combined=with_scale_error(result.combined, scale),
+        regressed=scaled(result.regressed),
+        dithered=scaled(result.dithered),
+        polarization=measured,
+        polarization_source=separation.source,
+        configured_combined=configured.combined,
+    )
+
+
+def _without(result: RunResult, counters: set[str]) -> RunResult:
+    """``result`` without the physics asymmetries of the polarimeter's counters (theirs
+    measure the polarization, :class:`Polarization`)."""
+
+    def kept(table: dict) -> dict:
+        return {
+            k: v for k, v in table.items() if (k[0] if isinstance(k, tuple) else k) not in counters
+        }
+
+    return replace(
+        result,
+        channels=kept(result.channels),
+        regressed_channels=kept(result.regressed_channels),
+        dithered_channels=kept(result.dithered_channels),
+        slopes=kept(result.slopes),
+        dither_sensitivities=kept(result.dither_sensitivities),
+        dither_difference=kept(result.dither_difference),
     )
 
 
@@ -336,7 +453,7 @@ def _with_beam(
     m: MinirunSums,
     acc: RunAccumulator,
     chosen: list[int],
-    polarization: float,
+    separation: SpinSeparation,
     blinder: Blinder,
 ) -> RunResult:
     """A minirun's result with its beam differences and its own regression."""
@@ -352,7 +469,7 @@ def _with_beam(
         chosen,
         acc.beamline.noise_covariance(),
     )
-    separating = polarization * analysing_power(m)
+    separating = separation.of(m)
     combined = _physics(fit.combined.value, fit.combined.error, fit.combined.n, separating)
     channels = {}
     for c in acc.channel_map.channels:
@@ -585,7 +702,7 @@ class _MergedSums:
 def _result(
     sums: MinirunSums | _MergedSums,
     acc: RunAccumulator,
-    polarization: float,
+    separation: SpinSeparation,
     blinder: Blinder,
     estimator: str,
     pooled: dict[str, np.ndarray] | None = None,
@@ -602,7 +719,7 @@ def _result(
             c.name: Measurement(*_stats_measurement(stats, i, sd))
             for i, c in enumerate(acc.channel_map.channels)
         }
-    separating = polarization * analysing_power(sums)  # P for fast and slow reversal
+    separating = separation.of(sums)
     combined = _physics(measured.value, measured.error, measured.n, separating)
     combined = Measurement(blinder.blind(combined.value), combined.error, combined.n)
     channels = {}
