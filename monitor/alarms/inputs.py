@@ -35,6 +35,11 @@ into named :class:`mupnc.monitor.alarms.rules.Observation` entries:
   were driven but did not move the beam, :mod:`mupnc.monitor.analysis.modulation`) and
   ``modulation.cycle_unusable`` (1 when that cycle gave no sensitivities for another
   reason: the coils' responses ill-conditioned, a beam variable no coil moves);
+* the polarimeter (:mod:`mupnc.monitor.analysis.polarimetry`; NaN without one):
+  ``polarimeter.flip_sigma`` (``(|P+| - |P-|) / error`` of the latest minirun, the one
+  filling: an incomplete flip shows within it), ``polarimeter.effective`` (the run's
+  effective polarization) and ``polarimeter.drift_sigma`` (the latest complete minirun's
+  effective polarization minus the first complete one's, in their errors);
 * every watched PV under its name without prefix (value, EPICS severity, connection).
 
 Estimates without enough data are NaN (rules then stay quiet).
@@ -199,6 +204,7 @@ class AlarmInputs:
         )
         unusable = latest is not None and bool(latest.skipped) and not latest.dead_coils
         obs["modulation.cycle_unusable"] = Observation(float(unusable))
+        obs.update(polarimeter_observations(result, acc.minirun_patterns))
         return obs
 
     def _beam_on_for(self, now: float, pvs: dict[str, Observation]) -> float:
@@ -287,3 +293,28 @@ def feedback_observations(
         out[f"feedback.{loop.name}.saturated"] = Observation(float(saturated))
         out[f"feedback.{loop.name}.not_converged"] = Observation(float(on and loop.not_converged))
     return out
+
+
+def polarimeter_observations(result: RunResult, minirun_patterns: int) -> dict[str, Observation]:
+    """``polarimeter.*`` of the module docstring (NaN without a polarimeter or data); a
+    minirun is complete with at least half of ``minirun_patterns`` good patterns."""
+    nan = Observation(math.nan)
+    run = result.polarization
+    if run is None:
+        return {f"polarimeter.{k}": nan for k in ("flip_sigma", "effective", "drift_sigma")}
+    latest = result.miniruns[-1].polarization if result.miniruns else None
+    complete = [
+        r.polarization
+        for r in result.miniruns
+        if r.polarization is not None and 2 * r.patterns_good >= minirun_patterns
+    ]
+    drift = math.nan
+    if len(complete) >= 2:
+        first, last = complete[0].effective, complete[-1].effective
+        spread = math.hypot(first.error, last.error)
+        drift = (last.value - first.value) / spread if spread > 0 else math.nan
+    return {
+        "polarimeter.flip_sigma": Observation(math.nan if latest is None else latest.flip_sigma),
+        "polarimeter.effective": Observation(run.effective.value, run.effective.error),
+        "polarimeter.drift_sigma": Observation(drift),
+    }
