@@ -3,7 +3,7 @@
 A background thread with its own engine reads, about once a second, the newest run, its new
 ``result_snapshots`` rows, beam-rate slow-control samples and feedback decisions (ids
 greater than the last seen), its cumulative and per-minirun results, its helicity errors, its
-feedback loops, its modulation cycles and the standing alarms
+feedback loops, its modulation cycles, its measured polarization and the standing alarms
 into a lock-protected store that numbers snapshots, samples and decisions with increasing sequence
 numbers.  Each browser session holds a cursor
 here and asks for the rows since its last sequence number; the poller never touches a Bokeh
@@ -33,6 +33,7 @@ from mupnc.dashboards.records import (
     Channel,
     FeedbackDecision,
     FeedbackLoop,
+    MeasuredPolarization,
     MinirunMean,
     Modulation,
     RunInfo,
@@ -80,6 +81,8 @@ class Update:
     dithered: Channel | None = None
     """The run's combined asymmetry corrected with the dithering sensitivities (None: no
     modulation cycle)."""
+    polarization: MeasuredPolarization | None = None
+    """The polarization the run's polarimeter measured (None: no polarimeter)."""
 
 
 Job = Callable[[Session], object]
@@ -143,6 +146,7 @@ class Feed:
         self._regressed: Channel | None = None
         self._modulation: Modulation | None = None
         self._dithered: Channel | None = None
+        self._polarization: MeasuredPolarization | None = None
         self._alarms: tuple[AlarmRecord, ...] = ()
         self._jobs: queue.SimpleQueue[tuple[Job, Done]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -235,6 +239,7 @@ class Feed:
             beam = queries.beam_differences(session, info.number)
             regressed = queries.corrected_result(session, info.number)
             dithered = queries.corrected_result(session, info.number, DITHERED)
+            polarization = queries.measured_polarization(session, info.number)
             decisions = queries.feedback_actions(
                 session, info.number, 0 if new_run else self._last_decision_id
             )
@@ -260,6 +265,7 @@ class Feed:
             self._rotator = rotator
             self._beam, self._regressed = beam, regressed
             self._modulation, self._dithered = modulation, dithered
+            self._polarization = polarization
             self._alarms = alarms
             self._polled, self._poll_error = datetime.now(UTC), None
 
@@ -306,6 +312,7 @@ class Feed:
                 decisions,
                 self._modulation,
                 self._dithered,
+                self._polarization,
             )
 
     @property

@@ -4,8 +4,8 @@ Each browser session streams what its :class:`~mupnc.dashboards.feed.Feed` curso
 a 1 s periodic callback inside ``doc.hold("combine")``.  Layout, top to bottom: status strip
 (feeds, server connection), alarm banner, running asymmetry beside the result box, channels /
 pull histogram / helicity state, the alarm table, beam strip charts beside the
-helicity-correlated beam differences and the run information, the feedback loops and the
-beam modulation (one line each when the run has none).
+helicity-correlated beam differences and the run information, the measured polarization,
+the feedback loops and the beam modulation (one line each when the run has none).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from mupnc.dashboards.panels import (
     PullHistogram,
     label,
 )
+from mupnc.dashboards.polarization_panel import PolarizationPanel
 from mupnc.dashboards.projection import describe, project
 from mupnc.dashboards.records import COMBINED, RunInfo, Snapshot
 
@@ -144,6 +145,12 @@ def result_html(update: Update, now: datetime) -> str:
     if regressed is not None:
         text = format_asymmetry(regressed.value, regressed.error, unit)
         rows.append(_row("regressed", text + " (beam differences corrected)"))
+    measured = update.polarization
+    if measured is not None:
+        p = measured.run
+        shown = "undefined" if p.effective is None else f"{p.effective:.3f}"
+        configured = "?" if run.polarization is None else f"{run.polarization:.2f}"
+        rows.append(_row("polarization", f"{shown} measured (configured {configured})"))
     dithered = update.dithered
     if dithered is not None:
         text = format_asymmetry(dithered.value, dithered.error, unit)
@@ -222,6 +229,7 @@ class LiveView:
         self.alarms = AlarmPanel(feed)
         self.feedback = FeedbackPanel()
         self.modulation = ModulationPanel()
+        self.polarization = PolarizationPanel()
         self.box = Div(name="result_box", width=360)
         self.run = Div(name="run_info", width=360)
         self.previous: Snapshot | None = None
@@ -250,6 +258,7 @@ class LiveView:
                 column(self.beam_differences.layout, self.run),
                 sizing_mode="stretch_width",
             ),
+            self.polarization.layout,
             self.feedback.layout,
             self.modulation.layout,
             sizing_mode="stretch_width",
@@ -283,6 +292,7 @@ class LiveView:
         self.beam.apply(run, update.snapshots, update.samples, update.reset, update.decisions)
         self.feedback.apply(run, update.feedback, update.decisions, update.reset)
         self.modulation.apply(update.modulation)
+        self.polarization.apply(update.polarization)
         self.channels.apply(run, update.channels)
         raw = next((c for c in update.channels if c.name == COMBINED), None)
         self.beam_differences.apply(update.beam, raw, update.regressed)

@@ -24,9 +24,11 @@ from mupnc.dashboards.records import (
     DitherSlope,
     FeedbackDecision,
     FeedbackLoop,
+    MeasuredPolarization,
     MinirunMean,
     Modulation,
     ModulationCycle,
+    PolarizationPoint,
     RunInfo,
     Sample,
     Slope,
@@ -41,6 +43,7 @@ from mupnc.db.models import (
     FeedbackAction,
     HelicityError,
     Minirun,
+    PolarizationResult,
     RegressionSlope,
     ResultSnapshot,
     Run,
@@ -407,3 +410,26 @@ def modulation(session: Session, run: RunInfo) -> Modulation | None:
         for r in reversed(rows)
     )
     return Modulation(cycles, tuple(by_cycle.get(CUMULATIVE, ())))
+
+
+def measured_polarization(session: Session, run: int) -> MeasuredPolarization | None:
+    """The run's measured polarization and each minirun's (None: no polarimeter)."""
+    rows = session.scalars(
+        select(PolarizationResult)
+        .where(PolarizationResult.run == run)
+        .order_by(PolarizationResult.minirun)
+    ).all()
+    total = next((r for r in rows if r.minirun == CUMULATIVE), None)
+    if total is None:
+        return None
+
+    def point(r: PolarizationResult) -> PolarizationPoint:
+        return PolarizationPoint(
+            r.minirun, r.plus, r.plus_error, r.minus, r.minus_error, r.effective,
+            r.effective_error, r.flip_quality, r.flip_quality_error,
+        )  # fmt: skip
+
+    miniruns = tuple(point(r) for r in rows if r.minirun != CUMULATIVE)
+    return MeasuredPolarization(
+        point(total), miniruns, total.configured_value, total.configured_error
+    )

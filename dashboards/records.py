@@ -222,3 +222,39 @@ class Modulation:
 
     cycles: tuple[ModulationCycle, ...]
     run: tuple[DitherSlope, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolarizationPoint:
+    """The polarization the polarimeter measured in a minirun (or the run): signed per
+    spin state (``plus`` for helicity +1), ``effective`` (what the asymmetries are divided
+    by) and the flip quality ``|P+| - |P-|``, each with its error; None where undefined."""
+
+    minirun: int
+    plus: float | None
+    plus_error: float | None
+    minus: float | None
+    minus_error: float | None
+    effective: float | None
+    effective_error: float | None
+    flip_quality: float | None
+    flip_quality_error: float | None
+
+    @property
+    def flip_sigma(self) -> float | None:
+        """``(|P+| - |P-|) / error`` (None: undefined)."""
+        if self.flip_quality is None or not self.flip_quality_error:
+            return None
+        return self.flip_quality / self.flip_quality_error
+
+
+@dataclass(frozen=True)
+class MeasuredPolarization:
+    """A run's measured polarization (``run``), each minirun's (``miniruns``) and the
+    combined asymmetry divided by the configured polarization instead (``configured``,
+    ``configured_error``; fractions)."""
+
+    run: PolarizationPoint
+    miniruns: tuple[PolarizationPoint, ...]
+    configured: float | None = None
+    configured_error: float | None = None
