@@ -249,12 +249,13 @@ def test_sequential_moments_do_not_depend_on_the_blocks() -> None:
 def test_state_of_an_older_monitor_is_refused_clearly() -> None:
     """Version 1 states (Welford merged per block) cannot continue bit-identically, nor
     version 2 ones (no good-pattern sums, no per-pattern combined columns), 3 ones (no
-    good-pattern sums by null sign), 4 ones (no beam differences and regression sums) or 5
-    ones (no modulation cut: their good-pattern sums may hold modulation windows)."""
+    good-pattern sums by null sign), 4 ones (no beam differences and regression sums), 5
+    ones (no modulation cut: their good-pattern sums may hold modulation windows) or 6 ones
+    (A_FB modulation sums without the cross-ratio target)."""
     cmap = channel_map("alr")
     state = RunAccumulator(cmap, 4, 100).state()
-    for old in (1, 2, 3, 4, 5):
-        with pytest.raises(ValueError, match=rf"version {old} is not 6.*reanalyze the run"):
+    for old in (1, 2, 3, 4, 5, 6):
+        with pytest.raises(ValueError, match=rf"version {old} is not 7.*reanalyze the run"):
             RunAccumulator.from_state(cmap, {**state, "version": old})
     bad = json.loads(json.dumps(state))
     bad["miniruns"][0]["moments"]["open"] = [[0.0], [0.0]]

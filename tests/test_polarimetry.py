@@ -183,3 +183,32 @@ def test_no_polarimeter_alarm_in_a_million_clean_windows():
         for name, rule in rules.items():
             assert read(rule, obs).severity == Severity.NO_ALARM, (name, obs)
     assert 0 < worst < 5
+
+
+def test_the_report_and_a_reanalysis_give_the_measured_polarization(tmp_path, capsys):
+    """``mupnc sim`` of a run whose - state loses polarization at 20 s: ``report --json``
+    gives the polarization (source measured, P- between -0.9 and -0.7, the flip quality
+    many sigma), ``reanalyze --json`` the same to the last bit, and the text report says
+    what divides the asymmetry."""
+    import json
+
+    from mupnc.cli import main
+
+    path = tmp_path / "flip.toml"
+    path.write_text(
+        'mode = "afb"\n[detector]\nasymmetry = 1e-2\n'
+        "[polarimeter]\nenabled = true\nfault_at = 20.0\nfault_polarization_minus = -0.7\n"
+    )
+    db = f"sqlite:///{tmp_path / 'flip.db'}"
+    assert main(["--db", db, "sim", "--config", str(path), "--seconds", "40", "--seed", "8"]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "report", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    p = report["polarization"]
+    assert p["source"] == "measured" and -0.9 < p["minus"]["value"] < -0.7
+    assert abs(p["plus"]["value"] - 0.9) < 5 * p["plus"]["error"]
+    assert p["flip_quality_sigma"] > 10 and len(p["miniruns"]) == 1
+    assert main(["--db", db, "reanalyze", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["polarization"] == p
+    assert main(["--db", db, "report", "1"]) == 0
+    assert "polarization (measured, divides the asymmetries)" in capsys.readouterr().out
