@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+from mupnc.attach import pva_wanted
 from mupnc.daq.beamline import DISPLAY
 from mupnc.db.migrate import head_revision
 from mupnc.db.session import (
@@ -129,13 +130,14 @@ def monitor(args: argparse.Namespace) -> int:
     from mupnc.monitor.service import OnlineMonitor
     from mupnc.signals import stop_on_signals
 
+    pva = pva_wanted(args.pva)
     stop = stop_on_signals()
     rules = load_rules(args.alarm_rules)
     engine = _engine(args.db)
 
     def outputs() -> tuple[ResultPublisher, AlarmService]:
         alarm_pvs = alarm_pv_group(args.prefix, [rule.name for rule in rules.rules])
-        publisher = ResultPublisher(args.prefix, extra_groups=(alarm_pvs,))
+        publisher = ResultPublisher(args.prefix, extra_groups=(alarm_pvs,), pva=pva)
         return publisher, AlarmService(args.prefix, engine, rules, publisher, alarm_pvs)
 
     OnlineMonitor(args.prefix, engine, args.minirun, outputs=outputs).run(stop)
