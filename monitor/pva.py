@@ -78,6 +78,9 @@ _PVA_STATUS = {
 }
 """CA alarm status name -> pvAccess ``alarm.status`` (QSRV's mapping; others 6 UNDEFINED)."""
 
+FORMS = ("Default", "String", "Binary", "Decimal", "Hex", "Exponential", "Engineering")
+"""``display.form`` choices (those of EPICS's pvAccess server); always Default here."""
+
 Snapshot = tuple[object, int, int, float]
 """A CA channel's value, severity, status and timestamp (POSIX seconds)."""
 
@@ -128,6 +131,7 @@ def _display(channel) -> dict:
     display["precision"] = int(getattr(channel, "precision", 0) or 0)
     display["limitLow"] = getattr(channel, "lower_disp_limit", 0) or 0
     display["limitHigh"] = getattr(channel, "upper_disp_limit", 0) or 0
+    display["form"] = {"index": 0, "choices": list(FORMS)}
     return display
 
 

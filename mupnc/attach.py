@@ -124,6 +124,6 @@ def attach_lines(
     lines += [f"attach     export {env}", f"example    {env} caget {example}"]
     if pva_port is not None:
         pva = pva_attach_environment(pva_port)
-        get = f"{python_command()} -m p4p.client.cli get {prefix}{PVA_EXAMPLE}"
+        get = f"{python_command()} -m p4p.client.cli --raw get {prefix}{PVA_EXAMPLE}"
         lines += [f"pva attach export {pva}", f"pva get    {pva} {get}"]
     return [*lines, f"every PV   {list_command}"]

@@ -110,13 +110,22 @@ def pvs(args: argparse.Namespace) -> int:
     (:mod:`mupnc.pv_list`)."""
     from mupnc.ioc.server import GROUPS
     from mupnc.monitor.alarms.rules import load_rules
-    from mupnc.pv_list import IOC, MONITOR, format_lines, ioc_channels, monitor_channels, pv_lines
+    from mupnc.pv_list import (
+        IOC,
+        MONITOR,
+        format_lines,
+        ioc_channels,
+        monitor_channels,
+        pv_lines,
+        pva_only_lines,
+    )
 
     servers = {
         IOC: ioc_channels(args.prefix, source_config(args), args.block_rate, GROUPS),
         MONITOR: monitor_channels(args.prefix, load_rules(args.alarm_rules)),
     }
-    print("\n".join(format_lines(pv_lines(servers), with_server=True)))
+    lines = pv_lines(servers) + pva_only_lines(args.prefix)
+    print("\n".join(format_lines(lines, with_server=True)))
     return 0
 
 
