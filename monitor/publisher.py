@@ -18,6 +18,10 @@ and ``:SLOPES:ERR`` (fraction per mm, mrad or unit dp/p; the channel order of
 patterns cut for a monitor beyond its range.  Beam modulation: the dithering-corrected
 asymmetry ``ASYM:DIT`` and ``:ERR``, the cycles fitted ``DIT:CYCLES``, the patterns cut for
 them ``DIT:PATTERNS_CUT`` and the dead coils of the latest complete cycle ``DIT:DEAD_COILS``.
+
+With ``pva=True`` every PV served here (the alarm PVs of ``extra_groups`` too) is also served
+over pvAccess under the same name, from the same writes (:mod:`mupnc.monitor.pva`), with the
+per-minirun table ``MON:MINIRUNS`` beside them.
 """
 
 from __future__ import annotations
@@ -259,9 +263,17 @@ def result_pv_groups(
 
 
 class ResultPublisher:
-    """Serves the :func:`result_pv_groups` on this process's CA server port."""
+    """Serves the :func:`result_pv_groups` on this process's CA server port and, with
+    ``pva``, the same PVs over pvAccess (``pva_conf``: the p4p server's configuration
+    instead of the ``EPICS_PVAS_*`` environment)."""
 
-    def __init__(self, prefix: str, extra_groups: tuple[PVGroup, ...] = ()) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        extra_groups: tuple[PVGroup, ...] = (),
+        pva: bool = False,
+        pva_conf: dict | None = None,
+    ) -> None:
         self.feedback_requests = FeedbackRequests()
         """Mode switches put to ``MON:FB:<LOOP>:MODE``, for the worker thread."""
         self.group, self.beam, self.feedback = result_pv_groups(prefix, self.feedback_requests)
@@ -269,15 +281,27 @@ class ResultPublisher:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="result-pvs", daemon=True)
+        self.pvdb = dict(self.group.pvdb)
+        for group in self.extra_groups:
+            self.pvdb.update(group.pvdb)
+        self.pva = None
         self._thread.start()
         self._ready.wait(10)
+        if pva:
+            from mupnc.monitor.pva import PvaMirror
+
+            shots = asyncio.run_coroutine_threadsafe(self._snapshots(), self._loop).result(5)
+            self.pva = PvaMirror(prefix, self.pvdb, shots, pva_conf)
+
+    async def _snapshots(self) -> dict:
+        """Every PV's value, alarm and timestamp, read inside the server's loop."""
+        from mupnc.monitor.pva import snapshot
+
+        return {name: snapshot(channel) for name, channel in self.pvdb.items()}
 
     def _serve(self) -> None:
         async def run_server() -> None:
-            pvdb = dict(self.group.pvdb)
-            for group in self.extra_groups:
-                pvdb.update(group.pvdb)
-            context = Context(pvdb)  # caproto queues bind to the running loop
+            context = Context(self.pvdb)  # caproto queues bind to the running loop
             self._loop.call_soon(self._ready.set)
             await context.run()
 
@@ -309,10 +333,27 @@ class ResultPublisher:
         """The feedback loops' PVs (:mod:`mupnc.monitor.feedback.pvs`)."""
         self.submit(write_feedback_pvs(self.feedback, service))
 
+    def publish_miniruns(self, result: RunResult) -> None:
+        """The per-minirun table ``MON:MINIRUNS`` (pvAccess only: nothing without it)."""
+        if self.pva is not None:
+            from mupnc.monitor.pva import minirun_rows
+
+            self.pva.post_miniruns(minirun_rows(result))
+
     def submit(self, coroutine) -> None:
-        """Run a coroutine (PV writes) in the server's loop and wait for it."""
-        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=5)
+        """Run a coroutine (PV writes) in the server's loop and wait for it; over pvAccess,
+        post what it changed, read in that loop right after it."""
+
+        async def written() -> dict | None:
+            await coroutine
+            return await self._snapshots() if self.pva is not None else None
+
+        shots = asyncio.run_coroutine_threadsafe(written(), self._loop).result(timeout=5)
+        if self.pva is not None and shots is not None:
+            self.pva.post(shots)
 
     def close(self) -> None:
+        if self.pva is not None:
+            self.pva.close()
         self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(timeout=5)

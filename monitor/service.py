@@ -277,6 +277,7 @@ class OnlineMonitor:
                     helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
                     **beam_values(result, acc.channel_map.names),
                 )
+                publisher.publish_miniruns(result)
             if state == "running":
                 feedback.update(acc, requests)
             if publisher is not None:

@@ -145,6 +145,22 @@ def _ca_port(text: str) -> int:
     return value
 
 
+def _pva_port(text: str) -> int:
+    """``--pva-port``: the monitor's pvAccess server port (TCP and UDP search)."""
+    value = int(text)
+    if not CA_PORTS[0] <= value <= CA_PORTS[1] + 1:
+        raise argparse.ArgumentTypeError(
+            f"must lie in {CA_PORTS[0]}..{CA_PORTS[1] + 1}, got {text!r}"
+        )
+    return value
+
+
+PVA_HELP = (
+    "serve the monitor's PVs over pvAccess too (p4p; same names as over CA, plus the "
+    "MON:MINIRUNS table); default: on when p4p is installed"
+)
+
+
 def _address(text: str) -> str:
     """An address to bind: an IP address or a host name that resolves."""
     try:
@@ -280,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
         "free ports chosen at start; both are printed)",
     )
     demo.add_argument(
+        "--pva-port",
+        type=_pva_port,
+        metavar="PORT",
+        help="the monitor's pvAccess port, TCP and UDP (default: a free port; printed)",
+    )
+    demo.add_argument("--pva", action=argparse.BooleanOptionalAction, help=PVA_HELP)
+    demo.add_argument(
         "--inject",
         type=_injection,
         action="append",
@@ -396,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = sub.add_parser("monitor", help="the online monitor")
     monitor.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
     monitor.add_argument("--minirun", type=_minirun, help=MINIRUN_HELP)
+    monitor.add_argument("--pva", action=argparse.BooleanOptionalAction, help=PVA_HELP)
     monitor.add_argument(
         "--alarm-rules", metavar="FILE", help="alarm rules TOML (default: the shipped rules)"
     )

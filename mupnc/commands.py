@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+from mupnc.attach import pva_wanted
 from mupnc.daq.beamline import DISPLAY
 from mupnc.db.migrate import head_revision
 from mupnc.db.session import (
@@ -109,13 +110,22 @@ def pvs(args: argparse.Namespace) -> int:
     (:mod:`mupnc.pv_list`)."""
     from mupnc.ioc.server import GROUPS
     from mupnc.monitor.alarms.rules import load_rules
-    from mupnc.pv_list import IOC, MONITOR, format_lines, ioc_channels, monitor_channels, pv_lines
+    from mupnc.pv_list import (
+        IOC,
+        MONITOR,
+        format_lines,
+        ioc_channels,
+        monitor_channels,
+        pv_lines,
+        pva_only_lines,
+    )
 
     servers = {
         IOC: ioc_channels(args.prefix, source_config(args), args.block_rate, GROUPS),
         MONITOR: monitor_channels(args.prefix, load_rules(args.alarm_rules)),
     }
-    print("\n".join(format_lines(pv_lines(servers), with_server=True)))
+    lines = pv_lines(servers) + pva_only_lines(args.prefix)
+    print("\n".join(format_lines(lines, with_server=True)))
     return 0
 
 
@@ -129,13 +139,14 @@ def monitor(args: argparse.Namespace) -> int:
     from mupnc.monitor.service import OnlineMonitor
     from mupnc.signals import stop_on_signals
 
+    pva = pva_wanted(args.pva)
     stop = stop_on_signals()
     rules = load_rules(args.alarm_rules)
     engine = _engine(args.db)
 
     def outputs() -> tuple[ResultPublisher, AlarmService]:
         alarm_pvs = alarm_pv_group(args.prefix, [rule.name for rule in rules.rules])
-        publisher = ResultPublisher(args.prefix, extra_groups=(alarm_pvs,))
+        publisher = ResultPublisher(args.prefix, extra_groups=(alarm_pvs,), pva=pva)
         return publisher, AlarmService(args.prefix, engine, rules, publisher, alarm_pvs)
 
     OnlineMonitor(args.prefix, engine, args.minirun, outputs=outputs).run(stop)

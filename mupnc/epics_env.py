@@ -2,7 +2,9 @@
 
 Each IOC process gets its own server port; clients list every ``127.0.0.1:PORT``.  No
 automatic address list and a private repeater port, so nothing leaves loopback and no
-shared repeater is needed.
+shared repeater is needed.  pvAccess (the monitor's results, :mod:`mupnc.monitor.pva`)
+likewise: a server bound to 127.0.0.1 on a port of its own, clients with
+``EPICS_PVA_ADDR_LIST=127.0.0.1:PORT`` and no automatic address list.
 """
 
 from __future__ import annotations
@@ -62,10 +64,27 @@ def ca_environment(server_port: int | None, client_ports: list[int], repeater_po
         "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
         "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
         "EPICS_CAS_BEACON_PORT": str(repeater_port),
+        **pva_environment(None, []),  # a pvAccess server stays on loopback too
     }
     if server_port is not None:
         env["EPICS_CAS_SERVER_PORT"] = str(server_port)
         env["EPICS_CA_SERVER_PORT"] = str(server_port)
+    return env
+
+
+def pva_environment(server_port: int | None, client_ports: list[int]) -> dict:
+    """pvAccess on loopback: a process serving on ``server_port`` (if any; TCP and UDP
+    search port alike, as CA) and clients reaching the servers on ``client_ports``."""
+    env = {
+        "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+        "EPICS_PVA_ADDR_LIST": " ".join(f"127.0.0.1:{p}" for p in client_ports),
+        "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_PVAS_BEACON_ADDR_LIST": "127.0.0.1",
+    }
+    if server_port is not None:
+        env["EPICS_PVAS_SERVER_PORT"] = env["EPICS_PVA_SERVER_PORT"] = str(server_port)
+        env["EPICS_PVAS_BROADCAST_PORT"] = str(server_port)
     return env
 
 

@@ -26,11 +26,18 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mupnc.attach import attach_lines, fixed_ca_ports
+from mupnc.attach import attach_lines, fixed_ca_ports, fixed_pva_port
 from mupnc.db.lease import end_run
 from mupnc.db.models import Run
 from mupnc.db.session import make_engine, redacted, transaction
-from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port, port_free
+from mupnc.epics_env import (
+    BeaconSink,
+    apply,
+    ca_environment,
+    free_port,
+    port_free,
+    pva_environment,
+)
 from mupnc.errors import UsageError
 from mupnc.monitor.stop import StopRequest
 from mupnc.runs import new_run, run_feedback, simulation_arguments, source_config
@@ -141,14 +148,15 @@ def inject_fault(kind: str, loopback: Loopback, prefix: str = PREFIX) -> None:
 class Loopback:
     """A private loopback Channel Access set-up: a server port for the IOC process, one for
     the monitor's result PVs (free ports unless given), and a repeater port whose beacons
-    are absorbed."""
+    are absorbed; ``pva_port``: the monitor's pvAccess server (None: no pvAccess)."""
 
     ioc_port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
     repeater_port: int = field(default_factory=free_port)
+    pva_port: int | None = None
 
     def __post_init__(self) -> None:
-        while self.repeater_port in self.ports:  # a free port may be a given one, unbound yet
+        while self.repeater_port in [*self.ports, self.pva_port]:  # a free port may be a given one
             self.repeater_port = free_port()
         self._sink = BeaconSink(self.repeater_port)
 
@@ -157,7 +165,11 @@ class Loopback:
         return [self.ioc_port, self.monitor_port]
 
     def environment(self, server_port: int | None) -> dict:
-        return ca_environment(server_port, self.ports, self.repeater_port)
+        env = ca_environment(server_port, self.ports, self.repeater_port)
+        if self.pva_port is not None:  # only the monitor serves pvAccess
+            serves = server_port == self.monitor_port
+            env.update(pva_environment(self.pva_port if serves else None, [self.pva_port]))
+        return env
 
     def close(self) -> None:
         self._sink.close()
@@ -181,21 +193,25 @@ class ChainedRun:
         dashboard_port: int | None,
         headline: str,
         ca_ports: list[int] | None = None,
+        pva_port: int | None = None,
     ) -> None:
         """Start IOC, monitor and (unless ``dashboard_port`` is None) dashboard on a private
         loopback, the IOC and the monitor on ``ca_ports`` (default: free ports); print
         ``headline``, how to attach a CA client (:func:`mupnc.attach.attach_lines`), the
-        dashboard address and the database URL.  Nothing is started if a stop signal came
-        first."""
+        dashboard address and the database URL; ``pva_port``: the monitor's pvAccess port
+        (None: the monitor serves none, ``monitor`` holds ``--no-pva``).  Nothing is
+        started if a stop signal came first."""
         if self.stop.is_set():
             return
         self.loopback = loopback = Loopback(*ca_ports) if ca_ports else Loopback()
+        loopback.pva_port = pva_port
         self.chain.start("ioc", ioc, loopback.environment(loopback.ioc_port))
         self.chain.start("monitor", monitor, loopback.environment(loopback.monitor_port))
         if dashboard_port is not None:
             self.chain.start("dashboard", ["dashboard", "--port", str(dashboard_port)], {})
         print(headline, flush=True)
-        for line in attach_lines(loopback.ports, PREFIX, f"{console_command()} pvs"):
+        listing = f"{console_command()} pvs"
+        for line in attach_lines(loopback.ports, PREFIX, listing, pva_port):
             print(line, flush=True)
         if dashboard_port is not None:
             print(f"dashboard http://127.0.0.1:{dashboard_port}/", flush=True)
@@ -305,6 +321,18 @@ def refuse_port_in_use(port: int | None) -> None:
         raise UsageError(f"--port {port}: in use on this machine (another dashboard?)")
 
 
+def demo_pva_port(args: argparse.Namespace, ca_ports: list[int], dashboard: int | None):
+    """The monitor's pvAccess port: ``--pva-port`` (checked), a free one, or None with
+    ``--no-pva`` (or without p4p)."""
+    from mupnc.attach import pva_wanted
+
+    if not pva_wanted(args.pva):
+        return None
+    if args.pva_port is not None:
+        return fixed_pva_port(args.pva_port, ca_ports, dashboard)
+    return free_port()
+
+
 def demo(args: argparse.Namespace) -> int:
     stop = stop_on_signals()
     late = [f"{kind}@{at:g}" for at, kind in args.inject if args.duration and at >= args.duration]
@@ -315,6 +343,7 @@ def demo(args: argparse.Namespace) -> int:
     dashboard = None if args.no_dashboard else args.port
     refuse_port_in_use(dashboard)
     ca_ports = None if args.ca_port is None else fixed_ca_ports(args.ca_port, dashboard)
+    pva_port = demo_pva_port(args, ca_ports or [], dashboard)
     config = source_config(args)
     chained = ChainedRun(
         args.db, new_run(args.db, config, feedback=run_feedback(args, config)), stop
@@ -331,7 +360,8 @@ def demo(args: argparse.Namespace) -> int:
 
     try:
         ioc = ["ioc", "--run", str(chained.run), *sim]
-        chained.launch(ioc, ["monitor"], dashboard, f"run {chained.run}", ca_ports)
+        monitor = ["monitor"] if pva_port else ["monitor", "--no-pva"]
+        chained.launch(ioc, monitor, dashboard, f"run {chained.run}", ca_ports, pva_port)
         started = time.monotonic()
         chained.watch(done)
         chained.end_run()

@@ -6,6 +6,11 @@ The names come from the PV groups the servers themselves are built from
 copy.  A family of PVs that differ only in one zero-padded number — the IOC's ring of
 read-back blocks, ``DAQ:RING:000`` … ``DAQ:RING:399`` — is folded into one line in bash's
 brace notation, ``DAQ:RING:{000..399}``, with its size.
+
+Every monitor PV is served over Channel Access and, unless the monitor runs with
+``--no-pva``, over pvAccess under the same name (:mod:`mupnc.monitor.pva`); the one PV
+pvAccess alone serves, the per-minirun table ``MON:MINIRUNS``, is listed with the server
+``monitor (pva)`` (:func:`pva_only_lines`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ _LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 
 IOC, MONITOR = "ioc", "monitor"
 """The servers: the IOC process (``mupnc ioc``) and the monitor's result PVs."""
+MONITOR_PVA_ONLY = "monitor (pva)"
+"""The server column of a monitor PV served over pvAccess only."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,15 @@ def pv_lines(servers: Mapping[str, Mapping]) -> list[PVLine]:
                 meaning = _common_meaning([_describe(pvdb[m])[2] for m in members], members)
             lines.append(PVLine(label, len(members), server, kind, units, meaning))
     return lines
+
+
+def pva_only_lines(prefix: str) -> list[PVLine]:
+    """The monitor's PVs that only pvAccess serves (none without p4p)."""
+    try:
+        from mupnc.monitor.pva import MINIRUNS_DOC, MINIRUNS_PV
+    except ImportError:
+        return []
+    return [PVLine(prefix + MINIRUNS_PV, 1, MONITOR_PVA_ONLY, "NTTable", "", MINIRUNS_DOC)]
 
 
 def format_lines(lines: list[PVLine], with_server: bool) -> list[str]:

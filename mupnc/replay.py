@@ -19,9 +19,11 @@ import math
 from sqlalchemy import Engine
 from tqdm import tqdm
 
+from mupnc.attach import pva_wanted
 from mupnc.db.recording_reader import SeqRange, recorded_blocks, recording_info
 from mupnc.db.session import make_engine, require_schema, transaction
 from mupnc.db.store import allocate_run
+from mupnc.epics_env import free_port
 from mupnc.orchestrate import MONITOR_DRAIN_SECONDS, ChainedRun, refuse_port_in_use
 from mupnc.signals import StopNow, stop_on_signals
 
@@ -148,11 +150,12 @@ def replay(args: argparse.Namespace) -> int:
     ioc_args += [] if args.start is None else ["--from", repr(args.start)]
     ioc_args += [] if args.stop is None else ["--to", repr(args.stop)]
     monitor_args = ["monitor"] + ([] if minirun is None else ["--minirun", str(minirun)])
+    pva_port = free_port() if pva_wanted(None) else None  # the monitor's pvAccess server
+    monitor_args += [] if pva_port else ["--no-pva"]
     chained = ChainedRun(args.db, number, stop)
     try:
-        chained.launch(
-            ioc_args, monitor_args, dashboard, f"run {number} (replay of run {args.run})"
-        )
+        headline = f"run {number} (replay of run {args.run})"
+        chained.launch(ioc_args, monitor_args, dashboard, headline, pva_port=pva_port)
         monitor = chained.chain.processes.get("monitor")
         chained.watch(lambda: monitor is not None and monitor.poll() is not None)
         if stop.is_set() or chained.abort_reason is not None:

@@ -1,6 +1,7 @@
 """``mupnc demo --ca-port PORT`` refuses, in one line and before any run is made, ports it
 could not serve on as printed: the IOC's PORT or the monitor's PORT+1 held by another
-process (TCP, or UDP as a caRepeater holds 5065), or given to the dashboard."""
+process (TCP, or UDP as a caRepeater holds 5065), or given to the dashboard; ``--pva-port
+PORT`` likewise (the monitor's pvAccess server, TCP and UDP search on PORT)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from support.cli import mupnc, one_error_line, run_all, sqlite_with_schema
 from mupnc.epics_env import free_port, port_free, udp_port_free
 
 
-def free_pair() -> int:
-    """A port P with P and P+1 free on loopback (TCP and UDP)."""
+def free_pair(count: int = 2) -> int:
+    """A port P with P … P+count-1 free on loopback (TCP and UDP)."""
     while True:
         base = free_port()
-        if base < 65535 and all(port_free(p) and udp_port_free(p) for p in (base, base + 1)):
+        ports = range(base, base + count)
+        if ports[-1] < 65535 and all(port_free(p) and udp_port_free(p) for p in ports):
             return base
 
 
@@ -44,5 +46,44 @@ def test_ca_ports_in_use_are_refused_before_a_run_is_made(tmp_path) -> None:
     assert one_error_line(udp_only, 2) == (
         f"mupnc: error: --ca-port {base}: UDP 127.0.0.1:{base + 1} (the monitor's) is in use "
         "on this machine (a caRepeater?)"
+    )
+    assert json.loads(mupnc("runs", "--json", db=db).stdout) == []
+
+
+def test_pva_port_in_use_is_refused_before_a_run_is_made(tmp_path) -> None:
+    db = sqlite_with_schema(tmp_path / "d.db")
+    base = free_pair(5)
+    demo = ["--db", db, "demo", "--no-dashboard", "--duration", "5", "--pva-port", str(base)]
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+    ):
+        tcp.bind(("127.0.0.1", base))
+        tcp.listen()
+        udp.bind(("127.0.0.1", base + 1))
+        udp_demo = [*demo[:-1], str(base + 1)]
+        ca = [*udp_demo, "--ca-port", str(base + 2)]  # the monitor's CA port is base + 3
+        ca[ca.index("--pva-port") + 1] = str(base + 3)
+        dashboard = [*demo[:3], "--port", str(base + 4), *udp_demo[4:-1], str(base + 4)]
+        done = run_all(
+            {
+                "tcp": (demo, None),
+                "udp": (udp_demo, None),
+                "ca": (ca, None),
+                "dashboard": (dashboard, None),
+            },
+            tmp_path,
+        )
+    assert one_error_line(done["tcp"], 2) == (
+        f"mupnc: error: --pva-port {base}: 127.0.0.1:{base} is in use on this machine"
+    )
+    assert one_error_line(done["udp"], 2) == (
+        f"mupnc: error: --pva-port {base + 1}: UDP 127.0.0.1:{base + 1} is in use on this machine"
+    )
+    assert one_error_line(done["ca"], 2) == (
+        f"mupnc: error: --pva-port {base + 3}: a Channel Access server's port (--ca-port)"
+    )
+    assert one_error_line(done["dashboard"], 2) == (
+        f"mupnc: error: --pva-port {base + 4}: the dashboard's port"
     )
     assert json.loads(mupnc("runs", "--json", db=db).stdout) == []

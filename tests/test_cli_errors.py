@@ -33,6 +33,7 @@ CASES = [
     (["demo", "--ca-port", "80"], 2, "--ca-port: must lie in 1024..65534 (the IOC serves on"),
     (["demo", "--ca-port", "65535"], 2, "--ca-port: must lie in 1024..65534"),
     (["demo", "--ca-port", "many"], 2, "--ca-port: invalid value: 'many'"),
+    (["demo", "--pva-port", "80"], 2, "--pva-port: must lie in 1024..65535"),
     (["demo", "--inject", "meteor_strike"], 2, "--inject: unknown fault 'meteor_strike'"),
     (["demo", "--inject", "stuck_helicity@-1"], 2, "--inject: time must be seconds >= 0"),
     (["demo", "--inject", "stuck_helicity@soon"], 2, "--inject: invalid value"),

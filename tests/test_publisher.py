@@ -10,20 +10,28 @@ import uuid
 import epics
 import pytest
 from caproto import AlarmSeverity, AlarmStatus
+from p4p.client.thread import Context
 from support.waiting import wait_for
 
+from mupnc.epics_env import free_port, pva_environment
 from mupnc.monitor.publisher import ResultPublisher, beam_values
 
 pytestmark = pytest.mark.ca
 
 
+PVA_PORT = free_port()
+PVA_CLIENT = {"EPICS_PVA_ADDR_LIST": f"127.0.0.1:{PVA_PORT}", "EPICS_PVA_AUTO_ADDR_LIST": "NO"}
+
+
 @pytest.fixture
 def publisher(monkeypatch, ca_env):
-    """A result publisher served by this process on its own CA port (``MONITOR_PORT``)."""
-    for name, value in ca_env["monitor"].items():
+    """A result publisher served by this process on its own CA port (``MONITOR_PORT``),
+    with its pvAccess mirror on ``PVA_PORT`` (from the environment, as a demo's monitor
+    has it)."""
+    for name, value in {**ca_env["monitor"], **pva_environment(PVA_PORT, [])}.items():
         monkeypatch.setenv(name, value)
     prefix = f"P{uuid.uuid4().hex[:8].upper()}:"
-    served = ResultPublisher(prefix)
+    served = ResultPublisher(prefix, pva=True)
     yield prefix, served
     served.close()
 
@@ -47,6 +55,7 @@ def test_undefined_results_are_nan_and_invalid(publisher) -> None:
     assert asym["value"] == 1.5e-3
     assert (asym["severity"], asym["status"]) == (AlarmSeverity.NO_ALARM, AlarmStatus.NO_ALARM)
     assert epics.caget(f"{prefix}MON:ESTIMATOR", as_string=True, timeout=10) == "COUNTING"
+    same_over_pvaccess(prefix, served)
     served.publish(chi2_ndf=1.02)
     chi2 = read(f"{prefix}MON:CHI2_NDF")
     assert chi2["value"] == 1.02 and chi2["severity"] == AlarmSeverity.NO_ALARM
@@ -97,6 +106,49 @@ def test_undefined_results_are_nan_and_invalid(publisher) -> None:
     )
     undefined = read(f"{prefix}MON:ASYM:DIT")
     assert math.isnan(undefined["value"]) and undefined["status"] == AlarmStatus.UDF
+
+
+def same_over_pvaccess(prefix: str, served: ResultPublisher) -> None:
+    """Over pvAccess (p4p's client) the same names give the same value, severity and
+    timestamp as over CA, with the display metadata (one publisher per test process, so
+    this runs inside the test above)."""
+    with Context("pva", conf=PVA_CLIENT, useenv=False) as client:
+        for name in ("MON:ASYM", "MON:ASYM:ERR", "MON:CHI2_NDF", "MON:WINDOWS"):
+            over_ca, over_pva = read(prefix + name), client.get(prefix + name, timeout=10)
+            assert over_pva.severity == over_ca["severity"], name
+            assert math.isnan(over_ca["value"]) == math.isnan(over_pva), name
+            if not math.isnan(over_ca["value"]):
+                assert float(over_pva) == over_ca["value"], name
+            assert abs(over_pva.timestamp - over_ca["timestamp"]) < 2e-6, name
+        chi2 = client.get(f"{prefix}MON:CHI2_NDF", timeout=10)
+        assert (chi2.severity, chi2.raw.alarm.message) == (3, "UDF")
+        assert client.get(f"{prefix}MON:ASYM", timeout=10).raw.display.precision == 8
+        decoder = client.get(f"{prefix}MON:DECODER", timeout=10).raw.value
+        assert decoder.choices[decoder.index] == "LEARNING"
+        served.publish(lost_windows=7)
+        wait_for(
+            lambda: client.get(f"{prefix}MON:LOST_WINDOWS", timeout=10) == 7,
+            10,
+            "MON:LOST_WINDOWS = 7 over pvAccess",
+        )
+
+
+def test_no_pva_serves_nothing_over_pvaccess(monkeypatch, ca_env) -> None:
+    """``--no-pva``: the CA server only (nothing read over CA here: one CA publisher per
+    test process is read)."""
+    for name, value in {**ca_env["monitor"], **pva_environment(PVA_PORT, [])}.items():
+        monkeypatch.setenv(name, value)
+    served = ResultPublisher("NOPVA:", pva=False)
+    try:
+        served.publish(asym=1.5e-3)
+        assert served.pva is None
+        with (
+            Context("pva", conf=PVA_CLIENT, useenv=False) as client,
+            pytest.raises(TimeoutError),
+        ):
+            client.get("NOPVA:MON:ASYM", timeout=3)
+    finally:
+        served.close()
 
 
 def units(name: str) -> str:

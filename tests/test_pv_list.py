@@ -45,6 +45,8 @@ def test_pvs_lists_the_ioc_and_the_monitor_with_the_ring_on_one_line(capsys) -> 
         "Running combined physics asymmetry (fraction)",
     ]
     assert pvs["L:MON:FB:CHARGE:MODE"][:2] == ["monitor", "ENUM (writable)"]
+    # every monitor PV is served over pvAccess too; the per-minirun table only there
+    assert pvs["L:MON:MINIRUNS"][:2] == ["monitor (pva)", "NTTable"]
     rules = load_rules()
     for name in [rule.name for rule in rules.rules] + ["summary", "count", "unacked", "top"]:
         assert pvs[f"L:MON:ALARM:{name.upper()}"][0] == "monitor", name
