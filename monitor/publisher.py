@@ -18,6 +18,10 @@ and ``:SLOPES:ERR`` (fraction per mm, mrad or unit dp/p; the channel order of
 patterns cut for a monitor beyond its range.  Beam modulation: the dithering-corrected
 asymmetry ``ASYM:DIT`` and ``:ERR``, the cycles fitted ``DIT:CYCLES``, the patterns cut for
 them ``DIT:PATTERNS_CUT`` and the dead coils of the latest complete cycle ``DIT:DEAD_COILS``.
+The polarimeter (NaN/INVALID without one): the run's measured polarization per spin state
+``POL:PLUS``, ``POL:MINUS`` (signed), the effective one that divides the asymmetries
+``POL:EFF``, each with ``:ERR``, and the flip quality ``|P+| - |P-|`` ``POL:FLIP``, ``:ERR``
+and ``POL:FLIP:SIGMA`` (of the minirun filling, what the alarm reads).
 
 With ``pva=True`` every PV served here (the alarm PVs of ``extra_groups`` too) is also served
 over pvAccess under the same name, from the same writes (:mod:`mupnc.monitor.pva`), with the
@@ -143,6 +147,15 @@ def _array(name: str, doc: str) -> pvproperty:
     )
 
 
+POLARIZATION_PVS = {
+    "PLUS": "Measured polarization, helicity +1 state",
+    "MINUS": "Measured polarization, helicity -1 state",
+    "EFF": "Measured effective polarization",
+    "FLIP": "Flip quality |P+| - |P-|",
+}
+"""``POL:<KEY>`` (and ``:ERR``) -> description (at most 40 characters: the DESC field)."""
+
+
 def beam_group(prefix: str) -> PVGroup:
     """The beam and regression PVs (module docstring) under ``{prefix}MON:``."""
     attrs = {
@@ -181,6 +194,18 @@ def beam_group(prefix: str) -> PVGroup:
             max_length=SLOPE_NAME_CHARS,
             read_only=True,
             doc="Coils of the latest complete cycle that did not move the beam (comma-separated)",
+        ),
+        **{
+            f"pol_{key.lower()}{suffix}": _scalar(
+                f"POL:{key}{':ERR' if suffix else ''}",
+                f"{'Error of ' if suffix else ''}{what}",
+                precision=5,
+            )
+            for key, what in POLARIZATION_PVS.items()
+            for suffix in ("", "_err")
+        },
+        "pol_flip_sigma": _scalar(
+            "POL:FLIP:SIGMA", "Flip quality of the minirun filling, in errors", "sigma", 2
         ),
         "slope_channels": pvproperty(
             value="",
@@ -233,6 +258,7 @@ def beam_values(result: RunResult, channels: list[str]) -> dict:
             asym_reg_chi2_ndf=result.regressed_chi2_ndf,
             asym_reg_shift=shift,
         )
+    values.update(_polarization_values(result))
     names = [*channels, COMBINED]
     values["slope_channels"] = ",".join(names)
     for variable in BEAM_VARIABLES:
@@ -246,6 +272,20 @@ def beam_values(result: RunResult, channels: list[str]) -> dict:
         if any(s is not None for s in slopes):
             values[f"{variable}_slopes"] = [math.nan if s is None else s.value for s in slopes]
             values[f"{variable}_slopes_err"] = [math.nan if s is None else s.error for s in slopes]
+    return values
+
+
+def _polarization_values(result: RunResult) -> dict[str, float]:
+    """The ``POL:*`` values of a run result (none without a polarimeter: they stay NaN)."""
+    p = result.polarization
+    if p is None:
+        return {}
+    values: dict[str, float] = {}
+    for key, m in (("plus", p.plus), ("minus", p.minus), ("eff", p.effective),
+                   ("flip", p.flip_quality)):  # fmt: skip
+        values[f"pol_{key}"], values[f"pol_{key}_err"] = m.value, m.error
+    latest = result.miniruns[-1].polarization if result.miniruns else None
+    values["pol_flip_sigma"] = math.nan if latest is None else latest.flip_sigma
     return values
 
 

@@ -212,3 +212,18 @@ def test_the_report_and_a_reanalysis_give_the_measured_polarization(tmp_path, ca
     assert json.loads(capsys.readouterr().out)["polarization"] == p
     assert main(["--db", db, "report", "1"]) == 0
     assert "polarization (measured, divides the asymmetries)" in capsys.readouterr().out
+
+
+def test_the_result_pvs_carry_the_measured_polarization():
+    """``MON:POL:*`` values of a run with a polarimeter are the result's; without one the
+    PVs get no value (they stay NaN, INVALID)."""
+    from mupnc.monitor.publisher import beam_values
+
+    result = _analysed(SourceConfig(muon_rate=1e9, polarimeter=INCOMPLETE, seed=9), 5).result()
+    values = beam_values(result, list(result.channels))
+    p = result.polarization
+    assert (values["pol_plus"], values["pol_minus_err"]) == (p.plus.value, p.minus.error)
+    assert values["pol_eff"] == p.effective.value and values["pol_flip"] == p.flip_quality.value
+    assert values["pol_flip_sigma"] == result.miniruns[-1].polarization.flip_sigma > 5
+    plain = _analysed(SourceConfig(muon_rate=1e9, seed=9), 2).result()
+    assert not any(k.startswith("pol_") for k in beam_values(plain, list(plain.channels)))
