@@ -13,7 +13,8 @@ integers involved stay far below 2**53 so they are exact in float64)::
      seq[n], pattern_number[n], pattern_phase[n], reported_helicity[n], flags[n],
      rotator_readback[n], beam_monitor[n], counts[n * n_channels] (window-major)]
 
-followed by zero padding up to the PV's fixed length.
+followed by zero padding up to the PV's fixed length.  ``docs/daq-contract.md`` is the
+published contract for a DAQ written elsewhere; this module is its reference implementation.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import numpy as np
 LAYOUT_VERSION = 2
 """Version of the block layout above (1 had no ``rotator_readback``); a DAQ states it in the
 low 16 bits of the magic number, and a block of another version is refused."""
-MAGIC = 0x6D75_0000 | LAYOUT_VERSION  # "mu" in the high 16 bits
+SIGNATURE = 0x6D75
+"""The high 16 bits of the magic number: "mu" in ASCII."""
+MAGIC = SIGNATURE << 16 | LAYOUT_VERSION  # 0x6D750002 = 1836384258
 HEADER = 5
 PER_WINDOW_FIELDS = 7
 
@@ -50,6 +53,11 @@ from the main analysis; the monitor uses it for the sensitivities."""
 
 class BlockFormatError(ValueError):
     """A received array is not a well-formed window block."""
+
+
+class BlockLayoutError(BlockFormatError):
+    """A window block of another layout (wrong magic number or layout version): the DAQ and
+    this reader do not speak the same contract, so no block of it can be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +134,20 @@ class WindowBlock:
 
     @classmethod
     def unpack(cls, wire: np.ndarray) -> WindowBlock:
-        """Parse a wire array; raises :class:`BlockFormatError` if it is not a block."""
+        """Parse a wire array; raises :class:`BlockLayoutError` (wrong magic number or layout
+        version) or :class:`BlockFormatError` (truncated, bad sizes, non-zero padding)."""
         wire = np.asarray(wire, dtype=np.float64)
-        if wire.size < HEADER or not np.isfinite(wire[:HEADER]).all() or int(wire[0]) != MAGIC:
-            raise BlockFormatError("array does not start with the mupnc window-block magic")
+        check_layout(wire)
         stream_id, block_number, n, c = (int(v) for v in wire[1:HEADER])
         size = packed_length(n, c)
         if n < 0 or c < 0 or wire.size < size:
             raise BlockFormatError(f"truncated block: header says {n}x{c}, got {wire.size}")
+        if np.any(wire[size:]):
+            raise BlockFormatError(
+                f"non-zero values after the end of a {n}x{c} block (value {size}): padding "
+                "must be zeros; a DAQ packing other columns than layout version "
+                f"{LAYOUT_VERSION}?"
+            )
         col = [wire[HEADER + i * n : HEADER + (i + 1) * n] for i in range(PER_WINDOW_FIELDS)]
         return cls(
             stream_id=stream_id,
@@ -147,6 +161,28 @@ class WindowBlock:
             beam_monitor=col[6].copy(),
             counts=wire[HEADER + PER_WINDOW_FIELDS * n : size].astype(np.int64).reshape(n, c),
         )
+
+
+def check_layout(wire: np.ndarray) -> None:
+    """Refuse, in one line, an array that does not start with this layout's magic number:
+    :class:`BlockLayoutError` naming what it holds instead (another version, or no mupnc
+    block at all); :class:`BlockFormatError` if it is shorter than the header."""
+    if wire.size < HEADER or not np.isfinite(wire[:HEADER]).all():
+        raise BlockFormatError(
+            f"array does not start with the mupnc window-block magic (no {HEADER}-value header)"
+        )
+    magic = wire[0]
+    if magic == MAGIC:
+        return
+    if magic == int(magic) and 0 <= magic < 2**32 and int(magic) >> 16 == SIGNATURE:
+        raise BlockLayoutError(
+            f"window block of layout version {int(magic) & 0xFFFF}; this reader reads layout "
+            f"version {LAYOUT_VERSION} (magic {MAGIC:#x}, docs/daq-contract.md)"
+        )
+    raise BlockLayoutError(
+        f"array does not start with the mupnc window-block magic {MAGIC:#x} = {MAGIC} "
+        f"(got {magic:.17g}; docs/daq-contract.md)"
+    )
 
 
 def packed_length(n_windows: int, n_channels: int) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 from epics import ca
 from epics.ca import ChannelAccessException, ChannelAccessGetFailure
 
-from mupnc.daq.blocks import HEADER, BlockFormatError, WindowBlock
+from mupnc.daq.blocks import HEADER, BlockFormatError, BlockLayoutError, WindowBlock, check_layout
 from mupnc.monitor.ingest_counters import IngestCounters
 from mupnc.monitor.stop import StoppedError
 
@@ -81,6 +81,9 @@ class BlockIngest:
         """The run being monitored; a stream of another run is not delivered."""
         self.new_run: int | None = None
         """Set when the IOC serves another run than :attr:`run` (it was restarted)."""
+        self.incompatible: str | None = None
+        """Set (why, one line) when a block of another layout arrived: nothing more is
+        delivered (``docs/daq-contract.md``)."""
         self._queue: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
         self._held: list[np.ndarray] = []  # received, not yet processed (IOC unreachable)
         self._stream: int | None = None
@@ -116,6 +119,16 @@ class BlockIngest:
         if value is None:
             raise ConnectionError(f"no answer from PV {self.prefix}{suffix}")
         return value
+
+    def check_layout(self) -> None:
+        """Refuse (:class:`mupnc.daq.blocks.BlockLayoutError`, one line) a DAQ whose latest
+        block has another magic number or layout version; nothing published yet passes."""
+        header = np.asarray(self.caget("DAQ:BLOCK", count=HEADER, use_monitor=False))
+        if np.any(header):
+            try:
+                check_layout(header)
+            except BlockLayoutError as err:
+                raise BlockLayoutError(f"{self.prefix}DAQ:BLOCK: {err}") from None
 
     def put_setpoint(self, suffix: str, value: float) -> None:
         """Write a setpoint and read it back: ``ConnectionError`` if the IOC does not answer,
@@ -159,6 +172,11 @@ class BlockIngest:
                 continue  # the PV's initial value (all zeros): nothing published yet
             try:
                 block = WindowBlock.unpack(wire)
+            except BlockLayoutError as err:
+                self.counters.malformed += 1
+                self.incompatible = str(err)
+                log.error("a block of another layout: %s", err)
+                break
             except BlockFormatError as err:
                 self.counters.malformed += 1
                 log.warning("ignored a malformed block: %s", err)

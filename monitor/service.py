@@ -11,6 +11,7 @@ this run as ``aborted``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, update
 
 from mupnc.daq.channel_map import ChannelMap
+from mupnc.daq.contract import ContractError, blinded, enum_state
 from mupnc.daq.scheme import RECORDED_ROTATOR, RotatorSettings
 from mupnc.db.lease import MonitorHolder, take
 from mupnc.db.models import Run
@@ -44,7 +46,7 @@ STATE_POLL_TIMEOUT = 0.5
 
 
 REQUIRED_PVS = ("RUN:NUMBER", "HEL:PATTERN", "HEL:DELAY", "BEAM:POLARIZATION", "DAQ:CHANNEL_MAP")
-"""Run settings every DAQ serves (``mupnc ioc --list-pvs`` lists them)."""
+"""Run settings every DAQ serves (``docs/daq-contract.md``, :mod:`mupnc.daq.contract`)."""
 OPTIONAL_PVS = (
     "RUN:BLIND",
     "RUN:BLIND_BOX",
@@ -55,8 +57,13 @@ OPTIONAL_PVS = (
     "HEL:WINDOW_RATE",
 )
 """Run settings an IOC may not serve (an older or outside DAQ): each has a default."""
-AS_STRING = ("HEL:PATTERN", "DAQ:CHANNEL_MAP", "HEL:SCHEME", "HEL:ROTATOR_PATTERN")
-"""Settings read as text (enums by name, the channel map's char waveform)."""
+AS_STRING = ("HEL:PATTERN", "DAQ:CHANNEL_MAP", "HEL:SCHEME", "HEL:ROTATOR_PATTERN", "RUN:BLIND")
+"""Settings read as text (enums by name, matched case-insensitively; the channel map's char
+waveform)."""
+
+
+class UnknownRunError(LookupError):
+    """The IOC serves a run number the database does not know."""
 
 
 def _setting_values(ingest: BlockIngest) -> dict:
@@ -77,7 +84,7 @@ def _setting_values(ingest: BlockIngest) -> dict:
 def _blinder(values: dict) -> Blinder:
     """The run's blinding: ``RUN:BLIND`` (0/1) and ``RUN:BLIND_BOX`` (fraction, 0 = default)
     from the IOC, the seed from ``MUPNC_BLINDING_SEED`` on the monitor's host (never a PV)."""
-    blind = None if "RUN:BLIND" not in values else int(values["RUN:BLIND"]) != 0
+    blind = blinded(values)
     box = values.get("RUN:BLIND_BOX")
     if blind is None or (blind and box is None):
         log.error("RUN:BLIND cannot be read: the run is analysed BLINDED (default box)")
@@ -90,17 +97,56 @@ def _rotator(values: dict) -> RotatorSettings:
     for an IOC that does not serve them, those of runs recorded before they existed."""
     if "HEL:ROTATOR_PATTERN" not in values or "HEL:KICK_PRECESSION" not in values:
         return RECORDED_ROTATOR
-    return RotatorSettings(
-        values["HEL:ROTATOR_PATTERN"].lower(), float(values["HEL:KICK_PRECESSION"])
+    pattern = enum_state("HEL:ROTATOR_PATTERN", values["HEL:ROTATOR_PATTERN"]).lower()
+    return RotatorSettings(pattern, float(values["HEL:KICK_PRECESSION"]))
+
+
+def settings_from(values: dict) -> RunSettings:
+    """The run settings from the PVs' values (by name after the prefix, enums as served, in
+    any case: ``docs/daq-contract.md``); :class:`ContractError` for an enum state the
+    contract does not know."""
+    return RunSettings(
+        run=int(values["RUN:NUMBER"]),
+        pattern=enum_state("HEL:PATTERN", values["HEL:PATTERN"]),
+        delay_patterns=int(values["HEL:DELAY"]),
+        polarization=float(values["BEAM:POLARIZATION"]),
+        channel_map=ChannelMap.from_json(values["DAQ:CHANNEL_MAP"]),
+        blinder=_blinder(values),
+        scheme=enum_state("HEL:SCHEME", values.get("HEL:SCHEME", "FAST")).lower(),
+        first_seq=int(values.get("RUN:FIRST_SEQ", 0)),
+        rotator=_rotator(values),
+        window_rate=float(values["HEL:WINDOW_RATE"]) if "HEL:WINDOW_RATE" in values else None,
     )
 
 
+def served_settings(config: dict, settings: RunSettings) -> dict:
+    """The run row's columns for the settings the DAQ served (``config`` the stored run
+    configuration): what reanalysis, export and replay read back, right also for a run
+    registered with other settings than an outside DAQ serves (``mupnc run new``)."""
+    channel_map = json.loads(settings.channel_map.to_json())
+    served = {
+        "pattern": settings.pattern,
+        "delay_patterns": settings.delay_patterns,
+        "scheme": settings.scheme,
+        "polarization": settings.polarization,
+        "channel_map": channel_map,
+        "rotator_pattern": settings.rotator.pattern,
+        "kick_precession": settings.rotator.degrees_per_turn,
+    }
+    if settings.window_rate is not None:
+        served["window_rate"] = settings.window_rate
+    columns = ("pattern", "delay_patterns", "scheme", "channel_map")
+    return {"config": {**config, **served}, **{k: served[k] for k in columns}}
+
+
 def _run_state(ingest: BlockIngest) -> str | None:
-    """RUN:STATE; None while the IOC does not answer within :data:`STATE_POLL_TIMEOUT`."""
+    """RUN:STATE (IDLE, RUNNING, ENDED, whatever the case served); None while the IOC does
+    not answer within :data:`STATE_POLL_TIMEOUT`; :class:`ContractError` for another state."""
     try:
-        return ingest.caget("RUN:STATE", as_string=True, timeout=STATE_POLL_TIMEOUT)
+        state = ingest.caget("RUN:STATE", as_string=True, timeout=STATE_POLL_TIMEOUT)
     except ConnectionError:
         return None
+    return enum_state("RUN:STATE", state)
 
 
 class _RunStateWatch:
@@ -157,18 +203,8 @@ class OnlineMonitor:
             if stop.wait(0.2):
                 raise StoppedError("stopped while waiting for the IOC to start a run")
         values = _setting_values(ingest)
-        return RunSettings(
-            run=int(values["RUN:NUMBER"]),
-            pattern=str(values["HEL:PATTERN"]),
-            delay_patterns=int(values["HEL:DELAY"]),
-            polarization=float(values["BEAM:POLARIZATION"]),
-            channel_map=ChannelMap.from_json(values["DAQ:CHANNEL_MAP"]),
-            blinder=_blinder(values),
-            scheme=str(values.get("HEL:SCHEME", "fast")).lower(),
-            first_seq=int(values.get("RUN:FIRST_SEQ", 0)),
-            rotator=_rotator(values),
-            window_rate=float(values["HEL:WINDOW_RATE"]) if "HEL:WINDOW_RATE" in values else None,
-        )
+        ingest.check_layout()
+        return settings_from(values)
 
     def run(self, stop: StopRequest) -> int | None:
         """Monitor one run until the IOC ends it or ``stop`` is set; returns the run number
@@ -191,6 +227,12 @@ class OnlineMonitor:
             return None
         holder = MonitorHolder()
         with transaction(self.engine) as session:
+            if session.get(Run, settings.run) is None:
+                raise UnknownRunError(
+                    f"the IOC serves run {settings.run} ({self.prefix}RUN:NUMBER), which is not "
+                    "in the database: register the run with 'mupnc run new' and serve the "
+                    "number it prints (docs/daq-contract.md)"
+                )
             take(session, settings.run, holder, datetime.now(UTC))
         publisher, alarms = self.outputs() if self.outputs is not None else (None, None)
         try:
@@ -226,6 +268,7 @@ class OnlineMonitor:
             analysis.acc = resumed
             ingest.resume_at(recorder.stream_id, recorder.next_block, decoder.state.last_seq)
         with transaction(self.engine) as session:
+            config = session.get(Run, settings.run).config or {}
             session.execute(
                 update(Run)
                 .where(Run.number == settings.run)
@@ -235,6 +278,7 @@ class OnlineMonitor:
                     end_reason=None,
                     blinded=settings.blinder.blinded,
                     blinding_checksum=settings.blinder.checksum or None,
+                    **served_settings(config, settings),
                 )
             )
         log.info(
@@ -297,6 +341,9 @@ class OnlineMonitor:
             if ingest.new_run is not None:
                 final, reason = "aborted", f"the IOC was restarted into run {ingest.new_run}"
                 break
+            if ingest.incompatible is not None:
+                final, reason = "aborted", f"{self.prefix}DAQ:BLOCK: {ingest.incompatible}"
+                break
             if time.monotonic() >= next_flush:
                 next_flush += self.flush_interval
                 if ioc_state.poll() == "ENDED":
@@ -327,3 +374,5 @@ class OnlineMonitor:
             decoder.state.windows_released,
             decoder.state.errors["missed_windows"],
         )
+        if ingest.incompatible is not None:
+            raise ContractError(reason)

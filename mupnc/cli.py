@@ -17,7 +17,9 @@ import sys
 
 from mupnc.attach import CA_PORTS
 from mupnc.daq.beamline import BEAM_VARIABLES
+from mupnc.daq.blocks import BlockFormatError
 from mupnc.daq.channel_map import ChannelMapError
+from mupnc.daq.contract import ContractError
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.daq.scheme import SCHEMES
 from mupnc.db.block_codec import RecordingError
@@ -465,6 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run administration")
     run_actions = run.add_subparsers(dest="action", required=True, metavar="ACTION")
+    register = run_actions.add_parser(
+        "new", help="register a run for an outside DAQ IOC and print its number"
+    )
+    register.add_argument("--config", metavar="RUN.toml", help="run configuration file")
+    register.add_argument("--mode", choices=("alr", "afb"), help="A_LR or A_FB (default alr)")
+    register.add_argument("--channel-map", help="channel map TOML file (default: shipped map)")
+    _common_options(register, argparse.SUPPRESS)
     close = run_actions.add_parser(
         "close", help="end an open run whose processes are gone (state aborted)"
     )
@@ -537,7 +546,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `mupnc report 1 | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (SchemaError, ConnectionError, LookupError, LeaseHeldError, LeaseLostError) as err:
+    except (
+        SchemaError,
+        ConnectionError,
+        LookupError,
+        LeaseHeldError,
+        LeaseLostError,
+        ContractError,
+        BlockFormatError,
+    ) as err:  # ContractError, BlockFormatError: a DAQ that breaks docs/daq-contract.md
         print(f"mupnc: error: {err}", file=sys.stderr)
         return 1
     except RecordingError as err:  # in the database: a run-time failure, not bad input
@@ -561,6 +578,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "runs":
         return commands.list_runs(args.db, as_json=args.json)
+    if args.command == "run" and args.action == "new":
+        return commands.register_run(args)
     if args.command == "run":
         return commands.close_run(args.db, args.run, args.reason, args.who)
     if args.command == "report":

@@ -264,6 +264,15 @@ def list_runs(url: str, as_json: bool) -> int:
     return 0
 
 
+def register_run(args: argparse.Namespace) -> int:
+    """``mupnc run new``: register a run for an outside DAQ IOC, which serves the number
+    printed as ``RUN:NUMBER`` (``docs/daq-contract.md``)."""
+    from mupnc.runs import outside_run
+
+    print(outside_run(args.db, args.config, args.mode, args.channel_map))
+    return 0
+
+
 def close_run(url: str, number: int, reason: str | None, who: str) -> int:
     """``mupnc run close RUN``: end an open run whose processes are gone (``aborted``, with
     the reason and who closed it); refused while a monitor holds the run."""

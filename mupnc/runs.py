@@ -151,3 +151,28 @@ def new_run(
     with transaction(engine) as session:
         settings = run_config(config, blinded, blind_box, feedback)
         return allocate_run(session, source=source, mode=config.mode, config=settings)
+
+
+def outside_run(
+    url: str, config_file: str | None, mode: str | None, channel_map: str | None
+) -> int:
+    """Register a run for an outside DAQ IOC (``mupnc run new``): its configuration from
+    ``config_file`` (a run file; ``mode`` and ``channel_map``, a TOML file, override it),
+    no expected asymmetry (real data).  The monitor records what the DAQ serves over these
+    settings when it takes the run (:func:`mupnc.monitor.service.served_settings`)."""
+    fields = load_run_file(config_file) if config_file else {}
+    if mode is not None:
+        fields["mode"] = mode
+    if channel_map is not None:
+        fields["channel_map"] = load_channel_map(channel_map, fields.get("mode", "alr"))
+    config = SourceConfig(**fields)
+    feedback = load_feedback(config_file, config.resolved_channel_map()) if config_file else {}
+    engine = make_engine(url)
+    require_schema(engine)
+    settings = run_config(config, feedback=feedback) | {
+        "daq": "outside",
+        "expected_asymmetry": None,
+        "expected_shape": {},
+    }
+    with transaction(engine) as session:
+        return allocate_run(session, source="live", mode=config.mode, config=settings)

@@ -214,10 +214,10 @@ class AlarmInputs:
         beam = (
             on is not None
             and on.connected
-            and on.value == "ON"
+            and str(on.value).upper() == "ON"  # enum states match case-insensitively
             and trip is not None
             and trip.connected
-            and trip.value == "OK"
+            and str(trip.value).upper() == "OK"
             and not rate < BEAM_ON_FRACTION * setpoint  # NaN (unknown rate) passes
         )
         changed = setpoint != self._setpoint and not (

@@ -163,7 +163,8 @@ class AlarmRule:
         key = self.pv or self.input
         obs = observations.get(key)
         value = None if obs is None or not obs.connected else obs.value
-        bad = value is not None and str(value) in self.states
+        states = {state.casefold() for state in self.states}  # enum states, any case
+        bad = value is not None and str(value).casefold() in states
         return Reading(self.severity if bad else Severity.NO_ALARM, detail=f"{key} = {value}")
 
     def _read_pv_severity(self, observations, increase) -> Reading:
