@@ -185,12 +185,18 @@ def test_responses_and_sensitivities_are_unbiased_with_right_errors(noise):
         _pull_bands(np.array(values))
 
 
-def test_the_run_average_is_the_cycles_weighted_mean():
+def test_the_run_average_is_the_cycles_mean_weighted_by_their_rows():
+    """Twenty equal cycles: the run's sensitivities are their plain mean (weights from the
+    schedule, not from each cycle's estimated errors), the covariance their mean over 20."""
     rng = np.random.default_rng(6)
     cycles = _sums(_stream(rng, 20)).moments()
     run = dither(cycles, LAYOUT, {c: c // 5 for c in cycles})
     assert run.skipped == "" and run.used == 20 and len(run.cycles) == 20
     assert [c.minirun for c in run.cycles] == [c // 5 for c in range(20)]
+    np.testing.assert_allclose(run.beta, np.mean([f.beta for f in run.fits], axis=0))
+    np.testing.assert_allclose(
+        run.covariance, np.mean([f.beta_covariance for f in run.fits], axis=0) / 20
+    )
     error = np.sqrt(np.diagonal(run.covariance, axis1=1, axis2=2)).T
     assert np.abs((run.beta - K_TRUE) / error).max() < 4
     single = np.mean([f.beta_error for f in run.fits], axis=0)

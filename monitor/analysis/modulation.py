@@ -44,12 +44,15 @@ the first-order errors would not hold).  A coil is *dead* (stuck: its current sh
 the beam does not follow) when no element of its ``H`` row is beyond :data:`DEAD_SIGMA`
 errors of zero; dead coils are reported and left out of the solution.
 
-The run's sensitivities are the weighted mean of the usable cycles' (per target, with the
-cycles' full covariance matrices of ``beta_j``).  The dithering-corrected asymmetry
-(:func:`dithered`) is ``A_dit = A_raw - sum_v beta_v dX_v`` per target, with ``dX`` the
-mean helicity-correlated beam differences (JAPAN's ``diff_``, in the variables' units)
-over the same patterns as ``A_raw``; its error is that of ``A_raw`` and that of ``beta``
-added in quadrature (``dX^T cov(beta) dX``; ``dX``'s own error is in ``A_raw``'s spread).
+The run's sensitivities are the mean of the usable cycles', each weighted by the rows it
+fitted, with the covariance ``sum n_c^2 C_c / (sum n_c)^2`` (per target, the cycles' full
+covariance matrices of ``beta_j``): weights fixed by the schedule, not by each cycle's
+estimated errors, which are correlated with the values they would weigh. The
+dithering-corrected asymmetry (:func:`dithered`) is ``A_dit = A_raw - sum_v beta_v dX_v``
+per target, with ``dX`` the mean helicity-correlated beam differences (JAPAN's ``diff_``, in
+the variables' units) over the same patterns as ``A_raw``; its error is that of ``A_raw``
+and that of ``beta`` added in quadrature (``dX^T cov(beta) dX``; ``dX``'s own error is in
+``A_raw``'s spread).
 That is conservative: ``A_raw``'s spread holds the beam noise the correction takes out
 (dithered pulls of width 0.94 in the simulator at 1e10 muons/s, 20 um jitter).
 The combined asymmetry is the scatter sum's (A_LR) or the cross ratio of the corrected
@@ -594,25 +597,11 @@ def dither(
     if not usable:
         why = f"none of {len(fits)} modulation cycles usable (last: {fits[-1].skipped})"
         return Dithering(layout, fits, named, beta, covariance, 0, why)
-    for j in range(m):
-        beta[:, j], covariance[j] = _weighted_mean(
-            [f.beta[:, j] for f in usable], [f.beta_covariance[j] for f in usable]
-        )
-    windows = int(sum(f.windows.sum() for f in usable))
-    return Dithering(layout, fits, named, beta, covariance, windows)
-
-
-def _weighted_mean(
-    values: list[np.ndarray], covariances: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised least-squares mean of vectors with covariance matrices, and its
-    covariance: ``(sum C^-1)^-1 sum C^-1 b``."""
-    if len(values) == 1:
-        return values[0], covariances[0]
-    weights = [np.linalg.pinv(c) for c in covariances]
-    covariance = np.linalg.pinv(np.sum(weights, axis=0))
-    weighted = np.sum([w @ b for w, b in zip(weights, values, strict=True)], axis=0)
-    return covariance @ weighted, covariance
+    rows = np.array([f.windows.sum() for f in usable], dtype=np.float64)
+    share = rows / rows.sum()  # fixed by the schedule, not by the fitted values
+    beta = np.einsum("c,cvm->vm", share, np.array([f.beta for f in usable]))
+    covariance = np.einsum("c,cmvw->mvw", share**2, np.array([f.beta_covariance for f in usable]))
+    return Dithering(layout, fits, named, beta, covariance, int(rows.sum()))
 
 
 def _named_sensitivities(
