@@ -189,7 +189,7 @@ def test_the_report_and_a_reanalysis_give_the_measured_polarization(tmp_path, ca
     """``mupnc sim`` of a run whose - state loses polarization at 20 s: ``report --json``
     gives the polarization (source measured, P- between -0.9 and -0.7, the flip quality
     many sigma), ``reanalyze --json`` the same to the last bit, and the text report says
-    what divides the asymmetry."""
+    what divides the asymmetry; a run exported and imported again gives it back."""
     import json
 
     from mupnc.cli import main
@@ -212,6 +212,12 @@ def test_the_report_and_a_reanalysis_give_the_measured_polarization(tmp_path, ca
     assert json.loads(capsys.readouterr().out)["polarization"] == p
     assert main(["--db", db, "report", "1"]) == 0
     assert "polarization (measured, divides the asymmetries)" in capsys.readouterr().out
+    exported = tmp_path / "flip.parquet"  # the recording carries the polarimeter's counts
+    assert main(["--db", db, "export", "1", str(exported)]) == 0
+    assert main(["--db", db, "import", str(exported)]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "report", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["polarization"] == p
 
 
 def test_the_result_pvs_carry_the_measured_polarization():
