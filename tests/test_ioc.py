@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 
 import epics
 import numpy as np
@@ -24,7 +25,8 @@ from mupnc.sim.source import SourceConfig
 
 pytestmark = pytest.mark.ca
 
-PREFIX = "TIOC:"
+PREFIX = f"TIOC{uuid.uuid4().hex[:6].upper()}:"
+"""Unique to the session: another test session on this machine may serve ``TIOC:`` too."""
 WINDOW_RATE = 1920.0
 
 
