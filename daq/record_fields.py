@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caproto import AccessRights, AlarmSeverity, AlarmStatus
 from caproto._data import (
@@ -108,7 +108,13 @@ _DESCRIPTION = property(lambda channel: channel._description, _set_description)
 (caproto assigns the whole doc after building the channel)."""
 
 
-class TruthfulRecord:
+if TYPE_CHECKING:
+    from caproto.server.server import PvpropertyData as _Channel
+else:
+    _Channel = object
+
+
+class TruthfulRecord(_Channel):
     """Mixin for a caproto data class: the record fields of the module docstring.  A
     read-only PV starts undefined; a writable one starts with its configured value (as an
     EPICS output record with its VAL in the database)."""
@@ -158,8 +164,9 @@ class TruthfulRecord:
         control limits, read the display limits (:meth:`_link_operating_range`)."""
         if self.field_inst is None or not hasattr(self, "upper_ctrl_limit"):
             return
-        self._set_field("drive_high_limit", self.upper_ctrl_limit)
-        self._set_field("drive_low_limit", self.lower_ctrl_limit)
+        numeric: Any = self  # a numeric channel (it has the limits)
+        self._set_field("drive_high_limit", numeric.upper_ctrl_limit)
+        self._set_field("drive_low_limit", numeric.lower_ctrl_limit)
 
     def _link_operating_range(self) -> None:
         if not hasattr(self, "upper_disp_limit"):
