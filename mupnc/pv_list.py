@@ -155,3 +155,15 @@ def format_lines(lines: list[PVLine], with_server: bool) -> list[str]:
         server = [line.server] if with_server else []
         out.append("\t".join([line.name, *server, line.type, line.units, meaning]))
     return out
+
+
+def markdown_table(lines: list[PVLine]) -> list[str]:
+    """The listing as a Markdown table: PV, server, type, units, ``.DESC``, meaning (a
+    folded family's name in code, with its size); README's "Process variables" table."""
+    out = ["| PV | server | type | units | DESC | meaning |", "|---|---|---|---|---|---|"]
+    for line in lines:
+        name = f"`{line.name}`" + (f" ({line.count} PVs)" if line.count > 1 else "")
+        meaning = "" if line.meaning == line.description else line.meaning
+        cells = [name, line.server, line.type, line.units, line.description, meaning]
+        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return out
