@@ -1,7 +1,9 @@
 """Record-like PV classes for the IOCs: analog readbacks with HYST, validated setpoints.
 
 caproto gives every ``record='ai'``/``'ao'`` PV the EPICS fields (DESC, EGU, HIHI/HIGH/
-LOW/LOLO, HHSV/HSV/LSV/LLSV, HYST, SEVR, STAT, ...).  What it lacks is added here:
+LOW/LOLO, HHSV/HSV/LSV/LLSV, HYST, SEVR, STAT, ...); :class:`mupnc.daq.record_fields.RecordGroup`
+makes DESC, EGU, HOPR/LOPR, DRVH/DRVL and UDF tell the truth for every PV.  What the
+IOC's records need beyond that is added here:
 
 * :class:`AnalogReadback` evaluates its limit alarms with EPICS ``HYST`` semantics
   (:func:`mupnc.ioc.limits.check_limits`), reading the limits, severities and HYST from its
@@ -72,7 +74,6 @@ class AnalogReadback(PvpropertyDoubleRO):
         )
         super().__init__(**kwargs)
         fields = self.field_inst
-        fields.engineering_units._data["value"] = self.units
         fields.alarm_deadband._data["value"] = limits.hyst
         for name, value in (
             ("hihi_alarm_limit", limits.hihi),
@@ -222,19 +223,8 @@ class NumericSetpoint(_RefusesBadPuts, PvpropertyDouble):
     """Writable analog setpoint (``ao``); DRVL..DRVH are the control limits.
 
     :meth:`check_put` enforces the channel's control limits (``lower_ctrl_limit``,
-    ``upper_ctrl_limit``: DBR_CTRL, and caproto's .LOPR/.HOPR fields); the .DRVL/.DRVH
-    fields show them (caproto links those fields to nothing), and a client's put to them
-    changes no limit."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.field_inst.engineering_units._data["value"] = self.units
-        self._show_drive_limits()
-
-    def _show_drive_limits(self) -> None:
-        fields = self.field_inst
-        fields.drive_low_limit._data["value"] = self.lower_ctrl_limit
-        fields.drive_high_limit._data["value"] = self.upper_ctrl_limit
+    ``upper_ctrl_limit``: DBR_CTRL); the .DRVL/.DRVH fields show them and are read-only
+    (:mod:`mupnc.daq.record_fields`): a client cannot widen them."""
 
     def preset_drive_limits(self, low: float, high: float) -> None:
         """Accept only ``low..high`` (the PV's units; also its display range), set before
@@ -242,7 +232,7 @@ class NumericSetpoint(_RefusesBadPuts, PvpropertyDouble):
         self._data.update(
             lower_ctrl_limit=low, upper_ctrl_limit=high, lower_disp_limit=low, upper_disp_limit=high
         )
-        self._show_drive_limits()
+        self._show_limits()
 
     def check_put(self, value: str | float) -> None:
         number = _number(value)

@@ -27,6 +27,7 @@ from mupnc.daq.blocks import (
     packed_length,
 )
 from mupnc.daq.helicity import PATTERN_SHAPES
+from mupnc.daq.record_fields import RecordGroup
 from mupnc.daq.scheme import ROTATOR_PATTERNS, SCHEMES
 from mupnc.ioc.autosave import SAVE_PERIOD, AutosaveError, RunSnapshot
 from mupnc.ioc.limits import MAJOR, MINOR, AlarmLimits
@@ -202,7 +203,7 @@ def _continue_run(source: WindowSource, snapshot: RunSnapshot, path: Path) -> No
     )
 
 
-class MupncIOCBase(PVGroup):
+class MupncIOCBase(RecordGroup):
     """The served groups, driven by one :class:`WindowSource` clock."""
 
     def __init__(
@@ -380,7 +381,10 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
             max_length=len(layout.scaler_columns),
             read_only=True,
             units="counts",
-            doc="Cumulative counts per detector channel, actual helicity +1",
+            doc=(
+                "Counts per channel, helicity +1\n"
+                "Cumulative counts per detector channel, actual helicity +1"
+            ),
         ),
         "scaler_minus": pvproperty(
             value=counts,
@@ -388,11 +392,17 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
             max_length=len(layout.scaler_columns),
             read_only=True,
             units="counts",
-            doc="Cumulative counts per detector channel, actual helicity -1",
+            doc=(
+                "Counts per channel, helicity -1\n"
+                "Cumulative counts per detector channel, actual helicity -1"
+            ),
         ),
         "consumed": block_acknowledgement(
             "CONSUMED",
-            "Last block the consumer took, written by it (-1 ready; a replay's flow control)",
+            (
+                "Last block the consumer took\n"
+                "Last block the consumer took, written by it (-1 ready; a replay's flow control)"
+            ),
         ),
         "channel_map": pvproperty(
             value="",
@@ -409,12 +419,12 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
             name=f"RING:{slot:03d}",
             max_length=layout.block_length,
             read_only=True,
-            doc=f"Ring buffer slot {slot}: block number = slot mod depth",
+            doc=f"Ring buffer slot {slot}\nRing buffer slot {slot}: block number = slot mod depth",
         )
     return type("DaqGroup", (DaqGroupBase,), attrs)
 
 
-class DaqGroupBase(PVGroup):
+class DaqGroupBase(RecordGroup):
     """Detector DAQ: publishes blocks of windows and keeps helicity-gated scalers."""
 
     def __init__(self, *args, **kw) -> None:
@@ -453,7 +463,7 @@ class DaqGroupBase(PVGroup):
         await self.block_number.write(block.block_number)
 
 
-class BeamControl(PVGroup):
+class BeamControl(RecordGroup):
     """The muon beam line (simulated): rate setpoint and readback, momentum, polarization,
     and the source's helicity-correlated actuators (:func:`_actuator_pvs`)."""
 
@@ -548,7 +558,7 @@ def _actuator_pvs() -> dict[str, pvproperty]:
         units, limit, meaning = SETPOINT_UNITS[name], DEFAULT_LIMIT[name], ACTUATOR_MEANINGS[name]
         setpoint = numeric_setpoint(
             f"HC:{name.upper()}_SP",
-            f"HC {name} actuator setpoint ({meaning})",
+            f"HC {name} actuator setpoint\n{meaning}: the setpoint (± the run's limit)",
             0.0,
             -limit,
             limit,
@@ -561,7 +571,7 @@ def _actuator_pvs() -> dict[str, pvproperty]:
         pvs[f"hc_{name}_setpoint"] = setpoint.putter(put)
         pvs[f"hc_{name}"] = analog_readback(
             f"HC:{name.upper()}",
-            f"HC {name} actuator readback: the setpoint the source applies ({meaning})",
+            f"HC {name} actuator readback\n{meaning}: the setpoint the source applies",
             units,
         )
     return pvs
@@ -571,7 +581,7 @@ BeamGroup = type("BeamGroup", (BeamControl,), _actuator_pvs())
 """The beam line plus the actuators' setpoints and readbacks ``BEAM:HC:*``."""
 
 
-class HelicityGroup(PVGroup):
+class HelicityGroup(RecordGroup):
     """Helicity source / spin rotator: reversal scheme, pattern, rotator setpoint and readback."""
 
     scheme = enum_readback("SCHEME", "Spin reversal scheme", SCHEME_STATES, SCHEME_STATES[0])
@@ -599,10 +609,13 @@ class HelicityGroup(PVGroup):
         "KICK_PRECESSION", "Ring kick: spin precession per turn", "deg", 4
     )
     rotator_setpoint = analog_readback(
-        "ROTATOR:SP", "Rotator setpoint (+1/-1; kick: turn number)", "", 0
+        "ROTATOR:SP", "Rotator setpoint\nRotator setpoint: +1/-1; kick: turn number", "", 0
     )
     rotator_readback = analog_readback(
-        "ROTATOR:RBV", "Rotator readback (+1/-1, 0 ramping; kick: turn number)", "", 0
+        "ROTATOR:RBV",
+        "Rotator readback\nRotator readback: +1/-1, 0 while ramping; kick: turn number",
+        "",
+        0,
     )
     rotator_state = enum_readback("ROTATOR:STATE", "Rotator state", ROTATOR_STATES, "PLUS")
 
@@ -659,16 +672,22 @@ def _fault_switches() -> dict[str, pvproperty]:
     return switches
 
 
-class RunControl(PVGroup):
+class RunControl(RecordGroup):
     """Run control: number, state and stop."""
 
     number = pvproperty(value=0, name="NUMBER", doc="Run number", read_only=True)
     first_seq = pvproperty(
-        value=0, name="FIRST_SEQ", doc="Sequence number of the run's first window", read_only=True
+        value=0,
+        name="FIRST_SEQ",
+        doc="Sequence number of the first window\nSequence number of the run's first window",
+        read_only=True,
     )
     state = enum_readback("STATE", "Run state", RUN_STATES, "IDLE")
     stop = enum_setpoint(
-        "STOP", "Write STOP to end the run on a pattern boundary", ["-", "STOP"], "-"
+        "STOP",
+        "Write STOP to end the run\nWrite STOP to end the run on a pattern boundary",
+        ["-", "STOP"],
+        "-",
     )
     blind = enum_readback("BLIND", "Run is blinded", ["NO", "YES"], "NO")
     blind_box = analog_readback("BLIND_BOX", "Blinding box half-width (0 = default)", "", 6)

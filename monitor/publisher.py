@@ -40,6 +40,7 @@ from caproto.asyncio.server import Context
 from caproto.server import PVGroup, pvproperty
 
 from mupnc.daq.beamline import BEAM_VARIABLES, DISPLAY, UNITS
+from mupnc.daq.record_fields import RecordGroup
 from mupnc.monitor.analysis.modulation import latest_complete_cycle
 from mupnc.monitor.analysis.results import COMBINED, COUNTING, INTEGRATING, RunResult
 from mupnc.monitor.decoding.stream import ERROR_KINDS, LOCK_STATES
@@ -52,14 +53,14 @@ _UNDEFINED = {"status": AlarmStatus.UDF, "severity": AlarmSeverity.INVALID_ALARM
 _DEFINED = {"status": AlarmStatus.NO_ALARM, "severity": AlarmSeverity.NO_ALARM}
 
 
-class ResultGroup(PVGroup):
+class ResultGroup(RecordGroup):
     asym = pvproperty(
         value=math.nan,
         name="ASYM",
         alarm_group="ASYM",
         read_only=True,
         precision=8,
-        doc="Running combined physics asymmetry (fraction)",
+        doc="Running combined physics asymmetry\nRunning combined physics asymmetry (fraction)",
     )
     asym_err = pvproperty(
         value=math.nan,
@@ -91,7 +92,10 @@ class ResultGroup(PVGroup):
         dtype=ChannelType.ENUM,
         name="ESTIMATOR",
         read_only=True,
-        doc="Estimator of ASYM: per-pattern (integrating) or summed counts (counting)",
+        doc=(
+            "Estimator of ASYM\n"
+            "Estimator of ASYM: per-pattern (integrating) or summed counts (counting)"
+        ),
     )
     decoder = pvproperty(
         value=LOCK_STATES[1],
@@ -99,7 +103,7 @@ class ResultGroup(PVGroup):
         dtype=ChannelType.ENUM,
         name="DECODER",
         read_only=True,
-        doc="Helicity decoder: LOCKED, LEARNING or UNLOCKED",
+        doc="Helicity decoder state\nHelicity decoder: LOCKED, LEARNING or UNLOCKED",
     )
     windows_held = pvproperty(
         value=0, name="WINDOWS_HELD", read_only=True, doc="Windows waiting for their helicity"
@@ -115,7 +119,7 @@ class ResultGroup(PVGroup):
         name="HEL_ERRORS",
         max_length=len(ERROR_KINDS),
         read_only=True,
-        doc="Helicity error counts: " + ", ".join(ERROR_KINDS),
+        doc="Helicity error counts by kind\nHelicity error counts: " + ", ".join(ERROR_KINDS),
     )
 
 
@@ -159,14 +163,22 @@ POLARIZATION_PVS = {
 def beam_group(prefix: str) -> PVGroup:
     """The beam and regression PVs (module docstring) under ``{prefix}MON:``."""
     attrs = {
-        "asym_reg": _scalar("ASYM:REG", "Regressed combined physics asymmetry (fraction)"),
+        "asym_reg": _scalar(
+            "ASYM:REG",
+            "Regressed combined asymmetry\nRegressed combined physics asymmetry (fraction)",
+        ),
         "asym_reg_err": _scalar("ASYM:REG:ERR", "Statistical error of ASYM:REG"),
         "asym_reg_chi2_ndf": _scalar(
-            "ASYM:REG:CHI2_NDF", "chi2/ndf of the miniruns' regressed values", precision=3
+            "ASYM:REG:CHI2_NDF",
+            "chi2/ndf of regressed minirun values\nchi2/ndf of the miniruns' regressed values",
+            precision=3,
         ),
         "asym_reg_shift": _scalar(
             "ASYM:REG:SHIFT",
-            "Regression correction in raw errors: (raw - regressed) / error",
+            (
+                "Regression correction in raw errors\n"
+                "Regression correction in raw errors: (raw - regressed) / error"
+            ),
             units="sigma",
             precision=2,
         ),
@@ -174,9 +186,12 @@ def beam_group(prefix: str) -> PVGroup:
             value=0,
             name="BEAM:CUT",
             read_only=True,
-            doc="Patterns cut: a beam monitor out of range",
+            doc="Patterns cut: beam monitor out of range",
         ),
-        "asym_dit": _scalar("ASYM:DIT", "Dithering-corrected combined physics asymmetry"),
+        "asym_dit": _scalar(
+            "ASYM:DIT",
+            "Dithering-corrected asymmetry\nDithering-corrected combined physics asymmetry",
+        ),
         "asym_dit_err": _scalar("ASYM:DIT:ERR", "Statistical error of ASYM:DIT"),
         "dit_cycles": pvproperty(
             value=0, name="DIT:CYCLES", read_only=True, doc="Beam-modulation cycles fitted"
@@ -185,7 +200,10 @@ def beam_group(prefix: str) -> PVGroup:
             value=0,
             name="DIT:PATTERNS_CUT",
             read_only=True,
-            doc="Patterns cut from the asymmetry: in a modulation cycle",
+            doc=(
+                "Patterns cut: in a modulation cycle\n"
+                "Patterns cut from the asymmetry: in a modulation cycle"
+            ),
         ),
         "dit_dead_coils": pvproperty(
             value="",
@@ -193,19 +211,25 @@ def beam_group(prefix: str) -> PVGroup:
             dtype=ChannelType.CHAR,
             max_length=SLOPE_NAME_CHARS,
             read_only=True,
-            doc="Coils of the latest complete cycle that did not move the beam (comma-separated)",
+            doc=(
+                "Dead coils of the latest cycle\n"
+                "Coils of the latest complete cycle that did not move the beam (comma-separated)"
+            ),
         ),
         **{
             f"pol_{key.lower()}{suffix}": _scalar(
                 f"POL:{key}{':ERR' if suffix else ''}",
-                f"{'Error of ' if suffix else ''}{what}",
+                f"Error of POL:{key}" if suffix else what,
                 precision=5,
             )
             for key, what in POLARIZATION_PVS.items()
             for suffix in ("", "_err")
         },
         "pol_flip_sigma": _scalar(
-            "POL:FLIP:SIGMA", "Flip quality of the minirun filling, in errors", "sigma", 2
+            "POL:FLIP:SIGMA",
+            "Flip quality of the minirun filling\nFlip quality of the minirun filling, in errors",
+            "sigma",
+            2,
         ),
         "slope_channels": pvproperty(
             value="",
@@ -213,7 +237,10 @@ def beam_group(prefix: str) -> PVGroup:
             dtype=ChannelType.CHAR,
             max_length=SLOPE_NAME_CHARS,
             read_only=True,
-            doc="Channel names of the slope arrays, comma-separated (combined last)",
+            doc=(
+                "Channel names of the slope arrays\n"
+                "Channel names of the slope arrays, comma-separated (combined last)"
+            ),
         ),
     }
     for variable in BEAM_VARIABLES:
@@ -226,15 +253,22 @@ def beam_group(prefix: str) -> PVGroup:
             f"BEAM:{key}:DIFF:ERR", f"Error of BEAM:{key}:DIFF", unit, 2
         )
         attrs[f"{variable}_diff_width"] = _scalar(
-            f"BEAM:{key}:DIFF:WIDTH", f"RMS of the per-pattern differences of {variable}", unit, 2
+            f"BEAM:{key}:DIFF:WIDTH",
+            (
+                f"RMS of pattern differences of {variable}\n"
+                f"RMS of the per-pattern differences of {variable}"
+            ),
+            unit,
+            2,
         )
         attrs[f"{variable}_slopes"] = _array(
-            f"BEAM:{key}:SLOPES", f"Asymmetry slopes on {variable} (fraction per {per})"
+            f"BEAM:{key}:SLOPES",
+            f"Asymmetry slopes on {variable}\nAsymmetry slopes on {variable} (fraction per {per})",
         )
         attrs[f"{variable}_slopes_err"] = _array(
             f"BEAM:{key}:SLOPES:ERR", f"Errors of BEAM:{key}:SLOPES"
         )
-    return type("BeamGroup", (PVGroup,), attrs)(prefix=prefix + "MON:")
+    return type("BeamGroup", (RecordGroup,), attrs)(prefix=prefix + "MON:")
 
 
 def beam_values(result: RunResult, channels: list[str]) -> dict:

@@ -44,6 +44,7 @@ from p4p.nt import NTEnum, NTScalar, NTTable
 from p4p.server import Server, StaticProvider
 from p4p.server.thread import SharedPV
 
+from mupnc.daq.record_fields import description
 from mupnc.monitor.analysis.results import COMBINED, RunResult
 
 log = logging.getLogger("mupnc.monitor.pva")
@@ -124,7 +125,7 @@ def _normative_type(channel):
 
 def _display(channel) -> dict:
     spec = getattr(channel, "pvspec", None)
-    display: dict = {"description": spec.doc if spec is not None and spec.doc else ""}
+    display: dict = {"description": description(spec.doc if spec is not None else "")}
     if channel.data_type == ChannelType.ENUM or _is_text(channel):
         return display
     display["units"] = str(getattr(channel, "units", "") or "")

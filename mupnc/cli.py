@@ -366,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     pvs.add_argument(
         "--alarm-rules", metavar="FILE", help="alarm rules TOML (default: the shipped rules)"
     )
+    pvs.add_argument(
+        "--markdown",
+        action="store_true",
+        help="a Markdown table (README's 'Process variables' table is this with --prefix '')",
+    )
 
     simulate = sub.add_parser("sim", help="simulate and record a run offline, at full speed")
     _simulation_options(simulate)

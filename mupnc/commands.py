@@ -115,6 +115,7 @@ def pvs(args: argparse.Namespace) -> int:
         MONITOR,
         format_lines,
         ioc_channels,
+        markdown_table,
         monitor_channels,
         pv_lines,
         pva_only_lines,
@@ -125,7 +126,8 @@ def pvs(args: argparse.Namespace) -> int:
         MONITOR: monitor_channels(args.prefix, load_rules(args.alarm_rules)),
     }
     lines = pv_lines(servers) + pva_only_lines(args.prefix)
-    print("\n".join(format_lines(lines, with_server=True)))
+    formatted = markdown_table(lines) if args.markdown else format_lines(lines, with_server=True)
+    print("\n".join(formatted))
     return 0
 
 

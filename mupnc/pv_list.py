@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from caproto.server import PVGroup
 
+from mupnc.daq.record_fields import description, meaning
 from mupnc.monitor.alarms.rules import RuleSet
 from mupnc.sim.source import SourceConfig
 
@@ -44,6 +45,8 @@ class PVLine:
     type: str
     units: str
     meaning: str
+    description: str = ""
+    """The PVs' ``.DESC`` (a folded family's with its number as N)."""
 
 
 def ioc_channels(
@@ -70,12 +73,13 @@ def monitor_channels(prefix: str, rules: RuleSet) -> dict:
     return pvdb
 
 
-def _describe(channel) -> tuple[str, str, str]:
-    """(type, units, meaning) of a caproto channel."""
+def _describe(channel) -> tuple[str, str, str, str]:
+    """(type, units, meaning, description) of a caproto channel."""
     spec = getattr(channel, "pvspec", None)
     writable = spec is not None and not spec.read_only
     kind = channel.data_type.name + (" (writable)" if writable else "")
-    return kind, str(getattr(channel, "units", "") or ""), spec.doc if spec is not None else ""
+    doc = spec.doc if spec is not None else ""
+    return kind, str(getattr(channel, "units", "") or ""), meaning(doc), description(doc)
 
 
 def fold(names: Iterable[str]) -> list[tuple[str, list[str]]]:
@@ -123,10 +127,12 @@ def pv_lines(servers: Mapping[str, Mapping]) -> list[PVLine]:
     lines = []
     for server, pvdb in servers.items():
         for label, members in fold(pvdb):
-            kind, units, meaning = _describe(pvdb[members[0]])
+            kind, units, what, desc = _describe(pvdb[members[0]])
             if len(members) > 1:
-                meaning = _common_meaning([_describe(pvdb[m])[2] for m in members], members)
-            lines.append(PVLine(label, len(members), server, kind, units, meaning))
+                described = [_describe(pvdb[m]) for m in members]
+                what = _common_meaning([d[2] for d in described], members)
+                desc = _common_meaning([d[3] for d in described], members)
+            lines.append(PVLine(label, len(members), server, kind, units, what, desc))
     return lines
 
 
@@ -148,4 +154,16 @@ def format_lines(lines: list[PVLine], with_server: bool) -> list[str]:
         meaning = line.meaning + (f" ({line.count} PVs)" if line.count > 1 else "")
         server = [line.server] if with_server else []
         out.append("\t".join([line.name, *server, line.type, line.units, meaning]))
+    return out
+
+
+def markdown_table(lines: list[PVLine]) -> list[str]:
+    """The listing as a Markdown table: PV, server, type, units, ``.DESC``, meaning (a
+    folded family's name in code, with its size); README's "Process variables" table."""
+    out = ["| PV | server | type | units | DESC | meaning |", "|---|---|---|---|---|---|"]
+    for line in lines:
+        name = f"`{line.name}`" + (f" ({line.count} PVs)" if line.count > 1 else "")
+        meaning = "" if line.meaning == line.description else line.meaning
+        cells = [name, line.server, line.type, line.units, line.description, meaning]
+        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return out

@@ -18,6 +18,7 @@ from support.chains import chain_of
 from support.waiting import wait_for
 
 from mupnc.daq.blocks import WindowBlock
+from mupnc.daq.record_fields import description
 from mupnc.ioc.server import build_ioc
 from mupnc.orchestrate import Chain
 from mupnc.sim.faults import FAULT_KINDS
@@ -73,8 +74,7 @@ def test_every_listed_pv_reads_with_its_documented_type_and_units(ioc):
         ctrl = pv.get_ctrlvars(timeout=5) or {}
         if getattr(channel, "units", ""):
             assert ctrl["units"] == channel.units, name
-        if channel.pvspec.record in ("ai", "ao", "mbbi", "mbbo"):
-            assert caget_field(name + ".DESC") == channel.pvspec.doc[:40], name
+        assert caget_field(name + ".DESC") == description(channel.pvspec.doc), name
         if channel.pvspec.record in ("ai", "ao"):
             assert caget_field(name + ".EGU") == channel.units, name
         pv.disconnect()

@@ -25,6 +25,7 @@ from support.cli import in_process
 from support.waiting import wait_for
 
 from mupnc.daq.blocks import WindowBlock
+from mupnc.daq.record_fields import description
 from mupnc.ioc.autosave import AutosaveError, RunSnapshot, load
 from mupnc.ioc.records import WRITERS, PutRefusedError
 from mupnc.ioc.server import build_ioc
@@ -104,13 +105,13 @@ def test_the_setpoints_accept_the_runs_limits_and_are_listed(capsys) -> None:
     assert listed["L:BEAM:HC:CHARGE_SP"] == [
         "DOUBLE (writable)",
         "ppm",
-        "HC charge actuator setpoint (helicity-correlated intensity-asymmetry actuator)",
+        "helicity-correlated intensity-asymmetry actuator: the setpoint (± the run's limit)",
     ]
     assert listed["L:BEAM:HC:X"] == [
         "DOUBLE",
         "um",
-        "HC x actuator readback: the setpoint the source applies (helicity-correlated "
-        "position-difference actuator, x at the target)",
+        "helicity-correlated position-difference actuator, x at the target: the setpoint "
+        "the source applies",
     ]
     descriptions = set()
     for name in SETPOINT_PVS:
@@ -118,10 +119,11 @@ def test_the_setpoints_accept_the_runs_limits_and_are_listed(capsys) -> None:
         assert listed["L:" + SETPOINT_PVS[name]][:2] == ["DOUBLE (writable)", units], name
         assert listed["L:" + READBACK_PVS[name]][:2] == ["DOUBLE", units], name
         descriptions |= {
-            listed["L:" + pv][2][:40] for pv in (SETPOINT_PVS[name], READBACK_PVS[name])
+            description(pvdb["L:" + pv].pvspec.doc)
+            for pv in (SETPOINT_PVS[name], READBACK_PVS[name])
         }
-    # a record's DESC is its doc's first 40 characters: each PV's own, none cut at a blank
-    assert len(descriptions) == 6 and not any(d.endswith(" ") for d in descriptions)
+    # a record's DESC is its doc's first line (at most 40 characters): each PV's own
+    assert len(descriptions) == 6 and all(len(d) <= 40 for d in descriptions)
 
 
 def test_autosave_keeps_the_setpoints_and_old_files_load_with_none(tmp_path) -> None:

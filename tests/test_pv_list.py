@@ -5,6 +5,7 @@ built from (no Channel Access: the listing needs no server)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from support.cli import in_process
 
@@ -102,3 +103,14 @@ def test_fold_takes_only_runs_of_consecutive_numbers_of_one_width() -> None:
         ("U:03", ["U:03"]),
         ("V:{7..9}:X", ["V:7:X", "V:8:X", "V:9:X"]),
     ]
+
+
+def test_the_readmes_pv_table_is_the_generated_listing(capsys) -> None:
+    """README's "Process variables" table is ``mupnc pvs --prefix '' --markdown``."""
+    code, out, _ = in_process(capsys, "pvs", "--prefix", "", "--markdown")
+    assert code == 0
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    begin, end = readme.index("<!-- pvs:begin"), readme.index("<!-- pvs:end -->")
+    table = readme[readme.index("\n", begin) + 1 : end]
+    assert table == out, "README's PV table is stale: run mupnc pvs --prefix '' --markdown"
+    assert "`MON:HEL_ERRORS`" in table

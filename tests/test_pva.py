@@ -104,7 +104,7 @@ def test_asymmetry_carries_value_alarm_timestamp_and_display(served) -> None:
     assert asym.raw.alarm.status == 0 and asym.raw.alarm.message == ""
     assert abs(posix(asym) - channel.timestamp) < 1e-6  # the CA write's time, to the us
     assert asym.raw.display.precision == 8
-    assert asym.raw.display.description == "Running combined physics asymmetry (fraction)"
+    assert asym.raw.display.description == "Running combined physics asymmetry"  # .DESC
 
     undefined = {"status": AlarmStatus.UDF, "severity": AlarmSeverity.INVALID_ALARM}
     write(results.chi2_ndf.write(math.nan, **undefined))

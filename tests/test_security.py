@@ -176,9 +176,15 @@ def test_only_listed_clients_may_write_setpoints(ioc_prefix, ca_env, tmp_path):
                 )
             assert setpoint.get(timeout=5, use_monitor=False) == (2e8 if may_write else 1e8)
             # the switches, and the fields of every record (limits, alarm limits, state names)
-            for suffix in ("RUN:STOP", "BEAM:RATE_SP.DRVH", "BEAM:RATE.HYST", "BEAM:ON.ONST"):
+            for suffix in ("RUN:STOP", "BEAM:RATE_SP.HIHI", "BEAM:RATE.HYST", "BEAM:ON.ONST"):
                 pv = epics.PV(prefix + suffix, auto_monitor=False)
                 assert pv.wait_for_connection(timeout=5), suffix
                 assert pv.read_access and pv.write_access == may_write, suffix
+                pv.disconnect()
+            # the fields that describe the server's own limits: read-only for everyone
+            for suffix in ("BEAM:RATE_SP.DRVH", "BEAM:RATE_SP.HOPR", "BEAM:RATE.UDF"):
+                pv = epics.PV(prefix + suffix, auto_monitor=False)
+                assert pv.wait_for_connection(timeout=5), suffix
+                assert pv.read_access and not pv.write_access, suffix
                 pv.disconnect()
             setpoint.disconnect()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty
 
+from mupnc.daq.record_fields import RecordGroup
 from mupnc.daq.severity import Severity
 from mupnc.monitor.alarms.logic import ACTIVE, CLEARED, OK, SHELVED
 from mupnc.monitor.alarms.logic import AlarmStatus as Status
@@ -66,7 +67,7 @@ def alarm_pv_group(prefix: str, names: list[str]) -> PVGroup:
         alarm_group="ALARM:TOP",
         doc="Most severe standing alarm",
     )
-    return type("AlarmGroup", (PVGroup,), attrs)(prefix=prefix + "MON:")
+    return type("AlarmGroup", (RecordGroup,), attrs)(prefix=prefix + "MON:")
 
 
 async def write_alarm_pvs(

@@ -19,6 +19,7 @@ import math
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
+from mupnc.daq.record_fields import RecordGroup
 from mupnc.monitor.feedback.loop import INPUT_UNITS, LOOP_ACTUATORS, LOOPS, MODES, SETPOINT_UNITS
 from mupnc.monitor.feedback.service import FeedbackRequests, FeedbackService
 
@@ -31,7 +32,10 @@ def _mode(loop: str, requests: FeedbackRequests) -> pvproperty:
         name=f"FB:{loop.upper()}:MODE",
         dtype=ChannelType.ENUM,
         enum_strings=PV_MODES,
-        doc=f"Feedback loop {loop}: OFF, DRY_RUN (decide, do not write) or ON",
+        doc=(
+            f"Feedback loop {loop} mode\n"
+            f"Feedback loop {loop}: OFF, DRY_RUN (decide, do not write) or ON"
+        ),
     )
 
     @prop.putter
@@ -50,7 +54,10 @@ def feedback_pv_group(prefix: str, requests: FeedbackRequests) -> PVGroup:
         attrs[f"{loop}_mode"] = _mode(loop, requests)
         attrs[f"{loop}_actions"] = pvproperty(
             value=0, name=f"FB:{loop.upper()}:ACTIONS", read_only=True,
-            doc=f"Setpoint changes the {loop} loop applied in this run",
+            doc=(
+f"Setpoint changes of the {loop} loop\n"
+f"Setpoint changes the {loop} loop applied in this run"
+),
         )  # fmt: skip
         attrs[f"{loop}_state"] = pvproperty(
             value="", name=f"FB:{loop.upper()}:STATE", dtype=ChannelType.STRING,
@@ -67,7 +74,7 @@ def feedback_pv_group(prefix: str, requests: FeedbackRequests) -> PVGroup:
                 attrs[f"{actuator}_{attr}"] = pvproperty(
                     value=math.nan, name=pv, units=units, precision=4, read_only=True, doc=doc
                 )
-    return type("FeedbackGroup", (PVGroup,), attrs)(prefix=prefix + "MON:")
+    return type("FeedbackGroup", (RecordGroup,), attrs)(prefix=prefix + "MON:")
 
 
 async def write_feedback_pvs(group: PVGroup, service: FeedbackService) -> None:

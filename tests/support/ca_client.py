@@ -16,15 +16,19 @@ import sys
 from pathlib import Path
 
 TIMEOUT_ENV = "CA_CLIENT_TIMEOUT"
+CTRL_ENV = "CA_CLIENT_CTRL"
+"""Set: print each PV's DBR_CTRL metadata (``get_ctrlvars``) instead of its value."""
 
 
-def caget_elsewhere(env: dict[str, str], names: list[str], timeout: float = 5.0) -> dict:
+def caget_elsewhere(
+    env: dict[str, str], names: list[str], timeout: float = 5.0, ctrl: bool = False
+) -> dict:
     """``{pv: value or None}`` read by pyepics in a new process with only ``env`` for its
-    EPICS settings."""
+    EPICS settings (``ctrl``: ``{pv: DBR_CTRL metadata or None}``)."""
     own = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
     done = subprocess.run(
         [sys.executable, __file__, *names],
-        env={**own, **env, TIMEOUT_ENV: str(timeout)},
+        env={**own, **env, TIMEOUT_ENV: str(timeout), **({CTRL_ENV: "1"} if ctrl else {})},
         capture_output=True,
         text=True,
         timeout=timeout + 60,
@@ -42,9 +46,15 @@ def _main(names: list[str]) -> None:
         pv.wait_for_connection(timeout=timeout)
     values = {}
     for pv in pvs:
-        value = pv.get(timeout=timeout, count=1) if pv.connected else None
+        if not pv.connected:
+            value = None
+        elif os.environ.get(CTRL_ENV):
+            ctrl = pv.get_ctrlvars(timeout=timeout) or {}
+            value = {k: v for k, v in ctrl.items() if isinstance(v, int | float | str)}
+        else:
+            value = pv.get(timeout=timeout, count=1)
         values[pv.pvname] = value.tolist() if hasattr(value, "tolist") else value
-    print(json.dumps(values), flush=True)
+    print(json.dumps(values, default=str), flush=True)
     os._exit(0)  # no libca finalisation at exit (it can wedge: docs of pyepics)
 
 
