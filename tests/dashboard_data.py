@@ -7,6 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from bokeh.document import Document
 from sqlalchemy import Engine
 
 from mupnc.daq.channel_map import ChannelMap
@@ -187,3 +188,25 @@ def add_samples(
             SlowControlSample(pv=pv, time=start + timedelta(seconds=t), value=value)
             for t in seconds
         )
+
+
+def by_name(doc: Document, name: str):
+    """The model of ``doc`` named ``name`` (the test fails if there is none)."""
+    model = doc.get_model_by_name(name)
+    assert model is not None, name
+    return model
+
+
+def shifter_page(db_url: str) -> Document:
+    """The shifter page of the database's newest run, as one poll of a feed shows it."""
+    from mupnc.dashboards.feed import Feed
+    from mupnc.dashboards.live import make_document
+
+    feed = Feed(db_url)
+    try:
+        feed.poll()
+        doc = Document()
+        make_document(doc, feed)
+    finally:
+        feed.stop()
+    return doc

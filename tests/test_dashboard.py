@@ -21,6 +21,7 @@ from dashboard_data import (
     add_miniruns,
     add_samples,
     add_snapshots,
+    by_name,
     new_run,
     set_channels,
     set_helicity_errors,
@@ -438,12 +439,6 @@ def test_feed_without_runs_and_with_a_lost_database(tmp_path: Path, feed: Feed) 
 
 
 # --- document level ------------------------------------------------------------------------------
-
-
-def by_name(doc: Document, name: str):
-    model = doc.get_model_by_name(name)
-    assert model is not None, name
-    return model
 
 
 def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent
-from dashboard_data import T0, add_snapshots, new_run
+from dashboard_data import T0, add_snapshots, by_name, new_run
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from support.cli import sqlite_with_schema
@@ -66,12 +66,6 @@ def feed(db_url: str):
     feed = Feed(db_url)
     yield feed
     feed.stop()
-
-
-def by_name(doc: Document, name: str):
-    model = doc.get_model_by_name(name)
-    assert model is not None, name
-    return model
 
 
 def decision(t: float, **kw) -> FeedbackDecision:

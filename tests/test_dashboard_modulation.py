@@ -9,13 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bokeh.document import Document
-from dashboard_data import add_snapshots, new_run
+from dashboard_data import add_snapshots, by_name, new_run, shifter_page
 from support.cli import sqlite_with_schema
 
 from mupnc.dashboards.columns import difference_pull_columns, sensitivity_columns
-from mupnc.dashboards.feed import Feed
-from mupnc.dashboards.live import make_document
 from mupnc.dashboards.modulation_panel import NO_CYCLE, modulation_html
 from mupnc.dashboards.records import DitherSlope, Modulation, ModulationCycle
 from mupnc.db.session import make_engine
@@ -38,12 +35,6 @@ coil_time = 1.0
 def cycle(number: int, slopes: tuple[DitherSlope, ...], **kw) -> ModulationCycle:
     fields = dict(minirun=0, windows=1200, coils=5, dead_coils=(), skipped="")
     return ModulationCycle(number, sensitivities=slopes, **(fields | kw))
-
-
-def by_name(doc: Document, name: str):
-    model = doc.get_model_by_name(name)
-    assert model is not None, name
-    return model
 
 
 # --- pure ----------------------------------------------------------------------------------------
@@ -95,16 +86,9 @@ def test_the_status_line_names_dead_coils_and_why_a_cycle_gave_nothing() -> None
 def test_a_run_without_modulation_gets_one_line(tmp_path: Path) -> None:
     url = sqlite_with_schema(tmp_path / "none.db")
     engine = make_engine(url)
-    run = new_run(engine)
-    add_snapshots(engine, run, [1, 2, 3])
-    feed = Feed(url)
-    try:
-        feed.poll()
-        doc = Document()
-        make_document(doc, feed)
-    finally:
-        feed.stop()
-        engine.dispose()
+    add_snapshots(engine, new_run(engine), [1, 2, 3])
+    engine.dispose()
+    doc = shifter_page(url)
     assert NO_CYCLE in by_name(doc, "modulation_state").text
     assert not by_name(doc, "modulation_details").visible
 
@@ -121,13 +105,7 @@ def test_a_simulated_modulation_run_on_the_shifter_page(tmp_path: Path) -> None:
     config = tmp_path / "modulation.toml"
     config.write_text(SIM_CONFIG)
     assert main(["--db", db, "sim", "--config", str(config), "--seconds", "60", "--seed", "6"]) == 0
-    feed = Feed(db)
-    try:
-        feed.poll()
-        doc = Document()
-        make_document(doc, feed)
-    finally:
-        feed.stop()
+    doc = shifter_page(db)
     state = by_name(doc, "modulation_state").text
     assert "9 cycles, 9 usable" in state and "5 coils fitted" in state, state
     assert by_name(doc, "modulation_details").visible

@@ -6,11 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bokeh.document import Document
+from dashboard_data import by_name, shifter_page
 
 from mupnc.cli import main
-from mupnc.dashboards.feed import Feed
-from mupnc.dashboards.live import make_document
 from mupnc.dashboards.polarization_panel import NO_POLARIMETER
 
 FLIP = """\
@@ -27,23 +25,6 @@ fault_polarization_minus = -0.7
 """A_FB, the - state's polarization 0.7 instead of 0.9 from 20 s on."""
 
 
-def _page(db: str) -> Document:
-    feed = Feed(db)
-    try:
-        feed.poll()
-        doc = Document()
-        make_document(doc, feed)
-    finally:
-        feed.stop()
-    return doc
-
-
-def _model(doc: Document, name: str):
-    model = doc.get_model_by_name(name)
-    assert model is not None, name
-    return model
-
-
 def test_an_incomplete_flip_on_the_shifter_page(tmp_path: Path) -> None:
     """60 s in miniruns of 600 quartets (10 s): the first miniruns flip completely, the
     later ones show |P-| at 0.7 (error bars of ~1e-3); the state line gives the measured
@@ -54,25 +35,25 @@ def test_an_incomplete_flip_on_the_shifter_page(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'flip.db'}"
     sim = ["sim", "--config", str(config), "--seconds", "60", "--seed", "7", "--minirun", "600"]
     assert main(["--db", db, *sim]) == 0
-    doc = _page(db)
-    assert _model(doc, "polarization_details").visible
-    assert not _model(doc, "polarization_none").visible
-    state = _model(doc, "polarization_state").text
+    doc = shifter_page(db)
+    assert by_name(doc, "polarization_details").visible
+    assert not by_name(doc, "polarization_none").visible
+    state = by_name(doc, "polarization_state").text
     assert "INCOMPLETE FLIP" in state and "configured polarization would give" in state, state
-    plus = _model(doc, "polarization_plus").data
-    minus = _model(doc, "polarization_minus").data
+    plus = by_name(doc, "polarization_plus").data
+    minus = by_name(doc, "polarization_minus").data
     assert len(plus["x"]) == len(minus["x"]) == 6
     assert all(abs(y - 0.9) < 5 * (hi - y) for y, hi in zip(plus["y"], plus["hi"], strict=True))
     assert abs(minus["y"][0] - 0.9) < 0.01 and abs(minus["y"][-1] - 0.7) < 0.01
-    box = _model(doc, "result_box").text
+    box = by_name(doc, "result_box").text
     assert re.search(r"polarization</th><td>0\.\d{3} measured \(configured 0\.90\)", box), box
 
 
 def test_a_run_without_a_polarimeter_gets_one_line(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'plain.db'}"
     assert main(["--db", db, "sim", "--seconds", "5", "--seed", "7"]) == 0
-    doc = _page(db)
-    assert _model(doc, "polarization_none").visible
-    assert not _model(doc, "polarization_details").visible
-    assert _model(doc, "polarization_none").text == NO_POLARIMETER
-    assert "polarization</th><td>" not in _model(doc, "result_box").text
+    doc = shifter_page(db)
+    assert by_name(doc, "polarization_none").visible
+    assert not by_name(doc, "polarization_details").visible
+    assert by_name(doc, "polarization_none").text == NO_POLARIMETER
+    assert "polarization</th><td>" not in by_name(doc, "result_box").text
