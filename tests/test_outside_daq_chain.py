@@ -7,6 +7,7 @@ outside DAQ that breaks the contract or serves a run nobody registered."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -28,11 +29,20 @@ from mupnc.db.models import MonitorCheckpoint, Run
 from mupnc.db.session import make_engine, transaction
 from mupnc.orchestrate import Chain
 
-pytest.importorskip("softioc")
-pytestmark = pytest.mark.ca
+pytestmark = [
+    pytest.mark.ca,
+    pytest.mark.skipif(importlib.util.find_spec("softioc") is None, reason="needs softioc"),
+]
 
 OUTSIDE_IOC = Path(__file__).with_name("support") / "outside_ioc.py"
 INJECTED = 0.01
+
+
+def test_the_suite_never_loads_an_ioc_database_into_its_own_process() -> None:
+    """softioc, once imported, makes pyepics load epicscorelibs' libca next to a loaded IOC
+    database, and this process's array monitors (``DAQ:BLOCK``) then never fire: the outside
+    IOC runs only in its own process, and nothing here imports it."""
+    assert "softioc" not in sys.modules
 
 
 @contextmanager
