@@ -17,7 +17,8 @@ the other.  A :class:`RecordGroup` gives each of its PVs, before the group serve
 * its own alarm (``alarm_group`` = its name, unless set), INVALID/UDF until its first
   write; ``.UDF`` 1 until then (and while a double holds NaN), 0 after;
 * ``.EGU`` its units; ``.HOPR``/``.LOPR`` the display limits DBR_CTRL gives clients;
-  ``.DRVH``/``.DRVL`` (``ao``/``longout``) the control limits a put must respect.
+  ``.DRVH``/``.DRVL`` (``ao``/``longout``) the control limits a put must respect; an
+  input record's DBR_CTRL control limits are its display limits (as EPICS's ``ai``).
 
 Decision: these descriptive fields (``.DESC .EGU .PREC .HOPR .LOPR .DRVH .DRVL .UDF``)
 are read-only over Channel Access (a put gets no write access): they describe what the
@@ -32,7 +33,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from caproto import AccessRights, AlarmSeverity, AlarmStatus
+from caproto import MAX_ENUM_STATES, AccessRights, AlarmSeverity, AlarmStatus
 from caproto._data import (
     ChannelChar,
     ChannelData,
@@ -55,6 +56,22 @@ READ_ONLY_FIELDS = ("DESC", "EGU", "PREC", "HOPR", "LOPR", "DRVH", "DRVL", "UDF"
 
 ALARM_STATUS = tuple(status.name for status in sorted(AlarmStatus, key=int))
 """EPICS's menuAlarmStat, NO_ALARM (0) … WRITE_ACCESS (21), as caproto's AlarmStatus has it."""
+
+
+def _serve_whole_alarm_menu(stat: ChannelEnum) -> None:
+    """Give a record's ``.STAT`` EPICS's whole menuAlarmStat (22 states; caproto's ends at
+    SOFT, 15, so UDF, 17, could not be served): its value reads as the index (UDF = 17)
+    or, as DBR_STRING, the name; DBR_GR/CTRL_ENUM carry the first 16 names, all Channel
+    Access can, as from an EPICS IOC."""
+    stat._data["enum_strings"] = ALARM_STATUS
+    carried = [name.encode(stat.string_encoding) for name in ALARM_STATUS[:MAX_ENUM_STATES]]
+
+    def read_metadata(dbr_metadata: Any) -> Any:
+        if hasattr(dbr_metadata, "enum_strings"):
+            dbr_metadata.enum_strings = carried
+        return ChannelData._read_metadata(stat, dbr_metadata)
+
+    stat._read_metadata = read_metadata  # type: ignore[method-assign]
 
 
 class DescriptionTooLongError(ValueError):
@@ -131,6 +148,7 @@ class TruthfulRecord(_Channel):
         if self.field_inst is None:
             return
         self.field_inst.publish = self._publish_alarm_fields
+        _serve_whole_alarm_menu(self.field_inst.alarm_status)
         for pv in READ_ONLY_FIELDS:
             field = self.field_inst.pvdb.get(pv)
             if field is not None:
@@ -142,16 +160,15 @@ class TruthfulRecord(_Channel):
         self._link_operating_range()
         if not self._has_value:
             self._set_field("current_alarm_severity", "INVALID")
+            self._set_field("alarm_status", "UDF")
 
     async def _publish_alarm_fields(self, flags: Any) -> None:
-        """caproto's record publish, except .STAT beyond caproto's menu (which ends at
-        SOFT, 15): caproto would fail on UDF (17) and publish no alarm at all; .STAT then
-        keeps its last status while .SEVR and the PV's own DBR status tell the truth."""
+        """caproto's record publish, with .STAT written by name (its menu is EPICS's whole
+        one here, :func:`_serve_whole_alarm_menu`)."""
         fields, alarm = self.field_inst, self.alarm
         await fields.alarm_acknowledge_transient.write(alarm.must_acknowledge_transient)
         await fields.alarm_acknowledge_severity.write(alarm.severity_to_acknowledge)
-        if int(alarm.status) < len(fields.alarm_status.enum_strings):
-            await fields.alarm_status.write(alarm.status)
+        await fields.alarm_status.write(AlarmStatus(alarm.status).name)
         await fields.current_alarm_severity.write(alarm.severity)
 
     def _set_field(self, attr: str, value: Any) -> None:
@@ -176,6 +193,14 @@ class TruthfulRecord(_Channel):
             if field is not None:
                 field.getter = functools.partial(_display_limit, self, limit)
                 field.putter = None  # caproto's would write the limit into the control limit
+
+    def _read_metadata(self, dbr_metadata: Any) -> Any:
+        """caproto's metadata; an input record's (``ai``, ``longin``) DBR_CTRL control
+        limits are its display limits, as EPICS's ai and longin give them."""
+        super()._read_metadata(dbr_metadata)
+        if self.pvspec.read_only and hasattr(dbr_metadata, "upper_ctrl_limit"):
+            dbr_metadata.upper_ctrl_limit = dbr_metadata.upper_disp_limit
+            dbr_metadata.lower_ctrl_limit = dbr_metadata.lower_disp_limit
 
     def _undefined(self) -> bool:
         value = self.value

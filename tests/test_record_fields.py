@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import pytest
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import pvproperty
 
 from mupnc.daq.record_fields import (
+    ALARM_STATUS,
     DESC_CHARS,
     DescriptionTooLongError,
     RecordGroup,
@@ -48,7 +50,21 @@ def test_every_pv_is_a_record_with_its_description_units_and_limits(channels) ->
             assert hopr[0] == getattr(channel, "upper_disp_limit", 0), name
         if "DRVH" in fields.pvdb:
             assert fields.drive_high_limit.value == channel.upper_ctrl_limit, name
+        if channel.record_type in ("ai", "longin"):
+            ctrl, _ = asyncio.run(channel.read(ChannelType.CTRL_DOUBLE))
+            limits = (ctrl.lower_ctrl_limit, ctrl.upper_ctrl_limit)
+            assert limits == (ctrl.lower_disp_limit, ctrl.upper_disp_limit), name
     assert len({id(channel.alarm) for channel in channels.values()}) == len(channels)
+
+
+def stat_as_clients_read_it(channel: Any) -> tuple[int, str, tuple[str, ...]]:
+    """A PV's ``.STAT`` as DBR_TIME_ENUM, as DBR_STRING, and the names DBR_CTRL_ENUM
+    carries."""
+    stat = channel.field_inst.alarm_status
+    _, index = asyncio.run(stat.read(ChannelType.TIME_ENUM))
+    _, name = asyncio.run(stat.read(ChannelType.STRING))
+    ctrl, _ = asyncio.run(stat.read(ChannelType.CTRL_ENUM))
+    return index[0], name[0].decode(), tuple(s.decode() for s in ctrl.enum_strings)
 
 
 def test_read_only_pvs_are_invalid_udf_until_written(channels) -> None:
@@ -58,8 +74,10 @@ def test_read_only_pvs_are_invalid_udf_until_written(channels) -> None:
         AlarmSeverity.INVALID_ALARM,
     )
     assert readback.field_inst.undefined.value == b"\x01"
+    assert stat_as_clients_read_it(readback) == (17, "UDF", ALARM_STATUS[:16])
     asyncio.run(readback.write(28.0))
     assert (readback.status, readback.severity) == (AlarmStatus.NO_ALARM, 0)
+    assert stat_as_clients_read_it(readback)[:2] == (0, "NO_ALARM")
     assert readback.field_inst.undefined.value == b"\x00"
     asyncio.run(readback.write(math.nan))
     assert readback.field_inst.undefined.value == b"\x01"  # a NaN is no value

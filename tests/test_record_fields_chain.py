@@ -1,7 +1,8 @@
 """Over Channel Access, as an archiver or a display reads them: every PV ``mupnc pvs``
 lists, of a running demo (IOC and monitor), has ``.DESC`` equal to the listing's
 description, ``.EGU`` its units, ``.PREC`` and ``.HOPR``/``.LOPR`` equal to what DBR_CTRL
-gives (``get_ctrlvars``), ``.SEVR``/``.STAT``, and ``.UDF`` 1 only while INVALID; a
+gives (``get_ctrlvars``), ``.SEVR``/``.STAT`` (UDF, 17, only while INVALID), and ``.UDF`` 1
+only while INVALID; a
 numbered family is read at its first and last member."""
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def test_every_listed_pv_has_truthful_record_fields(tmp_path) -> None:
             "DESC": got["DESC"] == desc,
             "SEVR": got["SEVR"] in (0, 1, 2, 3),
             "UDF": got["UDF"] in (0, 1) and (got["UDF"] == 0 or got["SEVR"] == 3),
-            "STAT": got["STAT"] is not None or got["SEVR"] == 3,
+            "STAT": got["STAT"] in range(22) and (got["STAT"] != 17 or got["SEVR"] == 3),
             "fields": {"RTYP", "DESC", "SEVR", "STAT", "UDF"} <= set(fields),
         }
         if got["EGU"] is not None:
@@ -101,6 +102,11 @@ def test_every_listed_pv_has_truthful_record_fields(tmp_path) -> None:
         if got["HOPR"] is not None:
             checks["HOPR"] = got["HOPR"] == limits.get("upper_disp_limit", 0)
             checks["LOPR"] = got["LOPR"] == limits.get("lower_disp_limit", 0)
+        if got["RTYP"] in ("ai", "longin"):
+            checks["CTRL"] = (limits.get("lower_ctrl_limit"), limits.get("upper_ctrl_limit")) == (
+                limits.get("lower_disp_limit"),
+                limits.get("upper_disp_limit"),
+            )
         if got["PREC"] is not None and "precision" in limits:
             checks["PREC"] = got["PREC"] == limits["precision"]
         wrong += [f"{pv}.{field}: {got.get(field)!r}" for field, ok in checks.items() if not ok]
