@@ -1,17 +1,19 @@
-"""Replay of a PREX-scale run through real Channel Access at speed max, and re-analysis.
+"""Replay of a recorded run through real Channel Access, and re-analysis.
 
-1. ``mupnc sim`` records a run of ``--seconds`` of data at 240 Hz x ``--channels`` channels
-   (quartets, the live IOC's 20 Hz blocks unless ``--block-rate``); its wall time is shown.
-2. ``mupnc ioc --source replay:RUN --speed max`` + ``mupnc monitor`` (child processes, as
-   ``mupnc replay`` runs them) replay it as a new run.  Speed-up = data seconds / wall
-   seconds between the IOC's CA timestamps of the second and the last ``DAQ:SEQ`` update
-   (block 0 goes out before the monitor is ready); the wall time of the whole replay,
-   start-up and drain included, is shown too.  The replay must lose no window and report
-   the same analysis as the recorded run.
+1. ``mupnc sim`` records a run of ``--seconds`` of data at ``--window-rate`` x
+   ``--channels`` channels (quartets, the live IOC's 20 Hz blocks unless ``--block-rate``);
+   its wall time is shown.  The default is PREX's shape (240 Hz x 190 channels);
+   ``--shape moller`` is MOLLER's (1920 Hz x 512 channels, 1e10 muons/s).
+2. ``mupnc ioc --source replay:RUN --speed SPEED`` + ``mupnc monitor`` (child processes, as
+   ``mupnc replay`` runs them) replay it as a new run (``--speed``: max, or a factor).
+   Speed-up = data seconds / wall seconds between the IOC's CA timestamps of the second
+   and the last ``DAQ:SEQ`` update (block 0 goes out before the monitor is ready); the wall
+   time of the whole replay, start-up and drain included, is shown too.  The replay must
+   lose no window and report the same analysis as the recorded run.
 3. ``mupnc reanalyze`` of the recording in this process: window-channel values per second.
 
-Usage: ``.venv/bin/python bench/bench_replay.py [--seconds 600] [--channels 190]
-[--block-rate 20]``.
+Usage: ``.venv/bin/python bench/bench_replay.py [--seconds 600] [--shape prex|moller]
+[--channels N] [--window-rate HZ] [--block-rate 20] [--speed max|FACTOR] [--no-reanalyze]``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import time
 from pathlib import Path
 
 from bench_common import cpu_seconds, write_channel_map
+from support.chains import analysis
 
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
+
+os.environ.setdefault("MUPNC_BLINDING_SEED", "bench-replay")  # the same blinding offset
 
 IOC_PORT, MONITOR_PORT, REPEATER_PORT = free_port(), free_port(), free_port()
 PORTS = [IOC_PORT, MONITOR_PORT]
@@ -41,13 +46,14 @@ from mupnc.offline import reanalyze  # noqa: E402
 from mupnc.orchestrate import Chain  # noqa: E402
 from mupnc.replay import allocate_replay  # noqa: E402
 
-NOT_ANALYSIS = {"run", "start", "end", "source", "replay_of", "alarms"}
-WINDOW_RATE = 240.0
+SHAPES = {"prex": (240.0, 190, 1e9), "moller": (1920.0, 512, 1e10)}
+"""Window rate (Hz), detector channels and muon rate (1/s) of each experiment's shape."""
 
 
 def simulate(db: str, args: argparse.Namespace, channel_map: Path) -> float:
     started = time.perf_counter()
-    options = ["--seconds", str(args.seconds), "--window-rate", str(WINDOW_RATE), "--rate", "1e9"]
+    options = ["--seconds", str(args.seconds), "--window-rate", str(args.window_rate)]
+    options += ["--rate", f"{args.rate:g}"]
     options += ["--channel-map", str(channel_map), "--block-rate", str(args.block_rate)]
     subprocess.run(
         [sys.executable, "-m", "mupnc", "--db", db, "sim", *options],
@@ -57,8 +63,8 @@ def simulate(db: str, args: argparse.Namespace, channel_map: Path) -> float:
     return time.perf_counter() - started
 
 
-def replay(db: str, run: int) -> tuple[int, float, list[tuple[float, int]], dict]:
-    """Replay ``run`` at speed max: (new run, wall seconds, DAQ:SEQ (timestamp, value)s,
+def replay(db: str, run: int, speed: str) -> tuple[int, float, list[tuple[float, int]], dict]:
+    """Replay ``run`` at ``speed``: (new run, wall seconds, DAQ:SEQ (timestamp, value)s,
     CPU seconds of the IOC and the monitor)."""
     engine = make_engine(db)
     number = allocate_replay(engine, run, WHOLE_RUN, None, (None, None))
@@ -67,7 +73,7 @@ def replay(db: str, run: int) -> tuple[int, float, list[tuple[float, int]], dict
     sink, chain = BeaconSink(REPEATER_PORT), Chain(db=db)
     started = time.perf_counter()
     try:
-        ioc = ["ioc", "--run", str(number), "--source", f"replay:{run}", "--speed", "max"]
+        ioc = ["ioc", "--run", str(number), "--source", f"replay:{run}", "--speed", speed]
         chain.start("ioc", ioc, ca_environment(IOC_PORT, PORTS, REPEATER_PORT))
         if epics.caget("MUPNC:DAQ:RING_DEPTH", timeout=120) is None:
             raise RuntimeError("the replaying IOC did not come up")
@@ -94,9 +100,16 @@ def replay(db: str, run: int) -> tuple[int, float, list[tuple[float, int]], dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="seconds of data")
-    parser.add_argument("--channels", type=int, default=190, help="detector channels")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="prex")
+    parser.add_argument("--channels", type=int, help="detector channels (default: the shape's)")
+    parser.add_argument("--window-rate", type=float, help="windows/s (default: the shape's)")
     parser.add_argument("--block-rate", type=float, default=20.0, help="blocks per data second")
+    parser.add_argument("--speed", default="max", help="replay speed: max or a factor")
+    parser.add_argument("--no-reanalyze", action="store_true", help="skip step 3")
     args = parser.parse_args()
+    window_rate, channels, args.rate = SHAPES[args.shape]
+    args.window_rate = args.window_rate or window_rate
+    args.channels = args.channels or channels
     with tempfile.TemporaryDirectory() as folder:
         db = f"sqlite:///{Path(folder) / 'replay.db'}"
         channel_map = write_channel_map(Path(folder), args.channels, acceptance=1e-4)
@@ -108,22 +121,23 @@ def main() -> None:
             f"= {args.seconds / sim_wall:.0f}x real time"
         )
 
-        number, wall, updates, cpu = replay(db, 1)
+        number, wall, updates, cpu = replay(db, 1, args.speed)
         paced = [(t, s) for t, s in updates if s is not None and s >= 0][1:]
         (t0, s0), (t1, s1) = paced[0], paced[-1]
-        data = (s1 - s0) / WINDOW_RATE
+        data = (s1 - s0) / args.window_rate
         original, replayed = report(db, 1), report(db, number)
-        same = {k: v for k, v in original.items() if k not in NOT_ANALYSIS} == {
-            k: v for k, v in replayed.items() if k not in NOT_ANALYSIS
-        }
+        same = analysis(original) == analysis(replayed)
         print(
-            f"replay at max over CA: {data:.0f} s of data in {t1 - t0:.1f} s of publishing "
+            f"replay at {args.speed} over CA: {data:.0f} s of data in {t1 - t0:.1f} s "
+            "of publishing "
             f"= {data / (t1 - t0):.0f}x real time; whole replay incl. start-up and drain "
             f"{wall:.1f} s = {args.seconds / wall:.0f}x; lost windows "
             f"{replayed['lost_windows']}; same analysis as recorded: {same}; CPU: IOC "
             f"{cpu['ioc']:.1f} s (replay part), monitor {cpu['monitor']:.1f} s (all)"
         )
 
+        if args.no_reanalyze:
+            return
         started = time.perf_counter()
         again = reanalyze(db, 1, None, unblind=False)
         seconds = time.perf_counter() - started

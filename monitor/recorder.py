@@ -13,6 +13,10 @@ If the database cannot be reached, a flush keeps everything in memory, says so i
 and is retried by the next one.  A monitor's recorder holds the run's lease
 (:mod:`mupnc.db.lease`): each flush renews it in its transaction, and writes nothing if it
 was lost; the run's last flush releases it.
+
+Blocks are encoded for the recording on a thread of their own (:data:`_ENCODER`; the
+compression and numpy release the GIL), off the worker thread's decode and analysis; a
+flush waits for the encodings it writes.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, insert, select, update
@@ -64,6 +70,23 @@ from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import DecoderState
 
 log = logging.getLogger("mupnc.monitor.recorder")
+
+
+def _new_encoder() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="recording-encoder")
+
+
+_ENCODER = _new_encoder()
+"""Encodes ingested blocks for the recording, in the order they were added."""
+
+
+def _encoder_of_a_forked_child() -> None:
+    """A forked child has no thread of its parent's executor: it gets its own."""
+    global _ENCODER
+    _ENCODER = _new_encoder()
+
+
+os.register_at_fork(after_in_child=_encoder_of_a_forked_child)
 
 RETRY_LOG_EVERY = 10
 """While the database is unreachable, repeat the warning every this many failed flushes."""
@@ -307,7 +330,7 @@ class RunRecorder:
         self.stream_id = 0
         self.next_block = 0
         """Number of the first block not yet handed to :meth:`add_blocks`."""
-        self._blocks: list[dict] = []  # encoded blocks not yet written
+        self._blocks: list[Future[dict]] = []  # blocks (being) encoded, not yet written
         self._samples: list[dict] = []  # slow-control samples not yet written
         self._failures = 0
 
@@ -318,7 +341,7 @@ class RunRecorder:
     def add_blocks(self, blocks: Iterable[WindowBlock]) -> None:
         """Queue ingested blocks (in order) for the recording; written by the next flush."""
         for block in blocks:
-            self._blocks.append(_block_row(self.run, block))
+            self._blocks.append(_ENCODER.submit(_block_row, self.run, block))
             self.stream_id, self.next_block = block.stream_id, block.block_number + 1
 
     def add_samples(self, rows: list[dict]) -> None:
@@ -430,7 +453,7 @@ class RunRecorder:
         now = datetime.now(UTC)
         if self.holder is not None:
             renew(session, run, self.holder, now)
-        blocks = [{**row, "run": run} for row in self._blocks]  # run may be renumbered
+        blocks = [{**row.result(), "run": run} for row in self._blocks]  # may be renumbered
         upsert(session, RecordedBlock, blocks, ("run", "stream_id", "block_number"))
         upsert(session, Minirun, minirun_rows, ("run", "index"))
         upsert(session, HelicityCounts, count_rows, ("run", "minirun", "channel", "helicity"))

@@ -5,6 +5,7 @@ buffering while the database is down.  Real SQLite and PostgreSQL, simulated win
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -154,3 +155,20 @@ def test_monitor_buffers_while_postgres_is_down(own_pg_server, simulated, caplog
     np.testing.assert_array_equal(sorted_totals(engine, run), scalers)
     assert_recording_is_the_stream(engine, run, blocks)
     engine.dispose()
+
+
+def test_a_forked_child_still_encodes_blocks_for_its_recording() -> None:
+    """The recording's encoder thread does not survive a fork (the suite forks CLI
+    commands): a child gets its own, or its first flush would wait forever."""
+    from mupnc.monitor import recorder
+
+    assert recorder._ENCODER.submit(int, "1").result(timeout=10) == 1  # the parent's thread
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports by its exit status
+        try:
+            encoded = recorder._ENCODER.submit(int, "7").result(timeout=10)
+            os._exit(0 if encoded == 7 else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -81,3 +81,12 @@ def test_a_damaged_payload_is_refused_with_a_clear_error():
         decode(payload[:-5])
     with pytest.raises(RecordingError, match="truncated"):
         decode(payload[:6])
+
+
+@pytest.mark.parametrize("n", [2**15 - 1, 2**16 + 10])
+def test_two_byte_deltas_summed_past_int32_round_trip(n):
+    """Deltas of 2 bytes are summed in int32 only over fewer than 2**15 windows (where the
+    sum cannot pass 2**31); over more they are summed in int64."""
+    counts = np.cumsum(np.full((n, 1), 32767, np.int64), axis=0)  # 32767 n: past 2**31
+    block = dataclasses.replace(synthetic(n, 1, np.random.default_rng(5)), counts=counts)
+    assert_identical(decode(encode(block)), block)
