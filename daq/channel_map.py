@@ -46,6 +46,9 @@ ROLES = ("scatter", "forward", "backward", "monitor", "pol_forward", "pol_backwa
 NOT_DETECTORS = ("bpm", "coil")
 """Roles of channels that are not detectors: no acceptance, no scaler, no asymmetry."""
 POLARIMETER_ROLES = ("pol_forward", "pol_backward")
+SIGNAL_ROLES = ("scatter", "forward", "backward")
+"""Roles that count the physics signal: their acceptances add up to the detector's
+efficiency, signal events per incident muon (:meth:`ChannelMap.signal_efficiency`)."""
 """Roles of the polarimeter's counters: detectors whose asymmetry is the polarization's."""
 DEFAULT_ANALYSING_POWER = 1 / 3
 """Decay positrons' analysing power averaged over their energy spectrum (V-A)."""
@@ -109,6 +112,12 @@ class ChannelMap:
     def detector_columns(self) -> list[int]:
         """Column indices of the detector channels (every role but :data:`NOT_DETECTORS`)."""
         return [i for i, c in enumerate(self.channels) if c.role not in NOT_DETECTORS]
+
+    @property
+    def signal_efficiency(self) -> float:
+        """Signal events counted per incident muon: the sum of the acceptances of the
+        :data:`SIGNAL_ROLES` channels (what :mod:`mupnc.planner` calls ``efficiency``)."""
+        return sum(c.acceptance for c in self.channels if c.role in SIGNAL_ROLES)
 
     def detectors(self) -> ChannelMap:
         """The map of the detector channels alone (what asymmetries are formed from)."""

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mupnc.daq.channel_map import NOT_DETECTORS
+from mupnc.daq.channel_map import NOT_DETECTORS, SIGNAL_ROLES
 from mupnc.daq.scheme import pattern_windows
 from mupnc.db.feedback import current_feedback_modes
 from mupnc.db.lease import LEASE_SECONDS, OPEN_STATES, monitor_alive
@@ -189,10 +189,36 @@ def run_summary(session: Session, number: int) -> dict:
     summary["modulation"] = _modulation(session, number)
     summary["polarization"] = _polarization(session, number)
     summary["miniruns_not_regressed"] = int(notes)
+    summary["efficiency"] = _efficiency(session, number, channel_map)
     if not run.blinded:  # a blinded run's injected and expected asymmetries are hidden too
         summary["injected_asymmetry"] = run.config.get("asymmetry")
         summary["expected_asymmetry"] = run.expected_asymmetry
     return summary
+
+
+def _efficiency(session: Session, number: int, channel_map: dict) -> dict:
+    """``efficiency``, signal events per incident muon: ``channel_map`` (the sum of the
+    signal channels' declared acceptances) and ``measured`` (their counts over the beam
+    monitor's muons in the same windows; None before any window).  The front door adds the
+    planner's (:func:`mupnc.commands.report`)."""
+    signal = [c for c in channel_map.get("channels", []) if c.get("role") in SIGNAL_ROLES]
+    names = [c["name"] for c in signal]
+    counts, muons = 0, 0.0
+    if names:
+        counts = session.scalar(
+            select(func.coalesce(func.sum(HelicityCounts.counts), 0)).where(
+                HelicityCounts.run == number, HelicityCounts.channel.in_(names)
+            )
+        )
+        muons = session.scalar(
+            select(func.coalesce(func.sum(HelicityCounts.beam_monitor), 0.0)).where(
+                HelicityCounts.run == number, HelicityCounts.channel == names[0]
+            )
+        )
+    return {
+        "channel_map": sum(float(c.get("acceptance", 0.0)) for c in signal),
+        "measured": int(counts) / float(muons) if muons else None,
+    }
 
 
 def _value_error(r: AsymmetryResult) -> dict:

@@ -306,8 +306,17 @@ def close_run(url: str, number: int, reason: str | None, who: str) -> int:
 def report(url: str, number: int) -> dict:
     """The prompt summary of a run as a JSON-ready dict (shape in the README's 'JSON for
     scripts')."""
+    from mupnc.planner import efficiency_chain
+
     with transaction(_engine(url)) as session:
-        return run_summary(session, number)
+        summary = run_summary(session, number)
+    efficiency = summary["efficiency"]
+    efficiency["planner"] = math.prod(efficiency_chain(summary["mode"]).values())
+    measured = efficiency["measured"]
+    efficiency["measured_over_planner"] = (
+        None if measured is None else measured / efficiency["planner"]
+    )
+    return summary
 
 
 def _ppm(x: float | None) -> str:
@@ -361,6 +370,13 @@ def format_report(s: dict) -> str:
         f"    {c['name']:<16} {_ppm(c['value'])} +- {_ppm(c['error']).lstrip('+')}"
         for c in s["channels"]
     ]
+    e = s.get("efficiency")
+    if e and e["measured"] is not None:
+        lines.append(
+            f"  efficiency {e['measured']:.3g} signal counts per muon (channel map"
+            f" {e['channel_map']:.3g}); the planner's {e['planner']:.3g} is"
+            f" {1 / e['measured_over_planner']:.3g} x that"
+        )
     errs = ", ".join(f"{k} {v}" for k, v in s["helicity_errors"].items())
     lines.append(f"  helicity errors: {errs or 'none'}")
     lines.append(f"  alarms raised: {len(s['alarms']) or 'none'}")
@@ -473,7 +489,10 @@ def plan(args: argparse.Namespace) -> int:
         f" P = {result.polarization:g}, S/(S+B) = {result.signal_fraction:g}\n"
         f"  efficiency {result.efficiency:.3g} per muon ({chain})\n"
         f"  events {result.events:.3g}, muons {result.muons:.3g},"
-        f" time {result.seconds:.3g} s ({result.days:.3g} days) at {result.flux:g} muons/s"
+        f" time {result.seconds:.3g} s ({result.days:.3g} days) at {result.flux:g} muons/s\n"
+        f"  the demo's detector counts {result.demo_efficiency:.3g} per muon"
+        f" ({result.demo_efficiency / result.efficiency:.3g} x this efficiency):"
+        f" {result.demo_seconds:.3g} s at this flux"
     )
     return 0
 

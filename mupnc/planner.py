@@ -47,6 +47,13 @@ Efficiency chain (signal events counted per incident muon):
   at 0.01 GeV^2 needs 1e10 muons (as in the talk), both at n_sigma = 1.
 
 ``efficiency`` may be given directly (signal events per muon) to replace the chain.
+
+The demo is not this experiment: its shipped channel maps (``mupnc.daq``'s
+``channel_maps/``) give the simulated detector an acceptance of 2e-3 per muon (8 A_LR
+counters of 2.5e-4; two gamma detectors of 1e-3), 2000x the A_LR chain above and 5.6e7x
+the A_FB one, so that a demo shows a result in minutes.  A plan names both
+(``demo_efficiency``, and ``demo_seconds``: the time at the demo's efficiency), and a run's
+report gives the efficiency its data show (``efficiency`` in :func:`mupnc.db.summary.run_summary`).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from mupnc.daq.channel_map import default_channel_map
 from mupnc.monitor.analysis.statistics import events_for_significance
 from mupnc.sim.alr_model import alr_from_q2
 from mupnc.sim.beam import MOMENTUM_RANGE
@@ -99,6 +107,10 @@ class Plan:
     preset: str = "sm"
     momentum: float | None = None
     cos_theta: float | None = None
+    demo_efficiency: float = 0.0
+    """Signal events per muon of the demo's simulated detector (its shipped channel map)."""
+    demo_seconds: float = 0.0
+    """The running time at :attr:`demo_efficiency` instead of :attr:`efficiency`."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,6 +224,7 @@ def plan(
     signal_events = events * signal_fraction
     muons = signal_events / efficiency
     seconds = muons / flux
+    demo_efficiency = default_channel_map(mode).signal_efficiency
     return Plan(
         events=events,
         seconds=seconds,
@@ -231,4 +244,6 @@ def plan(
         preset=preset,
         momentum=momentum,
         cos_theta=cos_theta,
+        demo_efficiency=demo_efficiency,
+        demo_seconds=seconds * efficiency / demo_efficiency,
     )

@@ -142,3 +142,17 @@ def test_cli_plan_json() -> None:
     text = mupnc("plan", "--mode", "afb")
     seconds = plan("afb").seconds  # A_FB[SM](Kr) = 5.8e-5 at 5 sigma: 2.0e9 s
     assert text.returncode == 0 and f"{seconds:.3g} s" in text.stdout, text.stdout
+
+
+@pytest.mark.parametrize("mode", ["alr", "afb"])
+def test_the_plan_names_the_demos_efficiency_beside_its_own(mode: str) -> None:
+    """The demo's simulated detector (the shipped channel map) counts 2e-3 signal events
+    per muon; the plan gives the time at that efficiency too, shorter by their ratio."""
+    result = plan(mode)
+    assert result.demo_efficiency == pytest.approx(2e-3)
+    ratio = result.demo_efficiency / result.efficiency
+    assert result.demo_seconds == pytest.approx(result.seconds / ratio)
+    data = json.loads(mupnc("plan", "--mode", mode, "--json").stdout)
+    assert data["demo_efficiency"] == pytest.approx(2e-3)
+    text = mupnc("plan", "--mode", mode).stdout
+    assert f"the demo's detector counts 0.002 per muon ({ratio:.3g} x this efficiency)" in text

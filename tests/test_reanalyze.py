@@ -201,3 +201,22 @@ def test_reanalyze_regress_chooses_variables_and_refuses_bad_ones(steered, capsy
     assert only_x["reanalysis"]["regress"] == ["x"]
     code, _, err = cli(capsys, "--db", db, "reanalyze", str(run), "--regress", "x,q")
     assert code == 2 and "unknown beam variable 'q'" in err and err.count("\n") == 1
+
+
+def test_the_report_gives_the_detector_efficiency_beside_the_planners(simulated, capsys):
+    """Counts per muon measured from the data agree with the channel map's acceptances
+    (within 3 sigma of counting and beam-monitor noise) and are named beside the planner's
+    efficiency, so the factor between a demo and a plan is explained."""
+    db, run = simulated
+    _, out, _ = cli(capsys, "--db", db, "report", str(run), "--json")
+    summary = json.loads(out)
+    efficiency = summary["efficiency"]
+    assert efficiency["channel_map"] == pytest.approx(8 * 2.5e-4)  # the shipped A_LR map
+    assert efficiency["planner"] == pytest.approx(1e-6)  # scattering at Q^2 = 1 GeV^2
+    counts = efficiency["measured"] * 1e9 * 25  # signal events: efficiency x muons
+    noise = math.sqrt(1 / counts + SourceConfig().bcm_resolution ** 2 / summary["windows"])
+    assert abs(efficiency["measured"] / efficiency["channel_map"] - 1) < 3 * noise
+    ratio = efficiency["measured"] / efficiency["planner"]
+    assert efficiency["measured_over_planner"] == pytest.approx(ratio)
+    _, text, _ = cli(capsys, "--db", db, "report", str(run))
+    assert "efficiency" in text and "planner" in text
