@@ -179,7 +179,7 @@ def feedback(args: argparse.Namespace) -> int:
 
 
 def alarms(args: argparse.Namespace) -> int:
-    """``mupnc alarms``: list (JSON shape in the README's 'JSON for scripts': by default the
+    """``mupnc alarms``: list (JSON shape: docs/reference.md, 'JSON for scripts'; by default the
     newest run's alarms needing attention and those of no run), acknowledge, shelve."""
     from datetime import UTC, datetime
 
@@ -307,7 +307,7 @@ def close_run(url: str, number: int, reason: str | None, who: str) -> int:
 
 
 def report(url: str, number: int) -> dict:
-    """The prompt summary of a run as a JSON-ready dict (shape in the README's 'JSON for
+    """The prompt summary of a run as a JSON-ready dict (shape: docs/reference.md, 'JSON for
     scripts')."""
     with transaction(_engine(url)) as session:
         return run_summary(session, number)
