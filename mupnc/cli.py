@@ -25,10 +25,12 @@ from mupnc.daq.scheme import SCHEMES
 from mupnc.db.block_codec import RecordingError
 from mupnc.db.lease import LeaseHeldError, LeaseLostError
 from mupnc.db.session import (
+    UNREACHABLE,
     DatabaseURLError,
     SchemaError,
     checked_url,
     database_url,
+    redacted,
 )
 from mupnc.errors import UsageError
 from mupnc.ioc.autosave import AutosaveError
@@ -621,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         BlockFormatError,
     ) as err:  # ContractError, BlockFormatError: a DAQ that breaks docs/daq-contract.md
         print(f"mupnc: error: {err}", file=sys.stderr)
+        return 1
+    except UNREACHABLE as err:  # gone mid-command, or a SQLite file locked for 30 s
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else type(err).__name__
+        print(f"mupnc: error: database {redacted(args.db)}: {reason}", file=sys.stderr)
         return 1
     except RecordingError as err:  # in the database: a run-time failure, not bad input
         print(f"mupnc: error: corrupt recording: {err}", file=sys.stderr)

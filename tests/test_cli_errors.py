@@ -156,3 +156,25 @@ def test_a_dashboard_port_in_use_is_refused_in_one_line(tmp_path) -> None:
         f"--port {port}: in use on 127.0.0.1 (another dashboard?)"
     )
     assert "http://" not in result.stdout
+
+
+def test_a_locked_database_gives_one_line(tmp_path, capsys, monkeypatch) -> None:
+    """SQLite's "database is locked" (another writer held the file for 30 s) or a server
+    gone mid-command: one line naming the database, exit status 1, no traceback."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+    from support.cli import in_process
+
+    from mupnc import commands
+
+    def locked(*_args, **_kwargs):
+        raise OperationalError(
+            "INSERT INTO runs", {}, sqlite3.OperationalError("database is locked")
+        )
+
+    monkeypatch.setattr(commands, "list_runs", locked)
+    url = sqlite_with_schema(tmp_path / "locked.db")
+    code, out, err = in_process(capsys, "--db", url, "runs")
+    assert code == 1 and out == ""
+    assert err == f"mupnc: error: database {url}: database is locked\n"
