@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHECK_WORKERS ?= 2
 
-.PHONY: demo test check typecheck lint format bench clean
+.PHONY: demo test check typecheck lint format bench screenshots clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# docs/img/*.png from a running demo and headless Chromium (docs/make_screenshots.py, ~7 min)
+screenshots: $(STAMP)
+	$(BIN)/python docs/make_screenshots.py
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done

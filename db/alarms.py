@@ -37,7 +37,7 @@ def _iso(t: datetime | None) -> str | None:
 def alarm_list(
     session: Session, run: int | None = None, closed: bool = False, runless: bool = False
 ) -> list[dict]:
-    """Alarms newest first as ``alarms --json`` gives them (README, 'JSON for scripts');
+    """Alarms newest first as ``alarms --json`` gives them (docs/reference.md, 'JSON for scripts');
     only those still needing attention unless ``closed``; of run ``run`` (and, with
     ``runless``, those of no run) if given."""
     query = select(Alarm).order_by(Alarm.since.desc(), Alarm.id.desc())

@@ -1,5 +1,5 @@
 """Run list and run summary read from the database (the data of ``mupnc runs`` and
-``mupnc report``; JSON shapes in the README's 'JSON for scripts', asymmetries as plain
+``mupnc report``; JSON shapes in docs/reference.md's 'JSON for scripts', asymmetries as plain
 fractions)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``mupnc`` command line (the contract: README, 'Command line').
+"""The ``mupnc`` command line (the contract: docs/reference.md, 'Command line').
 
 Bad input gives a one-line error on stderr and exit status 2; a failure at run time
 (database unreachable, schema missing, IOC not answering) gives exit status 1.
@@ -25,10 +25,12 @@ from mupnc.daq.scheme import SCHEMES
 from mupnc.db.block_codec import RecordingError
 from mupnc.db.lease import LeaseHeldError, LeaseLostError
 from mupnc.db.session import (
+    UNREACHABLE,
     DatabaseURLError,
     SchemaError,
     checked_url,
     database_url,
+    redacted,
 )
 from mupnc.errors import UsageError
 from mupnc.ioc.autosave import AutosaveError
@@ -247,15 +249,20 @@ def _simulation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--asymmetry",
         type=_asymmetry,
+        metavar="A",
         help="physics asymmetry injected, as a fraction (default 1e-3)",
     )
-    p.add_argument("--rate", type=_positive, help="muon rate in Hz (default 1e8)")
-    p.add_argument("--polarization", type=_polarization, help="beam polarization (default 0.9)")
+    p.add_argument("--rate", type=_positive, metavar="HZ", help="muon rate in Hz (default 1e8)")
+    p.add_argument(
+        "--polarization", type=_polarization, metavar="P", help="beam polarization (default 0.9)"
+    )
     p.add_argument(
         "--scheme", choices=SCHEMES, help="spin reversal: fast, slow or kick (default fast)"
     )
     p.add_argument("--preset", choices=PRESETS, help="physics preset: flat (default), sm or np")
-    p.add_argument("--momentum", type=_positive, help="beam momentum in MeV/c (default 29)")
+    p.add_argument(
+        "--momentum", type=_positive, metavar="MEV_C", help="beam momentum in MeV/c (default 29)"
+    )
     p.add_argument(
         "--pattern",
         choices=list(PATTERN_SHAPES),
@@ -264,10 +271,17 @@ def _simulation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--window-rate",
         type=_positive,
+        metavar="HZ",
         help="helicity window rate in Hz (default 240)",
     )
-    p.add_argument("--seed", type=_seed, help="random seed of the simulation (default 1)")
-    p.add_argument("--channel-map", help="channel map TOML file (default: shipped map for --mode)")
+    p.add_argument(
+        "--seed", type=_seed, metavar="N", help="random seed of the simulation (default 1)"
+    )
+    p.add_argument(
+        "--channel-map",
+        metavar="FILE",
+        help="channel map TOML file (default: shipped map for --mode)",
+    )
 
 
 def _common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
@@ -287,8 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole chain on this machine")
     _simulation_options(demo)
-    demo.add_argument("--duration", type=_positive, help="stop by itself after S seconds")
-    demo.add_argument("--port", type=_port, default=5006, help="dashboard port (default 5006)")
+    demo.add_argument(
+        "--duration", type=_positive, metavar="S", help="stop by itself after S seconds"
+    )
+    demo.add_argument(
+        "--port", type=_port, default=5006, metavar="P", help="dashboard port (default 5006)"
+    )
     demo.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     demo.add_argument(
         "--ca-port",
@@ -315,13 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ioc = sub.add_parser("ioc", help="serve the soft IOCs")
     _simulation_options(ioc)
-    ioc.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
+    ioc.add_argument("--prefix", default="MUPNC:", metavar="P", help="PV prefix (default MUPNC:)")
     ioc.add_argument(
-        "--run", type=_count, help="run number (default: allocate one in the database)"
+        "--run", type=_count, metavar="N", help="run number (default: allocate one in the database)"
     )
     ioc.add_argument(
         "--block-rate",
         type=_block_rate,
+        metavar="HZ",
         default=20.0,
         help="window blocks published per second (default 20)",
     )
@@ -356,10 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pvs = sub.add_parser("pvs", help="list every PV of the IOC and the monitor")
     _simulation_options(pvs)
-    pvs.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
+    pvs.add_argument("--prefix", default="MUPNC:", metavar="P", help="PV prefix (default MUPNC:)")
     pvs.add_argument(
         "--block-rate",
         type=_block_rate,
+        metavar="HZ",
         default=20.0,
         help="the IOC's window blocks per second, which sets its ring's depth (default 20)",
     )
@@ -369,26 +389,29 @@ def build_parser() -> argparse.ArgumentParser:
     pvs.add_argument(
         "--markdown",
         action="store_true",
-        help="a Markdown table (README's 'Process variables' table is this with --prefix '')",
+        help="a Markdown table (the PV table of docs/reference.md, with --prefix '')",
     )
 
     simulate = sub.add_parser("sim", help="simulate and record a run offline, at full speed")
     _simulation_options(simulate)
     length = simulate.add_mutually_exclusive_group(required=True)
-    length.add_argument("--windows", type=_count, help="number of helicity windows")
-    length.add_argument("--seconds", type=_positive, help="seconds of data")
+    length.add_argument("--windows", type=_count, metavar="N", help="number of helicity windows")
+    length.add_argument("--seconds", type=_positive, metavar="S", help="seconds of data")
     simulate.add_argument(
         "--block-rate",
         type=_block_rate,
+        metavar="HZ",
         default=20.0,
         help="blocks per second of data, as the live IOC publishes them (default 20)",
     )
-    simulate.add_argument("--minirun", type=_minirun, help=MINIRUN_HELP)
+    simulate.add_argument("--minirun", type=_minirun, metavar="N", help=MINIRUN_HELP)
 
     replay = sub.add_parser("replay", help="play a recorded run back through the IOCs")
     replay.add_argument("run", type=int, help="recorded run")
     _replay_options(replay)
-    replay.add_argument("--port", type=_port, default=5006, help="dashboard port (default 5006)")
+    replay.add_argument(
+        "--port", type=_port, default=5006, metavar="P", help="dashboard port (default 5006)"
+    )
     replay.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
 
     reanalyze = sub.add_parser("reanalyze", help="analyse a recorded run again, without IOCs")
@@ -396,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     reanalyze.add_argument("--json", action="store_true", help="machine-readable output")
     reanalyze.add_argument(
         "--minirun",
+        metavar="N",
         type=_minirun,
         help="patterns (slow schemes: rotator patterns) per minirun (default: the run's own)",
     )
@@ -424,8 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file", help="FILE.parquet written by mupnc export")
 
     monitor = sub.add_parser("monitor", help="the online monitor")
-    monitor.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
-    monitor.add_argument("--minirun", type=_minirun, help=MINIRUN_HELP)
+    monitor.add_argument(
+        "--prefix", default="MUPNC:", metavar="P", help="PV prefix (default MUPNC:)"
+    )
+    monitor.add_argument("--minirun", type=_minirun, metavar="N", help=MINIRUN_HELP)
     monitor.add_argument("--pva", action=argparse.BooleanOptionalAction, help=PVA_HELP)
     monitor.add_argument(
         "--alarm-rules", metavar="FILE", help="alarm rules TOML (default: the shipped rules)"
@@ -438,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument(
         "mode", choices=("off", "dry-run", "on"), help="dry-run: decide and record, write nothing"
     )
-    feedback.add_argument("--prefix", default="MUPNC:", help="PV prefix (default MUPNC:)")
+    feedback.add_argument(
+        "--prefix", default="MUPNC:", metavar="P", help="PV prefix (default MUPNC:)"
+    )
 
     alarms = sub.add_parser("alarms", help="alarm list and operator actions")
     alarms.add_argument(
@@ -449,16 +477,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--for", dest="seconds", type=_positive, metavar="S", help="shelve: for S seconds"
     )
     alarms.add_argument(
-        "--who", default=os.environ.get("USER", "shifter"), help="operator name (default $USER)"
+        "--who",
+        default=os.environ.get("USER", "shifter"),
+        metavar="NAME",
+        help="operator name (default $USER)",
     )
-    alarms.add_argument("--run", type=int, help="only alarms of this run")
+    alarms.add_argument("--run", type=int, metavar="N", help="only alarms of this run")
     alarms.add_argument("--all", action="store_true", help="also closed alarms (the history)")
     alarms.add_argument("--json", action="store_true", help="machine-readable output")
 
     dash = sub.add_parser("dashboard", help="the Bokeh dashboard server")
-    dash.add_argument("--port", type=_port, default=5006, help="port (default 5006)")
+    dash.add_argument("--port", type=_port, default=5006, metavar="P", help="port (default 5006)")
     dash.add_argument(
-        "--address", type=_address, default="127.0.0.1", help="address to bind (default loopback)"
+        "--address",
+        type=_address,
+        default="127.0.0.1",
+        metavar="A",
+        help="address to bind (default loopback)",
     )
     dash.add_argument(
         "--allow-websocket-origin",
@@ -477,15 +512,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     register.add_argument("--config", metavar="RUN.toml", help="run configuration file")
     register.add_argument("--mode", choices=("alr", "afb"), help="A_LR or A_FB (default alr)")
-    register.add_argument("--channel-map", help="channel map TOML file (default: shipped map)")
+    register.add_argument(
+        "--channel-map", metavar="FILE", help="channel map TOML file (default: shipped map)"
+    )
     _common_options(register, argparse.SUPPRESS)
     close = run_actions.add_parser(
         "close", help="end an open run whose processes are gone (state aborted)"
     )
     close.add_argument("run", type=int, help="run number")
-    close.add_argument("--reason", help="why (stored with the run)")
+    close.add_argument("--reason", metavar="TEXT", help="why (stored with the run)")
     close.add_argument(
-        "--who", default=os.environ.get("USER", "shifter"), help="operator name (default $USER)"
+        "--who",
+        default=os.environ.get("USER", "shifter"),
+        metavar="NAME",
+        help="operator name (default $USER)",
     )
     _common_options(close, argparse.SUPPRESS)
 
@@ -496,24 +536,46 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="sensitivity planner: events and running time needed")
     plan.add_argument("--mode", choices=("alr", "afb"), required=True, help="A_LR or A_FB")
     plan.add_argument("--z", type=int, help="afb: nuclear charge of the target (default 36, Kr)")
-    plan.add_argument("--q2", type=_positive, help="alr: Q^2 in GeV^2 (default 1)")
+    plan.add_argument("--q2", type=_positive, metavar="GEV2", help="alr: Q^2 in GeV^2 (default 1)")
     plan.add_argument(
-        "--flux", type=_positive, default=1e11, help="muon rate in muons/s (default 1e11)"
+        "--flux",
+        type=_positive,
+        default=1e11,
+        metavar="PHI",
+        help="muon rate in muons/s (default 1e11)",
     )
     plan.add_argument(
-        "--asymmetry", type=_asymmetry, help="physics asymmetry (default: the SM value)"
+        "--asymmetry",
+        type=_asymmetry,
+        metavar="A",
+        help="physics asymmetry (default: the SM value)",
     )
     plan.add_argument(
-        "--sigma", type=_positive, default=5.0, help="significance in sigma (default 5)"
+        "--sigma",
+        type=_positive,
+        default=5.0,
+        metavar="N",
+        help="significance in sigma (default 5)",
     )
     plan.add_argument(
-        "--polarization", type=_positive, default=1.0, help="beam polarization (default 1)"
+        "--polarization",
+        type=_positive,
+        default=1.0,
+        metavar="P",
+        help="beam polarization (default 1)",
     )
     plan.add_argument(
-        "--signal-fraction", type=_positive, default=1.0, help="S/(S+B) dilution (default 1)"
+        "--signal-fraction",
+        type=_positive,
+        default=1.0,
+        metavar="D",
+        help="S/(S+B) dilution (default 1)",
     )
     plan.add_argument(
-        "--efficiency", type=_positive, help="events per muon (default: the efficiency chain)"
+        "--efficiency",
+        type=_positive,
+        metavar="EPS",
+        help="events per muon (default: the efficiency chain)",
     )
     plan.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -561,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         BlockFormatError,
     ) as err:  # ContractError, BlockFormatError: a DAQ that breaks docs/daq-contract.md
         print(f"mupnc: error: {err}", file=sys.stderr)
+        return 1
+    except UNREACHABLE as err:  # gone mid-command, or a SQLite file locked for 30 s
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else type(err).__name__
+        print(f"mupnc: error: database {redacted(args.db)}: {reason}", file=sys.stderr)
         return 1
     except RecordingError as err:  # in the database: a run-time failure, not bad input
         print(f"mupnc: error: corrupt recording: {err}", file=sys.stderr)

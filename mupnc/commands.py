@@ -21,6 +21,7 @@ from mupnc.db.session import (
     transaction,
 )
 from mupnc.db.summary import run_list, run_summary
+from mupnc.epics_env import port_free
 from mupnc.errors import UsageError
 from mupnc.orchestrate import PARENT_ENV
 from mupnc.runs import new_run, run_config, run_feedback, source_config
@@ -178,7 +179,7 @@ def feedback(args: argparse.Namespace) -> int:
 
 
 def alarms(args: argparse.Namespace) -> int:
-    """``mupnc alarms``: list (JSON shape in the README's 'JSON for scripts': by default the
+    """``mupnc alarms``: list (JSON shape: docs/reference.md, 'JSON for scripts'; by default the
     newest run's alarms needing attention and those of no run), acknowledge, shelve."""
     from datetime import UTC, datetime
 
@@ -230,6 +231,8 @@ def dashboard(args: argparse.Namespace) -> int:
     from mupnc.dashboards.server import serve
 
     _engine(args.db)
+    if not port_free(args.port, args.address):  # before printing an address nobody serves
+        raise UsageError(f"--port {args.port}: in use on {args.address} (another dashboard?)")
     origins = [f"127.0.0.1:{args.port}", f"localhost:{args.port}"]
     origins += args.allow_websocket_origin or []
     if PARENT_ENV not in os.environ:  # a demo or replay prints the address itself
@@ -304,7 +307,7 @@ def close_run(url: str, number: int, reason: str | None, who: str) -> int:
 
 
 def report(url: str, number: int) -> dict:
-    """The prompt summary of a run as a JSON-ready dict (shape in the README's 'JSON for
+    """The prompt summary of a run as a JSON-ready dict (shape: docs/reference.md, 'JSON for
     scripts')."""
     from mupnc.planner import efficiency_chain
 

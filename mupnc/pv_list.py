@@ -159,7 +159,7 @@ def format_lines(lines: list[PVLine], with_server: bool) -> list[str]:
 
 def markdown_table(lines: list[PVLine]) -> list[str]:
     """The listing as a Markdown table: PV, server, type, units, ``.DESC``, meaning (a
-    folded family's name in code, with its size); README's "Process variables" table."""
+    folded family's name in code, with its size); docs/reference.md's "Process variables" table."""
     out = ["| PV | server | type | units | DESC | meaning |", "|---|---|---|---|---|---|"]
     for line in lines:
         name = f"`{line.name}`" + (f" ({line.count} PVs)" if line.count > 1 else "")

@@ -7,7 +7,7 @@ and mass number A by the lab angle theta.  The recoil is neglected (the nucleus 
 
     Q^2 = -q^2 = |p - p'|^2 = 2 p^2 (1 - cos theta) = 4 p^2 sin^2(theta / 2)
 
-Sign convention (as the README and :mod:`mupnc.sim.detector`): ``A_LR = (sigma_R - sigma_L)
+Sign convention (as docs/reference.md and :mod:`mupnc.sim.detector`): ``A_LR = (sigma_R - sigma_L)
 / (sigma_R + sigma_L)``, R = helicity +1 (spin along the momentum), for a mu-.  A channel's
 counts go as ``1 + P_L A_LR``.
 

@@ -5,10 +5,11 @@ input and 1 for a run-time failure (an unknown run, a database that cannot be re
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 
 import pytest
-from support.cli import one_error_line, run_all, sqlite_with_schema
+from support.cli import mupnc, one_error_line, run_all, sqlite_with_schema
 
 # (arguments, exit status, words the one line must hold); every run gets --db of a database
 # with the schema; {dir} is a folder, {junk} a file of random bytes
@@ -142,3 +143,38 @@ def test_bad_database_url_gives_one_line_without_the_password(
     result = results[given_by, case]
     check(result, status, words)
     assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_a_dashboard_port_in_use_is_refused_in_one_line(tmp_path) -> None:
+    """Not a traceback after printing an address another server answers on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = mupnc("dashboard", "--port", str(port), db=sqlite_with_schema(tmp_path / "d.db"))
+    assert one_error_line(result, 2).endswith(
+        f"--port {port}: in use on 127.0.0.1 (another dashboard?)"
+    )
+    assert "http://" not in result.stdout
+
+
+def test_a_locked_database_gives_one_line(tmp_path, capsys, monkeypatch) -> None:
+    """SQLite's "database is locked" (another writer held the file for 30 s) or a server
+    gone mid-command: one line naming the database, exit status 1, no traceback."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+    from support.cli import in_process
+
+    from mupnc import commands
+
+    def locked(*_args, **_kwargs):
+        raise OperationalError(
+            "INSERT INTO runs", {}, sqlite3.OperationalError("database is locked")
+        )
+
+    monkeypatch.setattr(commands, "list_runs", locked)
+    url = sqlite_with_schema(tmp_path / "locked.db")
+    code, out, err = in_process(capsys, "--db", url, "runs")
+    assert code == 1 and out == ""
+    assert err == f"mupnc: error: database {url}: database is locked\n"

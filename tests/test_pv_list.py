@@ -105,12 +105,12 @@ def test_fold_takes_only_runs_of_consecutive_numbers_of_one_width() -> None:
     ]
 
 
-def test_the_readmes_pv_table_is_the_generated_listing(capsys) -> None:
-    """README's "Process variables" table is ``mupnc pvs --prefix '' --markdown``."""
+def test_the_references_pv_table_is_the_generated_listing(capsys) -> None:
+    """docs/reference.md's "Process variables" table is ``mupnc pvs --prefix '' --markdown``."""
     code, out, _ = in_process(capsys, "pvs", "--prefix", "", "--markdown")
     assert code == 0
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    begin, end = readme.index("<!-- pvs:begin"), readme.index("<!-- pvs:end -->")
-    table = readme[readme.index("\n", begin) + 1 : end]
-    assert table == out, "README's PV table is stale: run mupnc pvs --prefix '' --markdown"
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
+    begin, end = reference.index("<!-- pvs:begin"), reference.index("<!-- pvs:end -->")
+    table = reference[reference.index("\n", begin) + 1 : end]
+    assert table == out, "docs/reference.md's PV table is stale: run python -m mupnc.docs_text"
     assert "`MON:HEL_ERRORS`" in table
