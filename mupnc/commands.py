@@ -309,17 +309,10 @@ def close_run(url: str, number: int, reason: str | None, who: str) -> int:
 def report(url: str, number: int) -> dict:
     """The prompt summary of a run as a JSON-ready dict (shape: docs/reference.md, 'JSON for
     scripts')."""
-    from mupnc.planner import efficiency_chain
+    from mupnc.planner import beside_the_planner
 
     with transaction(_engine(url)) as session:
-        summary = run_summary(session, number)
-    efficiency = summary["efficiency"]
-    efficiency["planner"] = math.prod(efficiency_chain(summary["mode"]).values())
-    measured = efficiency["measured"]
-    efficiency["measured_over_planner"] = (
-        None if measured is None else measured / efficiency["planner"]
-    )
-    return summary
+        return beside_the_planner(run_summary(session, number))
 
 
 def _ppm(x: float | None) -> str:

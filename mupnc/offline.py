@@ -36,6 +36,7 @@ from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.feedback.service import SETPOINT_PVS, FeedbackService, Writer
 from mupnc.monitor.recorded_settings import run_blinding, run_settings
 from mupnc.monitor.recorder import RunRecorder
+from mupnc.planner import beside_the_planner
 from mupnc.sim.source import WindowSource
 
 FLUSH_SECONDS = 1.0
@@ -146,7 +147,7 @@ def reanalyze(
         *analysis.recordable(), columns["state"], columns["end_reason"]
     )
     with transaction(memory) as session:
-        summary = run_summary(session, number)
+        summary = beside_the_planner(run_summary(session, number))
     memory.dispose()
     summary["end"] = None if columns["end"] is None else columns["end"].isoformat()
     summary["reanalysis"] = {

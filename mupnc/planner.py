@@ -116,6 +116,18 @@ class Plan:
         return asdict(self)
 
 
+def beside_the_planner(summary: dict) -> dict:
+    """A run's summary (:func:`mupnc.db.summary.run_summary`) with the planner's efficiency
+    for its mode (default chain) beside the measured one: its ``efficiency`` gains
+    ``planner`` and ``measured_over_planner`` (None before any window).  Returns it."""
+    efficiency = summary["efficiency"]
+    efficiency["planner"] = math.prod(efficiency_chain(summary["mode"]).values())
+    measured = efficiency["measured"]
+    ratio = None if measured is None else measured / efficiency["planner"]
+    efficiency["measured_over_planner"] = ratio
+    return summary
+
+
 def efficiency_chain(mode: str, q2: float = 1.0) -> dict[str, float]:
     """The factors of the efficiency chain (module docstring) by name; ``q2`` in GeV^2."""
     if mode == "afb":
