@@ -2,6 +2,8 @@
 
 One worker thread (the caller of :meth:`OnlineMonitor.run`) does all CA reads, numeric
 work and database writes; pyepics callbacks only enqueue (see :mod:`mupnc.monitor.ingest`).
+It flushes to the database once a second and, in between, updates the result PVs every
+:data:`RESULT_PUBLISH_INTERVAL` while windows arrive.
 
 The monitor outlives its IOC: while the IOC is unreachable it keeps writing the database
 and evaluating alarms (the data go stale, ``pv_disconnected``); a restarted IOC that
@@ -28,6 +30,7 @@ from mupnc.db.models import Run
 from mupnc.db.session import transaction
 from mupnc.monitor.alarms.service import AlarmService
 from mupnc.monitor.analysis.blinding import Blinder, ioc_blinder
+from mupnc.monitor.analysis.results import RunResult
 from mupnc.monitor.analysis.run_analysis import RunAnalysis
 from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.monitor.archiver import SlowControlArchiver
@@ -40,6 +43,11 @@ from mupnc.monitor.recorder import RunRecorder
 from mupnc.monitor.stop import StoppedError, StopRequest
 
 log = logging.getLogger("mupnc.monitor")
+
+RESULT_PUBLISH_INTERVAL = 0.25
+"""Seconds between updates of the result PVs (``MON:*``) while windows arrive: the shifter
+page follows them, so a window is on the screen within a second, while the database gets
+one transaction per flush (a second)."""
 
 STATE_POLL_TIMEOUT = 0.5
 """Seconds the once-per-flush look at RUN:STATE waits for an unreachable IOC."""
@@ -191,11 +199,13 @@ class OnlineMonitor:
         minirun_patterns: int | None = None,
         flush_interval: float = 1.0,
         outputs: Callable[[], MonitorOutputs] | None = None,
+        publish_interval: float = RESULT_PUBLISH_INTERVAL,
     ) -> None:
         self.prefix = prefix
         self.engine = engine
         self.minirun_patterns = minirun_patterns
         self.flush_interval = flush_interval
+        self.publish_interval = publish_interval
         self.outputs = outputs
 
     def _wait_for_run(self, ingest: BlockIngest, stop: StopRequest) -> RunSettings:
@@ -300,27 +310,30 @@ class OnlineMonitor:
             for block in blocks:
                 analysis.feed(block)
 
+        def publish(publisher: ResultPublisher, result: RunResult) -> None:
+            publisher.publish(
+                run=settings.run,
+                asym=result.combined.value,
+                asym_err=result.combined.error,
+                chi2_ndf=result.chi2_ndf,
+                charge_asym=result.charge_asymmetry.value,
+                estimator=result.estimator,
+                patterns=result.patterns_good,
+                windows=decoder.state.windows_released,
+                decoder=decoder.lock_state,
+                windows_held=decoder.windows_held,
+                lost_windows=decoder.state.errors["missed_windows"],
+                helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
+                **beam_values(result, analysis.acc.channel_map.names),
+            )
+
         def flush(state: str, reason: str | None = None) -> bool:
-            acc, _, result, lost = recordable = analysis.recordable()
+            acc, _, result, _ = recordable = analysis.recordable()
             recorder.add_samples(archiver.drain())
             lock = (decoder.lock_state, decoder.windows_held)
             written = recorder.flush(*recordable, state, reason, lock)
             if publisher is not None:
-                publisher.publish(
-                    run=settings.run,
-                    asym=result.combined.value,
-                    asym_err=result.combined.error,
-                    chi2_ndf=result.chi2_ndf,
-                    charge_asym=result.charge_asymmetry.value,
-                    estimator=result.estimator,
-                    patterns=result.patterns_good,
-                    windows=decoder.state.windows_released,
-                    decoder=decoder.lock_state,
-                    windows_held=decoder.windows_held,
-                    lost_windows=lost,
-                    helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
-                    **beam_values(result, acc.channel_map.names),
-                )
+                publish(publisher, result)
                 publisher.publish_miniruns(result)
             if state == "running":
                 feedback.update(acc, requests)
@@ -333,22 +346,30 @@ class OnlineMonitor:
         ack = ConsumerAck(self.prefix)  # a replaying IOC paces itself by it
         ack.send(recorder.next_block - 1)
         next_flush = time.monotonic() + self.flush_interval
+        next_publish, fresh = next_flush, False  # fresh: windows since the last publish
         ioc_state = _RunStateWatch(ingest)
         final, reason = "ended", "the IOC ended the run"
         while not stop.is_set():
-            ingested(ingest.next_blocks(ack.wait))
+            blocks = ingest.next_blocks(ack.wait)
+            ingested(blocks)
             ack.send(recorder.next_block - 1)
+            fresh = fresh or bool(blocks)
             if ingest.new_run is not None:
                 final, reason = "aborted", f"the IOC was restarted into run {ingest.new_run}"
                 break
             if ingest.incompatible is not None:
                 final, reason = "aborted", f"{self.prefix}DAQ:BLOCK: {ingest.incompatible}"
                 break
-            if time.monotonic() >= next_flush:
+            now = time.monotonic()
+            if now >= next_flush:
                 next_flush += self.flush_interval
                 if ioc_state.poll() == "ENDED":
                     break
                 flush("running")
+                next_publish, fresh = now + self.publish_interval, False
+            elif publisher is not None and fresh and now >= next_publish:
+                publish(publisher, analysis.result())
+                next_publish, fresh = now + self.publish_interval, False
         else:  # left open for a later monitor: the windows still held are not given up
             final = "aborted"
             reason = f"monitor stopped ({stop.reason}); a new monitor resumes the run"

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from support.chains import chain_of, ioc_scalers
 
 from mupnc.commands import report
-from mupnc.db.models import HelicityCounts, SlowControlSample
+from mupnc.db.models import HelicityCounts, ResultSnapshot, SlowControlSample
 from mupnc.db.session import make_engine, transaction
 from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
@@ -35,7 +35,11 @@ def test_chain_counts_every_window_and_recovers_the_asymmetry(tmp_path, ca_env, 
     prefix = ["--prefix", ioc_prefix]
     ioc = ["ioc", "--run", str(run), *prefix, *sim]
     with chain_of(db, ca_env, ioc, ["monitor", *prefix]) as chain:
+        published = epics.PV(ioc_prefix + "MON:ASYM", auto_monitor=True, form="time")
+        stamps: set[float] = set()
+        published.add_callback(lambda timestamp=None, **_: stamps.add(timestamp))
         time.sleep(SECONDS)
+        published.clear_callbacks()
         assert chain.failed() is None
         assert chain.end_run(), "the monitor did not finish the run cleanly"
         scaler_plus, scaler_minus = ioc_scalers(ioc_prefix, timeout=10)
@@ -60,6 +64,12 @@ def test_chain_counts_every_window_and_recovers_the_asymmetry(tmp_path, ca_env, 
     assert summary["lost_windows"] == 0
     assert all(v == 0 for v in summary["helicity_errors"].values()), summary["helicity_errors"]
     assert summary["alarms"] == [], summary["alarms"]  # a clean run raises no alarm
+    # the result PVs follow the windows faster than the database's one flush a second
+    with transaction(make_engine(db)) as session:
+        flushes = session.scalar(
+            select(func.count(ResultSnapshot.id)).where(ResultSnapshot.run == run)
+        )
+    assert len(stamps) >= 1.5 * flushes > 0, (len(stamps), flushes)
     np.testing.assert_array_equal(db_plus, scaler_plus)
     np.testing.assert_array_equal(db_minus, scaler_minus)
     a = summary["asymmetry"]
