@@ -97,8 +97,10 @@ DECODER_COLOURS = {
 
 
 class AsymmetryPlot:
-    """Running asymmetry with error bars, the cumulative mean ± σ band, zero and expected
-    lines; the regressed asymmetry (corrected for the beam differences) in green beside it.
+    """Running asymmetry with error bars — cumulative: each point holds every pattern before
+    it, so neighbouring points are strongly correlated (title and legend say so) — the
+    cumulative mean ± σ band, zero and expected lines; the regressed asymmetry (corrected
+    for the beam differences) in green beside it.
 
     The y range follows the data (error bars and lines included) until the shifter pans or
     zooms; the reset tool or the toggle turns following back on.
@@ -143,11 +145,14 @@ class AsymmetryPlot:
         )
         self.plot.add_layout(self.expected)
         self.plot.add_layout(whisker(self.source, "navy"))
-        self.plot.scatter("x", "y", source=self.source, size=5, color="navy", legend_label="raw")
+        self.plot.scatter(
+            "x", "y", source=self.source, size=5, color="navy",
+            legend_label="raw: all data up to each point (neighbours correlated)",
+        )  # fmt: skip
         self.plot.add_layout(whisker(self.regressed, "green"))
         self.plot.scatter(
             "x", "y", source=self.regressed, size=5, color="green", marker="diamond",
-            legend_label="regressed",
+            legend_label="regressed, likewise cumulative",
         )  # fmt: skip
         self.plot.legend.location = "top_left"
         self.follow = Toggle(label="auto y-range", active=True, width=120)
@@ -169,7 +174,9 @@ class AsymmetryPlot:
         if reset:
             self.expected_value = None if run.blinded else run.expected
             key = "band: mean ± σ now" + (", red dashed: injected" if self.expected_value else "")
-            self.plot.title.text = f"Running {label(run.mode)}, run {run.number} ({key})"
+            self.plot.title.text = (
+                f"Running {label(run.mode)} (cumulative), run {run.number} ({key})"
+            )
             self.expected.visible = self.expected_value is not None
             self.unit = self._unit(snapshots, None)
             self.source.data = cols.asymmetry_columns(snapshots, run.start, self.unit)
@@ -243,8 +250,12 @@ class BeamPanel:
             self.source,
             columns=[
                 TableColumn(field="variable", title="variable", formatter=StringFormatter()),
-                TableColumn(field="value", title="difference", formatter=number),
-                TableColumn(field="error", title="± error", formatter=number),
+                TableColumn(
+                    field="shown",
+                    title="difference ± error",
+                    formatter=StringFormatter(),
+                    width=150,
+                ),
                 TableColumn(field="width", title="width", formatter=number),
                 TableColumn(field="unit", title="unit", formatter=StringFormatter()),
                 TableColumn(field="pull", title="diff / error", formatter=pull),
@@ -409,32 +420,49 @@ class BeamStrip:
         self.charge.yaxis.axis_label = f"A_Q ({unit.name})"
 
 
+CHANNEL_ROW_HEIGHT, CHANNEL_HEADER_HEIGHT = 25, 30
+"""Pixels of a table row and of its header (BokehJS' defaults)."""
+CHANNEL_ROWS_SHOWN = 24
+"""The channel table grows with the channels up to this many rows (every shipped map's
+channels and results fit); a larger map scrolls."""
+
+
+def table_height(rows: int, most: int = CHANNEL_ROWS_SHOWN) -> int:
+    """Pixels of a table that shows ``rows`` rows (at least one, at most ``most``) whole."""
+    return CHANNEL_HEADER_HEIGHT + CHANNEL_ROW_HEIGHT * max(1, min(rows, most)) + 2
+
+
 class ChannelTable:
-    """Per-channel cumulative asymmetries; pull cells coloured green, amber, red."""
+    """Per-channel cumulative asymmetries ``value ± error`` rounded to the error, and the
+    pull; pull cells coloured (amber from 2σ, red from 3σ).  The table is as tall as its
+    rows, so it needs no scrolling."""
 
     def __init__(self) -> None:
         self.unit = PPM
         self.shown: tuple = ()
         self.source = ColumnDataSource(cols.channel_columns([], {}, PPM), name="channel_source")
-        number = NumberFormatter(format="0.000", nan_format="–")
-        self.value = TableColumn(field="value", title="A (ppm)", formatter=number)
-        self.error = TableColumn(field="error", title="σ (ppm)", formatter=number)
+        self.value = TableColumn(
+            field="shown", title="A ± σ (ppm)", formatter=StringFormatter(), width=150
+        )
         pull = NumberFormatter(format="+0.00", nan_format="–", background_color="colour")
         self.table = live_table(
             self.source,
             columns=[
-                TableColumn(field="channel", title="channel", formatter=StringFormatter()),
-                TableColumn(field="role", title="role", formatter=StringFormatter()),
+                TableColumn(
+                    field="channel", title="channel", formatter=StringFormatter(), width=110
+                ),
+                TableColumn(field="role", title="role", formatter=StringFormatter(), width=70),
                 self.value,
-                self.error,
-                TableColumn(field="pull", title="pull", formatter=pull),
+                TableColumn(field="pull", title="pull (σ)", formatter=pull, width=60),
             ],
-            height=260,
+            height=table_height(0),
             sizing_mode="stretch_width",
             index_position=None,
+            name="channel_table",
         )
         self.title = Div(
-            text="<b>Channels</b> (pull: against the combined asymmetry × sign × A_LR shape)"
+            text="<b>Channels</b> (cumulative; pull: against the combined asymmetry × sign"
+            " × A_LR shape)"
         )
         self.layout = column(self.title, self.table, sizing_mode="stretch_width")
 
@@ -443,11 +471,13 @@ class ChannelTable:
             return
         self.shown = (channels, run.roles, run.shape)
         self.unit = choose_unit(magnitude(c.error for c in channels), self.unit)
-        self.value.title = f"A ({self.unit.name})"
-        self.error.title = f"σ ({self.unit.name})"
+        self.value.title = f"A ± σ ({self.unit.name})"
         self.source.data = cols.channel_columns(
             channels, dict(run.roles), self.unit, dict(run.shape)
         )
+        height = table_height(len(channels))
+        if self.table.height != height:
+            self.table.height = height
 
 
 class PullHistogram:
@@ -470,13 +500,18 @@ class PullHistogram:
             height=260,
             sizing_mode="stretch_width",
             tools="save",
+            name="pull_plot",
         )
         self.plot.quad(left="left", right="right", top="top", bottom=0, source=self.bars, alpha=0.6)
         self.plot.line("x", "y", source=self.gauss, color="red", legend_label="unit Gaussian")
         self.plot.legend.location = "top_right"
 
-    def apply(self, miniruns: Sequence[MinirunMean], running: bool) -> None:
+    def apply(self, miniruns: Sequence[MinirunMean], running: bool, pending: str = "") -> None:
+        """Show the pulls of the completed ``miniruns``; with fewer than two, the title says
+        ``pending`` (why and for how long: :func:`~mupnc.dashboards.columns.pending_text`)."""
         done = tuple(cols.completed_miniruns(miniruns, running))
+        if len(done) < 2:
+            self.plot.title.text = f"Minirun pulls: {pending or 'fewer than two complete miniruns'}"
         if done == self.shown:
             return
         self.shown = done
@@ -493,8 +528,8 @@ class PullHistogram:
                 f"Minirun pulls: {len(pull)} miniruns, "
                 f"mean {pull.mean():+.2f}, RMS {pull.std():.2f}"
             )
-        else:
-            self.plot.title.text = "Minirun pulls: fewer than two completed miniruns"
+        elif len(done) >= 2:
+            self.plot.title.text = "Minirun pulls: no two complete miniruns with an error"
 
 
 ROTATOR_STATES = ("PLUS", "MINUS", "RAMPING", "FAULT")
