@@ -212,6 +212,17 @@ def round_to_error(value: float | None, error: float | None) -> tuple[str, str] 
     return f"{rounded_value:.{decimals}f}", f"{rounded_error:.{decimals}f}"
 
 
+def format_significant(value: float, digits: int = 2) -> str:
+    """``value`` to ``digits`` significant digits, never in exponent notation (``360``,
+    ``1000``, ``0.0012``); ``?`` if not finite."""
+    if not math.isfinite(value):
+        return "?"
+    if value == 0:
+        return "0"
+    place = math.floor(math.log10(abs(value))) - (digits - 1)
+    return f"{round(value, -place) + 0.0:.{max(0, -place)}f}"
+
+
 def format_with_error(
     value: float | None,
     error: float | None,

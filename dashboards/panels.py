@@ -249,16 +249,18 @@ class BeamPanel:
         self.table = live_table(
             self.source,
             columns=[
-                TableColumn(field="variable", title="variable", formatter=StringFormatter()),
+                TableColumn(
+                    field="variable", title="variable", formatter=StringFormatter(), width=60
+                ),
                 TableColumn(
                     field="shown",
                     title="difference ± error",
                     formatter=StringFormatter(),
-                    width=150,
+                    width=140,
                 ),
-                TableColumn(field="width", title="width", formatter=number),
-                TableColumn(field="unit", title="unit", formatter=StringFormatter()),
-                TableColumn(field="pull", title="diff / error", formatter=pull),
+                TableColumn(field="width", title="width", formatter=number, width=70),
+                TableColumn(field="unit", title="unit", formatter=StringFormatter(), width=50),
+                TableColumn(field="pull", title="diff / error", formatter=pull, width=80),
             ],
             height=170,
             width=440,
@@ -536,23 +538,44 @@ ROTATOR_STATES = ("PLUS", "MINUS", "RAMPING", "FAULT")
 """Index order of the IOC's HEL:ROTATOR:STATE enum (archived as the state index)."""
 
 
-def rotator_html(rotator: Sequence[Sample], scheme: str) -> str:
-    """The spin rotator's newest state, setpoint and readback (empty if none archived)."""
-    values = {s.pv: s.value for s in rotator}
-    if "HEL:ROTATOR:STATE" not in values:
-        return ""
-    index = values["HEL:ROTATOR:STATE"]
-    state = ROTATOR_STATES[int(index)] if index is not None and 0 <= index < 4 else "?"
-    colour = {"FAULT": "#c00000", "RAMPING": "#b36b00"}.get(state, "#1a7f1a")
-    unit = " turns" if scheme == "kick" else ""
+def reversal_html(run: RunInfo, rotator: Sequence[Sample]) -> str:
+    """The spin reversal as its scheme works (:mod:`mupnc.daq.scheme`).
 
-    def number(name: str) -> str:
+    fast: the helicity board's pseudo-random patterns, their shape and reporting delay (a
+    spin rotator, if one is archived, plays no part and is not shown); slow: the rotator's
+    state, setpoint and readback (+1/−1), the reversal interval and its settle time; kick:
+    the kick's spin state and its turn number (setpoint and readback) among the turns it
+    alternates between."""
+    if run.scheme == "fast":
+        delay = "?" if run.delay_patterns is None else f"{run.delay_patterns}"
+        return (
+            f"<br><b>Helicity board</b> (fast reversal): pseudo-random {html.escape(run.pattern)}"
+            f" patterns, reported {delay} patterns late"
+        )
+    values = {s.pv: s.value for s in rotator}
+    index = values.get("HEL:ROTATOR:STATE")
+    known = index is not None and 0 <= index < len(ROTATOR_STATES)
+    state = ROTATOR_STATES[int(index)] if known and index is not None else "not archived"
+    colour = {"FAULT": "#c00000", "RAMPING": "#b36b00"}.get(state, "#1a7f1a" if known else "#555")
+    shown = f"<span style='color:{colour};font-weight:bold'>{state}</span>"
+    interval = "?" if run.flip_period is None else f"{run.flip_period:g} s"
+    settle = "?" if run.settle_time is None else f"{run.settle_time:g} s"
+
+    def number(name: str, unit: str = "") -> str:
         value = values.get(name)
         return "?" if value is None else f"{value:+g}{unit}"
 
+    if run.scheme == "kick":
+        turns = ", ".join(str(t) for t in run.kick_turns) or "?"
+        return (
+            f"<br><b>Kick</b> (spin precessing between kicks): {shown}, turn number setpoint"
+            f" {number('HEL:ROTATOR:SP')}, readback {number('HEL:ROTATOR:RBV')}"
+            f" (alternating turns {turns}; interval {interval})"
+        )
     return (
-        f"<br><b>Spin rotator:</b> <span style='color:{colour};font-weight:bold'>{state}</span>"
-        f" (setpoint {number('HEL:ROTATOR:SP')}, readback {number('HEL:ROTATOR:RBV')})"
+        f"<br><b>Spin rotator</b> (slow reversal): {shown} (setpoint"
+        f" {number('HEL:ROTATOR:SP')}, readback {number('HEL:ROTATOR:RBV')});"
+        f" flips every {interval}, settles in {settle}"
     )
 
 
@@ -595,13 +618,10 @@ class HelicityPanel:
         state = cols.decoder_state(previous, latest, run.state)
         colour = DECODER_COLOURS.get(state.split(" · ")[0], "#555")
         rate = f"{run.window_rate:g} Hz" if run.window_rate else "?"
-        delay = "?" if run.delay_patterns is None else f"{run.delay_patterns} patterns"
         self.state.text = (
             f"<b>Helicity decoder:</b> <span style='color:{colour};font-weight:bold'>"
-            f"{html.escape(state)}</span><br>pattern {html.escape(run.pattern)}, "
-            f"window rate {rate}, reporting delay {delay}, "
-            f"spin reversal {html.escape(run.scheme)}"
-            f"{rotator_html(rotator, run.scheme)}"
+            f"{html.escape(state)}</span><br>spin reversal {html.escape(run.scheme)}, "
+            f"window rate {rate}{reversal_html(run, rotator)}"
         )
         counts = dict.fromkeys(ERROR_KINDS, 0) | dict(errors)
         if tuple(counts.items()) == self.shown:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mupnc.dashboards.display import Unit, format_duration
+from mupnc.dashboards.display import Unit, format_duration, format_significant
 from mupnc.monitor.analysis.statistics import events_for_significance
 
 DEFAULT_SIGNIFICANCE = 5.0
@@ -69,6 +69,7 @@ def basis(
     if sigma_now is None or asymmetry is None or not math.isfinite(sigma_now):
         return "needs a live error and an asymmetry to project"
     return (
-        f"from σ = {sigma_now * unit.scale:.2g} {unit.name} after {format_duration(elapsed)};"
-        f" for A = {asymmetry * unit.scale:.2g} {unit.name} ({of}), σ ∝ 1/√t"
+        f"from σ = {format_significant(sigma_now * unit.scale)} {unit.name} after"
+        f" {format_duration(elapsed)}; for A = {format_significant(asymmetry * unit.scale)}"
+        f" {unit.name} ({of}), σ ∝ 1/√t"
     )

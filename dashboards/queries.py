@@ -101,6 +101,9 @@ def run_info(run: Run) -> RunInfo:
         pattern_windows=pattern_windows(scheme, pattern, config),
         shape=shape,
         replay_of=run.replay_of,
+        flip_period=_float(config.get("flip_period")),
+        settle_time=_float(config.get("settle_time")),
+        kick_turns=tuple(int(t) for t in config.get("kick_turns") or ()),
     )
 
 

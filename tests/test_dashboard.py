@@ -57,6 +57,7 @@ from mupnc.dashboards.display import (
     format_asymmetry,
     format_duration,
     format_rate,
+    format_significant,
     format_with_error,
     freshness,
     minirun_pulls,
@@ -85,7 +86,7 @@ from mupnc.dashboards.live import (
     run_html,
     status_html,
 )
-from mupnc.dashboards.panels import ROLLOVER
+from mupnc.dashboards.panels import ROLLOVER, reversal_html
 from mupnc.dashboards.projection import describe, project
 from mupnc.dashboards.queries import latest_run
 from mupnc.dashboards.records import (
@@ -181,6 +182,8 @@ def test_values_are_rounded_to_two_significant_digits_of_their_error() -> None:
     assert format_with_error(-1304.49, 866.642, "ppm") == "-1300 ± 870 ppm"
     assert format_with_error(3.0, 0.5, "") == "+3.00 ± 0.50"
     assert format_with_error(3.0, math.nan, "ppm") == "undefined"
+    assert format_significant(362.4) == "360" and format_significant(1000.0) == "1000"
+    assert format_significant(0.0012345) == "0.0012" and format_significant(-0.0) == "0"
     # the channel table's cells, the beam table's and the history's minirun table's
     rows = channel_columns(
         [Channel("det0", -1304.49e-6, 866.642e-6), Channel("det1", 1e-6, None)],
@@ -450,6 +453,27 @@ def test_the_beam_state_badge_shows_on_off_tripped_and_the_measured_rate() -> No
     assert "measured muon rate</th><td>98.7 MHz" in info
 
 
+def test_the_spin_reversal_panel_matches_the_scheme() -> None:
+    def rotator(state: float, setpoint: float, readback: float) -> tuple[Sample, ...]:
+        values = (("HEL:ROTATOR:STATE", state), ("HEL:ROTATOR:SP", setpoint))
+        values += (("HEL:ROTATOR:RBV", readback),)
+        return tuple(Sample(T0, name, value, "NO_ALARM") for name, value in values)
+
+    fast = reversal_html(run_info(), rotator(1, -1, -1))
+    assert "Helicity board" in fast and "MINUS" not in fast and "setpoint" not in fast
+    slow = reversal_html(
+        run_info(scheme="slow", flip_period=2.0, settle_time=0.05), rotator(3, 1, -1)
+    )
+    assert "Spin rotator</b> (slow reversal)" in slow and "FAULT" in slow
+    assert "(setpoint +1, readback -1); flips every 2 s, settles in 0.05 s" in slow
+    assert "Helicity board" not in slow
+    kick = reversal_html(run_info(scheme="kick", kick_turns=(3, 5)), rotator(0, 5, 5))
+    assert "Kick</b>" in kick and "PLUS" in kick and "setpoint +5, readback +5" in kick
+    assert "alternating turns 3, 5" in kick
+    unarchived = reversal_html(run_info(scheme="slow"), ())
+    assert "not archived" in unarchived and "flips every ?" in unarchived
+
+
 def test_slow_controls_are_idle_not_stale_without_a_live_run() -> None:
     now = T0 + timedelta(minutes=10)
     sample = Sample(T0, "M:BEAM:RATE", 1e8, "NO_ALARM")
@@ -479,7 +503,7 @@ def test_minirun_statistics_are_pending_with_the_time_they_need() -> None:
     text = result_html(update, T0 + timedelta(seconds=101))
     assert "χ²/ndf (miniruns)</th><td>pending · ~80 s more" in text
     # the projection says what it projects from
-    assert "from σ = 1.2 ppm after 100 s; for A = 5 ppm (the injected value)" in text
+    assert "from σ = 1.2 ppm after 100 s; for A = 5.0 ppm (the injected value)" in text
     blinded = result_html(
         Update(run_info(blinded=True), False, [], latest, (Channel("combined", 5e-6, 1.2e-6),)),
         T0 + timedelta(seconds=101),
@@ -620,7 +644,10 @@ def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) ->
     assert dict(zip(errors["kind"], errors["count"], strict=True))["phase_error"] == 3
     helicity = by_name(doc, "helicity_state").text
     assert "locked" in helicity
-    assert "FAULT" in helicity and "setpoint +1, readback -1" in helicity
+    # a fast run: the helicity board, not the (archived, meaningless there) rotator
+    assert "Helicity board</b> (fast reversal): pseudo-random quartet patterns" in helicity
+    assert "reported 8 patterns late" in helicity
+    assert "rotator" not in helicity.lower() and "FAULT" not in helicity
     plot = by_name(doc, "asym_plot")
     assert "A_LR" in plot.title.text
     assert plot.xaxis[0].axis_label == "time since run start (s)"

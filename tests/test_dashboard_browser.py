@@ -361,8 +361,10 @@ def test_history_page_with_reference_overlay(served, tmp_path: Path) -> None:
         page = open_page(browser, f"{url}/history?run={run}&ref={reference}", errors)
         assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 12
         assert page.evaluate(f"() => {MODEL}('reference_minirun_source').data.x.length") == 6
-        text = page.get_by_text(f"reference run {reference} (BLINDED):").inner_text()
-        assert "difference" in text and "σ" in text
+        page.get_by_text(f"reference run {reference} (BLINDED):").wait_for()
+        line = page.evaluate(f"() => {MODEL}('history_summary').text").split("<br>")[-1]
+        # 0.7 sigma apart: the difference is printed, and not coloured
+        assert line.endswith("; difference +0.70 σ"), line
         shot = tmp_path / "history.png"
         page.screenshot(path=shot, full_page=True)
         print(f"history screenshot: {shot}")
