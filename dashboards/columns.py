@@ -13,14 +13,17 @@ from datetime import datetime
 import numpy as np
 
 from mupnc.daq.beamline import DISPLAY, SLOPE_DISPLAY
+from mupnc.daq.scheme import SCHEMES, Scheme
 from mupnc.dashboards.display import (
     FEEDBACK_MODES,
     PPM,
     Unit,
+    format_duration,
     format_setpoint,
     format_with_error,
     pull_colours,
     pulls,
+    seconds_to_patterns,
 )
 from mupnc.dashboards.records import (
     CHARGE,
@@ -41,6 +44,7 @@ from mupnc.dashboards.records import (
 )
 from mupnc.monitor.analysis.blinding import ANALYZING_SIGN
 from mupnc.monitor.analysis.statistics import pulled_miniruns
+from mupnc.monitor.decoding import minirun_length
 
 NULL_PREFIX = "null_"
 """Null asymmetries (``null_half``, ``null_even_odd``) are expected at zero, like the charge
@@ -79,12 +83,24 @@ def regressed_columns(
     return {"x": _seconds(usable, start), "y": y, "lo": y - e, "hi": y + e}
 
 
-BEAM_DIFFERENCE_KEYS = ("variable", "value", "error", "width", "unit", "pull")
+def with_errors(
+    values: Sequence[float] | np.ndarray, errors: Sequence[float] | np.ndarray
+) -> list[str]:
+    """``value ± error`` per row (numbers already in their unit, signed), rounded by
+    :func:`~mupnc.dashboards.display.round_to_error`; ``–`` where undefined."""
+    return [
+        format_with_error(float(v), float(e), "", undefined="–")
+        for v, e in zip(values, errors, strict=True)
+    ]
+
+
+BEAM_DIFFERENCE_KEYS = ("variable", "value", "error", "shown", "width", "unit", "pull")
 
 
 def beam_difference_columns(differences: Sequence[BeamDifference]) -> dict[str, list]:
     """The beam panel's table: each variable's difference, error and width in the unit a
-    shift reads (nm, nrad, ppb) and the difference in its errors (``pull``; NaN undefined)."""
+    shift reads (nm, nrad, ppb), the difference ± error as text rounded to the error
+    (``shown``) and the difference in its errors (``pull``; NaN undefined)."""
     out: dict[str, list] = {k: [] for k in BEAM_DIFFERENCE_KEYS}
     nan = float("nan")
     for d in differences:
@@ -97,6 +113,7 @@ def beam_difference_columns(differences: Sequence[BeamDifference]) -> dict[str, 
         out["width"].append(nan if d.width is None else d.width * factor)
         out["unit"].append(unit)
         out["pull"].append(value / error if error and error > 0 else nan)
+    out["shown"] = with_errors(out["value"], out["error"])
     return out
 
 
@@ -163,7 +180,8 @@ def channel_columns(
     unit: Unit,
     shape: dict[str, float] | None = None,
 ) -> dict[str, list | np.ndarray]:
-    """Per-channel table: value and error in ``unit``, and the pull against expectation.
+    """Per-channel table: value and error in ``unit``, ``value ± error`` as text rounded to
+    the error (``shown``), and the pull against expectation.
 
     A detector channel c is expected to see ``ANALYZING_SIGN[role] * shape[c] * A_0`` with
     ``A_0 = A_combined / <shape>`` (the inverse-variance mean of ``shape`` over the scatter
@@ -191,6 +209,7 @@ def channel_columns(
         "role": role,
         "value": value * unit.scale,
         "error": error * unit.scale,
+        "shown": with_errors(value * unit.scale, error * unit.scale),
         "pull": pull,
         "colour": pull_colours(pull),
     }
@@ -214,6 +233,43 @@ def completed_miniruns(miniruns: Sequence[MinirunMean], running: bool) -> list[M
     patterns = np.array([m.patterns_good for m in done])
     kept = pulled_miniruns(patterns, int(patterns.max()))
     return [m for m, keep in zip(done, kept, strict=True) if keep]
+
+
+CHI2_MINIRUNS = 1.5
+"""Miniruns of good patterns before the monitor's chi2/ndf exists: two miniruns holding at
+least half a minirun each (:func:`mupnc.monitor.analysis.statistics.pulled_miniruns`)."""
+PULL_MINIRUNS = 2.0
+"""Miniruns of good patterns before the pull histogram has entries: two complete ones
+(:func:`completed_miniruns` leaves the filling one out)."""
+
+
+def minirun_patterns(run: RunInfo, miniruns: Sequence[MinirunMean]) -> int:
+    """Good patterns per minirun: the fullest completed minirun's, else the scheme's default
+    length (:func:`mupnc.monitor.decoding.minirun_length`; a monitor started with another
+    length shows it from its first complete minirun on)."""
+    done = sorted(miniruns, key=lambda m: m.index)[:-1]
+    if done:
+        return max(m.patterns_good for m in done)
+    return minirun_length(run.scheme if run.scheme in SCHEMES else Scheme.FAST)
+
+
+def pending_text(
+    run: RunInfo, miniruns: Sequence[MinirunMean], latest: Snapshot | None, needed: float
+) -> str:
+    """Why a minirun statistic is not there yet and for how long: ``pending · ~1.2 min more
+    (needs 2 miniruns of 9,000 good patterns)`` at the good-pattern rate so far; for an
+    ended run, ``none (fewer than ... miniruns)``."""
+    length = minirun_patterns(run, miniruns)
+    reason = f"{needed:g} miniruns of {length:,} good patterns"
+    if run.state not in ("starting", "running"):
+        return f"none (the run ended before {reason})"
+    if latest is None:
+        return f"pending (needs {reason})"
+    elapsed = (latest.time - run.start).total_seconds()
+    wait = seconds_to_patterns(latest.patterns_good, elapsed, needed * length)
+    if wait is None:
+        return f"pending (needs {reason}; no good pattern yet)"
+    return f"pending · ~{format_duration(wait)} more (needs {reason})"
 
 
 def minirun_columns(miniruns: Sequence[MinirunMean], unit: Unit) -> dict[str, np.ndarray]:
@@ -392,7 +448,7 @@ def loop_mode(loop: FeedbackLoop) -> tuple[str, str]:
 
 SENSITIVITY_KEYS = (
     "variable", "unit", "cycle", "cycle_error", "run", "run_error", "difference",
-    "difference_error", "pull",
+    "difference_error", "pull", "cycle_shown", "run_shown", "difference_shown",
 )  # fmt: skip
 
 
@@ -404,7 +460,8 @@ def sensitivity_columns(modulation: Modulation | None) -> dict[str, list]:
     """The modulation panel's table, a row per beam variable in the unit a shift reads
     (:data:`mupnc.daq.beamline.SLOPE_DISPLAY`): the combined sensitivity of the newest
     usable cycle and of the run, and the run's regression minus dithering slope with its
-    error and in its errors (``pull``); NaN where undefined."""
+    error and in its errors (``pull``), each ``value ± error`` also as text rounded to the
+    error (``cycle_shown``, ``run_shown``, ``difference_shown``); NaN where undefined."""
     out: dict[str, list] = {k: [] for k in SENSITIVITY_KEYS}
     if modulation is None:
         return out
@@ -426,6 +483,8 @@ def sensitivity_columns(modulation: Modulation | None) -> dict[str, list]:
         out["difference"].append(difference)
         out["difference_error"].append(error)
         out["pull"].append(difference / error if error > 0 else math.nan)
+    for key in ("cycle", "run", "difference"):
+        out[f"{key}_shown"] = with_errors(out[key], out[f"{key}_error"])
     return out
 
 

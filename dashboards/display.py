@@ -52,13 +52,12 @@ def magnitude(values: Iterable[float | None]) -> float:
 
 
 def format_asymmetry(value: float | None, error: float | None, unit: Unit | None = None) -> str:
-    """``value ± error unit`` (fractions in), rounded to two significant digits of the error."""
+    """``value ± error unit`` (fractions in), rounded by :func:`round_to_error`; ``no result
+    yet`` without a finite value and a positive finite error."""
     if value is None or error is None or not (math.isfinite(value) and math.isfinite(error)):
         return "no result yet"
     unit = unit or choose_unit(max(abs(value), error))
-    v, e = value * unit.scale, error * unit.scale
-    digits = max(0, 1 - math.floor(math.log10(e))) if e > 0 else 2
-    return f"{v:.{digits}f} ± {e:.{digits}f} {unit.name}"
+    return format_with_error(value * unit.scale, error * unit.scale, unit.name, signed=False)
 
 
 def y_range(
@@ -184,13 +183,63 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def format_with_error(value: float | None, error: float | None, unit: str) -> str:
-    """``value ± error unit`` of a number already in ``unit``, to two significant digits of
-    the error (``undefined`` without a finite value and error)."""
+ERROR_DIGITS = 2
+"""Significant digits of a printed error (:func:`round_to_error`)."""
+
+
+def round_to_error(value: float | None, error: float | None) -> tuple[str, str] | None:
+    """``value`` and ``error`` as text, both rounded to the decimal place of the error's
+    second significant digit; None when either is unknown, NaN or infinite, or the error is
+    not positive (no digit of the value is then meaningful: never a fake precision).
+
+    The rule is two significant digits of the error, always (``866.642`` → ``870``, so
+    ``-1304.490 ± 866.642`` → ``-1300 ± 870``; ``0.01234`` → ``0.012``; ``9.96`` →
+    ``10``).  Not the PDG's rule (one digit for errors whose leading three digits are 355
+    to 949, two otherwise): an online error shrinks continuously, and the PDG rule would
+    make the printed precision jump back and forth as it crosses 355 and 949, while two
+    digits keep the relative rounding of the error below 5 %.
+    """
     if value is None or error is None or not (math.isfinite(value) and math.isfinite(error)):
-        return "undefined"
-    digits = max(0, 1 - math.floor(math.log10(error))) if error > 0 else 2
-    return f"{value:+.{digits}f} ± {error:.{digits}f} {unit}"
+        return None
+    if error <= 0:
+        return None
+    place = math.floor(math.log10(error)) - (ERROR_DIGITS - 1)
+    if round(error, -place) >= 10 ** (place + ERROR_DIGITS):  # 9.96 -> 10: one place up
+        place += 1
+    decimals = max(0, -place)
+    rounded_error = round(error, -place)
+    rounded_value = round(value, -place) + 0.0  # + 0.0: no "-0"
+    return f"{rounded_value:.{decimals}f}", f"{rounded_error:.{decimals}f}"
+
+
+def format_significant(value: float, digits: int = 2) -> str:
+    """``value`` to ``digits`` significant digits, never in exponent notation (``360``,
+    ``1000``, ``0.0012``); ``?`` if not finite."""
+    if not math.isfinite(value):
+        return "?"
+    if value == 0:
+        return "0"
+    place = math.floor(math.log10(abs(value))) - (digits - 1)
+    return f"{round(value, -place) + 0.0:.{max(0, -place)}f}"
+
+
+def format_with_error(
+    value: float | None,
+    error: float | None,
+    unit: str,
+    signed: bool = True,
+    undefined: str = "undefined",
+) -> str:
+    """``value ± error unit`` of a number already in ``unit``, rounded by
+    :func:`round_to_error`, the value with its sign (``+`` too) when ``signed``;
+    ``undefined`` without a finite value and a positive finite error."""
+    rounded = round_to_error(value, error)
+    if rounded is None:
+        return undefined
+    shown, shown_error = rounded
+    if signed and not shown.startswith("-") and float(shown) != 0:
+        shown = "+" + shown
+    return f"{shown} ± {shown_error} {unit}".rstrip()
 
 
 def format_setpoint(value: float) -> str:
@@ -210,3 +259,55 @@ FEEDBACK_MODES = {
     "on": ("ON", "#1a7f1a"),
 }
 """A feedback loop's mode -> its label and badge colour."""
+
+
+IDLE = "idle"
+"""A feed that is quiet because no run is live (nothing to archive), not because it failed."""
+LIVE_RUN_STATES = ("starting", "running")
+
+
+def run_is_live(state: str | None) -> bool:
+    """Whether a run in ``state`` is being taken (a monitor archives its slow controls)."""
+    return state in LIVE_RUN_STATES
+
+
+BEAM_ON, BEAM_OFF, BEAM_TRIPPED, BEAM_UNKNOWN = "on", "off", "tripped", "unknown"
+BEAM_COLOURS = {BEAM_ON: "#1a7f1a", BEAM_OFF: "#555", BEAM_TRIPPED: "#c00000"}
+"""Badge colour per beam state (unknown: grey)."""
+
+
+def beam_state(switch: float | None, trip: float | None) -> str:
+    """The beam's state from the archived enum indices of ``BEAM:ON`` (0 OFF, 1 ON) and
+    ``BEAM:TRIP`` (0 OK, 1 TRIPPED), as the monitor's ``beam.on_for`` alarm input reads them.
+
+    ``off`` when the switch is OFF (the trip readback then shows no beam too, but nothing
+    tripped: an operator switched it off), else ``tripped`` when the trip status is
+    TRIPPED, else ``on`` when the switch is ON or, unarchived, the trip status is OK;
+    ``unknown`` when neither PV was archived (a DAQ that serves neither)."""
+    if switch is not None and round(switch) == 0:
+        return BEAM_OFF
+    if trip is not None and round(trip) == 1:
+        return BEAM_TRIPPED
+    if (switch is not None and round(switch) == 1) or (trip is not None and round(trip) == 0):
+        return BEAM_ON
+    return BEAM_UNKNOWN
+
+
+def format_rate(hertz: float | None) -> str:
+    """A particle rate for people: ``98.7 MHz``, ``240 Hz``, ``1.2 kHz``; ``?`` if unknown."""
+    if hertz is None or not math.isfinite(hertz):
+        return "?"
+    for scale, name in ((1e9, "GHz"), (1e6, "MHz"), (1e3, "kHz")):
+        if abs(hertz) >= scale:
+            return f"{hertz / scale:.3g} {name}"
+    return f"{hertz:.3g} Hz"
+
+
+def seconds_to_patterns(patterns_now: int, elapsed: float, target: float) -> float | None:
+    """Seconds until ``target`` good patterns at the rate so far (``patterns_now`` in
+    ``elapsed`` s); 0 once reached, None while no pattern has come (no rate yet)."""
+    if patterns_now >= target:
+        return 0.0
+    if patterns_now <= 0 or elapsed <= 0:
+        return None
+    return (target - patterns_now) * elapsed / patterns_now

@@ -1,7 +1,8 @@
 """One database poller per process, shared by every dashboard session.
 
 A background thread with its own engine reads, about once a second, the newest run, its new
-``result_snapshots`` rows, beam-rate slow-control samples and feedback decisions (ids
+``result_snapshots`` rows, beam-rate slow-control samples (and the newest beam switch, trip
+and rate setpoint) and feedback decisions (ids
 greater than the last seen), its cumulative and per-minirun results, its helicity errors, its
 feedback loops, its modulation cycles, its measured polarization and the standing alarms
 into a lock-protected store that numbers snapshots, samples and decisions with increasing sequence
@@ -83,6 +84,8 @@ class Update:
     modulation cycle)."""
     polarization: MeasuredPolarization | None = None
     """The polarization the run's polarimeter measured (None: no polarimeter)."""
+    beam_state: tuple[Sample, ...] = ()
+    """Newest beam switch, trip and rate setpoint samples (see queries.BEAM_STATE_PVS)."""
 
 
 Job = Callable[[Session], object]
@@ -142,6 +145,7 @@ class Feed:
         self._miniruns: tuple[MinirunMean, ...] = ()
         self._errors: tuple[tuple[str, int], ...] = ()
         self._rotator: tuple[Sample, ...] = ()
+        self._beam_state: tuple[Sample, ...] = ()
         self._beam: tuple[BeamDifference, ...] = ()
         self._regressed: Channel | None = None
         self._modulation: Modulation | None = None
@@ -236,6 +240,7 @@ class Feed:
             miniruns = queries.minirun_means(session, info.number)
             errors = queries.helicity_errors(session, info.number)
             rotator = queries.rotator_samples(session, info.start)
+            beam_state = queries.beam_state_samples(session)
             beam = queries.beam_differences(session, info.number)
             regressed = queries.corrected_result(session, info.number)
             dithered = queries.corrected_result(session, info.number, DITHERED)
@@ -262,7 +267,7 @@ class Feed:
             self._loops = loops
             self._run = info
             self._channels, self._miniruns, self._errors = channels, miniruns, errors
-            self._rotator = rotator
+            self._rotator, self._beam_state = rotator, beam_state
             self._beam, self._regressed = beam, regressed
             self._modulation, self._dithered = modulation, dithered
             self._polarization = polarization
@@ -313,6 +318,7 @@ class Feed:
                 self._modulation,
                 self._dithered,
                 self._polarization,
+                self._beam_state,
             )
 
     @property

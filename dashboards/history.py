@@ -19,6 +19,7 @@ import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import (
+    AdaptiveTicker,
     Button,
     ColumnDataSource,
     Div,
@@ -26,6 +27,7 @@ from bokeh.models import (
     Range1d,
     Select,
     Span,
+    StringFormatter,
     TableColumn,
 )
 from bokeh.plotting import figure
@@ -34,7 +36,12 @@ from sqlalchemy.orm import Session
 
 from mupnc.daq.beamline import BEAM_VARIABLES, SLOPE_DISPLAY
 from mupnc.dashboards import queries
-from mupnc.dashboards.columns import asymmetry_columns, minirun_columns, slope_columns
+from mupnc.dashboards.columns import (
+    asymmetry_columns,
+    minirun_columns,
+    slope_columns,
+    with_errors,
+)
 from mupnc.dashboards.display import (
     PPM,
     Unit,
@@ -55,6 +62,8 @@ HEADER = "<b style='font-size:18px'>mupnc run history</b> · <a href='/'>live sh
 REFERENCE_SHIFT = 0.2
 """Minirun-index offset of the reference run's points, so both sets of error bars show."""
 MINIRUN_KEYS = ("x", "y", "lo", "hi")
+REFERENCE_COLOUR = "#c03000"
+"""The reference run's points and summary line (its colour names it, not a judgement)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,8 @@ def difference_sigma(a: Channel | None, b: Channel | None) -> float | None:
 
 
 def minirun_table(miniruns: tuple[MinirunMean, ...], unit: Unit) -> dict[str, list | np.ndarray]:
-    """Table columns per minirun: index, patterns, A and σ in ``unit``, pull about the mean."""
+    """Table columns per minirun: index, patterns, A and σ in ``unit`` (and ``A ± σ`` as text
+    rounded to the error, ``shown``), pull about the mean."""
     usable = [m for m in miniruns if m.value is not None and m.error is not None and m.error > 0]
     values = np.array([m.value for m in usable], dtype=float)
     errors = np.array([m.error for m in usable], dtype=float)
@@ -113,6 +123,7 @@ def minirun_table(miniruns: tuple[MinirunMean, ...], unit: Unit) -> dict[str, li
         "patterns": [m.patterns_good for m in usable],
         "value": values * unit.scale,
         "error": errors * unit.scale,
+        "shown": with_errors(values * unit.scale, errors * unit.scale),
         "pull": pull,
         "colour": pull_colours(pull),
     }
@@ -141,13 +152,31 @@ def summary_html(record: RunRecord, reference: RunRecord | None, unit: Unit) -> 
         text = "no result" if ref is None else format_asymmetry(ref.value, ref.error, unit)
         blinded = " (BLINDED)" if reference.info.blinded else ""
         lines.append(
-            f"<span style='color:#c03000'>reference run {reference.info.number}{blinded}: {text}"
+            f"<span style='color:{REFERENCE_COLOUR}'>reference run {reference.info.number}"
+            f"{blinded}: {text}</span>"
         )
         sigma = difference_sigma(combined, ref)
         if sigma is not None:
-            lines[-1] += f"; difference {sigma:+.2f} σ"
-        lines[-1] += "</span>"
+            lines[-1] += f"; difference {difference_html(sigma)}"
     return "<br>".join(lines)
+
+
+SIGNIFICANT = 3.0
+"""A difference of two runs is remarkable (and coloured) from this many σ."""
+
+
+def difference_html(sigma: float) -> str:
+    """The difference of two runs in σ: red and bold from :data:`SIGNIFICANT`, plain below
+    (an unremarkable difference is not coloured)."""
+    text = f"{sigma:+.2f} σ"
+    if abs(sigma) >= SIGNIFICANT:
+        return f"<b style='color:#c00000'>{text}</b>"
+    return text
+
+
+def minirun_ticker() -> AdaptiveTicker:
+    """Ticks at whole minirun numbers only (1, 2, 5, 10, ... apart; never 0.5)."""
+    return AdaptiveTicker(min_interval=1, num_minor_ticks=0)
 
 
 class HistoryView:
@@ -186,7 +215,8 @@ class HistoryView:
             tools=TOOLS,
         )
         self.running_plot = figure(
-            title="Running asymmetry",
+            title="Running asymmetry (cumulative)",
+            name="history_running_plot",
             x_axis_label="time since run start (s)",
             y_axis_label="A (ppm)",
             y_range=Range1d(-1, 1),
@@ -204,7 +234,7 @@ class HistoryView:
             (self.running_plot, self.ref_running, True, 4, "circle"),
         )
         for plot, source, ref, size, marker in layers:
-            colour = "#c03000" if ref else "navy"
+            colour = REFERENCE_COLOUR if ref else "navy"
             plot.add_layout(whisker(source, colour))
             plot.scatter(
                 "x",
@@ -217,10 +247,11 @@ class HistoryView:
             )
         for plot in (self.minirun_plot, self.running_plot):
             plot.legend.location = "top_right"
+        self.minirun_plot.xaxis.ticker = minirun_ticker()
         self.table_source = ColumnDataSource(minirun_table((), PPM), name="minirun_table")
-        number = NumberFormatter(format="0.000", nan_format="–")
-        self.value_column = TableColumn(field="value", title="A (ppm)", formatter=number)
-        self.error_column = TableColumn(field="error", title="σ (ppm)", formatter=number)
+        self.value_column = TableColumn(
+            field="shown", title="A ± σ (ppm)", formatter=StringFormatter(), width=150
+        )
         self.table = live_table(
             self.table_source,
             columns=[
@@ -229,7 +260,6 @@ class HistoryView:
                     field="patterns", title="good patterns", formatter=NumberFormatter(format="0,0")
                 ),
                 self.value_column,
-                self.error_column,
                 TableColumn(
                     field="pull",
                     title="pull",
@@ -256,6 +286,7 @@ class HistoryView:
                 width=260,
                 tools=TOOLS,
             )
+            plot.xaxis.ticker = minirun_ticker()
             plot.add_layout(Span(location=0, dimension="width", line_color="black"))
             plot.add_layout(whisker(source, "green"))
             plot.scatter("x", "y", source=source, color="green", size=5)
@@ -298,7 +329,10 @@ class HistoryView:
         for plot in (self.minirun_plot, self.running_plot):
             plot.yaxis.axis_label = f"{name} ({unit.name})"
         self.minirun_plot.title.text = f"{name} per minirun, run {record.info.number}"
-        self.running_plot.title.text = f"Running {name}, run {record.info.number}"
+        self.running_plot.title.text = (
+            f"Running {name} (cumulative: each point holds all data before it), "
+            f"run {record.info.number}"
+        )
         self.miniruns.data = minirun_columns(record.miniruns, unit)
         self.running.data = asymmetry_columns(record.snapshots, record.info.start, unit)
         if reference is None:
@@ -314,8 +348,7 @@ class HistoryView:
         c = record.combined
         self.mean.visible = c is not None and c.value is not None
         self.mean.location = (c.value or 0.0) * unit.scale if self.mean.visible else 0.0
-        self.value_column.title = f"A ({unit.name})"
-        self.error_column.title = f"σ ({unit.name})"
+        self.value_column.title = f"A ± σ ({unit.name})"
         self.table_source.data = minirun_table(record.miniruns, unit)
         self.summary.text = summary_html(record, reference, unit)
         self._fit(self.minirun_plot, (self.miniruns, self.ref_miniruns), self.mean.location, 0.0)

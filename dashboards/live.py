@@ -19,18 +19,28 @@ from bokeh.layouts import column, row
 from bokeh.models import CustomJS, Div
 
 from mupnc.dashboards.alarm_panel import AlarmPanel
-from mupnc.dashboards.columns import good_beam_seconds
+from mupnc.dashboards.columns import (
+    CHI2_MINIRUNS,
+    PULL_MINIRUNS,
+    good_beam_seconds,
+    pending_text,
+)
 from mupnc.dashboards.display import (
+    BEAM_COLOURS,
+    IDLE,
     LIVE,
     LOST,
     NO_DATA,
     STALE,
+    beam_state,
     choose_unit,
     format_age,
     format_asymmetry,
     format_duration,
+    format_rate,
     freshness,
     magnitude,
+    run_is_live,
 )
 from mupnc.dashboards.feed import Feed, Update
 from mupnc.dashboards.feedback_panel import FeedbackPanel
@@ -45,8 +55,8 @@ from mupnc.dashboards.panels import (
     label,
 )
 from mupnc.dashboards.polarization_panel import PolarizationPanel
-from mupnc.dashboards.projection import describe, project
-from mupnc.dashboards.records import COMBINED, RunInfo, Snapshot
+from mupnc.dashboards.projection import basis, describe, project
+from mupnc.dashboards.records import COMBINED, RunInfo, Sample, Snapshot
 
 PERIOD_MS = 1000
 DATABASE_STALE, DATABASE_LOST = 5.0, 15.0
@@ -56,12 +66,14 @@ MONITOR_STALE, MONITOR_LOST = 5.0, 30.0
 SLOW_STALE, SLOW_LOST = 30.0, 300.0
 """Seconds since the newest beam-rate slow-control sample before it shows stale / lost
 (archivers write on change, so a steady beam is quieter than the monitor)."""
-STATE_COLOURS = {LIVE: "#1a7f1a", STALE: "#b07800", LOST: "#c00000", NO_DATA: "#777"}
+STATE_COLOURS = {LIVE: "#1a7f1a", STALE: "#b07800", LOST: "#c00000", NO_DATA: "#777", IDLE: "#777"}
 BADGE = "display:inline-block;padding:2px 8px;margin-right:8px;border-radius:4px;color:white;"
 DISCONNECTED_JS = """
-banner.text = 'DISCONNECTED from the dashboard server: the values below are frozen. Reload.';
+banner.text = 'DISCONNECTED from the dashboard server: the values below are frozen. '
+    + 'The page reconnects by itself when the server is back; reload it if this stays.';
 banner.visible = true;
 """
+"""The page's one disconnect message (Bokeh's own notification is turned off)."""
 RECONNECTED_JS = "banner.visible = false;"
 
 
@@ -73,7 +85,8 @@ def badge(name: str, state: str, detail: str) -> str:
 
 
 def status_html(update: Update, now: datetime, analysed: datetime | None = None) -> str:
-    """Badges for the database, the monitor's snapshots and the slow-control samples.
+    """Badges for the database, the monitor's snapshots and the slow-control samples (IDLE
+    while no run is live: no monitor archives them then).
 
     The monitor is LIVE only while it analyses windows: ``analysed`` is the time of the
     newest snapshot whose decoded windows grew (None: not known, the snapshot's own time);
@@ -99,11 +112,45 @@ def status_html(update: Update, now: datetime, analysed: datetime | None = None)
     slow_age = None if sample is None else (now - sample.time).total_seconds()
     slow_state = freshness(slow_age, SLOW_STALE, SLOW_LOST)
     slow_detail = "none archived" if sample is None else f"last sample {format_age(slow_age)}"
+    if not run_is_live(None if run is None else run.state):
+        # nothing archives the slow controls without a run: quiet is expected, not stale
+        slow_state, slow_detail = (
+            IDLE,
+            "no run live" + ("" if sample is None else f"; last sample {format_age(slow_age)}"),
+        )
     return (
         badge("database", db_state, db_detail)
         + badge("monitor", mon_state, mon_detail)
         + badge("slow controls", slow_state, slow_detail)
     )
+
+
+BEAM_STATE_NAMES = {"on": "ON", "off": "OFF", "tripped": "TRIPPED", "unknown": "UNKNOWN"}
+
+
+def beam_html(update: Update, now: datetime) -> str:
+    """The beam state badge (ON, OFF, TRIPPED from the archived ``BEAM:ON`` and
+    ``BEAM:TRIP``; :func:`~mupnc.dashboards.display.beam_state`) with the *measured* muon
+    rate (the newest ``BEAM:RATE`` sample) beside its setpoint; "last known" while no run
+    is live (nothing archives the beam then)."""
+    values = {s.pv: s.value for s in update.beam_state}
+    state = beam_state(values.get("BEAM:ON"), values.get("BEAM:TRIP"))
+    sample = update.latest_sample
+    measured = None if sample is None else sample.value
+    setpoint = values.get("BEAM:RATE_SP")
+    if setpoint is None and update.run is not None:
+        setpoint = update.run.muon_rate
+    detail = f"measured {format_rate(measured)}"
+    if sample is not None:
+        detail += f" {format_age((now - sample.time).total_seconds())}"
+    detail += f" (setpoint {format_rate(setpoint)})"
+    if state == "unknown":
+        detail = "BEAM:ON and BEAM:TRIP not archived; " + detail
+    if not run_is_live(None if update.run is None else update.run.state):
+        detail = "last known, no run live; " + detail
+    colour = BEAM_COLOURS.get(state, "#777")
+    text = f"beam: {BEAM_STATE_NAMES[state]} · {html.escape(detail)}"
+    return f"<span style='{BADGE}background:{colour};font-size:16px'>{text}</span>"
 
 
 ESTIMATOR_TEXT = {
@@ -159,7 +206,9 @@ def result_html(update: Update, now: datetime) -> str:
     rows.append(
         _row(
             "χ²/ndf (miniruns)",
-            "–" if chi2 is None else f"{chi2:.2f} ({completed} complete miniruns)",
+            pending_text(run, update.miniruns, latest, CHI2_MINIRUNS)
+            if chi2 is None
+            else f"{chi2:.2f} ({completed} complete miniruns)",
         )
     )
     if latest is not None:
@@ -171,8 +220,12 @@ def result_html(update: Update, now: datetime) -> str:
         ]
         elapsed = (latest.time - run.start).total_seconds()
         # a blinded run's projection uses only what the page shows: no injected value
-        target = value if run.blinded or run.expected is None else run.expected
+        measured = run.blinded or run.expected is None
+        target = value if measured else run.expected
+        of = "the injected value" if not measured else "the measured value"
+        of = "the measured, blinded value" if run.blinded else of
         rows.append(_row("projection", describe(project(elapsed, error, target))))
+        rows.append(_row("", f"<small>{basis(elapsed, error, target, of, unit)}</small>"))
     else:
         rows.append(_row("projection", describe(None)))
     if run.expected is not None and not run.blinded:
@@ -184,8 +237,10 @@ def result_html(update: Update, now: datetime) -> str:
     return head + f"<table>{''.join(rows)}</table>"
 
 
-def run_html(run: RunInfo | None, now: datetime) -> str:
-    """Run information: number, state, source, start, duration and beam settings."""
+def run_html(run: RunInfo | None, now: datetime, measured: Sample | None = None) -> str:
+    """Run information: number, state, source, start, duration and beam settings: the
+    muon rate the run was set up with (a setpoint) and the ``measured`` one (the newest
+    beam-rate sample), each named as what it is."""
     if run is None:
         return "<b>Run</b>: none yet"
     end = run.end or now
@@ -195,8 +250,10 @@ def run_html(run: RunInfo | None, now: datetime) -> str:
         ("start", run.start.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("duration", format_duration((end - run.start).total_seconds())),
         ("polarization", "?" if run.polarization is None else f"{run.polarization:.2f}"),
-        ("muon rate", "?" if run.muon_rate is None else f"{run.muon_rate:.3g} Hz"),
+        ("muon rate setpoint", f"{format_rate(run.muon_rate)} (at the run's start)"),
     ]
+    if measured is not None:
+        items.append(("measured muon rate", f"{format_rate(measured.value)} ({measured.pv})"))
     return "<b>Run information</b><table>" + "".join(_row(k, v) for k, v in items) + "</table>"
 
 
@@ -209,6 +266,7 @@ class LiveView:
             sizing_mode="stretch_width",
         )
         self.status = Div(name="status", sizing_mode="stretch_width")
+        self.beam_state = Div(name="beam_state", sizing_mode="stretch_width")
         self.disconnected = Div(
             name="disconnected",
             visible=False,
@@ -240,6 +298,7 @@ class LiveView:
         self.layout = column(
             self.disconnected,
             row(self.header, self.status, sizing_mode="stretch_width"),
+            self.beam_state,
             self.alarms.banner,
             row(
                 column(self.asymmetry.plot, self.asymmetry.follow, sizing_mode="stretch_width"),
@@ -278,8 +337,9 @@ class LiveView:
         run = update.run
         self._track_analysis(update)
         self.status.text = status_html(update, now, self.analysed)
+        self.beam_state.text = beam_html(update, now)
         self.alarms.apply(update.alarms, now)
-        self.run.text = run_html(run, now)
+        self.run.text = run_html(run, now, update.latest_sample)
         if run is None:
             self.box.text = result_html(update, now)
             return
@@ -296,7 +356,11 @@ class LiveView:
         self.channels.apply(run, update.channels)
         raw = next((c for c in update.channels if c.name == COMBINED), None)
         self.beam_differences.apply(update.beam, raw, update.regressed)
-        self.pulls.apply(update.miniruns, run.state == "running")
+        self.pulls.apply(
+            update.miniruns,
+            run.state == "running",
+            pending_text(run, update.miniruns, self.latest, PULL_MINIRUNS),
+        )
         self.helicity.apply(run, self.previous, self.latest, update.helicity_errors, update.rotator)
         self.box.text = result_html(update, now)
 
@@ -317,6 +381,7 @@ def make_document(doc: Document, feed: Feed) -> None:
     view.apply(feed.since(session), datetime.now(UTC))
     doc.add_root(view.layout)
     doc.title = "mupnc shifter"
+    doc.config.notify_connection_status = False  # one disconnect message: the page's banner
     doc.js_on_event(
         "connection_lost", CustomJS(args={"banner": view.disconnected}, code=DISCONNECTED_JS)
     )

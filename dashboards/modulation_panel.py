@@ -114,23 +114,17 @@ class ModulationPanel:
         self.source = ColumnDataSource(
             cols.sensitivity_columns(None), name="modulation_sensitivity_source"
         )
-        number = NumberFormatter(format="+0.0[00]", nan_format="–")
-        error = NumberFormatter(format="0.0[00]", nan_format="–")
         pull = NumberFormatter(format="+0.0", nan_format="–")
+        text = StringFormatter()
         self.table = live_table(
             self.source,
             columns=[
-                TableColumn(
-                    field="variable", title="variable", formatter=StringFormatter(), width=60
-                ),
-                TableColumn(field="cycle", title="newest cycle", formatter=number, width=95),
-                TableColumn(field="cycle_error", title="± error", formatter=error, width=65),
-                TableColumn(field="run", title="run", formatter=number, width=80),
-                TableColumn(field="run_error", title="± error", formatter=error, width=65),
-                TableColumn(field="difference", title="reg − dit", formatter=number, width=80),
-                TableColumn(field="difference_error", title="± error", formatter=error, width=65),
+                TableColumn(field="variable", title="variable", formatter=text, width=60),
+                TableColumn(field="cycle_shown", title="newest cycle", formatter=text, width=130),
+                TableColumn(field="run_shown", title="run", formatter=text, width=130),
+                TableColumn(field="difference_shown", title="reg − dit", formatter=text, width=130),
                 TableColumn(field="pull", title="in σ", formatter=pull, width=50),
-                TableColumn(field="unit", title="unit", formatter=StringFormatter(), width=80),
+                TableColumn(field="unit", title="unit", formatter=text, width=80),
             ],
             height=170,
             width=660,

@@ -97,8 +97,10 @@ DECODER_COLOURS = {
 
 
 class AsymmetryPlot:
-    """Running asymmetry with error bars, the cumulative mean ± σ band, zero and expected
-    lines; the regressed asymmetry (corrected for the beam differences) in green beside it.
+    """Running asymmetry with error bars — cumulative: each point holds every pattern before
+    it, so neighbouring points are strongly correlated (title and legend say so) — the
+    cumulative mean ± σ band, zero and expected lines; the regressed asymmetry (corrected
+    for the beam differences) in green beside it.
 
     The y range follows the data (error bars and lines included) until the shifter pans or
     zooms; the reset tool or the toggle turns following back on.
@@ -143,11 +145,14 @@ class AsymmetryPlot:
         )
         self.plot.add_layout(self.expected)
         self.plot.add_layout(whisker(self.source, "navy"))
-        self.plot.scatter("x", "y", source=self.source, size=5, color="navy", legend_label="raw")
+        self.plot.scatter(
+            "x", "y", source=self.source, size=5, color="navy",
+            legend_label="raw: all data up to each point (neighbours correlated)",
+        )  # fmt: skip
         self.plot.add_layout(whisker(self.regressed, "green"))
         self.plot.scatter(
             "x", "y", source=self.regressed, size=5, color="green", marker="diamond",
-            legend_label="regressed",
+            legend_label="regressed, likewise cumulative",
         )  # fmt: skip
         self.plot.legend.location = "top_left"
         self.follow = Toggle(label="auto y-range", active=True, width=120)
@@ -169,7 +174,9 @@ class AsymmetryPlot:
         if reset:
             self.expected_value = None if run.blinded else run.expected
             key = "band: mean ± σ now" + (", red dashed: injected" if self.expected_value else "")
-            self.plot.title.text = f"Running {label(run.mode)}, run {run.number} ({key})"
+            self.plot.title.text = (
+                f"Running {label(run.mode)} (cumulative), run {run.number} ({key})"
+            )
             self.expected.visible = self.expected_value is not None
             self.unit = self._unit(snapshots, None)
             self.source.data = cols.asymmetry_columns(snapshots, run.start, self.unit)
@@ -242,12 +249,18 @@ class BeamPanel:
         self.table = live_table(
             self.source,
             columns=[
-                TableColumn(field="variable", title="variable", formatter=StringFormatter()),
-                TableColumn(field="value", title="difference", formatter=number),
-                TableColumn(field="error", title="± error", formatter=number),
-                TableColumn(field="width", title="width", formatter=number),
-                TableColumn(field="unit", title="unit", formatter=StringFormatter()),
-                TableColumn(field="pull", title="diff / error", formatter=pull),
+                TableColumn(
+                    field="variable", title="variable", formatter=StringFormatter(), width=60
+                ),
+                TableColumn(
+                    field="shown",
+                    title="difference ± error",
+                    formatter=StringFormatter(),
+                    width=140,
+                ),
+                TableColumn(field="width", title="width", formatter=number, width=70),
+                TableColumn(field="unit", title="unit", formatter=StringFormatter(), width=50),
+                TableColumn(field="pull", title="diff / error", formatter=pull, width=80),
             ],
             height=170,
             width=440,
@@ -409,32 +422,49 @@ class BeamStrip:
         self.charge.yaxis.axis_label = f"A_Q ({unit.name})"
 
 
+CHANNEL_ROW_HEIGHT, CHANNEL_HEADER_HEIGHT = 25, 30
+"""Pixels of a table row and of its header (BokehJS' defaults)."""
+CHANNEL_ROWS_SHOWN = 24
+"""The channel table grows with the channels up to this many rows (every shipped map's
+channels and results fit); a larger map scrolls."""
+
+
+def table_height(rows: int, most: int = CHANNEL_ROWS_SHOWN) -> int:
+    """Pixels of a table that shows ``rows`` rows (at least one, at most ``most``) whole."""
+    return CHANNEL_HEADER_HEIGHT + CHANNEL_ROW_HEIGHT * max(1, min(rows, most)) + 2
+
+
 class ChannelTable:
-    """Per-channel cumulative asymmetries; pull cells coloured green, amber, red."""
+    """Per-channel cumulative asymmetries ``value ± error`` rounded to the error, and the
+    pull; pull cells coloured (amber from 2σ, red from 3σ).  The table is as tall as its
+    rows, so it needs no scrolling."""
 
     def __init__(self) -> None:
         self.unit = PPM
         self.shown: tuple = ()
         self.source = ColumnDataSource(cols.channel_columns([], {}, PPM), name="channel_source")
-        number = NumberFormatter(format="0.000", nan_format="–")
-        self.value = TableColumn(field="value", title="A (ppm)", formatter=number)
-        self.error = TableColumn(field="error", title="σ (ppm)", formatter=number)
+        self.value = TableColumn(
+            field="shown", title="A ± σ (ppm)", formatter=StringFormatter(), width=150
+        )
         pull = NumberFormatter(format="+0.00", nan_format="–", background_color="colour")
         self.table = live_table(
             self.source,
             columns=[
-                TableColumn(field="channel", title="channel", formatter=StringFormatter()),
-                TableColumn(field="role", title="role", formatter=StringFormatter()),
+                TableColumn(
+                    field="channel", title="channel", formatter=StringFormatter(), width=110
+                ),
+                TableColumn(field="role", title="role", formatter=StringFormatter(), width=70),
                 self.value,
-                self.error,
-                TableColumn(field="pull", title="pull", formatter=pull),
+                TableColumn(field="pull", title="pull (σ)", formatter=pull, width=60),
             ],
-            height=260,
+            height=table_height(0),
             sizing_mode="stretch_width",
             index_position=None,
+            name="channel_table",
         )
         self.title = Div(
-            text="<b>Channels</b> (pull: against the combined asymmetry × sign × A_LR shape)"
+            text="<b>Channels</b> (cumulative; pull: against the combined asymmetry × sign"
+            " × A_LR shape)"
         )
         self.layout = column(self.title, self.table, sizing_mode="stretch_width")
 
@@ -443,11 +473,13 @@ class ChannelTable:
             return
         self.shown = (channels, run.roles, run.shape)
         self.unit = choose_unit(magnitude(c.error for c in channels), self.unit)
-        self.value.title = f"A ({self.unit.name})"
-        self.error.title = f"σ ({self.unit.name})"
+        self.value.title = f"A ± σ ({self.unit.name})"
         self.source.data = cols.channel_columns(
             channels, dict(run.roles), self.unit, dict(run.shape)
         )
+        height = table_height(len(channels))
+        if self.table.height != height:
+            self.table.height = height
 
 
 class PullHistogram:
@@ -470,13 +502,18 @@ class PullHistogram:
             height=260,
             sizing_mode="stretch_width",
             tools="save",
+            name="pull_plot",
         )
         self.plot.quad(left="left", right="right", top="top", bottom=0, source=self.bars, alpha=0.6)
         self.plot.line("x", "y", source=self.gauss, color="red", legend_label="unit Gaussian")
         self.plot.legend.location = "top_right"
 
-    def apply(self, miniruns: Sequence[MinirunMean], running: bool) -> None:
+    def apply(self, miniruns: Sequence[MinirunMean], running: bool, pending: str = "") -> None:
+        """Show the pulls of the completed ``miniruns``; with fewer than two, the title says
+        ``pending`` (why and for how long: :func:`~mupnc.dashboards.columns.pending_text`)."""
         done = tuple(cols.completed_miniruns(miniruns, running))
+        if len(done) < 2:
+            self.plot.title.text = f"Minirun pulls: {pending or 'fewer than two complete miniruns'}"
         if done == self.shown:
             return
         self.shown = done
@@ -493,31 +530,52 @@ class PullHistogram:
                 f"Minirun pulls: {len(pull)} miniruns, "
                 f"mean {pull.mean():+.2f}, RMS {pull.std():.2f}"
             )
-        else:
-            self.plot.title.text = "Minirun pulls: fewer than two completed miniruns"
+        elif len(done) >= 2:
+            self.plot.title.text = "Minirun pulls: no two complete miniruns with an error"
 
 
 ROTATOR_STATES = ("PLUS", "MINUS", "RAMPING", "FAULT")
 """Index order of the IOC's HEL:ROTATOR:STATE enum (archived as the state index)."""
 
 
-def rotator_html(rotator: Sequence[Sample], scheme: str) -> str:
-    """The spin rotator's newest state, setpoint and readback (empty if none archived)."""
-    values = {s.pv: s.value for s in rotator}
-    if "HEL:ROTATOR:STATE" not in values:
-        return ""
-    index = values["HEL:ROTATOR:STATE"]
-    state = ROTATOR_STATES[int(index)] if index is not None and 0 <= index < 4 else "?"
-    colour = {"FAULT": "#c00000", "RAMPING": "#b36b00"}.get(state, "#1a7f1a")
-    unit = " turns" if scheme == "kick" else ""
+def reversal_html(run: RunInfo, rotator: Sequence[Sample]) -> str:
+    """The spin reversal as its scheme works (:mod:`mupnc.daq.scheme`).
 
-    def number(name: str) -> str:
+    fast: the helicity board's pseudo-random patterns, their shape and reporting delay (a
+    spin rotator, if one is archived, plays no part and is not shown); slow: the rotator's
+    state, setpoint and readback (+1/−1), the reversal interval and its settle time; kick:
+    the kick's spin state and its turn number (setpoint and readback) among the turns it
+    alternates between."""
+    if run.scheme == "fast":
+        delay = "?" if run.delay_patterns is None else f"{run.delay_patterns}"
+        return (
+            f"<br><b>Helicity board</b> (fast reversal): pseudo-random {html.escape(run.pattern)}"
+            f" patterns, reported {delay} patterns late"
+        )
+    values = {s.pv: s.value for s in rotator}
+    index = values.get("HEL:ROTATOR:STATE")
+    known = index is not None and 0 <= index < len(ROTATOR_STATES)
+    state = ROTATOR_STATES[int(index)] if known and index is not None else "not archived"
+    colour = {"FAULT": "#c00000", "RAMPING": "#b36b00"}.get(state, "#1a7f1a" if known else "#555")
+    shown = f"<span style='color:{colour};font-weight:bold'>{state}</span>"
+    interval = "?" if run.flip_period is None else f"{run.flip_period:g} s"
+    settle = "?" if run.settle_time is None else f"{run.settle_time:g} s"
+
+    def number(name: str, unit: str = "") -> str:
         value = values.get(name)
         return "?" if value is None else f"{value:+g}{unit}"
 
+    if run.scheme == "kick":
+        turns = ", ".join(str(t) for t in run.kick_turns) or "?"
+        return (
+            f"<br><b>Kick</b> (spin precessing between kicks): {shown}, turn number setpoint"
+            f" {number('HEL:ROTATOR:SP')}, readback {number('HEL:ROTATOR:RBV')}"
+            f" (alternating turns {turns}; interval {interval})"
+        )
     return (
-        f"<br><b>Spin rotator:</b> <span style='color:{colour};font-weight:bold'>{state}</span>"
-        f" (setpoint {number('HEL:ROTATOR:SP')}, readback {number('HEL:ROTATOR:RBV')})"
+        f"<br><b>Spin rotator</b> (slow reversal): {shown} (setpoint"
+        f" {number('HEL:ROTATOR:SP')}, readback {number('HEL:ROTATOR:RBV')});"
+        f" flips every {interval}, settles in {settle}"
     )
 
 
@@ -560,13 +618,10 @@ class HelicityPanel:
         state = cols.decoder_state(previous, latest, run.state)
         colour = DECODER_COLOURS.get(state.split(" · ")[0], "#555")
         rate = f"{run.window_rate:g} Hz" if run.window_rate else "?"
-        delay = "?" if run.delay_patterns is None else f"{run.delay_patterns} patterns"
         self.state.text = (
             f"<b>Helicity decoder:</b> <span style='color:{colour};font-weight:bold'>"
-            f"{html.escape(state)}</span><br>pattern {html.escape(run.pattern)}, "
-            f"window rate {rate}, reporting delay {delay}, "
-            f"spin reversal {html.escape(run.scheme)}"
-            f"{rotator_html(rotator, run.scheme)}"
+            f"{html.escape(state)}</span><br>spin reversal {html.escape(run.scheme)}, "
+            f"window rate {rate}{reversal_html(run, rotator)}"
         )
         counts = dict.fromkeys(ERROR_KINDS, 0) | dict(errors)
         if tuple(counts.items()) == self.shown:

@@ -14,6 +14,7 @@ from bokeh.layouts import column, row
 from bokeh.models import AdaptiveTicker, ColumnDataSource, Div, Range1d, Whisker
 from bokeh.plotting import figure
 
+from mupnc.dashboards.display import format_with_error
 from mupnc.dashboards.records import MeasuredPolarization, PolarizationPoint
 
 NO_POLARIMETER = "polarization: no polarimeter in this run (the configured value divides)"
@@ -23,10 +24,8 @@ BADGE = "display:inline-block;padding:0 6px;margin:0 4px;border-radius:4px;color
 STATES = {"plus": ("P+", "#1f77b4"), "minus": ("|P−|", "#d62728")}
 
 
-def _value(value: float | None, error: float | None, digits: int = 4) -> str:
-    if value is None or error is None:
-        return "undefined"
-    return f"{value:+.{digits}f} ± {error:.{digits}f}"
+def _value(value: float | None, error: float | None) -> str:
+    return format_with_error(value, error, "")
 
 
 def polarization_html(measured: MeasuredPolarization | None) -> str:
@@ -49,9 +48,8 @@ def polarization_html(measured: MeasuredPolarization | None) -> str:
         if abs(sigma) > FLIP_LIMIT:
             text += f"<span style='{BADGE}background:#c00000'>INCOMPLETE FLIP</span>"
     if measured.configured is not None and measured.configured_error is not None:
-        text += (
-            "<br>&nbsp;&nbsp;the configured polarization would give "
-            f"{measured.configured * 1e6:+.1f} ± {measured.configured_error * 1e6:.1f} ppm"
+        text += "<br>&nbsp;&nbsp;the configured polarization would give " + format_with_error(
+            measured.configured * 1e6, measured.configured_error * 1e6, "ppm"
         )
     return text
 

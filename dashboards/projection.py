@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mupnc.dashboards.display import format_duration
+from mupnc.dashboards.display import Unit, format_duration, format_significant
 from mupnc.monitor.analysis.statistics import events_for_significance
 
 DEFAULT_SIGNIFICANCE = 5.0
@@ -58,3 +58,18 @@ def describe(projection: Projection | None) -> str:
     if projection.remaining == 0:
         return f"{goal} reached"
     return f"{format_duration(projection.remaining)} more to {goal}"
+
+
+def basis(
+    elapsed: float, sigma_now: float | None, asymmetry: float | None, of: str, unit: Unit
+) -> str:
+    """What a projection is computed from, for the line under it: the live error reached in
+    ``elapsed`` s and the asymmetry it projects (``of``: where that comes from, e.g. "the
+    injected value" or "the measured value"), in ``unit``."""
+    if sigma_now is None or asymmetry is None or not math.isfinite(sigma_now):
+        return "needs a live error and an asymmetry to project"
+    return (
+        f"from σ = {format_significant(sigma_now * unit.scale)} {unit.name} after"
+        f" {format_duration(elapsed)}; for A = {format_significant(asymmetry * unit.scale)}"
+        f" {unit.name} ({of}), σ ∝ 1/√t"
+    )

@@ -101,6 +101,9 @@ def run_info(run: Run) -> RunInfo:
         pattern_windows=pattern_windows(scheme, pattern, config),
         shape=shape,
         replay_of=run.replay_of,
+        flip_period=_float(config.get("flip_period")),
+        settle_time=_float(config.get("settle_time")),
+        kick_turns=tuple(int(t) for t in config.get("kick_turns") or ()),
     )
 
 
@@ -244,14 +247,31 @@ ROTATOR_PVS = ("HEL:ROTATOR:STATE", "HEL:ROTATOR:SP", "HEL:ROTATOR:RBV")
 def rotator_samples(session: Session, since: datetime) -> tuple[Sample, ...]:
     """The newest archived sample of each :data:`ROTATOR_PVS` (any prefix) from ``since``
     on, in that order; PVs never archived are left out."""
+    return newest_samples(session, ROTATOR_PVS, since)
+
+
+BEAM_STATE_PVS = ("BEAM:ON", "BEAM:TRIP", "BEAM:RATE_SP")
+"""Beam PVs (without prefix) whose newest archived sample the beam state badge shows."""
+
+
+def beam_state_samples(session: Session) -> tuple[Sample, ...]:
+    """The newest archived sample of each :data:`BEAM_STATE_PVS` (any prefix), whenever it
+    was taken: the archiver writes on change, and a beam switched on before the run began
+    has its sample from then."""
+    return newest_samples(session, BEAM_STATE_PVS)
+
+
+def newest_samples(
+    session: Session, names: tuple[str, ...], since: datetime | None = None
+) -> tuple[Sample, ...]:
+    """The newest archived sample of each PV of ``names`` (any prefix; from ``since`` on if
+    given), in that order; PVs never archived are left out."""
     newest = []
-    for name in ROTATOR_PVS:
-        row = session.scalars(
-            select(SlowControlSample)
-            .where(SlowControlSample.pv.endswith(name), SlowControlSample.time >= since)
-            .order_by(SlowControlSample.id.desc())
-            .limit(1)
-        ).first()
+    for name in names:
+        query = select(SlowControlSample).where(SlowControlSample.pv.endswith(name))
+        if since is not None:
+            query = query.where(SlowControlSample.time >= since)
+        row = session.scalars(query.order_by(SlowControlSample.id.desc()).limit(1)).first()
         if row is not None:
             newest.append(Sample(utc(row.time), name, row.value, row.severity))
     return tuple(newest)

@@ -46,6 +46,13 @@ class RunInfo:
     preset's shape at each channel's cos theta; 1 for a flat preset and for other roles)."""
     replay_of: int | None = None
     """The recorded run this run replays (source "replay")."""
+    flip_period: float | None = None
+    """Slow and kick: seconds per reversal interval (None: the run does not say)."""
+    settle_time: float | None = None
+    """Slow and kick: seconds the rotator needs to settle after a flip, cut from each
+    interval (None: the run does not say)."""
+    kick_turns: tuple[int, ...] = ()
+    """Kick: the turn numbers the kick alternates between."""
 
     @property
     def origin(self) -> str:

@@ -25,6 +25,7 @@ from dashboard_data import (
     new_run,
     set_channels,
     set_helicity_errors,
+    shifter_page,
 )
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -32,12 +33,16 @@ from support.cli import sqlite_with_schema
 
 from mupnc.dashboards.alarms import acknowledge, banner_text, displayed_alarms
 from mupnc.dashboards.columns import (
+    CHI2_MINIRUNS,
+    PULL_MINIRUNS,
     asymmetry_columns,
     beam_columns,
+    beam_difference_columns,
     channel_columns,
     completed_miniruns,
     decoder_state,
     good_beam_seconds,
+    pending_text,
 )
 from mupnc.dashboards.display import (
     LIVE,
@@ -47,24 +52,51 @@ from mupnc.dashboards.display import (
     PPB,
     PPM,
     STALE,
+    beam_state,
     choose_unit,
     format_asymmetry,
     format_duration,
+    format_rate,
+    format_significant,
+    format_with_error,
     freshness,
     minirun_pulls,
     pull_colours,
     pull_histogram,
+    round_to_error,
+    seconds_to_patterns,
     settled,
     unit_gaussian,
     y_range,
 )
 from mupnc.dashboards.feed import Feed, Update
-from mupnc.dashboards.history import difference_sigma, make_history, minirun_table
-from mupnc.dashboards.live import LiveView, make_document, result_html, run_html, status_html
-from mupnc.dashboards.panels import ROLLOVER
+from mupnc.dashboards.history import RunRecord as HistoryRecord
+from mupnc.dashboards.history import (
+    difference_html,
+    difference_sigma,
+    make_history,
+    minirun_table,
+    summary_html,
+)
+from mupnc.dashboards.live import (
+    LiveView,
+    beam_html,
+    make_document,
+    result_html,
+    run_html,
+    status_html,
+)
+from mupnc.dashboards.panels import ROLLOVER, reversal_html
 from mupnc.dashboards.projection import describe, project
 from mupnc.dashboards.queries import latest_run
-from mupnc.dashboards.records import Channel, MinirunMean, RunInfo, Sample, Snapshot
+from mupnc.dashboards.records import (
+    BeamDifference,
+    Channel,
+    MinirunMean,
+    RunInfo,
+    Sample,
+    Snapshot,
+)
 from mupnc.db.models import Alarm, AlarmTransition
 from mupnc.db.session import make_engine, transaction
 from mupnc.sim.alr_model import mott_cross_section
@@ -133,6 +165,36 @@ def test_unit_by_magnitude_with_hysteresis() -> None:
     assert format_asymmetry(12.34e-9, 1.234e-9) == "12.3 ± 1.2 ppb"
     assert format_asymmetry(0.0312, 0.0021) == "3.12 ± 0.21 %"
     assert format_asymmetry(None, 1e-6) == "no result yet"
+
+
+def test_values_are_rounded_to_two_significant_digits_of_their_error() -> None:
+    assert round_to_error(-1304.490, 866.642) == ("-1300", "870")
+    assert round_to_error(12.34, 1.234) == ("12.3", "1.2")
+    assert round_to_error(0.5, 0.01234) == ("0.500", "0.012")
+    assert round_to_error(1.0, 9.96) == ("1", "10")  # the error rounds up a decade
+    assert round_to_error(5.0, 0.0995) == ("5.00", "0.10")
+    assert round_to_error(-4.0, 870.0) == ("0", "870")  # no "-0"
+    for error in (math.nan, math.inf, 0.0, -1.0, None):  # no fake precision
+        assert round_to_error(1.0, error) is None
+    assert round_to_error(math.nan, 1.0) is None
+    assert format_asymmetry(-1304.490e-6, 866.642e-6, PPM) == "-1300 ± 870 ppm"
+    assert format_asymmetry(1e-6, math.nan, PPM) == "no result yet"
+    assert format_with_error(-1304.49, 866.642, "ppm") == "-1300 ± 870 ppm"
+    assert format_with_error(3.0, 0.5, "") == "+3.00 ± 0.50"
+    assert format_with_error(3.0, math.nan, "ppm") == "undefined"
+    assert format_significant(362.4) == "360" and format_significant(1000.0) == "1000"
+    assert format_significant(0.0012345) == "0.0012" and format_significant(-0.0) == "0"
+    # the channel table's cells, the beam table's and the history's minirun table's
+    rows = channel_columns(
+        [Channel("det0", -1304.49e-6, 866.642e-6), Channel("det1", 1e-6, None)],
+        {"det0": "scatter", "det1": "scatter"},
+        PPM,
+    )
+    assert rows["shown"] == ["-1300 ± 870", "–"]
+    beam = beam_difference_columns([BeamDifference("x", 2.00123e-2, 4.567e-4, 1e-3, "mm", 9)])
+    assert beam["shown"] == ["+20010 ± 460"] and beam["unit"] == ["nm"]
+    table = minirun_table((MinirunMean(0, 10, 1.2345e-6, 0.2345e-6),), PPM)
+    assert table["shown"] == ["+1.23 ± 0.23"]
 
 
 def test_y_range_includes_error_bars_and_lines() -> None:
@@ -358,6 +420,97 @@ def test_the_live_view_tracks_when_windows_were_last_analysed(tmp_path) -> None:
         feed.stop()
 
 
+def test_the_beam_state_badge_shows_on_off_tripped_and_the_measured_rate() -> None:
+    # archived enum indices: BEAM:ON 0 OFF / 1 ON, BEAM:TRIP 0 OK / 1 TRIPPED
+    assert beam_state(1.0, 0.0) == "on" and beam_state(1.0, 1.0) == "tripped"
+    assert beam_state(0.0, 1.0) == "off"  # switched off: no beam, but nothing tripped
+    assert beam_state(None, 0.0) == "on" and beam_state(None, None) == "unknown"
+    assert format_rate(9.87e7) == "98.7 MHz" and format_rate(240.0) == "240 Hz"
+    assert format_rate(None) == "?"
+    now = T0 + timedelta(seconds=10)
+
+    def pvs(on: float, trip: float) -> tuple[Sample, ...]:
+        return tuple(
+            Sample(T0, name, value, "NO_ALARM")
+            for name, value in (("BEAM:ON", on), ("BEAM:TRIP", trip), ("BEAM:RATE_SP", 1e8))
+        )
+
+    rate = Sample(now - timedelta(seconds=1), "M:BEAM:RATE", 9.87e7, "NO_ALARM")
+    on = Update(run_info(), False, [], None, latest_sample=rate, beam_state=pvs(1, 0))
+    text = beam_html(on, now)
+    assert "beam: ON · measured 98.7 MHz 1 s ago (setpoint 100 MHz)" in text, text
+    assert "#1a7f1a" in text
+    tripped = beam_html(Update(run_info(), False, [], None, beam_state=pvs(1, 1)), now)
+    assert "beam: TRIPPED · measured ?" in tripped and "#c00000" in tripped
+    off = beam_html(Update(run_info(state="ended"), False, [], None, beam_state=pvs(0, 1)), now)
+    assert "beam: OFF · last known, no run live;" in off
+    unknown = beam_html(Update(run_info(), False, [], None), now)
+    assert "UNKNOWN · BEAM:ON and BEAM:TRIP not archived" in unknown
+    assert "(setpoint 100 MHz)" in unknown  # the run's configured setpoint
+    # run information names the setpoint as such, and the measured rate beside it
+    info = run_html(run_info(), now, rate)
+    assert "muon rate setpoint</th><td>100 MHz (at the run's start)" in info
+    assert "measured muon rate</th><td>98.7 MHz" in info
+
+
+def test_the_spin_reversal_panel_matches_the_scheme() -> None:
+    def rotator(state: float, setpoint: float, readback: float) -> tuple[Sample, ...]:
+        values = (("HEL:ROTATOR:STATE", state), ("HEL:ROTATOR:SP", setpoint))
+        values += (("HEL:ROTATOR:RBV", readback),)
+        return tuple(Sample(T0, name, value, "NO_ALARM") for name, value in values)
+
+    fast = reversal_html(run_info(), rotator(1, -1, -1))
+    assert "Helicity board" in fast and "MINUS" not in fast and "setpoint" not in fast
+    slow = reversal_html(
+        run_info(scheme="slow", flip_period=2.0, settle_time=0.05), rotator(3, 1, -1)
+    )
+    assert "Spin rotator</b> (slow reversal)" in slow and "FAULT" in slow
+    assert "(setpoint +1, readback -1); flips every 2 s, settles in 0.05 s" in slow
+    assert "Helicity board" not in slow
+    kick = reversal_html(run_info(scheme="kick", kick_turns=(3, 5)), rotator(0, 5, 5))
+    assert "Kick</b>" in kick and "PLUS" in kick and "setpoint +5, readback +5" in kick
+    assert "alternating turns 3, 5" in kick
+    unarchived = reversal_html(run_info(scheme="slow"), ())
+    assert "not archived" in unarchived and "flips every ?" in unarchived
+
+
+def test_slow_controls_are_idle_not_stale_without_a_live_run() -> None:
+    now = T0 + timedelta(minutes=10)
+    sample = Sample(T0, "M:BEAM:RATE", 1e8, "NO_ALARM")
+    for run in (run_info(state="ended"), run_info(state="aborted"), None):
+        update = Update(run, False, [], None, polled=now, latest_sample=sample)
+        status = status_html(update, now)
+        assert "slow controls: IDLE · no run live; last sample 10 min ago" in status, status
+        assert "#b07800" not in status  # no amber
+    running = Update(run_info(), False, [], None, polled=now, latest_sample=sample)
+    assert "slow controls: LOST" in status_html(running, now)
+
+
+def test_minirun_statistics_are_pending_with_the_time_they_need() -> None:
+    # 60 good patterns a second; 9000-pattern miniruns (the fast scheme's default)
+    assert seconds_to_patterns(6000, 100.0, 13500) == pytest.approx(125.0)
+    assert seconds_to_patterns(0, 10.0, 100) is None and seconds_to_patterns(200, 1, 100) == 0
+    latest = snap(100, 5e-6, 1.2e-6, patterns_good=7500)
+    chi2 = pending_text(run_info(), (), latest, CHI2_MINIRUNS)
+    assert chi2 == "pending · ~80 s more (needs 1.5 miniruns of 9,000 good patterns)"
+    pulls_wait = pending_text(run_info(), (), latest, PULL_MINIRUNS)
+    assert pulls_wait == "pending · ~2 min more (needs 2 miniruns of 9,000 good patterns)"
+    # the length from a completed minirun once there is one (a monitor's own length)
+    done = (MinirunMean(0, 3000, 1e-6, 1e-6), MinirunMean(1, 3000, 1e-6, 1e-6))
+    assert "miniruns of 3,000 good patterns" in pending_text(run_info(), done, latest, 2.0)
+    assert pending_text(run_info(state="ended"), (), latest, 2.0).startswith("none (the run")
+    update = Update(run_info(), False, [], latest, (Channel("combined", 5e-6, 1.2e-6),))
+    text = result_html(update, T0 + timedelta(seconds=101))
+    assert "χ²/ndf (miniruns)</th><td>pending · ~80 s more" in text
+    # the projection says what it projects from
+    assert "from σ = 1.2 ppm after 100 s; for A = 5.0 ppm (the injected value)" in text
+    blinded = result_html(
+        Update(run_info(blinded=True), False, [], latest, (Channel("combined", 5e-6, 1.2e-6),)),
+        T0 + timedelta(seconds=101),
+    )
+    assert "(the measured, blinded value)" in blinded and "injected" not in blinded
+
+
 # --- feed against SQLite -------------------------------------------------------------------------
 
 
@@ -491,7 +644,10 @@ def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) ->
     assert dict(zip(errors["kind"], errors["count"], strict=True))["phase_error"] == 3
     helicity = by_name(doc, "helicity_state").text
     assert "locked" in helicity
-    assert "FAULT" in helicity and "setpoint +1, readback -1" in helicity
+    # a fast run: the helicity board, not the (archived, meaningless there) rotator
+    assert "Helicity board</b> (fast reversal): pseudo-random quartet patterns" in helicity
+    assert "reported 8 patterns late" in helicity
+    assert "rotator" not in helicity.lower() and "FAULT" not in helicity
     plot = by_name(doc, "asym_plot")
     assert "A_LR" in plot.title.text
     assert plot.xaxis[0].axis_label == "time since run start (s)"
@@ -511,6 +667,27 @@ def test_shifter_document_streams_fits_and_resets(engine: Engine, feed: Feed) ->
     (destroyed,) = doc.session_destroyed_callbacks
     destroyed(None)
     assert feed.sessions == 0
+
+
+def test_the_shifter_page_reads_at_a_glance(engine: Engine, db_url: str) -> None:
+    """From the database: the beam badge from the archived beam PVs (a switch-on sample
+    from before the run counts), pending minirun statistics, a table as tall as its
+    channels, "cumulative" on the running plot, and one disconnect message."""
+    run = new_run(engine)
+    add_snapshots(engine, run, [1, 2, 3])
+    add_samples(engine, "MUPNC:BEAM:ON", [-3600], 1.0)  # switched on an hour before
+    add_samples(engine, "MUPNC:BEAM:TRIP", [2], 1.0)
+    add_samples(engine, "MUPNC:BEAM:RATE", [2.5], 2.5e7)
+    channels = {f"det{i:02d}": (1e-6, 1e-6) for i in range(14)} | {"combined": (1e-6, 3e-7)}
+    set_channels(engine, run, channels)
+    doc = shifter_page(db_url)
+    beam = by_name(doc, "beam_state").text
+    assert "beam: TRIPPED · measured 25 MHz" in beam and "(setpoint 100 MHz)" in beam, beam
+    assert "Minirun pulls: pending · ~" in by_name(doc, "pull_plot").title.text
+    assert len(by_name(doc, "channel_source").data["shown"]) == 15
+    assert by_name(doc, "channel_table").height >= 30 + 25 * 15  # every row, no scrolling
+    assert "(cumulative)" in by_name(doc, "asym_plot").title.text
+    assert doc.config.notify_connection_status is False  # the banner is the one message
 
 
 def test_a_replay_is_shown_as_the_replay_of_its_run(engine: Engine, feed: Feed) -> None:
@@ -603,6 +780,20 @@ def test_history_document_with_reference(engine: Engine) -> None:
     assert difference_sigma(Channel("a", None, 3.0), Channel("b", 0.0, 4.0)) is None
     empty = minirun_table((MinirunMean(0, 10, 1e-6, 1e-6),), PPM)
     assert np.isnan(empty["pull"]).all()
+    # minirun numbers are whole: no tick between two miniruns
+    for plot in (by_name(doc, "minirun_plot"), *(by_name(doc, f"slope_plot_{v}") for v in "xy")):
+        assert plot.xaxis[0].ticker.min_interval == 1
+    assert "(cumulative" in by_name(doc, "history_running_plot").title.text
+
+
+def test_a_history_difference_is_coloured_only_when_significant() -> None:
+    assert difference_html(-0.28) == "-0.28 σ"  # unremarkable: plain text
+    assert "color:#c00000" in difference_html(3.4) and "+3.40 σ" in difference_html(3.4)
+    record = HistoryRecord(run_info(), Channel("combined", 5e-6, 1e-6), (), ())
+    close = HistoryRecord(run_info(number=8), Channel("combined", 5.4e-6, 1e-6), (), ())
+    text = summary_html(record, close, PPM)
+    line = text.split("<br>")[-1]
+    assert line.endswith("; difference -0.28 σ") and "color" not in line.split("</span>")[1]
 
 
 # --- alarms --------------------------------------------------------------------------------------

@@ -112,8 +112,15 @@ def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
             box = page.evaluate(f"() => {MODEL}('result_box').text")
             assert "A_LR = " in box and "ppm" in box and "good patterns" in box
             assert "locked" in page.evaluate(f"() => {MODEL}('helicity_state').text")
+            # the beam state with the measured rate; minirun statistics pending, and why
+            beam = page.evaluate(f"() => {MODEL}('beam_state').text")
+            assert "beam: ON · measured " in beam and "(setpoint 100 MHz)" in beam, beam
+            assert "χ²/ndf (miniruns)</th><td>pending · ~" in box, box
+            assert "from σ = " in box and "(the injected value)" in box, box
+            pulls = page.evaluate(f"() => {MODEL}('pull_plot').title.text")
+            assert pulls.startswith("Minirun pulls: pending · ~"), pulls
             title = page.evaluate(f"() => {MODEL}('asym_plot').title.text")
-            match = re.match(r"Running A_LR, run (\d+) \(band: mean ± σ now", title)
+            match = re.match(r"Running A_LR \(cumulative\), run (\d+) \(band: mean ± σ now", title)
             assert match, title
             shot = tmp_path / "shifter.png"
             page.screenshot(path=shot, full_page=True)
@@ -136,7 +143,7 @@ def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
 def rendered_beam_x(page) -> str:
     """The horizontal beam difference as the page's beam table draws it."""
     cells = page.locator(".slick-cell").all_inner_texts()
-    row = next(i for i in range(len(cells) - 4) if cells[i] == "x" and cells[i + 4] == "nm")
+    row = next(i for i in range(len(cells) - 3) if cells[i] == "x" and cells[i + 3] == "nm")
     return cells[row + 1]
 
 
@@ -205,8 +212,8 @@ def test_a_steered_beam_demo_shows_raw_off_regressed_on_and_the_beam_panel(tmp_p
 
         def redrawn() -> bool:
             shown = rendered_beam_x(page)
-            value = page.evaluate(f"() => {MODEL}('beam_difference_source').data.value[0]")
-            return shown != first and shown == f"{value:.1f}"
+            text = page.evaluate(f"() => {MODEL}('beam_difference_source').data.shown[0]")
+            return shown != first and shown == text
 
         wait_for(redrawn, 30, "the beam table to show its latest data", step=0.2)
         # the window-rate axis (240 Hz) is not stretched to the muon rate (1e4 MHz, right)
@@ -353,8 +360,10 @@ def test_history_page_with_reference_overlay(served, tmp_path: Path) -> None:
         page = open_page(browser, f"{url}/history?run={run}&ref={reference}", errors)
         assert page.evaluate(f"() => {MODEL}('minirun_source').data.x.length") == 12
         assert page.evaluate(f"() => {MODEL}('reference_minirun_source').data.x.length") == 6
-        text = page.get_by_text(f"reference run {reference} (BLINDED):").inner_text()
-        assert "difference" in text and "σ" in text
+        page.get_by_text(f"reference run {reference} (BLINDED):").wait_for()
+        line = page.evaluate(f"() => {MODEL}('history_summary').text").split("<br>")[-1]
+        # 0.7 sigma apart: the difference is printed, and not coloured
+        assert line.endswith("; difference +0.70 σ"), line
         shot = tmp_path / "history.png"
         page.screenshot(path=shot, full_page=True)
         print(f"history screenshot: {shot}")
@@ -435,6 +444,10 @@ def test_closed_tabs_release_cursors_and_a_lost_server_shows(tmp_path: Path) -> 
             stop.set()  # the server goes away under the open tab
             server.join(30)
             pages[2].wait_for_function(f"() => {MODEL}('disconnected').visible", timeout=30_000)
+            pages[2].wait_for_timeout(1500)  # Bokeh's own notice would show by now
+            for bokeh_notice in ("connection was lost", "Reconnection will be attempted"):
+                assert pages[2].get_by_text(bokeh_notice).count() == 0, "one message only"
+            assert pages[2].get_by_text("DISCONNECTED from the dashboard server").count() == 1
             shot = tmp_path / "disconnected.png"
             pages[2].screenshot(path=shot)
             print(f"disconnected screenshot: {shot}")

@@ -116,7 +116,8 @@ def add_decisions(engine: Engine, run: int, decisions: list[FeedbackDecision]) -
 def test_numbers_with_errors_and_setpoints_read_well() -> None:
     assert format_with_error(998.787, 2.1967, "ppm") == "+998.8 ± 2.2 ppm"
     assert format_with_error(-0.1234, 0.047, "µm") == "-0.123 ± 0.047 µm"
-    assert format_with_error(12.0, 0.0, "ppm") == "+12.00 ± 0.00 ppm"
+    # a zero error gives no decimal place to round to: undefined, no fake precision
+    assert format_with_error(12.0, 0.0, "ppm") == "undefined"
     assert format_with_error(None, 1.0, "ppm") == "undefined"
     assert format_with_error(float("nan"), 1.0, "ppm") == "undefined"
     assert format_setpoint(-998.787) == "-998.8" and format_setpoint(3000.0) == "+3000"
