@@ -3,9 +3,11 @@
 Run: .venv/bin/python bench/bench_dashboard.py [--duration 600] [--sessions 10] [--every 10]
 
 The whole chain runs as in production: ``mupnc demo --no-dashboard`` (IOC, monitor, SQLite
-in a temporary folder; the monitor writes a snapshot a second) and ``mupnc dashboard`` as
-its own process, which is the one measured.  One headless Chromium opens ``--sessions`` tabs
-on the shifter page; every session streams at 1 Hz.  Every ``--every`` seconds the server's
+in a temporary folder; the monitor writes a snapshot a second and updates its result PVs
+four times a second) and ``mupnc dashboard`` as its own process, which is the one
+measured, following the monitor's result PVs (``--no-follow``: the database alone).  One
+headless Chromium opens ``--sessions`` tabs on the shifter page; every session streams the
+database at 1 Hz and the newest result at up to 4 Hz.  Every ``--every`` seconds the server's
 CPU (utime + stime from /proc, % of one core over the interval) and RSS are printed; the
 summary gives mean and peak CPU, RSS at start/end/peak and its drift per hour, and checks
 that every tab still received points at the end.  Chromium, the IOC and the monitor share
@@ -66,13 +68,28 @@ def rss_mb(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / 1e6
 
 
-def mupnc(db: str, *args: str) -> subprocess.Popen:
+def mupnc(
+    db: str, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen:
+    """``mupnc --db DB ARGS`` as a child process, its stderr into ``log`` (if given)."""
     return subprocess.Popen(
         [sys.executable, "-m", "mupnc", "--db", db, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log is None else log.open("w"),
+        env=None if env is None else {**os.environ, **env},
     )
+
+
+def free_pair() -> int:
+    """A port P with P and P + 1 free on loopback (TCP and UDP): the demo's IOC and monitor
+    (``--ca-port P``)."""
+    from mupnc.epics_env import port_free, udp_port_free
+
+    while True:
+        base = free_port()
+        if base < 65534 and all(port_free(p) and udp_port_free(p) for p in (base, base + 1)):
+            return base
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 90) -> None:
@@ -90,15 +107,27 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds measured")
     parser.add_argument("--sessions", type=int, default=10, help="concurrent browser tabs")
     parser.add_argument("--every", type=float, default=10.0, help="sampling interval (s)")
+    parser.add_argument(
+        "--no-follow", action="store_true", help="the dashboard shows only the database"
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     folder = tempfile.mkdtemp(prefix="bench_dashboard_")
     db, port = f"sqlite:///{folder}/bench.db", free_port()
     print(f"load average before: {os.getloadavg()}, cores {os.cpu_count()}")
-    chain = mupnc(db, "demo", "--no-dashboard", "--duration", str(args.duration + 120))
+    ca = free_pair()
+    demo = ["demo", "--no-dashboard", "--ca-port", str(ca), "--duration", str(args.duration + 120)]
+    chain = mupnc(db, *demo)
     time.sleep(3)  # the demo creates the schema and the run before the dashboard reads them
-    server = mupnc(db, "dashboard", "--port", str(port))
+    follow = ["--no-follow"] if args.no_follow else []
+    client = {
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ca} 127.0.0.1:{ca + 1}",
+    }
+    log = Path(folder) / "dashboard.log"
+    server = mupnc(db, "dashboard", "--port", str(port), *follow, env=client, log=log)
+    print(f"dashboard log: {log}")
     try:
         wait_listening(port)
         with sync_playwright() as pw:

@@ -2,11 +2,14 @@
 
 Run: .venv/bin/python bench/bench_latency.py [--duration 120] [--every 0.1]
 
-The chain runs as in production: ``mupnc demo --no-dashboard`` (IOC, monitor, SQLite in a
-temporary folder) and ``mupnc dashboard`` in its own process.  One headless Chromium tab
-opens the shifter page; a timer in the page samples, every ``--every`` seconds, the wall
-clock (``Date.now()``) minus the newest plotted time of the running asymmetry (the time of
-the monitor's result, which includes every window received until then).  Samples fall at
+The chain runs as in production: ``mupnc demo`` (IOC, monitor and dashboard processes,
+SQLite in a temporary folder; the dashboard follows the monitor's result PVs), or with
+``--no-follow`` ``mupnc demo --no-dashboard`` and ``mupnc dashboard --no-follow`` (the
+database alone, polled once a second).  One headless Chromium tab opens the shifter page;
+a timer in the page samples, every ``--every`` seconds, the wall clock (``Date.now()``)
+minus the newest plotted time of the running asymmetry (database points and the newest
+result PV point: the time of the monitor's result, which includes every window received
+until then).  Samples fall at
 random phases of the monitor's and the dashboard's cycles, so their distribution is what a
 shifter sees; the median, p95 and maximum are printed, with the machine's load.  Browser
 and servers share the machine's clock (one host).
@@ -31,9 +34,10 @@ from mupnc.db.models import Run
 SAMPLE_JS = """([every, start]) => {
     window.latency = [];
     const source = Bokeh.documents[0].get_model_by_name('asym_source');
+    const live = Bokeh.documents[0].get_model_by_name('asym_live_source');
     window.setInterval(() => {
-        const x = source.data.x;  // seconds since the run's start
-        if (x.length > 0) window.latency.push(Date.now() - start - 1000 * x[x.length - 1]);
+        const x = [...source.data.x, ...(live ? live.data.x : [])];  // s since the start
+        if (x.length > 0) window.latency.push(Date.now() - start - 1000 * Math.max(...x));
     }, every);
 }"""
 
@@ -42,17 +46,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=120.0, help="seconds sampled")
     parser.add_argument("--every", type=float, default=0.1, help="sampling interval (s)")
+    parser.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="the dashboard shows only the database (polled once a second), as before 0.25 s "
+        "result PVs",
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     folder = tempfile.mkdtemp(prefix="bench_latency_")
     db, port = f"sqlite:///{folder}/bench.db", free_port()
     print(f"load average before: {os.getloadavg()}, cores {os.cpu_count()}")
-    chain = mupnc(db, "demo", "--no-dashboard", "--duration", str(args.duration + 120))
+    duration = ["--duration", str(args.duration + 120)]
+    if args.no_follow:
+        chain = mupnc(db, "demo", "--no-dashboard", *duration)
+    else:  # the demo's own dashboard follows its monitor's result PVs
+        chain = mupnc(db, "demo", "--port", str(port), *duration)
     server = None
     try:
         start = wait_for_first_result(db)
-        server = mupnc(db, "dashboard", "--port", str(port))
+        if args.no_follow:
+            server = mupnc(db, "dashboard", "--port", str(port), "--no-follow")
         wait_listening(port)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -44,6 +44,7 @@ from mupnc.dashboards.display import (
 )
 from mupnc.dashboards.feed import Feed, Update
 from mupnc.dashboards.feedback_panel import FeedbackPanel
+from mupnc.dashboards.live_results import LiveResult, ResultFollower
 from mupnc.dashboards.modulation_panel import ModulationPanel
 from mupnc.dashboards.panels import (
     AsymmetryPlot,
@@ -59,6 +60,9 @@ from mupnc.dashboards.projection import basis, describe, project
 from mupnc.dashboards.records import COMBINED, RunInfo, Sample, Snapshot
 
 PERIOD_MS = 1000
+LIVE_PERIOD_MS = 250
+"""How often a session looks at the monitor's newest result (the monitor updates it four
+times a second, :mod:`mupnc.dashboards.live_results`); only a newer one is sent."""
 DATABASE_STALE, DATABASE_LOST = 5.0, 15.0
 """Seconds since the database last answered before its feed shows stale / lost."""
 MONITOR_STALE, MONITOR_LOST = 5.0, 30.0
@@ -261,6 +265,7 @@ class LiveView:
     """The models of one session's shifter page."""
 
     def __init__(self, feed: Feed) -> None:
+        self.shown_run: RunInfo | None = None
         self.header = Div(
             text="<b style='font-size:18px'>mupnc shifter</b> · <a href='/history'>run history</a>",
             sizing_mode="stretch_width",
@@ -332,9 +337,14 @@ class LiveView:
                 self.analysed = snapshot.time
             self.last_windows = snapshot.windows
 
+    def show_live(self, live: LiveResult | None) -> None:
+        """The monitor's newest result on the running plot, for the run shown."""
+        if self.shown_run is not None:
+            self.asymmetry.show_live(self.shown_run, live)
+
     def apply(self, update: Update, now: datetime) -> None:
         """Show ``update``: reset on a new run, stream new points, refresh boxes and tables."""
-        run = update.run
+        run = self.shown_run = update.run
         self._track_analysis(update)
         self.status.text = status_html(update, now, self.analysed)
         self.beam_state.text = beam_html(update, now)
@@ -365,8 +375,9 @@ class LiveView:
         self.box.text = result_html(update, now)
 
 
-def make_document(doc: Document, feed: Feed) -> None:
-    """Build the shifter page in ``doc`` and show ``feed`` every second."""
+def make_document(doc: Document, feed: Feed, follower: ResultFollower | None = None) -> None:
+    """Build the shifter page in ``doc`` and show ``feed`` every second; with a
+    ``follower``, the monitor's newest result every :data:`LIVE_PERIOD_MS` in between."""
     view = LiveView(feed)
     session = uuid.uuid4().hex
     feed.attach(session)
@@ -389,4 +400,6 @@ def make_document(doc: Document, feed: Feed) -> None:
         "client_reconnected", CustomJS(args={"banner": view.disconnected}, code=RECONNECTED_JS)
     )
     doc.add_periodic_callback(tick, PERIOD_MS)
+    if follower is not None:
+        doc.add_periodic_callback(lambda: view.show_live(follower.newest), LIVE_PERIOD_MS)
     doc.on_session_destroyed(lambda _context: feed.detach(session))

@@ -43,6 +43,7 @@ from mupnc.dashboards.display import (
     unit_gaussian,
     y_range,
 )
+from mupnc.dashboards.live_results import LiveResult
 from mupnc.dashboards.records import (
     BeamDifference,
     Channel,
@@ -154,6 +155,12 @@ class AsymmetryPlot:
             "x", "y", source=self.regressed, size=5, color="green", marker="diamond",
             legend_label="regressed, likewise cumulative",
         )  # fmt: skip
+        self.live = ColumnDataSource(_empty(cols.ASYMMETRY_KEYS), name="asym_live_source")
+        self.plot.add_layout(whisker(self.live, "darkorange"))
+        self.plot.scatter(
+            "x", "y", source=self.live, size=9, color="darkorange", marker="circle_dot",
+            fill_alpha=0, legend_label="newest (the monitor's result PVs, 4 per second)",
+        )  # fmt: skip
         self.plot.legend.location = "top_left"
         self.follow = Toggle(label="auto y-range", active=True, width=120)
         self.follow.on_change("active", lambda _attr, _old, _new: self._fit())
@@ -181,11 +188,12 @@ class AsymmetryPlot:
             self.unit = self._unit(snapshots, None)
             self.source.data = cols.asymmetry_columns(snapshots, run.start, self.unit)
             self.regressed.data = cols.regressed_columns(snapshots, run.start, self.unit)
+            self.live.data = _empty(cols.ASYMMETRY_KEYS)
         elif snapshots:
             unit = self._unit(snapshots, self.unit)
             if unit != self.unit:
                 ratio = unit.scale / self.unit.scale
-                for source in (self.source, self.regressed):
+                for source in (self.source, self.regressed, self.live):
                     source.data = {
                         k: np.asarray(v) * (1 if k == "x" else ratio)
                         for k, v in source.data.items()
@@ -204,6 +212,22 @@ class AsymmetryPlot:
         self.expected.location = (self.expected_value or 0.0) * self.unit.scale
         self._update_band()
         self._fit()
+
+    def show_live(self, run: RunInfo, live: LiveResult | None) -> None:
+        """Show ``live``, the monitor's newest result between database snapshots, as the
+        plot's newest point; nothing for another run, a run not running, or a result no
+        newer than the newest snapshot."""
+        x = np.asarray(self.source.data["x"], dtype=float)
+        if live is None or live.run != run.number or run.state != "running":
+            if len(self.live.data["x"]):
+                self.live.data = _empty(cols.ASYMMETRY_KEYS)
+            return
+        seconds = (live.time - run.start).total_seconds()
+        shown = self.live.data["x"]
+        if (len(x) and seconds <= x[-1]) or (len(shown) and seconds <= shown[0]):
+            return
+        y, e = live.value * self.unit.scale, live.error * self.unit.scale
+        self.live.data = {"x": [seconds], "y": [y], "lo": [y - e], "hi": [y + e]}
 
     def _unit(self, snapshots: Sequence[Snapshot], current: Unit | None) -> Unit:
         newest = next((s for s in reversed(snapshots) if s.value is not None), None)

@@ -18,6 +18,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from mupnc.dashboards.feed import Feed
 from mupnc.dashboards.history import make_history
 from mupnc.dashboards.live import make_document
+from mupnc.dashboards.live_results import ResultFollower
 from mupnc.db.session import make_engine, redacted
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def serve(
     allow_websocket_origin: list[str] | None = None,
     stop: threading.Event | None = None,
     feed: Feed | None = None,
+    follow: str | None = None,
     **server_options: Any,
 ) -> None:
     """Serve ``http://address:port/`` and ``/history`` until SIGINT/SIGTERM or ``stop``.
@@ -40,6 +42,8 @@ def serve(
     ``stop`` to shut down.  Without a ``feed`` one is made and started here; the server and
     that feed's poller are stopped before returning (a given feed is left to its owner).
     ``server_options`` go to :class:`bokeh.server.server.Server` (e.g. session lifetimes).
+    ``follow``: the monitor's PV prefix, whose newest result the shifter page shows
+    between database polls (:mod:`mupnc.dashboards.live_results`; None: the database only).
     """
     stop = threading.Event() if stop is None else stop
     origins = allow_websocket_origin or [f"127.0.0.1:{port}", f"localhost:{port}"]
@@ -51,11 +55,14 @@ def serve(
         feed = Feed(db_url)
         feed.start()
     archive = make_engine(db_url)
+    follower = None if follow is None else ResultFollower(follow)
     previous: dict[int, object] = {}
     try:
         server = Server(
             {
-                "/": Application(FunctionHandler(partial(make_document, feed=feed))),
+                "/": Application(
+                    FunctionHandler(partial(make_document, feed=feed, follower=follower))
+                ),
                 "/history": Application(FunctionHandler(partial(make_history, engine=archive))),
             },
             io_loop=io_loop,
@@ -84,6 +91,8 @@ def serve(
             signal.signal(sig, handler)
         if own_feed:
             feed.stop()
+        if follower is not None:
+            follower.close()
         archive.dispose()
         io_loop.close(all_fds=True)
         asyncio.set_event_loop(None)

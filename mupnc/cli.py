@@ -489,6 +489,18 @@ def build_parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", help="the Bokeh dashboard server")
     dash.add_argument("--port", type=_port, default=5006, metavar="P", help="port (default 5006)")
     dash.add_argument(
+        "--follow",
+        default="MUPNC:",
+        metavar="P",
+        help="the monitor's PV prefix: its newest result is shown between database polls "
+        "(default MUPNC:)",
+    )
+    dash.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="show what the database holds, polled once a second",
+    )
+    dash.add_argument(
         "--address",
         type=_address,
         default="127.0.0.1",

@@ -237,7 +237,14 @@ def dashboard(args: argparse.Namespace) -> int:
     origins += args.allow_websocket_origin or []
     if PARENT_ENV not in os.environ:  # a demo or replay prints the address itself
         print(f"dashboard: http://{args.address}:{args.port}/", flush=True)
-    serve(args.db, port=args.port, address=args.address, allow_websocket_origin=origins)
+    follow = None if args.no_follow else args.follow
+    serve(
+        args.db,
+        port=args.port,
+        address=args.address,
+        allow_websocket_origin=origins,
+        follow=follow,
+    )
     return 0
 
 

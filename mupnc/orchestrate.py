@@ -208,7 +208,8 @@ class ChainedRun:
         self.chain.start("ioc", ioc, loopback.environment(loopback.ioc_port))
         self.chain.start("monitor", monitor, loopback.environment(loopback.monitor_port))
         if dashboard_port is not None:
-            self.chain.start("dashboard", ["dashboard", "--port", str(dashboard_port)], {})
+            dashboard = ["dashboard", "--port", str(dashboard_port), "--follow", PREFIX]
+            self.chain.start("dashboard", dashboard, loopback.environment(None))
         print(headline, flush=True)
         listing = f"{console_command()} pvs"
         for line in attach_lines(loopback.ports, PREFIX, listing, pva_port):

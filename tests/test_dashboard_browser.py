@@ -61,6 +61,22 @@ def wait_listening(port: int, process: subprocess.Popen | None = None, timeout=6
     wait_for(listening, timeout, f"a server listening on port {port}", step=0.2)
 
 
+FOLLOW_LIVE_JS = """() => {
+    const live = Bokeh.documents[0].get_model_by_name('asym_live_source');
+    const stored = Bokeh.documents[0].get_model_by_name('asym_source');
+    window.liveSeen = new Set();
+    window.liveAhead = 0;
+    window.databaseStart = stored.data.x.length;
+    window.setInterval(() => {
+        if (live.data.x.length === 0) return;
+        window.liveSeen.add(live.data.x[0]);
+        if (live.data.x[0] > Math.max(...stored.data.x)) window.liveAhead += 1;
+    }, 50);
+}"""
+"""Counts, in the page, the distinct newest results shown and how often one is ahead of the
+newest database point."""
+
+
 def open_page(browser, url: str, errors: list[str]):
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -107,6 +123,13 @@ def test_shifter_page_while_the_demo_chain_runs(tmp_path: Path) -> None:
             later = page.evaluate(f"() => Array.from({MODEL}('asym_source').data.y)")
             assert len(later) >= len(first) + 5 and later[: len(first)] == first
             assert later[-1] != first[-1]
+            # between database points (one a second) the monitor's newest result, followed
+            # over its result PVs (four a second), is the plot's newest point
+            page.evaluate(FOLLOW_LIVE_JS)
+            page.wait_for_function("() => window.liveSeen.size >= 12", timeout=60_000)
+            gained = page.evaluate(f"() => {POINTS} - window.databaseStart")
+            assert gained <= 6, f"12 newest results while the database gave {gained} points"
+            assert page.evaluate("() => window.liveAhead") > 0
             status = page.evaluate(f"() => {MODEL}('status').text")
             assert "database: LIVE" in status and "monitor: LIVE" in status
             box = page.evaluate(f"() => {MODEL}('result_box').text")
