@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent
-from dashboard_data import T0, add_snapshots, by_name, new_run
+from dashboard_data import T0, add_snapshots, by_name, new_run, shifter_page
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from support.cli import sqlite_with_schema
@@ -426,13 +426,7 @@ def test_a_simulated_charge_feedback_run_on_the_shifter_page(tmp_path: Path) -> 
     with Session(engine) as session:
         report = run_summary(session, 1)["feedback"]["charge"]
     engine.dispose()
-    feed = Feed(db)
-    try:
-        feed.poll()
-        doc = Document()
-        make_document(doc, feed)
-    finally:
-        feed.stop()
+    doc = shifter_page(db)
 
     state = by_name(doc, "feedback_state").text
     assert "<b>charge loop</b>" in state and ">ON</span>" in state and "position" not in state
