@@ -46,10 +46,12 @@ def read_back_ring(ingest: BlockIngest, block_rate: float) -> tuple[int, int, in
     ingest.resume_at(newest.stream_id, first, -1)
     lost = ingest.counters.blocks_lost
     started = time.perf_counter()
-    blocks = ingest.catch_up(newest.block_number)
+    read = windows = 0
+    for blocks in ingest.catch_up(newest.block_number):
+        read, windows = read + len(blocks), windows + sum(b.n_windows for b in blocks)
     wall = time.perf_counter() - started
     lost = ingest.counters.blocks_lost - lost
-    return len(blocks), lost, sum(b.n_windows for b in blocks), wall
+    return read, lost, windows, wall
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Soak and chaos: the whole chain at MOLLER scale, with faults of the system itself.
 
 Run: ``.venv/bin/python bench/bench_soak.py [--duration 1800] [--window-rate 1920]
-[--channels 512] [--no-chaos] [--no-browser] [--json]``
+[--channels 512] [--no-chaos] [--no-browser] [--full-refill] [--json]``
 
 The chain runs as in production, each part its own process: ``mupnc ioc`` (simulation,
 ``--autosave``), ``mupnc monitor``, ``mupnc dashboard`` with a headless Chromium tab open
@@ -9,7 +9,8 @@ on the shifter page, and a PostgreSQL server of its own (:mod:`support.pg_server
 (the default), at 20/40/60/80 % of the duration:
 
 1. the IOC is stopped (SIGTERM) and started again 5 s later with its autosave file;
-2. the monitor is killed (SIGKILL) and started again 2 s later;
+2. the monitor is killed (SIGKILL) and started again 2 s later (``--full-refill``: when
+   all but the last 4 s of the IOC's ring are blocks it has not seen);
 3. PostgreSQL is stopped for 60 s (15 % of the duration if that is shorter), then started;
 4. the monitor's Channel Access connections to the IOC are closed under it (``ss -K``).
 
@@ -71,6 +72,9 @@ WARMUP_SECONDS = 10.0
 """A process's memory is sampled from this long after its (re)start on."""
 IOC_DOWN_SECONDS = 5.0
 MONITOR_DOWN_SECONDS = 2.0
+REFILL_MARGIN = 4.0
+"""With ``--full-refill`` the monitor is away for the IOC's ring duration less this (s):
+its restart reads back nearly the whole ring, the worst case for its memory."""
 PG_DOWN_SECONDS = 60.0
 
 
@@ -154,12 +158,17 @@ class Soak:
         self.note(f"chaos: IOC started again after {IOC_DOWN_SECONDS:.0f} s")
 
     def kill_monitor(self) -> None:
+        down = MONITOR_DOWN_SECONDS
+        if self.args.full_refill:  # all but the ring's last REFILL_MARGIN s: a full refill
+            ring = epics.caget(PREFIX + "DAQ:RING_DEPTH", timeout=10)
+            rate = epics.caget(PREFIX + "DAQ:BLOCK_RATE", timeout=10)
+            down = ring / rate - REFILL_MARGIN
         self.note("chaos: monitor killed (SIGKILL)")
         self.chain.processes["monitor"].kill()
         self.chain.processes["monitor"].wait()
-        time.sleep(MONITOR_DOWN_SECONDS)
+        time.sleep(down)
         self.start("monitor")
-        self.note(f"chaos: monitor started again after {MONITOR_DOWN_SECONDS:.0f} s")
+        self.note(f"chaos: monitor started again after {down:.0f} s")
 
     def drop_monitor_connections(self) -> None:
         pid = self.chain.processes["monitor"].pid
@@ -339,6 +348,11 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=512, help="detector channels")
     parser.add_argument("--no-chaos", dest="chaos", action="store_false", help="a quiet soak")
     parser.add_argument("--no-browser", dest="browser", action="store_false", help="no Chromium")
+    parser.add_argument(
+        "--full-refill",
+        action="store_true",
+        help="keep the killed monitor away until its restart refills nearly the whole ring",
+    )
     parser.add_argument("--json", action="store_true", help="figures as JSON on the last line")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up: chain, PostgreSQL

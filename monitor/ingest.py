@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import epics
 import numpy as np
@@ -44,6 +44,12 @@ answer (one that serves a PV answers on a quiet loopback in milliseconds)."""
 RING_READ_BATCH = 32
 """Ring slots a refill reads at once: their round trips overlap (13-16x faster than one at a
 time, ``bench/bench_refill.py``); libca holds at most this many blocks at a time."""
+
+REFILL_BATCHES_PER_CALL = 2
+"""Ring read batches one :meth:`BlockIngest.next_blocks` (or one step of
+:meth:`BlockIngest.catch_up`) delivers at most: a refill of the whole ring (20 s of blocks,
+hundreds of MB at MOLLER scale) reaches the analysis a few batches at a time, so the monitor
+never holds more than these blocks in memory at once.  The rest follows on the next call."""
 
 
 def optional_values(
@@ -86,6 +92,8 @@ class BlockIngest:
         delivered (``docs/daq-contract.md``)."""
         self._queue: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
         self._held: list[np.ndarray] = []  # received, not yet processed (IOC unreachable)
+        self.refill_pending = False
+        """A refill from the ring stopped at its per-call bound; the next call goes on."""
         self._stream: int | None = None
         self._next_block = 0
         self._last_seq = -1
@@ -157,16 +165,18 @@ class BlockIngest:
             self._queue.put(value)
 
     def next_blocks(self, wait: float = 0.2) -> list[WindowBlock]:
-        """Blocks received since the last call, in order, gaps refilled from the ring."""
+        """Blocks received since the last call, in order, gaps refilled from the ring (at
+        most :data:`REFILL_BATCHES_PER_CALL` batches of it per call: a longer refill goes on
+        at the next call, which then does not wait)."""
         raw = []
         try:
-            raw.append(self._queue.get(timeout=wait))
+            raw.append(self._queue.get(timeout=0 if self._held else wait))
             while True:
                 raw.append(self._queue.get_nowait())
         except queue.Empty:
             pass
-        raw, self._held = self._held + raw, []
-        out = []
+        raw, self._held, self.refill_pending = self._held + raw, [], False
+        out: list[WindowBlock] = []
         for i, wire in enumerate(raw):
             if not np.any(np.asarray(wire)[:HEADER]):
                 continue  # the PV's initial value (all zeros): nothing published yet
@@ -186,7 +196,14 @@ class BlockIngest:
                     break  # another run: nothing more of this one will come
                 if block.block_number < self._next_block:
                     continue  # already have it (a refill overtook the monitor update)
-                self._refill(block.block_number, out)
+                if not self._refill(block.block_number, out, REFILL_BATCHES_PER_CALL):
+                    self._held, self.refill_pending = raw[i:], True  # goes on at the next call
+                    log.info(
+                        "refilling from the ring: %d blocks to block %d",
+                        block.block_number - self._next_block,
+                        block.block_number,
+                    )
+                    break
             except ConnectionError as err:  # the refill goes on from here when it answers
                 log.warning("%s: holding %d blocks until the IOC answers", err, len(raw) - i)
                 self._held = raw[i:]
@@ -201,11 +218,14 @@ class BlockIngest:
         after ``last_seq`` (a restarted monitor has the earlier ones)."""
         self._stream, self._next_block, self._last_seq = stream_id, block_number, last_seq
 
-    def catch_up(self, last_block: int) -> list[WindowBlock]:
-        """Read back from the ring every block up to ``last_block`` not yet delivered."""
-        blocks: list[WindowBlock] = []
-        self._refill(last_block + 1, blocks)
-        return self._unseen(blocks)
+    def catch_up(self, last_block: int) -> Iterator[list[WindowBlock]]:
+        """Read back from the ring every block up to ``last_block`` not yet delivered, a
+        few batches at a time (:data:`REFILL_BATCHES_PER_CALL`)."""
+        done = False
+        while not done:
+            blocks: list[WindowBlock] = []
+            done = self._refill(last_block + 1, blocks, REFILL_BATCHES_PER_CALL)
+            yield self._unseen(blocks)
 
     def _follow_stream(self, stream_id: int) -> bool:
         """A block of a new stream arrived: follow it if it carries on :attr:`run`."""
@@ -223,10 +243,12 @@ class BlockIngest:
         self.ring_depth = int(self.caget("DAQ:RING_DEPTH"))
         return True
 
-    def _refill(self, stop: int, out: list[WindowBlock]) -> None:
+    def _refill(self, stop: int, out: list[WindowBlock], batches: int) -> bool:
         """Append to ``out`` the blocks before ``stop`` not yet delivered, read back from the
-        ring; what the ring no longer holds is lost.  Raises ``ConnectionError`` if the IOC
-        goes away meanwhile (what was read is in ``out``; the rest is read next time)."""
+        ring, at most ``batches`` batches of :data:`RING_READ_BATCH` of them; what the ring
+        no longer holds is lost.  True once every block before ``stop`` is delivered or lost.
+        Raises ``ConnectionError`` if the IOC goes away meanwhile (what was read is in
+        ``out``; the rest is read next time)."""
         first = self._next_block
         overwritten = max(0, stop - self.ring_depth - first)  # gone from the ring: lost
         if overwritten:
@@ -234,8 +256,11 @@ class BlockIngest:
             log.error(
                 "blocks %d..%d lost: not in the IOC ring any more", first, first + overwritten - 1
             )
-        for start in range(first + overwritten, stop, RING_READ_BATCH):
-            numbers = range(start, min(start + RING_READ_BATCH, stop))
+            self._next_block = first + overwritten
+        for _ in range(batches):
+            if self._next_block >= stop:
+                return True
+            numbers = range(self._next_block, min(self._next_block + RING_READ_BATCH, stop))
             lost = []
             for number, block in zip(numbers, self._read_ring(numbers), strict=True):
                 if block is None:
@@ -252,6 +277,7 @@ class BlockIngest:
             self.counters.blocks_lost += len(lost)
             self.counters.blocks_refilled += len(numbers) - len(lost)
             self._next_block = numbers[-1] + 1
+        return self._next_block >= stop
 
     def _unseen(self, blocks: list[WindowBlock]) -> list[WindowBlock]:
         """``blocks`` without the windows delivered already (by sequence number)."""

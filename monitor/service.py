@@ -375,7 +375,11 @@ class OnlineMonitor:
             reason = f"monitor stopped ({stop.reason}); a new monitor resumes the run"
         if final == "ended":  # everything the IOC published is still in its ring: take it all
             last_block = int(ingest.caget("DAQ:BLOCK_NUMBER"))
-            ingested(ingest.next_blocks(wait=0.05) + ingest.catch_up(last_block))
+            ingested(ingest.next_blocks(wait=0.05))
+            while ingest.refill_pending:
+                ingested(ingest.next_blocks(wait=0))
+            for blocks in ingest.catch_up(last_block):
+                ingested(blocks)
         if not stop.is_set():
             analysis.finish()
         while not flush(final, reason):  # the database is unreachable: keep trying

@@ -5,6 +5,7 @@ every window it could not take back is counted lost and alarmed."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from mupnc.commands import report
 from mupnc.db.alarms import alarm_list
 from mupnc.db.models import MonitorCheckpoint
 from mupnc.db.session import make_engine, transaction
+from mupnc.monitor.ingest import REFILL_BATCHES_PER_CALL, RING_READ_BATCH
 from mupnc.runs import new_run
 from mupnc.sim.source import SourceConfig
 
@@ -122,3 +124,22 @@ def test_blocks_gone_from_the_ring_are_counted_lost_and_alarmed(tmp_path, ca_env
     assert "lost_blocks" in alarms
     totals = channel_totals(db, summary)
     assert np.all(totals < scalers)  # the counts of the lost windows are missing
+
+
+def test_a_refill_of_most_of_the_ring_reaches_the_analysis_a_few_batches_at_a_time(
+    tmp_path, ca_env, capfd, ioc_prefix
+):
+    """The monitor is away for three quarters of the IOC's ring (15 s of 20 Hz blocks, 300
+    blocks): its restart refills them a bounded number of batches per call (the log says
+    how many are still to come), so memory stays flat, and still counts every window once."""
+    db, run, summary, scalers, published_seq = kill_and_restart_monitor(
+        tmp_path, ca_env, ioc_prefix, block_rate=20, away=lambda ring: 0.75 * ring / 20
+    )
+    steps = [int(line.split(": ")[-1].split()[0]) for line in capfd.readouterr().err.splitlines()
+             if "refilling from the ring:" in line]  # fmt: skip
+    per_call = REFILL_BATCHES_PER_CALL * RING_READ_BATCH
+    assert len(steps) >= 2 and steps == sorted(steps, reverse=True), steps
+    assert all(a - b == per_call for a, b in itertools.pairwise(steps)), steps
+    assert summary["lost_windows"] == 0
+    np.testing.assert_array_equal(channel_totals(db, summary), scalers)
+    np.testing.assert_array_equal(recorded_seq(db, run), np.arange(published_seq + 1))
