@@ -52,8 +52,15 @@ asymmetry and any row whose role has no :data:`ANALYZING_SIGN`."""
 
 
 ASYMMETRY_KEYS = ("x", "y", "lo", "hi")
-BEAM_KEYS = ("x", "window_rate", "good_rate", "charge")
+CHARGE_KEYS = ("x", "charge")
+RATE_KEYS = ("x", "window_rate", "good_rate")
 SAMPLE_KEYS = ("x", "value")
+
+RATE_BIN_SECONDS = 5.0
+"""The window-rate strip's bin: at the 10-minute strip's width a few pixels, and long
+enough that blocks arriving in bursts (10-30 per second) do not show as rate spikes."""
+INTERVAL_SECONDS = 30.0
+"""Per-interval asymmetry points: the asymmetry of the data of each this many seconds."""
 
 
 def _seconds(snapshots: Sequence[Snapshot], start: datetime) -> np.ndarray:
@@ -130,39 +137,74 @@ def slope_columns(slopes: Sequence[Slope], variable: str) -> dict[str, np.ndarra
     return {"x": x, "y": y, "lo": y - e, "hi": y + e}
 
 
-def beam_columns(
-    snapshots: Sequence[Snapshot],
-    previous: Snapshot | None,
-    start: datetime,
-    pattern_windows: int | None,
-    unit: Unit,
+def charge_columns(
+    snapshots: Sequence[Snapshot], start: datetime, unit: Unit
 ) -> dict[str, np.ndarray]:
-    """Strip-chart columns: decoded and good window rates (Hz) between consecutive snapshots,
-    and the running beam charge asymmetry (NaN when unknown); ``pattern_windows``: DAQ
-    windows per pattern (:attr:`RunInfo.pattern_windows`).
+    """The running beam charge asymmetry (NaN when unknown) of every snapshot."""
+    charge = [math.nan if s.charge_asymmetry is None else s.charge_asymmetry for s in snapshots]
+    return {"x": _seconds(snapshots, start), "charge": np.array(charge, dtype=float) * unit.scale}
 
-    ``previous`` is the snapshot before ``snapshots[0]`` (None at the start of a run: the first
-    snapshot then gives no rate and is left out).
-    """
-    chain = ([previous] if previous is not None else []) + list(snapshots)
-    if len(chain) < 2:
-        return {k: np.empty(0) for k in BEAM_KEYS}
-    dt = np.diff(_seconds(chain, start))
-    windows = np.diff([s.windows for s in chain]).astype(float)
-    size = pattern_windows or math.nan  # good windows unknown for an unknown shape
-    good = np.diff([s.patterns_good for s in chain]).astype(float) * size
-    with np.errstate(divide="ignore", invalid="ignore"):
-        window_rate = np.where(dt > 0, windows / dt, np.nan)
-        good_rate = np.where(dt > 0, good / dt, np.nan)
-    charge = np.array(
-        [math.nan if s.charge_asymmetry is None else s.charge_asymmetry for s in chain[1:]]
-    )
+
+def bin_edges(snapshots: Sequence[Snapshot], opened: datetime, seconds: float) -> list[Snapshot]:
+    """The snapshots that close bins of at least ``seconds``, the first bin opened at
+    ``opened``, each next one by the snapshot that closed the one before."""
+    edges = []
+    for s in snapshots:
+        if (s.time - opened).total_seconds() >= seconds:
+            edges.append(s)
+            opened = s.time
+    return edges
+
+
+def rate_columns(
+    edges: Sequence[Snapshot], start: datetime, pattern_windows: int | None
+) -> dict[str, np.ndarray]:
+    """Decoded and good window rates (Hz) over each bin between consecutive ``edges``
+    (:func:`bin_edges`), at the bin's middle; ``pattern_windows``: DAQ windows per pattern
+    (:attr:`RunInfo.pattern_windows`; good windows unknown without it)."""
+    if len(edges) < 2:
+        return {k: np.empty(0) for k in RATE_KEYS}
+    t = _seconds(edges, start)
+    dt = np.diff(t)
+    windows = np.diff([s.windows for s in edges]).astype(float)
+    size = pattern_windows or math.nan
+    good = np.diff([s.patterns_good for s in edges]).astype(float) * size
+    return {"x": (t[1:] + t[:-1]) / 2, "window_rate": windows / dt, "good_rate": good / dt}
+
+
+def outlier_columns(x: np.ndarray, rate: np.ndarray, top: float) -> dict[str, list]:
+    """The rate bins above the strip's axis (``top``, Hz), flagged at its top edge with
+    their rate as text (a catch-up burst after a pause must not squash the trace)."""
+    beyond = np.isfinite(rate) & (rate > top)
     return {
-        "x": _seconds(chain[1:], start),
-        "window_rate": window_rate,
-        "good_rate": good_rate,
-        "charge": charge * unit.scale,
+        "x": list(np.asarray(x)[beyond]),
+        "y": [0.97 * top] * int(beyond.sum()),
+        "text": [f"{r:.0f} Hz" for r in rate[beyond]],
     }
+
+
+def interval_columns(
+    opener: Snapshot | None, edges: Sequence[Snapshot], start: datetime, unit: Unit
+) -> dict[str, np.ndarray]:
+    """The asymmetry of the data between consecutive cumulative results: ``opener`` (None:
+    the run start, nothing before it) and the ``edges`` (:func:`bin_edges`) after it.  With
+    weights ``w = 1/σ²``, ``A = (w₂A₂ − w₁A₁)/(w₂ − w₁)`` and ``σ = (w₂ − w₁)^-½`` — exact
+    for an inverse-variance mean and, as ``σ² ∝ 1/N``, for the counting estimators.
+    Independent points, unlike the cumulative ones, at each interval's middle; an interval
+    whose weight did not grow is left out.  Every snapshot given must have a value."""
+    chain = ([] if opener is None else [opener]) + list(edges)
+    t = _seconds(chain, start)
+    value, error = np.array([(s.value, s.error) for s in chain], dtype=float).reshape(-1, 2).T
+    w = 1 / error**2
+    wa = value * w
+    if opener is None:
+        t, w, wa = (np.concatenate([[0.0], v]) for v in (t, w, wa))
+    dw = np.diff(w)
+    grew = dw > 0
+    y = np.diff(wa)[grew] / dw[grew] * unit.scale
+    e = unit.scale / np.sqrt(dw[grew])
+    x = ((t[1:] + t[:-1]) / 2)[grew]
+    return {"x": x, "y": y, "lo": y - e, "hi": y + e}
 
 
 def sample_columns(

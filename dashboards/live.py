@@ -306,7 +306,7 @@ class LiveView:
             self.beam_state,
             self.alarms.banner,
             row(
-                column(self.asymmetry.plot, self.asymmetry.follow, sizing_mode="stretch_width"),
+                column(self.asymmetry.plot, self.asymmetry.buttons, sizing_mode="stretch_width"),
                 self.box,
                 sizing_mode="stretch_width",
             ),

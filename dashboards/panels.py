@@ -12,12 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from bokeh.events import MouseWheel, PanStart, Reset
-from bokeh.layouts import column
+from bokeh.layouts import column, row
 from bokeh.models import (
     Band,
     ColumnDataSource,
     DataRange1d,
     Div,
+    LabelSet,
     LinearAxis,
     NumberFormatter,
     Range1d,
@@ -65,6 +66,9 @@ SETTLED_FRACTION = 0.1
 plotted time, where 1/sqrt(t) errors are large; those bars may run off the plot."""
 LABELS = {"alr": "A_LR", "afb": "A_FB"}
 TOOLS = "pan,wheel_zoom,reset,save"
+RATE_HEADROOM = 1.5
+"""The window-rate axis ends at this many times the median decoded rate shown: a burst
+above it (a catch-up after a pause) is flagged at the top instead of squashing the trace."""
 
 
 def label(mode: str) -> str:
@@ -123,18 +127,17 @@ class AsymmetryPlot:
             tools=TOOLS,
             name="asym_plot",
         )
-        self.plot.add_layout(
-            Band(
-                base="x",
-                lower="lower",
-                upper="upper",
-                source=self.band,
-                fill_color="orange",
-                fill_alpha=0.25,
-                line_color="orange",
-                level="underlay",
-            )
+        self.band_renderer = Band(
+            base="x",
+            lower="lower",
+            upper="upper",
+            source=self.band,
+            fill_color="orange",
+            fill_alpha=0.25,
+            line_color="orange",
+            level="underlay",
         )
+        self.plot.add_layout(self.band_renderer)
         self.plot.add_layout(Span(location=0, dimension="width", line_color="black"))
         self.expected = Span(
             location=0,
@@ -145,29 +148,52 @@ class AsymmetryPlot:
             visible=False,
         )
         self.plot.add_layout(self.expected)
-        self.plot.add_layout(whisker(self.source, "navy"))
-        self.plot.scatter(
+        bars = whisker(self.source, "navy")
+        self.plot.add_layout(bars)
+        raw = self.plot.scatter(
             "x", "y", source=self.source, size=5, color="navy",
             legend_label="raw: all data up to each point (neighbours correlated)",
         )  # fmt: skip
-        self.plot.add_layout(whisker(self.regressed, "green"))
-        self.plot.scatter(
+        regressed_bars = whisker(self.regressed, "green")
+        self.plot.add_layout(regressed_bars)
+        regressed = self.plot.scatter(
             "x", "y", source=self.regressed, size=5, color="green", marker="diamond",
             legend_label="regressed, likewise cumulative",
         )  # fmt: skip
         self.live = ColumnDataSource(_empty(cols.ASYMMETRY_KEYS), name="asym_live_source")
-        self.plot.add_layout(whisker(self.live, "darkorange"))
-        self.plot.scatter(
+        live_bars = whisker(self.live, "darkorange")
+        self.plot.add_layout(live_bars)
+        live = self.plot.scatter(
             "x", "y", source=self.live, size=9, color="darkorange", marker="circle_dot",
             fill_alpha=0, legend_label="newest (the monitor's result PVs, 4 per second)",
         )  # fmt: skip
+        self.intervals = ColumnDataSource(_empty(cols.ASYMMETRY_KEYS), name="interval_source")
+        self.interval_opener: Snapshot | None = None
+        """The newest snapshot that closed an interval (None: the run start)."""
+        interval_bars = whisker(self.intervals, "purple")
+        self.plot.add_layout(interval_bars)
+        interval = self.plot.scatter(
+            "x", "y", source=self.intervals, size=6, color="purple", marker="square",
+            legend_label=f"raw, each {cols.INTERVAL_SECONDS:.0f} s on its own (independent)",
+        )  # fmt: skip
+        self.cumulative_glyphs = (self.band_renderer, bars, raw, regressed_bars, regressed)
+        self.cumulative_glyphs += (live_bars, live)
+        self.interval_glyphs = (interval_bars, interval)
         self.plot.legend.location = "top_left"
         self.follow = Toggle(label="auto y-range", active=True, width=120)
         self.follow.on_change("active", lambda _attr, _old, _new: self._fit())
+        self.per_interval = Toggle(
+            label=f"per {cols.INTERVAL_SECONDS:.0f} s", active=False, width=90,
+            name="interval_toggle",
+        )  # fmt: skip
+        self.per_interval.on_change("active", lambda _attr, _old, _new: self._show_kind())
+        self.expected_value: float | None = None
+        self.buttons = row(self.follow, self.per_interval)
+        self.mode_label, self.run_number, self.title_key = "A", None, ""
+        self._show_kind()
         for event in (PanStart, MouseWheel):
             self.plot.on_event(event, self._stop_following)
         self.plot.on_event(Reset, self._start_following)
-        self.expected_value: float | None = None
 
     def _stop_following(self, _event) -> None:
         self.follow.active = False
@@ -180,20 +206,21 @@ class AsymmetryPlot:
         """Reset for a new run or stream ``snapshots``; rescale if the unit changes."""
         if reset:
             self.expected_value = None if run.blinded else run.expected
-            key = "band: mean ± σ now" + (", red dashed: injected" if self.expected_value else "")
-            self.plot.title.text = (
-                f"Running {label(run.mode)} (cumulative), run {run.number} ({key})"
-            )
+            self.mode_label, self.run_number = label(run.mode), run.number
+            self.title_key = ", red dashed: injected" if self.expected_value else ""
             self.expected.visible = self.expected_value is not None
             self.unit = self._unit(snapshots, None)
             self.source.data = cols.asymmetry_columns(snapshots, run.start, self.unit)
             self.regressed.data = cols.regressed_columns(snapshots, run.start, self.unit)
             self.live.data = _empty(cols.ASYMMETRY_KEYS)
+            self.interval_opener = None
+            self.intervals.data = self._interval_columns(run, snapshots)
+            self._show_kind()
         elif snapshots:
             unit = self._unit(snapshots, self.unit)
             if unit != self.unit:
                 ratio = unit.scale / self.unit.scale
-                for source in (self.source, self.regressed, self.live):
+                for source in (self.source, self.regressed, self.live, self.intervals):
                     source.data = {
                         k: np.asarray(v) * (1 if k == "x" else ratio)
                         for k, v in source.data.items()
@@ -206,11 +233,44 @@ class AsymmetryPlot:
                 new = columns(snapshots, run.start, self.unit)
                 if len(new["x"]):
                     source.stream(new, rollover=ROLLOVER)
+            new = self._interval_columns(run, snapshots)
+            if len(new["x"]):
+                self.intervals.stream(new, rollover=ROLLOVER)
         if not (reset or snapshots):
             return
         self.plot.yaxis.axis_label = f"{label(run.mode)} ({self.unit.name})"
         self.expected.location = (self.expected_value or 0.0) * self.unit.scale
         self._update_band()
+        self._fit()
+
+    def _interval_columns(self, run: RunInfo, snapshots: Sequence[Snapshot]) -> dict:
+        """Per-interval points of the intervals ``snapshots`` close (and move the opener)."""
+        usable = [s for s in snapshots if s.value is not None and s.error]
+        opened = run.start if self.interval_opener is None else self.interval_opener.time
+        edges = cols.bin_edges(usable, opened, cols.INTERVAL_SECONDS)
+        new = cols.interval_columns(self.interval_opener, edges, run.start, self.unit)
+        if edges:
+            self.interval_opener = edges[-1]
+        return new
+
+    def _show_kind(self) -> None:
+        """Cumulative points (with band and newest point) or independent per-interval ones,
+        as the toggle says; the title names which."""
+        per_interval = self.per_interval.active
+        for glyph in self.cumulative_glyphs:
+            glyph.visible = not per_interval
+        for glyph in self.interval_glyphs:
+            glyph.visible = per_interval
+        run = "" if self.run_number is None else f", run {self.run_number}"
+        if per_interval:
+            self.plot.title.text = (
+                f"{self.mode_label} per {cols.INTERVAL_SECONDS:.0f} s (each point its own data)"
+                f"{run}"
+            )
+        else:
+            self.plot.title.text = (
+                f"Running {self.mode_label} (cumulative){run} (band: mean ± σ now{self.title_key})"
+            )
         self._fit()
 
     def show_live(self, run: RunInfo, live: LiveResult | None) -> None:
@@ -251,7 +311,8 @@ class AsymmetryPlot:
     def _fit(self) -> None:
         if not self.follow.active:
             return
-        x, lo, hi = (np.asarray(self.source.data[k], dtype=float) for k in ("x", "lo", "hi"))
+        shown = self.intervals if self.per_interval.active else self.source
+        x, lo, hi = (np.asarray(shown.data[k], dtype=float) for k in ("x", "lo", "hi"))
         keep = settled(x, SETTLED_FRACTION)
         lines = [0.0, self.expected.location if self.expected.visible else None]
         start, end = y_range(lo[keep], hi[keep], lines)
@@ -326,32 +387,53 @@ def correction_html(raw: Channel | None, regressed: Channel | None) -> str:
 
 
 class BeamStrip:
-    """Strip charts of the last ten minutes: window rates, the muon rate from slow-control
-    samples (right axis, when archived) and the beam charge asymmetry, running, with the
-    charge feedback's input over each of its windows (error bars) when the loop decides."""
+    """Strip charts of the last ten minutes: window rates binned to
+    :data:`~mupnc.dashboards.columns.RATE_BIN_SECONDS` (decoded wide and pale under good, so
+    neither hides the other; bins above the axis — a catch-up burst — flagged at its top
+    with their rate), the muon rate from slow-control samples (right axis, when archived)
+    and the beam charge asymmetry, running, with the charge feedback's input over each of
+    its windows (error bars) when the loop decides."""
 
     def __init__(self) -> None:
         self.unit = PPM
-        self.previous: Snapshot | None = None
+        self.rate_opener: Snapshot | None = None
+        """The snapshot that opened the rate bin being filled (None before the first)."""
         self.input_size = 0.0
         """Size of the newest charge feedback input (fraction; 0: none)."""
-        self.source = ColumnDataSource(_empty(cols.BEAM_KEYS), name="beam_source")
+        self.newest_charge: float | None = None
+        """The newest running A_Q (fraction)."""
+        self.source = ColumnDataSource(_empty(cols.CHARGE_KEYS), name="beam_source")
+        self.rates = ColumnDataSource(_empty(cols.RATE_KEYS), name="window_rate_source")
+        self.flags = ColumnDataSource(_empty(("x", "y", "text")), name="rate_outlier_source")
         self.muons = ColumnDataSource(_empty(cols.SAMPLE_KEYS), name="muon_rate_source")
         x_range = DataRange1d(follow="end", follow_interval=STRIP_WINDOW, range_padding=0)
         common = dict(height=190, sizing_mode="stretch_width", tools=TOOLS, x_range=x_range)
+        self.rate_range = Range1d(0, 1, name="window_rate_range")
         self.rate = figure(
-            title="Beam: helicity window rate",
+            title=f"Beam: helicity window rate (per {cols.RATE_BIN_SECONDS:.0f} s)",
             y_axis_label="rate (Hz)",
+            y_range=self.rate_range,
             name="window_rate_plot",
             **common,
         )
-        decoded = self.rate.line(
-            "x", "window_rate", source=self.source, color="navy", legend_label="decoded"
-        )
-        good = self.rate.line(
-            "x", "good_rate", source=self.source, color="green", legend_label="good"
-        )
-        self.rate.y_range.renderers = [decoded, good]  # not the muon rate (MHz, right axis)
+        self.rate.line(
+            "x", "window_rate", source=self.rates, color="navy", line_width=6, line_alpha=0.3,
+            legend_label="decoded",
+        )  # fmt: skip
+        self.rate.line(
+            "x", "good_rate", source=self.rates, color="green", line_width=1.5,
+            legend_label="good",
+        )  # fmt: skip
+        self.rate.scatter(
+            "x", "y", source=self.flags, marker="triangle", size=10, color="#c00000",
+            legend_label="above the axis",
+        )  # fmt: skip
+        self.rate.add_layout(
+            LabelSet(
+                x="x", y="y", text="text", source=self.flags, x_offset=6, y_offset=-14,
+                text_font_size="9pt", text_color="#c00000",
+            )
+        )  # fmt: skip
         self.rate.extra_y_ranges = {"muons": DataRange1d(renderers=[])}
         self.rate.add_layout(
             LinearAxis(y_range_name="muons", axis_label="muon rate (MHz)"), "right"
@@ -403,9 +485,10 @@ class BeamStrip:
         ``decisions`` (their inputs); rescale if the unit of A_Q changes (it reads the
         newest running A_Q and the newest input)."""
         if reset:
-            self.previous = None
+            self.rate_opener, self.newest_charge = None, None
             self.input_size = 0.0
-            self.source.data = _empty(cols.BEAM_KEYS)
+            self.source.data = _empty(cols.CHARGE_KEYS)
+            self.rates.data = _empty(cols.RATE_KEYS)
             self.feedback.data = _empty(cols.ASYMMETRY_KEYS)
             self.muons.data = cols.sample_columns(samples, run.start, 1e-6)
         elif samples:
@@ -413,20 +496,38 @@ class BeamStrip:
         size = cols.charge_input_size(decisions)
         if size is not None:
             self.input_size = size
-        if snapshots or size is not None:
-            newest = snapshots[-1] if snapshots else self.previous
-            self._choose_unit(None if newest is None else newest.charge_asymmetry)
         if snapshots:
-            new = cols.beam_columns(
-                snapshots, self.previous, run.start, run.pattern_windows, self.unit
-            )
-            self.previous = snapshots[-1]
-            if len(new["x"]):
-                self.source.stream(new, rollover=ROLLOVER)
+            self.newest_charge = snapshots[-1].charge_asymmetry
+        if snapshots or size is not None:
+            self._choose_unit(self.newest_charge)
+        if snapshots:
+            self.source.stream(cols.charge_columns(snapshots, run.start, self.unit), ROLLOVER)
+            self._bin_rates(run, snapshots)
         inputs = cols.feedback_input_columns(decisions, run.start, self.unit)
         if len(inputs["x"]):
             self.feedback.stream(inputs, rollover=ROLLOVER)
         self.charge.legend.visible = len(self.feedback.data["x"]) > 0
+
+    def _bin_rates(self, run: RunInfo, snapshots: Sequence[Snapshot]) -> None:
+        """Stream the rate bins ``snapshots`` close; the axis to :data:`RATE_HEADROOM` × the
+        median decoded rate shown, the bins above it flagged."""
+        opener = self.rate_opener or snapshots[0]
+        edges = cols.bin_edges(snapshots, opener.time, cols.RATE_BIN_SECONDS)
+        if not edges:
+            self.rate_opener = opener
+            return
+        self.rate_opener = edges[-1]
+        self.rates.stream(cols.rate_columns([opener, *edges], run.start, run.pattern_windows),
+                          rollover=ROLLOVER)  # fmt: skip
+        x = np.asarray(self.rates.data["x"], dtype=float)
+        decoded = np.asarray(self.rates.data["window_rate"], dtype=float)
+        typical = decoded[np.isfinite(decoded) & (decoded > 0)]
+        if typical.size:
+            top = RATE_HEADROOM * float(np.median(typical))
+            self.rate_range.update(start=0, end=top)
+            flags = cols.outlier_columns(x, decoded, top)
+            if flags["x"] or len(self.flags.data["x"]):
+                self.flags.data = flags
 
     def _choose_unit(self, charge: float | None) -> None:
         """Rescale the charge plot if the running A_Q and the feedback input read better in

@@ -36,13 +36,17 @@ from mupnc.dashboards.columns import (
     CHI2_MINIRUNS,
     PULL_MINIRUNS,
     asymmetry_columns,
-    beam_columns,
     beam_difference_columns,
+    bin_edges,
     channel_columns,
+    charge_columns,
     completed_miniruns,
     decoder_state,
     good_beam_seconds,
+    interval_columns,
+    outlier_columns,
     pending_text,
+    rate_columns,
 )
 from mupnc.dashboards.display import (
     LIVE,
@@ -86,7 +90,7 @@ from mupnc.dashboards.live import (
     run_html,
     status_html,
 )
-from mupnc.dashboards.panels import ROLLOVER, reversal_html
+from mupnc.dashboards.panels import ROLLOVER, AsymmetryPlot, BeamStrip, reversal_html
 from mupnc.dashboards.projection import describe, project
 from mupnc.dashboards.queries import latest_run
 from mupnc.dashboards.records import (
@@ -269,16 +273,50 @@ def test_asymmetry_columns_in_the_chosen_unit_skipping_missing_values() -> None:
     assert all(len(c) == 0 for c in asymmetry_columns([], T0, PPM).values())
 
 
-def test_beam_columns_rates_from_consecutive_snapshots() -> None:
-    a = snap(1, 0, 1, windows=240, patterns_good=50, charge_asymmetry=1e-6)
-    b = snap(3, 0, 1, windows=720, patterns_good=150, charge_asymmetry=2e-6)
-    c = snap(4, 0, 1, windows=960, patterns_good=150, charge_asymmetry=None)
-    cols = beam_columns([b, c], a, T0, 4, PPM)
+def test_rates_over_bins_of_at_least_the_bin_length() -> None:
+    """Snapshots every second, windows arriving in bursts (300, 180, 240, ... per second):
+    bins of 5 s close at 6 and 11 s and give the mean rates, not the bursts."""
+    times = range(1, 13)
+    bursts = [0, 300, 180, 240, 300, 180, 240, 240, 240, 240, 240, 240]
+    windows = np.cumsum(bursts)
+    snaps = [
+        snap(t, 0, 1, windows=int(w), patterns_good=int(w) // 4)
+        for t, w in zip(times, windows, strict=True)
+    ]
+    edges = bin_edges(snaps[1:], snaps[0].time, 5.0)
+    assert [(e.time - T0).total_seconds() for e in edges] == [6, 11]
+    cols = rate_columns([snaps[0], *edges], T0, 4)
+    np.testing.assert_allclose(cols["x"], [3.5, 8.5])  # the middle of each bin
+    np.testing.assert_allclose(cols["window_rate"], [240, 240])  # no 300/180 spikes
+    np.testing.assert_allclose(cols["good_rate"], cols["window_rate"])
+    assert len(rate_columns([snaps[0]], T0, 4)["x"]) == 0
+    assert np.isnan(rate_columns([snaps[0], *edges], T0, None)["good_rate"]).all()
+
+
+def test_a_catch_up_burst_is_flagged_above_the_axis_with_its_rate() -> None:
+    flags = outlier_columns(np.array([5.0, 10.0, 15.0]), np.array([240.0, 6000.0, np.nan]), 360)
+    assert flags == {"x": [10.0], "y": [0.97 * 360], "text": ["6000 Hz"]}
+
+
+def test_charge_columns_running_charge_asymmetry_nan_when_unknown() -> None:
+    cols = charge_columns(
+        [snap(3, 0, 1, charge_asymmetry=2e-6), snap(4, 0, 1, charge_asymmetry=None)], T0, PPM
+    )
     np.testing.assert_allclose(cols["x"], [3, 4])
-    np.testing.assert_allclose(cols["window_rate"], [240, 240])
-    np.testing.assert_allclose(cols["good_rate"], [200, 0])  # 100 quartets in 2 s
     np.testing.assert_allclose(cols["charge"], [2, np.nan])
-    assert len(beam_columns([a], None, T0, 4, PPM)["x"]) == 0
+
+
+def test_per_interval_points_from_cumulative_results_are_the_intervals_own() -> None:
+    """Two intervals with 1/sigma^2 = 4 and 12 and means 3 and -1: cumulative 3 ± 0.5
+    then (4*3 + 12*(-1))/16 = 0 ± 0.25; the per-interval points give back 3 ± 0.5 and
+    -1 ± 1/sqrt(12), from the run start; one whose weight did not grow is left out."""
+    first, second = snap(30, 3.0, 0.5), snap(60, 0.0, 0.25)
+    cols = interval_columns(None, [first, second], T0, PPM)
+    np.testing.assert_allclose(cols["x"], [15, 45])
+    np.testing.assert_allclose(cols["y"], [3e6, -1e6])
+    np.testing.assert_allclose(cols["hi"] - cols["y"], [0.5e6, 1e6 / np.sqrt(12)])
+    later = interval_columns(second, [snap(90, 0.0, 0.25)], T0, PPM)
+    assert len(later["x"]) == 0
 
 
 def test_channel_pulls_against_expectation_by_role() -> None:
@@ -418,6 +456,44 @@ def test_the_live_view_tracks_when_windows_were_last_analysed(tmp_path) -> None:
         assert "monitor: STALE · no window analysed for 18 s" in view.status.text
     finally:
         feed.stop()
+
+
+def test_the_rate_strip_keeps_its_axis_and_flags_a_catch_up_burst() -> None:
+    """240 Hz for a minute, then 5 s of catch-up at 6000 Hz: the axis stays at 1.5x the
+    median rate (360 Hz), the burst's bins are flagged at its top with their rate, and the
+    decoded trace is not squashed."""
+    strip, run = BeamStrip(), run_info()
+    rates = [240] * 60 + [6000] * 5 + [240] * 30
+    windows = np.cumsum(rates)
+    snaps = [snap(t + 1, 0, 1, windows=int(w)) for t, w in enumerate(windows)]
+    strip.apply(run, snaps[:10], [], reset=True)
+    for t in range(10, len(snaps), 7):
+        strip.apply(run, snaps[t : t + 7], [], reset=False)
+    assert strip.rate_range.start == 0 and strip.rate_range.end == pytest.approx(360)
+    flagged = strip.flags.data
+    assert len(flagged["x"]) >= 1 and all(text.endswith(" Hz") for text in flagged["text"])
+    assert max(float(t.split()[0]) for t in flagged["text"]) > 2000
+    assert min(flagged["x"]) >= 55 and max(flagged["x"]) <= 72  # the bins holding the burst
+
+
+def test_the_running_plot_toggles_to_independent_per_interval_points() -> None:
+    """The toggle hides the cumulative points, band and newest point, shows the 30 s points
+    (their own data: 1 ± 0.5 then -1 ± 0.5 from cumulative 1 ± 0.5 and 0 ± 0.354) and says
+    so in the title; off again, back to cumulative."""
+    plot, run = AsymmetryPlot(), run_info()
+    plot.apply(run, [snap(30, 1e-6, 0.5e-6), snap(60, 0.0, 0.5e-6 / np.sqrt(2))], reset=True)
+    assert "(cumulative)" in plot.plot.title.text
+    assert not any(g.visible for g in plot.interval_glyphs)
+    plot.per_interval.active = True
+    assert "per 30 s" in plot.plot.title.text and "(cumulative)" not in plot.plot.title.text
+    assert all(g.visible for g in plot.interval_glyphs)
+    assert not any(g.visible for g in plot.cumulative_glyphs)
+    np.testing.assert_allclose(plot.intervals.data["y"], [1, -1], atol=1e-9)
+    np.testing.assert_allclose(np.asarray(plot.intervals.data["hi"]) - [1, -1], [0.5, 0.5])
+    assert plot.y_range.start < -1.5 and plot.y_range.end > 1.5  # fitted to what is shown
+    plot.per_interval.active = False
+    assert "(cumulative)" in plot.plot.title.text
+    assert all(g.visible for g in plot.cumulative_glyphs)
 
 
 def test_the_beam_state_badge_shows_on_off_tripped_and_the_measured_rate() -> None:

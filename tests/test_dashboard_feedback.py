@@ -399,7 +399,7 @@ def test_a_large_feedback_input_turns_the_charge_axis_to_ppm(engine: Engine, fee
     add_snapshots(engine, run, [4, 5])  # the 400 ppm input stays the newest: ppm stays
     feed.poll()
     tick.callback()
-    assert strip.yaxis[0].axis_label == "A_Q (ppm)" and len(beam.data["charge"]) == 4
+    assert strip.yaxis[0].axis_label == "A_Q (ppm)" and len(beam.data["charge"]) == 5
     # driven to zero: a 0.01 ± 0.1 ppm input beside 0.1 ppm of A_Q reads in ppb again
     add_decisions(engine, run, [decision(5.5, value=0.01, error=0.1, before=-400, after=-400)])
     feed.poll()
