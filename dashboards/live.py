@@ -258,7 +258,22 @@ def run_html(run: RunInfo | None, now: datetime, measured: Sample | None = None)
     ]
     if measured is not None:
         items.append(("measured muon rate", f"{format_rate(measured.value)} ({measured.pv})"))
+    if run.efficiency:
+        items.append(("efficiency", efficiency_text(run.efficiency, run.planner_efficiency)))
     return "<b>Run information</b><table>" + "".join(_row(k, v) for k, v in items) + "</table>"
+
+
+def efficiency_text(declared: float, planner: float | None) -> str:
+    """Signal counts per muon of the run's channel map beside the planner's, with the
+    factor between them (a demo's detector counts far more per muon than a real one, which
+    is why it reaches 5 sigma in minutes where ``mupnc plan`` says days)."""
+    text = f"{declared:.2g} counts per muon (channel map)"
+    if planner:
+        ratio = declared / planner
+        text += f"; <code>mupnc plan</code> assumes {planner:.2g}: the same σ takes "
+        text += f"{ratio:.2g}× longer" if ratio >= 1 else f"{1 / ratio:.2g}× less time"
+        text += " there"
+    return text
 
 
 class LiveView:

@@ -12,7 +12,7 @@ from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
 from mupnc.daq.beamline import BEAM_VARIABLES
-from mupnc.daq.channel_map import NOT_DETECTORS
+from mupnc.daq.channel_map import NOT_DETECTORS, SIGNAL_ROLES
 from mupnc.daq.scheme import pattern_windows
 from mupnc.dashboards.records import (
     CHARGE,
@@ -75,6 +75,7 @@ def run_info(run: Run) -> RunInfo:
     channel_map = run.channel_map or config.get("channel_map") or {}
     channels = [c for c in channel_map.get("channels", []) if c.get("role") not in NOT_DETECTORS]
     roles = tuple((c["name"], c["role"]) for c in channels)
+    signal = [c for c in channels if c.get("role") in SIGNAL_ROLES]
     expected_shape = config.get("expected_shape") or {}
     shape = tuple((c["name"], float(expected_shape.get(c["name"], 1.0))) for c in channels)
     delay = run.delay_patterns if run.delay_patterns is not None else config.get("delay_patterns")
@@ -104,6 +105,8 @@ def run_info(run: Run) -> RunInfo:
         flip_period=_float(config.get("flip_period")),
         settle_time=_float(config.get("settle_time")),
         kick_turns=tuple(int(t) for t in config.get("kick_turns") or ()),
+        efficiency=sum(float(c.get("acceptance", 0.0)) for c in signal) if signal else None,
+        planner_efficiency=_float(config.get("planner_efficiency")),
     )
 
 

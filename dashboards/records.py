@@ -53,6 +53,11 @@ class RunInfo:
     interval (None: the run does not say)."""
     kick_turns: tuple[int, ...] = ()
     """Kick: the turn numbers the kick alternates between."""
+    efficiency: float | None = None
+    """Signal events per muon the run's channel map declares (the sum of its signal
+    channels' acceptances: what a simulated run counts); None without a map."""
+    planner_efficiency: float | None = None
+    """Signal events per muon ``mupnc plan`` assumes for the mode (stored with the run)."""
 
     @property
     def origin(self) -> str:

@@ -375,10 +375,12 @@ def format_report(s: dict) -> str:
     ]
     e = s.get("efficiency")
     if e and e["measured"] is not None:
+        ratio = e["measured_over_planner"]
+        factor = f"{ratio:.3g} x longer" if ratio >= 1 else f"{1 / ratio:.3g} x less time"
         lines.append(
             f"  efficiency {e['measured']:.3g} signal counts per muon (channel map"
-            f" {e['channel_map']:.3g}); the planner's {e['planner']:.3g} is"
-            f" {1 / e['measured_over_planner']:.3g} x that"
+            f" {e['channel_map']:.3g}); mupnc plan assumes {e['planner']:.3g}: the same"
+            f" sigma takes {factor} there"
         )
     errs = ", ".join(f"{k} {v}" for k, v in s["helicity_errors"].items())
     lines.append(f"  helicity errors: {errs or 'none'}")

@@ -121,11 +121,16 @@ def beside_the_planner(summary: dict) -> dict:
     for its mode (default chain) beside the measured one: its ``efficiency`` gains
     ``planner`` and ``measured_over_planner`` (None before any window).  Returns it."""
     efficiency = summary["efficiency"]
-    efficiency["planner"] = math.prod(efficiency_chain(summary["mode"]).values())
+    efficiency["planner"] = planner_efficiency(summary["mode"])
     measured = efficiency["measured"]
     ratio = None if measured is None else measured / efficiency["planner"]
     efficiency["measured_over_planner"] = ratio
     return summary
+
+
+def planner_efficiency(mode: str) -> float:
+    """Signal events per muon the planner assumes for ``mode`` (its default chain)."""
+    return math.prod(efficiency_chain(mode).values())
 
 
 def efficiency_chain(mode: str, q2: float = 1.0) -> dict[str, float]:

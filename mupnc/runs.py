@@ -13,6 +13,7 @@ from mupnc.daq.channel_map import load_channel_map
 from mupnc.db.session import ensure_schema, make_engine, require_schema, transaction
 from mupnc.db.store import allocate_run
 from mupnc.monitor.feedback.loop import LoopSettings
+from mupnc.planner import planner_efficiency
 from mupnc.run_file import load_feedback, load_run_file
 from mupnc.sim.actuators import ACTUATORS
 from mupnc.sim.detector import relative_asymmetries
@@ -78,7 +79,9 @@ def run_config(
     box a blinded run was given (0: the monitor's default), which a replay serves again;
     ``feedback`` the loops the monitor runs (:mod:`mupnc.monitor.feedback.loop`).
     ``expected_asymmetry`` is what the monitor should report (fraction, diluted, averaged
-    over the scatter channels' shape); ``expected_shape`` each channel's ``A[c] / A0``."""
+    over the scatter channels' shape); ``expected_shape`` each channel's ``A[c] / A0``;
+    ``planner_efficiency`` the signal events per muon :mod:`mupnc.planner` assumes for the
+    mode (shown beside the channel map's, which the simulation counts)."""
     channel_map = config.resolved_channel_map()
     detectors = channel_map.detectors()
     return {
@@ -109,6 +112,7 @@ def run_config(
         "mass_number": config.mass_number,
         "decay_electron_fraction": config.decay_electron_fraction,
         "expected_asymmetry": config.expected_asymmetry,
+        "planner_efficiency": planner_efficiency(config.mode),
         "beamline": beamline_config(config),
         "actuators": {name: asdict(config.actuators.actuator(name)) for name in ACTUATORS},
         "modulation": asdict(config.modulation) | {"stuck": list(config.modulation.stuck)},

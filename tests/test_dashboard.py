@@ -527,6 +527,11 @@ def test_the_beam_state_badge_shows_on_off_tripped_and_the_measured_rate() -> No
     info = run_html(run_info(), now, rate)
     assert "muon rate setpoint</th><td>100 MHz (at the run's start)" in info
     assert "measured muon rate</th><td>98.7 MHz" in info
+    # the channel map's efficiency beside the planner's, with the factor in time between them
+    demo = run_html(run_info(efficiency=2e-3, planner_efficiency=3.6e-11), now)
+    assert "efficiency</th><td>0.002 counts per muon (channel map)" in demo, demo
+    assert "assumes 3.6e-11: the same σ takes 5.6e+07× longer there" in demo, demo
+    assert "efficiency" not in run_html(run_info(), now)  # no map, no line
 
 
 def test_the_spin_reversal_panel_matches_the_scheme() -> None:
