@@ -79,9 +79,7 @@ def run_config(
     box a blinded run was given (0: the monitor's default), which a replay serves again;
     ``feedback`` the loops the monitor runs (:mod:`mupnc.monitor.feedback.loop`).
     ``expected_asymmetry`` is what the monitor should report (fraction, diluted, averaged
-    over the scatter channels' shape); ``expected_shape`` each channel's ``A[c] / A0``;
-    ``planner_efficiency`` the signal events per muon :mod:`mupnc.planner` assumes for the
-    mode (shown beside the channel map's, which the simulation counts)."""
+    over the scatter channels' shape); ``expected_shape`` each channel's ``A[c] / A0``."""
     channel_map = config.resolved_channel_map()
     detectors = channel_map.detectors()
     return {
@@ -112,7 +110,6 @@ def run_config(
         "mass_number": config.mass_number,
         "decay_electron_fraction": config.decay_electron_fraction,
         "expected_asymmetry": config.expected_asymmetry,
-        "planner_efficiency": planner_efficiency(config.mode),
         "beamline": beamline_config(config),
         "actuators": {name: asdict(config.actuators.actuator(name)) for name in ACTUATORS},
         "modulation": asdict(config.modulation) | {"stuck": list(config.modulation.stuck)},
@@ -153,8 +150,15 @@ def new_run(
     engine = make_engine(url)
     (ensure_schema if create else require_schema)(engine)
     with transaction(engine) as session:
-        settings = run_config(config, blinded, blind_box, feedback)
+        settings = run_config(config, blinded, blind_box, feedback) | planned(config.mode)
         return allocate_run(session, source=source, mode=config.mode, config=settings)
+
+
+def planned(mode: str) -> dict:
+    """What the run stores beside its settings for the dashboard (which may not import the
+    planner): ``planner_efficiency``, the signal events per muon :mod:`mupnc.planner`
+    assumes for ``mode``.  Not a setting: an IOC's autosave does not compare it."""
+    return {"planner_efficiency": planner_efficiency(mode)}
 
 
 def outside_run(
@@ -173,10 +177,7 @@ def outside_run(
     feedback = load_feedback(config_file, config.resolved_channel_map()) if config_file else {}
     engine = make_engine(url)
     require_schema(engine)
-    settings = run_config(config, feedback=feedback) | {
-        "daq": "outside",
-        "expected_asymmetry": None,
-        "expected_shape": {},
-    }
+    settings = run_config(config, feedback=feedback) | planned(config.mode)
+    settings |= {"daq": "outside", "expected_asymmetry": None, "expected_shape": {}}
     with transaction(engine) as session:
         return allocate_run(session, source="live", mode=config.mode, config=settings)

@@ -93,6 +93,7 @@ from mupnc.dashboards.live import (
 from mupnc.dashboards.panels import ROLLOVER, AsymmetryPlot, BeamStrip, reversal_html
 from mupnc.dashboards.projection import describe, project
 from mupnc.dashboards.queries import latest_run
+from mupnc.dashboards.queries import run_info as run_info_of
 from mupnc.dashboards.records import (
     BeamDifference,
     Channel,
@@ -1004,3 +1005,22 @@ def test_the_beam_panel_regressed_series_and_slopes_of_a_steered_run(tmp_path: P
     plot = by_name(history, "slope_plot_x")
     assert plot.yaxis[0].axis_label == "∂A/∂x (ppm/µm)"
     feed._engine.dispose()
+
+
+def test_a_new_run_carries_both_efficiencies_to_the_run_information(tmp_path) -> None:
+    """``mupnc.runs.new_run`` stores the planner's efficiency beside the settings (not in
+    them: an IOC's autosave compares the settings); the page reads both from the run."""
+    from mupnc.db.models import Run
+    from mupnc.runs import new_run as allocate
+    from mupnc.runs import run_config
+    from mupnc.sim.source import SourceConfig
+
+    db = f"sqlite:///{tmp_path / 'eff.db'}"
+    number = allocate(db, SourceConfig())
+    engine = make_engine(db)
+    with transaction(engine) as session:
+        info = run_info_of(session.get(Run, number))
+    engine.dispose()
+    assert info.efficiency == pytest.approx(2e-3)  # the shipped A_LR map: 8 x 2.5e-4
+    assert info.planner_efficiency == pytest.approx(1e-6)
+    assert "planner_efficiency" not in run_config(SourceConfig())
