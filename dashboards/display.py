@@ -105,12 +105,14 @@ def pulls(values: np.ndarray, errors: np.ndarray, expected: np.ndarray | float =
         return np.where(errors > 0, (values - expected) / errors, np.nan)
 
 
-PULL_COLOURS = ("#c8efc8", "#ffe9a0", "#ffb0b0")
-"""Cell backgrounds for |pull| < 2, 2 to 3, and > 3; unknown pulls stay white."""
+PULL_COLOURS = ("white", "#ffe9a0", "#ffb0b0")
+"""Cell backgrounds for |pull| < 2 (unremarkable: no colour), 2 to 3, and > 3; unknown
+pulls stay white too."""
 
 
 def pull_colours(pull: np.ndarray) -> list[str]:
-    """Background colour per pull: green below 2, amber below 3, red from 3, white if NaN."""
+    """Background colour per pull: white below 2 and if NaN (colour only for what is
+    remarkable), amber below 3, red from 3."""
     size = np.abs(np.asarray(pull, dtype=float))
     return [
         "white" if not math.isfinite(p) else PULL_COLOURS[0 if p < 2 else 1 if p < 3 else 2]

@@ -379,7 +379,7 @@ def correction_html(raw: Channel | None, regressed: Channel | None) -> str:
     if not raw.error:
         return "regression: <i>no raw error yet</i>"
     shift = (raw.value - regressed.value) / raw.error
-    colour = "#c00000" if abs(shift) >= 5 else ("#b07800" if abs(shift) >= 3 else "#1a7f1a")
+    colour = "#c00000" if abs(shift) >= 5 else ("#b07800" if abs(shift) >= 3 else "inherit")
     return (
         f"regression moves the asymmetry by <b style='color:{colour}'>{shift:+.1f} σ</b>"
         " (raw − regressed, in raw errors)"
