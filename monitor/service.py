@@ -2,7 +2,9 @@
 
 One worker thread (the caller of :meth:`OnlineMonitor.run`) does all CA reads, numeric
 work and database writes; pyepics callbacks only enqueue (see :mod:`mupnc.monitor.ingest`).
-It flushes to the database once a second and, in between, updates the result PVs every
+It flushes to the database once a second and, in between, updates the result PVs that
+follow every window (the combined and charge asymmetries, the counters: the cheap
+:meth:`~mupnc.monitor.analysis.run_analysis.RunAnalysis.newest`) every
 :data:`RESULT_PUBLISH_INTERVAL` while windows arrive.
 
 The monitor outlives its IOC: while the IOC is unreachable it keeps writing the database
@@ -310,19 +312,26 @@ class OnlineMonitor:
             for block in blocks:
                 analysis.feed(block)
 
-        def publish(publisher: ResultPublisher, result: RunResult) -> None:
-            publisher.publish(
+        def newest_values(result: RunResult) -> dict:
+            """The PVs that follow every window: the combined and charge asymmetries and
+            the counters (:meth:`RunAnalysis.newest` gives them cheaply)."""
+            return dict(
                 run=settings.run,
                 asym=result.combined.value,
                 asym_err=result.combined.error,
-                chi2_ndf=result.chi2_ndf,
                 charge_asym=result.charge_asymmetry.value,
-                estimator=result.estimator,
                 patterns=result.patterns_good,
                 windows=decoder.state.windows_released,
                 decoder=decoder.lock_state,
                 windows_held=decoder.windows_held,
                 lost_windows=decoder.state.errors["missed_windows"],
+            )
+
+        def publish(publisher: ResultPublisher, result: RunResult) -> None:
+            publisher.publish(
+                **newest_values(result),
+                chi2_ndf=result.chi2_ndf,
+                estimator=result.estimator,
                 helicity_errors=[decoder.state.errors[k] for k in ERROR_KINDS],
                 **beam_values(result, analysis.acc.channel_map.names),
             )
@@ -368,7 +377,7 @@ class OnlineMonitor:
                 flush("running")
                 next_publish, fresh = now + self.publish_interval, False
             elif publisher is not None and fresh and now >= next_publish:
-                publish(publisher, analysis.result())
+                publisher.publish(**newest_values(analysis.newest()))
                 next_publish, fresh = now + self.publish_interval, False
         else:  # left open for a later monitor: the windows still held are not given up
             final = "aborted"

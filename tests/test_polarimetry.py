@@ -245,6 +245,27 @@ def test_the_report_and_a_reanalysis_give_the_measured_polarization(tmp_path, ca
     assert json.loads(capsys.readouterr().out)["polarization"] == p
 
 
+@pytest.mark.parametrize("estimator", ["counting", "integrating"])
+@pytest.mark.parametrize("polarimeter", [INCOMPLETE, PolarimeterConfig()], ids=["pol", "none"])
+def test_the_newest_result_published_between_full_results_is_the_full_ones(estimator, polarimeter):
+    """``RunAnalysis.newest`` (published four times a second) gives exactly the combined
+    and charge asymmetries of ``result`` (published each second), blinded, with or without
+    a polarimeter (the division by the measured polarization and its error included), by
+    both estimators, over several miniruns."""
+    from mupnc.monitor.analysis.blinding import Blinder
+
+    config = SourceConfig(muon_rate=1e9, polarimeter=polarimeter, seed=12)
+    settings = replace(settings_of(config), blinder=Blinder.from_seed("newest"))
+    analysis = RunAnalysis(settings, minirun_patterns=100, estimator=estimator)
+    source = WindowSource(config)
+    for _ in range(5):
+        analysis.feed(source.next_block_of(240).block)
+    full, newest = analysis.result(), analysis.newest()
+    assert len(full.miniruns) >= 3 and full.blinded and newest.blinded
+    assert (newest.combined, newest.charge_asymmetry) == (full.combined, full.charge_asymmetry)
+    assert (newest.estimator, newest.patterns_good) == (full.estimator, full.patterns_good)
+
+
 def test_the_result_pvs_carry_the_measured_polarization():
     """``MON:POL:*`` values of a run with a polarimeter are the result's; without one the
     PVs get no value (they stay NaN, INVALID)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from mupnc.daq.blocks import WindowBlock
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.cuts import LowBeamCut
-from mupnc.monitor.analysis.results import RunResult, run_result
+from mupnc.monitor.analysis.results import RunResult, run_combined, run_result
 from mupnc.monitor.analysis.settings import RunSettings
 from mupnc.monitor.decoding import make_decoder, minirun_length
 from mupnc.monitor.decoding.fast import HelicityDecoder
@@ -79,6 +79,12 @@ class RunAnalysis:
     def result(self) -> RunResult:
         s = self.settings
         return run_result(self.acc, s.polarization, s.blinder, self.estimator, self.regress)
+
+    def newest(self) -> RunResult:
+        """The run's combined result alone (:func:`run_combined`), cheap enough to publish
+        several times a second."""
+        s = self.settings
+        return run_combined(self.acc, s.polarization, s.blinder, self.estimator)
 
     def recordable(self) -> tuple[RunAccumulator, DecoderState, RunResult, int]:
         """What a recorder writes: the accumulator, the decoder's counters, the result and
