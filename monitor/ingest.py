@@ -17,6 +17,7 @@ IOC is away, pyepics reconnects by itself; :meth:`BlockIngest.caget` raises
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -45,6 +46,9 @@ RING_READ_BATCH = 32
 """Ring slots a refill reads at once: their round trips overlap (13-16x faster than one at a
 time, ``bench/bench_refill.py``); libca holds at most this many blocks at a time."""
 
+RING_RISK_FRACTION = 4
+"""A refill reads on past its per-call bound while the next block is among the oldest
+quarter of the ring: those would be overwritten before the next call."""
 REFILL_BATCHES_PER_CALL = 2
 """Ring read batches one :meth:`BlockIngest.next_blocks` (or one step of
 :meth:`BlockIngest.catch_up`) delivers at most: a refill of the whole ring (20 s of blocks,
@@ -196,8 +200,12 @@ class BlockIngest:
                     break  # another run: nothing more of this one will come
                 if block.block_number < self._next_block:
                     continue  # already have it (a refill overtook the monitor update)
-                if not self._refill(block.block_number, out, REFILL_BATCHES_PER_CALL):
-                    self._held, self.refill_pending = raw[i:], True  # goes on at the next call
+                newest = max(int(w[2]) for w in raw[i:] if int(w[1]) == block.stream_id)
+                if not self._refill(block.block_number, out, REFILL_BATCHES_PER_CALL, newest):
+                    # goes on at the next call; this stream's later blocks are read back from
+                    # the ring then, not held meanwhile (0.4 MB each at MOLLER scale)
+                    later = [w for w in raw[i + 1 :] if int(w[1]) != block.stream_id]
+                    self._held, self.refill_pending = [wire, *later], True
                     log.info(
                         "refilling from the ring: %d blocks to block %d",
                         block.block_number - self._next_block,
@@ -243,12 +251,16 @@ class BlockIngest:
         self.ring_depth = int(self.caget("DAQ:RING_DEPTH"))
         return True
 
-    def _refill(self, stop: int, out: list[WindowBlock], batches: int) -> bool:
+    def _refill(
+        self, stop: int, out: list[WindowBlock], batches: int, newest: int | None = None
+    ) -> bool:
         """Append to ``out`` the blocks before ``stop`` not yet delivered, read back from the
-        ring, at most ``batches`` batches of :data:`RING_READ_BATCH` of them; what the ring
-        no longer holds is lost.  True once every block before ``stop`` is delivered or lost.
-        Raises ``ConnectionError`` if the IOC goes away meanwhile (what was read is in
-        ``out``; the rest is read next time)."""
+        ring: ``batches`` batches of :data:`RING_READ_BATCH`, more while the next block is
+        among the oldest 1/:data:`RING_RISK_FRACTION` of the ring that ends at block
+        ``newest`` (default ``stop - 1``; the IOC overwrites those soonest).  What the ring
+        no longer holds is lost.  True once every block before ``stop`` is delivered or
+        lost.  Raises ``ConnectionError`` if the IOC goes away meanwhile (what was read is
+        in ``out``; the rest is read next time)."""
         first = self._next_block
         overwritten = max(0, stop - self.ring_depth - first)  # gone from the ring: lost
         if overwritten:
@@ -257,9 +269,13 @@ class BlockIngest:
                 "blocks %d..%d lost: not in the IOC ring any more", first, first + overwritten - 1
             )
             self._next_block = first + overwritten
-        for _ in range(batches):
+        end = stop if newest is None else newest + 1
+        at_risk = end - self.ring_depth + self.ring_depth // RING_RISK_FRACTION
+        for batch in itertools.count():
             if self._next_block >= stop:
                 return True
+            if batch >= batches and self._next_block >= at_risk:
+                break
             numbers = range(self._next_block, min(self._next_block + RING_READ_BATCH, stop))
             lost = []
             for number, block in zip(numbers, self._read_ring(numbers), strict=True):

@@ -138,10 +138,12 @@ def monitor(args: argparse.Namespace) -> int:
     from mupnc.monitor.alarms.pvs import alarm_pv_group
     from mupnc.monitor.alarms.rules import load_rules
     from mupnc.monitor.alarms.service import AlarmService
+    from mupnc.monitor.memory import return_freed_memory
     from mupnc.monitor.publisher import ResultPublisher
     from mupnc.monitor.service import OnlineMonitor
     from mupnc.signals import stop_on_signals
 
+    return_freed_memory()
     pva = pva_wanted(args.pva)
     stop = stop_on_signals()
     rules = load_rules(args.alarm_rules)
