@@ -211,12 +211,30 @@ class OnlineMonitor:
         self.outputs = outputs
 
     def _wait_for_run(self, ingest: BlockIngest, stop: StopRequest) -> RunSettings:
-        while _run_state(ingest) not in ("RUNNING", "ENDED"):
-            if stop.wait(0.2):
+        """The settings of the run the IOC serves, once it serves one this monitor has to
+        take: running, or ended but not yet recorded to its end (its windows are still in
+        the IOC's ring).  A run the database has ``ended`` is waited past (a monitor
+        restarted by its service after the run ended must not take it over again)."""
+        told = None
+        while True:
+            state = _run_state(ingest)
+            if state in ("RUNNING", "ENDED"):
+                values = _setting_values(ingest)
+                run = int(values["RUN:NUMBER"])
+                if state == "RUNNING" or not self._recorded_to_its_end(run):
+                    break
+                if told != run:
+                    log.info("run %d ended and is recorded: waiting for the IOC's next run", run)
+                    told = run
+            if stop.wait(0.5):
                 raise StoppedError("stopped while waiting for the IOC to start a run")
-        values = _setting_values(ingest)
         ingest.check_layout()
         return settings_from(values)
+
+    def _recorded_to_its_end(self, run: int) -> bool:
+        with transaction(self.engine) as session:
+            row = session.get(Run, run)
+            return row is not None and row.state == "ended"
 
     def run(self, stop: StopRequest) -> int | None:
         """Monitor one run until the IOC ends it or ``stop`` is set; returns the run number

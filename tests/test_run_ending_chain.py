@@ -158,6 +158,37 @@ def test_a_second_monitor_is_refused_and_a_stopped_one_is_resumed(tmp_path, ca_e
     assert lock == "LOCKED"
 
 
+def test_a_monitor_started_after_the_run_ended_and_was_recorded_leaves_it_alone(
+    tmp_path, ca_env, ioc_prefix
+):
+    """A monitor restarted by its service (``Restart=always``) while the IOC still serves
+    the run its predecessor recorded to the end: it waits for the IOC's next run and says
+    so, and the ended run keeps its end time and reason (it took it over and rewrote them)."""
+    db = f"sqlite:///{tmp_path / 'ended.db'}"
+    run = new_run(db, SourceConfig(seed=13))
+    ioc = ["ioc", "--run", str(run), "--seed", "13", "--prefix", ioc_prefix, "--block-rate", "5"]
+    monitor = ["-v", "monitor", "--prefix", ioc_prefix]
+    log = tmp_path / "restarted.log"
+    with chain_of(db, ca_env, ioc, monitor) as chain:
+        wait_for(lambda: runs(db)[0].windows > 0, 60, "windows in the database")
+        assert chain.end_run(), "the monitor did not finish the run"
+        ended = runs(db)[0]
+        assert ended.state == "ended"
+        with open(log, "w") as out:
+            restarted = subprocess.Popen(
+                [sys.executable, "-m", "mupnc", "--db", db, *monitor],
+                env={**os.environ, **ca_env["monitor"]},
+                stderr=out,
+            )
+        wait_for(lambda: "waiting for the IOC's next run" in log.read_text(), 60, "the wait")
+        restarted.send_signal(signal.SIGINT)
+        assert restarted.wait(STOP_BOUND) == 0, log.read_text()
+    after = runs(db)[0]
+    assert (after.state, after.end, after.end_reason) == ("ended", ended.end, ended.end_reason)
+    assert f"run {run} ended and is recorded" in log.read_text()
+    assert "resumed from the checkpoint" not in log.read_text()
+
+
 def test_an_ioc_closed_by_sighup_ends_its_run(tmp_path, ca_env, ioc_prefix):
     db = f"sqlite:///{tmp_path / 'hup.db'}"
     run = new_run(db, SourceConfig(seed=12))
