@@ -32,6 +32,7 @@ from mupnc.db.session import (
     database_url,
     redacted,
 )
+from mupnc.epics_env import MAX_ARRAY_BYTES
 from mupnc.errors import UsageError
 from mupnc.ioc.autosave import AutosaveError
 from mupnc.monitor.alarms.rules import AlarmRulesError
@@ -606,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
     logging.getLogger("caproto").setLevel(logging.WARNING)
+    # libca's 16 kB default would refuse the window blocks of any large DAQ: every mupnc
+    # process reads it at its first CA call, so a hand-started monitor gets it too
+    os.environ.setdefault("EPICS_CA_MAX_ARRAY_BYTES", str(MAX_ARRAY_BYTES))
     follow_parent()
     try:
         args.db = checked_url(database_url(args.db))

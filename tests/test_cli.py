@@ -62,3 +62,17 @@ def test_forked_runs_are_the_console_script(tmp_path):
         ), key
     assert forked["success"].stdout.strip() == "[]"
     assert [forked[k].returncode for k in jobs] == [0, 2, 1, 2]
+
+
+def test_every_command_sets_the_ca_array_limit_unless_the_environment_does(monkeypatch, db):
+    """A hand-started process (``mupnc monitor`` on a host) gets the 100 MB array limit
+    that the demo's children get (pyepics alone gives 16 MB); a limit the site sets wins."""
+    from mupnc.cli import main
+    from mupnc.epics_env import MAX_ARRAY_BYTES
+
+    monkeypatch.delenv("EPICS_CA_MAX_ARRAY_BYTES", raising=False)
+    assert main(["--db", db, "db", "upgrade"]) == 0
+    assert os.environ["EPICS_CA_MAX_ARRAY_BYTES"] == str(MAX_ARRAY_BYTES)
+    monkeypatch.setenv("EPICS_CA_MAX_ARRAY_BYTES", "2000000")
+    assert main(["--db", db, "db", "upgrade"]) == 0
+    assert os.environ["EPICS_CA_MAX_ARRAY_BYTES"] == "2000000"
