@@ -13,6 +13,7 @@ environment and a ``get`` of ``MON:ASYM`` with p4p's client.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -77,6 +78,25 @@ def fixed_ca_ports(base: int, dashboard_port: int | None) -> list[int]:
                 "machine (a caRepeater?)"
             )
     return ports
+
+
+DEFAULT_CA_SERVER_PORT = 5064
+
+
+def require_own_ca_port(role: str) -> int:
+    """The Channel Access server port this process will serve on (``EPICS_CA_SERVER_PORT``,
+    which caproto reads; default 5064), refused (:class:`UsageError`, one line) if another
+    server on this host holds its UDP port on an interface it binds: caproto would share
+    the port, and each client search would then be answered by either server at random."""
+    port = int(os.environ.get("EPICS_CA_SERVER_PORT") or DEFAULT_CA_SERVER_PORT)
+    for host in (os.environ.get("EPICS_CAS_INTF_ADDR_LIST") or "0.0.0.0").split():
+        if not udp_port_free(port, host):
+            raise UsageError(
+                f"the {role}'s Channel Access port {port} (UDP {host}) is held by another "
+                "process on this host (another IOC or monitor?): give this one its own "
+                "EPICS_CA_SERVER_PORT"
+            )
+    return port
 
 
 def address_list(ports: list[int]) -> str:

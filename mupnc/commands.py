@@ -10,7 +10,7 @@ import math
 import os
 from pathlib import Path
 
-from mupnc.attach import pva_wanted
+from mupnc.attach import pva_wanted, require_own_ca_port
 from mupnc.daq.beamline import DISPLAY
 from mupnc.db.migrate import head_revision
 from mupnc.db.session import (
@@ -47,6 +47,7 @@ def ioc(args: argparse.Namespace) -> int:
     from mupnc.ioc.server import GROUPS, build_ioc
 
     quiet_caproto_notes()
+    require_own_ca_port("IOC")
     if args.source is not None:
         from mupnc.replay import replay_ioc
 
@@ -144,6 +145,7 @@ def monitor(args: argparse.Namespace) -> int:
     from mupnc.signals import stop_on_signals
 
     return_freed_memory()
+    require_own_ca_port("monitor")
     pva = pva_wanted(args.pva)
     stop = stop_on_signals()
     rules = load_rules(args.alarm_rules)

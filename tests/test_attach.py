@@ -6,6 +6,7 @@ PORT`` likewise (the monitor's pvAccess server, TCP and UDP search on PORT)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 from support.cli import mupnc, one_error_line, run_all, sqlite_with_schema
@@ -86,4 +87,28 @@ def test_pva_port_in_use_is_refused_before_a_run_is_made(tmp_path) -> None:
     assert one_error_line(done["dashboard"], 2) == (
         f"mupnc: error: --pva-port {base + 4}: the dashboard's port"
     )
+    assert json.loads(mupnc("runs", "--json", db=db).stdout) == []
+
+
+def test_an_ioc_or_monitor_on_a_ca_port_another_server_holds_is_refused(tmp_path) -> None:
+    """Two CA servers on one UDP port would share it (caproto binds it shared) and each
+    client search would be answered by either at random: ``mupnc ioc`` and ``mupnc monitor``
+    refuse, one line, exit 2, before any run is made."""
+    db = sqlite_with_schema(tmp_path / "d.db")
+    port = free_pair(1)
+    env = {
+        **os.environ,
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+    }
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", port))
+        ioc = mupnc("ioc", "--prefix", "TAKEN:", db=db, env=env)
+        monitor = mupnc("monitor", "--prefix", "TAKEN:", db=db, env=env)
+    for role, result in (("IOC", ioc), ("monitor", monitor)):
+        assert one_error_line(result, 2) == (
+            f"mupnc: error: the {role}'s Channel Access port {port} (UDP 127.0.0.1) is held by "
+            "another process on this host (another IOC or monitor?): give this one its own "
+            "EPICS_CA_SERVER_PORT"
+        )
     assert json.loads(mupnc("runs", "--json", db=db).stdout) == []
