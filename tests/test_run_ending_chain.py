@@ -127,9 +127,10 @@ def test_a_second_monitor_is_refused_and_a_stopped_one_is_resumed(tmp_path, ca_e
     with chain_of(db, ca_env, ioc, monitor) as chain:
         first = chain.processes["monitor"].pid
         wait_for(lambda: runs(db)[0].state == "running", 60, "the monitor to take the run")
+        own_port = str(free_port())  # as on another host: the same port would be refused
         second = subprocess.run(
             [sys.executable, "-m", "mupnc", "--db", db, *monitor],
-            env={**os.environ, **ca_env["monitor"]},
+            env={**os.environ, **ca_env["monitor"], "EPICS_CA_SERVER_PORT": own_port},
             capture_output=True,
             text=True,
             timeout=60,
