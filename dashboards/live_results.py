@@ -15,11 +15,14 @@ result is ``MON:ASYM``'s timestamp (the monitor's clock at the result).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+log = logging.getLogger("mupnc.dashboards.live_results")
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,16 @@ class LiveResult:
     error: float
 
 
+NOT_FOUND_WARNING_SECONDS = 15.0
+"""A follower whose PVs are not all connected this long after it starts says so, once."""
+
+
 class ResultFollower:
     """Follows ``{prefix}MON:RUN``, ``MON:ASYM`` and ``MON:ASYM:ERR`` (pyepics); with no
-    monitor serving them, :attr:`newest` stays None and nothing else happens."""
+    monitor serving them, :attr:`newest` stays None, and after ``warn_after`` seconds a
+    warning names the PVs not found (the page then shows the database's points only)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, warn_after: float = NOT_FOUND_WARNING_SECONDS) -> None:
         import epics
 
         self._lock = threading.Lock()
@@ -48,6 +56,19 @@ class ResultFollower:
             epics.PV(prefix + "MON:ASYM", auto_monitor=True, form="time", callback=self._on_asym),
             epics.PV(prefix + "MON:ASYM:ERR", auto_monitor=True, callback=self._on_error),
         ]
+        self._check = threading.Timer(warn_after, self._warn_if_not_found)
+        self._check.daemon = True
+        self._check.start()
+
+    def _warn_if_not_found(self) -> None:
+        missing = [pv.pvname for pv in self._pvs if not pv.connected]
+        if missing:
+            log.warning(
+                "the monitor's result PVs %s are not found over Channel Access: the page "
+                "shows the database's points only, without the newest (check "
+                "EPICS_CA_ADDR_LIST, or --no-follow)",
+                ", ".join(missing),
+            )
 
     @property
     def newest(self) -> LiveResult | None:
@@ -72,6 +93,7 @@ class ResultFollower:
                 self._newest = LiveResult(self._run, when, asym, float(value))
 
     def close(self) -> None:
+        self._check.cancel()
         for pv in self._pvs:
             pv.clear_callbacks()
             pv.disconnect()

@@ -181,3 +181,29 @@ def steered_result(stuck: tuple[str, ...] | None = None):
     analysis.feed(source.next_block_of(4000).block)
     analysis.finish()
     return analysis.result()
+
+
+def test_a_dashboard_follower_takes_the_newest_result_or_says_it_finds_no_monitor(
+    publisher, caplog
+) -> None:
+    """The dashboard's follower of ``MON:RUN/ASYM/ASYM:ERR`` gets the published result and
+    stays quiet; one on a prefix nobody serves warns once, naming the PVs, that the page
+    shows the database's points only (a dashboard without the monitor's CA address)."""
+    from mupnc.dashboards.live_results import ResultFollower
+
+    prefix, served = publisher
+    followed, orphan = ResultFollower(prefix, warn_after=5), ResultFollower("NOBODY:", 0.5)
+    try:
+        wait_for(lambda: all(pv.connected for pv in followed._pvs), 30, "the result PVs")
+        served.publish(run=3, asym=2.5e-3, asym_err=1e-4)
+        wait_for(lambda: followed.newest is not None, 30, "the newest result")
+        assert (followed.newest.run, followed.newest.value) == (3, 2.5e-3)
+        for follower in (orphan, followed):  # each one's check has run
+            follower._check.join(timeout=30)
+            assert not follower._check.is_alive()
+    finally:
+        followed.close()
+        orphan.close()
+    warnings = [r.getMessage() for r in caplog.records if "not found" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "NOBODY:MON:RUN, NOBODY:MON:ASYM, NOBODY:MON:ASYM:ERR" in warnings[0]
