@@ -19,7 +19,7 @@ from mupnc.daq.channel_map import Channel, ChannelMap
 from mupnc.monitor.analysis import accumulator
 from mupnc.monitor.analysis.accumulator import RunAccumulator
 from mupnc.monitor.analysis.results import run_result
-from mupnc.monitor.analysis.statistics import GROUP_SAMPLES, SequentialMoments
+from mupnc.monitor.analysis.statistics import GROUP_SAMPLES, MeasurementTable, SequentialMoments
 from mupnc.monitor.decoding.fast import HelicityDecoder
 from mupnc.monitor.decoding.rotator import RotatorDecoder
 from mupnc.monitor.decoding.stream import DecodedWindows
@@ -136,7 +136,12 @@ def decoder_for(case: Case, source: WindowSource):
 
 def result_text(acc: RunAccumulator) -> str:
     """The run result as JSON: exact (floats by repr, NaN as NaN), comparable with ==."""
-    return json.dumps(dataclasses.asdict(run_result(acc, 0.85)))
+    return json.dumps(dataclasses.asdict(run_result(acc, 0.85)), default=measurements)
+
+
+def measurements(table: MeasurementTable) -> dict:
+    """A table of measurements (which :func:`dataclasses.asdict` leaves as it is) as JSON."""
+    return {str(key): dataclasses.astuple(m) for key, m in table.items()}
 
 
 def analyse(case: Case, source: WindowSource, stream: WindowBlock, cuts, resume_at=None):

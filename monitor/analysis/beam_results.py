@@ -26,12 +26,17 @@ import numpy as np
 
 from mupnc.monitor.analysis.asymmetry import cross_ratio_asymmetry
 from mupnc.monitor.analysis.regression import CentralMoments, Regression, regress
-from mupnc.monitor.analysis.statistics import Measurement, RunningStats
+from mupnc.monitor.analysis.statistics import (
+    Measurement,
+    MeasurementTable,
+    RunningStats,
+    shared_keys,
+)
 
 COMBINED = "combined"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BeamDifference:
     """One beam variable's helicity-correlated difference, in the variable's unit."""
 
@@ -48,8 +53,8 @@ class Regressed:
     nothing was regressed (empty if it was)."""
 
     combined: Measurement
-    channels: dict[str, Measurement]
-    slopes: dict[tuple[str, str], Measurement]
+    channels: MeasurementTable[str]
+    slopes: MeasurementTable[tuple[str, str]]
     skipped: str = ""
 
 
@@ -80,18 +85,19 @@ def regressed(
     r = regress(moments.select(chosen), noise)
     c = len(channels)
     names = [variables[i] for i in chosen]
-    per_channel = {
-        name: Measurement(float(r.asymmetry[j]), float(r.error[j]), r.n)
-        for j, name in enumerate(channels)
-    }
-    slopes = {
-        (channel, variable): Measurement(float(r.slopes[i, j]), float(r.slope_errors[i, j]), r.n)
-        for j, channel in enumerate(channels)
-        for i, variable in enumerate(names)
-    }
+    per_channel: MeasurementTable[str] = MeasurementTable(
+        shared_keys(tuple(channels)), r.asymmetry[:c], r.error[:c], r.n
+    )
     combined, combined_slopes = _combined(r, c, groups)
-    for i, variable in enumerate(names):
-        slopes[(COMBINED, variable)] = Measurement(*combined_slopes[i], r.n)
+    keys = [(channel, variable) for channel in channels for variable in names]
+    keys += [(COMBINED, variable) for variable in names]
+    values, errors = np.array(combined_slopes, dtype=np.float64).reshape(-1, 2).T
+    slopes: MeasurementTable[tuple[str, str]] = MeasurementTable(
+        shared_keys(tuple(keys)),
+        np.concatenate([r.slopes[:, :c].T.ravel(), values]),
+        np.concatenate([r.slope_errors[:, :c].T.ravel(), errors]),
+        r.n,
+    )
     return Regressed(combined, per_channel, slopes, r.ill_conditioned)
 
 

@@ -27,7 +27,12 @@ import hashlib
 import math
 import secrets
 from dataclasses import dataclass
+from typing import TypeVar
 
+import numpy as np
+
+Asymmetry = TypeVar("Asymmetry", float, np.ndarray)
+"""One asymmetry, or an array of them (per channel)."""
 DEFAULT_BOX = 1e-3
 _CHECKSUM_TAG = b"mupnc-blinding-checksum-v1\0"
 
@@ -70,7 +75,7 @@ class Blinder:
     def blinded(self) -> bool:
         return bool(self.checksum)
 
-    def blind(self, asymmetry: float, sign: float = 1.0) -> float:
+    def blind(self, asymmetry: Asymmetry, sign: Asymmetry | float = 1.0) -> Asymmetry:
         """The reported value of a physics asymmetry seen with analysing ``sign``."""
         return asymmetry + sign * self.offset
 

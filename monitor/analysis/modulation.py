@@ -76,7 +76,12 @@ import numpy as np
 from mupnc.monitor.analysis.asymmetry import cross_ratio_asymmetry
 from mupnc.monitor.analysis.beam_results import COMBINED
 from mupnc.monitor.analysis.regression import CentralMoments
-from mupnc.monitor.analysis.statistics import Measurement, grouped_sums
+from mupnc.monitor.analysis.statistics import (
+    Measurement,
+    MeasurementTable,
+    grouped_sums,
+    shared_keys,
+)
 
 MIN_COIL_WINDOWS = 10
 """Windows a coil needs in a cycle (a slope with intercept needs 3; 10 keep its error's own
@@ -659,7 +664,7 @@ class Dithered:
     ``cycles``' own, the ``dead_coils`` and why nothing was corrected (``skipped``)."""
 
     combined: Measurement
-    channels: dict[str, Measurement]
+    channels: MeasurementTable[str]
     sensitivities: dict[tuple[str, str], Measurement]
     cycles: tuple[DitherCycle, ...]
     dead_coils: tuple[str, ...]
@@ -685,10 +690,9 @@ def dithered(
     value = raw - dx @ dithering.beta[:, :k]
     error = np.sqrt(raw_error**2 + correction[:k])
     c = len(layout.channels)
-    channels = {
-        name: Measurement(float(value[j]), float(error[j]), n)
-        for j, name in enumerate(layout.channels)
-    }
+    channels: MeasurementTable[str] = MeasurementTable(
+        shared_keys(layout.channels), value[:c], error[:c], n
+    )
     if layout.groups == ("scatter",):
         combined = Measurement(float(value[c]), float(error[c]), n)
     elif layout.groups == AFB_GROUPS:

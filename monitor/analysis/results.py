@@ -52,7 +52,9 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -86,9 +88,13 @@ from mupnc.monitor.analysis.polarimetry import (
 from mupnc.monitor.analysis.regression import CentralMoments, CrossMoments
 from mupnc.monitor.analysis.statistics import (
     Measurement,
+    MeasurementTable,
     RunningStats,
     pulled_miniruns,
+    shared_keys,
+    stacked,
     weighted_mean,
+    weighted_means,
 )
 
 COMBINED = "combined"
@@ -143,7 +149,7 @@ class RunResult:
 
     combined: Measurement
     chi2_ndf: float
-    channels: dict[str, Measurement]
+    channels: Mapping[str, Measurement]
     charge_asymmetry: Measurement
     patterns_good: int
     null: dict[str, Measurement] = field(default_factory=dict)
@@ -156,13 +162,13 @@ class RunResult:
     beam: dict[str, BeamDifference] = field(default_factory=dict)
     regressed: Measurement | None = None
     regressed_chi2_ndf: float = math.nan
-    regressed_channels: dict[str, Measurement] = field(default_factory=dict)
+    regressed_channels: Mapping[str, Measurement] = field(default_factory=dict)
     regressed_variables: tuple[str, ...] = ()
-    slopes: dict[tuple[str, str], Measurement] = field(default_factory=dict)
+    slopes: Mapping[tuple[str, str], Measurement] = field(default_factory=dict)
     regression_skipped: str = ""
     patterns_beam_cut: int = 0
     dithered: Measurement | None = None
-    dithered_channels: dict[str, Measurement] = field(default_factory=dict)
+    dithered_channels: Mapping[str, Measurement] = field(default_factory=dict)
     dither_sensitivities: dict[tuple[str, str], Measurement] = field(default_factory=dict)
     dither_cycles: tuple[DitherCycle, ...] = ()
     dither_difference: dict[tuple[str, str], Measurement] = field(default_factory=dict)
@@ -184,6 +190,39 @@ def _stats_measurement(
     if not error > 0:  # one pattern, or identical ones: no error, so no value either
         return math.nan, math.nan, n
     return float(stats.mean[column]), float(error), n
+
+
+def _stats_table(
+    stats: RunningStats, layout: tuple, pooled_sd: np.ndarray | None = None
+) -> MeasurementTable:
+    """:func:`_stats_measurement` of every column, keyed by ``layout``."""
+    n = stats.n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = stats.error if pooled_sd is None else pooled_sd / np.sqrt(n)
+        defined = (n > 0) & (error > 0)
+    return MeasurementTable(
+        layout,
+        np.where(defined, stats.mean, math.nan),
+        np.where(defined, error, math.nan),
+        n.astype(np.int64),
+    )
+
+
+def _channel_keys(acc: RunAccumulator) -> tuple[str, ...]:
+    return shared_keys(tuple(acc.channel_map.names))
+
+
+def _physics_channels(
+    measured: MeasurementTable[str], acc: RunAccumulator, separating: float, blinder: Blinder
+) -> MeasurementTable[str]:
+    """Per detector channel, the reported physics asymmetries of ``measured`` ones: divided
+    by the spin separation and blinded with the channel's analysing sign (as
+    :func:`_physics` and :meth:`Blinder.blind` do one)."""
+    signs = np.array([ANALYZING_SIGN[c.role] for c in acc.channel_map.channels], np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = measured.value_array / separating
+        errors = measured.error_array / abs(separating)
+    return MeasurementTable(measured.layout, blinder.blind(values, signs), errors, measured.n)
 
 
 def pooled_sd(acc: RunAccumulator, attribute: str) -> np.ndarray:
@@ -219,16 +258,15 @@ def choose_estimator(acc: RunAccumulator) -> str:
     return COUNTING if counts / (windows * len(channels)) < COUNTING_LIMIT else INTEGRATING
 
 
-def _counted(sums: MinirunSums | _MergedSums, acc: RunAccumulator) -> tuple[Measurement, dict]:
+def _counted(
+    sums: MinirunSums | _MergedSums, acc: RunAccumulator
+) -> tuple[Measurement, MeasurementTable]:
     """Combined and per-channel measured asymmetries by counting (see the module doc)."""
     n_plus, n_minus = sums.good_counts
     q_plus, q_minus = sums.good_beam_monitor
     values, errors = counted_yield_asymmetry(n_plus, n_minus, q_plus, q_minus)
     n = sums.patterns_good
-    channels = {
-        c.name: Measurement(float(values[i]), float(errors[i]), n)
-        for i, c in enumerate(acc.channel_map.channels)
-    }
+    channels: MeasurementTable[str] = MeasurementTable(_channel_keys(acc), values, errors, n)
     cm = acc.channel_map
     if acc.afb:
         f, b = cm.indices("forward"), cm.indices("backward")
@@ -349,16 +387,17 @@ def run_result(
         counters = {c.name for c in acc.channel_map.channels if c.role in POLARIMETER_ROLES}
         result = _without(result, counters)
         per_minirun = tuple(_without(r, counters) for r in per_minirun)
-    keys = [COMBINED, *result.channels]
+    layout = tuple(result.channels)
+    keys = [COMBINED, *layout]
     pulled = pulled_miniruns([m.patterns_good for m in acc.miniruns], acc.minirun_patterns)
-    pulls, chi2 = {}, {}
-    for key in keys:
-        values = np.array([_pick(r, key).value for r in per_minirun])
-        errors = np.array([_pick(r, key).error for r in per_minirun])
-        mean, _, chi2[key] = weighted_mean(values[pulled], errors[pulled])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pull = np.where(pulled & (errors > 0), (values - mean) / errors, np.nan)
-        pulls[key] = tuple(float(x) for x in pull)
+    channel_values, channel_errors = stacked([r.channels for r in per_minirun], layout)
+    values = np.column_stack([[r.combined.value for r in per_minirun], channel_values])
+    errors = np.column_stack([[r.combined.error for r in per_minirun], channel_errors])
+    mean, _, chi2_ndf = weighted_means(values[pulled], errors[pulled])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pull = np.where(pulled[:, None] & (errors > 0), (values - mean) / errors, np.nan)
+    pulls = {key: tuple(column) for key, column in zip(keys, pull.T.tolist(), strict=True)}
+    chi2 = dict(zip(keys, chi2_ndf.tolist(), strict=True))
     return replace(
         result,
         chi2_ndf=chi2[COMBINED],
@@ -446,10 +485,13 @@ def _without(result: RunResult, counters: set[str]) -> RunResult:
     """``result`` without the physics asymmetries of the polarimeter's counters (theirs
     measure the polarization, :class:`Polarization`)."""
 
-    def kept(table: dict) -> dict:
-        return {
-            k: v for k, v in table.items() if (k[0] if isinstance(k, tuple) else k) not in counters
-        }
+    def keep(key: object) -> bool:
+        return (key[0] if isinstance(key, tuple) else key) not in counters
+
+    def kept(table: Any) -> Any:
+        if isinstance(table, MeasurementTable):
+            return table.restricted(keep)
+        return {k: v for k, v in table.items() if keep(k)}
 
     return replace(
         result,
@@ -493,13 +535,7 @@ def _with_beam(
     fit = _minirun_fit(m.regression, acc, chosen)
     separating = separation.of(m)
     combined = _physics(fit.combined.value, fit.combined.error, fit.combined.n, separating)
-    channels = {}
-    for c in acc.channel_map.channels:
-        own = fit.channels[c.name]
-        physics = _physics(own.value, own.error, own.n, separating)
-        channels[c.name] = replace(
-            physics, value=blinder.blind(physics.value, ANALYZING_SIGN[c.role])
-        )
+    channels = _physics_channels(fit.channels, acc, separating, blinder)
     return replace(
         result,
         beam=beam,
@@ -521,14 +557,14 @@ variables is most of a minirun's result, and an hour at MOLLER scale has ~200 mi
 
 def _minirun_fit(sums: CrossMoments, acc: RunAccumulator, chosen: list[int]) -> Regressed:
     """:func:`regressed` of a minirun's ``sums`` on the variables ``chosen``, made again
-    only when the sums changed since the last call (the same numbers either way)."""
+    only when the sums took patterns since the last call (the same numbers either way:
+    :meth:`CrossMoments.add` is their only change, and it counts ``rows``)."""
     noise = acc.beamline.noise_covariance()
-    made = (sums.sums, sums.open, sums.shift, noise)
     cached = _FITS.get(id(sums))
     if (
         cached is not None
-        and cached[0] == tuple(chosen)
-        and all(np.array_equal(a, b) for a, b in zip(cached[1], made, strict=True))
+        and cached[0] == (tuple(chosen), sums.rows)
+        and np.array_equal(cached[1], noise)
     ):
         return cached[2]
     fit = regressed(
@@ -541,7 +577,7 @@ def _minirun_fit(sums: CrossMoments, acc: RunAccumulator, chosen: list[int]) -> 
     )
     if id(sums) not in _FITS:
         weakref.finalize(sums, _FITS.pop, id(sums), None)
-    _FITS[id(sums)] = (tuple(chosen), tuple(np.array(a, copy=True) for a in made), fit)
+    _FITS[id(sums)] = ((tuple(chosen), sums.rows), noise.copy(), fit)
     return fit
 
 
@@ -569,10 +605,10 @@ def _run_beam(
     n = sum(r.regressed.n for r in per_minirun if r.regressed is not None)
 
     combined, chi2 = _minirun_mean([r.regressed for r in per_minirun], n)
-    channels = {
-        name: _minirun_mean([r.regressed_channels.get(name) for r in per_minirun], n)[0]
-        for name in acc.channel_map.names
-    }
+    layout = _channel_keys(acc)
+    values, errors = stacked([r.regressed_channels for r in per_minirun], layout)
+    means, mean_errors, _ = weighted_means(values, errors)
+    channels: MeasurementTable[str] = MeasurementTable(layout, means, mean_errors, n)
     skipped = [r.regression_skipped for r in per_minirun if r.regression_skipped]
     note = ""
     if skipped:
@@ -624,20 +660,13 @@ def _dithered_result(
     """``result`` with the dithering-corrected physics asymmetries of ``moments``."""
     fit = dithered_moments(moments, dithering)
     combined = _physics(fit.combined.value, fit.combined.error, fit.combined.n, separating)
-    channels = {}
-    for c in acc.channel_map.channels:
-        own = _physics(*_fields(fit.channels[c.name]), separating)
-        channels[c.name] = replace(own, value=blinder.blind(own.value, ANALYZING_SIGN[c.role]))
+    channels = _physics_channels(fit.channels, acc, separating, blinder)
     return replace(
         result,
         dithered=replace(combined, value=blinder.blind(combined.value)),
         dithered_channels=channels,
         dither_skipped=fit.skipped,
     )
-
-
-def _fields(m: Measurement) -> tuple[float, float, int]:
-    return m.value, m.error, m.n
 
 
 def _with_dithering(
@@ -725,10 +754,6 @@ def _minirun_mean(measurements: list[Measurement | None], n: int) -> tuple[Measu
     return Measurement(value, error, n), chi2
 
 
-def _pick(result: RunResult, key: str) -> Measurement:
-    return result.combined if key == COMBINED else result.channels[key]
-
-
 class _MergedSums:
     """The run-level statistics and sums, with the attribute names of :class:`MinirunSums`."""
 
@@ -769,19 +794,13 @@ def _result(
     else:
         pooled = pooled or {}
         measured = Measurement(*_stats_measurement(sums.combined, 0, pooled.get("combined")))
-        stats, sd = sums.channel_asymmetry, pooled.get("channel_asymmetry")
-        measured_channels = {
-            c.name: Measurement(*_stats_measurement(stats, i, sd))
-            for i, c in enumerate(acc.channel_map.channels)
-        }
+        measured_channels = _stats_table(
+            sums.channel_asymmetry, _channel_keys(acc), pooled.get("channel_asymmetry")
+        )
     separating = separation.of(sums)
     combined = _physics(measured.value, measured.error, measured.n, separating)
     combined = Measurement(blinder.blind(combined.value), combined.error, combined.n)
-    channels = {}
-    for c in acc.channel_map.channels:
-        measured_channel = measured_channels[c.name]
-        m = _physics(measured_channel.value, measured_channel.error, measured_channel.n, separating)
-        channels[c.name] = Measurement(blinder.blind(m.value, ANALYZING_SIGN[c.role]), m.error, m.n)
+    channels = _physics_channels(measured_channels, acc, separating, blinder)
     if estimator == COUNTING:
         null = _counted_nulls(sums, acc)
     else:
