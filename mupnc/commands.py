@@ -47,10 +47,10 @@ def ioc(args: argparse.Namespace) -> int:
     from mupnc.ioc.server import GROUPS, build_ioc
 
     quiet_caproto_notes()
-    require_own_ca_port("IOC")
     if args.source is not None:
         from mupnc.replay import replay_ioc
 
+        require_own_ca_port("IOC")
         return replay_ioc(args)
     config = source_config(args)
     groups = GROUPS if args.group == "all" else (args.group,)
@@ -60,6 +60,7 @@ def ioc(args: argparse.Namespace) -> int:
         pvdb = ioc_channels(args.prefix, config, args.block_rate, groups)
         print("\n".join(format_lines(pv_lines({IOC: pvdb}), with_server=False)))
         return 0
+    require_own_ca_port("IOC")  # after the configuration's own errors, which say more
     autosave = _autosaved_run(args, config) if args.autosave else None
     run = autosave[1].run if autosave else args.run
     if run is None:
@@ -145,11 +146,11 @@ def monitor(args: argparse.Namespace) -> int:
     from mupnc.signals import stop_on_signals
 
     return_freed_memory()
-    require_own_ca_port("monitor")
     pva = pva_wanted(args.pva)
-    stop = stop_on_signals()
     rules = load_rules(args.alarm_rules)
     engine = _engine(args.db)
+    require_own_ca_port("monitor")  # after the configuration's own errors, which say more
+    stop = stop_on_signals()
 
     def outputs() -> tuple[ResultPublisher, AlarmService]:
         alarm_pvs = alarm_pv_group(args.prefix, [rule.name for rule in rules.rules])
