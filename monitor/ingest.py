@@ -221,6 +221,15 @@ class BlockIngest:
             self._next_block = block.block_number + 1
         return self._unseen(out)
 
+    def drop_received(self) -> None:
+        """Forget the blocks received and not yet delivered (those of a run not taken)."""
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._held = []
+
     def resume_at(self, stream_id: int, block_number: int, last_seq: int) -> None:
         """Deliver blocks of stream ``stream_id`` from ``block_number`` on, and only windows
         after ``last_seq`` (a restarted monitor has the earlier ones)."""

@@ -214,22 +214,39 @@ class OnlineMonitor:
         """The settings of the run the IOC serves, once it serves one this monitor has to
         take: running, or ended but not yet recorded to its end (its windows are still in
         the IOC's ring).  A run the database has ``ended`` is waited past (a monitor
-        restarted by its service after the run ended must not take it over again)."""
+        restarted by its service after the run ended must not take it over again), and the
+        blocks of it received meanwhile are dropped: an IOC restarted into the next run
+        serves that run's from block 0.  An IOC that goes away meanwhile is waited for."""
         told = None
         while True:
-            state = _run_state(ingest)
-            if state in ("RUNNING", "ENDED"):
-                values = _setting_values(ingest)
-                run = int(values["RUN:NUMBER"])
-                if state == "RUNNING" or not self._recorded_to_its_end(run):
-                    break
-                if told != run:
-                    log.info("run %d ended and is recorded: waiting for the IOC's next run", run)
-                    told = run
+            try:
+                values = self._run_to_take(ingest)
+            except ConnectionError as err:
+                log.info("the IOC went away while this monitor waited (%s): waiting for it", err)
+                values = None
+            if isinstance(values, dict):
+                break
+            if values is not None:
+                ingest.drop_received()
+                if told != values:
+                    log.info("run %d ended and is recorded: waiting for the IOC's next run", values)
+                    told = values
             if stop.wait(0.5):
                 raise StoppedError("stopped while waiting for the IOC to start a run")
         ingest.check_layout()
         return settings_from(values)
+
+    def _run_to_take(self, ingest: BlockIngest) -> dict | int | None:
+        """The served run's settings if this monitor takes it, the run's number if it ended
+        and is recorded, None while the IOC serves none (or does not answer)."""
+        state = _run_state(ingest)
+        if state not in ("RUNNING", "ENDED"):
+            return None
+        values = _setting_values(ingest)
+        run = int(values["RUN:NUMBER"])
+        if state == "RUNNING" or not self._recorded_to_its_end(run):
+            return values
+        return run
 
     def _recorded_to_its_end(self, run: int) -> bool:
         with transaction(self.engine) as session:

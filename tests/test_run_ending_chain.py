@@ -190,6 +190,45 @@ def test_a_monitor_started_after_the_run_ended_and_was_recorded_leaves_it_alone(
     assert "resumed from the checkpoint" not in log.read_text()
 
 
+def test_a_monitor_waiting_past_a_recorded_run_takes_the_restarted_iocs_next_run_whole(
+    tmp_path, ca_env, ioc_prefix
+):
+    """docs/deploy.md's next run: the run ended and recorded, a monitor started meanwhile
+    waits; the IOC is restarted into the next run, which the waiting monitor takes from its
+    first window.  Before, the old IOC's last block, received while waiting, was taken for
+    the new run's: every window was then lost or dropped as delivered already (or a get
+    during the restart failed and the monitor exited)."""
+    db = f"sqlite:///{tmp_path / 'next.db'}"
+    first = new_run(db, SourceConfig(seed=13))
+    ioc = ["ioc", "--seed", "13", "--prefix", ioc_prefix, "--block-rate", "5"]
+    monitor = ["-v", "monitor", "--prefix", ioc_prefix]
+    log = tmp_path / "waiting.log"
+    with chain_of(db, ca_env, [*ioc, "--run", str(first)], monitor) as chain:
+        wait_for(lambda: runs(db)[0].windows > 0, 60, "windows in the database")
+        assert chain.end_run(), "the monitor did not finish the run"
+        with open(log, "w") as out:
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "mupnc", "--db", db, *monitor],
+                env={**os.environ, **ca_env["monitor"]},
+                stderr=out,
+            )
+        wait_for(lambda: "waiting for the IOC's next run" in log.read_text(), 60, "the wait")
+        chain.signal("ioc", signal.SIGTERM)
+        assert chain.wait("ioc", STOP_BOUND) == 0, "the IOC did not stop at SIGTERM"
+        second = new_run(db, SourceConfig(seed=14))
+        chain.start("ioc", [*ioc, "--run", str(second)], ca_env["ioc"])
+        wait_for(lambda: runs(db)[1].windows >= 120, 90, "windows of the next run")
+        chain.signal("ioc", signal.SIGINT)  # end the next run: the monitor drains it
+        assert waiting.wait(60) == 0, log.read_text()
+    taken = runs(db)[1]
+    assert (taken.number, taken.state) == (second, "ended"), log.read_text()
+    assert taken.lost_windows == 0, log.read_text()
+    assert " ERROR: " not in log.read_text() and "delivered already" not in log.read_text()
+    assert f"run {second} ended (the IOC ended the run): {taken.windows} windows, 0 lost" in (
+        log.read_text()
+    )
+
+
 def test_an_ioc_closed_by_sighup_ends_its_run(tmp_path, ca_env, ioc_prefix):
     db = f"sqlite:///{tmp_path / 'hup.db'}"
     run = new_run(db, SourceConfig(seed=12))
