@@ -220,11 +220,15 @@ class ChainedRun:
 
     def watch(self, done: Callable[[], bool]) -> None:
         """Return when ``done()`` (called five times a second), a stop signal, or a child
-        process that exited by itself (then the run is aborted, naming it)."""
+        process that exited by itself: the monitor having recorded the run to its end (the
+        IOC ended it: ``RUN:STOP``), or else a crash (then the run is aborted, naming it)."""
         while not self.stop.is_set() and not done():
             crashed = self.chain.failed()
             if crashed and not done():
                 status = self.chain.processes[crashed].returncode
+                if (crashed, status) == ("monitor", 0) and run_state(self.db, self.run) == "ended":
+                    print(f"run {self.run} was ended through the IOC (RUN:STOP)", flush=True)
+                    return
                 self.abort_reason = f"the {crashed} process stopped unexpectedly (exit {status})"
                 return
             self.stop.wait(0.2)

@@ -52,12 +52,13 @@ def assignments(words: list[str]) -> dict[str, str]:
     return dict(word.split("=", 1) for word in words)
 
 
-def test_a_client_attaches_to_the_demo_from_what_it_prints(tmp_path, monkeypatch) -> None:
-    base = free_pair(3)
+def started_demo(tmp_path: Path, base: int) -> tuple[subprocess.Popen, list[str]]:
+    """``mupnc demo --no-dashboard`` on CA ports ``base``, ``base + 1`` and pvAccess port
+    ``base + 2``, in an environment without EPICS settings, and the lines it printed up to
+    the database's (its stderr in ``demo.log``)."""
     own = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    log = tmp_path / "demo.log"
     command = [sys.executable, "-m", "mupnc", "--db", f"sqlite:///{tmp_path / 'd.db'}", "demo"]
-    with open(log, "w") as err:
+    with open(tmp_path / "demo.log", "w") as err:
         demo = subprocess.Popen(
             [*command, "--no-dashboard", "--ca-port", str(base), "--pva-port", str(base + 2)],
             stdout=subprocess.PIPE,
@@ -65,10 +66,18 @@ def test_a_client_attaches_to_the_demo_from_what_it_prints(tmp_path, monkeypatch
             text=True,
             env=own,
         )
+    printed = [demo.stdout.readline()]
+    while printed[-1] and not printed[-1].startswith("database "):
+        printed.append(demo.stdout.readline())
+    return demo, printed
+
+
+def test_a_client_attaches_to_the_demo_from_what_it_prints(tmp_path, monkeypatch) -> None:
+    base = free_pair(3)
+    own = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    log = tmp_path / "demo.log"
+    demo, printed = started_demo(tmp_path, base)
     try:
-        printed = [demo.stdout.readline()]
-        while printed[-1] and not printed[-1].startswith("database "):
-            printed.append(demo.stdout.readline())
         text = "".join(printed)
         run = int(printed[0].split()[1])
         servers = re.findall(r"^CA server +(\w+) +127\.0\.0\.1:(\d+)$", text, re.M)
@@ -107,6 +116,38 @@ def test_a_client_attaches_to_the_demo_from_what_it_prints(tmp_path, monkeypatch
     assert demo.returncode == 0, log.read_text()  # Ctrl-C ends the run cleanly
     assert f"run {run} ended" in rest
     assert "CA server" not in rest  # the addresses are printed once
+
+
+def test_a_demo_whose_run_the_shifter_ends_with_run_stop_exits_cleanly(
+    tmp_path, monkeypatch
+) -> None:
+    """``caput MUPNC:RUN:STOP STOP`` from an attached client (docs/shift.md, "Ending a run")
+    ends the demo's run: the demo says so and exits 0.  Before, it took the monitor's end
+    for a crash: exit status 1, and ``make demo`` printed ``Error 1``."""
+    from caproto.sync.client import write
+
+    base = free_pair(3)
+    demo, printed = started_demo(tmp_path, base)
+    log = tmp_path / "demo.log"
+    try:
+        run = int(printed[0].split()[1])
+        (attach,) = [line for line in printed if line.startswith("attach ")]
+        env = assignments(shlex.split(attach.removeprefix("attach "))[1:])
+        wait_for(
+            lambda: caget_elsewhere(env, ["MUPNC:MON:WINDOWS"])["MUPNC:MON:WINDOWS"],
+            60,
+            lambda: f"windows monitored; the demo's log:\n{log.read_text()}",
+        )
+        for name, value in env.items():  # caproto's client reads the environment per call
+            monkeypatch.setenv(name, value)
+        write("MUPNC:RUN:STOP", "STOP", notify=True, timeout=10)
+        rest, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGINT)
+            demo.communicate(timeout=120)
+    assert demo.returncode == 0, log.read_text()
+    assert f"run {run} ended" in rest
 
 
 def attached_over_pvaccess(
