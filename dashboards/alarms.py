@@ -96,7 +96,7 @@ def banner_text(alarms: Sequence[AlarmRecord], now: datetime) -> tuple[str, str]
     """(plain text, severity) of the banner; ``NO_ALARM`` when nothing stands."""
     top = banner_alarm(alarms, now)
     if top is None:
-        return "No active alarms", "NO_ALARM"
+        return _latched_text(alarms, now)
     others = sum(1 for a in alarms if a.state != CLEARED and not is_shelved(a, now)) - 1
     text = f"{top.severity}: {top.name}" + ("" if top.run is None else f" (run {top.run})")
     if top.message:
@@ -106,6 +106,24 @@ def banner_text(alarms: Sequence[AlarmRecord], now: datetime) -> tuple[str, str]
     if others > 0:
         text += f"  +{others} more"
     return text, top.severity
+
+
+def _latched_text(alarms: Sequence[AlarmRecord], now: datetime) -> tuple[str, str]:
+    """The banner when nothing stands: a cleared alarm nobody acknowledged yet is latched
+    (it must not pass unseen), in its own severity's colours; else ``No active alarms``."""
+    latched = [
+        a for a in alarms if a.state == CLEARED and not a.acknowledged and not is_shelved(a, now)
+    ]
+    if not latched:
+        return "No active alarms", "NO_ALARM"
+    top = max(latched, key=lambda a: (SEVERITY_RANK.get(a.severity, 3), a.since))
+    severity = top.severity if SEVERITY_RANK.get(top.severity, 0) else "MINOR"
+    text = f"No active alarms; cleared, NOT ACKNOWLEDGED: {top.name}"
+    text += ("" if top.run is None else f" (run {top.run})") + f" {top.severity}"
+    text += f" (since {top.since:%H:%M:%S} UTC): acknowledge it below"
+    if len(latched) > 1:
+        text += f"  +{len(latched) - 1} more"
+    return text, severity
 
 
 def acknowledge(session: Session, ids: Sequence[int], who: str, now: datetime) -> int:

@@ -907,6 +907,13 @@ def test_alarm_list_banner_and_acknowledge(engine: Engine) -> None:
     text, severity = banner_text(alarms, now)
     assert severity == "MAJOR" and "(since 12:05:00 UTC, acknowledged)" in text
     assert banner_text((), now) == ("No active alarms", "NO_ALARM")
+    # nothing stands but a cleared alarm nobody acknowledged: latched, in its colours
+    text, severity = banner_text(tuple(a for a in alarms if a.id == latched), now)
+    assert severity == "INVALID" and "cleared, NOT ACKNOWLEDGED: TRIP INVALID" in text
+    with transaction(engine) as session:
+        assert acknowledge(session, [latched], "Ada", now) == 1
+        alarms = displayed_alarms(session)
+    assert latched not in [a.id for a in alarms]
 
 
 def test_the_banner_shows_the_current_runs_alarms_and_names_their_run(engine: Engine) -> None:
