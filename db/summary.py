@@ -18,6 +18,7 @@ from mupnc.db.models import (
     DITHERED,
     REGRESSED,
     Alarm,
+    AlarmTransition,
     AsymmetryResult,
     BeamDifference,
     DitherSensitivity,
@@ -166,6 +167,7 @@ def run_summary(session: Session, number: int) -> dict:
                 "since": _iso(a.since),
                 "message": a.message,
                 "acknowledged": a.acknowledged,
+                **_tripped(session, a.id),
             }
             for a in alarms
         ],
@@ -394,3 +396,23 @@ def helicity_totals(session: Session, number: int, channels: list[str]) -> list[
     ).all()
     table = {(h, c): int(n) for h, c, n in rows}
     return [[table.get((h, name), 0) for name in channels] for h in (1, -1)]
+
+
+SEVERITY_ORDER = ("NO_ALARM", "MINOR", "MAJOR", "INVALID")
+
+
+def _tripped(session: Session, alarm_id: int) -> dict:
+    """What a logbook needs of an alarm: ``tripped``, why it first became active (its
+    ``message`` is the newest, e.g. ``+0 in 252 windows`` once it cleared), and
+    ``peak_severity``, the highest it reached."""
+    transitions = session.scalars(
+        select(AlarmTransition)
+        .where(AlarmTransition.alarm_id == alarm_id)
+        .order_by(AlarmTransition.time, AlarmTransition.id)
+    ).all()
+    active = [t for t in transitions if t.to_state == "active"]
+    severities = [t.to_severity for t in transitions if t.to_severity in SEVERITY_ORDER]
+    return {
+        "tripped": active[0].reason if active else None,
+        "peak_severity": max(severities, key=SEVERITY_ORDER.index, default=None),
+    }

@@ -391,7 +391,8 @@ def format_report(s: dict) -> str:
     lines.append(f"  helicity errors: {errs or 'none'}")
     lines.append(f"  alarms raised: {len(s['alarms']) or 'none'}")
     lines += [
-        f"    {x['since']}  {x['severity']:<8} {x['name']}: {x['message']}"
+        f"    {x['since']}  {x['peak_severity'] or x['severity']:<8} {x['name']}: "
+        + (x["tripped"] or x["message"])
         + ("" if x["acknowledged"] else "  (not acknowledged)")
         for x in s["alarms"]
     ]

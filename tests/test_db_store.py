@@ -98,6 +98,29 @@ def test_runs_and_report_commands(engine, db_url, simulated):
         session.add(
             Alarm(run=run, name="charge_asymmetry", severity="MINOR", state="active", since=T0)
         )
+        stuck = Alarm(
+            run=run,
+            name="stuck_helicity",
+            severity="MAJOR",
+            state="cleared",
+            since=T0,
+            message="+0 in 252 windows",  # the newest message, once it cleared
+            acknowledged=False,
+        )
+        session.add(stuck)
+        session.flush()
+        for k, (state, severity, reason) in enumerate(
+            [("active", "MAJOR", "+40 in 60 windows"), ("cleared", "MAJOR", "+0 in 252 windows")]
+        ):
+            session.add(
+                AlarmTransition(
+                    alarm_id=stuck.id,
+                    time=T0 + timedelta(seconds=k),
+                    to_state=state,
+                    to_severity=severity,
+                    reason=reason,
+                )
+            )
 
     listed = mupnc("runs", "--json", db=db_url)
     assert listed.returncode == 0, listed.stderr
@@ -123,13 +146,18 @@ def test_runs_and_report_commands(engine, db_url, simulated):
     assert [c["name"] for c in report["channels"]][:8] == monitor.acc.channel_map.names
     assert report["charge_asymmetry"]["error"] > 0
     assert set(report["helicity_errors"]) >= {"prediction_mismatch", "missed_windows"}
-    assert [(x["name"], x["severity"]) for x in report["alarms"]] == [("charge_asymmetry", "MINOR")]
+    assert [(x["name"], x["severity"]) for x in report["alarms"]] == [
+        ("charge_asymmetry", "MINOR"),
+        ("stuck_helicity", "MAJOR"),
+    ]
 
     text = mupnc("report", str(run), db=db_url)
     assert text.returncode == 0
     assert "good patterns 600 (100.0 % of windows)" in text.stdout
-    assert "alarms raised: 1" in text.stdout
+    assert "alarms raised: 2" in text.stdout
     assert "MINOR    charge_asymmetry" in text.stdout
+    # a logbook copies why the alarm tripped, not its newest message
+    assert "MAJOR    stuck_helicity: +40 in 60 windows  (not acknowledged)" in text.stdout
 
 
 @pytest.mark.postgres
