@@ -24,7 +24,6 @@ import math
 import sys
 from pathlib import Path
 
-from mupnc.daq.severity import Severity
 from mupnc.monitor.alarms.rules import AlarmRule, RuleSet
 
 COMMON_OPTIONS = ("[-h]", "[--db DB]", "[-v]")
@@ -133,19 +132,22 @@ def _condition(rule: AlarmRule) -> str:
     return text
 
 
-def _severity(rule: AlarmRule) -> Severity:
-    if rule.kind == "limit":
-        return max(severity for _name, _limit, severity in rule.limits)
+def _severity(rule: AlarmRule) -> str:
+    """The severities ``rule`` raises: one, or the range of a limit rule's levels."""
     if rule.kind == "pv_severity":
-        return Severity.MAJOR  # the PV's own, at most MAJOR for an analog record's limits
-    return rule.severity
+        return "up to MAJOR"  # the PV's own, at most MAJOR for an analog record's limits
+    if rule.kind != "limit":
+        return rule.severity.name
+    levels = [severity for _name, _limit, severity in rule.limits]
+    low, high = min(levels), max(levels)
+    return high.name if low == high else f"{low.name} to {high.name}"
 
 
 def alarm_guide(rules: RuleSet) -> str:
     """Markdown: for every rule, its PV, severity, when it trips and what to do."""
     paragraphs: list[str] = []
     for rule in rules.rules:
-        severity = "up to MAJOR" if rule.kind == "pv_severity" else _severity(rule).name
+        severity = _severity(rule)
         body = f"PV `MON:ALARM:{rule.name.upper()}`. Trips when {_condition(rule)}."
         if not rule.debounce.latch:
             body += " Not latched: it clears with its condition."

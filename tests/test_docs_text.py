@@ -75,7 +75,7 @@ def test_the_guide_says_when_an_alarm_trips() -> None:
     guide = alarm_guide(rules)
     assert "### `counted` (MAJOR)" in guide
     assert "grows by 2 or more within 1200 windows (5 s at 240 Hz)" in guide
-    assert "### `limited` (MAJOR)" in guide
+    assert "### `limited` (MINOR to MAJOR)" in guide  # its levels, not only the highest
     assert "|`charge_asymmetry.recent`| ≥ 0.00025 (MINOR)" in guide
     assert "by more than 3 of its errors; judged only once the beam has been on for 10 s" in guide
     assert "Not latched" in guide and "**Ends the run**" in guide
