@@ -92,7 +92,10 @@ async def serve(ioc) -> None:
     def on_stop(sig: signal.Signals) -> None:
         if stop_now():
             return
-        if ioc.autosave is not None:
+        if ioc.ending.is_set():
+            log.info("%s: stopping; the run was ended (the next IOC starts a new one)", sig.name)
+            stopping.append(asyncio.ensure_future(stop(ioc.finish)))
+        elif ioc.autosave is not None:
             log.info("%s: stopping with the run left open (autosaved)", sig.name)
             stopping.append(asyncio.ensure_future(stop(ioc.halt)))
         else:

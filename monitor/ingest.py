@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -38,6 +39,8 @@ log = logging.getLogger("mupnc.monitor.ingest")
 CA_FAILURES = (ChannelAccessException, ChannelAccessGetFailure)
 """What pyepics raises when a channel goes away during a get."""
 
+WAITING_NOTE_INTERVAL = 15.0
+"""Seconds between the notes of a monitor waiting for its IOC."""
 OPTIONAL_PV_TIMEOUT = 2.0
 """Seconds :meth:`BlockIngest.optional_values` waits, all PVs together, for an IOC to
 answer (one that serves a PV answers on a quiet loopback in milliseconds)."""
@@ -109,13 +112,17 @@ class BlockIngest:
     def _wait_for_ioc(self, connect_timeout: float, stop: threading.Event | None) -> int:
         name = self.prefix + "DAQ:RING_DEPTH"
         pv = epics.PV(name, auto_monitor=False)
-        deadline = time.monotonic() + connect_timeout
+        started = time.monotonic()
+        said = -math.inf
         while not pv.wait_for_connection(timeout=0.5):
             if stop is not None and stop.is_set():
                 raise StoppedError("stopped while waiting for the IOC")
-            if time.monotonic() > deadline:
-                raise ConnectionError(f"no IOC answers for {name}")
-            log.info("waiting for the IOC (%s)", name)
+            waited = time.monotonic() - started
+            if waited > connect_timeout:
+                raise ConnectionError(f"no IOC answers for {name} (waited {connect_timeout:g} s)")
+            if waited - said >= WAITING_NOTE_INTERVAL:  # not twice a second into a journal
+                log.info("waiting for the IOC (%s): %.0f of %g s", name, waited, connect_timeout)
+                said = waited
         depth = pv.get(timeout=self.timeout)
         if depth is None:
             raise ConnectionError(f"no answer from PV {name}")
