@@ -295,6 +295,18 @@ def minirun_patterns(run: RunInfo, miniruns: Sequence[MinirunMean]) -> int:
     return minirun_length(run.scheme if run.scheme in SCHEMES else Scheme.FAST)
 
 
+def chi2_miniruns(run: RunInfo, miniruns: Sequence[MinirunMean]) -> str:
+    """Which miniruns χ²/ndf is over: every one holding half a minirun's good patterns
+    (:func:`mupnc.monitor.analysis.statistics.pulled_miniruns`), the one being filled too
+    once it does: ``4 miniruns, the newest still filling``."""
+    length = minirun_patterns(run, miniruns)
+    entered = [m for m in sorted(miniruns, key=lambda m: m.index) if 2 * m.patterns_good >= length]
+    filling = (
+        run.state == "running" and entered and entered[-1].index == max(m.index for m in miniruns)
+    )
+    return f"{len(entered)} miniruns" + (", the newest still filling" if filling else "")
+
+
 def pending_text(
     run: RunInfo, miniruns: Sequence[MinirunMean], latest: Snapshot | None, needed: float
 ) -> str:

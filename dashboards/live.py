@@ -22,6 +22,7 @@ from mupnc.dashboards.alarm_panel import AlarmPanel
 from mupnc.dashboards.columns import (
     CHI2_MINIRUNS,
     PULL_MINIRUNS,
+    chi2_miniruns,
     good_beam_seconds,
     pending_text,
 )
@@ -206,13 +207,12 @@ def result_html(update: Update, now: datetime) -> str:
     if dithered is not None:
         text = format_asymmetry(dithered.value, dithered.error, unit)
         rows.append(_row("dithered", text + " (corrected with the coils' sensitivities)"))
-    completed = max(0, len(update.miniruns) - (run.state == "running"))
     rows.append(
         _row(
             "χ²/ndf (miniruns)",
             pending_text(run, update.miniruns, latest, CHI2_MINIRUNS)
             if chi2 is None
-            else f"{chi2:.2f} ({completed} complete miniruns)",
+            else f"{chi2:.2f} ({chi2_miniruns(run, update.miniruns)})",
         )
     )
     if latest is not None:

@@ -409,7 +409,7 @@ def test_result_box_blinding_escaping_and_projection() -> None:
     )
     now = T0 + timedelta(seconds=103)
     text = result_html(update, now)
-    assert "A_LR = 12.3 ± 1.2 ppm" in text and "0.93 (3 complete miniruns)" in text
+    assert "A_LR = 12.3 ± 1.2 ppm" in text and "0.93 (4 miniruns, the newest still filling)" in text
     assert "10.0 σ from zero" in text and "BLINDED" not in text
     assert "100 s" in text and "6,000" in text  # good-beam time, good patterns
     assert "injected</th><td>5 ppm" in text and "3 s ago" in text
