@@ -126,7 +126,7 @@ class Soak:
         args = {
             "ioc": self.ioc_args,
             "monitor": ["monitor", "--prefix", PREFIX],
-            "dashboard": ["dashboard", "--port", str(self.dashboard_port)],
+            "dashboard": ["dashboard", "--port", str(self.dashboard_port), "--follow", PREFIX],
         }[name]
         self.chain.start(name, args, self.env[name])
         self.started[name] = time.monotonic() - self.t0
