@@ -60,7 +60,7 @@ def ioc(args: argparse.Namespace) -> int:
         pvdb = ioc_channels(args.prefix, config, args.block_rate, groups)
         print("\n".join(format_lines(pv_lines({IOC: pvdb}), with_server=False)))
         return 0
-    require_own_ca_port("IOC")  # after the configuration's own errors, which say more
+    ca_port = require_own_ca_port("IOC")  # after the configuration's own errors, which say more
     autosave = _autosaved_run(args, config) if args.autosave else None
     run = autosave[1].run if autosave else args.run
     if run is None:
@@ -68,7 +68,7 @@ def ioc(args: argparse.Namespace) -> int:
     group = build_ioc(
         args.prefix, config, run, args.block_rate, groups, blind_box=args.blind, autosave=autosave
     )
-    log.info("IOC serving run %d with prefix %s", run, args.prefix)
+    log.info("IOC serving run %d with prefix %s on CA port %d", run, args.prefix, ca_port)
     asyncio.run(serve(group))
     return 0
 
@@ -149,7 +149,8 @@ def monitor(args: argparse.Namespace) -> int:
     pva = pva_wanted(args.pva)
     rules = load_rules(args.alarm_rules)
     engine = _engine(args.db)
-    require_own_ca_port("monitor")  # after the configuration's own errors, which say more
+    ca_port = require_own_ca_port("monitor")  # after the configuration's own errors, which say more
+    log.info("monitor: result PVs over Channel Access on port %d", ca_port)
     stop = stop_on_signals()
 
     def outputs() -> tuple[ResultPublisher, AlarmService]:
