@@ -469,7 +469,7 @@ class RunRecorder:
         upsert(session, HelicityError, error_rows, ("run", "kind"))
         if self._samples:
             session.execute(insert(SlowControlSample), self._samples)
-        header = {k: v for k, v in acc.state().items() if k != "miniruns"}  # saved per minirun
+        header = acc.header_state()  # each minirun's is saved with its row
         checkpoint = dict(
             run=run,
             time=now,

@@ -451,6 +451,11 @@ class RunAccumulator:
         Plain JSON-able values (lists, ints, floats; Python floats round-trip bit-exactly
         through ``json``), including the running moments of every minirun.
         """
+        return {**self.header_state(), "miniruns": [m.state() for m in self.miniruns]}
+
+    def header_state(self) -> dict:
+        """:meth:`state` without the miniruns' (a recorder saves each minirun's with its
+        row: made every second for all of them, they were ~20k floats per minirun)."""
         return {
             "version": STATE_VERSION,
             "channels": self.channel_map.names,
@@ -462,7 +467,6 @@ class RunAccumulator:
             "pattern_size": self.pattern_size,
             "rotator_span": self.rotator_span,
             "minirun_patterns": self.minirun_patterns,
-            "miniruns": [m.state() for m in self.miniruns],
         }
 
     @classmethod
