@@ -526,9 +526,10 @@ class RunRecorder:
             blocks = self._recorded_tail(session, held)
             self.stream_id, self.next_block = checkpoint.stream_id, checkpoint.next_block
             saved_at, header = checkpoint.time, dict(checkpoint.accumulator)
-        acc = RunAccumulator.from_state(
-            channel_map, {**header, "miniruns": [_unpack_state(s) for s in minirun_states]}
-        )
+        # one minirun's state unpacked at a time (as lists of floats, ~20k of them, they
+        # would otherwise all be alive at once: 50 MB after 24 minutes at MOLLER scale)
+        unpacked = (_unpack_state(s) for s in minirun_states)
+        acc = RunAccumulator.from_state(channel_map, {**header, "miniruns": unpacked})
         # The held windows were seen, checked and counted (errors) before the restart; the
         # new decoder must see them again to decode them, but not count them twice.
         first_seq = int(blocks[0].seq[0]) if blocks else saved["last_seq"] + 1
