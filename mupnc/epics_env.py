@@ -10,23 +10,33 @@ likewise: a server bound to 127.0.0.1 on a port of its own, clients with
 from __future__ import annotations
 
 import os
+import random
 import socket
 
 MAX_ARRAY_BYTES = 100_000_000
 
 
+def _server_ports() -> range:
+    """Ports below the kernel's ephemeral range (Linux: ``ip_local_port_range``, 32768-60999
+    by default), from which every client socket gets its port: a port picked there for a
+    server could be taken by a CA client's socket (the demo's own monitor, starting beside
+    its IOC) before the server binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            first_ephemeral = int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    return range(10000 if first_ephemeral > 11000 else 1024, first_ephemeral)
+
+
 def free_port() -> int:
-    """A TCP and UDP port that is free on 127.0.0.1 right now."""
+    """A TCP and UDP port that is free on 127.0.0.1 right now, outside the ephemeral range
+    (:func:`_server_ports`)."""
+    ports = _server_ports()
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+        port = random.choice(ports)
+        if port_free(port) and udp_port_free(port):
+            return port
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -112,3 +112,15 @@ def test_an_ioc_or_monitor_on_a_ca_port_another_server_holds_is_refused(tmp_path
             "EPICS_CA_SERVER_PORT"
         )
     assert json.loads(mupnc("runs", "--json", db=db).stdout) == []
+
+
+def test_free_ports_for_servers_are_never_ones_the_kernel_gives_clients() -> None:
+    """A demo picks its servers' ports before they bind them; a port from the kernel's
+    ephemeral range could meanwhile be given to a client socket (the demo's own monitor's
+    CA client, starting beside its IOC), and the IOC then refused it as held by another
+    process: once in CI, a demo stopped at 2.85 s exited 1 that way."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        first_ephemeral, last_ephemeral = (int(word) for word in ranges.read().split())
+    ports = [free_port() for _ in range(200)]
+    assert not [port for port in ports if first_ephemeral <= port <= last_ephemeral]
+    assert len(set(ports)) > 150  # spread, not one port again and again
