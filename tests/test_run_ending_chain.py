@@ -159,6 +159,21 @@ def test_a_second_monitor_is_refused_and_a_stopped_one_is_resumed(tmp_path, ca_e
     assert lock == "LOCKED"
 
 
+def monitor_waiting_for_the_next_run(
+    db: str, ca_env: dict, monitor: list[str], log: Path
+) -> subprocess.Popen:
+    """``mupnc MONITOR`` started after its run ended and was recorded, its stderr in
+    ``log``: returned once it says it waits for the IOC's next run."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mupnc", "--db", db, *monitor],
+            env={**os.environ, **ca_env["monitor"]},
+            stderr=out,
+        )
+    wait_for(lambda: "waiting for the IOC's next run" in log.read_text(), 60, "the wait")
+    return process
+
+
 def test_a_monitor_started_after_the_run_ended_and_was_recorded_leaves_it_alone(
     tmp_path, ca_env, ioc_prefix
 ):
@@ -175,13 +190,7 @@ def test_a_monitor_started_after_the_run_ended_and_was_recorded_leaves_it_alone(
         assert chain.end_run(), "the monitor did not finish the run"
         ended = runs(db)[0]
         assert ended.state == "ended"
-        with open(log, "w") as out:
-            restarted = subprocess.Popen(
-                [sys.executable, "-m", "mupnc", "--db", db, *monitor],
-                env={**os.environ, **ca_env["monitor"]},
-                stderr=out,
-            )
-        wait_for(lambda: "waiting for the IOC's next run" in log.read_text(), 60, "the wait")
+        restarted = monitor_waiting_for_the_next_run(db, ca_env, monitor, log)
         restarted.send_signal(signal.SIGINT)
         assert restarted.wait(STOP_BOUND) == 0, log.read_text()
     after = runs(db)[0]
@@ -206,13 +215,7 @@ def test_a_monitor_waiting_past_a_recorded_run_takes_the_restarted_iocs_next_run
     with chain_of(db, ca_env, [*ioc, "--run", str(first)], monitor) as chain:
         wait_for(lambda: runs(db)[0].windows > 0, 60, "windows in the database")
         assert chain.end_run(), "the monitor did not finish the run"
-        with open(log, "w") as out:
-            waiting = subprocess.Popen(
-                [sys.executable, "-m", "mupnc", "--db", db, *monitor],
-                env={**os.environ, **ca_env["monitor"]},
-                stderr=out,
-            )
-        wait_for(lambda: "waiting for the IOC's next run" in log.read_text(), 60, "the wait")
+        waiting = monitor_waiting_for_the_next_run(db, ca_env, monitor, log)
         chain.signal("ioc", signal.SIGTERM)
         assert chain.wait("ioc", STOP_BOUND) == 0, "the IOC did not stop at SIGTERM"
         second = new_run(db, SourceConfig(seed=14))
