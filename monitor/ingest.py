@@ -129,8 +129,11 @@ class BlockIngest:
         return int(depth)
 
     def caget(self, suffix: str, **kwargs):
-        """The PV's value; ``ConnectionError`` if the IOC does not answer."""
+        """The PV's value as the IOC serves it now (a get, never the last monitor update
+        pyepics holds: after an IOC restart that can be the old IOC's until the new one's
+        first update arrives); ``ConnectionError`` if the IOC does not answer."""
         kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("use_monitor", False)
         try:
             value = epics.caget(self.prefix + suffix, **kwargs)
         except CA_FAILURES as err:  # e.g. disconnected during the get
@@ -142,7 +145,7 @@ class BlockIngest:
     def check_layout(self) -> None:
         """Refuse (:class:`mupnc.daq.blocks.BlockLayoutError`, one line) a DAQ whose latest
         block has another magic number or layout version; nothing published yet passes."""
-        header = np.asarray(self.caget("DAQ:BLOCK", count=HEADER, use_monitor=False))
+        header = np.asarray(self.caget("DAQ:BLOCK", count=HEADER))
         if np.any(header):
             try:
                 check_layout(header)
@@ -159,7 +162,7 @@ class BlockIngest:
             raise ConnectionError(f"no answer from PV {name}: {err}") from None
         if done is None:
             raise ConnectionError(f"no answer from PV {name}")
-        held = self.caget(suffix, use_monitor=False)
+        held = self.caget(suffix)
         if not abs(float(held) - value) <= 1e-9 * max(1.0, abs(value)):
             raise ValueError(f"{name} refused {value:g} (holds {float(held):g})")
 
