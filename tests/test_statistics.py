@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from mupnc.monitor.analysis.accumulator import column_sums, last_along
 from mupnc.monitor.analysis.statistics import RunningStats, weighted_mean
 
 
@@ -108,3 +109,26 @@ def test_weighted_mean_single_and_none() -> None:
     assert (mean, error) == (3.0, 0.5) and math.isnan(chi2_ndf)
     assert all(math.isnan(x) for x in weighted_mean([1.0, 2.0], [0.0, np.nan]))
     assert all(math.isnan(x) for x in weighted_mean([], []))
+
+
+def _left_to_right(x: np.ndarray, axis: int) -> np.ndarray:
+    rows = np.moveaxis(x, axis, 0)
+    out = rows[0].copy()
+    for row in rows[1:]:
+        out += row
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 512), (2, 512), (3, 7), (64, 512), (5, 1), (40, 3, 9)])
+def test_sums_along_an_axis_are_strictly_left_to_right(shape) -> None:
+    """The result must not depend on how the stream is cut into blocks, so sums along a
+    pattern's channels (or a slow pattern's windows) add left to right whatever the
+    array's shape: numpy's pairwise ``sum`` gives other bits on these magnitudes."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        x = rng.random(shape) * 10.0 ** rng.integers(-8, 8, shape)
+        for axis in range(x.ndim):
+            np.testing.assert_array_equal(last_along(x, axis), _left_to_right(x, axis))
+        if x.ndim == 2:
+            columns = sorted(rng.choice(shape[1], max(1, shape[1] // 2), replace=False).tolist())
+            np.testing.assert_array_equal(column_sums(x, columns), _left_to_right(x[:, columns], 1))

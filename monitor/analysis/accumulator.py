@@ -327,8 +327,19 @@ def walsh_transform(x: np.ndarray, work: Workspace | None = None) -> np.ndarray:
 
 def last_along(x: np.ndarray, axis: int) -> np.ndarray:
     """Sum along ``axis``, strictly left to right (see
-    :func:`mupnc.monitor.analysis.statistics.in_order`)."""
-    return np.take(np.add.accumulate(x, axis=axis), -1, axis=axis)
+    :func:`mupnc.monitor.analysis.statistics.in_order`).  The summed axis is moved outermost
+    and reduced a row at a time, vectorized along the rest, which numpy does in order where
+    a row holds two or more values (one value it sums pairwise: those rows accumulate;
+    ``tests/test_statistics.py`` pins both)."""
+    rows = np.moveaxis(x, axis, 0)
+    if rows[0].size < 2:
+        return np.take(np.add.accumulate(x, axis=axis), -1, axis=axis)
+    return np.add.reduce(np.ascontiguousarray(rows), axis=0)
+
+
+def column_sums(x: np.ndarray, columns: slice | list[int]) -> np.ndarray:
+    """Per row of ``x`` (2-D), the sum of its ``columns``, strictly left to right."""
+    return last_along(x.T[columns], 0)
 
 
 def segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -631,7 +642,7 @@ class RunAccumulator:
             return np.add.reduceat(values, starts, axis=0) / size
 
         yields = means(yields)
-        groups = [last_along(yields[:, idx], 1) for idx in self.target_groups.values()]
+        groups = [column_sums(yields, idx) for idx in self.target_groups.values()]
         if self.afb:  # the cross-ratio target (mupnc.monitor.analysis.modulation.CROSS_RATIO)
             with np.errstate(invalid="ignore", divide="ignore"):
                 groups.append(np.sqrt(groups[1] / groups[0]))
@@ -732,7 +743,7 @@ class RunAccumulator:
         group (:attr:`target_groups`): half the difference and half the sum of the mean
         yields by helicity (:mod:`mupnc.monitor.analysis.regression`)."""
         groups = [
-            (last_along(s.total[:, idx], 1), last_along(s.signed[0][:, idx], 1))
+            (column_sums(s.total, idx), column_sums(s.signed[0], idx))
             for idx in self.target_groups.values()
         ]
         total = np.column_stack([s.total, *(t for t, _ in groups)])
@@ -818,21 +829,21 @@ class RunAccumulator:
                 q_plus = (s.total_q + s.signed_q[0]) / n_plus[:, 0]
                 out[:, k * c] = yield_asymmetry(q_plus, (s.total_q - s.signed_q[0]) / n_minus[:, 0])
         if self.afb:
-            f_total = last_along(s.total[:, self._forward], 1)
-            b_total = last_along(s.total[:, self._backward], 1)
+            f_total = column_sums(s.total, self._forward)
+            b_total = column_sums(s.total, self._backward)
             for i, signed in enumerate(s.signed):
-                f_signed = last_along(signed[:, self._forward], 1)
-                b_signed = last_along(signed[:, self._backward], 1)
+                f_signed = column_sums(signed, self._forward)
+                b_signed = column_sums(signed, self._backward)
                 out[:, k * c + 1 + i] = cross_ratio_asymmetry(
                     f_total + f_signed, f_total - f_signed, b_total + b_signed, b_total - b_signed
                 )
         elif not self._scatter:
             out[:, k * c + 1 :] = np.nan
         else:
-            total = last_along(s.total[:, self._scatter], 1)
+            total = column_sums(s.total, self._scatter)
             with np.errstate(invalid="ignore", divide="ignore"):
                 for i, signed in enumerate(s.signed):
-                    summed = last_along(signed[:, self._scatter], 1)
+                    summed = column_sums(signed, self._scatter)
                     if s.windows is None:  # balanced
                         out[:, k * c + 1 + i] = summed / total
                     else:
