@@ -198,8 +198,9 @@ def _published(group: list[WindowBlock], number: int, stream_id: int) -> WindowB
 
 def _gated(released, detectors: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Counts of the ``detectors`` columns summed by decoded helicity +1 and -1."""
-    counts, helicity = released.counts[:, detectors], released.helicity
-    return counts[helicity == 1].sum(axis=0), counts[helicity == -1].sum(axis=0)
+    counts, helicity = released.counts, released.helicity[:, None]
+    plus, minus = (counts.sum(axis=0, where=helicity == h) for h in (1, -1))  # no copies
+    return plus[detectors], minus[detectors]
 
 
 @dataclass
