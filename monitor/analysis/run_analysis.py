@@ -64,10 +64,24 @@ class RunAnalysis:
     def feed(self, block: WindowBlock) -> None:
         self._accumulate(self.decoder.feed(block))
 
-    def feed_blocks(self, blocks: list[WindowBlock]) -> None:
-        """Consecutive blocks as one (the same result as one by one, faster)."""
-        if blocks:
-            self.feed(WindowBlock.concatenate(blocks))
+    def feed_blocks(self, blocks: list[WindowBlock], at_most: int | None = None) -> None:
+        """Consecutive blocks as one (the same result as one by one, faster: fewer and
+        larger array operations); with ``at_most``, as few groups as hold at most that many
+        window-channel values each (a longer block alone), bounding the copy."""
+        group: list[WindowBlock] = []
+        values = 0
+        for block in blocks:
+            size = block.n_windows * block.n_channels
+            if group and at_most is not None and values + size > at_most:
+                self._feed_group(group)
+                group, values = [], 0
+            group.append(block)
+            values += size
+        if group:
+            self._feed_group(group)
+
+    def _feed_group(self, blocks: list[WindowBlock]) -> None:
+        self.feed(blocks[0] if len(blocks) == 1 else WindowBlock.concatenate(blocks))
 
     def finish(self) -> None:
         """End of run: release every window the decoder still holds."""
