@@ -261,6 +261,8 @@ class AsymmetryPlot:
             glyph.visible = not per_interval
         for glyph in self.interval_glyphs:
             glyph.visible = per_interval
+        for item in self.plot.legend.items:  # the legend lists what is shown
+            item.visible = any(r.visible for r in item.renderers)
         run = "" if self.run_number is None else f", run {self.run_number}"
         if per_interval:
             self.plot.title.text = (

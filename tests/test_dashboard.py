@@ -483,18 +483,25 @@ def test_the_running_plot_toggles_to_independent_per_interval_points() -> None:
     so in the title; off again, back to cumulative."""
     plot, run = AsymmetryPlot(), run_info()
     plot.apply(run, [snap(30, 1e-6, 0.5e-6), snap(60, 0.0, 0.5e-6 / np.sqrt(2))], reset=True)
+
+    def legend() -> list[str]:  # the legend lists what is shown, nothing hidden
+        return [item.label.value for item in plot.plot.legend.items if item.visible]
+
     assert "(cumulative)" in plot.plot.title.text
     assert not any(g.visible for g in plot.interval_glyphs)
+    assert len(legend()) == 3 and not any("on its own" in text for text in legend())
     plot.per_interval.active = True
     assert "per 30 s" in plot.plot.title.text and "(cumulative)" not in plot.plot.title.text
     assert all(g.visible for g in plot.interval_glyphs)
     assert not any(g.visible for g in plot.cumulative_glyphs)
+    assert legend() == ["raw, each 30 s on its own (independent)"]
     np.testing.assert_allclose(plot.intervals.data["y"], [1, -1], atol=1e-9)
     np.testing.assert_allclose(np.asarray(plot.intervals.data["hi"]) - [1, -1], [0.5, 0.5])
     assert plot.y_range.start < -1.5 and plot.y_range.end > 1.5  # fitted to what is shown
     plot.per_interval.active = False
     assert "(cumulative)" in plot.plot.title.text
     assert all(g.visible for g in plot.cumulative_glyphs)
+    assert len(legend()) == 3
 
 
 def test_the_beam_state_badge_shows_on_off_tripped_and_the_measured_rate() -> None:
