@@ -360,6 +360,15 @@ def format_report(s: dict) -> str:
         + (f", chi2/ndf {a['chi2_ndf']:.2f}" if a["chi2_ndf"] is not None else "")
         + (f" ({a['estimator']} estimator)" if a.get("estimator") else ""),
     ]
+    nulls = s.get("null_asymmetries") or {}
+    if nulls:
+        lines.append(
+            "  null asymmetries (ppm, 0 if the reversal is clean): "
+            + ", ".join(
+                f"{name} {_ppm(n['value'])} +- {_ppm(n['error']).lstrip('+')}"
+                for name, n in nulls.items()
+            )
+        )
     lines += _beam_lines(s)
     for loop, f in (s.get("feedback") or {}).items():
         setpoint = f["last_setpoint"]

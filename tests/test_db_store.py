@@ -156,6 +156,12 @@ def test_runs_and_report_commands(engine, db_url, simulated):
     assert "good patterns 600 (100.0 % of windows)" in text.stdout
     assert "alarms raised: 2" in text.stdout
     assert "MINOR    charge_asymmetry" in text.stdout
+    nulls = report["null_asymmetries"]  # the reversal's own check, in the logbook copy too
+    assert (
+        nulls
+        and f"  null asymmetries (ppm, 0 if the reversal is clean): {next(iter(nulls))} "
+        in text.stdout
+    )
     # a logbook copies why the alarm tripped, not its newest message
     assert "MAJOR    stuck_helicity: +40 in 60 windows  (not acknowledged)" in text.stdout
 
