@@ -243,6 +243,18 @@ SHELVE_TABLE = [
         [ACTIVE, ACTIVE, SHELVED, SHELVED, ACTIVE],
         [True, False, False, False, True],
     ),
+    (  # it showed as shelved, NO_ALARM and not acknowledged until the shelf expired
+        "an acknowledged alarm whose condition goes while shelved is over",
+        [(0, MAJOR), (0.5, "ack"), (1, ("shelve", 5.0)), (2, N), (6, N)],
+        [ACTIVE, ACTIVE, SHELVED, OK, OK],
+        [True, False, False, False, False],
+    ),
+    (
+        "the shelf still holds a new trip before it expires",
+        [(0, MAJOR), (0.5, "ack"), (1, ("shelve", 5.0)), (2, N), (3, MAJOR), (6, MAJOR)],
+        [ACTIVE, ACTIVE, SHELVED, OK, SHELVED, ACTIVE],
+        [True, False, False, False, False, True],
+    ),
 ]
 
 

@@ -16,7 +16,8 @@ Semantics follow the Phoebus alarm server (latch, acknowledge) with JAPAN's debo
   above it annunciates again.  A non-latching alarm follows its condition.
 * **Shelving** hides an alarm until a given time: it is still evaluated (and latches),
   but neither annunciated nor counted; when the shelf expires an unacknowledged alarm
-  whose condition persists annunciates again.
+  whose condition persists annunciates again.  An alarm that is over (acknowledged and
+  recovered) is OK on the shelf too; until the shelf expires it holds a new trip.
 * **Gating**: with the gate closed (e.g. beam off) the condition is taken as NO_ALARM
   and the ring is emptied; a latched alarm stays until acknowledged.
 
@@ -81,10 +82,10 @@ class AlarmStatus:
 
     @property
     def state(self) -> str:
+        if self.latched == Severity.NO_ALARM:
+            return OK  # over, shelved or not (the shelf still holds a new trip until it expires)
         if self.shelved_until is not None:
             return SHELVED
-        if self.latched == Severity.NO_ALARM:
-            return OK
         return ACTIVE if self.condition > Severity.NO_ALARM else CLEARED
 
     @property
