@@ -43,7 +43,28 @@ def write_channel_map(
     return path
 
 
+def _stat_cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (s), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time of process ``pid``'s threads so far (s), by kind: ``main`` (the main
+    thread), ``python threads`` (the others of the interpreter: they carry its name) and
+    each named C thread (libca's ``CAC-TCP-recv``, ...); threads that ended are not in it."""
+    tasks = Path(f"/proc/{pid}/task")
+    name = (tasks / str(pid) / "comm").read_text().strip()
+    out: dict[str, float] = {}
+    for task in tasks.iterdir():
+        try:
+            comm, cpu = (task / "comm").read_text().strip(), _stat_cpu(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+        kind = "main" if task.name == str(pid) else "python threads" if comm == name else comm
+        out[kind] = out.get(kind, 0.0) + cpu
+    return out

@@ -22,16 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import cpu_seconds
+
 
 def spin() -> None:
     while True:
         pass
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

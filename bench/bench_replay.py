@@ -8,7 +8,9 @@
    ``mupnc replay`` runs them) replay it as a new run (``--speed``: max, or a factor).
    Speed-up = data seconds / wall seconds between the IOC's CA timestamps of the second
    and the last ``DAQ:SEQ`` update (block 0 goes out before the monitor is ready); the wall
-   time of the whole replay, start-up and drain included, is shown too.  The replay must
+   time of the whole replay, start-up and drain included, is shown too, and the CPU time of
+   each process by thread (main, the other Python threads, libca's named threads) per
+   second of data.  The replay must
    lose no window and report the same analysis as the recorded run.
 3. ``mupnc reanalyze`` of the recording in this process: window-channel values per second.
 
@@ -19,6 +21,7 @@ Usage: ``.venv/bin/python bench/bench_replay.py [--seconds 600] [--shape prex|mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -26,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import cpu_seconds, write_channel_map
+from bench_common import cpu_seconds, thread_cpu_seconds, write_channel_map
 from support.chains import analysis
 
 from mupnc.epics_env import BeaconSink, apply, ca_environment, free_port
@@ -82,14 +85,24 @@ def replay(db: str, run: int, speed: str) -> tuple[int, float, list[tuple[float,
         pv.wait_for_connection(timeout=10)
         chain.start("monitor", ["monitor"], ca_environment(MONITOR_PORT, PORTS, REPEATER_PORT))
         monitor = chain.processes["monitor"]
-        cpu = {"ioc": cpu_seconds(chain.processes["ioc"].pid), "monitor": 0.0}
+        ioc_pid = chain.processes["ioc"].pid
+        cpu = {"ioc": cpu_seconds(ioc_pid), "monitor": 0.0}
+        ioc_threads, monitor_threads = thread_cpu_seconds(ioc_pid), {}
         while monitor.poll() is None:  # sample the monitor's CPU until it exits
-            cpu["monitor"] = max(cpu["monitor"], cpu_seconds(monitor.pid))
+            with contextlib.suppress(OSError):  # it exits between two reads
+                cpu["monitor"] = max(cpu["monitor"], cpu_seconds(monitor.pid))
+                for kind, seconds in thread_cpu_seconds(monitor.pid).items():  # threads end
+                    monitor_threads[kind] = max(monitor_threads.get(kind, 0.0), seconds)
             time.sleep(0.05)
         if monitor.returncode != 0:
             raise RuntimeError("the monitor did not finish the replay")
         wall = time.perf_counter() - started
-        cpu["ioc"] = cpu_seconds(chain.processes["ioc"].pid) - cpu["ioc"]
+        cpu["ioc"] = cpu_seconds(ioc_pid) - cpu["ioc"]
+        ioc_now = thread_cpu_seconds(ioc_pid)
+        cpu["threads"] = {
+            **{f"IOC {k}": v - ioc_threads.get(k, 0.0) for k, v in ioc_now.items()},
+            **{f"monitor {k}": v for k, v in monitor_threads.items()},
+        }
         pv.clear_callbacks()
     finally:
         chain.shutdown()
@@ -134,6 +147,15 @@ def main() -> None:
             f"{wall:.1f} s = {args.seconds / wall:.0f}x; lost windows "
             f"{replayed['lost_windows']}; same analysis as recorded: {same}; CPU: IOC "
             f"{cpu['ioc']:.1f} s (replay part), monitor {cpu['monitor']:.1f} s (all)"
+        )
+        shown = [
+            f"{k} {1e3 * v / args.seconds:.0f}"
+            for k, v in sorted(cpu["threads"].items())
+            if 1e3 * v / args.seconds >= 0.5
+        ]
+        print(
+            "CPU per second of data, by thread (ms; the monitor's main thread includes its "
+            "start-up): " + ", ".join(shown)
         )
 
         if args.no_reanalyze:
