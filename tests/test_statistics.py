@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mupnc.monitor.analysis.accumulator import column_sums, last_along
-from mupnc.monitor.analysis.statistics import RunningStats, weighted_mean
+from mupnc.monitor.analysis.statistics import RunningStats, in_order, weighted_mean
 
 
 def merged_in_chunks(samples: np.ndarray, rng: np.random.Generator) -> RunningStats:
@@ -113,10 +113,7 @@ def test_weighted_mean_single_and_none() -> None:
 
 def _left_to_right(x: np.ndarray, axis: int) -> np.ndarray:
     rows = np.moveaxis(x, axis, 0)
-    out = rows[0].copy()
-    for row in rows[1:]:
-        out += row
-    return out
+    return in_order(rows[0], rows[1:])
 
 
 @pytest.mark.parametrize("shape", [(1, 512), (2, 512), (3, 7), (64, 512), (5, 1), (40, 3, 9)])
