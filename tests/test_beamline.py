@@ -1,6 +1,7 @@
 """The beam line: monitors in the channel map, the simulated beam, measured differences and
 the regression through the whole analysis (sim -> RunAnalysis; no CA)."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -134,6 +135,19 @@ def test_a_monitor_beyond_its_range_cuts_the_pattern_and_is_counted():
     assert acc.run_stats("beam_difference").n[0] == acc.good_patterns
     assert analysis.result().patterns_beam_cut == cut
 
+    # each cut pattern counts in the minirun it falls in, however the windows are cut into
+    # blocks (they all counted in the first minirun of the block that brought them)
+    whole = WindowSource(config).next_block_of(24000).block
+    by_block_size = {}
+    for size in (37, 24000):
+        per_minirun = RunAnalysis(settings_of(config), 500)
+        for start in range(0, 24000, size):
+            per_minirun.feed(whole.select(slice(start, start + size)))
+        per_minirun.finish()
+        by_block_size[size] = [m.patterns_beam_cut for m in per_minirun.acc.miniruns]
+    assert by_block_size[37] == by_block_size[24000]
+    assert len(by_block_size[37]) > 3 and sum(by_block_size[37]) > 0
+
 
 # -- regression through the analysis -------------------------------------------------------
 
@@ -230,10 +244,19 @@ def test_regression_does_not_depend_on_how_the_windows_are_cut_into_blocks():
     for block in blocks:
         one_by_one.feed(block)
     at_once.feed_blocks(blocks)
+    # as the monitor feeds what it received together: groups of at most so many values
+    values = blocks[0].n_windows * blocks[0].n_channels
+    grouped = [RunAnalysis(settings, 500) for _ in range(2)]
+    grouped[0].feed_blocks(blocks, at_most=3 * values + 1)  # three blocks a group
+    grouped[1].feed_blocks(blocks, at_most=values - 1)  # a longer block alone
     whole, pieces = (a.finish() or a.result() for a in (at_once, one_by_one))
     assert whole.regressed == pieces.regressed and np.isfinite(whole.regressed.value)
     assert whole.slopes == pieces.slopes and whole.beam == pieces.beam
     assert [m.regressed for m in whole.miniruns] == [m.regressed for m in pieces.miniruns]
+    for analysis in grouped:
+        analysis.finish()
+        assert json.dumps(analysis.acc.state()) == json.dumps(at_once.acc.state())
+        assert analysis.state.windows_released == len(blocks) * blocks[0].n_windows
 
 
 def test_an_analysis_restored_from_its_state_regresses_bit_identically():

@@ -542,7 +542,7 @@ class RunAccumulator:
         n = decoded.n_windows
         if n == 0:
             return
-        changes = self._monitor_changes(decoded)
+        changed = self._monitor_changes(decoded)
         modulated, cycle = self._modulation_windows(decoded)
         feed = self._modulation_feed(decoded, modulated)
         decoded, modulation_cut = self._modulation_cut(decoded, modulated)
@@ -559,33 +559,38 @@ class RunAccumulator:
         step = max(1, SLICE_VALUES // self.n_channels)
         while len(self.miniruns) <= first:
             self.miniruns.append(self._new_minirun(len(self.miniruns)))
-        self.miniruns[first].patterns_beam_cut += beam_cut
-        self.miniruns[first].monitor_changes += changes
         for index, start, stop in zip(
             range(first, last + 1), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True
         ):
             while len(self.miniruns) <= index:
                 self.miniruns.append(self._new_minirun(len(self.miniruns)))
             self.dirty.add(index)
+            self.miniruns[index].monitor_changes += np.count_nonzero(changed[start:stop], axis=0)
             at = np.searchsorted(starts, np.arange(start + step, stop, step))
             cuts = starts[at[at < starts.size]]
             edges = np.unique(np.r_[start, cuts[cuts < stop], stop]).tolist()
             for a, b in itertools.pairwise(edges):  # slices end on pattern boundaries
                 self._add_to(self.miniruns[index], decoded, slice(a, b), feed, cycle)
-        if modulation_cut.size:  # each cut pattern in the minirun its windows fall in
-            at = minirun[np.searchsorted(pattern, modulation_cut)]
-            for index, cut in zip(*np.unique(at, return_counts=True), strict=True):
-                self.miniruns[int(index)].patterns_modulation += int(cut)
+        for attribute, cut in (
+            ("patterns_modulation", modulation_cut),
+            ("patterns_beam_cut", beam_cut),
+        ):
+            # each cut pattern in the minirun its windows fall in
+            at = minirun[np.searchsorted(pattern, cut)]
+            for index, count in zip(*np.unique(at, return_counts=True), strict=True):
+                m = self.miniruns[int(index)]
+                setattr(m, attribute, getattr(m, attribute) + int(count))
 
     def _monitor_changes(self, decoded: DecodedWindows) -> np.ndarray:
-        """Per beam position monitor, the windows whose word differs from the one before."""
+        """Per window and beam position monitor, whether its word differs from the one
+        before, ``(n, k)``."""
         if not self.beamline.columns:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros((decoded.n_windows, 0), dtype=bool)
         words = decoded.counts[:, list(self.beamline.columns)]
         before = words[:1] if self.last_monitor_words is None else [self.last_monitor_words]
         previous = np.concatenate([before, words[:-1]])
         self.last_monitor_words = [int(w) for w in words[-1]]
-        return np.count_nonzero(words != previous, axis=0).astype(np.int64)
+        return words != previous
 
     def _modulation_windows(self, decoded: DecodedWindows) -> tuple[np.ndarray, np.ndarray]:
         """Which windows are modulation windows, and each one's cycle index (-1 for the
@@ -649,17 +654,18 @@ class RunAccumulator:
         targets = np.column_stack([yields, *groups])
         m.modulation.add(cycle[starts], means(current), means(beam), targets)
 
-    def _beam_monitor_cut(self, decoded: DecodedWindows) -> tuple[DecodedWindows, int]:
+    def _beam_monitor_cut(self, decoded: DecodedWindows) -> tuple[DecodedWindows, np.ndarray]:
         """``decoded`` with the good patterns in which a beam monitor read beyond its range
-        marked not good, and how many they are."""
+        marked not good, and those patterns' numbers."""
+        none = np.zeros(0, dtype=np.int64)
         if not self.beamline.columns:
-            return decoded, 0
+            return decoded, none
         beyond = decoded.good & self.beamline.out_of_range(decoded.counts)
         if not beyond.any():
-            return decoded, 0
+            return decoded, none
         cut = np.unique(decoded.pattern_number[beyond])
         good = decoded.good & ~np.isin(decoded.pattern_number, cut)
-        return dataclasses.replace(decoded, good=good), int(cut.size)
+        return dataclasses.replace(decoded, good=good), cut
 
     def _add_to(
         self,
