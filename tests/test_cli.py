@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from support.cli import mupnc, run_all, sqlite_with_schema
@@ -76,3 +78,19 @@ def test_every_command_sets_the_ca_array_limit_unless_the_environment_does(monke
     monkeypatch.setenv("EPICS_CA_MAX_ARRAY_BYTES", "2000000")
     assert main(["--db", db, "db", "upgrade"]) == 0
     assert os.environ["EPICS_CA_MAX_ARRAY_BYTES"] == "2000000"
+
+
+@pytest.mark.parametrize("module", ["datetime", "numpy", "sqlalchemy", "mupnc.cli"])
+def test_a_ctrl_c_while_the_command_loads_exits_quietly_with_130(db, module):
+    """``datetime`` is the case CI met: numpy's C extension imports it, and a
+    KeyboardInterrupt raised there came out as an ImportError, a traceback and status 1."""
+    here = os.path.join(os.path.dirname(__file__), "support", "interrupt_at_import")
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "mupnc", "--db", db, "runs"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path, "INTERRUPT_AT_IMPORT": module},
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (130, "", "")
