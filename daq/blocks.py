@@ -6,14 +6,24 @@ DAQ never produced (a missed window).  Blocks are numbered consecutively by the 
 (``block_number``); a gap in block numbers is a block lost in transport, which a client
 can read back from the IOC's ring buffer.
 
-On Channel Access a block travels as one flat float64 array (atomic per CA update; all
-integers involved stay far below 2**53 so they are exact in float64)::
+On Channel Access a block travels as one int32 array (``DBF_LONG`` waveform, atomic per CA
+update) of its exact length, layout version 3::
 
-    [MAGIC, stream_id, block_number, n_windows, n_channels,
+    words [MAGIC, stream_id, block_number, n_windows, n_channels, count_bytes]
+    then the little-endian bytes of the following words:
+        seq[n] int64, pattern_number[n] int64, beam_monitor[n] float64,
+        pattern_phase[n] int16, rotator_readback[n] int16, reported_helicity[n] int8,
+        flags[n] uint8, counts[n * n_channels] (window-major) signed integers of
+        ``count_bytes`` bytes (1, 2, 4 or 8: the fewest that hold this block's counts),
+        zero bytes to the end of the last word
+
+A reader also takes layout version 2, one flat float64 array (every integer exact)::
+
+    [MAGIC_2, stream_id, block_number, n_windows, n_channels,
      seq[n], pattern_number[n], pattern_phase[n], reported_helicity[n], flags[n],
      rotator_readback[n], beam_monitor[n], counts[n * n_channels] (window-major)]
 
-followed by zero padding up to the PV's fixed length.  ``docs/daq-contract.md`` is the
+Either may be followed by zeros up to the PV's length.  ``docs/daq-contract.md`` is the
 published contract for a DAQ written elsewhere; this module is its reference implementation.
 """
 
@@ -23,14 +33,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LAYOUT_VERSION = 2
-"""Version of the block layout above (1 had no ``rotator_readback``); a DAQ states it in the
-low 16 bits of the magic number, and a block of another version is refused."""
+LAYOUT_VERSION = 3
+"""Version of the block layout a DAQ publishes (2: float64, 1 had no ``rotator_readback``);
+a DAQ states it in the low 16 bits of the magic number."""
+READ_LAYOUTS = (2, 3)
+"""Layout versions a reader takes; a block of another version is refused."""
 SIGNATURE = 0x6D75
 """The high 16 bits of the magic number: "mu" in ASCII."""
-MAGIC = SIGNATURE << 16 | LAYOUT_VERSION  # 0x6D750002 = 1836384258
-HEADER = 5
-PER_WINDOW_FIELDS = 7
+MAGIC = SIGNATURE << 16 | LAYOUT_VERSION  # 0x6D750003 = 1836384259
+MAGIC_2 = SIGNATURE << 16 | 2  # 0x6D750002 = 1836384258
+HEADER = 6
+"""int32 words before the bytes of a layout-3 block."""
+WINDOW_COLUMNS = (
+    ("seq", "<i8"),
+    ("pattern_number", "<i8"),
+    ("beam_monitor", "<f8"),
+    ("pattern_phase", "<i2"),
+    ("rotator_readback", "<i2"),
+    ("reported_helicity", "i1"),
+    ("flags", "u1"),
+)
+"""A layout-3 block's per-window columns, in wire order, with their wire types."""
+WINDOW_BYTES = sum(np.dtype(t).itemsize for _, t in WINDOW_COLUMNS)  # 30
+COUNT_BYTES = (1, 2, 4, 8)
+"""Widths of a layout-3 block's counts: signed little-endian integers of that many bytes."""
+HEADER_2 = 5
+PER_WINDOW_FIELDS_2 = 7
 
 NO_CONSUMER = -2
 """``DAQ:CONSUMED`` until a consumer first writes it."""
@@ -110,45 +138,69 @@ class WindowBlock:
         first = blocks[0]
         return cls(stream_id=first.stream_id, block_number=first.block_number, **per_window)
 
-    def pack(self, length: int | None = None) -> np.ndarray:
-        """The flat float64 wire array, zero-padded to ``length`` if given."""
+    def pack(self) -> np.ndarray:
+        """The layout-3 wire array (int32, exact length): counts at the fewest bytes that
+        hold them."""
         n, c = self.n_windows, self.n_channels
-        size = packed_length(n, c)
-        out = np.zeros(size if length is None else length, dtype=np.float64)
-        if out.size < size:
-            raise BlockFormatError(f"block of {n} windows x {c} channels needs {size} values")
-        out[:HEADER] = (MAGIC, self.stream_id, self.block_number, n, c)
-        columns = (
-            self.seq,
-            self.pattern_number,
-            self.pattern_phase,
-            self.reported_helicity,
-            self.flags,
-            self.rotator_readback,
-            self.beam_monitor,
-        )
-        for i, column in enumerate(columns):
-            out[HEADER + i * n : HEADER + (i + 1) * n] = column
-        out[HEADER + PER_WINDOW_FIELDS * n : size] = self.counts.reshape(-1)
+        width = count_bytes(self.counts)
+        out = np.zeros(wire_length(n, c, width), dtype="<i4")
+        out[:HEADER] = (MAGIC, self.stream_id, self.block_number, n, c, width)
+        body = out.view(np.uint8)[4 * HEADER :]
+        at = 0
+        for name, wire_type in WINDOW_COLUMNS:
+            size = n * np.dtype(wire_type).itemsize
+            body[at : at + size].view(wire_type)[:] = getattr(self, name)
+            at += size
+        body[at : at + n * c * width].view(f"<i{width}")[:] = self.counts.reshape(-1)
         return out
 
     @classmethod
     def unpack(cls, wire: np.ndarray) -> WindowBlock:
-        """Parse a wire array; raises :class:`BlockLayoutError` (wrong magic number or layout
-        version) or :class:`BlockFormatError` (truncated, bad sizes, non-zero padding)."""
-        wire = np.asarray(wire, dtype=np.float64)
-        check_layout(wire)
-        stream_id, block_number, n, c = (int(v) for v in wire[1:HEADER])
-        size = packed_length(n, c)
+        """Parse a wire array of layout 3 or 2; raises :class:`BlockLayoutError` (wrong magic
+        number or layout version) or :class:`BlockFormatError` (truncated, bad sizes,
+        non-zero padding)."""
+        wire = np.atleast_1d(wire)  # pyepics gives a 1-element array as a scalar
+        if check_layout(wire) == 2:
+            return cls._unpack_2(np.asarray(wire, dtype=np.float64))
+        if wire.dtype != np.dtype("<i4"):  # e.g. read as float64: exact for int32 values
+            wire = wire.astype("<i4")
+        if wire.size < HEADER:
+            raise BlockFormatError(f"truncated block: {wire.size} words, no {HEADER}-word header")
+        stream_id, block_number, n, c, width = (int(v) for v in wire[1:HEADER])
+        if n < 0 or c < 0 or width not in COUNT_BYTES:
+            raise BlockFormatError(f"bad block header: {n} windows x {c} channels x {width} bytes")
+        size = wire_length(n, c, width)
+        if wire.size < size:
+            raise BlockFormatError(f"truncated block: header says {n}x{c}, got {wire.size} words")
+        body = wire.view(np.uint8)[4 * HEADER :]
+        end = n * (WINDOW_BYTES + c * width)
+        if np.any(body[end:]):
+            raise BlockFormatError(
+                f"non-zero bytes after the end of a {n}x{c} block (byte {4 * HEADER + end}): "
+                f"padding must be zeros; a DAQ packing other columns than layout version 3?"
+            )
+        columns, at = {}, 0
+        for name, wire_type in WINDOW_COLUMNS:
+            size = n * np.dtype(wire_type).itemsize
+            columns[name] = body[at : at + size].view(wire_type).astype(wire_type[-2:])
+            at += size
+        counts = body[at:end].view(f"<i{width}").astype(np.int64).reshape(n, c)
+        return cls(stream_id=stream_id, block_number=block_number, counts=counts, **columns)
+
+    @classmethod
+    def _unpack_2(cls, wire: np.ndarray) -> WindowBlock:
+        if wire.size < HEADER_2 or not np.isfinite(wire[:HEADER_2]).all():
+            raise BlockFormatError(f"truncated block: no {HEADER_2}-value header")
+        stream_id, block_number, n, c = (int(v) for v in wire[1:HEADER_2])
+        size = HEADER_2 + n * (PER_WINDOW_FIELDS_2 + c)
         if n < 0 or c < 0 or wire.size < size:
             raise BlockFormatError(f"truncated block: header says {n}x{c}, got {wire.size}")
         if np.any(wire[size:]):
             raise BlockFormatError(
                 f"non-zero values after the end of a {n}x{c} block (value {size}): padding "
-                "must be zeros; a DAQ packing other columns than layout version "
-                f"{LAYOUT_VERSION}?"
+                "must be zeros; a DAQ packing other columns than layout version 2?"
             )
-        col = [wire[HEADER + i * n : HEADER + (i + 1) * n] for i in range(PER_WINDOW_FIELDS)]
+        col = [wire[HEADER_2 + i * n : HEADER_2 + (i + 1) * n] for i in range(7)]
         return cls(
             stream_id=stream_id,
             block_number=block_number,
@@ -159,32 +211,40 @@ class WindowBlock:
             flags=col[4].astype(np.uint8),
             rotator_readback=col[5].astype(np.int16),
             beam_monitor=col[6].copy(),
-            counts=wire[HEADER + PER_WINDOW_FIELDS * n : size].astype(np.int64).reshape(n, c),
+            counts=wire[HEADER_2 + PER_WINDOW_FIELDS_2 * n : size].astype(np.int64).reshape(n, c),
         )
 
 
-def check_layout(wire: np.ndarray) -> None:
-    """Refuse, in one line, an array that does not start with this layout's magic number:
-    :class:`BlockLayoutError` naming what it holds instead (another version, or no mupnc
-    block at all); :class:`BlockFormatError` if it is shorter than the header."""
-    if wire.size < HEADER or not np.isfinite(wire[:HEADER]).all():
-        raise BlockFormatError(
-            f"array does not start with the mupnc window-block magic (no {HEADER}-value header)"
-        )
+def check_layout(wire: np.ndarray) -> int:
+    """The layout version (one of :data:`READ_LAYOUTS`) whose magic number ``wire`` starts
+    with; refuses, in one line, any other: :class:`BlockLayoutError` naming what it holds
+    instead (another version, or no mupnc block at all); :class:`BlockFormatError` if it
+    is empty."""
+    if wire.size < 1 or not np.isfinite(wire[0]):
+        raise BlockFormatError("array does not start with the mupnc window-block magic")
     magic = wire[0]
-    if magic == MAGIC:
-        return
+    if magic in (MAGIC, MAGIC_2):
+        return int(magic) & 0xFFFF
     if magic == int(magic) and 0 <= magic < 2**32 and int(magic) >> 16 == SIGNATURE:
         raise BlockLayoutError(
             f"window block of layout version {int(magic) & 0xFFFF}; this reader reads layout "
-            f"version {LAYOUT_VERSION} (magic {MAGIC:#x}, docs/daq-contract.md)"
+            f"versions 2 and 3 (magic {MAGIC:#x}, docs/daq-contract.md)"
         )
     raise BlockLayoutError(
         f"array does not start with the mupnc window-block magic {MAGIC:#x} = {MAGIC} "
-        f"(got {magic:.17g}; docs/daq-contract.md)"
+        f"(or {MAGIC_2:#x} = {MAGIC_2}; got {float(magic):.17g}; docs/daq-contract.md)"
     )
 
 
-def packed_length(n_windows: int, n_channels: int) -> int:
-    """Number of float64 values a block of this size occupies on the wire."""
-    return HEADER + n_windows * (PER_WINDOW_FIELDS + n_channels)
+def count_bytes(counts: np.ndarray) -> int:
+    """The fewest bytes (:data:`COUNT_BYTES`) whose signed integers hold every count."""
+    if counts.size == 0:
+        return 1
+    low, high = int(counts.min()), int(counts.max())
+    return next(w for w in COUNT_BYTES if -(2 ** (8 * w - 1)) <= low and high < 2 ** (8 * w - 1))
+
+
+def wire_length(n_windows: int, n_channels: int, count_bytes: int = 8) -> int:
+    """int32 words of a layout-3 block of this size (counts of ``count_bytes`` bytes; the
+    default 8 gives the most a block of this size can take)."""
+    return HEADER + -(-n_windows * (WINDOW_BYTES + n_channels * count_bytes) // 4)

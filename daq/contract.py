@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.daq.scheme import ROTATOR_PATTERNS, SCHEMES
 
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "2.0"
 """Version of ``docs/daq-contract.md`` this code implements (the block layout has its own
 version, :data:`mupnc.daq.blocks.LAYOUT_VERSION`)."""
 
@@ -47,8 +47,8 @@ class ContractPV:
 
 
 REQUIRED = (
-    ContractPV("DAQ:BLOCK", "double[]", "", "latest window block (docs/daq-contract.md)"),
-    ContractPV("DAQ:RING:NNN", "double[]", "", "ring slot NNN (000 ...): block k in k mod depth"),
+    ContractPV("DAQ:BLOCK", "long[]", "", "latest window block (docs/daq-contract.md)"),
+    ContractPV("DAQ:RING:NNN", "long[]", "", "ring slot NNN (000 ...): block k in k mod depth"),
     ContractPV("DAQ:RING_DEPTH", "long", "blocks", "number of ring slots (>= 16)"),
     ContractPV("DAQ:BLOCK_NUMBER", "long", "", "number of the latest block published"),
     ContractPV("DAQ:CHANNEL_MAP", "char[]", "", "the channel map as JSON"),

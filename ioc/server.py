@@ -1,6 +1,6 @@
 """Soft IOCs (caproto): beam line, helicity source / spin rotator, detector DAQ, run control.
 
-The DAQ publishes windows in blocks (one flat float64 array PV, see :mod:`mupnc.daq.blocks`) at
+The DAQ publishes windows in blocks (one int32 array PV, see :mod:`mupnc.daq.blocks`) at
 ``block_rate`` Hz, never one CA update per window.  Every publish is paced by the clock,
 so no writer loop runs unthrottled (an unthrottled writer crashes caproto 1.3.0).
 """
@@ -24,7 +24,7 @@ from mupnc.daq.blocks import (
     CONSUMER_HAS_RUN,
     NO_CONSUMER,
     WindowBlock,
-    packed_length,
+    wire_length,
 )
 from mupnc.daq.helicity import PATTERN_SHAPES
 from mupnc.daq.record_fields import RecordGroup
@@ -98,14 +98,15 @@ class DaqLayout:
 
     @property
     def block_length(self) -> int:
-        return packed_length(self.max_windows, self.n_channels)
+        """int32 words of the array PVs: the largest block, counts of 8 bytes."""
+        return wire_length(self.max_windows, self.n_channels)
 
     @property
     def ring_depth(self) -> int:
         """Blocks kept for read-back: :data:`RING_SECONDS` of blocks (at least 128), fewer
         (at least 16) if that exceeds :data:`RING_BYTES`."""
         wanted = max(128, math.ceil(RING_SECONDS * self.block_rate))
-        return max(16, min(wanted, RING_BYTES // (8 * self.block_length)))
+        return max(16, min(wanted, RING_BYTES // (4 * self.block_length)))
 
 
 GROUPS = ("beam", "rotator", "detector")
@@ -340,15 +341,15 @@ class MupncIOCBase(RecordGroup):
 
 def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]:
     """A DAQ group class whose array PVs are sized for ``layout``."""
-    zeros = [0.0] * layout.block_length
     counts = [0.0] * len(layout.scaler_columns)
     attrs = {
         "block": pvproperty(
-            value=zeros,
+            value=[0],
             name="BLOCK",
+            dtype=ChannelType.LONG,
             max_length=layout.block_length,
             read_only=True,
-            doc="Latest window block (flat float64)",
+            doc="Latest window block (int32, layout 3)",
         ),
         "block_number": pvproperty(
             value=-1,
@@ -415,8 +416,9 @@ def _daq_group_class(layout: DaqLayout, channel_map_chars: int) -> type[PVGroup]
     }
     for slot in range(layout.ring_depth):
         attrs[f"ring_{slot:03d}"] = pvproperty(
-            value=zeros,
+            value=[0],
             name=f"RING:{slot:03d}",
+            dtype=ChannelType.LONG,
             max_length=layout.block_length,
             read_only=True,
             doc=f"Ring buffer slot {slot}\nRing buffer slot {slot}: block number = slot mod depth",
@@ -453,7 +455,7 @@ class DaqGroupBase(RecordGroup):
         """Ring slot first, then scalers (+ ``plus``/``minus``), then the block PV (so a
         reader can refill it)."""
         layout = self.parent.layout
-        wire = block.pack(layout.block_length)
+        wire = block.pack()
         ring = getattr(self, f"ring_{block.block_number % layout.ring_depth:03d}")
         await ring.write(wire)
         await self.gate_scalers(plus, minus)

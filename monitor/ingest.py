@@ -145,7 +145,7 @@ class BlockIngest:
     def check_layout(self) -> None:
         """Refuse (:class:`mupnc.daq.blocks.BlockLayoutError`, one line) a DAQ whose latest
         block has another magic number or layout version; nothing published yet passes."""
-        header = np.asarray(self.caget("DAQ:BLOCK", count=HEADER))
+        header = np.atleast_1d(self.caget("DAQ:BLOCK", count=HEADER))  # 1 value: a scalar
         if np.any(header):
             try:
                 check_layout(header)
@@ -189,11 +189,12 @@ class BlockIngest:
                 raw.append(self._queue.get_nowait())
         except queue.Empty:
             pass
+        # a PV's initial value (zeros, an IOC's at its start: nothing published yet) is no
+        # block; pyepics gives a 1-element array as a scalar
+        raw = [w for w in map(np.atleast_1d, raw) if np.any(w[:HEADER])]
         raw, self._held, self.refill_pending = self._held + raw, [], False
         out: list[WindowBlock] = []
         for i, wire in enumerate(raw):
-            if not np.any(np.asarray(wire)[:HEADER]):
-                continue  # the PV's initial value (all zeros): nothing published yet
             try:
                 block = WindowBlock.unpack(wire)
             except BlockLayoutError as err:

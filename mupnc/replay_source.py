@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from sqlalchemy import Engine
 
-from mupnc.daq.blocks import PER_WINDOW_FIELDS, WindowBlock
+from mupnc.daq.blocks import WindowBlock, wire_length
 from mupnc.daq.channel_map import ChannelMap
 from mupnc.daq.helicity import pattern_shape
 from mupnc.daq.scheme import stored_rotator
@@ -64,7 +64,8 @@ PUBLISH_RATE = 50.0
 COALESCE_SECONDS = 1.0
 """Seconds of data a published block holds at most (speed max: every block)."""
 PUBLISH_BYTES = 1 << 21
-"""Wire bytes a coalesced block holds at most (bounds the ring buffer's memory)."""
+"""Wire bytes a coalesced block may take at most, its counts at 8 bytes (bounds the ring
+buffer's memory)."""
 CONSUMER_POLL = 0.002
 """Seconds between two looks at DAQ:CONSUMED while the replay waits for its consumer."""
 CONFIG_KEYS = {
@@ -115,7 +116,7 @@ class RecordedSource:
         self.next_block = 0
         self.blocks, self.windows = info.blocks, info.windows
         window_rate = self.config.window_rate
-        wire_windows = PUBLISH_BYTES // (8 * (PER_WINDOW_FIELDS + self.n_channels))
+        wire_windows = PUBLISH_BYTES // (4 * wire_length(1, self.n_channels))
         self.capacity = max(
             info.max_block_windows, min(math.ceil(COALESCE_SECONDS * window_rate), wire_windows)
         )

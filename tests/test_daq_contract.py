@@ -4,21 +4,25 @@ reads from an outside DAQ's PVs, and the document's worked example decodes as it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.layout2 import layout_2_length, pack_layout_2
 from test_blocks import make_block
 
 from mupnc.daq.blocks import (
     LAYOUT_VERSION,
     MAGIC,
+    MAGIC_2,
     BlockFormatError,
     BlockLayoutError,
     WindowBlock,
-    packed_length,
 )
 from mupnc.daq.contract import CONTRACT_VERSION, OPTIONAL, REQUIRED, ContractError, enum_state
 from mupnc.monitor.service import served_settings, settings_from
@@ -34,24 +38,50 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 
 
 def test_magic_is_mu_and_the_layout_version() -> None:
-    assert MAGIC == 0x6D750002 == 1836384258 and LAYOUT_VERSION == 2
+    assert MAGIC == 0x6D750003 == 1836384259 and LAYOUT_VERSION == 3
+    assert MAGIC_2 == 0x6D750002 == 1836384258
 
 
-def test_a_block_of_another_layout_version_is_refused_in_one_line() -> None:
-    wire = make_block().pack(length=200)
-    wire[0] = 0x6D750001
+@pytest.mark.parametrize("version", [1, 4])
+def test_a_block_of_another_layout_version_is_refused_in_one_line(version: int) -> None:
+    wire = make_block().pack()
+    wire[0] = 0x6D750000 | version
     with pytest.raises(BlockLayoutError) as err:
         WindowBlock.unpack(wire)
-    assert "layout version 1" in one_line(err) and "reads layout version 2" in one_line(err)
+    assert f"layout version {version};" in one_line(err)
+    assert "reads layout versions 2 and 3" in one_line(err)
 
 
-@pytest.mark.parametrize("magic", [1.0, 0x6D760002, 1836384258.5, -1836384258, 2.0**40])
+@pytest.mark.parametrize("magic", [1.0, 0x6D760003, 1836384259.5, -1836384259, 2.0**40])
 def test_an_array_without_the_magic_is_refused_in_one_line(magic: float) -> None:
-    wire = make_block().pack(length=200)
+    wire = make_block().pack().astype(np.float64)
     wire[0] = magic
     with pytest.raises(BlockLayoutError) as err:
         WindowBlock.unpack(wire)
-    assert "0x6d750002 = 1836384258" in one_line(err)
+    assert "0x6d750003 = 1836384259" in one_line(err)
+
+
+def test_a_reader_of_layout_2_refuses_a_layout_3_block_in_one_line(tmp_path, monkeypatch) -> None:
+    """The issue's demand: old readers refuse the new encoding cleanly.  The reader is the
+    one mupnc shipped before layout 3 (``daq/blocks.py`` of commit 8aa9c35, from git)."""
+    root = Path(__file__).resolve().parents[1]
+    old = subprocess.run(
+        ["git", "-C", str(root), "show", "8aa9c35:daq/blocks.py"], capture_output=True, text=True
+    )
+    if old.returncode != 0:
+        pytest.skip(f"not a git clone with mupnc's history: {old.stderr.strip()}")
+    (tmp_path / "blocks_v2.py").write_text(old.stdout)
+    spec = importlib.util.spec_from_file_location("blocks_v2", tmp_path / "blocks_v2.py")
+    assert spec is not None and spec.loader is not None
+    blocks_v2 = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "blocks_v2", blocks_v2)  # its dataclasses look it up
+    spec.loader.exec_module(blocks_v2)
+    assert blocks_v2.LAYOUT_VERSION == 2
+    wire = make_block(4, 3, high=100).pack()
+    for as_read in (wire, wire.astype(np.float64)):  # pyepics gives int32, a DBR_DOUBLE get
+        with pytest.raises(blocks_v2.BlockLayoutError) as err:
+            blocks_v2.WindowBlock.unpack(as_read)
+        assert one_line(err).startswith("window block of layout version 3; this reader reads")
 
 
 def test_a_layout_1_block_is_refused_rather_than_mis_decoded() -> None:
@@ -61,7 +91,7 @@ def test_a_layout_1_block_is_refused_rather_than_mis_decoded() -> None:
     block = make_block(n, c)
     columns = [block.seq, block.pattern_number, block.pattern_phase, block.reported_helicity]
     columns += [block.flags, block.beam_monitor, block.counts.reshape(-1)]
-    v1 = np.zeros(packed_length(n, c) + 10)
+    v1 = np.zeros(layout_2_length(n, c) + 10)
     body = np.concatenate([np.asarray(x, dtype=np.float64) for x in columns])
     v1[:5] = (0x6D750001, 7, 1, n, c)
     v1[5 : 5 + body.size] = body
@@ -70,18 +100,23 @@ def test_a_layout_1_block_is_refused_rather_than_mis_decoded() -> None:
 
 
 def test_non_zero_padding_is_refused() -> None:
-    wire = make_block(5, 3).pack(length=200)
+    wire = pack_layout_2(make_block(5, 3), length=200)
     wire[-1] = 1.0
     with pytest.raises(BlockFormatError, match="padding must be zeros"):
         WindowBlock.unpack(wire)
     wire[-1] = 0.0
     WindowBlock.unpack(wire)
+    wire = np.concatenate([make_block(5, 3).pack(), np.zeros(20, np.int32)])
+    wire[-1] = 1
+    with pytest.raises(BlockFormatError, match="padding must be zeros"):
+        WindowBlock.unpack(wire)
 
 
 def test_a_truncated_block_is_a_format_error_not_a_layout_error() -> None:
-    with pytest.raises(BlockFormatError) as err:
-        WindowBlock.unpack(make_block(5, 3).pack()[:-1])
-    assert not isinstance(err.value, BlockLayoutError)
+    for wire in (make_block(5, 3).pack(), pack_layout_2(make_block(5, 3))):
+        with pytest.raises(BlockFormatError) as err:
+            WindowBlock.unpack(wire[:-1])
+        assert not isinstance(err.value, BlockLayoutError)
 
 
 @pytest.mark.parametrize(
@@ -151,14 +186,18 @@ def test_the_document_names_its_version_and_every_pv_of_the_contract() -> None:
             assert f"`{state}`" in text, (pv.name, state)
 
 
-def test_the_documents_worked_example_decodes_as_documented() -> None:
-    """The example block in docs/daq-contract.md, packed by hand there, is what the
-    reference unpacker reads."""
+@pytest.mark.parametrize(
+    ("title", "dtype"), [("example block, layout 3", np.int32), ("example block", float)]
+)
+def test_the_documents_worked_examples_decode_as_documented(title: str, dtype: type) -> None:
+    """The example blocks in docs/daq-contract.md, packed by hand there, are what the
+    reference unpacker reads; the layout-3 one is what :meth:`WindowBlock.pack` makes."""
     text = DOC.read_text()
-    example = re.search(r"```text\n# example block\n(.*?)```", text, re.S)
-    assert example is not None, "the worked example is missing from the document"
+    example = re.search(rf"```text\n# {title}\n(.*?)```", text, re.S)
+    assert example is not None, f"the worked example {title!r} is missing from the document"
     numbers = [float(x) for x in re.findall(r"[-\d.e+]+", example.group(1).split("=", 1)[1])]
-    block = WindowBlock.unpack(np.array(numbers))
+    wire = np.array(numbers).astype(dtype)
+    block = WindowBlock.unpack(wire)
     assert (block.stream_id, block.block_number, block.n_windows, block.n_channels) == (
         77,
         5,
@@ -166,9 +205,13 @@ def test_the_documents_worked_example_decodes_as_documented() -> None:
         2,
     )
     assert block.seq.tolist() == [40, 41]
+    assert block.pattern_phase.tolist() == [0, 1] and block.flags.tolist() == [3, 0]
+    assert block.reported_helicity.tolist() == [1, -1]
     assert block.rotator_readback.tolist() == [1, -1]
     assert block.beam_monitor.tolist() == [412000.0, 411873.5]
     assert block.counts.tolist() == [[103, 98], [97, 110]]
+    if dtype is np.int32:
+        np.testing.assert_array_equal(block.pack(), wire)
 
 
 def test_the_documents_generator_vector_is_the_generators() -> None:

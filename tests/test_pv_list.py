@@ -57,7 +57,7 @@ def test_pvs_lists_the_ioc_and_the_monitor_with_the_ring_on_one_line(capsys) -> 
     rings = [name for name in pvs if name.startswith("L:DAQ:RING:")]
     assert rings == [f"L:DAQ:RING:{{000..{depth - 1:03d}}}"]
     ring = pvs[rings[0]]
-    assert ring[:2] == ["ioc", "DOUBLE"]
+    assert ring[:2] == ["ioc", "LONG"]
     assert ring[3] == f"Ring buffer slot N: block number = slot mod depth ({depth} PVs)"
 
     monitor: dict = {}
