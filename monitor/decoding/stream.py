@@ -189,16 +189,31 @@ class PendingWindows:
         return int(self.counts.shape[0])
 
     def admit(self, block: WindowBlock, readback: np.ndarray, stray: np.ndarray) -> None:
-        """Append ``block``'s windows, with their ``readback`` and ``stray`` mask."""
-        for name in WINDOW_FIELDS:
-            self._fields[name] = np.concatenate([self._fields[name], getattr(block, name)])
-        self._fields["readback"] = np.concatenate([self._fields["readback"], readback])
-        self._fields["stray"] = np.concatenate([self._fields["stray"], stray])
-        self.counts = np.concatenate([self.counts, block.counts])
+        """Append ``block``'s windows, with their ``readback`` and ``stray`` mask.  With
+        nothing held, the block's counts are held as they are (no copy: nobody writes
+        into a block's arrays)."""
+        counts = np.asarray(block.counts, dtype=np.int64)
+        added = {name: getattr(block, name) for name in WINDOW_FIELDS}
+        added |= {"readback": readback, "stray": stray}
+        if not len(self):
+            self._fields = {name: np.asarray(v, dtype=np.float64) for name, v in added.items()}
+            self.counts = counts
+            return
+        for name, values in added.items():
+            self._fields[name] = np.concatenate([self._fields[name], values])
+        self.counts = np.concatenate([self.counts, counts])
+
+    def rows(self, take: np.ndarray) -> np.ndarray | slice:
+        """``take`` (increasing indices of held windows) as a slice where it is the first
+        ``take.size`` windows, the usual release: their fields are then views, not copies."""
+        if take.size and take[-1] == take.size - 1:
+            return slice(0, take.size)
+        return take
 
     def drop(self, released: np.ndarray) -> None:
         """Forget the windows where the boolean mask ``released`` is set; keep the rest."""
-        keep = ~released
+        rows = self.rows(np.flatnonzero(released))
+        keep = slice(rows.stop, None) if isinstance(rows, slice) else ~released
         for name, values in self._fields.items():
             self._fields[name] = values[keep]
         self.counts = self.counts[keep]
@@ -277,11 +292,12 @@ class StreamDecoder:
         """Release the held windows where ``ready`` is set, under (monitor) ``pattern``
         numbers, with their ``helicity`` and ``good`` flags (and rotator ``position``s);
         count them, and ``patterns_good`` good patterns."""
-        take = np.flatnonzero(ready)
-        if take.size:
+        released = np.count_nonzero(ready)
+        take = self._pending.rows(np.flatnonzero(ready))
+        if released:
             self.state.patterns_good += patterns_good
             self.state.windows_undecoded += int(np.count_nonzero(helicity == 0))
-            self.state.windows_released += int(take.size)
+            self.state.windows_released += int(released)
             self._released_pattern = int(pattern[-1])
         out = DecodedWindows(
             seq=self._pending["seq"][take].astype(np.int64),
