@@ -289,7 +289,7 @@ class RotatorDecoder(StreamDecoder):
         self._given_up.difference_update(pattern.tolist())
         return helicity, usable & (helicity != 0) & ~np.isin(pattern, list(bad_patterns))
 
-    def _analysing_power(self, take: np.ndarray, helicity: np.ndarray) -> np.ndarray | None:
+    def _analysing_power(self, take: np.ndarray | slice, helicity: np.ndarray) -> np.ndarray | None:
         """Kick: ``cos(degrees_per_turn * turns)`` from each window's turn readback (the
         helicity where no readback came); slow rotator: the helicity (None)."""
         if self.scheme != "kick":

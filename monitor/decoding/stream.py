@@ -313,7 +313,7 @@ class StreamDecoder:
         self._pending.drop(ready)
         return out
 
-    def _analysing_power(self, take: np.ndarray, helicity: np.ndarray) -> np.ndarray | None:
+    def _analysing_power(self, take: np.ndarray | slice, helicity: np.ndarray) -> np.ndarray | None:
         """``P_L / P`` of the released windows ``take`` (see :class:`DecodedWindows`)."""
         return None
 
