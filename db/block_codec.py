@@ -4,13 +4,21 @@ Payload layout (little endian)::
 
     header  <HBqqII : MAGIC, VERSION, stream_id, block_number, n_windows, n_channels
     widths  one byte per integer column: bytes per value after the transform (0 = all zero)
-    body    zlib( column_1 | column_2 | ... )
+    body    zlib( the other columns, in order ) zlib( counts )      (version 3)
+            zlib( column_1 | column_2 | ... )                        (version 2)
 
 Integer columns are delta-coded along the windows (the first value against 0), zigzag
-mapped to unsigned, cut to the narrowest of 1/2/4/8 bytes and byte-plane shuffled, so that
-the slowly varying high bytes compress to almost nothing: detector counts cost about
-their Poisson entropy.  ``beam_monitor`` (float64) is byte-plane shuffled and kept
-bit-exact.  Decoding gives back every field with the dtype of :meth:`WindowBlock.unpack`.
+mapped to unsigned and cut to the narrowest of 1/2/4/8 bytes (width byte 1/2/4/8, 0 if
+all deltas are 0); the counts are stored as they are (signed, width byte ``PLAIN | w``)
+where they fit in one byte (few counts per window) or their deltas are no narrower.
+Then byte-plane shuffled, so that the slowly varying
+high bytes compress to almost nothing: detector counts cost about their Poisson entropy.
+Deltas of one-byte values cost more than the values (the delta of two Poisson counts
+spreads wider than either) and time to make.  ``beam_monitor`` (float64) is byte-plane
+shuffled and kept bit-exact.  The counts are a zlib stream of their own: run-length
+coded, or Huffman only where few of them are 0 (as fast again at a count per window, and
+as small).  Decoding gives back every field with the dtype of
+:meth:`WindowBlock.unpack`; version 2 payloads (deltas only) decode as before.
 """
 
 from __future__ import annotations
@@ -20,10 +28,13 @@ import zlib
 
 import numpy as np
 
-from mupnc.daq.blocks import WindowBlock
+from mupnc.daq.blocks import WindowBlock, count_bytes
 
 MAGIC = 0x6D72  # "mr"
-VERSION = 2  # 2: rotator_readback per window
+VERSION = 3  # 2: rotator_readback per window; 3: plain columns
+READ_VERSIONS = (2, 3)
+PLAIN = 0x80
+"""Flag of a width byte: the column's values as they are (signed), not zigzag deltas."""
 _HEADER = struct.Struct("<HBqqII")
 _ZLIB_LEVEL = 6
 
@@ -75,6 +86,8 @@ def _undo_zigzag_deltas(z: np.ndarray) -> np.ndarray:
 
 def _shuffle(raw: np.ndarray, width: int) -> bytes:
     """Byte planes of ``raw`` (a flat array of ``width``-byte items), plane by plane."""
+    if width == 1:
+        return raw.tobytes()
     items = raw.view(np.uint8).reshape(-1, width)
     planes = np.empty((width, items.shape[0]), np.uint8)
     for k in range(width):  # a plane at a time: a transposing copy is 4x slower
@@ -84,6 +97,8 @@ def _shuffle(raw: np.ndarray, width: int) -> bytes:
 
 def _unshuffle(data: bytes, width: int, count: int) -> np.ndarray:
     """Inverse of :func:`_shuffle`: the items' bytes, item after item."""
+    if width == 1:
+        return np.frombuffer(data, np.uint8, count)
     planes = np.frombuffer(data, np.uint8).reshape(width, count)
     items = np.empty((count, width), np.uint8)
     for k in range(width):
@@ -110,21 +125,69 @@ def raw_size(block: WindowBlock) -> int:
     return block.n_windows * (per_window + 4 * block.n_channels)
 
 
+def _deltas(values: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """Width byte and stored items (flat; None for width 0) of zigzag deltas of ``values``
+    (shaped ``(n, columns)``)."""
+    z = _zigzag_deltas(values)
+    width = _width(z)
+    return width, z.reshape(-1).astype(f"<u{width}") if width else None
+
+
+def _counts(counts: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """Width byte and stored items of the counts: plain where they fit in a byte or their
+    deltas are no narrower, else deltas."""
+    plain = count_bytes(counts)
+    if plain > 1:
+        width, items = _deltas(counts)
+        if width <= plain:
+            return width, items
+    return PLAIN | plain, counts.reshape(-1).astype(f"<i{plain}")
+
+
 def encode(block: WindowBlock) -> bytes:
     """The block as a compact, self-contained payload (see the module docstring)."""
     n, c = block.n_windows, block.n_channels
-    widths, body = bytearray(), []
+    widths, window_columns, counts = bytearray(), [], b""
+    strategy = zlib.Z_RLE
     for name, _ in INTEGER_COLUMNS:
-        z = _zigzag_deltas(np.asarray(getattr(block, name)).reshape(_shape(name, n, c)))
-        width = _width(z)
+        values = np.asarray(getattr(block, name)).reshape(_shape(name, n, c))
+        width, items = _counts(values) if name == "counts" else _deltas(values)
         widths.append(width)
-        if width:
-            body.append(_shuffle(z.reshape(-1).astype(f"<u{width}"), width))
+        stored = b"" if items is None else _shuffle(items, width & ~PLAIN)
+        if name != "counts":
+            window_columns.append(stored)
+            continue
+        counts = stored
+        if width == PLAIN | 1 and 4 * np.count_nonzero(items) > items.size:
+            strategy = zlib.Z_HUFFMAN_ONLY  # dense small counts: runs are rare
     for name, dtype in FLOAT_COLUMNS:
-        body.append(_shuffle(np.asarray(getattr(block, name), dtype).astype("<f8"), 8))
+        window_columns.append(_shuffle(np.asarray(getattr(block, name), dtype).astype("<f8"), 8))
     header = _HEADER.pack(MAGIC, VERSION, block.stream_id, block.block_number, n, c)
-    deflate = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_RLE)
-    return header + bytes(widths) + deflate.compress(b"".join(body)) + deflate.flush()
+    return (
+        header
+        + bytes(widths)
+        + _deflate(b"".join(window_columns), zlib.Z_RLE)
+        + _deflate(counts, strategy)
+    )
+
+
+def _deflate(data: bytes, strategy: int) -> bytes:
+    """One zlib stream of ``data``."""
+    deflate = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 8, strategy)
+    return deflate.compress(data) + deflate.flush()
+
+
+def _inflate(data: bytes, version: int, before_counts: int) -> bytes:
+    """The body in version 2's order (the integer columns, the float columns); a version 3
+    body's counts stream goes back after its first ``before_counts`` bytes."""
+    if version == 2:
+        return zlib.decompress(data)
+    inflate = zlib.decompressobj()
+    window_columns = inflate.decompress(data)
+    if not inflate.eof:
+        raise zlib.error("the first stream is incomplete")
+    counts = zlib.decompress(inflate.unused_data)
+    return window_columns[:before_counts] + counts + window_columns[before_counts:]
 
 
 def decode(payload: bytes) -> WindowBlock:
@@ -133,25 +196,38 @@ def decode(payload: bytes) -> WindowBlock:
     if len(payload) < _HEADER.size + len(INTEGER_COLUMNS):
         raise RecordingError("payload is truncated")
     magic, version, stream_id, block_number, n, c = _HEADER.unpack_from(payload)
-    if magic != MAGIC or version != VERSION:
-        raise RecordingError(f"not a recorded block of version {VERSION} (magic {magic:#x})")
+    if magic != MAGIC or version not in READ_VERSIONS:
+        raise RecordingError(
+            f"not a recorded block of version {' or '.join(map(str, READ_VERSIONS))} "
+            f"(magic {magic:#x}, version {version})"
+        )
     offset = _HEADER.size + len(INTEGER_COLUMNS)
     widths = payload[_HEADER.size : offset]
+    before_counts = sum(
+        n * _shape(name, n, c)[1] * (width & ~PLAIN)
+        for (name, _), width in zip(INTEGER_COLUMNS, widths, strict=True)
+        if name != "counts"
+    )
     try:
-        body = zlib.decompress(payload[offset:])
+        body = _inflate(payload[offset:], version, before_counts)
     except zlib.error as err:
         raise RecordingError(f"corrupt payload ({err})") from None
     fields, position = {}, 0
     for (name, dtype), width in zip(INTEGER_COLUMNS, widths, strict=True):
-        count = n * _shape(name, n, c)[1]
+        shape = _shape(name, n, c)
+        count, plain, width = n * shape[1], width & PLAIN, width & ~PLAIN
+        if width not in (0, *_WIDTHS) or (plain and (version < 3 or not width)):
+            raise RecordingError(f"payload has a bad width byte for {name}")
         if width:
             size = count * width
             raw = _unshuffle(body[position : position + size], width, count)
-            z = raw.view(f"<u{width}")
             position += size
         else:
-            z = np.zeros(count, np.uint8)
-        values = _undo_zigzag_deltas(z.reshape(_shape(name, n, c)))
+            raw = np.zeros(count, np.uint8)
+        if plain:
+            values = raw.view(f"<i{width}").reshape(shape)
+        else:
+            values = _undo_zigzag_deltas(raw.view(f"<u{max(width, 1)}").reshape(shape))
         fields[name] = (values if name == "counts" else values[:, 0]).astype(dtype)
     for name, dtype in FLOAT_COLUMNS:
         raw = _unshuffle(body[position : position + 8 * n], 8, n)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ from mupnc.daq.blocks import WindowBlock
 from mupnc.db.block_codec import (
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
+    PLAIN,
     SCALARS,
     RecordingError,
     decode,
@@ -90,3 +96,95 @@ def test_two_byte_deltas_summed_past_int32_round_trip(n):
     counts = np.cumsum(np.full((n, 1), 32767, np.int64), axis=0)  # 32767 n: past 2**31
     block = dataclasses.replace(synthetic(n, 1, np.random.default_rng(5)), counts=counts)
     assert_identical(decode(encode(block)), block)
+
+
+def old_codec(tmp_path, monkeypatch):
+    """The recording codec mupnc shipped before version 3 (``db/block_codec.py`` of commit
+    8aa9c35, from git): the payloads every database recorded until then holds."""
+    root = Path(__file__).resolve().parents[1]
+    old = subprocess.run(
+        ["git", "-C", str(root), "show", "8aa9c35:db/block_codec.py"],
+        capture_output=True,
+        text=True,
+    )
+    if old.returncode != 0:
+        pytest.skip(f"not a git clone with mupnc's history: {old.stderr.strip()}")
+    (tmp_path / "block_codec_v2.py").write_text(old.stdout)
+    spec = importlib.util.spec_from_file_location("block_codec_v2", tmp_path / "block_codec_v2.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "block_codec_v2", module)
+    spec.loader.exec_module(module)
+    assert module.VERSION == 2
+    return module
+
+
+def test_version_2_payloads_recorded_before_decode_bit_exactly(tmp_path, monkeypatch):
+    v2 = old_codec(tmp_path, monkeypatch)
+    source = WindowSource(SourceConfig(mode="alr", muon_rate=1e8, seed=4))
+    blocks = [source.next_block_of(12).block for _ in range(5)]
+    blocks += [synthetic(n, c, np.random.default_rng(n + c)) for n, c in [(0, 3), (1, 1), (37, 19)]]
+    rng = np.random.default_rng(9)
+    blocks.append(dataclasses.replace(blocks[0], counts=rng.poisson(1.0, (12, 18))))
+    for block in blocks:
+        payload = v2.encode(block)
+        assert payload[2] == 2
+        assert_identical(decode(payload), block)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "width"),
+    [
+        (0, 0, PLAIN | 1),  # all zero: plain, one byte
+        (0, 4, PLAIN | 1),  # a few counts per window (MOLLER): plain, dense
+        (-128, 127, PLAIN | 1),
+        (-20000, 20000, PLAIN | 2),  # deltas would need 4 bytes
+        (10**6, 10**6 + 100, 4),  # integrating: deltas (as wide as the first row, against 0)
+        (-(2**61), 2**61, 8),  # deltas no narrower than the values: deltas
+    ],
+)
+def test_counts_are_stored_plain_or_as_deltas_whichever_is_narrower(low, high, width):
+    rng = np.random.default_rng(high)
+    counts = rng.integers(low, high + 1, (300, 16))
+    block = dataclasses.replace(synthetic(300, 16, rng), counts=counts)
+    payload = encode(block)
+    assert payload[_header_size() + len(INTEGER_COLUMNS) - 1] == width  # counts: the last
+    assert_identical(decode(payload), block)
+
+
+def _header_size() -> int:
+    return 2 + 1 + 8 + 8 + 4 + 4
+
+
+@pytest.mark.parametrize("mean", [0.01, 0.3, 1.0, 3.0])
+def test_few_counts_per_window_cost_about_their_entropy(mean):
+    """Poisson counts of the MOLLER shape's order (a count per window and channel) stored
+    plain: within 12 % of the Poisson entropy plus a few bytes, which deltas were not (the
+    delta of two counts spreads wider: +30 % at a count per window)."""
+    rng = np.random.default_rng(int(100 * mean))
+    counts = rng.poisson(mean, (1920, 512))
+    block = dataclasses.replace(synthetic(1920, 512, rng), counts=counts)
+    payload = encode(block)
+    assert_identical(decode(payload), block)
+    k = np.arange(60)
+    p = np.exp(-mean + k * np.log(mean) - np.array([math.lgamma(x + 1) for x in k]))
+    entropy_bits = -np.sum(p[p > 0] * np.log2(p[p > 0])) * counts.size
+    window_columns = len(encode(dataclasses.replace(block, counts=np.zeros((1920, 0), int))))
+    counts_bytes = len(payload) - window_columns
+    assert counts_bytes <= 1.12 * entropy_bits / 8 + 64 + 0.2 * counts.size / 8, mean
+
+
+@pytest.mark.parametrize("byte", [PLAIN, PLAIN | 3, 3, 16])
+def test_a_bad_width_byte_is_refused(byte):
+    payload = bytearray(encode(synthetic(10, 4, np.random.default_rng(1))))
+    payload[_header_size() + len(INTEGER_COLUMNS) - 1] = byte
+    with pytest.raises(RecordingError, match="bad width byte for counts"):
+        decode(bytes(payload))
+
+
+def test_a_plain_column_in_a_version_2_payload_is_refused():
+    payload = bytearray(encode(synthetic(10, 4, np.random.default_rng(1))))
+    payload[2] = 2
+    payload[_header_size() + len(INTEGER_COLUMNS) - 1] = PLAIN | 1
+    with pytest.raises(RecordingError, match="bad width byte"):
+        decode(bytes(payload))
