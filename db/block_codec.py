@@ -4,21 +4,25 @@ Payload layout (little endian)::
 
     header  <HBqqII : MAGIC, VERSION, stream_id, block_number, n_windows, n_channels
     widths  one byte per integer column: bytes per value after the transform (0 = all zero)
-    body    zlib( the other columns, in order ) zlib( counts )      (version 3)
-            zlib( column_1 | column_2 | ... )                        (version 2)
+    bytes   (version 3) ceil(n_channels / 8) bytes: bit k set = channel k is a byte channel
+    body    (version 3) zlib( integer columns | float columns ) zlib( byte channels )
+            (version 2) zlib( integer columns | float columns ), every channel in counts
 
 Integer columns are delta-coded along the windows (the first value against 0), zigzag
 mapped to unsigned and cut to the narrowest of 1/2/4/8 bytes (width byte 1/2/4/8, 0 if
-all deltas are 0); the counts are stored as they are (signed, width byte ``PLAIN | w``)
-where they fit in one byte (few counts per window) or their deltas are no narrower.
-Then byte-plane shuffled, so that the slowly varying
-high bytes compress to almost nothing: detector counts cost about their Poisson entropy.
-Deltas of one-byte values cost more than the values (the delta of two Poisson counts
-spreads wider than either) and time to make.  ``beam_monitor`` (float64) is byte-plane
-shuffled and kept bit-exact.  The counts are a zlib stream of their own: run-length
-coded, or Huffman only where few of them are 0 (as fast again at a count per window, and
-as small).  Decoding gives back every field with the dtype of
-:meth:`WindowBlock.unpack`; version 2 payloads (deltas only) decode as before.
+all deltas are 0), then byte-plane shuffled, so that the slowly varying high bytes
+compress to almost nothing.  ``beam_monitor`` (float64) is byte-plane shuffled and kept
+bit-exact.
+
+Counts (version 3): a channel whose counts in the block fit in one signed byte (a few
+counts per window: a counting detector) is a *byte channel*, stored as it is, window-major
+over the byte channels, in a zlib stream of its own: Huffman-only where few are 0 (as
+small as run-length coding and twice as fast), run-length coded otherwise.  Deltas of
+such counts cost more than the counts (the difference of two Poisson counts spreads
+wider).  The other channels (integrating detectors, beam-monitor words) are the
+``counts`` column of the first stream: deltas as above, or their values (signed, width
+byte ``PLAIN | w``) where the deltas are no narrower.  Decoding gives back every field
+with the dtype of :meth:`WindowBlock.unpack`; version 2 payloads decode as before.
 """
 
 from __future__ import annotations
@@ -106,10 +110,6 @@ def _unshuffle(data: bytes, width: int, count: int) -> np.ndarray:
     return items.reshape(-1)
 
 
-def _shape(name: str, n: int, c: int) -> tuple[int, int]:
-    return (n, c) if name == "counts" else (n, 1)
-
-
 def _width(z: np.ndarray) -> int:
     top = int(z.max()) if z.size else 0
     if top == 0:
@@ -133,41 +133,51 @@ def _deltas(values: np.ndarray) -> tuple[int, np.ndarray | None]:
     return width, z.reshape(-1).astype(f"<u{width}") if width else None
 
 
-def _counts(counts: np.ndarray) -> tuple[int, np.ndarray | None]:
-    """Width byte and stored items of the counts: plain where they fit in a byte or their
-    deltas are no narrower, else deltas."""
+def _wide_counts(counts: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """Width byte and stored items of the channels that are not byte channels: deltas,
+    or their values where the deltas are no narrower."""
     plain = count_bytes(counts)
-    if plain > 1:
-        width, items = _deltas(counts)
-        if width <= plain:
-            return width, items
+    width, items = _deltas(counts)
+    if width <= plain:
+        return width, items
     return PLAIN | plain, counts.reshape(-1).astype(f"<i{plain}")
+
+
+def byte_channels(counts: np.ndarray) -> np.ndarray:
+    """Per channel of ``counts`` (``n x c``): whether all its counts fit in a signed byte."""
+    if counts.shape[0] == 0:
+        return np.ones(counts.shape[1], bool)
+    return (counts.min(axis=0) >= -128) & (counts.max(axis=0) <= 127)
 
 
 def encode(block: WindowBlock) -> bytes:
     """The block as a compact, self-contained payload (see the module docstring)."""
     n, c = block.n_windows, block.n_channels
-    widths, window_columns, counts = bytearray(), [], b""
-    strategy = zlib.Z_RLE
+    counts = np.asarray(block.counts).reshape(n, c)
+    in_bytes = byte_channels(counts)
+    if in_bytes.all():
+        small, wide = counts.astype("<i1"), counts[:, :0]
+    else:
+        small, wide = counts[:, in_bytes].astype("<i1"), counts[:, ~in_bytes]
+    widths, window_columns = bytearray(), []
     for name, _ in INTEGER_COLUMNS:
-        values = np.asarray(getattr(block, name)).reshape(_shape(name, n, c))
-        width, items = _counts(values) if name == "counts" else _deltas(values)
+        if name == "counts":
+            width, items = _wide_counts(wide)
+        else:
+            width, items = _deltas(np.asarray(getattr(block, name)).reshape(n, 1))
         widths.append(width)
-        stored = b"" if items is None else _shuffle(items, width & ~PLAIN)
-        if name != "counts":
-            window_columns.append(stored)
-            continue
-        counts = stored
-        if width == PLAIN | 1 and 4 * np.count_nonzero(items) > items.size:
-            strategy = zlib.Z_HUFFMAN_ONLY  # dense small counts: runs are rare
+        if items is not None:
+            window_columns.append(_shuffle(items, width & ~PLAIN))
     for name, dtype in FLOAT_COLUMNS:
         window_columns.append(_shuffle(np.asarray(getattr(block, name), dtype).astype("<f8"), 8))
+    dense = 4 * np.count_nonzero(small) > small.size  # runs of zeros are rare
     header = _HEADER.pack(MAGIC, VERSION, block.stream_id, block.block_number, n, c)
     return (
         header
         + bytes(widths)
+        + np.packbits(in_bytes, bitorder="little").tobytes()
         + _deflate(b"".join(window_columns), zlib.Z_RLE)
-        + _deflate(counts, strategy)
+        + _deflate(small.tobytes(), zlib.Z_HUFFMAN_ONLY if dense else zlib.Z_RLE)
     )
 
 
@@ -177,17 +187,15 @@ def _deflate(data: bytes, strategy: int) -> bytes:
     return deflate.compress(data) + deflate.flush()
 
 
-def _inflate(data: bytes, version: int, before_counts: int) -> bytes:
-    """The body in version 2's order (the integer columns, the float columns); a version 3
-    body's counts stream goes back after its first ``before_counts`` bytes."""
+def _inflate(data: bytes, version: int) -> tuple[bytes, bytes]:
+    """The body's two streams (version 2: one, and no byte channels)."""
     if version == 2:
-        return zlib.decompress(data)
+        return zlib.decompress(data), b""
     inflate = zlib.decompressobj()
-    window_columns = inflate.decompress(data)
+    columns = inflate.decompress(data)
     if not inflate.eof:
         raise zlib.error("the first stream is incomplete")
-    counts = zlib.decompress(inflate.unused_data)
-    return window_columns[:before_counts] + counts + window_columns[before_counts:]
+    return columns, zlib.decompress(inflate.unused_data)
 
 
 def decode(payload: bytes) -> WindowBlock:
@@ -203,18 +211,23 @@ def decode(payload: bytes) -> WindowBlock:
         )
     offset = _HEADER.size + len(INTEGER_COLUMNS)
     widths = payload[_HEADER.size : offset]
-    before_counts = sum(
-        n * _shape(name, n, c)[1] * (width & ~PLAIN)
-        for (name, _), width in zip(INTEGER_COLUMNS, widths, strict=True)
-        if name != "counts"
-    )
+    in_bytes = np.zeros(c, bool)
+    if version >= 3:
+        if len(payload) < offset + -(-c // 8):
+            raise RecordingError("payload is truncated")
+        bits = np.frombuffer(payload, np.uint8, -(-c // 8), offset)
+        in_bytes = np.unpackbits(bits, count=c, bitorder="little").astype(bool)
+        offset += bits.size
     try:
-        body = _inflate(payload[offset:], version, before_counts)
+        body, small = _inflate(payload[offset:], version)
     except zlib.error as err:
         raise RecordingError(f"corrupt payload ({err})") from None
+    wide_channels = c - int(np.count_nonzero(in_bytes))
+    if len(small) != n * (c - wide_channels):
+        raise RecordingError("payload length does not match its header")
     fields, position = {}, 0
     for (name, dtype), width in zip(INTEGER_COLUMNS, widths, strict=True):
-        shape = _shape(name, n, c)
+        shape = (n, wide_channels) if name == "counts" else (n, 1)
         count, plain, width = n * shape[1], width & PLAIN, width & ~PLAIN
         if width not in (0, *_WIDTHS) or (plain and (version < 3 or not width)):
             raise RecordingError(f"payload has a bad width byte for {name}")
@@ -235,4 +248,9 @@ def decode(payload: bytes) -> WindowBlock:
         position += 8 * n
     if position != len(body):
         raise RecordingError("payload length does not match its header")
+    if wide_channels < c:
+        counts = np.empty((n, c), np.int64)
+        counts[:, in_bytes] = np.frombuffer(small, "<i1").reshape(n, c - wide_channels)
+        counts[:, ~in_bytes] = fields["counts"]
+        fields["counts"] = counts
     return WindowBlock(stream_id=stream_id, block_number=block_number, **fields)

@@ -25,6 +25,9 @@ from mupnc.db.block_codec import (
 )
 from mupnc.sim.source import SourceConfig, WindowSource
 
+HEADER_SIZE = 2 + 1 + 8 + 8 + 4 + 4
+"""Bytes of a payload's header (``<HBqqII``)."""
+
 
 def assert_identical(a: WindowBlock, b: WindowBlock) -> None:
     for f in dataclasses.fields(WindowBlock):
@@ -132,28 +135,35 @@ def test_version_2_payloads_recorded_before_decode_bit_exactly(tmp_path, monkeyp
         assert_identical(decode(payload), block)
 
 
+def counts_layout(payload: bytes, c: int) -> tuple[int, list[bool]]:
+    """The width byte of a version-3 payload's wide channels, and which are byte channels."""
+    at = HEADER_SIZE + len(INTEGER_COLUMNS)
+    bits = np.unpackbits(np.frombuffer(payload, np.uint8, -(-c // 8), at), bitorder="little")
+    return payload[at - 1], bits[:c].astype(bool).tolist()
+
+
 @pytest.mark.parametrize(
     ("low", "high", "width"),
     [
-        (0, 0, PLAIN | 1),  # all zero: plain, one byte
-        (0, 4, PLAIN | 1),  # a few counts per window (MOLLER): plain, dense
-        (-128, 127, PLAIN | 1),
         (-20000, 20000, PLAIN | 2),  # deltas would need 4 bytes
         (10**6, 10**6 + 100, 4),  # integrating: deltas (as wide as the first row, against 0)
         (-(2**61), 2**61, 8),  # deltas no narrower than the values: deltas
     ],
 )
-def test_counts_are_stored_plain_or_as_deltas_whichever_is_narrower(low, high, width):
+def test_byte_channels_are_stored_as_they_are_the_others_plain_or_as_deltas(low, high, width):
+    """Channels 0-8 count a few per window (byte channels), 9-11 do not."""
     rng = np.random.default_rng(high)
-    counts = rng.integers(low, high + 1, (300, 16))
-    block = dataclasses.replace(synthetic(300, 16, rng), counts=counts)
+    counts = np.hstack([rng.poisson(1.0, (300, 9)), rng.integers(low, high + 1, (300, 3))])
+    block = dataclasses.replace(synthetic(300, 12, rng), counts=counts)
     payload = encode(block)
-    assert payload[_header_size() + len(INTEGER_COLUMNS) - 1] == width  # counts: the last
+    assert counts_layout(payload, 12) == (width, [True] * 9 + [False] * 3)
     assert_identical(decode(payload), block)
-
-
-def _header_size() -> int:
-    return 2 + 1 + 8 + 8 + 4 + 4
+    every = dataclasses.replace(block, counts=counts[:, :9] - 2)  # all byte channels
+    assert counts_layout(encode(every), 9) == (0, [True] * 9)
+    assert_identical(decode(encode(every)), every)
+    extremes = dataclasses.replace(block, counts=np.array([[-128, 127, 0], [-129, 0, 128]] * 150))
+    assert counts_layout(encode(extremes), 3)[1] == [False, True, False]
+    assert_identical(decode(encode(extremes)), extremes)
 
 
 @pytest.mark.parametrize("mean", [0.01, 0.3, 1.0, 3.0])
@@ -177,14 +187,15 @@ def test_few_counts_per_window_cost_about_their_entropy(mean):
 @pytest.mark.parametrize("byte", [PLAIN, PLAIN | 3, 3, 16])
 def test_a_bad_width_byte_is_refused(byte):
     payload = bytearray(encode(synthetic(10, 4, np.random.default_rng(1))))
-    payload[_header_size() + len(INTEGER_COLUMNS) - 1] = byte
+    payload[HEADER_SIZE + len(INTEGER_COLUMNS) - 1] = byte
     with pytest.raises(RecordingError, match="bad width byte for counts"):
         decode(bytes(payload))
 
 
-def test_a_plain_column_in_a_version_2_payload_is_refused():
-    payload = bytearray(encode(synthetic(10, 4, np.random.default_rng(1))))
-    payload[2] = 2
-    payload[_header_size() + len(INTEGER_COLUMNS) - 1] = PLAIN | 1
+def test_a_plain_column_in_a_version_2_payload_is_refused(tmp_path, monkeypatch):
+    payload = bytearray(
+        old_codec(tmp_path, monkeypatch).encode(synthetic(10, 4, np.random.default_rng(1)))
+    )
+    payload[HEADER_SIZE + len(INTEGER_COLUMNS) - 1] = PLAIN | 1
     with pytest.raises(RecordingError, match="bad width byte"):
         decode(bytes(payload))
