@@ -16,7 +16,6 @@ from mupnc.daq.blocks import WindowBlock
 from mupnc.db.block_codec import (
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
-    PLAIN,
     SCALARS,
     RecordingError,
     decode,
@@ -136,8 +135,8 @@ def test_version_2_payloads_recorded_before_decode_bit_exactly(tmp_path, monkeyp
 
 
 def counts_layout(payload: bytes, c: int) -> tuple[int, list[bool]]:
-    """The width byte of a version-3 payload's wide channels, and which are byte channels."""
-    at = HEADER_SIZE + len(INTEGER_COLUMNS)
+    """The width byte of a version-3 payload's wide channels, and which are narrow."""
+    at = HEADER_SIZE + 2
     bits = np.unpackbits(np.frombuffer(payload, np.uint8, -(-c // 8), at), bitorder="little")
     return payload[at - 1], bits[:c].astype(bool).tolist()
 
@@ -145,25 +144,38 @@ def counts_layout(payload: bytes, c: int) -> tuple[int, list[bool]]:
 @pytest.mark.parametrize(
     ("low", "high", "width"),
     [
-        (-20000, 20000, PLAIN | 2),  # deltas would need 4 bytes
-        (10**6, 10**6 + 100, 4),  # integrating: deltas (as wide as the first row, against 0)
-        (-(2**61), 2**61, 8),  # deltas no narrower than the values: deltas
+        (-20000, 20000, 4),  # steps of up to 40000: 4 bytes
+        (10**6, 10**6 + 300, 2),  # integrating, spread 300: the first row apart, 2-byte steps
+        (-(2**63), 2**63 - 1, 8),  # every int64: the span does not overflow
     ],
 )
-def test_byte_channels_are_stored_as_they_are_the_others_plain_or_as_deltas(low, high, width):
-    """Channels 0-8 count a few per window (byte channels), 9-11 do not."""
-    rng = np.random.default_rng(high)
-    counts = np.hstack([rng.poisson(1.0, (300, 9)), rng.integers(low, high + 1, (300, 3))])
-    block = dataclasses.replace(synthetic(300, 12, rng), counts=counts)
+def test_narrow_channels_are_offsets_from_their_minimum_the_others_steps(low, high, width):
+    """Channels 0-8 count a few per window, 9-10 near 10**9 within a span of 255 (narrow),
+    11-13 span more (wide)."""
+    rng = np.random.default_rng(abs(high) % 2**32)
+    narrow = [rng.poisson(1.0, (300, 9)), 10**9 + rng.integers(0, 256, (300, 2))]
+    wide = [rng.integers(low, high, (300, 3), endpoint=True, dtype=np.int64)]
+    block = dataclasses.replace(synthetic(300, 14, rng), counts=np.hstack(narrow + wide))
     payload = encode(block)
-    assert counts_layout(payload, 12) == (width, [True] * 9 + [False] * 3)
+    assert counts_layout(payload, 14) == (width, [True] * 11 + [False] * 3)
     assert_identical(decode(payload), block)
-    every = dataclasses.replace(block, counts=counts[:, :9] - 2)  # all byte channels
-    assert counts_layout(encode(every), 9) == (0, [True] * 9)
-    assert_identical(decode(encode(every)), every)
-    extremes = dataclasses.replace(block, counts=np.array([[-128, 127, 0], [-129, 0, 128]] * 150))
-    assert counts_layout(encode(extremes), 3)[1] == [False, True, False]
-    assert_identical(decode(encode(extremes)), extremes)
+
+
+def test_a_block_whose_channels_are_all_narrow_or_all_wide_round_trips():
+    rng = np.random.default_rng(3)
+    for counts, narrow in (
+        (rng.poisson(520.0, (505, 12)), True),  # the replay bench's MOLLER counts
+        (rng.poisson(1e6, (505, 12)), False),
+        (np.array([[-(2**63), 2**63 - 1], [2**63 - 1, -(2**63)]] * 2), False),
+        (np.array([[0, 255], [255, 0], [7, 7]]), True),
+        (np.array([[0, 256], [255, 0], [7, 7]]), None),
+    ):
+        n, c = counts.shape
+        block = dataclasses.replace(synthetic(n, c, rng), counts=counts)
+        payload = encode(block)
+        layout = counts_layout(payload, c)[1]
+        assert layout == ([True, False] if narrow is None else [narrow] * c)
+        assert_identical(decode(payload), block)
 
 
 @pytest.mark.parametrize("mean", [0.01, 0.3, 1.0, 3.0])
@@ -184,18 +196,9 @@ def test_few_counts_per_window_cost_about_their_entropy(mean):
     assert counts_bytes <= 1.12 * entropy_bits / 8 + 64 + 0.2 * counts.size / 8, mean
 
 
-@pytest.mark.parametrize("byte", [PLAIN, PLAIN | 3, 3, 16])
+@pytest.mark.parametrize("byte", [3, 16, 0x81])
 def test_a_bad_width_byte_is_refused(byte):
     payload = bytearray(encode(synthetic(10, 4, np.random.default_rng(1))))
-    payload[HEADER_SIZE + len(INTEGER_COLUMNS) - 1] = byte
-    with pytest.raises(RecordingError, match="bad width byte for counts"):
-        decode(bytes(payload))
-
-
-def test_a_plain_column_in_a_version_2_payload_is_refused(tmp_path, monkeypatch):
-    payload = bytearray(
-        old_codec(tmp_path, monkeypatch).encode(synthetic(10, 4, np.random.default_rng(1)))
-    )
-    payload[HEADER_SIZE + len(INTEGER_COLUMNS) - 1] = PLAIN | 1
+    payload[HEADER_SIZE + 1] = byte  # the wide counts' steps
     with pytest.raises(RecordingError, match="bad width byte"):
         decode(bytes(payload))
