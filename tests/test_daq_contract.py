@@ -4,16 +4,14 @@ reads from an outside DAQ's PVs, and the document's worked example decodes as it
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from support.layout2 import layout_2_length, pack_layout_2
+from support.shipped import shipped_module
 from test_blocks import make_block
 
 from mupnc.daq.blocks import (
@@ -64,18 +62,7 @@ def test_an_array_without_the_magic_is_refused_in_one_line(magic: float) -> None
 def test_a_reader_of_layout_2_refuses_a_layout_3_block_in_one_line(tmp_path, monkeypatch) -> None:
     """The issue's demand: old readers refuse the new encoding cleanly.  The reader is the
     one mupnc shipped before layout 3 (``daq/blocks.py`` of commit 8aa9c35, from git)."""
-    root = Path(__file__).resolve().parents[1]
-    old = subprocess.run(
-        ["git", "-C", str(root), "show", "8aa9c35:daq/blocks.py"], capture_output=True, text=True
-    )
-    if old.returncode != 0:
-        pytest.skip(f"not a git clone with mupnc's history: {old.stderr.strip()}")
-    (tmp_path / "blocks_v2.py").write_text(old.stdout)
-    spec = importlib.util.spec_from_file_location("blocks_v2", tmp_path / "blocks_v2.py")
-    assert spec is not None and spec.loader is not None
-    blocks_v2 = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "blocks_v2", blocks_v2)  # its dataclasses look it up
-    spec.loader.exec_module(blocks_v2)
+    blocks_v2 = shipped_module("8aa9c35", "daq/blocks.py", tmp_path, monkeypatch)
     assert blocks_v2.LAYOUT_VERSION == 2
     wire = make_block(4, 3, high=100).pack()
     for as_read in (wire, wire.astype(np.float64)):  # pyepics gives int32, a DBR_DOUBLE get

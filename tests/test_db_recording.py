@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from support.shipped import shipped_module
 
 from mupnc.daq.blocks import WindowBlock
 from mupnc.db.block_codec import (
@@ -101,22 +98,9 @@ def test_two_byte_deltas_summed_past_int32_round_trip(n):
 
 
 def old_codec(tmp_path, monkeypatch):
-    """The recording codec mupnc shipped before version 3 (``db/block_codec.py`` of commit
-    8aa9c35, from git): the payloads every database recorded until then holds."""
-    root = Path(__file__).resolve().parents[1]
-    old = subprocess.run(
-        ["git", "-C", str(root), "show", "8aa9c35:db/block_codec.py"],
-        capture_output=True,
-        text=True,
-    )
-    if old.returncode != 0:
-        pytest.skip(f"not a git clone with mupnc's history: {old.stderr.strip()}")
-    (tmp_path / "block_codec_v2.py").write_text(old.stdout)
-    spec = importlib.util.spec_from_file_location("block_codec_v2", tmp_path / "block_codec_v2.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "block_codec_v2", module)
-    spec.loader.exec_module(module)
+    """The recording codec mupnc shipped before version 3 (commit 8aa9c35): the payloads
+    every database recorded until then holds."""
+    module = shipped_module("8aa9c35", "db/block_codec.py", tmp_path, monkeypatch)
     assert module.VERSION == 2
     return module
 
