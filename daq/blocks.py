@@ -223,12 +223,13 @@ def check_layout(wire: np.ndarray) -> int:
     if wire.size < 1 or not np.isfinite(wire[0]):
         raise BlockFormatError("array does not start with the mupnc window-block magic")
     magic = wire[0]
-    if magic in (MAGIC, MAGIC_2):
-        return int(magic) & 0xFFFF
     if magic == int(magic) and 0 <= magic < 2**32 and int(magic) >> 16 == SIGNATURE:
+        version = int(magic) & 0xFFFF
+        if version in READ_LAYOUTS:
+            return version
         raise BlockLayoutError(
-            f"window block of layout version {int(magic) & 0xFFFF}; this reader reads layout "
-            f"versions 2 and 3 (magic {MAGIC:#x}, docs/daq-contract.md)"
+            f"window block of layout version {version}; this reader reads layout versions "
+            f"{' and '.join(map(str, READ_LAYOUTS))} (magic {MAGIC:#x}, docs/daq-contract.md)"
         )
     raise BlockLayoutError(
         f"array does not start with the mupnc window-block magic {MAGIC:#x} = {MAGIC} "
